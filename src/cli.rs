@@ -1,0 +1,93 @@
+//! The command line: `sbx-exec [--policy FILE] --ctx NAME [--secrets-fd N] [--status-fd N] -- CMD...`
+//! and the `policy` subcommands.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  sbx-exec --ctx user -- ps aux
+      untrusted code: sees only its own processes, gets no secrets
+  sbx-exec --ctx platform --secrets-fd 3 -- aws s3 ls 3< <(printf 'AWS_ACCESS_KEY_ID=%s\\n' \"$KEY\")
+      trusted tool: the secret arrives as a variable, never in argv or the caller's env
+  sbx-exec --ctx user --status-fd 4 -- make 4>status.jsonl
+      JSON lines {\"child-pid\":N} then {\"exit-code\":N}
+  sbx-exec policy show --ctx user
+  sbx-exec policy check /etc/sbx/policy.toml
+
+Exit status: the command's own; 128+N if it died of signal N; 124 timeout;
+125 sbx-exec refused or failed; 126 command not executable; 127 command not found.";
+
+/// sbx-exec: run a command in a named sandbox context from a policy.
+#[derive(Debug, Parser)]
+#[command(
+    name = "sbx-exec",
+    version = crate::VERSION,
+    about = "Run a command in a named sandbox context: secrets only where handed, private PID and mount namespaces, a clean environment",
+    after_help = EXAMPLES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true,
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Running a command.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Policy file to use instead of /etc/sbx/policy.toml or the embedded default
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// Context to run in (e.g. user, platform, control)
+    #[arg(long, value_name = "NAME", required = true)]
+    pub ctx: Option<String>,
+
+    /// Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
+    pub secrets_fd: Option<RawFd>,
+
+    /// Write JSON status lines ({"child-pid":N}, {"exit-code":N}) to this file descriptor
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..))]
+    pub status_fd: Option<RawFd>,
+
+    /// The command and its arguments
+    #[arg(
+        value_name = "CMD",
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub cmd: Vec<OsString>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check or show policies
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not
+    Check {
+        /// The policy file
+        file: PathBuf,
+    },
+    /// Print the effective policy (or one context of it) and where it came from
+    Show {
+        /// Policy file to show instead of the effective one
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+        /// Show only this context
+        #[arg(long, value_name = "NAME")]
+        ctx: Option<String>,
+    },
+}

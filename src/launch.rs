@@ -1,0 +1,274 @@
+//! One launch, top to bottom. Like nsjail's `containProc`, the whole sequence reads as one ordered
+//! list; each step is a call into the module named after its facility.
+//!
+//! Outer process: policy → context → command (126/127 early) → secrets (refused when the context
+//! takes none) → environment → plans (mounts, caps, seccomp) → block signals → clone into the
+//! namespaces → supervise → status.
+//!
+//! Sandbox pid 1: die with the outer process → non-dumpable → new session → close fds → mounts and
+//! private /proc → loopback → working directory → fork the target → reap and forward.
+//!
+//! Target: new session → close fds → caps → no_new_privs → seccomp → exec.
+
+use std::ffi::{CString, OsString};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::cli::RunArgs;
+use crate::error::EXIT_TIMEOUT;
+use crate::exec::Target;
+use crate::mounts;
+use crate::namespaces::{self, Kind};
+use crate::policy::{self, Context, Namespace, Net, SeccompMode};
+use crate::reaper::{self, Outcome};
+use crate::secrets::{self, SecretSet};
+use crate::sys;
+
+/// Everything pid 1 of the sandbox does before it forks the target.
+struct Sandbox {
+    kinds: Vec<Kind>,
+    mounts: Option<mounts::Plan>,
+    loopback: bool,
+    cwd: Option<PathBuf>,
+    degrade: bool,
+}
+
+/// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
+pub fn run(args: RunArgs) -> Result<i32> {
+    let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
+    let loaded = policy::load(args.policy.as_deref())?;
+    let ctx = loaded.policy.context(ctx_name)?;
+
+    // Secrets: a context that takes none refuses the fd before reading a byte of it.
+    let status = args.status_fd.map(StatusFd::open).transpose()?;
+    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
+
+    // The environment, and the command resolved in its PATH (127 / 126 before anything starts).
+    let mut env = crate::env::build(std::env::vars_os(), &ctx.env);
+    let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
+    let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
+    let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec.allow)?;
+    env.add_secrets(&secret_set);
+    drop(secret_set);
+
+    let (sandbox, target) = prepare(ctx_name, ctx, &loaded.source, &program, &args.cmd, env)?;
+    harden_outer()?;
+
+    // Block the forwarded signals now: from here on none is lost, and the children inherit the mask.
+    let mut caller_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&reaper::blocked_set()),
+        Some(&mut caller_mask),
+    )
+    .context("cannot block signals")?;
+    let target = Target {
+        sigmask: caller_mask,
+        ..target
+    };
+
+    let child = start(ctx_name, ctx, sandbox, &target)?;
+    if let Some(s) = &status {
+        s.line(&format!("{{\"child-pid\":{}}}", child.as_raw()));
+    }
+    let outcome = reaper::supervise(
+        child,
+        ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs),
+    );
+    let code = match outcome {
+        Outcome::Exited(code) => code,
+        Outcome::TimedOut => {
+            eprintln!(
+                "sbx-exec: context {ctx_name:?} timed out after {}s; the command was stopped (timeout in the policy)",
+                ctx.timeout.unwrap_or(0)
+            );
+            EXIT_TIMEOUT
+        }
+    };
+    if let Some(s) = &status {
+        s.line(&format!("{{\"exit-code\":{code}}}"));
+    }
+    Ok(code)
+}
+
+fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<SecretSet> {
+    let Some(fd) = fd else {
+        return Ok(SecretSet::default());
+    };
+    if ctx.secrets.allow.is_empty() {
+        bail!(
+            "context {ctx_name:?} takes no secrets, so --secrets-fd is refused (nothing was read); \
+             run trusted tools that need secrets in a context with [context.NAME.secrets] allow, e.g. --ctx platform"
+        );
+    }
+    let set = secrets::read_fd(fd)?;
+    set.check_allowed(ctx_name, &ctx.secrets.allow)?;
+    Ok(set)
+}
+
+/// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
+fn prepare(
+    ctx_name: &str,
+    ctx: &Context,
+    source: &policy::Source,
+    program: &Path,
+    cmd: &[OsString],
+    env: crate::env::TargetEnv,
+) -> Result<(Sandbox, Target)> {
+    let kinds = namespaces::wanted(ctx);
+    let mounts = ctx.has(Namespace::Mount).then(|| {
+        let exe = std::env::current_exe().ok();
+        let protect: Vec<&Path> = exe.as_deref().into_iter().chain(source.path()).collect();
+        mounts::plan(&ctx.fs, &protect, ctx.has(Namespace::Pid))
+    });
+    let seccomp = match ctx.security.seccomp {
+        SeccompMode::Default => Some(crate::seccomp::build(&ctx.security)?),
+        SeccompMode::None => None,
+    };
+    let cwd = match ctx.has(Namespace::Mount) {
+        true => Some(std::env::current_dir().context("cannot read the current directory")?),
+        false => None,
+    };
+    let _ = ctx_name;
+    let sandbox = Sandbox {
+        kinds,
+        mounts,
+        loopback: ctx.net == Net::None,
+        cwd,
+        degrade: ctx.degrade,
+    };
+    let target = Target {
+        path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
+        argv: crate::exec::argv(cmd)?,
+        env,
+        caps: crate::caps::kept(&ctx.security),
+        no_new_privs: ctx.security.no_new_privs,
+        seccomp,
+        sigmask: SigSet::empty(),
+        die_with_parent: !ctx.has(Namespace::Pid),
+    };
+    Ok((sandbox, target))
+}
+
+/// The outer process holds secrets in memory: no core dumps, no ptrace by non-privileged peers.
+fn harden_outer() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).context("cannot make sbx-exec non-dumpable")?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .context("cannot disable core dumps")?;
+    Ok(())
+}
+
+/// Create the sandbox. Returns the pid of its first process (pid 1 inside, if it has a pid
+/// namespace; otherwise the target itself).
+fn start(ctx_name: &str, ctx: &Context, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
+    let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
+    let child = match namespaces::enter(&sandbox.kinds) {
+        Ok(c) => c,
+        Err(first) if !sandbox.kinds.is_empty() => {
+            let (ok, missing) = namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)
+                .with_context(|| format!("clone failed: {first}"))?;
+            let names: Vec<&str> = missing.iter().map(|k| k.name).collect();
+            eprintln!(
+                "sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no {} namespace",
+                names.join(", ")
+            );
+            if missing.contains(&namespaces::MOUNT) {
+                sandbox.mounts = None;
+            }
+            sandbox.kinds = ok;
+            namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")?
+        }
+        Err(e) => return Err(anyhow!(e).context("cannot start the command")),
+    };
+    match child {
+        Some(pid) => {
+            drop(alive_r);
+            // alive_w stays open in this process until it exits: the sandbox watches it.
+            std::mem::forget(alive_w);
+            Ok(pid)
+        }
+        None => {
+            drop(alive_w);
+            in_sandbox(ctx, &sandbox, target, alive_r)
+        }
+    }
+}
+
+/// The first process of the sandbox. Never returns.
+fn in_sandbox(ctx: &Context, sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
+    let has_pidns = sandbox.kinds.contains(&namespaces::PID);
+    if let Err(e) = setup_sandbox(sandbox, has_pidns, alive) {
+        eprintln!("sbx-exec: {e:#}");
+        sys::exit_now(crate::error::EXIT_SBX);
+    }
+    let _ = ctx;
+    if !has_pidns {
+        target.exec();
+    }
+    match sys::fork() {
+        Ok(ForkResult::Child) => target.exec(),
+        Ok(ForkResult::Parent { child }) => reaper::pid1(child),
+        Err(e) => {
+            eprintln!("sbx-exec: cannot fork the command: {e}");
+            sys::exit_now(crate::error::EXIT_SBX)
+        }
+    }
+}
+
+fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<()> {
+    if has_pidns {
+        // Die with the outer process; if it is already gone, stop here.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+            .context("cannot set the parent-death signal")?;
+        let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+        if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+            sys::exit_now(crate::error::EXIT_SBX);
+        }
+        // Nobody in the sandbox may ptrace pid 1 or read its memory, environ or exe.
+        nix::sys::prctl::set_dumpable(false).context("cannot make pid 1 non-dumpable")?;
+        nix::unistd::setsid().context("cannot start a new session")?;
+    }
+    drop(alive);
+    sys::close_fds_from(3, &[], false).context("cannot close inherited file descriptors")?;
+    if let Some(plan) = &sandbox.mounts {
+        mounts::apply(plan, sandbox.degrade)?;
+    }
+    if sandbox.loopback {
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;
+    }
+    if let Some(cwd) = &sandbox.cwd {
+        std::env::set_current_dir(cwd).with_context(|| {
+            format!(
+                "the working directory {} does not exist inside the context (a private tmpfs or hidden path covers it); run sbx-exec from a directory the context shares, such as /workspace",
+                cwd.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// `--status-fd N`: JSON lines about the launch, as bubblewrap's `--json-status-fd`.
+struct StatusFd(File);
+
+impl StatusFd {
+    fn open(fd: RawFd) -> Result<StatusFd> {
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+            bail!("--status-fd {fd}: file descriptor {fd} is not open; open it for writing, e.g. {fd}>status.jsonl");
+        }
+        let dup = sys::dup_cloexec(fd).with_context(|| format!("--status-fd {fd}"))?;
+        Ok(StatusFd(File::from(dup)))
+    }
+
+    fn line(&self, json: &str) {
+        let _ = (&self.0).write_all(format!("{json}\n").as_bytes());
+    }
+}

@@ -1,0 +1,100 @@
+//! Which namespaces a context gets, creating them (one `clone`), and what to say when the kernel
+//! refuses.
+
+use anyhow::{bail, Result};
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::policy::{Context, Namespace, Net};
+use crate::sys;
+
+/// A namespace sbx-exec can create, with its clone flag and its name in the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kind {
+    pub flag: libc::c_int,
+    pub name: &'static str,
+}
+
+pub const PID: Kind = Kind {
+    flag: libc::CLONE_NEWPID,
+    name: "pid",
+};
+pub const MOUNT: Kind = Kind {
+    flag: libc::CLONE_NEWNS,
+    name: "mount",
+};
+pub const IPC: Kind = Kind {
+    flag: libc::CLONE_NEWIPC,
+    name: "ipc",
+};
+pub const UTS: Kind = Kind {
+    flag: libc::CLONE_NEWUTS,
+    name: "uts",
+};
+pub const NET: Kind = Kind {
+    flag: libc::CLONE_NEWNET,
+    name: "net",
+};
+
+/// The namespaces a context asks for.
+pub fn wanted(ctx: &Context) -> Vec<Kind> {
+    let mut kinds: Vec<Kind> = ctx
+        .namespaces
+        .iter()
+        .map(|ns| match ns {
+            Namespace::Pid => PID,
+            Namespace::Mount => MOUNT,
+            Namespace::Ipc => IPC,
+            Namespace::Uts => UTS,
+        })
+        .collect();
+    if ctx.net == Net::None {
+        kinds.push(NET);
+    }
+    kinds
+}
+
+pub fn flags(kinds: &[Kind]) -> libc::c_int {
+    kinds.iter().fold(0, |f, k| f | k.flag)
+}
+
+/// Can this process create `kind`? Tried in a throwaway child that exits at once.
+pub fn can_create(kind: Kind) -> bool {
+    match sys::clone_fork(kind.flag) {
+        Ok(None) => sys::exit_now(0),
+        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
+        Err(_) => false,
+    }
+}
+
+/// Called after the clone asking for all of `wanted` failed: probe each namespace on its own and
+/// return those the kernel allows and those it refuses. Without `degrade`, refuse with a message
+/// naming each missing namespace and how to get it.
+pub fn available(ctx_name: &str, wanted: &[Kind], degrade: bool) -> Result<(Vec<Kind>, Vec<Kind>)> {
+    let (ok, missing): (Vec<Kind>, Vec<Kind>) = wanted.iter().partition(|k| can_create(**k));
+    if !missing.is_empty() && !degrade {
+        let names: Vec<&str> = missing.iter().map(|k| k.name).collect();
+        bail!(
+            "cannot create the {} namespace{} that context {ctx_name:?} asks for: {}. Run sbx-exec as root (or with CAP_SYS_ADMIN), \
+             allow namespaces in the container runtime (e.g. docker run --cap-add SYS_ADMIN or a seccomp profile that permits unshare/clone), \
+             or set degrade = true in [context.{ctx_name}] to run without them",
+            names.join(", "),
+            if names.len() > 1 { "s" } else { "" },
+            why_refused(),
+        );
+    }
+    Ok((ok, missing))
+}
+
+fn why_refused() -> &'static str {
+    if nix::unistd::geteuid().is_root() {
+        "the kernel or a security policy refused the clone (EPERM)"
+    } else {
+        "sbx-exec is not running as root"
+    }
+}
+
+/// Start the sandbox's first process in fresh namespaces. `None` in the child.
+pub fn enter(kinds: &[Kind]) -> std::io::Result<Option<Pid>> {
+    sys::clone_fork(flags(kinds))
+}

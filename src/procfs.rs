@@ -1,0 +1,82 @@
+//! A private /proc for a context with its own PID namespace, masked the way Docker masks it.
+//!
+//! A fresh procfs shows only the context's processes, but it also brings back what the container
+//! runtime had hidden: `/proc/kcore`, `/proc/sysrq-trigger`, a writable `/proc/sys` (where root
+//! could set `kernel/core_pattern`, a classic escape). Those masks are re-applied here, and `/sys`
+//! is made read-only so cgroup and device files cannot be written or created.
+
+use std::ffi::CStr;
+
+use anyhow::{anyhow, Context as _, Result};
+use nix::mount::{mount, MsFlags};
+
+use crate::mounts::{hide, open, show};
+use crate::sys::{self, MountFlag};
+
+/// Covered with `/dev/null` (files) or an empty read-only tmpfs (directories).
+pub const MASKED: &[&CStr] = &[
+    c"/proc/kcore",
+    c"/proc/keys",
+    c"/proc/key-users",
+    c"/proc/timer_list",
+    c"/proc/timer_stats",
+    c"/proc/sched_debug",
+    c"/proc/latency_stats",
+    c"/proc/sysrq-trigger",
+    c"/proc/kmsg",
+    c"/proc/acpi",
+    c"/proc/asound",
+    c"/proc/scsi",
+    c"/proc/driver",
+    c"/sys/firmware",
+    c"/sys/devices/virtual/powercap",
+    c"/sys/kernel/security",
+    c"/sys/kernel/debug",
+];
+
+/// Made read-only (recursively).
+pub const READ_ONLY: &[&CStr] = &[
+    c"/proc/sys",
+    c"/proc/bus",
+    c"/proc/irq",
+    c"/proc/fs",
+    c"/proc/sysvipc",
+    c"/sys",
+];
+
+/// Mount a fresh procfs on /proc, then apply the masks.
+pub fn mount_private() -> Result<()> {
+    let proc_dir = open(c"/proc")?.ok_or_else(|| anyhow!("/proc does not exist"))?;
+    let at = sys::fd_path(&proc_dir);
+    mount(
+        Some(c"proc"),
+        at.as_c_str(),
+        Some(c"proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .context("cannot mount a private /proc")?;
+    drop(proc_dir);
+    for path in READ_ONLY {
+        // /sys may be absent in minimal containers; then there is nothing to protect.
+        let Some(fd) = open(path)? else { continue };
+        let at = sys::fd_path(&fd);
+        mount(
+            Some(at.as_c_str()),
+            at.as_c_str(),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("cannot bind {} onto itself", show(path)))?;
+        drop(fd);
+        let fd = open(path)?.ok_or_else(|| anyhow!("{} vanished during setup", show(path)))?;
+        sys::mount_setattr(&fd, MountFlag::ReadOnly)
+            .with_context(|| format!("cannot make {} read-only", show(path)))?;
+    }
+    for path in MASKED {
+        let Some(fd) = open(path)? else { continue };
+        hide(&fd).with_context(|| format!("cannot mask {}", show(path)))?;
+    }
+    Ok(())
+}

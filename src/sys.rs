@@ -1,0 +1,241 @@
+//! Raw system calls that `nix` does not wrap (or wraps in a way that allocates), each in one small
+//! function with a `// SAFETY:` note. Everything `unsafe` in sbx-exec lives in this file.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::Pid;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `clone(flags | SIGCHLD)` without a new stack: like `fork`, but the child starts in the new
+/// namespaces `flags` asks for. Returns `None` in the child.
+pub fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
+    // SAFETY: with a NULL stack the child runs on a copy of the parent's stack exactly as after
+    // fork(2). sbx-exec is single-threaded when it calls this (no thread is ever spawned), so no
+    // lock can be held by a thread that does not exist in the child. The parent-tid/child-tid/tls
+    // arguments are unused (0) because CLONE_*SETTID/SETTLS are not in `flags`.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match check(ret)? {
+        0 => Ok(None),
+        pid => Ok(Some(Pid::from_raw(pid as i32))),
+    }
+}
+
+/// Open `path` as an `O_PATH` handle without following any symlink in it, so a mount placed on
+/// `/proc/self/fd/N` lands exactly where the policy said, not where an attacker's link points.
+pub fn open_path_nofollow(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain old data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose size is
+    // passed; the kernel only reads both.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = check(ret)? as RawFd;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The magic-link path of an fd, for syscalls that only take paths (`mount`).
+pub fn fd_path(fd: &OwnedFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Which per-mount flags to set or clear with [`mount_setattr`].
+#[derive(Debug, Clone, Copy)]
+pub enum MountFlag {
+    ReadOnly,
+    Writable,
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE)`: change the flags of the mount at `fd`
+/// and every mount below it, in this mount namespace only.
+pub fn mount_setattr(fd: &OwnedFd, flag: MountFlag) -> io::Result<()> {
+    let attr = match flag {
+        MountFlag::ReadOnly => MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        MountFlag::Writable => MountAttr {
+            attr_set: 0,
+            attr_clr: MOUNT_ATTR_RDONLY,
+            propagation: 0,
+            userns_fd: 0,
+        },
+    };
+    // SAFETY: fd is open, the empty path is a valid C string, and `attr` is a valid mount_attr
+    // whose size is passed; the kernel only reads it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Close (or, with `cloexec`, mark close-on-exec) every fd from `first` up, except those in
+/// `keep` (sorted ascending).
+pub fn close_fds_from(first: RawFd, keep: &[RawFd], cloexec: bool) -> io::Result<()> {
+    let flags = if cloexec {
+        libc::CLOSE_RANGE_CLOEXEC as libc::c_int
+    } else {
+        0
+    };
+    let mut lo = first as libc::c_uint;
+    for &k in keep.iter().filter(|&&k| k >= first) {
+        let k = k as libc::c_uint;
+        if k > lo {
+            close_range(lo, k - 1, flags)?;
+        }
+        lo = k + 1;
+    }
+    close_range(lo, libc::c_uint::MAX, flags)
+}
+
+fn close_range(lo: libc::c_uint, hi: libc::c_uint, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: close_range only closes (or flags) descriptors; the caller has decided that no
+    // object in this process still uses the ones in range (they are inherited, not owned by Rust
+    // objects that will later close them again... except ones we re-check: see callers).
+    let ret = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags as libc::c_uint) };
+    check(ret).map(drop)
+}
+
+/// Bring the loopback interface up in a fresh network namespace.
+pub fn loopback_up() -> io::Result<()> {
+    // SAFETY: a plain socket(2) call; the returned fd is owned by the OwnedFd below.
+    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` was just returned by socket(2) and is owned by nothing else.
+    let sock = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, a valid ifreq for the whole call.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Wait for one of `set` (blocked by the caller), at most `timeout` if given. `Ok(None)` on timeout.
+pub fn wait_signal(
+    set: &SigSet,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Option<Signal>> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    loop {
+        // SAFETY: `set` is a valid sigset; siginfo may be NULL; `ts` lives across the call.
+        let ret = unsafe {
+            libc::sigtimedwait(
+                set.as_ref(),
+                std::ptr::null_mut(),
+                ts.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const libc::timespec),
+            )
+        };
+        if ret >= 0 {
+            return Ok(Signal::try_from(ret).ok());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
+}
+
+/// `execve(path, argv, envp)`; returns only on failure, with the error.
+pub fn execve(
+    path: &CStr,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: path is NUL-terminated; argv and envp are NULL-terminated arrays of pointers to
+    // NUL-terminated strings owned by the caller, alive for the call.
+    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+/// Leave immediately, without running destructors or flushing stdio: for a forked child whose
+/// copy of the parent's state must not be torn down twice.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `fork()`, for sbx-exec's single-threaded processes.
+pub fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: sbx-exec never starts a thread, so the child cannot inherit a lock held by another
+    // thread; the child only sets itself up and execs or exits.
+    unsafe { nix::unistd::fork() }
+}
+
+/// A close-on-exec duplicate of `fd`, owned.
+pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor; `fd` is not consumed.
+    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
