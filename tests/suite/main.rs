@@ -1,1 +1,49 @@
-fn main() {}
+//! Integration suite: runs the real `sbx-exec` binary. Each module proves one guarantee of
+//! `shared/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
+
+mod g1_secrets;
+mod g2_visibility;
+mod g5_launcher;
+mod harness;
+mod policy_tests;
+
+use harness::TestFn;
+
+macro_rules! tests {
+    ($($m:ident :: $f:ident),* $(,)?) => {
+        &[$((concat!(stringify!($m), "::", stringify!($f)), $m::$f as TestFn)),*]
+    };
+}
+
+fn main() {
+    harness::main(tests![
+        policy_tests::every_shipped_policy_checks,
+        policy_tests::show_prints_embedded_default_verbatim,
+        policy_tests::show_one_context,
+        policy_tests::bad_policies_name_file_line_column,
+        policy_tests::version_flag,
+        g1_secrets::platform_receives_handed_secret,
+        g1_secrets::json_secrets_round_trip_exactly,
+        g1_secrets::user_never_sees_the_callers_environment,
+        g1_secrets::injection_variables_are_dropped,
+        g1_secrets::ld_preload_is_dropped,
+        g1_secrets::user_context_refuses_secrets_without_echo,
+        g1_secrets::malformed_secrets_fail_without_echo,
+        g1_secrets::secrets_fd_is_closed_before_exec,
+        g1_secrets::secret_not_in_argv_of_any_process,
+        g2_visibility::ps_shows_only_the_context,
+        g2_visibility::kill_pkill_and_kill_all_fail,
+        g2_visibility::ptrace_and_proc_of_outside_fail,
+        g2_visibility::platform_secret_invisible_to_user,
+        g5_launcher::exit_codes_pass_through,
+        g5_launcher::own_errors_are_125_126_127,
+        g5_launcher::signals_reach_the_target,
+        g5_launcher::sigterm_default_gives_143,
+        g5_launcher::sigkill_of_launcher_leaves_no_process,
+        g5_launcher::zombies_are_reaped,
+        g5_launcher::only_stdio_fds_reach_the_target,
+        g5_launcher::stdio_streams_unbuffered,
+        g5_launcher::status_fd_reports_json,
+        g5_launcher::timeout_gives_124,
+    ]);
+}
