@@ -44,14 +44,20 @@ pub fn ps_shows_only_the_context() -> Result<(), String> {
     needs_isolation()?;
     let b = Bystander::start("ps");
     let control = Cmd::sh("ps -eo pid,args").run();
-    check(control.stdout.contains(&b.mark), || format!("control ps does not show the bystander: {}", control.show()))?;
+    check(control.stdout.contains(&b.mark), || {
+        format!("control ps does not show the bystander: {}", control.show())
+    })?;
     for ctx in ["user", "platform"] {
         let r = Cmd::sbx(["--ctx", ctx, "--", "ps", "-eo", "pid,args"]).run();
         r.expect_code(0, ctx)?;
-        check(!r.stdout.contains(&b.mark), || format!("{ctx} sees the bystander: {}", r.show()))?;
+        check(!r.stdout.contains(&b.mark), || {
+            format!("{ctx} sees the bystander: {}", r.show())
+        })?;
         let lines = r.stdout.lines().count();
         // header + pid 1 (sbx-exec) + ps itself
-        check(lines <= 3, || format!("{ctx}: ps shows more than its own processes: {}", r.show()))?;
+        check(lines <= 3, || {
+            format!("{ctx}: ps shows more than its own processes: {}", r.show())
+        })?;
     }
     Ok(())
 }
@@ -61,15 +67,30 @@ pub fn kill_pkill_and_kill_all_fail() -> Result<(), String> {
     let mut b = Bystander::start("kill");
     let pid = b.pid().to_string();
     for ctx in ["user", "platform"] {
-        let r = Cmd::sbx(["--ctx", ctx, "--", "sh", "-c", &format!("kill -9 {pid}; pkill -9 -f {}; kill -9 -1; sleep 0.2; echo done", b.mark)]).run();
+        let r = Cmd::sbx([
+            "--ctx",
+            ctx,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "kill -9 {pid}; pkill -9 -f {}; kill -9 -1; sleep 0.2; echo done",
+                b.mark
+            ),
+        ])
+        .run();
         check(r.stdout.contains("done") || r.signal.is_none(), || r.show())?;
         std::thread::sleep(Duration::from_millis(200));
-        check(b.alive(), || format!("{ctx}: the bystander was killed from inside: {}", r.show()))?;
+        check(b.alive(), || {
+            format!("{ctx}: the bystander was killed from inside: {}", r.show())
+        })?;
     }
     // Control: the same kill outside the sandbox succeeds.
     let r = Cmd::sh(&format!("kill -9 {pid}")).run();
     r.expect_code(0, "control kill")?;
-    check(wait_until(Duration::from_secs(5), || !b.alive()), || "control kill did not kill".into())
+    check(wait_until(Duration::from_secs(5), || !b.alive()), || {
+        "control kill did not kill".into()
+    })
 }
 
 pub fn ptrace_and_proc_of_outside_fail() -> Result<(), String> {
@@ -79,18 +100,40 @@ pub fn ptrace_and_proc_of_outside_fail() -> Result<(), String> {
     let strace = which("strace");
     for ctx in ["user", "platform"] {
         let r = Cmd::sbx(["--ctx", ctx, "--", "sh", "-c", &format!("cat /proc/{pid}/environ /proc/{pid}/cmdline 2>&1; ls -l /proc/{pid}/exe 2>&1; true")]).run();
-        check(!r.stdout.contains(&b.mark), || format!("{ctx} reads /proc of an outside process: {}", r.show()))?;
+        check(!r.stdout.contains(&b.mark), || {
+            format!("{ctx} reads /proc of an outside process: {}", r.show())
+        })?;
         if let Some(st) = &strace {
-            let r = Cmd::sbx(["--ctx", ctx, "--", st, "-p", &pid.to_string(), "-e", "trace=none"]).limit(Duration::from_secs(10)).run();
-            check(r.code != Some(0) && r.signal.is_none(), || format!("{ctx}: strace -p outside succeeded: {}", r.show()))?;
+            let r = Cmd::sbx([
+                "--ctx",
+                ctx,
+                "--",
+                st,
+                "-p",
+                &pid.to_string(),
+                "-e",
+                "trace=none",
+            ])
+            .limit(Duration::from_secs(10))
+            .run();
+            check(r.code != Some(0) && r.signal.is_none(), || {
+                format!("{ctx}: strace -p outside succeeded: {}", r.show())
+            })?;
         }
     }
     // Control: outside, /proc shows it and (if strace exists) ptrace attaches.
     let c = Cmd::sh(&format!("cat /proc/{pid}/cmdline")).run();
-    check(c.stdout.contains(&b.mark), || format!("control cannot read cmdline: {}", c.show()))?;
+    check(c.stdout.contains(&b.mark), || {
+        format!("control cannot read cmdline: {}", c.show())
+    })?;
     if let Some(st) = &strace {
-        let c = Cmd::sh(&format!("timeout -s INT 1 {st} -p {pid} -e trace=none; echo rc=$?")).run();
-        check(c.stderr.contains("attached"), || format!("control strace did not attach: {}", c.show()))?;
+        let c = Cmd::sh(&format!(
+            "timeout -s INT 1 {st} -p {pid} -e trace=none; echo rc=$?"
+        ))
+        .run();
+        check(c.stderr.contains("attached"), || {
+            format!("control strace did not attach: {}", c.show())
+        })?;
     } else if require_isolation() {
         return Err("strace is not installed (.ci/run installs it)".into());
     }
@@ -100,21 +143,48 @@ pub fn ptrace_and_proc_of_outside_fail() -> Result<(), String> {
 pub fn platform_secret_invisible_to_user() -> Result<(), String> {
     needs_isolation()?;
     let secret = marker("pgpass");
-    let (cmd, _d) = sbx_with_secrets(&format!("PGPASSWORD={secret}\n"), &["--ctx", "platform", "--secrets-fd", "3", "--", "sleep", "20"]);
+    let (cmd, _d) = sbx_with_secrets(
+        &format!("PGPASSWORD={secret}\n"),
+        &[
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--",
+            "sleep",
+            "20",
+        ],
+    );
     let handle = std::thread::spawn(move || cmd.limit(Duration::from_secs(25)).run());
     // Find the platform target from outside (the suite namespace sees every process).
     let found = wait_until(Duration::from_secs(10), || {
         std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-            std::fs::read(e.path().join("environ")).is_ok_and(|v| String::from_utf8_lossy(&v).contains(&secret))
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|v| String::from_utf8_lossy(&v).contains(&secret))
         })
     });
-    let user = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", "cat /proc/*/environ; true"]).run();
+    let user = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        "cat /proc/*/environ; true",
+    ])
+    .run();
     if let Some(pid) = process_with("sleep 20") {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
     let _ = handle.join();
-    check(found, || "control: the platform process's environ with the secret was not found from outside".into())?;
-    check(!user.stdout.contains(&secret), || format!("user read the platform secret: {}", user.show()))
+    check(found, || {
+        "control: the platform process's environ with the secret was not found from outside".into()
+    })?;
+    check(!user.stdout.contains(&secret), || {
+        format!("user read the platform secret: {}", user.show())
+    })
 }
 
 pub fn which(name: &str) -> Option<String> {

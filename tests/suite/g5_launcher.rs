@@ -20,9 +20,18 @@ pub fn exit_codes_pass_through() -> Result<(), String> {
     for (cmd, want) in cases {
         let mut args = vec!["--ctx", "user", "--"];
         args.extend_from_slice(cmd);
-        Cmd::sbx(&args).run().expect_code(*want, &format!("{cmd:?}"))?;
+        Cmd::sbx(&args)
+            .run()
+            .expect_code(*want, &format!("{cmd:?}"))?;
         // Control: the same command outside reports the same status through a shell.
-        let c = Cmd::sh(&format!("{}; exit $?", cmd.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" "))).run();
+        let c = Cmd::sh(&format!(
+            "{}; exit $?",
+            cmd.iter()
+                .map(|a| format!("'{a}'"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ))
+        .run();
         c.expect_code(*want, &format!("control {cmd:?}"))?;
     }
     Ok(())
@@ -31,20 +40,33 @@ pub fn exit_codes_pass_through() -> Result<(), String> {
 pub fn own_errors_are_125_126_127() -> Result<(), String> {
     let r = Cmd::sbx(["--ctx", "nope", "--", "true"]).run();
     r.expect_code(125, "unknown context")?;
-    check(r.stderr.contains("unknown context") && r.stderr.contains("platform"), || r.show())?;
+    check(
+        r.stderr.contains("unknown context") && r.stderr.contains("platform"),
+        || r.show(),
+    )?;
     let r = Cmd::sbx(["--ctx", "user", "--", "no-such-command-xyz"]).run();
     r.expect_code(127, "not found")?;
-    check(r.stderr.contains("command not found") && r.stderr.contains("PATH="), || r.show())?;
+    check(
+        r.stderr.contains("command not found") && r.stderr.contains("PATH="),
+        || r.show(),
+    )?;
     let d = TempDir::new("noexec");
     let f = d.file("script.sh", "#!/bin/sh\necho hi\n");
     let r = Cmd::sbx(["--ctx", "user", "--"]).run_with_arg(&f);
     r.expect_code(126, "not executable")?;
     check(r.stderr.contains("execute permission"), || r.show())?;
-    Cmd::sbx(["--bogus-flag"]).run().expect_code(125, "bad flag")?;
-    Cmd::sbx(["--ctx", "user"]).run().expect_code(125, "no command")?;
+    Cmd::sbx(["--bogus-flag"])
+        .run()
+        .expect_code(125, "bad flag")?;
+    Cmd::sbx(["--ctx", "user"])
+        .run()
+        .expect_code(125, "no command")?;
     let h = Cmd::sbx(["--help"]).run();
     h.expect_code(0, "--help")?;
-    check(h.stdout.contains("Exit status") && h.stdout.contains("--secrets-fd"), || h.show())
+    check(
+        h.stdout.contains("Exit status") && h.stdout.contains("--secrets-fd"),
+        || h.show(),
+    )
 }
 
 trait RunWithArg {
@@ -75,16 +97,26 @@ fn spawn_until_ready(script: &str) -> (std::process::Child, BufReader<std::proce
 
 pub fn signals_reach_the_target() -> Result<(), String> {
     needs_isolation()?;
-    for (sig, name) in [(Signal::SIGTERM, "TERM"), (Signal::SIGINT, "INT"), (Signal::SIGHUP, "HUP"), (Signal::SIGUSR1, "USR1"), (Signal::SIGUSR2, "USR2"), (Signal::SIGQUIT, "QUIT")] {
-        let script = format!("trap 'echo got-{name}; exit 42' {name}; echo ready; while :; do sleep 0.05; done");
+    for (sig, name) in [
+        (Signal::SIGTERM, "TERM"),
+        (Signal::SIGINT, "INT"),
+        (Signal::SIGHUP, "HUP"),
+        (Signal::SIGUSR1, "USR1"),
+        (Signal::SIGUSR2, "USR2"),
+        (Signal::SIGQUIT, "QUIT"),
+    ] {
+        let script = format!(
+            "trap 'echo got-{name}; exit 42' {name}; echo ready; while :; do sleep 0.05; done"
+        );
         let (mut child, mut out) = spawn_until_ready(&script);
         kill(Pid::from_raw(child.id() as i32), sig).unwrap();
         let mut rest = String::new();
         std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
         let status = child.wait().unwrap();
-        check(rest.contains(&format!("got-{name}")) && status.code() == Some(42), || {
-            format!("SIG{name} did not reach the target: out={rest:?} status={status:?}")
-        })?;
+        check(
+            rest.contains(&format!("got-{name}")) && status.code() == Some(42),
+            || format!("SIG{name} did not reach the target: out={rest:?} status={status:?}"),
+        )?;
     }
     Ok(())
 }
@@ -94,7 +126,9 @@ pub fn sigterm_default_gives_143() -> Result<(), String> {
     let (mut child, _out) = spawn_until_ready("echo ready; exec sleep 30");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
-    check(status.code() == Some(143), || format!("expected 143, got {status:?}"))
+    check(status.code() == Some(143), || {
+        format!("expected 143, got {status:?}")
+    })
 }
 
 pub fn sigkill_of_launcher_leaves_no_process() -> Result<(), String> {
@@ -102,12 +136,23 @@ pub fn sigkill_of_launcher_leaves_no_process() -> Result<(), String> {
     let mark = marker("orphan");
     let script = format!("bash -c 'exec -a {mark} sleep 300' & bash -c 'exec -a {mark}b sleep 300' & echo ready; wait");
     let (mut child, _out) = spawn_until_ready(&script);
-    check(wait_until(Duration::from_secs(5), || process_argv0(&format!("{mark}b")).is_some()), || "sandbox processes never started".into())?;
+    check(
+        wait_until(Duration::from_secs(5), || {
+            process_argv0(&format!("{mark}b")).is_some()
+        }),
+        || "sandbox processes never started".into(),
+    )?;
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    check(wait_until(Duration::from_secs(5), || process_argv0(&mark).is_none()), || {
-        format!("a sandbox process outlived sbx-exec: pid {:?}", process_argv0(&mark))
-    })
+    check(
+        wait_until(Duration::from_secs(5), || process_argv0(&mark).is_none()),
+        || {
+            format!(
+                "a sandbox process outlived sbx-exec: pid {:?}",
+                process_argv0(&mark)
+            )
+        },
+    )
 }
 
 pub fn zombies_are_reaped() -> Result<(), String> {
@@ -115,9 +160,13 @@ pub fn zombies_are_reaped() -> Result<(), String> {
     // 300 orphans: each double-forks so its child is re-parented to the sandbox's pid 1.
     let script = "i=0; while [ $i -lt 300 ]; do (sh -c 'exit 0' &) ; i=$((i+1)); done; sleep 0.5; \
                   ps -eo stat= | grep -c '^Z' || true";
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script]).limit(Duration::from_secs(60)).run();
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script])
+        .limit(Duration::from_secs(60))
+        .run();
     r.expect_code(0, "zombie workload")?;
-    check(r.stdout.trim() == "0", || format!("zombies left unreaped: {}", r.show()))
+    check(r.stdout.trim() == "0", || {
+        format!("zombies left unreaped: {}", r.show())
+    })
 }
 
 pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
@@ -125,12 +174,22 @@ pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
     // The fds of a process are read from outside (/proc/PID/fd), so no shell or ls adds its own.
     let fds_of = |launch: &str| -> Result<Vec<String>, String> {
         let mark = marker("fds");
-        let script = format!("exec 5</dev/null 7</dev/null; exec {launch} bash -c 'exec -a {mark} sleep 30'");
-        let mut child = Command::new("sh").args(["-c", &script]).stdin(Stdio::null()).spawn().unwrap();
+        let script = format!(
+            "exec 5</dev/null 7</dev/null; exec {launch} bash -c 'exec -a {mark} sleep 30'"
+        );
+        let mut child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
         let found = wait_until(Duration::from_secs(5), || process_argv0(&mark).is_some());
         let fds = process_argv0(&mark).map(|pid| {
             let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .map(|d| {
+                    d.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
                 .unwrap_or_default();
             v.sort();
             v
@@ -146,15 +205,26 @@ pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
     // Control: without sbx-exec, the extra fds 5 and 7 are inherited.
     let control = fds_of("")?;
     let has = |v: &[String], fd: &str| v.iter().any(|f| f == fd);
-    check(has(&control, "5") && has(&control, "7"), || format!("control did not inherit 5 and 7: {control:?}"))?;
+    check(has(&control, "5") && has(&control, "7"), || {
+        format!("control did not inherit 5 and 7: {control:?}")
+    })?;
     let inside = fds_of(&format!("{} --ctx user --", bin()))?;
-    check(inside == ["0", "1", "2"], || format!("extra fds leaked into the target: {inside:?}"))
+    check(inside == ["0", "1", "2"], || {
+        format!("extra fds leaked into the target: {inside:?}")
+    })
 }
 
 pub fn stdio_streams_unbuffered() -> Result<(), String> {
     needs_isolation()?;
     let mut child = Command::new(bin())
-        .args(["--ctx", "user", "--", "sh", "-c", "while read l; do echo \"got:$l\"; echo \"err:$l\" >&2; done"])
+        .args([
+            "--ctx",
+            "user",
+            "--",
+            "sh",
+            "-c",
+            "while read l; do echo \"got:$l\"; echo \"err:$l\" >&2; done",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -170,7 +240,10 @@ pub fn stdio_streams_unbuffered() -> Result<(), String> {
         let (mut a, mut e) = (String::new(), String::new());
         out.read_line(&mut a).unwrap();
         err.read_line(&mut e).unwrap();
-        check(a.trim() == format!("got:q{i}") && e.trim() == format!("err:q{i}"), || format!("round {i}: {a:?} {e:?}"))?;
+        check(
+            a.trim() == format!("got:q{i}") && e.trim() == format!("err:q{i}"),
+            || format!("round {i}: {a:?} {e:?}"),
+        )?;
     }
     drop(stdin);
     let st = child.wait().unwrap();
@@ -181,12 +254,23 @@ pub fn status_fd_reports_json() -> Result<(), String> {
     needs_isolation()?;
     let d = TempDir::new("status");
     let f = d.path().join("status.jsonl");
-    let r = Cmd::sh(&format!("{} --ctx user --status-fd 4 -- sh -c 'exit 3' 4>{}", bin(), f.display())).run();
+    let r = Cmd::sh(&format!(
+        "{} --ctx user --status-fd 4 -- sh -c 'exit 3' 4>{}",
+        bin(),
+        f.display()
+    ))
+    .run();
     r.expect_code(3, "status run")?;
     let text = std::fs::read_to_string(&f).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     check(lines.len() == 2, || format!("expected 2 lines: {text}"))?;
-    check(lines[0]["child-pid"].as_i64().is_some_and(|p| p > 1), || text.clone())?;
+    check(
+        lines[0]["child-pid"].as_i64().is_some_and(|p| p > 1),
+        || text.clone(),
+    )?;
     check(lines[1]["exit-code"] == 3, || text.clone())
 }
 
@@ -195,8 +279,19 @@ pub fn timeout_gives_124() -> Result<(), String> {
     let d = TempDir::new("timeout");
     let policy = crate::policy_tests::default_with(d.path(), "user", "timeout = 1\n");
     let start = std::time::Instant::now();
-    let r = Cmd::sbx(["--policy", policy.to_str().unwrap(), "--ctx", "user", "--", "sleep", "30"]).run();
+    let r = Cmd::sbx([
+        "--policy",
+        policy.to_str().unwrap(),
+        "--ctx",
+        "user",
+        "--",
+        "sleep",
+        "30",
+    ])
+    .run();
     r.expect_code(124, "timeout")?;
-    check(start.elapsed() < Duration::from_secs(10), || "timeout took too long".into())?;
+    check(start.elapsed() < Duration::from_secs(10), || {
+        "timeout took too long".into()
+    })?;
     check(r.stderr.contains("timed out"), || r.show())
 }

@@ -37,7 +37,10 @@ pub fn require_isolation() -> bool {
 
 /// Run the suite: re-exec into a throwaway namespace if not there yet, then run each test.
 pub fn main(tests: &[(&str, TestFn)]) {
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     if std::env::args().any(|a| a == "--list") {
         for (name, _) in tests {
             println!("{name}: test");
@@ -104,7 +107,16 @@ pub fn main(tests: &[(&str, TestFn)]) {
 fn reexec_in_throwaway_namespace() -> Option<i32> {
     let me = std::env::current_exe().expect("current_exe");
     let status = Command::new("unshare")
-        .args(["--pid", "--fork", "--kill-child", "--mount-proc", "--mount", "--propagation", "private", "--"])
+        .args([
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+        ])
         .arg(&me)
         .args(std::env::args_os().skip(1))
         .env("SBX_SUITE_INNER", "1")
@@ -112,7 +124,8 @@ fn reexec_in_throwaway_namespace() -> Option<i32> {
     match status {
         Ok(s) if s.code() == Some(1) || s.code() == Some(0) => Some(s.code().unwrap()),
         other => {
-            let why = format!("cannot create the suite's throwaway namespace with unshare(1): {other:?}");
+            let why =
+                format!("cannot create the suite's throwaway namespace with unshare(1): {other:?}");
             if require_isolation() {
                 eprintln!("{why}; SBX_REQUIRE_ISOLATION=1, so the suite fails");
                 Some(1)
@@ -178,10 +191,17 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let mut cmd = Command::new(program);
         cmd.env_clear()
-            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
             .env("LANG", "C.UTF-8")
             .current_dir("/");
-        Cmd { cmd, stdin: None, limit: Duration::from_secs(60) }
+        Cmd {
+            cmd,
+            stdin: None,
+            limit: Duration::from_secs(60),
+        }
     }
 
     /// `sbx-exec ARGS...`
@@ -219,8 +239,15 @@ impl Cmd {
     /// Run to completion (killed if it exceeds its time limit).
     pub fn run(mut self) -> Run {
         self.cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        self.cmd.stdin(if self.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
-        let mut child = self.cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.cmd));
+        self.cmd.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        let mut child = self
+            .cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", self.cmd));
         if let Some(data) = self.stdin.take() {
             let mut w = child.stdin.take().unwrap();
             std::thread::spawn(move || {
@@ -240,7 +267,10 @@ impl Cmd {
                 std::thread::sleep(Duration::from_millis(50));
             }
             if !d2.load(Ordering::SeqCst) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
         });
         let out = child.wait_with_output().expect("wait");
@@ -291,7 +321,12 @@ impl Drop for TempDir {
 
 /// A unique marker string for this test run (so `ps`/`grep` find only what this test started).
 pub fn marker(tag: &str) -> String {
-    format!("sbxmark{}{}{}", tag, std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "sbxmark{}{}{}",
+        tag,
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Run `sbx-exec` with `secrets` on fd 3 (a 0600 file in a temp dir that lives as long as the
@@ -328,7 +363,10 @@ pub fn needs_isolation() -> Result<(), String> {
             if r.ok() {
                 Ok(())
             } else {
-                Err(format!("{SKIP}namespaces unavailable here: {}", r.stderr.trim()))
+                Err(format!(
+                    "{SKIP}namespaces unavailable here: {}",
+                    r.stderr.trim()
+                ))
             }
         })
         .clone()
@@ -337,7 +375,9 @@ pub fn needs_isolation() -> Result<(), String> {
 /// Is any process (in this suite's namespace) running with `needle` in its command line?
 pub fn process_with(needle: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if pid == std::process::id() as i32 {
             continue;
         }
@@ -354,7 +394,9 @@ pub fn process_with(needle: &str) -> Option<i32> {
 /// The process (in this suite's namespace) whose argv[0] is exactly `name` (`exec -a NAME`).
 pub fn process_argv0(name: &str) -> Option<i32> {
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             if cmd.split(|&b| b == 0).next() == Some(name.as_bytes()) {
                 return Some(pid);

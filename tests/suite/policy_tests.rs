@@ -10,7 +10,10 @@ pub const DEFAULT_TOML: &str = include_str!("../../policies/default.toml");
 pub fn default_with(dir: &Path, ctx: &str, extra: &str) -> PathBuf {
     let header = format!("[context.{ctx}]\n");
     let text = DEFAULT_TOML.replacen(&header, &format!("{header}{extra}"), 1);
-    assert_ne!(text, DEFAULT_TOML, "context {ctx} not found in the default policy");
+    assert_ne!(
+        text, DEFAULT_TOML,
+        "context {ctx} not found in the default policy"
+    );
     write_policy(dir, &text)
 }
 
@@ -40,14 +43,22 @@ pub fn show_prints_embedded_default_verbatim() -> Result<(), String> {
         return check(r.stdout.contains("system policy"), || r.show());
     }
     let body = r.stdout.split_once('\n').map(|x| x.1).unwrap_or("");
-    check(r.stdout.starts_with("# source: embedded default policy"), || r.show())?;
-    check(body == DEFAULT_TOML, || "policies/default.toml differs from the embedded default".into())
+    check(
+        r.stdout.starts_with("# source: embedded default policy"),
+        || r.show(),
+    )?;
+    check(body == DEFAULT_TOML, || {
+        "policies/default.toml differs from the embedded default".into()
+    })
 }
 
 pub fn show_one_context() -> Result<(), String> {
     let r = Cmd::sbx(["policy", "show", "--ctx", "user"]).run();
     r.expect_code(0, "policy show --ctx")?;
-    check(r.stdout.contains("[context.user") && !r.stdout.contains("[context.platform"), || r.show())
+    check(
+        r.stdout.contains("[context.user") && !r.stdout.contains("[context.platform"),
+        || r.show(),
+    )
 }
 
 pub fn bad_policies_name_file_line_column() -> Result<(), String> {
@@ -64,9 +75,19 @@ pub fn bad_policies_name_file_line_column() -> Result<(), String> {
         let p = write_policy(d.path(), text);
         let r = Cmd::sbx(["policy".as_ref(), "check".as_ref(), p.as_os_str()]).run();
         r.expect_code(125, text)?;
-        check(r.stderr.contains(at) && r.stderr.contains(what), || format!("{text:?} -> {}", r.show()))?;
+        check(r.stderr.contains(at) && r.stderr.contains(what), || {
+            format!("{text:?} -> {}", r.show())
+        })?;
         // The same policy refuses a launch, before anything runs.
-        let r = Cmd::sbx(["--policy".as_ref(), p.as_os_str(), "--ctx".as_ref(), "x".as_ref(), "--".as_ref(), "true".as_ref()]).run();
+        let r = Cmd::sbx([
+            "--policy".as_ref(),
+            p.as_os_str(),
+            "--ctx".as_ref(),
+            "x".as_ref(),
+            "--".as_ref(),
+            "true".as_ref(),
+        ])
+        .run();
         r.expect_code(125, "launch with a bad policy")?;
     }
     let r = Cmd::sbx(["policy", "check", "/nonexistent/policy.toml"]).run();
