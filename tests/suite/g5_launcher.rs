@@ -234,19 +234,22 @@ pub fn stdio_streams_unbuffered() -> Result<(), String> {
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut err = BufReader::new(child.stderr.take().unwrap());
     // Each answer must arrive before the next question is asked: nothing waits for a buffer to fill.
+    let mut result = Ok(());
     for i in 0..5 {
         writeln!(stdin, "q{i}").unwrap();
         stdin.flush().unwrap();
         let (mut a, mut e) = (String::new(), String::new());
         out.read_line(&mut a).unwrap();
         err.read_line(&mut e).unwrap();
-        check(
-            a.trim() == format!("got:q{i}") && e.trim() == format!("err:q{i}"),
-            || format!("round {i}: {a:?} {e:?}"),
-        )?;
+        if a.trim() != format!("got:q{i}") || e.trim() != format!("err:q{i}") {
+            result = Err(format!("round {i}: {a:?} {e:?}"));
+            let _ = child.kill();
+            break;
+        }
     }
     drop(stdin);
     let st = child.wait().unwrap();
+    result?;
     check(st.success(), || format!("{st:?}"))
 }
 
