@@ -19,11 +19,20 @@ pub fn kept(sec: &SecurityPolicy) -> Option<CapsHashSet> {
 }
 
 /// Drop every capability not in `keep` from all five sets of this thread.
-pub fn drop_to(keep: &CapsHashSet) -> Result<()> {
-    let bounding = caps::read(None, CapSet::Bounding).context("cannot read the bounding set")?;
-    for cap in bounding.difference(keep) {
-        caps::drop(None, CapSet::Bounding, *cap)
-            .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
+///
+/// Cutting the bounding set needs CAP_SETPCAP. Without it (sbx-exec not run as root), the bounding
+/// set is left alone when `no_new_privs` is set: it then limits nothing that exec could gain.
+pub fn drop_to(keep: &CapsHashSet, no_new_privs: bool) -> Result<()> {
+    let effective = caps::read(None, CapSet::Effective).context("cannot read the effective set")?;
+    if effective.contains(&Capability::CAP_SETPCAP) {
+        let bounding =
+            caps::read(None, CapSet::Bounding).context("cannot read the bounding set")?;
+        for cap in bounding.difference(keep) {
+            caps::drop(None, CapSet::Bounding, *cap)
+                .with_context(|| format!("cannot drop {cap} from the bounding set"))?;
+        }
+    } else if !no_new_privs {
+        anyhow::bail!("cannot cut the capability bounding set without CAP_SETPCAP; run sbx-exec as root or set no_new_privs = true");
     }
     caps::clear(None, CapSet::Ambient).context("cannot clear the ambient set")?;
     caps::set(None, CapSet::Inheritable, &HashSet::new())

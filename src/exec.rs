@@ -103,8 +103,6 @@ pub struct Target {
     pub seccomp: Option<BpfProgram>,
     /// Signal mask to restore (the caller's), since sbx-exec blocks signals it forwards.
     pub sigmask: SigSet,
-    /// Die with the parent (needed when no pid namespace does it).
-    pub die_with_parent: bool,
 }
 
 impl Target {
@@ -136,10 +134,6 @@ impl Target {
 
     fn prepare(&self) -> Result<()> {
         use anyhow::Context as _;
-        if self.die_with_parent {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                .context("cannot set the parent-death signal")?;
-        }
         // A new session: no controlling terminal to push keystrokes into (TIOCSTI).
         nix::unistd::setsid().context("cannot start a new session")?;
         // Only fds 0, 1 and 2 reach the target.
@@ -150,7 +144,7 @@ impl Target {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
             .context("cannot restore the signal mask")?;
         if let Some(keep) = &self.caps {
-            crate::caps::drop_to(keep)?;
+            crate::caps::drop_to(keep, self.no_new_privs)?;
         }
         if self.no_new_privs {
             crate::caps::set_no_new_privs()?;

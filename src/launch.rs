@@ -154,7 +154,6 @@ fn prepare(
         no_new_privs: ctx.security.no_new_privs,
         seccomp,
         sigmask: SigSet::empty(),
-        die_with_parent: !ctx.has(Namespace::Pid),
     };
     Ok((sandbox, target))
 }
@@ -173,9 +172,8 @@ fn start(ctx_name: &str, ctx: &Context, mut sandbox: Sandbox, target: &Target) -
     let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let child = match namespaces::enter(&sandbox.kinds) {
         Ok(c) => c,
-        Err(first) if !sandbox.kinds.is_empty() => {
-            let (ok, missing) = namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)
-                .with_context(|| format!("clone failed: {first}"))?;
+        Err(_) if !sandbox.kinds.is_empty() => {
+            let (ok, missing) = namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)?;
             let names: Vec<&str> = missing.iter().map(|k| k.name).collect();
             eprintln!(
                 "sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no {} namespace",

@@ -22,7 +22,6 @@ pub const MASKED: &[&CStr] = &[
     c"/proc/timer_stats",
     c"/proc/sched_debug",
     c"/proc/latency_stats",
-    c"/proc/sysrq-trigger",
     c"/proc/kmsg",
     c"/proc/acpi",
     c"/proc/asound",
@@ -36,6 +35,7 @@ pub const MASKED: &[&CStr] = &[
 
 /// Made read-only (recursively).
 pub const READ_ONLY: &[&CStr] = &[
+    c"/proc/sysrq-trigger",
     c"/proc/sys",
     c"/proc/bus",
     c"/proc/irq",

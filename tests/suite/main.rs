@@ -4,6 +4,7 @@
 mod g1_secrets;
 mod g2_visibility;
 mod g5_launcher;
+mod g6_fail_closed;
 mod harness;
 mod policy_tests;
 
@@ -45,5 +46,8 @@ fn main() {
         g5_launcher::stdio_streams_unbuffered,
         g5_launcher::status_fd_reports_json,
         g5_launcher::timeout_gives_124,
+        g6_fail_closed::refuses_when_namespaces_are_refused,
+        g6_fail_closed::degrade_runs_and_warns,
+        g6_fail_closed::net_none_has_only_loopback,
     ]);
 }
