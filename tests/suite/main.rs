@@ -1,6 +1,7 @@
 //! Integration suite: runs the real `sbx-exec` binary. Each module proves one guarantee of
 //! `shared/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
 
+mod attacks;
 mod g1_secrets;
 mod g2_visibility;
 mod g5_launcher;
@@ -49,5 +50,18 @@ fn main() {
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,
+        attacks::system_files_cannot_be_written,
+        attacks::ld_so_preload_cannot_be_created,
+        attacks::launcher_and_policy_are_read_only_in_platform_too,
+        attacks::proc_and_sys_cannot_be_written,
+        attacks::kernel_files_are_masked,
+        attacks::cgroups_cannot_be_created,
+        attacks::mount_fails_inside,
+        attacks::pid1_of_sandbox_is_untouchable,
+        attacks::user_namespaces_cannot_be_created,
+        attacks::tiocsti_cannot_inject_into_callers_tty,
+        attacks::nested_sbx_exec_gives_nothing_back,
+        attacks::hidden_cwd_is_refused_not_leaked,
+        attacks::symlinked_policy_paths_are_refused,
     ]);
 }

@@ -1,0 +1,451 @@
+//! Issue 4's attack suite: hostile code running as root in the `user` context. Each case shows the
+//! attack fail inside and the same action succeed outside (or in the right context).
+//!
+//! Writes are probed by opening for append and writing nothing; the only files created are
+//! sentinels this suite made; the only processes signalled are ones it started.
+
+use std::path::{Path, PathBuf};
+
+use crate::g2_visibility::Bystander;
+use crate::harness::*;
+
+/// Python that probes each argument for writing without changing it and prints `path=ok` or
+/// `path=ERRNO`: a file is opened for append (nothing written); an executable that may be running
+/// (where open would answer ETXTBSY before the read-only check) gets a chmod to its current mode.
+const PROBE_WRITE: &str = r#"
+import os, sys, errno
+for p in sys.argv[1:]:
+    try:
+        if os.access(p, os.X_OK) and os.path.isfile(p):
+            os.chmod(p, os.stat(p).st_mode & 0o7777)
+        else:
+            fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+            os.close(fd)
+        print(p + "=ok")
+    except OSError as e:
+        print(p + "=" + errno.errorcode.get(e.errno, str(e.errno)))
+"#;
+
+fn probe_write(inside: bool, ctx: &str, paths: &[&Path]) -> Run {
+    let mut c = if inside {
+        Cmd::sbx(["--ctx", ctx, "--", "python3", "-c", PROBE_WRITE])
+    } else {
+        Cmd::new("python3")
+    };
+    if !inside {
+        c.command().args(["-c", PROBE_WRITE]);
+    }
+    c.command().args(paths);
+    c.run()
+}
+
+fn result_of<'a>(r: &'a Run, p: &Path) -> &'a str {
+    let key = format!("{}=", p.display());
+    r.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .unwrap_or("missing")
+}
+
+/// A sentinel file created by this test in `dir` (a system directory), removed on drop.
+struct Sentinel(PathBuf);
+
+impl Sentinel {
+    fn new(dir: &str) -> Option<Sentinel> {
+        let p = Path::new(dir).join(marker("sentinel"));
+        std::fs::write(&p, b"sentinel\n").ok()?;
+        Some(Sentinel(p))
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+pub fn system_files_cannot_be_written() -> Result<(), String> {
+    needs_isolation()?;
+    let mut sentinels = Vec::new();
+    for dir in ["/etc", "/usr/local/bin", "/usr/bin", "/opt", "/var/lib"] {
+        if let Some(s) = Sentinel::new(dir) {
+            sentinels.push(s);
+        }
+    }
+    check(sentinels.len() >= 3, || {
+        "could not create sentinels in system directories".into()
+    })?;
+    let mut paths: Vec<&Path> = sentinels.iter().map(|s| s.0.as_path()).collect();
+    let exe = Path::new(bin());
+    paths.push(exe);
+    // Control: outside, every one of them opens for writing.
+    let c = probe_write(false, "", &paths);
+    for p in &paths {
+        check(result_of(&c, p) == "ok", || {
+            format!(
+                "control cannot open {} for writing: {}",
+                p.display(),
+                c.show()
+            )
+        })?;
+    }
+    let r = probe_write(true, "user", &paths);
+    r.expect_code(0, "probe")?;
+    for p in &paths {
+        check(result_of(&r, p) == "EROFS", || {
+            format!("user can write {}: {}", p.display(), r.show())
+        })?;
+    }
+    Ok(())
+}
+
+pub fn ld_so_preload_cannot_be_created() -> Result<(), String> {
+    needs_isolation()?;
+    if Path::new("/etc/ld.so.preload").exists() {
+        return Err(format!(
+            "{SKIP}/etc/ld.so.preload exists on this host; not touching it"
+        ));
+    }
+    // Inside: creating it fails (the control is system_files_cannot_be_written: /etc is writable outside).
+    let r = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        "touch /etc/ld.so.preload; echo rc=$?",
+    ])
+    .run();
+    let created = Path::new("/etc/ld.so.preload").exists();
+    if created {
+        let _ = std::fs::remove_file("/etc/ld.so.preload");
+    }
+    check(!created && r.stdout.contains("rc=1"), || {
+        format!("user created /etc/ld.so.preload: {}", r.show())
+    })
+}
+
+pub fn launcher_and_policy_are_read_only_in_platform_too() -> Result<(), String> {
+    needs_isolation()?;
+    // A policy file outside /tmp (which is private in user), so both contexts can see it.
+    let dir = PathBuf::from(format!("/var/lib/{}", marker("policydir")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = crate::policy_tests::write_policy(&dir, crate::policy_tests::DEFAULT_TOML);
+    let paths: Vec<&Path> = vec![Path::new(bin()), policy.as_path()];
+    let c = probe_write(false, "", &paths);
+    let mut result = Ok(());
+    for p in &paths {
+        if result_of(&c, p) != "ok" {
+            result = Err(format!("control cannot open {}: {}", p.display(), c.show()));
+        }
+    }
+    for ctx in ["platform", "user"] {
+        let mut cmd = Cmd::sbx([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            ctx,
+            "--",
+            "python3",
+            "-c",
+            PROBE_WRITE,
+        ]);
+        cmd.command().args(&paths);
+        let r = cmd.run();
+        for p in &paths {
+            if result.is_ok() && result_of(&r, p) != "EROFS" {
+                result = Err(format!("{ctx} can write {}: {}", p.display(), r.show()));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+pub fn proc_and_sys_cannot_be_written() -> Result<(), String> {
+    needs_isolation()?;
+    let candidates = [
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/vm/drop_caches",
+        "/proc/sysrq-trigger",
+        "/sys/kernel/mm/transparent_hugepage/enabled",
+    ];
+    let paths: Vec<&Path> = candidates
+        .iter()
+        .map(Path::new)
+        .filter(|p| p.exists())
+        .collect();
+    check(paths.len() >= 2, || "no /proc/sys files to probe".into())?;
+    let c = probe_write(false, "", &paths);
+    for p in &paths {
+        check(result_of(&c, p) == "ok", || {
+            format!("control cannot open {}: {}", p.display(), c.show())
+        })?;
+    }
+    for ctx in ["user", "platform"] {
+        let r = probe_write(true, ctx, &paths);
+        for p in &paths {
+            check(result_of(&r, p) == "EROFS", || {
+                format!("{ctx} can write {}: {}", p.display(), r.show())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub fn kernel_files_are_masked() -> Result<(), String> {
+    needs_isolation()?;
+    // Outside they have content (root reads them); inside they read as empty.
+    let masked = ["/proc/keys", "/proc/timer_list", "/proc/kcore"];
+    let present: Vec<&str> = masked
+        .into_iter()
+        .filter(|p| Path::new(p).exists())
+        .collect();
+    check(!present.is_empty(), || "nothing to check".into())?;
+    let script = present
+        .iter()
+        .map(|p| format!("printf '%s=' {p}; head -c 64 {p} 2>/dev/null | wc -c"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    for p in &present {
+        check(r.stdout.contains(&format!("{p}=0")), || {
+            format!("{p} readable inside: {}", r.show())
+        })?;
+    }
+    let c = Cmd::sh("head -c 64 /proc/timer_list | wc -c").run();
+    check(c.stdout.trim() != "0", || {
+        format!(
+            "control: /proc/timer_list is empty outside too: {}",
+            c.show()
+        )
+    })
+}
+
+pub fn cgroups_cannot_be_created() -> Result<(), String> {
+    needs_isolation()?;
+    // Find a cgroup directory where the control (outside) can create and remove a child.
+    let name = marker("cg");
+    let base = [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/unified",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+    ]
+    .into_iter()
+    .find(|b| {
+        let p = Path::new(b).join(&name);
+        std::fs::create_dir(&p).is_ok() && std::fs::remove_dir(&p).is_ok()
+    });
+    let Some(base) = base else {
+        return Err(format!("{SKIP}no writable cgroup hierarchy here"));
+    };
+    let target = format!("{base}/{name}");
+    let r = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &format!("mkdir {target}; echo rc=$?"),
+    ])
+    .run();
+    let created = Path::new(&target).exists();
+    if created {
+        let _ = std::fs::remove_dir(&target);
+    }
+    check(!created && r.stdout.contains("rc=1"), || {
+        format!("user created a cgroup: {}", r.show())
+    })
+}
+
+pub fn mount_fails_inside() -> Result<(), String> {
+    needs_isolation()?;
+    let d = TempDir::new("mnt");
+    let target = d.path().display().to_string();
+    // Control: in the suite's own (throwaway) mount namespace, root mounts a tmpfs.
+    let c = Cmd::sh(&format!(
+        "mount -t tmpfs none {target} && umount {target} && echo mounted"
+    ))
+    .run();
+    check(c.stdout.contains("mounted"), || {
+        format!("control mount failed: {}", c.show())
+    })?;
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", "mount -t tmpfs none /mnt; echo rc=$?; mount -o remount,rw /; echo rc2=$?; umount /proc; echo rc3=$?"]).run();
+    check(
+        !r.stdout.contains("rc=0") && !r.stdout.contains("rc2=0") && !r.stdout.contains("rc3=0"),
+        || format!("a mount succeeded inside: {}", r.show()),
+    )
+}
+
+pub fn pid1_of_sandbox_is_untouchable() -> Result<(), String> {
+    needs_isolation()?;
+    let script = "cat /proc/1/environ >/dev/null 2>&1; echo environ=$?; \
+                  readlink /proc/1/exe >/dev/null 2>&1; echo exe=$?; \
+                  python3 -c 'import os\ntry:\n os.open(\"/proc/1/exe\", os.O_WRONLY); print(\"open=ok\")\nexcept OSError as e: print(\"open=\",e.errno)'; \
+                  python3 -c 'import os\ntry:\n os.open(\"/proc/1/mem\", os.O_RDONLY); print(\"mem=ok\")\nexcept OSError as e: print(\"mem=\",e.errno)'; \
+                  cat /proc/self/environ >/dev/null && echo self=0";
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script]).run();
+    for bad in ["environ=0", "exe=0", "open=ok", "mem=ok"] {
+        check(!r.stdout.contains(bad), || {
+            format!("{bad}: pid 1 reachable: {}", r.show())
+        })?;
+    }
+    // Control: the target's own /proc entries work, so /proc itself is fine.
+    check(r.stdout.contains("self=0"), || {
+        format!("control: own environ unreadable: {}", r.show())
+    })?;
+    if let Some(st) = crate::g2_visibility::which("strace") {
+        let r = Cmd::sbx(["--ctx", "user", "--", st.as_str(), "-p", "1"])
+            .limit(std::time::Duration::from_secs(10))
+            .run();
+        check(r.code != Some(0), || {
+            format!("strace -p 1 worked: {}", r.show())
+        })?;
+    }
+    Ok(())
+}
+
+pub fn user_namespaces_cannot_be_created() -> Result<(), String> {
+    needs_isolation()?;
+    // Control: outside, an unprivileged user namespace (with a new mount ns and /proc) is possible.
+    let c = Cmd::sh("unshare -Ur --mount true && echo made").run();
+    check(c.stdout.contains("made"), || {
+        format!("control unshare -Ur failed: {}", c.show())
+    })?;
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c",
+        "unshare -Ur true; echo a=$?; unshare -Urpf --mount-proc true; echo b=$?; \
+         python3 -c 'import os; os.unshare(os.CLONE_NEWUSER); print(\"py=ok\")' 2>/dev/null; echo c=$?"]).run();
+    check(
+        r.stdout.contains("a=1") && r.stdout.contains("b=1") && !r.stdout.contains("py=ok"),
+        || format!("user namespace created: {}", r.show()),
+    )
+}
+
+pub fn tiocsti_cannot_inject_into_callers_tty() -> Result<(), String> {
+    needs_isolation()?;
+    // A pty stands in for the caller's terminal. Outside, TIOCSTI pushes "X" into it (control);
+    // through sbx-exec the ioctl fails.
+    let inject = "import fcntl,termios\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b'X'); print('injected')\nexcept OSError as e: print('refused', e.errno)";
+    let driver = |cmd: Vec<String>| -> Run {
+        let py = "import os,pty,sys\npid,fd=pty.fork()\nif pid==0:\n os.execvp(sys.argv[1], sys.argv[1:])\nout=b''\nwhile True:\n try: d=os.read(fd,1024)\n except OSError: break\n if not d: break\n out+=d\nos.waitpid(pid,0)\nprint(out.decode(errors='replace'))";
+        let mut c = Cmd::new("python3");
+        c.command().args(["-c", py]).args(cmd);
+        c.run()
+    };
+    let c = driver(vec!["python3".into(), "-c".into(), inject.into()]);
+    let legacy = std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(true);
+    if legacy {
+        check(c.stdout.contains("injected"), || {
+            format!("control could not inject: {}", c.show())
+        })?;
+    }
+    let r = driver(vec![
+        bin().into(),
+        "--ctx".into(),
+        "user".into(),
+        "--".into(),
+        "python3".into(),
+        "-c".into(),
+        inject.into(),
+    ]);
+    check(
+        r.stdout.contains("refused") && !r.stdout.contains("injected"),
+        || format!("TIOCSTI worked inside: {}", r.show()),
+    )
+}
+
+pub fn nested_sbx_exec_gives_nothing_back() -> Result<(), String> {
+    needs_isolation()?;
+    let b = Bystander::start("nested");
+    let me = bin();
+    // From inside user: platform (with a secret) cannot be created; control has no namespaces of
+    // its own but cannot regain capabilities or see the bystander.
+    let script = format!(
+        "echo 'T=nested-secret' > /tmp/s; {me} --ctx platform --secrets-fd 3 -- sh -c 'echo got=$T' 3</tmp/s; echo platform=$?; \
+         {me} --ctx control -- sh -c 'grep CapEff /proc/self/status; ps -eo args' ; echo control=$?"
+    );
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    check(!r.stdout.contains("got=nested-secret"), || {
+        format!("nested platform got the secret: {}", r.show())
+    })?;
+    check(r.stdout.contains("platform=125"), || {
+        format!("nested platform did not refuse: {}", r.show())
+    })?;
+    check(!r.stdout.contains(&b.mark), || {
+        format!("nested control sees outside: {}", r.show())
+    })?;
+    check(
+        !r.stdout.contains("CapEff:\t000001ffffffffff")
+            && !r.stdout.contains("CapEff:\t0000003fffffffff"),
+        || format!("nested control regained all caps: {}", r.show()),
+    )?;
+    // Control: the same platform call outside works.
+    let (cmd, _d) = sbx_with_secrets(
+        "T=nested-secret\n",
+        &[
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "echo got=$T",
+        ],
+    );
+    let c = cmd.run();
+    check(c.stdout.contains("got=nested-secret"), || {
+        format!("control platform failed: {}", c.show())
+    })
+}
+
+pub fn hidden_cwd_is_refused_not_leaked() -> Result<(), String> {
+    needs_isolation()?;
+    // runc CVE-2024-21626: a cwd that the sandbox should not see must not be inherited by handle.
+    let d = TempDir::new("cwd");
+    let secret_file = d.file("private.txt", "outside-only");
+    let r = Cmd::sbx(["--ctx", "user", "--", "cat", "private.txt"]).run_in(d.path());
+    r.expect_code(125, "cwd under the private /tmp")?;
+    check(
+        !r.stdout.contains("outside-only") && r.stderr.contains("working directory"),
+        || r.show(),
+    )?;
+    // Control: platform shares /tmp, so the same cwd works there.
+    let c = Cmd::sbx(["--ctx", "platform", "--", "cat", "private.txt"]).run_in(d.path());
+    check(c.stdout.contains("outside-only"), || {
+        format!("control: {} {}", secret_file.display(), c.show())
+    })
+}
+
+pub fn symlinked_policy_paths_are_refused() -> Result<(), String> {
+    needs_isolation()?;
+    let d = TempDir::new("link");
+    let link = d.path().join("etc-link");
+    std::os::unix::fs::symlink("/etc", &link).unwrap();
+    let text = format!("version = 1\n[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.fs]\ntmpfs = [\"{}\"]\n", link.display());
+    let p = crate::policy_tests::write_policy(d.path(), &text);
+    let r = Cmd::sbx(["--policy", p.to_str().unwrap(), "--ctx", "x", "--", "true"]).run();
+    r.expect_code(125, "symlinked mount target")?;
+    check(r.stderr.contains("symbolic link"), || r.show())?;
+    // Control: the real path is accepted.
+    let text = text.replace(&link.display().to_string(), &d.path().display().to_string());
+    let p = crate::policy_tests::write_policy(d.path(), &text);
+    Cmd::sbx(["--policy", p.to_str().unwrap(), "--ctx", "x", "--", "true"])
+        .run()
+        .expect_code(0, "real path")?;
+    Ok(())
+}
+
+trait RunIn {
+    fn run_in(self, dir: &Path) -> Run;
+}
+
+impl RunIn for Cmd {
+    fn run_in(mut self, dir: &Path) -> Run {
+        self.command().current_dir(dir);
+        self.run()
+    }
+}
