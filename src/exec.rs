@@ -14,7 +14,7 @@ use seccompiler::BpfProgram;
 
 use crate::env::TargetEnv;
 use crate::error::{Refusal, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
-use crate::policy::AbsPath;
+use crate::policy::ExecPolicy;
 use crate::sys;
 
 /// Find `name` as `execvp` would, in the target's `PATH`.
@@ -80,16 +80,56 @@ fn check_executable(p: &Path) -> std::result::Result<(), Option<String>> {
     Ok(())
 }
 
-/// Refuse a program `exec.allow` does not list (compared after resolving symlinks).
-pub fn check_allowed(ctx: &str, path: &Path, allow: &[AbsPath]) -> Result<PathBuf> {
+/// Apply the context's `[exec]` rules to the resolved program: the allowlist (compared after
+/// resolving symlinks), `deny_under`, and the ownership check. Returns the real path to exec.
+pub fn check_allowed(ctx: &str, path: &Path, rules: &ExecPolicy) -> Result<PathBuf> {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if allow.is_empty() || allow.iter().any(|a| a.as_path() == real) {
-        return Ok(real);
+    if !rules.allow.is_empty() && !rules.allow.iter().any(|a| a.as_path() == real) {
+        bail!(
+            "{} is not allowed in context {ctx:?}; add it to [context.{ctx}.exec] allow, or run an allowed program",
+            real.display()
+        );
     }
-    bail!(
-        "{} is not allowed in context {ctx:?}; add it to [context.{ctx}.exec] allow, or run an allowed program",
-        real.display()
-    );
+    if let Some(dir) = rules.deny_under.iter().find(|d| d.contains(&real)) {
+        bail!(
+            "{} is under {dir}, where untrusted code can write, so context {ctx:?} will not run it \
+             ([context.{ctx}.exec] deny_under); install the program in a root-owned system directory",
+            real.display()
+        );
+    }
+    if rules.verify_owner && !rules.trusted.iter().any(|t| t.contains(&real)) {
+        verify_owner(ctx, &real)?;
+    }
+    Ok(real)
+}
+
+/// The program and each directory above it must be owned by root and not writable by group or
+/// others: otherwise someone other than root may have replaced what is about to get secrets.
+fn verify_owner(ctx: &str, real: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for p in real.ancestors() {
+        let meta = std::fs::symlink_metadata(p)
+            .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", p.display()))?;
+        let why = if meta.uid() != 0 {
+            Some(format!("is owned by uid {}, not root", meta.uid()))
+        } else if meta.mode() & 0o022 != 0 {
+            Some(format!(
+                "is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            bail!(
+                "refusing to run {} in context {ctx:?}: {} {why}, so it could have been tampered with \
+                 ([context.{ctx}.exec] verify_owner); fix the ownership/permissions or list the path in exec.trusted",
+                real.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Everything the target does between fork and exec, prepared in advance.
@@ -195,15 +235,52 @@ mod tests {
         assert_eq!(e.exit_code(), 127, "{e}");
     }
 
+    use crate::policy::AbsPath;
+
     #[test]
     fn allowlist_compares_real_paths() {
         let sh = std::fs::canonicalize("/bin/sh").unwrap();
-        let allow = vec![AbsPath(sh.display().to_string())];
-        assert!(check_allowed("p", Path::new("/bin/sh"), &allow).is_ok());
-        let err = check_allowed("p", Path::new("/bin/true"), &allow)
+        let mut rules = ExecPolicy {
+            allow: vec![AbsPath(sh.display().to_string())],
+            ..ExecPolicy::default()
+        };
+        assert!(check_allowed("p", Path::new("/bin/sh"), &rules).is_ok());
+        let err = check_allowed("p", Path::new("/bin/true"), &rules)
             .unwrap_err()
             .to_string();
         assert!(err.contains("exec] allow"), "{err}");
-        assert!(check_allowed("p", Path::new("/bin/true"), &[]).is_ok());
+        rules.allow.clear();
+        assert!(check_allowed("p", Path::new("/bin/true"), &rules).is_ok());
+        rules.deny_under.push(AbsPath("/usr".into()));
+        let err = check_allowed("p", Path::new("/bin/true"), &rules)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("deny_under"), "{err}");
+    }
+
+    #[test]
+    fn owner_check_walks_every_parent() {
+        let rules = ExecPolicy {
+            verify_owner: true,
+            ..ExecPolicy::default()
+        };
+        // /usr/bin/env: root-owned all the way up on any sane system.
+        assert!(check_allowed("p", Path::new("/usr/bin/env"), &rules).is_ok());
+        let dir = std::env::temp_dir().join(format!("sbx-owner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let prog = dir.join("tool");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        // The temp dir (mode 1777) is writable by others: refused.
+        let err = check_allowed("p", &prog, &rules).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by group or others") || err.contains("not root"),
+            "{err}"
+        );
+        let trusting = ExecPolicy {
+            trusted: vec![AbsPath(dir.display().to_string())],
+            ..rules
+        };
+        assert!(check_allowed("p", &prog, &trusting).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

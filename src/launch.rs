@@ -56,7 +56,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let mut env = crate::env::build(std::env::vars_os(), &ctx.env);
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
     let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
-    let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec.allow)?;
+    let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec)?;
     env.add_secrets(&secret_set);
     drop(secret_set);
 

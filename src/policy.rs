@@ -187,6 +187,16 @@ pub struct ExecPolicy {
     /// Absolute paths of the programs allowed (after resolving symlinks); empty means any.
     #[serde(default)]
     pub allow: Vec<AbsPath>,
+    /// Refuse a program unless it and every directory above it are owned by root and not writable
+    /// by group or others (so nobody but root can have changed it).
+    #[serde(default)]
+    pub verify_owner: bool,
+    /// Programs, or directories of programs, exempt from `verify_owner`.
+    #[serde(default)]
+    pub trusted: Vec<AbsPath>,
+    /// Refuse programs below these directories (where untrusted code can write, e.g. /workspace).
+    #[serde(default)]
+    pub deny_under: Vec<AbsPath>,
 }
 
 /// The filesystem view, applied in this order inside the private mount namespace.
@@ -382,6 +392,11 @@ checked_string!(
 impl AbsPath {
     pub fn as_path(&self) -> &Path {
         Path::new(&self.0)
+    }
+
+    /// Is `p` this path or below it?
+    pub fn contains(&self, p: &Path) -> bool {
+        p.starts_with(self.as_path())
     }
 }
 

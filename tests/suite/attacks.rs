@@ -449,3 +449,91 @@ impl RunIn for Cmd {
         self.run()
     }
 }
+
+/// A directory under /var/lib with a small program in it, removed on drop.
+struct ProgramDir(PathBuf);
+
+impl ProgramDir {
+    fn new(parent: &str) -> ProgramDir {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = Path::new(parent).join(marker("progdir"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prog = dir.join("tool");
+        std::fs::write(&prog, "#!/bin/sh\necho tool-ran\n").unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        ProgramDir(dir)
+    }
+
+    fn tool(&self) -> String {
+        self.0.join("tool").display().to_string()
+    }
+}
+
+impl Drop for ProgramDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn platform_refuses_tampered_programs() -> Result<(), String> {
+    needs_isolation()?;
+    use std::os::unix::fs::PermissionsExt;
+    let good = ProgramDir::new("/var/lib");
+    // Control: a root-owned program in a root-owned 0755 directory runs in platform.
+    let r = Cmd::sbx(["--ctx", "platform", "--", good.tool().as_str()]).run();
+    r.expect_code(0, "root-owned program")?;
+    check(r.stdout.contains("tool-ran"), || r.show())?;
+    // A directory another user owns: someone else could have replaced the program.
+    let owned = ProgramDir::new("/var/lib");
+    std::os::unix::fs::chown(&owned.0, Some(65534), Some(65534)).unwrap();
+    // A world-writable directory.
+    let writable = ProgramDir::new("/var/lib");
+    std::fs::set_permissions(&writable.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+    for (d, why) in [
+        (&owned, "not root"),
+        (&writable, "writable by group or others"),
+    ] {
+        let r = Cmd::sbx(["--ctx", "platform", "--", d.tool().as_str()]).run();
+        r.expect_code(125, "tampered program")?;
+        check(
+            r.stderr.contains(why)
+                && r.stderr.contains("verify_owner")
+                && !r.stdout.contains("tool-ran"),
+            || r.show(),
+        )?;
+        // The user context has no secrets to protect and runs it.
+        let u = Cmd::sbx(["--ctx", "user", "--", d.tool().as_str()]).run();
+        check(u.stdout.contains("tool-ran"), || {
+            format!("control (user) did not run it: {}", u.show())
+        })?;
+    }
+    Ok(())
+}
+
+pub fn platform_refuses_programs_user_code_can_write() -> Result<(), String> {
+    needs_isolation()?;
+    if !Path::new("/home").is_dir() {
+        return Err(format!("{SKIP}no /home here"));
+    }
+    let d = ProgramDir::new("/home");
+    // Control: user code can write there (and so could have planted this program).
+    let u = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &format!("{} && : >> {}", d.tool(), d.tool()),
+    ])
+    .run();
+    check(u.stdout.contains("tool-ran") && u.ok(), || {
+        format!("control: user cannot write /home: {}", u.show())
+    })?;
+    let r = Cmd::sbx(["--ctx", "platform", "--", d.tool().as_str()]).run();
+    r.expect_code(125, "program under /home")?;
+    check(
+        r.stderr.contains("deny_under") && !r.stdout.contains("tool-ran"),
+        || r.show(),
+    )
+}

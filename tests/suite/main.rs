@@ -63,5 +63,7 @@ fn main() {
         attacks::nested_sbx_exec_gives_nothing_back,
         attacks::hidden_cwd_is_refused_not_leaked,
         attacks::symlinked_policy_paths_are_refused,
+        attacks::platform_refuses_tampered_programs,
+        attacks::platform_refuses_programs_user_code_can_write,
     ]);
 }
