@@ -140,6 +140,7 @@ pub struct Target {
     /// Capabilities kept; `None` leaves them as they are.
     pub caps: Option<CapsHashSet>,
     pub no_new_privs: bool,
+    pub landlock: Option<crate::landlock::Plan>,
     pub seccomp: Option<BpfProgram>,
     /// Signal mask to restore (the caller's), since sbx-exec blocks signals it forwards.
     pub sigmask: SigSet,
@@ -188,6 +189,9 @@ impl Target {
         }
         if self.no_new_privs {
             crate::caps::set_no_new_privs()?;
+        }
+        if let Some(plan) = &self.landlock {
+            crate::landlock::install(plan)?;
         }
         if let Some(prog) = &self.seccomp {
             crate::seccomp::install(prog)?;

@@ -152,6 +152,7 @@ fn prepare(
         env,
         caps: crate::caps::kept(&ctx.security),
         no_new_privs: ctx.security.no_new_privs,
+        landlock: crate::landlock::plan(&ctx.security, ctx.degrade),
         seccomp,
         sigmask: SigSet::empty(),
     };

@@ -6,6 +6,7 @@ mod cli;
 mod env;
 mod error;
 mod exec;
+mod landlock;
 mod launch;
 mod mounts;
 mod namespaces;

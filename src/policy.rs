@@ -245,6 +245,15 @@ pub struct SecurityPolicy {
     /// Let the target use ptrace on its own processes (seccomp denies it by default).
     #[serde(default)]
     pub allow_ptrace: bool,
+    /// TCP ports the target may not bind (Landlock ABI >= 4), e.g. the control plane's.
+    #[serde(default)]
+    pub deny_bind: Vec<u16>,
+    /// TCP ports the target may not connect to (Landlock ABI >= 4), e.g. the control API.
+    #[serde(default)]
+    pub deny_connect: Vec<u16>,
+    /// Confine signals and abstract unix sockets to the context (Landlock ABI >= 6).
+    #[serde(default)]
+    pub scope: bool,
 }
 
 impl Default for SecurityPolicy {
@@ -255,6 +264,9 @@ impl Default for SecurityPolicy {
             seccomp: SeccompMode::default(),
             seccomp_action: SeccompAction::default(),
             allow_ptrace: false,
+            deny_bind: Vec::new(),
+            deny_connect: Vec::new(),
+            scope: false,
         }
     }
 }
@@ -565,6 +577,21 @@ impl Policy {
                         c
                     );
                 }
+            }
+            let sec = &ctx.security;
+            if (!sec.deny_bind.is_empty() || !sec.deny_connect.is_empty() || sec.scope)
+                && !sec.no_new_privs
+            {
+                bail!(
+                    "{}: Landlock settings (deny_bind, deny_connect, scope) need no_new_privs = true",
+                    here()
+                );
+            }
+            if sec.deny_bind.contains(&0) || sec.deny_connect.contains(&0) {
+                bail!(
+                    "{}: port 0 cannot be denied (it means \"any free port\"); list real ports",
+                    here()
+                );
             }
             if ctx.security.seccomp == SeccompMode::None && ctx.security.allow_ptrace {
                 bail!(

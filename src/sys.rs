@@ -239,3 +239,23 @@ pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: the kernel just returned this new fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
+
+/// The Landlock ABI version of the running kernel, or 0 without Landlock.
+pub fn landlock_abi() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the kernel only returns
+    // a number; nothing is read or written.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 {
+        0
+    } else {
+        ret as i32
+    }
+}

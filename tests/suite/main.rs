@@ -4,6 +4,7 @@
 mod attacks;
 mod g1_secrets;
 mod g2_visibility;
+mod g4_landlock;
 mod g5_launcher;
 mod g6_fail_closed;
 mod harness;
@@ -65,5 +66,7 @@ fn main() {
         attacks::symlinked_policy_paths_are_refused,
         attacks::platform_refuses_tampered_programs,
         attacks::platform_refuses_programs_user_code_can_write,
+        g4_landlock::abstract_unix_sockets_outside_are_unreachable,
+        g4_landlock::denied_ports_cannot_be_bound_or_called,
     ]);
 }

@@ -1,0 +1,102 @@
+//! Landlock: a second, kernel-enforced wall that does not depend on namespaces. Built as a plan
+//! before the fork ([`plan`]), applied by the target just before seccomp ([`install`]).
+//!
+//! - ABI >= 4: deny TCP `bind` (and optionally `connect`) on the reserved ports. Landlock rules
+//!   only *allow*, so "all ports but these" is one allow rule per other port.
+//! - ABI >= 6: scope signals and abstract unix sockets to the context, so nothing outside it can be
+//!   signalled or reached through an abstract socket even if a pid or name leaks in.
+//!
+//! What the kernel cannot enforce is refused (exit 125) unless the context says `degrade = true`.
+
+use anyhow::{bail, Context as _, Result};
+use landlock::{
+    AccessNet, BitFlags, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+use crate::policy::SecurityPolicy;
+
+/// What to ask of Landlock for one launch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub deny_bind: Vec<u16>,
+    pub deny_connect: Vec<u16>,
+    pub scope: bool,
+    pub degrade: bool,
+}
+
+/// The Landlock plan of a context, or `None` when it asks for nothing.
+pub fn plan(sec: &SecurityPolicy, degrade: bool) -> Option<Plan> {
+    let p = Plan {
+        deny_bind: sec.deny_bind.clone(),
+        deny_connect: sec.deny_connect.clone(),
+        scope: sec.scope,
+        degrade,
+    };
+    (!p.deny_bind.is_empty() || !p.deny_connect.is_empty() || p.scope).then_some(p)
+}
+
+/// The Landlock ABI of the running kernel (0: none).
+pub fn kernel_abi() -> i32 {
+    // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
+    crate::sys::landlock_abi()
+}
+
+/// Apply the plan to this thread (and everything it will exec).
+pub fn install(plan: &Plan) -> Result<()> {
+    let mut net = BitFlags::<AccessNet>::empty();
+    if !plan.deny_bind.is_empty() {
+        net |= AccessNet::BindTcp;
+    }
+    if !plan.deny_connect.is_empty() {
+        net |= AccessNet::ConnectTcp;
+    }
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    if !net.is_empty() {
+        ruleset = ruleset
+            .handle_access(net)
+            .context("landlock: network rules")?;
+    }
+    if plan.scope {
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .context("landlock: scoping")?;
+    }
+    let mut created = ruleset
+        .create()
+        .context("landlock: cannot create the ruleset")?;
+    if !net.is_empty() {
+        // Allow every port not denied, for each handled access.
+        for port in 0..=u16::MAX {
+            let mut allowed = BitFlags::<AccessNet>::empty();
+            if net.contains(AccessNet::BindTcp) && !plan.deny_bind.contains(&port) {
+                allowed |= AccessNet::BindTcp;
+            }
+            if net.contains(AccessNet::ConnectTcp) && !plan.deny_connect.contains(&port) {
+                allowed |= AccessNet::ConnectTcp;
+            }
+            if !allowed.is_empty() {
+                created = created
+                    .add_rule(NetPort::new(port, allowed))
+                    .context("landlock: cannot add a port rule")?;
+            }
+        }
+    }
+    let status = created
+        .restrict_self()
+        .context("landlock: cannot enforce the ruleset")?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        let abi = kernel_abi();
+        let need = if plan.scope { 6 } else { 4 };
+        let msg = format!(
+            "this kernel's Landlock (ABI {abi}) cannot fully enforce the context's rules (deny_bind/deny_connect need ABI 4, scope needs ABI 6; \
+             status {:?})",
+            status.ruleset
+        );
+        if !plan.degrade {
+            bail!("{msg}; use a kernel with Landlock ABI >= {need} (lsm=landlock), or remove those keys, or set degrade = true");
+        }
+        eprintln!("sbx-exec: warning: degraded: {msg}");
+    }
+    Ok(())
+}
