@@ -177,6 +177,11 @@ pub fn build(
 }
 
 impl TargetEnv {
+    /// Set one variable (replacing it if present).
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        self.set(name.as_bytes(), value.as_bytes());
+    }
+
     /// Add the secrets, each as a variable of its name (overriding anything set before).
     pub fn add_secrets(&mut self, secrets: &SecretSet) {
         for s in secrets.iter() {

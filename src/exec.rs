@@ -3,6 +3,7 @@
 //! the target process after its last privilege changes.
 
 use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -144,6 +145,8 @@ pub struct Target {
     pub seccomp: Option<BpfProgram>,
     /// Signal mask to restore (the caller's), since sbx-exec blocks signals it forwards.
     pub sigmask: SigSet,
+    /// Fds besides 0, 1, 2 that reach the target (sorted).
+    pub keep_fds: Vec<RawFd>,
 }
 
 impl Target {
@@ -178,7 +181,8 @@ impl Target {
         // A new session: no controlling terminal to push keystrokes into (TIOCSTI).
         nix::unistd::setsid().context("cannot start a new session")?;
         // Only fds 0, 1 and 2 reach the target.
-        sys::close_fds_from(3, &[], false).context("cannot close inherited file descriptors")?;
+        sys::close_fds_from(3, &self.keep_fds, false)
+            .context("cannot close inherited file descriptors")?;
         // Rust ignores SIGPIPE for itself; the target gets the default back.
         // SAFETY (of the call): setting SIG_DFL installs no handler code.
         unsafe_signal_default(Signal::SIGPIPE)?;

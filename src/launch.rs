@@ -76,6 +76,19 @@ pub fn run(args: RunArgs) -> Result<i32> {
         ..target
     };
 
+    if let Some(sup) = &ctx.supervise {
+        let on_start = |pid: Pid| {
+            if let Some(s) = &status {
+                s.line(&format!("{{\"child-pid\":{}}}", pid.as_raw()));
+            }
+        };
+        let code = crate::control::run(ctx_name, sup, target, on_start)?;
+        if let Some(s) = &status {
+            s.line(&format!("{{\"exit-code\":{code}}}"));
+        }
+        return Ok(code);
+    }
+
     let child = start(ctx_name, ctx, sandbox, &target)?;
     if let Some(s) = &status {
         s.line(&format!("{{\"child-pid\":{}}}", child.as_raw()));
@@ -155,6 +168,7 @@ fn prepare(
         landlock: crate::landlock::plan(&ctx.security, ctx.degrade),
         seccomp,
         sigmask: SigSet::empty(),
+        keep_fds: Vec::new(),
     };
     Ok((sandbox, target))
 }

@@ -3,6 +3,7 @@
 
 mod caps;
 mod cli;
+mod control;
 mod env;
 mod error;
 mod exec;
@@ -11,6 +12,7 @@ mod launch;
 mod mounts;
 mod namespaces;
 mod policy;
+mod ports;
 mod procfs;
 mod reaper;
 mod seccomp;

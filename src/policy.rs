@@ -137,6 +137,55 @@ pub struct Context {
     pub fs: FsPolicy,
     #[serde(default)]
     pub security: SecurityPolicy,
+    /// Control mode: supervise the command as a control plane, holding reserved ports.
+    #[serde(default)]
+    pub supervise: Option<Supervise>,
+}
+
+/// Control mode: how sbx-exec supervises the control plane.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Supervise {
+    /// TCP ports bound (IPv4 and IPv6) before the control plane starts, handed to it as LISTEN_FDS.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// When to restart the control plane: "on-failure" (default), "always", "never".
+    #[serde(default)]
+    pub restart: Restart,
+    /// Give up after this many restarts within `restart_window` seconds (default 5 in 60).
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "default_restart_window")]
+    pub restart_window: u64,
+    /// First restart delay in milliseconds; doubles on each restart in the window, up to 10 s.
+    #[serde(default = "default_restart_delay")]
+    pub restart_delay_ms: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping (default 10).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+}
+
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_restart_window() -> u64 {
+    60
+}
+fn default_restart_delay() -> u64 {
+    200
+}
+fn default_stop_timeout() -> u64 {
+    10
+}
+
+/// Restart policy of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    OnFailure,
+    Always,
+    Never,
 }
 
 impl Context {
@@ -576,6 +625,23 @@ impl Policy {
                         here(),
                         c
                     );
+                }
+            }
+            if let Some(sup) = &ctx.supervise {
+                if !ctx.namespaces.is_empty() || ctx.net != Net::Host {
+                    bail!(
+                        "{}: [supervise] (control mode) runs the control plane in the container's own namespaces, where it is not hidden from what it supervises; remove namespaces/net from this context",
+                        here()
+                    );
+                }
+                if sup.ports.contains(&0) {
+                    bail!("{}: supervise.ports cannot contain 0", here());
+                }
+                let mut seen = sup.ports.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                if seen.len() != sup.ports.len() {
+                    bail!("{}: supervise.ports lists a port twice", here());
                 }
             }
             let sec = &ctx.security;

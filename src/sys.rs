@@ -259,3 +259,28 @@ pub fn landlock_abi() -> i32 {
         ret as i32
     }
 }
+
+/// Place `fds` on 3, 4, ... in order, without close-on-exec (for the LISTEN_FDS protocol).
+/// They are first moved above the target range so that no dup2 clobbers one still to be moved.
+pub fn arrange_fds(fds: &[RawFd]) -> io::Result<()> {
+    let high_base = 3 + fds.len() as RawFd + 64;
+    let mut high = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor >= high_base.
+        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base) };
+        if h < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        high.push(h);
+    }
+    for (i, &h) in high.iter().enumerate() {
+        // SAFETY: dup2 onto 3+i replaces whatever was there (this process is about to exec and
+        // keeps nothing else on those numbers); the new fd has no close-on-exec flag.
+        if unsafe { libc::dup2(h, 3 + i as RawFd) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `h` is a duplicate made above and owned by nothing else.
+        unsafe { libc::close(h) };
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 mod attacks;
 mod g1_secrets;
 mod g2_visibility;
+mod g3_control;
 mod g4_landlock;
 mod g5_launcher;
 mod g6_fail_closed;
@@ -51,6 +52,11 @@ fn main() {
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,
+        g3_control::ports_are_held_and_handed_over,
+        g3_control::restart_keeps_the_ports,
+        g3_control::sigterm_stops_gracefully_then_kills,
+        g3_control::gives_up_after_max_restarts,
+        g3_control::as_pid1_it_reaps_adopted_zombies,
         attacks::system_files_cannot_be_written,
         attacks::ld_so_preload_cannot_be_created,
         attacks::launcher_and_policy_are_read_only_in_platform_too,

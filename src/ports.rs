@@ -1,0 +1,105 @@
+//! Reserved ports: bound by sbx-exec before anything else runs, on IPv4 `0.0.0.0` and IPv6 `::`
+//! (V6ONLY, so both families are held; never SO_REUSEPORT, so nobody can share them), listening,
+//! and kept for as long as sbx-exec lives, across control-plane restarts. The control plane gets
+//! them as inherited fds 3.. with `LISTEN_FDS`, `LISTEN_PID` and `LISTEN_FDNAMES`, the systemd
+//! socket-activation protocol, so it never binds and there is never a window.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use anyhow::{Context as _, Result};
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6,
+};
+
+/// The listening sockets held for the control plane, in the order they are handed over.
+#[derive(Debug, Default)]
+pub struct ReservedPorts {
+    sockets: Vec<(OwnedFd, String)>,
+}
+
+impl ReservedPorts {
+    /// Bind and listen on every port, IPv4 and IPv6. IPv6 is skipped (with a note) only where the
+    /// kernel has no IPv6 at all, since then nobody else can bind it either.
+    pub fn bind(ports: &[u16]) -> Result<ReservedPorts> {
+        let mut sockets = Vec::new();
+        for &port in ports {
+            sockets.push((bind_v4(port)?, format!("{port}")));
+            match bind_v6(port) {
+                Ok(fd) => sockets.push((fd, format!("{port}v6"))),
+                Err(e) if is_no_ipv6(&e) => {
+                    eprintln!(
+                        "sbx-exec: note: no IPv6 on this host; port {port} is held on IPv4 only"
+                    )
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ReservedPorts { sockets })
+    }
+
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect()
+    }
+
+    /// `LISTEN_FDNAMES`: the port number for IPv4, the port number and `v6` for IPv6.
+    pub fn names(&self) -> String {
+        self.sockets
+            .iter()
+            .map(|(_, n)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    pub fn len(&self) -> usize {
+        self.sockets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+}
+
+fn is_no_ipv6(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<nix::Error>()
+            .is_some_and(|e| matches!(e, nix::Error::EAFNOSUPPORT | nix::Error::EADDRNOTAVAIL))
+    })
+}
+
+fn listening(family: AddressFamily) -> Result<OwnedFd> {
+    // CLOEXEC here; the fds are duplicated without it onto 3.. in the control plane only.
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // SO_REUSEADDR only lets sbx-exec itself rebind right after a restart of its own; a listening
+    // socket still excludes every other bind. SO_REUSEPORT is never set.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    Ok(fd)
+}
+
+fn bind_v4(port: u16) -> Result<OwnedFd> {
+    let fd = listening(AddressFamily::Inet).context("socket")?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port))
+        .map_err(|e| in_use(e, port, "0.0.0.0"))?;
+    listen(&fd, Backlog::new(1024)?).with_context(|| format!("cannot listen on port {port}"))?;
+    Ok(fd)
+}
+
+fn bind_v6(port: u16) -> Result<OwnedFd> {
+    let fd = listening(AddressFamily::Inet6)?;
+    setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, port, 0, 0);
+    bind(fd.as_raw_fd(), &SockaddrIn6::from(any)).map_err(|e| in_use(e, port, "[::]"))?;
+    listen(&fd, Backlog::new(1024)?).with_context(|| format!("cannot listen on [::]:{port}"))?;
+    Ok(fd)
+}
+
+fn in_use(e: nix::Error, port: u16, addr: &str) -> anyhow::Error {
+    let hint = if e == nix::Error::EADDRINUSE {
+        format!(
+            "; another process already holds it (find it with `ss -ltnp 'sport = :{port}'`); control mode must start before anything else binds its ports"
+        )
+    } else {
+        String::new()
+    };
+    anyhow::Error::new(e).context(format!("cannot reserve port {addr}:{port}{hint}"))
+}
