@@ -32,7 +32,7 @@ while True:
 "#;
 
 /// Two free TCP ports (free on IPv4 and IPv6 at the moment of the call).
-fn free_ports() -> (u16, u16) {
+pub fn free_ports() -> (u16, u16) {
     loop {
         let a = TcpListener::bind("0.0.0.0:0").unwrap();
         let b = TcpListener::bind("0.0.0.0:0").unwrap();
@@ -141,7 +141,7 @@ fn ask(addr: &str, port: u16) -> Result<String, String> {
 }
 
 /// Try to take `port` as an attacker would: IPv4 and IPv6, with SO_REUSEADDR and SO_REUSEPORT.
-const STEAL: &str = r#"
+pub const STEAL: &str = r#"
 import socket, sys, errno
 port = int(sys.argv[1])
 for fam, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::"), (socket.AF_INET6, "::1")):

@@ -4,6 +4,7 @@
 mod attacks;
 mod g1_secrets;
 mod g2_visibility;
+mod g3_bun;
 mod g3_control;
 mod g4_landlock;
 mod g5_launcher;
@@ -57,6 +58,7 @@ fn main() {
         g3_control::sigterm_stops_gracefully_then_kills,
         g3_control::gives_up_after_max_restarts,
         g3_control::as_pid1_it_reaps_adopted_zombies,
+        g3_bun::bun_control_plane_end_to_end,
         attacks::system_files_cannot_be_written,
         attacks::ld_so_preload_cannot_be_created,
         attacks::launcher_and_policy_are_read_only_in_platform_too,

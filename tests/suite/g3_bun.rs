@@ -1,0 +1,252 @@
+//! End to end with a real Bun server (examples/bun-server) as the control plane under control mode:
+//! platform exec gets the secret, user exec cannot see it, cannot kill the server or take its port,
+//! and a killed server is restarted with the port never free.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+use crate::policy_tests::{write_policy, DEFAULT_TOML};
+
+fn bun() -> Option<String> {
+    crate::g2_visibility::which("bun")
+}
+
+/// One HTTP/1.0 request (no chunked encoding to undo) with `Connection: close`; returns (status, body).
+fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+fn exec(
+    port: u16,
+    ctx: &str,
+    cmd: &[&str],
+    secrets: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let mut req = serde_json::json!({ "ctx": ctx, "cmd": cmd });
+    if let Some(s) = secrets {
+        req["secrets"] = s;
+    }
+    let (status, body) =
+        http(port, "POST", "/exec", &req.to_string()).map_err(|e| format!("POST /exec: {e}"))?;
+    if status != 200 {
+        return Err(format!("POST /exec -> {status}: {body}"));
+    }
+    serde_json::from_str(&body).map_err(|e| format!("bad JSON {body:?}: {e}"))
+}
+
+fn health_pid(port: u16) -> Result<i64, String> {
+    let (status, body) =
+        http(port, "GET", "/health", "").map_err(|e| format!("GET /health: {e}"))?;
+    let v: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("{status} {body:?}: {e}"))?;
+    v["pid"].as_i64().ok_or_else(|| format!("no pid in {body}"))
+}
+
+struct Server {
+    child: Child,
+    _dir: TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn bun_control_plane_end_to_end() -> Result<(), String> {
+    needs_isolation()?;
+    let Some(bun) = bun() else {
+        return Err(format!(
+            "{SKIP}bun is not installed (.ci/run installs it from the npm registry)"
+        ));
+    };
+    let (api, other) = crate::g3_control::free_ports();
+    let dir = TempDir::new("bun");
+    let text = DEFAULT_TOML.replacen(
+        "ports = [8080, 8888]",
+        &format!("ports = [{api}, {other}]"),
+        1,
+    );
+    check(text != DEFAULT_TOML, || {
+        "could not set the test ports".into()
+    })?;
+    let policy = write_policy(dir.path(), &text);
+    let server_ts =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bun-server/server.ts");
+    let server_secret = marker("deploytoken");
+    let mut child = Command::new(bin())
+        .args([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            "control",
+            "--",
+            bun.as_str(),
+            "run",
+        ])
+        .arg(&server_ts)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("HOME", "/root")
+        .env("API_PORT", api.to_string())
+        .env("SBX_EXEC", bin())
+        .env("DEPLOY_TOKEN", &server_secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server { child, _dir: dir };
+    let mut line = String::new();
+    out.read_line(&mut line).map_err(|e| e.to_string())?;
+    check(line.contains("serving on inherited fd"), || {
+        format!("server did not adopt the socket: {line:?}")
+    })?;
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            println!("  bun: {l}")
+        }
+    });
+
+    let pid = health_pid(api)?;
+
+    // Platform gets the secret handed in the request.
+    let secret = marker("awskey");
+    let r = exec(
+        api,
+        "platform",
+        &["sh", "-c", "printf %s \"$AWS_SECRET_ACCESS_KEY\""],
+        Some(serde_json::json!({ "AWS_SECRET_ACCESS_KEY": secret })),
+    )?;
+    check(r["exitCode"] == 0 && r["stdout"] == secret.as_str(), || {
+        format!("platform: {r}")
+    })?;
+
+    // Control: the server's own environment really holds its deploy token.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).map_err(|e| e.to_string())?;
+    check(
+        String::from_utf8_lossy(&environ).contains(&server_secret),
+        || "control: token not in the server env".into(),
+    )?;
+    // User code sees neither.
+    let r = exec(
+        api,
+        "user",
+        &[
+            "sh",
+            "-c",
+            "env; cat /proc/*/environ /proc/*/cmdline; ps -eo pid,args",
+        ],
+        None,
+    )?;
+    let all = format!("{}{}", r["stdout"], r["stderr"]);
+    check(
+        !all.contains(&secret) && !all.contains(&server_secret),
+        || format!("user saw a secret: {r}"),
+    )?;
+    check(!all.contains("server.ts"), || {
+        format!("user sees the server process: {r}")
+    })?;
+
+    // User code cannot kill the server.
+    let r = exec(
+        api,
+        "user",
+        &[
+            "sh",
+            "-c",
+            "kill -9 -1; pkill -9 bun; pkill -9 sbx-exec; kill -9 1; echo tried",
+        ],
+        None,
+    )?;
+    check(
+        r["stdout"].as_str().is_some_and(|s| s.contains("tried")) || r["exitCode"] != 0,
+        || format!("{r}"),
+    )?;
+    check(health_pid(api)? == pid, || {
+        "the server was killed or restarted by user code".into()
+    })?;
+
+    // User code cannot take the port (IPv4/IPv6, SO_REUSEADDR/SO_REUSEPORT).
+    let steal = crate::g3_control::STEAL;
+    let r = exec(
+        api,
+        "user",
+        &["python3", "-c", steal, &api.to_string()],
+        None,
+    )?;
+    let s = r["stdout"].as_str().unwrap_or("");
+    check(
+        !s.contains("stolen") && s.matches("refused").count() == 4,
+        || format!("user took the port: {r}"),
+    )?;
+
+    // Killing the server: sbx-exec restarts it, the port is never free and never refused.
+    kill(Pid::from_raw(pid as i32), Signal::SIGKILL).map_err(|e| e.to_string())?;
+    let end = Instant::now() + Duration::from_secs(20);
+    let mut refused = 0;
+    let mut new_pid = None;
+    while Instant::now() < end {
+        let r = steal_once(api);
+        check(!r.contains("stolen"), || {
+            format!("port taken during restart: {r}")
+        })?;
+        match health_pid(api) {
+            Ok(p) if p != pid => {
+                new_pid = Some(p);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if e.contains("refused") => refused += 1,
+            Err(_) => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check(new_pid.is_some(), || "the server was not restarted".into())?;
+    check(refused == 0, || {
+        format!("{refused} connections refused during the restart")
+    })?;
+
+    // SIGTERM stops it gracefully; the status comes back.
+    let mut server = server;
+    kill(Pid::from_raw(server.child.id() as i32), Signal::SIGTERM).map_err(|e| e.to_string())?;
+    let status = server.child.wait().map_err(|e| e.to_string())?;
+    check(status.code() == Some(0), || {
+        format!("stop status {status:?}")
+    })
+}
+
+fn steal_once(port: u16) -> String {
+    let mut c = Cmd::new("python3");
+    c.command()
+        .args(["-c", crate::g3_control::STEAL, &port.to_string()]);
+    c.run().stdout
+}
