@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use anyhow::{Context as _, Result};
 use caps::{CapSet, Capability, CapsHashSet};
 
-use crate::policy::SecurityPolicy;
+use crate::policy::{RunAs, SecurityPolicy};
 
 /// The capabilities a context keeps; `None` means "leave them all".
 pub fn kept(sec: &SecurityPolicy) -> Option<CapsHashSet> {
@@ -22,7 +22,7 @@ pub fn kept(sec: &SecurityPolicy) -> Option<CapsHashSet> {
 ///
 /// Cutting the bounding set needs CAP_SETPCAP. Without it (sbx-exec not run as root), the bounding
 /// set is left alone when `no_new_privs` is set: it then limits nothing that exec could gain.
-pub fn drop_to(keep: &CapsHashSet, no_new_privs: bool) -> Result<()> {
+pub fn drop_to(keep: &CapsHashSet, no_new_privs: bool, run_as: Option<RunAs>) -> Result<()> {
     let effective = caps::read(None, CapSet::Effective).context("cannot read the effective set")?;
     if effective.contains(&Capability::CAP_SETPCAP) {
         let bounding =
@@ -34,6 +34,9 @@ pub fn drop_to(keep: &CapsHashSet, no_new_privs: bool) -> Result<()> {
     } else if !no_new_privs {
         anyhow::bail!("cannot cut the capability bounding set without CAP_SETPCAP; run sbx-exec as root or set no_new_privs = true");
     }
+    if let Some(ids) = run_as {
+        switch_user(ids)?;
+    }
     caps::clear(None, CapSet::Ambient).context("cannot clear the ambient set")?;
     caps::set(None, CapSet::Inheritable, &HashSet::new())
         .context("cannot clear the inheritable set")?;
@@ -41,6 +44,17 @@ pub fn drop_to(keep: &CapsHashSet, no_new_privs: bool) -> Result<()> {
     let now: CapsHashSet = permitted.intersection(keep).copied().collect();
     caps::set(None, CapSet::Effective, &now).context("cannot set the effective set")?;
     caps::set(None, CapSet::Permitted, &now).context("cannot set the permitted set")?;
+    Ok(())
+}
+
+/// Become `ids.uid`/`ids.gid` for good (real, effective and saved), with `gid` as the only
+/// group. Leaving uid 0 clears the permitted and effective capability sets.
+fn switch_user(ids: RunAs) -> Result<()> {
+    use nix::unistd::{setgroups, setresgid, setresuid, Gid, Uid};
+    let (uid, gid) = (Uid::from_raw(ids.uid), Gid::from_raw(ids.gid));
+    setgroups(&[gid]).context("cannot set the supplementary groups (security.run_as)")?;
+    setresgid(gid, gid, gid).context("cannot change group (security.run_as)")?;
+    setresuid(uid, uid, uid).context("cannot change user (security.run_as)")?;
     Ok(())
 }
 

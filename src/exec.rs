@@ -141,6 +141,8 @@ pub struct Target {
     /// Capabilities kept; `None` leaves them as they are.
     pub caps: Option<CapsHashSet>,
     pub no_new_privs: bool,
+    /// User and group to switch to (after the bounding set is cut).
+    pub run_as: Option<crate::policy::RunAs>,
     pub landlock: Option<crate::landlock::Plan>,
     pub seccomp: Option<BpfProgram>,
     /// Signal mask to restore (the caller's), since sbx-exec blocks signals it forwards.
@@ -189,7 +191,7 @@ impl Target {
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
             .context("cannot restore the signal mask")?;
         if let Some(keep) = &self.caps {
-            crate::caps::drop_to(keep, self.no_new_privs)?;
+            crate::caps::drop_to(keep, self.no_new_privs, self.run_as)?;
         }
         if self.no_new_privs {
             crate::caps::set_no_new_privs()?;

@@ -165,6 +165,7 @@ fn prepare(
         env,
         caps: crate::caps::kept(&ctx.security),
         no_new_privs: ctx.security.no_new_privs,
+        run_as: ctx.security.run_as,
         landlock: crate::landlock::plan(&ctx.security, ctx.degrade),
         seccomp,
         sigmask: SigSet::empty(),

@@ -303,6 +303,17 @@ pub struct SecurityPolicy {
     /// Confine signals and abstract unix sockets to the context (Landlock ABI >= 6).
     #[serde(default)]
     pub scope: bool,
+    /// Run the target as this uid/gid (supplementary groups: just `gid`); it then has no capabilities.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+/// A numeric user and group to run the target as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 impl Default for SecurityPolicy {
@@ -316,6 +327,7 @@ impl Default for SecurityPolicy {
             deny_bind: Vec::new(),
             deny_connect: Vec::new(),
             scope: false,
+            run_as: None,
         }
     }
 }
@@ -650,6 +662,12 @@ impl Policy {
             {
                 bail!(
                     "{}: Landlock settings (deny_bind, deny_connect, scope) need no_new_privs = true",
+                    here()
+                );
+            }
+            if sec.run_as.is_some() && !sec.caps.is_empty() {
+                bail!(
+                    "{}: security.run_as switches to a non-root user, which keeps no capabilities; remove security.caps",
                     here()
                 );
             }

@@ -537,3 +537,48 @@ pub fn platform_refuses_programs_user_code_can_write() -> Result<(), String> {
         || r.show(),
     )
 }
+
+pub fn run_as_switches_user_for_good() -> Result<(), String> {
+    needs_isolation()?;
+    let d = TempDir::new("runas");
+    let text = crate::policy_tests::DEFAULT_TOML.replacen(
+        "[context.user.security]\ncaps = [\"CHOWN\", \"DAC_OVERRIDE\", \"FOWNER\", \"FSETID\", \"KILL\", \"SETGID\", \"SETUID\", \"SETPCAP\",\n        \"NET_BIND_SERVICE\", \"SYS_CHROOT\", \"AUDIT_WRITE\"]\n",
+        "[context.user.security]\nrun_as = { uid = 65534, gid = 65534 }\n",
+        1,
+    );
+    check(text.contains("run_as"), || {
+        "could not build the run_as policy".into()
+    })?;
+    let p = crate::policy_tests::write_policy(d.path(), &text);
+    let script = "id -u; id -g; id -G; grep -E '^Cap(Eff|Prm|Bnd)' /proc/self/status; \
+                  python3 -c 'import os\ntry:\n os.setuid(0); print(\"regained root\")\nexcept OSError as e: print(\"setuid refused\", e.errno)'";
+    // Control: the default user context runs as root with its capability set.
+    let c = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script]).run();
+    check(c.stdout.starts_with("0\n0\n"), || {
+        format!("control: {}", c.show())
+    })?;
+    let r = Cmd::sbx([
+        "--policy",
+        p.to_str().unwrap(),
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ])
+    .run();
+    r.expect_code(0, "run_as")?;
+    check(r.stdout.starts_with("65534\n65534\n65534\n"), || {
+        format!("not switched: {}", r.show())
+    })?;
+    check(
+        r.stdout.contains("CapEff:\t0000000000000000")
+            && r.stdout.contains("CapPrm:\t0000000000000000"),
+        || r.show(),
+    )?;
+    check(
+        r.stdout.contains("setuid refused") && !r.stdout.contains("regained root"),
+        || r.show(),
+    )
+}

@@ -74,6 +74,7 @@ fn main() {
         attacks::symlinked_policy_paths_are_refused,
         attacks::platform_refuses_tampered_programs,
         attacks::platform_refuses_programs_user_code_can_write,
+        attacks::run_as_switches_user_for_good,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
     ]);
