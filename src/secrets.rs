@@ -66,16 +66,39 @@ pub fn read_fd(fd: RawFd) -> Result<SecretSet> {
     // nothing else before this point, so nothing else owns it; this File closes it on drop, before
     // any child exists, so it never reaches the target.
     let mut file = unsafe { File::from_raw_fd(fd) };
-    // Room for everything up front: a reallocation would leave unzeroized copies behind.
-    let mut buf = Zeroizing::new(Vec::with_capacity(MAX_BYTES + 1));
-    let mut limited = (&mut file).take(MAX_BYTES as u64 + 1);
-    if let Err(e) = limited.read_to_end(&mut buf) {
-        bail!("--secrets-fd {fd}: cannot read: {e}");
-    }
-    if buf.len() > MAX_BYTES {
+    let buf = read_zeroizing(&mut file, MAX_BYTES)
+        .map_err(|e| anyhow::anyhow!("--secrets-fd {fd}: cannot read: {e}"))?;
+    let Some(buf) = buf else {
         bail!("--secrets-fd {fd}: more than {MAX_BYTES} bytes of secrets; send fewer or smaller secrets");
-    }
+    };
     parse(&buf)
+}
+
+/// Read everything from `r` into a zeroizing buffer; `None` if there is more than `max` bytes.
+/// The buffer grows by doubling into a fresh zeroizing allocation, so every outgrown copy is
+/// wiped when dropped (a plain `Vec` reallocation would leave copies behind), and memory stays
+/// proportional to what was sent.
+fn read_zeroizing(r: &mut impl Read, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(4096));
+    let mut chunk = Zeroizing::new([0u8; 4096]);
+    loop {
+        let n = match r.read(&mut chunk[..]) {
+            Ok(0) => return Ok(Some(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() + n > max {
+            return Ok(None);
+        }
+        if buf.len() + n > buf.capacity() {
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity((buf.capacity() * 2).max(buf.len() + n)));
+            bigger.extend_from_slice(&buf);
+            buf = bigger;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// Parse secrets text, JSON object or `NAME=value` lines.
@@ -303,6 +326,14 @@ mod tests {
         assert!(format!("{:#}", parse(many.as_bytes()).unwrap_err()).contains("at most"));
         let ok: String = (0..MAX_COUNT).map(|i| format!("S{i}=v\n")).collect();
         assert_eq!(parse(ok.as_bytes()).unwrap().iter().count(), MAX_COUNT);
+    }
+
+    #[test]
+    fn reads_exactly_and_stops_past_the_limit() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let got = read_zeroizing(&mut &data[..], 200_000).unwrap().unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert!(read_zeroizing(&mut &data[..], 99_999).unwrap().is_none());
     }
 
     #[test]
