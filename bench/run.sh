@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# Launch-cost benchmark for sbx-exec, against bare fork+exec, unshare(1) and bubblewrap.
+#
+#   bash bench/run.sh            full run: writes BENCHMARKS.md at the repo root (~20 s + build)
+#   bash bench/run.sh --quick    smoke test (also BENCH_QUICK=1): few runs, writes
+#                                bench/out/BENCHMARKS.quick.md (raw data in bench/out/quick/),
+#                                leaves BENCHMARKS.md alone
+#
+# Everything it produces goes to bench/out/ (git-ignored). It exits non-zero if any benchmarked
+# command fails (hyperfine stops on a non-zero exit; the other sections check exit codes too).
+# Runs as root on Debian: installs hyperfine, bubblewrap, time, util-linux, strace if missing.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+OUT="$ROOT/bench/out"
+cd "$ROOT"
+
+QUICK="${BENCH_QUICK:-0}"
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=1 ;;
+        -h | --help) sed -n "2,11p" "$ROOT/bench/run.sh"; exit 0 ;;
+        *) echo "bench: unknown argument: $arg (only --quick)" >&2; exit 2 ;;
+    esac
+done
+[ "$QUICK" = 1 ] || QUICK=0
+
+if [ "$QUICK" = 1 ]; then
+    HF_RUNS=(--runs 5 --warmup 1)   # seconds, not minutes: proves the script works, numbers are rough
+    LAUNCHES=20                     # launches for the throughput test
+    RSS_REPEAT=1                    # /usr/bin/time runs per case
+    REPORT="$OUT/BENCHMARKS.quick.md"
+    OUT="$OUT/quick"                # raw data apart, so a smoke test never clobbers a full run's
+else
+    HF_RUNS=(--warmup 20)           # hyperfine picks the run count (>= 10 runs, >= 3 s per command)
+    LAUNCHES=200
+    RSS_REPEAT=5
+    REPORT="$ROOT/BENCHMARKS.md"
+fi
+
+log() { echo "bench: $*" >&2; }
+die() { echo "bench: error: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. Tools. Only touch apt when something is actually missing.
+# ---------------------------------------------------------------------------------------------
+declare -A PKG_FOR=(
+    [hyperfine]=hyperfine      # the timer
+    [bwrap]=bubblewrap         # the reference sandbox
+    [/usr/bin/time]=time       # GNU time -v for peak RSS (the bash keyword has no -v)
+    [unshare]=util-linux       # bare namespaces, no sandbox policy
+    [strace]=strace            # syscall profile of one launch
+    [python3]=python3          # turns the JSON results into markdown
+)
+missing=()
+for tool in "${!PKG_FOR[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${PKG_FOR[$tool]}")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    [ "$(id -u)" = 0 ] || die "missing ${missing[*]} and not root: install them first"
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust >= 1.80 with rustup)"
+[ "$(id -u)" = 0 ] || die "run as root: the sandboxes need to create namespaces"
+
+# ---------------------------------------------------------------------------------------------
+# 2. Build sbx-exec (release, as shipped: LTO, panic=abort, stripped).
+#    CARGO_TARGET_DIR is honoured; a relative one is relative to the repo root, as for cargo.
+# ---------------------------------------------------------------------------------------------
+log "cargo build --release"
+cargo build --release --quiet
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+SBX="$TARGET_DIR/release/sbx-exec"
+[ -x "$SBX" ] || die "no binary at $SBX after the build"
+
+mkdir -p "$OUT"
+q() { printf '%q' "$1"; }   # quote a path for the command strings hyperfine hands to sh
+
+# Inputs for the sbx-exec variants ------------------------------------------------------------
+# 10 fake secrets as NAME=value lines, read from fd 3 by the platform context.
+SECRETS="$OUT/secrets.env"
+: >"$SECRETS"
+for i in $(seq 1 10); do
+    printf 'BENCH_SECRET_%02d=fake-value-%02d-0123456789abcdef0123456789abcdef\n' "$i" "$i" >>"$SECRETS"
+done
+
+# The embedded default policy with the user context moved to an empty network namespace.
+# `policy show` starts with a "# source: ..." line that is not part of the policy: drop it.
+NETNONE="$OUT/netnone.toml"
+"$SBX" policy show | python3 -c '
+import re, sys
+lines = sys.stdin.read().splitlines(keepends=True)[1:]
+out, section, done = [], None, 0
+for line in lines:
+    m = re.match(r"\s*\[([^\]]+)\]", line)
+    if m:
+        section = m.group(1)
+    if section == "context.user" and re.match(r"\s*net\s*=\s*\"host\"", line):
+        line = re.sub(r"\"host\"", "\"none\"", line, count=1)
+        done += 1
+    out.append(line)
+if done != 1:
+    sys.exit("bench: expected exactly one net = \"host\" in [context.user], replaced %d" % done)
+sys.stdout.write("".join(out))
+' >"$NETNONE"
+"$SBX" policy check "$NETNONE" >/dev/null || die "$NETNONE does not validate"
+
+# Sanity checks, so that each variant measures what its name says ------------------------------
+n=$("$SBX" --ctx platform --secrets-fd 3 -- env 3<"$SECRETS" | grep -c '^BENCH_SECRET_' || true)
+[ "$n" = 10 ] || die "platform context received $n of the 10 secrets"
+ifaces=$("$SBX" --policy "$NETNONE" --ctx user -- cat /proc/net/dev | tail -n +3 | awk -F: '{gsub(/ /,"",$1); print $1}' | tr '\n' ' ')
+[ "$ifaces" = "lo " ] || die "net=none context sees interfaces: $ifaces (expected only lo)"
+
+# ---------------------------------------------------------------------------------------------
+# 3. Launch latency: one hyperfine run over all variants, so they share machine and conditions.
+#    hyperfine runs each command with `sh -c` and subtracts the measured cost of starting sh, so
+#    the "/bin/true" line is the cost of a bare fork+exec of true (dash vforks, then execs); the
+#    fd-3 redirection of the platform line needs that shell.
+# ---------------------------------------------------------------------------------------------
+BWRAP_ARGS="--unshare-pid --unshare-ipc --unshare-uts --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent --new-session --clearenv --cap-drop ALL"
+names=(
+    "bare /bin/true"
+    "unshare pid+mount+ipc+uts"
+    "bwrap"
+    "sbx-exec user"
+    "sbx-exec platform, 10 secrets"
+    "sbx-exec user, net=none"
+)
+cmds=(
+    "/bin/true"
+    "unshare --pid --mount --ipc --uts --fork --mount-proc true"
+    "bwrap $BWRAP_ARGS true"
+    "$(q "$SBX") --ctx user -- true"
+    "$(q "$SBX") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
+    "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
+)
+hf_args=()
+for i in "${!cmds[@]}"; do hf_args+=(--command-name "${names[$i]}" "${cmds[$i]}"); done
+
+LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"   # recorded in the report: other load skews all numbers
+log "hyperfine ${HF_RUNS[*]} (${#cmds[@]} commands), load average $LOAD_BEFORE"
+hyperfine --shell sh "${HF_RUNS[@]}" --style basic \
+    --export-json "$OUT/hyperfine.json" --export-markdown "$OUT/hyperfine.md" \
+    "${hf_args[@]}"
+
+# ---------------------------------------------------------------------------------------------
+# 4a. Peak RSS: GNU time's "Maximum resident set size" (KiB). It is the largest RSS of sbx-exec
+#     and the processes it waited for (its pid-1 reaper and `true`), i.e. the launch's peak
+#     footprint. The maximum over RSS_REPEAT runs is kept.
+#     No shell wrapper here: the kernel carries a process's RSS high-water mark across execve, so
+#     `bash -c 'exec sbx-exec ...'` would report bash's RSS. The fd-3 redirection is done by this
+#     shell on the `time` command instead, opened afresh for each run.
+# ---------------------------------------------------------------------------------------------
+peak_rss() {   # peak_rss FD3_FILE|- CMD... -> prints KiB
+    local fd3="$1" max=0 kib i
+    shift
+    for ((i = 0; i < RSS_REPEAT; i++)); do
+        if [ "$fd3" = - ]; then
+            /usr/bin/time -v -o "$OUT/time.txt" "$@" || die "failed under /usr/bin/time: $*"
+        else
+            /usr/bin/time -v -o "$OUT/time.txt" "$@" 3<"$fd3" || die "failed under /usr/bin/time: $*"
+        fi
+        kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$OUT/time.txt")
+        [ "$kib" -gt "$max" ] && max=$kib
+    done
+    echo "$max"
+}
+log "peak RSS"
+RSS_USER=$(peak_rss - "$SBX" --ctx user -- true)
+RSS_PLATFORM=$(peak_rss "$SECRETS" "$SBX" --ctx platform --secrets-fd 3 -- true)
+RSS_TRUE=$(peak_rss - /bin/true)
+RSS_BWRAP=$(peak_rss - bwrap $BWRAP_ARGS true)
+
+# ---------------------------------------------------------------------------------------------
+# 4b. Throughput: LAUNCHES launches of `--ctx user -- true`, split over 2 callers running at once
+#     (the machine has few cores; a server would launch sandboxes concurrently like this).
+#     bwrap is measured the same way as a reference.
+# ---------------------------------------------------------------------------------------------
+launches_per_s() {   # launches_per_s CMD... -> prints launches/s
+    local per=$((LAUNCHES / 2)) t0 t1 p1 p2
+    t0=$(date +%s.%N)
+    ( for ((j = 0; j < per; j++)); do "$@" >/dev/null || exit 1; done ) & p1=$!
+    ( for ((j = 0; j < per; j++)); do "$@" >/dev/null || exit 1; done ) & p2=$!
+    wait "$p1" || die "a launch failed in the throughput test: $*"
+    wait "$p2" || die "a launch failed in the throughput test: $*"
+    t1=$(date +%s.%N)
+    python3 -c "import sys; print('%.0f' % ($((per * 2)) / (float(sys.argv[2]) - float(sys.argv[1]))))" "$t0" "$t1"
+}
+log "throughput, 2 parallel callers, $LAUNCHES launches"
+LPS_SBX=$(launches_per_s "$SBX" --ctx user -- true)
+LPS_BWRAP=$(launches_per_s bwrap $BWRAP_ARGS true)
+
+# ---------------------------------------------------------------------------------------------
+# 5. Syscall profile of one `--ctx user -- true` launch, all processes (-f), sorted by count.
+#    Includes the syscalls of `true` itself (a few dozen: loader, libc start-up).
+# ---------------------------------------------------------------------------------------------
+log "strace -c -f"
+strace -c -f -S calls -o "$OUT/strace.txt" "$SBX" --ctx user -- true || die "launch under strace failed"
+
+# ---------------------------------------------------------------------------------------------
+# 6. The report, generated from hyperfine's JSON so no number is typed by hand.
+# ---------------------------------------------------------------------------------------------
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock policies 2>/dev/null || GIT_REV="$GIT_REV + uncommitted changes"
+
+export BENCH_OUT="$OUT" BENCH_OUT_REL="${OUT#"$ROOT"/}" BENCH_REPORT="$REPORT" BENCH_QUICK="$QUICK" BENCH_GIT_REV="$GIT_REV" \
+    BENCH_RSS_USER="$RSS_USER" BENCH_RSS_PLATFORM="$RSS_PLATFORM" BENCH_RSS_TRUE="$RSS_TRUE" \
+    BENCH_RSS_BWRAP="$RSS_BWRAP" BENCH_RSS_REPEAT="$RSS_REPEAT" BENCH_LPS_SBX="$LPS_SBX" \
+    BENCH_LPS_BWRAP="$LPS_BWRAP" BENCH_LAUNCHES="$LAUNCHES" BENCH_BWRAP_ARGS="$BWRAP_ARGS" \
+    BENCH_HF_ARGS="${HF_RUNS[*]}" BENCH_SBX="$SBX" \
+    BENCH_NAMES="$(printf '%s\n' "${names[@]}")" BENCH_CMDS="$(printf '%s\n' "${cmds[@]}")" \
+    BENCH_HF_VERSION="$(hyperfine --version)" BENCH_BWRAP_VERSION="$(bwrap --version)" \
+    BENCH_NPROC="$(nproc)" BENCH_KERNEL="$(uname -r)" BENCH_LOADAVG="$LOAD_BEFORE" \
+    BENCH_CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
+    BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+python3 - <<'PY'
+import json, os, re
+
+E = os.environ
+out = E["BENCH_OUT"]
+with open(os.path.join(out, "hyperfine.json")) as f:
+    results = json.load(f)["results"]
+by_name = {r["command"]: r for r in results}   # --command-name replaces "command" in the JSON
+bare, bwrap = by_name["bare /bin/true"], by_name["bwrap"]
+ms = lambda s: s * 1000.0
+
+lines = []
+w = lines.append
+if E["BENCH_QUICK"] == "1":
+    w("> **Quick mode** (`--runs 5 --warmup 1`): a smoke test, the numbers are rough.\n")
+w("# Benchmarks\n")
+w("Launch cost of `sbx-exec` against a bare fork+exec of `true`, `unshare(1)` and bubblewrap.")
+w("Generated by `bash bench/run.sh` (see `bench/README.md`); every number below comes from that")
+w("run. Raw data: `%s/` (hyperfine JSON and markdown, strace output).\n" % E["BENCH_OUT_REL"])
+w("## Machine\n")
+w("| | |\n|---|---|")
+w("| CPUs (nproc) | %s |" % E["BENCH_NPROC"])
+w("| CPU | %s |" % E["BENCH_CPU"])
+w("| kernel (`uname -r`) | %s |" % E["BENCH_KERNEL"])
+w("| date | %s |" % E["BENCH_DATE"])
+w("| load average (1/5/15 min) before timing | %s |" % E["BENCH_LOADAVG"])
+w("| sbx-exec | release build of %s |" % E["BENCH_GIT_REV"])
+w("| tools | %s, %s |" % (E["BENCH_HF_VERSION"], E["BENCH_BWRAP_VERSION"]))
+w("")
+
+w("## Launch latency\n")
+w("One hyperfine run (`%s`) over all commands, each run with `sh -c` with hyperfine's" % E["BENCH_HF_ARGS"])
+w("shell-startup correction, so the bare `/bin/true` line is the cost of a fork+exec of `true`.")
+w("Ratio is mean / bwrap mean; Δ is mean minus the bare `/bin/true` mean (the targets below use")
+w("the same means). The median is less sensitive to the occasional slow run than the mean.\n")
+w("| command | mean ± σ (ms) | median (ms) | min (ms) | runs | × bwrap | Δ vs bare true (ms) |")
+w("|---|---:|---:|---:|---:|---:|---:|")
+for r in results:
+    w("| %s | %.2f ± %.2f | %.2f | %.2f | %d | %.2f | %+.2f |" % (
+        r["command"], ms(r["mean"]), ms(r["stddev"] or 0.0), ms(r["median"]), ms(r["min"]), len(r["times"]),
+        r["mean"] / bwrap["mean"], ms(r["mean"] - bare["mean"])))
+w("\nThe commands, as timed (`sbx-exec` is the release binary, `%s/` the script's output dir):\n" % E["BENCH_OUT_REL"])
+w("```")
+disp = lambda c: c.replace(E["BENCH_SBX"], "sbx-exec").replace(out + "/", E["BENCH_OUT_REL"] + "/")
+for name, cmd in zip(E["BENCH_NAMES"].split("\n"), E["BENCH_CMDS"].split("\n")):
+    w("%-30s %s" % (name + ":", disp(cmd)))
+w("```")
+w("`%s/secrets.env` holds 10 `NAME=value` lines of fake values; `%s/netnone.toml` is" % (E["BENCH_OUT_REL"], E["BENCH_OUT_REL"]))
+w("`sbx-exec policy show` without its first comment line, with the user context's `net = \"host\"`")
+w("replaced by `net = \"none\"` (an empty network namespace). The script checks that the platform")
+w("command receives all 10 secrets and that the net=none context sees only `lo`.\n")
+
+rss = {k: int(E["BENCH_RSS_" + k]) for k in ("USER", "PLATFORM", "TRUE", "BWRAP")}
+mib = lambda kib: kib / 1024.0
+w("## Peak RSS\n")
+w("`/usr/bin/time -v`, \"Maximum resident set size\": the largest RSS of the launched process and")
+w("the children it waited for; maximum over %s run(s).\n" % E["BENCH_RSS_REPEAT"])
+w("- `sbx-exec --ctx user -- true`: %d KiB (%.2f MiB)" % (rss["USER"], mib(rss["USER"])))
+w("- `sbx-exec --ctx platform --secrets-fd 3 -- true` (10 secrets): %d KiB (%.2f MiB)" % (rss["PLATFORM"], mib(rss["PLATFORM"])))
+w("- for reference, bwrap (same arguments as above): %d KiB (%.2f MiB); bare `/bin/true`: %d KiB" % (rss["BWRAP"], mib(rss["BWRAP"]), rss["TRUE"]))
+w("")
+
+w("## Throughput\n")
+w("%s launches of `true`, split over 2 callers looping at once, wall time from `date +%%s.%%N`:\n" % E["BENCH_LAUNCHES"])
+w("- `sbx-exec --ctx user -- true`: **%s launches/s**" % E["BENCH_LPS_SBX"])
+w("- bwrap (reference, same arguments as above): %s launches/s" % E["BENCH_LPS_BWRAP"])
+w("")
+
+w("## Syscalls of one launch\n")
+w("`strace -c -f -S calls sbx-exec --ctx user -- true`: all processes of the launch (sbx-exec, its")
+w("pid-1 reaper and `true`), top 15 by number of calls (full output: `%s/strace.txt`)." % E["BENCH_OUT_REL"])
+w("strace's times are inflated by tracing; the call counts are the useful part.\n")
+with open(os.path.join(out, "strace.txt")) as f:
+    st = [l.rstrip("\n") for l in f]
+head = [l for l in st if l.startswith("% time") or l.startswith("------")][:2]
+rows = [l for l in st if l and not l.startswith(("% time", "------")) and not l.rstrip().endswith("total")]
+total = [l for l in st if l.rstrip().endswith("total")]
+w("```")
+for l in head + rows[:15] + (["..."] if len(rows) > 15 else []) + total:
+    w(l)
+w("```\n")
+
+# Targets: the project's goals, checked against the numbers above.
+user, plat = by_name["sbx-exec user"], by_name["sbx-exec platform, 10 secrets"]
+checks = []
+for label, r in (("user", user), ("platform", plat)):
+    ratio = r["mean"] / bwrap["mean"]
+    checks.append(("%s launch <= 0.8x bwrap" % label, "%.2fx" % ratio, ratio <= 0.8))
+    d = ms(r["mean"] - bare["mean"])
+    checks.append(("%s launch within 2 ms of bare fork+exec of true" % label, "%+.2f ms" % d, d <= 2.0))
+for label, k in (("user", "USER"), ("platform", "PLATFORM")):
+    checks.append(("%s peak RSS <= 4 MiB" % label, "%.2f MiB" % mib(rss[k]), rss[k] <= 4096))
+w("## Targets\n")
+w("The project's goals for a launch (goals, not guarantees): the user and platform launches take at")
+w("most 0.8x the time of the bwrap line and at most 2 ms more than a bare fork+exec of `true`; peak")
+w("RSS is at most 4 MiB.\n")
+w("| goal | measured | met |")
+w("|---|---:|---|")
+for g, v, ok in checks:
+    w("| %s | %s | %s |" % (g, v, "yes" if ok else "**no**"))
+met = [g for g, _, ok in checks if ok]
+unmet = [g for g, _, ok in checks if not ok]
+w("")
+w("Met: %s." % ("; ".join(met) if met else "none"))
+w("Not met: %s." % ("; ".join(unmet) if unmet else "none"))
+
+with open(E["BENCH_REPORT"], "w") as f:
+    f.write("\n".join(lines) + "\n")
+PY
+log "wrote $REPORT"
