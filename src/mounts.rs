@@ -129,7 +129,8 @@ pub(crate) fn open(p: &CStr) -> Result<Option<OwnedFd>> {
     }
 }
 
-fn read_only(p: &CStr) -> Result<()> {
+/// Make `p` (if it exists) and everything below it read-only, as its own bind mount.
+pub(crate) fn read_only(p: &CStr) -> Result<()> {
     let Some(fd) = open(p)? else { return Ok(()) };
     if p.to_bytes() == b"/" {
         // The root mount itself: a bind on top of "/" would not be seen through the process root.

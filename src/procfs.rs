@@ -10,8 +10,8 @@ use std::ffi::CStr;
 use anyhow::{anyhow, Context as _, Result};
 use nix::mount::{mount, MsFlags};
 
-use crate::mounts::{hide, open, show};
-use crate::sys::{self, MountFlag};
+use crate::mounts::{hide, open, read_only, show};
+use crate::sys;
 
 /// Covered with `/dev/null` (files) or an empty read-only tmpfs (directories).
 pub const MASKED: &[&CStr] = &[
@@ -58,21 +58,8 @@ pub fn mount_private() -> Result<()> {
     .context("cannot mount a private /proc")?;
     drop(proc_dir);
     for path in READ_ONLY {
-        // /sys may be absent in minimal containers; then there is nothing to protect.
-        let Some(fd) = open(path)? else { continue };
-        let at = sys::fd_path(&fd);
-        mount(
-            Some(at.as_c_str()),
-            at.as_c_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None::<&str>,
-        )
-        .with_context(|| format!("cannot bind {} onto itself", show(path)))?;
-        drop(fd);
-        let fd = open(path)?.ok_or_else(|| anyhow!("{} vanished during setup", show(path)))?;
-        sys::mount_setattr(&fd, MountFlag::ReadOnly)
-            .with_context(|| format!("cannot make {} read-only", show(path)))?;
+        // Paths absent here (/sys in minimal containers) are skipped: nothing to protect.
+        read_only(path).with_context(|| format!("cannot make {} read-only", show(path)))?;
     }
     for path in MASKED {
         let Some(fd) = open(path)? else { continue };
