@@ -60,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
     env.add_secrets(&secret_set);
     drop(secret_set);
 
-    let (sandbox, target) = prepare(ctx_name, ctx, &loaded.source, &program, &args.cmd, env)?;
+    let (sandbox, target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
     harden_outer()?;
 
     // Block the forwarded signals now: from here on none is lost, and the children inherit the mask.
@@ -89,7 +89,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         return Ok(code);
     }
 
-    let child = start(ctx_name, ctx, sandbox, &target)?;
+    let child = start(ctx_name, sandbox, &target)?;
     if let Some(s) = &status {
         s.line(&format!("{{\"child-pid\":{}}}", child.as_raw()));
     }
@@ -130,7 +130,6 @@ fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<Secr
 
 /// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
 fn prepare(
-    ctx_name: &str,
     ctx: &Context,
     source: &policy::Source,
     program: &Path,
@@ -151,7 +150,6 @@ fn prepare(
         true => Some(std::env::current_dir().context("cannot read the current directory")?),
         false => None,
     };
-    let _ = ctx_name;
     let sandbox = Sandbox {
         kinds,
         mounts,
@@ -184,7 +182,7 @@ fn harden_outer() -> Result<()> {
 
 /// Create the sandbox. Returns the pid of its first process (pid 1 inside, if it has a pid
 /// namespace; otherwise the target itself).
-fn start(ctx_name: &str, ctx: &Context, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
+fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
     let (alive_r, alive_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let child = match namespaces::enter(&sandbox.kinds) {
         Ok(c) => c,
@@ -212,19 +210,18 @@ fn start(ctx_name: &str, ctx: &Context, mut sandbox: Sandbox, target: &Target) -
         }
         None => {
             drop(alive_w);
-            in_sandbox(ctx, &sandbox, target, alive_r)
+            in_sandbox(&sandbox, target, alive_r)
         }
     }
 }
 
 /// The first process of the sandbox. Never returns.
-fn in_sandbox(ctx: &Context, sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
+fn in_sandbox(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
     if let Err(e) = setup_sandbox(sandbox, has_pidns, alive) {
         eprintln!("sbx-exec: {e:#}");
         sys::exit_now(crate::error::EXIT_SBX);
     }
-    let _ = ctx;
     if !has_pidns {
         target.exec();
     }
