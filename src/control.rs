@@ -7,15 +7,13 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::exec::Target;
 use crate::policy::{Restart, Supervise};
 use crate::ports::ReservedPorts;
-use crate::reaper::{blocked_set, shell_code};
+use crate::reaper::{blocked_set, reap};
 use crate::sys;
 
 /// Signals that stop the control plane for good (others are only passed on).
@@ -126,16 +124,8 @@ fn supervise_one(child: Pid, sup: &Supervise, set: &nix::sys::signal::SigSet) ->
             }
         }
         // Reap every child that ended: the control plane, and orphans re-parented to us.
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(status) if status.pid() == Some(child) => {
-                    if let Some(code) = shell_code(status) {
-                        return (code, stopping);
-                    }
-                }
-                Ok(_) | Err(_) => {}
-            }
+        if let Some(code) = reap(Some(child)) {
+            return (code, stopping);
         }
     }
 }
@@ -151,11 +141,7 @@ fn pause(set: &nix::sys::signal::SigSet, delay: Duration) -> Option<Signal> {
         match sys::wait_signal(set, Some(left)) {
             Ok(Some(sig)) if STOPPING.contains(&sig) => return Some(sig),
             Ok(Some(Signal::SIGCHLD)) => {
-                while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                    if s == WaitStatus::StillAlive {
-                        break;
-                    }
-                }
+                reap(None);
             }
             Ok(None) => return None,
             _ => {}

@@ -6,7 +6,7 @@
 //! (`AWS_CONFIG_FILE`, `PGPASSFILE`, ...). They are dropped from the caller's environment even when
 //! an allow pattern matches; only a secret or `env.set` can supply them.
 
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 
 use zeroize::Zeroizing;
@@ -188,17 +188,6 @@ impl TargetEnv {
             self.set(s.name.as_bytes(), expose(s).as_bytes());
         }
     }
-}
-
-/// `argv` as C strings (a NUL inside an argument is an error naming its position).
-pub fn c_args(args: &[OsString]) -> anyhow::Result<Vec<CString>> {
-    args.iter()
-        .enumerate()
-        .map(|(i, a)| {
-            CString::new(a.as_bytes())
-                .map_err(|_| anyhow::anyhow!("argument {i} of the command contains a NUL byte"))
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use caps::CapsHashSet;
-use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow, Signal};
 use seccompiler::BpfProgram;
 
 use crate::env::TargetEnv;
@@ -186,8 +186,7 @@ impl Target {
         sys::close_fds_from(3, &self.keep_fds, false)
             .context("cannot close inherited file descriptors")?;
         // Rust ignores SIGPIPE for itself; the target gets the default back.
-        // SAFETY (of the call): setting SIG_DFL installs no handler code.
-        unsafe_signal_default(Signal::SIGPIPE)?;
+        sys::signal_default(Signal::SIGPIPE).context("cannot reset SIGPIPE")?;
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
             .context("cannot restore the signal mask")?;
         if let Some(keep) = &self.caps {
@@ -206,16 +205,16 @@ impl Target {
     }
 }
 
-fn unsafe_signal_default(sig: Signal) -> Result<()> {
-    // SAFETY: SIG_DFL is not a Rust function, so no handler can run with broken invariants.
-    unsafe { signal(sig, SigHandler::SigDfl) }
-        .map(drop)
-        .map_err(|e| anyhow::anyhow!("cannot reset {sig}: {e}"))
-}
-
-/// The command line as C strings, for `execve`.
+/// The command line as C strings, for `execve` (a NUL inside an argument is an error naming its
+/// position).
 pub fn argv(cmd: &[OsString]) -> Result<Vec<CString>> {
-    crate::env::c_args(cmd)
+    cmd.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            CString::new(a.as_bytes())
+                .map_err(|_| anyhow::anyhow!("argument {i} of the command contains a NUL byte"))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -57,16 +57,23 @@ pub fn pid1(target: Pid) -> ! {
             }
             Ok(None) => continue,
         }
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(status) if status.pid() == Some(target) => {
-                    if let Some(code) = shell_code(status) {
-                        sys::exit_now(code);
-                    }
-                }
-                Ok(_) | Err(_) => {}
+        if let Some(code) = reap(Some(target)) {
+            sys::exit_now(code);
+        }
+    }
+}
+
+/// Reap every child that has ended (the target, and orphans re-parented to this process). Returns
+/// the shell status of `target` if it was among them.
+pub fn reap(target: Option<Pid>) -> Option<i32> {
+    let mut found = None;
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return found,
+            Ok(status) if target.is_some() && status.pid() == target => {
+                found = shell_code(status).or(found);
             }
+            Ok(_) | Err(_) => {}
         }
     }
 }

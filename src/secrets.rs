@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -59,13 +59,11 @@ impl SecretSet {
 
 /// Read every byte of `fd` (which sbx-exec then closes) and parse it.
 pub fn read_fd(fd: RawFd) -> Result<SecretSet> {
-    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+    // Closed on drop, before any child exists, so it never reaches the target.
+    let Some(owned) = crate::sys::take_inherited_fd(fd) else {
         bail!("--secrets-fd {fd}: file descriptor {fd} is not open; pass the read end of a pipe, e.g. `3<<<\"$SECRETS\"` in a shell");
-    }
-    // SAFETY: the CLI refuses fds 0..2 and the fcntl above proved the fd is open. sbx-exec opened
-    // nothing else before this point, so nothing else owns it; this File closes it on drop, before
-    // any child exists, so it never reaches the target.
-    let mut file = unsafe { File::from_raw_fd(fd) };
+    };
+    let mut file = File::from(owned);
     let buf = read_zeroizing(&mut file, MAX_BYTES)
         .map_err(|e| anyhow::anyhow!("--secrets-fd {fd}: cannot read: {e}"))?;
     let Some(buf) = buf else {

@@ -136,9 +136,9 @@ pub fn close_fds_from(first: RawFd, keep: &[RawFd], cloexec: bool) -> io::Result
 }
 
 fn close_range(lo: libc::c_uint, hi: libc::c_uint, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: close_range only closes (or flags) descriptors; the caller has decided that no
-    // object in this process still uses the ones in range (they are inherited, not owned by Rust
-    // objects that will later close them again... except ones we re-check: see callers).
+    // SAFETY: close_range only closes (or flags) descriptors. Callers run it just before exec (or
+    // in a freshly forked sandbox process), where nothing in this process uses the fds in range
+    // again; any Rust owner of one is never dropped, as the process execs or _exits.
     let ret = unsafe { libc::syscall(libc::SYS_close_range, lo, hi, flags as libc::c_uint) };
     check(ret).map(drop)
 }
@@ -283,4 +283,21 @@ pub fn arrange_fds(fds: &[RawFd]) -> io::Result<()> {
         unsafe { libc::close(h) };
     }
     Ok(())
+}
+
+/// Reset `sig` to its default action (Rust ignores SIGPIPE; a target must not inherit that).
+pub fn signal_default(sig: Signal) -> nix::Result<()> {
+    // SAFETY: SIG_DFL is not a Rust function, so no handler code can run with broken invariants.
+    unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
+}
+
+/// Take ownership of an fd inherited from the caller (`None` if it is not open). Only for fds
+/// named on the command line (3 and up), which nothing else in sbx-exec has opened or owns.
+pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd < 3 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+        return None;
+    }
+    // SAFETY: the fd is open (checked above), is not stdio, and sbx-exec took no other handle to
+    // it: the caller passed it to us, so this OwnedFd is its only owner in this process.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
