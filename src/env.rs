@@ -87,6 +87,31 @@ const DENY_NAMES: &[&str] = &[
     "RES_OPTIONS",
     "PSQL_PAGER",
     "PSQLRC",
+    "GIT_DIR",
+    "GIT_COMMON_DIR",
+    "GIT_WORK_TREE",
+    "GIT_SEQUENCE_EDITOR",
+    "GIT_SSH_VARIANT",
+    "PYTHONUSERBASE",
+    "PYTHONBREAKPOINT",
+    "PYTHONWARNINGS",
+    "PYTHONPLATLIBDIR",
+    "AWS_DATA_PATH",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "BOTO_CONFIG",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLCRL",
+    "OPENSSL_CONF",
+    "OPENSSL_ENGINES",
+    "SSLKEYLOGFILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "LESSOPEN",
+    "LESSCLOSE",
+    "MANPAGER",
+    "BROWSER",
 ];
 
 /// Is `name` one that is never inherited from the caller?
@@ -183,8 +208,16 @@ impl TargetEnv {
     }
 
     /// Add the secrets, each as a variable of its name (overriding anything set before).
+    #[cfg(test)]
     pub fn add_secrets(&mut self, secrets: &SecretSet) {
         for s in secrets.iter() {
+            self.set(s.name.as_bytes(), expose(s).as_bytes());
+        }
+    }
+
+    /// [`TargetEnv::add_secrets`], leaving out those for which `skip` says yes (delivered as files).
+    pub fn add_secrets_except(&mut self, secrets: &SecretSet, skip: impl Fn(&str) -> bool) {
+        for s in secrets.iter().filter(|s| !skip(&s.name)) {
             self.set(s.name.as_bytes(), expose(s).as_bytes());
         }
     }
@@ -239,6 +272,40 @@ mod tests {
         );
         assert_eq!(env.names(), vec!["OK", "PATH"]);
         assert_eq!(env.get("PATH").unwrap(), DEFAULT_PATH);
+    }
+
+    #[test]
+    fn deny_list_covers_code_and_config_injection() {
+        for name in [
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "LD_AUDIT",
+            "BASH_ENV",
+            "ENV",
+            "PYTHONSTARTUP",
+            "PYTHONPATH",
+            "NODE_OPTIONS",
+            "PERL5OPT",
+            "RUBYOPT",
+            "GIT_SSH_COMMAND",
+            "GIT_EXEC_PATH",
+            "GIT_DIR",
+            "GIT_CONFIG_KEY_0",
+            "GIT_CONFIG_PARAMETERS",
+            "AWS_CONFIG_FILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_DATA_PATH",
+            "PGPASSFILE",
+            "PGSERVICEFILE",
+            "PGSYSCONFDIR",
+            "OPENSSL_CONF",
+            "SSLKEYLOGFILE",
+        ] {
+            assert!(is_denied(name), "{name} must not be inherited");
+        }
+        for name in ["PATH", "LANG", "TERM", "AWS_REGION", "PGHOST"] {
+            assert!(!is_denied(name), "{name} is harmless");
+        }
     }
 
     #[test]

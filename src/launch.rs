@@ -24,6 +24,7 @@ use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::cli::RunArgs;
+use crate::creds::Files;
 use crate::error::EXIT_TIMEOUT;
 use crate::exec::Target;
 use crate::mounts;
@@ -40,27 +41,59 @@ struct Sandbox {
     loopback: bool,
     cwd: Option<PathBuf>,
     degrade: bool,
+    /// Secrets written as files on a private tmpfs (`secrets.files`).
+    creds: Option<Files>,
 }
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
     let loaded = policy::load(args.policy.as_deref())?;
+    // Audit (policy key `audit`): one line per invocation, refusals included, names only.
+    let started = crate::audit::Start::now();
+    let mut secret_names = Vec::new();
+    let result = run_in(&args, ctx_name, &loaded, &mut secret_names);
+    if let Some(to) = &loaded.policy.audit {
+        let (code, error) = match &result {
+            Ok(code) => (*code, None),
+            Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
+        };
+        let names = secret_names.iter().map(String::as_str).collect();
+        let record = started.record(ctx_name, &args.cmd, names, code, error);
+        if let Err(e) = crate::audit::write(to, &record) {
+            eprintln!("sbx-exec: warning: {e:#}");
+        }
+    }
+    result
+}
+
+fn run_in(
+    args: &RunArgs,
+    ctx_name: &str,
+    loaded: &policy::Loaded,
+    secret_names: &mut Vec<String>,
+) -> Result<i32> {
     let ctx = loaded.policy.context(ctx_name)?;
-
-    // Secrets: a context that takes none refuses the fd before reading a byte of it.
     let status = args.status_fd.map(StatusFd::open).transpose()?;
-    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
 
-    // The environment, and the command resolved in its PATH (127 / 126 before anything starts).
+    // The environment, and the command resolved in its PATH (127 / 126 before anything starts),
+    // checked against exec.allow before a byte of the secrets is read.
     let mut env = crate::env::build(std::env::vars_os(), &ctx.env);
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
     let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
     let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec)?;
-    env.add_secrets(&secret_set);
-    drop(secret_set);
 
-    let (sandbox, target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    // Secrets: a context that takes none refuses the fd before reading a byte of it.
+    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
+    secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
+    let creds = Files::split(&secret_set, &ctx.secrets.files, ctx.security.run_as);
+    env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
+    for (name, path) in creds.iter().flat_map(Files::variables) {
+        env.set_var(&name, &path);
+    }
+
+    let (mut sandbox, target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    sandbox.creds = creds;
     harden_outer()?;
 
     // Block the forwarded signals now: from here on none is lost, and the children inherit the mask.
@@ -89,7 +122,17 @@ pub fn run(args: RunArgs) -> Result<i32> {
         return Ok(code);
     }
 
-    let child = start(ctx_name, sandbox, &target)?;
+    // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
+    let redactor = match ctx.secrets.redact && secret_set.iter().next().is_some() {
+        true => Some(crate::redactor::start(&secret_set)?),
+        false => None,
+    };
+    drop(secret_set);
+    let child = start(ctx_name, sandbox, &target);
+    if let Some(r) = &redactor {
+        r.detach();
+    }
+    let child = child?;
     if let Some(s) = &status {
         s.line(&format!("{{\"child-pid\":{}}}", child.as_raw()));
     }
@@ -107,6 +150,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
             EXIT_TIMEOUT
         }
     };
+    if let Some(r) = redactor {
+        r.wait();
+    }
     if let Some(s) = &status {
         s.line(&format!("{{\"exit-code\":{code}}}"));
     }
@@ -156,6 +202,7 @@ fn prepare(
         loopback: ctx.net == Net::None,
         cwd,
         degrade: ctx.degrade,
+        creds: None,
     };
     let target = Target {
         path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
@@ -250,8 +297,17 @@ fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<(
     }
     drop(alive);
     sys::close_fds_from(3, &[], false).context("cannot close inherited file descriptors")?;
+    if sandbox.creds.is_some() {
+        if sandbox.mounts.is_none() {
+            bail!("secrets.files needs the mount namespace, which the kernel refused; the secrets were not delivered");
+        }
+        crate::creds::prepare_mount_point()?;
+    }
     if let Some(plan) = &sandbox.mounts {
         mounts::apply(plan, sandbox.degrade)?;
+    }
+    if let Some(files) = &sandbox.creds {
+        crate::creds::install(files)?;
     }
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;

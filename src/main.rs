@@ -1,9 +1,11 @@
 //! sbx-exec: parse the command line, then either run a command in a context (`launch::run`) or
 //! answer a `policy` subcommand. Errors end here: printed once, mapped to an exit status.
 
+mod audit;
 mod caps;
 mod cli;
 mod control;
+mod creds;
 mod env;
 mod error;
 mod exec;
@@ -15,6 +17,8 @@ mod policy;
 mod ports;
 mod procfs;
 mod reaper;
+mod redact;
+mod redactor;
 mod seccomp;
 mod secrets;
 mod sys;

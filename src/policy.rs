@@ -106,6 +106,45 @@ pub struct Policy {
     /// The contexts, by name.
     #[serde(default)]
     pub context: BTreeMap<ContextName, Context>,
+    /// Where to write one JSON line per invocation (absent: no audit log).
+    #[serde(default)]
+    pub audit: Option<AuditTarget>,
+}
+
+/// Audit log destination: an absolute file path, `"stderr"` or `"syslog"` (`/dev/log`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AuditTarget {
+    File(std::path::PathBuf),
+    Stderr,
+    Syslog,
+}
+
+impl TryFrom<String> for AuditTarget {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "stderr" => Ok(AuditTarget::Stderr),
+            "syslog" => Ok(AuditTarget::Syslog),
+            _ if s.starts_with('/') && s != "/" => {
+                check_abs_path(&s)?;
+                Ok(AuditTarget::File(s.into()))
+            }
+            _ => Err(format!(
+                "invalid audit {s:?}: use an absolute file path (\"/var/log/sbx/audit.jsonl\"), \"stderr\" or \"syslog\""
+            )),
+        }
+    }
+}
+
+impl From<AuditTarget> for String {
+    fn from(a: AuditTarget) -> String {
+        match a {
+            AuditTarget::File(p) => p.display().to_string(),
+            AuditTarget::Stderr => "stderr".into(),
+            AuditTarget::Syslog => "syslog".into(),
+        }
+    }
 }
 
 /// One named context: what a launch in it gets and what it is denied.
@@ -227,6 +266,13 @@ pub struct SecretsPolicy {
     /// Names or prefixes ending in `*`; empty means the context takes no secrets at all.
     #[serde(default)]
     pub allow: Vec<EnvPattern>,
+    /// Secrets delivered as a file on a private tmpfs (`$CREDENTIALS_DIRECTORY/NAME`, mode 0400);
+    /// the variable NAME is set to the file's path instead of the value.
+    #[serde(default)]
+    pub files: Vec<EnvName>,
+    /// Replace secret values (and their base64 form) in the target's stdout/stderr.
+    #[serde(default)]
+    pub redact: bool,
 }
 
 /// Which programs may be run.
@@ -674,6 +720,23 @@ impl Policy {
             if sec.deny_bind.contains(&0) || sec.deny_connect.contains(&0) {
                 bail!(
                     "{}: port 0 cannot be denied (it means \"any free port\"); list real ports",
+                    here()
+                );
+            }
+            if !ctx.secrets.files.is_empty() && !ctx.has(Namespace::Mount) {
+                bail!(
+                    "{}: secrets.files puts secrets on a private tmpfs, which needs the \"mount\" namespace; add \"mount\" to namespaces",
+                    here()
+                );
+            }
+            if let Some(f) = ctx
+                .secrets
+                .files
+                .iter()
+                .find(|f| !ctx.secrets.allow.iter().any(|a| a.matches(&f.0)))
+            {
+                bail!(
+                    "{}: secrets.files lists {f}, which secrets.allow does not admit; add it to secrets.allow or remove it from files",
                     here()
                 );
             }

@@ -301,3 +301,10 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     // it: the caller passed it to us, so this OwnedFd is its only owner in this process.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Own an fd that a `nix` call just returned as a bare number.
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: callers pass only an fd the kernel has just created for them (the return value of
+    // open/openat), which nothing else owns.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
