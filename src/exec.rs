@@ -100,8 +100,41 @@ pub fn check_allowed(ctx: &str, path: &Path, rules: &ExecPolicy) -> Result<PathB
     }
     if rules.verify_owner && !rules.trusted.iter().any(|t| t.contains(&real)) {
         verify_owner(ctx, &real)?;
+        verify_links(ctx, path)?;
     }
-    Ok(real)
+    // Exec the path as found, not the resolved one: a script reached through a symlink (psql ->
+    // pg_wrapper, busybox-style tools) learns its name from the path the kernel passes it.
+    Ok(path.to_path_buf())
+}
+
+/// With `verify_owner`, each symlink on the way from `path` to the program must be owned by root
+/// and sit in a directory that passes the ownership check, so nobody but root can redirect it
+/// between this check and the exec.
+fn verify_links(ctx: &str, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            return Ok(());
+        };
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        let dir = std::fs::canonicalize(parent).unwrap_or_else(|_| parent.to_path_buf());
+        verify_owner(ctx, &dir)?;
+        if !meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        if meta.uid() != 0 {
+            bail!(
+                "refusing to run {} in context {ctx:?}: the symbolic link {} is owned by uid {}, not root ([context.{ctx}.exec] verify_owner)",
+                path.display(),
+                p.display(),
+                meta.uid()
+            );
+        }
+        let target = std::fs::read_link(&p)?;
+        p = dir.join(target);
+    }
+    bail!("{}: too many levels of symbolic links", path.display())
 }
 
 /// The program and each directory above it must be owned by root and not writable by group or

@@ -3,6 +3,7 @@
 
 mod attacks;
 mod g1_secrets;
+mod g1_tools;
 mod g2_visibility;
 mod g3_bun;
 mod g3_control;
@@ -36,6 +37,9 @@ fn main() {
         g1_secrets::malformed_secrets_fail_without_echo,
         g1_secrets::secrets_fd_is_closed_before_exec,
         g1_secrets::secret_not_in_argv_of_any_process,
+        g1_tools::psql_gets_password_only_from_the_secrets_fd,
+        g1_tools::psql_reads_pgpassfile_from_secrets_files,
+        g1_tools::aws_cli_gets_credentials_only_from_the_secrets_fd,
         g2_visibility::ps_shows_only_the_context,
         g2_visibility::kill_pkill_and_kill_all_fail,
         g2_visibility::ptrace_and_proc_of_outside_fail,
