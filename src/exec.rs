@@ -325,4 +325,26 @@ mod tests {
         assert!(check_allowed("p", &prog, &trusting).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn symlinks_to_programs_are_checked_and_kept_as_found() {
+        let rules = ExecPolicy {
+            verify_owner: true,
+            ..ExecPolicy::default()
+        };
+        // A link in a directory others can write could be re-pointed after the check: refused,
+        // although its target is a good root-owned program.
+        let dir = std::env::temp_dir().join(format!("sbx-link-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let link = dir.join("env");
+        std::os::unix::fs::symlink("/usr/bin/env", &link).unwrap();
+        let err = check_allowed("p", &link, &rules).unwrap_err().to_string();
+        assert!(err.contains("verify_owner"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The program itself passes, and the path returned is the one found (argv[0] semantics).
+        assert_eq!(
+            check_allowed("p", Path::new("/usr/bin/env"), &rules).unwrap(),
+            Path::new("/usr/bin/env")
+        );
+    }
 }

@@ -804,6 +804,39 @@ mod tests {
     }
 
     #[test]
+    fn secrets_files_redact_and_audit_are_validated() {
+        let ok = "version = 1\naudit = \"/var/log/sbx/audit.jsonl\"\n[context.p]\nnamespaces = [\"mount\"]\n[context.p.secrets]\nallow = [\"PG*\"]\nfiles = [\"PGPASSFILE\"]\nredact = true\n";
+        let p = parse(ok).unwrap();
+        assert_eq!(
+            p.audit,
+            Some(AuditTarget::File("/var/log/sbx/audit.jsonl".into()))
+        );
+        let c = p.context("p").unwrap();
+        assert!(c.secrets.redact && c.secrets.files[0].0 == "PGPASSFILE");
+        for a in ["stderr", "syslog"] {
+            parse(&format!("version = 1\naudit = \"{a}\"\n")).unwrap();
+        }
+        let err = parse("version = 1\naudit = \"relative.log\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2:") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = parse(&ok.replace("namespaces = [\"mount\"]", "namespaces = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"mount\" namespace"), "{err}");
+        let err = parse(&ok.replace("allow = [\"PG*\"]", "allow = [\"AWS_*\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PGPASSFILE") && err.contains("secrets.allow"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_line_and_column() {
         let err = parse("version = 1\n[context.x]\nnamespacez = []\n")
             .unwrap_err()

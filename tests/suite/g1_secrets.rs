@@ -233,3 +233,351 @@ pub fn secret_not_in_argv_of_any_process() -> Result<(), String> {
         format!("secret in the argv of {argv_leak:?}")
     })
 }
+
+use crate::g1_tools::{policy_with, PLATFORM_SECRETS};
+
+/// A value that must come through exactly: newlines, `=`, quotes, multibyte UTF-8, 64 KiB.
+fn awkward_value() -> String {
+    format!(
+        "line1\nline2 with = and \"quotes\" and 'single' ünï 🔑 {SECRET}\n{}",
+        "y".repeat(64 * 1024)
+    )
+}
+
+fn platform_secrets_with(extra: &str) -> String {
+    format!("{PLATFORM_SECRETS}\n{extra}")
+}
+
+pub fn exec_allow_is_checked_before_secrets_are_read() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("execfirst");
+    let env = std::fs::canonicalize("/usr/bin/env").unwrap();
+    let policy = policy_with(
+        &dir,
+        &[(
+            "[context.platform.exec]\n",
+            &format!("[context.platform.exec]\nallow = [\"{}\"]\n", env.display()),
+        )],
+    )?;
+    let pol = policy.to_str().unwrap();
+    // Unreadable garbage on the fd: if sbx-exec read it, it would fail with a "secrets:" error.
+    let garbage = format!("{SECRET} is not NAME=value\n");
+    let head = [
+        "--policy",
+        pol,
+        "--ctx",
+        "platform",
+        "--secrets-fd",
+        "3",
+        "--",
+    ];
+    let (cmd, _s) = sbx_with_secrets(&garbage, &[&head[..], &["sh", "-c", "true"]].concat());
+    let r = cmd.run();
+    r.expect_code(125, "a program outside exec.allow")?;
+    check(
+        r.stderr.contains("is not allowed") && !r.stderr.contains("secrets:"),
+        || {
+            format!(
+                "refused for the wrong reason (secrets read first?): {}",
+                r.show()
+            )
+        },
+    )?;
+    check(!r.stderr.contains(SECRET), || r.show())?;
+    // Control: an allowed program gets as far as reading (and rejecting) the secrets.
+    let (cmd, _s) = sbx_with_secrets(&garbage, &[&head[..], &["/usr/bin/env"]].concat());
+    let r = cmd.run();
+    r.expect_code(125, "allowed program, bad secrets")?;
+    check(r.stderr.contains("secrets:"), || r.show())
+}
+
+pub fn audit_log_has_names_never_values() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("audit");
+    let log = dir.path().join("audit.jsonl");
+    let policy = policy_with(
+        &dir,
+        &[(
+            "version = 1\n",
+            &format!("version = 1\naudit = \"{}\"\n", log.display()),
+        )],
+    )?;
+    let pol = policy.to_str().unwrap();
+    let status = dir.path().join("status.jsonl");
+    let secrets = format!("TOKEN={SECRET}\nPGPASSWORD={SECRET}-pg\n");
+    // 1: a run with secrets, an argument that holds data, and a status fd.
+    let (cmd, _s) = sbx_with_secrets(
+        &secrets,
+        &[
+            "--policy",
+            pol,
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--status-fd",
+            "4",
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+            "data-in-argv",
+        ],
+    );
+    // fd 4 for --status-fd: the status file, opened by the wrapper shell next to fd 3.
+    let mut args: Vec<String> = cmd
+        .command()
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    args[1] = format!("{} 4>\"{}\"", args[1], status.display());
+    let mut with_status = Cmd::new("/bin/sh");
+    with_status.command().args(&args);
+    let r = with_status.run();
+    r.expect_code(7, "platform run")?;
+    // 2: refused (user takes no secrets), 3: refused (unknown command).
+    let (cmd, _s2) = sbx_with_secrets(
+        &secrets,
+        &[
+            "--policy",
+            pol,
+            "--ctx",
+            "user",
+            "--secrets-fd",
+            "3",
+            "--",
+            "true",
+        ],
+    );
+    cmd.run().expect_code(125, "user refuses secrets")?;
+    Cmd::sbx(["--policy", pol, "--ctx", "user", "--", "no-such-cmd-sbx"])
+        .run()
+        .expect_code(127, "unknown command")?;
+
+    let text = std::fs::read_to_string(&log).map_err(|e| format!("no audit log: {e}"))?;
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("not JSON: {l:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    check(lines.len() == 3, || format!("expected 3 lines: {text}"))?;
+    let first = &lines[0];
+    check(
+        first["context"] == "platform"
+            && first["argv0"] == "sh"
+            && first["argc"] == 3
+            && first["status"] == 7
+            && first["secrets"] == serde_json::json!(["TOKEN", "PGPASSWORD"])
+            && first["uid"].is_u64()
+            && first["pid"].is_i64()
+            && first["duration_ms"].is_u64()
+            && first["time"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z') && t.len() == 24)
+            && first.get("error").is_none(),
+        || format!("first line: {first}"),
+    )?;
+    check(
+        lines[1]["status"] == 125
+            && lines[1]["context"] == "user"
+            && lines[1]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("takes no secrets")),
+        || format!("refusal line: {}", lines[1]),
+    )?;
+    check(lines[2]["status"] == 127, || format!("{}", lines[2]))?;
+    check(!text.contains("data-in-argv"), || {
+        format!("arguments logged: {text}")
+    })?;
+    let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+    check(mode == 0o600, || format!("audit log mode {mode:o}"))?;
+    // The value is in no file sbx-exec wrote (the audit log, the status file), nor anywhere in
+    // this test's directory except the secrets files the test itself wrote.
+    let status_text = std::fs::read_to_string(&status).unwrap_or_default();
+    check(status_text.contains("exit-code"), || {
+        format!("status fd not written: {status_text:?}")
+    })?;
+    for entry in walk(dir.path()) {
+        if entry.file_name().is_some_and(|n| n == "secrets") {
+            continue;
+        }
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        check(!String::from_utf8_lossy(&bytes).contains(SECRET), || {
+            format!("the secret value is in {}", entry.display())
+        })?;
+    }
+    Ok(())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+use std::os::unix::fs::PermissionsExt;
+
+const SPLIT_SCRIPT: &str = "printf 'plain %s end\\n' \"$TOKEN\"; \
+     printf %s \"$TOKEN\" | head -c 9; sleep 0.3; printf %s \"$TOKEN\" | tail -c +10; echo; \
+     printf %s \"$TOKEN\" | base64; \
+     printf 'err %s\\n' \"$TOKEN\" >&2; exit 3";
+
+pub fn redaction_masks_values_split_and_base64() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("redact");
+    let policy = policy_with(
+        &dir,
+        &[(PLATFORM_SECRETS, &platform_secrets_with("redact = true"))],
+    )?;
+    let b64 = Cmd::sh(&format!("printf %s '{SECRET}' | base64"))
+        .run()
+        .stdout;
+    let b64 = b64.trim();
+    let args = |pol: Option<&str>| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        if let Some(p) = pol {
+            v.extend(["--policy".into(), p.to_string()]);
+        }
+        v.extend(
+            [
+                "--ctx",
+                "platform",
+                "--secrets-fd",
+                "3",
+                "--",
+                "sh",
+                "-c",
+                SPLIT_SCRIPT,
+            ]
+            .map(String::from),
+        );
+        v
+    };
+    // Control: with redact off (the default policy) the value and its base64 come out as-is.
+    let a = args(None);
+    let (cmd, _s) = sbx_with_secrets(
+        &format!("TOKEN={SECRET}\n"),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let plain = cmd.run();
+    plain.expect_code(3, "redact off")?;
+    check(
+        plain.stdout.matches(SECRET).count() == 2
+            && plain.stdout.contains(b64)
+            && plain.stderr.contains(SECRET),
+        || format!("control did not print the value: {}", plain.show()),
+    )?;
+    // redact = true: every form is masked, on both streams, and the exit status is kept.
+    let a = args(Some(policy.to_str().unwrap()));
+    let (cmd, _s) = sbx_with_secrets(
+        &format!("TOKEN={SECRET}\n"),
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let r = cmd.run();
+    r.expect_code(3, "redact on")?;
+    check(
+        !r.stdout.contains(SECRET)
+            && !r.stderr.contains(SECRET)
+            && !r.stdout.contains(b64)
+            && !r.stdout.contains(&SECRET[..12]),
+        || format!("a value got through: {}", r.show()),
+    )?;
+    check(
+        r.stdout == "plain <redacted:TOKEN> end\n<redacted:TOKEN>\n<redacted:TOKEN>\n"
+            && r.stderr.contains("err <redacted:TOKEN>"),
+        || format!("output changed beyond the masks: {}", r.show()),
+    )
+}
+
+pub fn secrets_files_round_trip_and_stay_private() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("files");
+    let policy = policy_with(
+        &dir,
+        &[(
+            PLATFORM_SECRETS,
+            &platform_secrets_with("files = [\"BIGFILE\"]"),
+        )],
+    )?;
+    let pol = policy.to_str().unwrap();
+    let value = awkward_value();
+    let ready = dir.path().join("ready");
+    let done = dir.path().join("done");
+    let json = serde_json::json!({ "BIGFILE": value }).to_string();
+    let script = format!(
+        "cat \"$BIGFILE\"; stat -c '%a %u' \"$BIGFILE\" \"$CREDENTIALS_DIRECTORY\" >&2; \
+         echo \"var=$BIGFILE dir=$CREDENTIALS_DIRECTORY\" >&2; \
+         touch '{r}'; i=0; while [ ! -e '{d}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done",
+        r = ready.display(),
+        d = done.display()
+    );
+    let (cmd, _s) = sbx_with_secrets(
+        &json,
+        &[
+            "--policy",
+            pol,
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+    );
+    let handle = std::thread::spawn(move || cmd.run());
+    let started = wait_until(std::time::Duration::from_secs(30), || ready.exists());
+    // While it runs: not on the host, not in /proc/mounts outside, not readable from user.
+    let host_sees = std::path::Path::new("/run/credentials/sbx").exists();
+    let mounts_outside = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let user = Cmd::sbx([
+        "--policy", pol, "--ctx", "user", "--", "sh", "-c",
+        "cat /run/credentials/sbx/BIGFILE; ls -la /run/credentials/sbx; cat /proc/*/root/run/credentials/sbx/BIGFILE",
+    ])
+    .run();
+    std::fs::write(&done, "").unwrap();
+    let r = handle.join().map_err(|_| "the platform run panicked")?;
+    check(started, || {
+        format!("platform never got ready: {}", r.show())
+    })?;
+    r.expect_code(0, "platform with secrets.files")?;
+    check(r.stdout == value, || {
+        format!(
+            "file content changed ({} vs {} bytes)",
+            r.stdout.len(),
+            value.len()
+        )
+    })?;
+    check(r.stderr.contains("400 0\n500 0\n"), || {
+        format!("modes: {}", r.stderr)
+    })?;
+    check(
+        r.stderr
+            .contains("var=/run/credentials/sbx/BIGFILE dir=/run/credentials/sbx"),
+        || r.show(),
+    )?;
+    check(!host_sees, || {
+        "/run/credentials/sbx exists on the host".into()
+    })?;
+    check(!mounts_outside.contains("/run/credentials"), || {
+        format!("mount visible outside: {mounts_outside}")
+    })?;
+    check(
+        !user.stdout.contains(SECRET) && user.stderr.contains("No such file"),
+        || format!("user code could read the file: {}", user.show()),
+    )?;
+    // After it: nothing left (the mount point directory itself may stay, empty).
+    check(
+        !std::path::Path::new("/run/credentials/sbx").exists(),
+        || "left behind on the host".into(),
+    )?;
+    let after = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    check(!after.contains("/run/credentials"), || after.clone())
+}
