@@ -306,7 +306,7 @@ pub fn audit_log_has_names_never_values() -> Result<(), String> {
     let status = dir.path().join("status.jsonl");
     let secrets = format!("TOKEN={SECRET}\nPGPASSWORD={SECRET}-pg\n");
     // 1: a run with secrets, an argument that holds data, and a status fd.
-    let (cmd, _s) = sbx_with_secrets(
+    let (mut cmd, _s) = sbx_with_secrets(
         &secrets,
         &[
             "--policy",
