@@ -107,6 +107,11 @@ if done != 1:
 sys.stdout.write("".join(out))
 ' >"$NETNONE"
 "$SBX" policy check "$NETNONE" >/dev/null || die "$NETNONE does not validate"
+# The embedded default policy with output masking on in the platform context (secrets.redact):
+# the target's stdout/stderr then pass through the masking process (one pipe hop each).
+REDACT="$OUT/redact.toml"
+"$SBX" policy show | tail -n +2 | sed '/^\[context\.platform\.secrets\]$/a redact = true' >"$REDACT"
+grep -q '^redact = true$' "$REDACT" && "$SBX" policy check "$REDACT" >/dev/null || die "$REDACT does not validate"
 
 # Sanity checks, so that each variant measures what its name says ------------------------------
 n=$("$SBX" --ctx platform --secrets-fd 3 -- env 3<"$SECRETS" | grep -c '^BENCH_SECRET_' || true)
@@ -128,6 +133,7 @@ names=(
     "sbx-exec user"
     "sbx-exec platform, 10 secrets"
     "sbx-exec user, net=none"
+    "sbx-exec platform, 10 secrets, redact"
 )
 cmds=(
     "/bin/true"
@@ -136,6 +142,7 @@ cmds=(
     "$(q "$SBX") --ctx user -- true"
     "$(q "$SBX") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
+    "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
 )
 hf_args=()
 for i in "${!cmds[@]}"; do hf_args+=(--command-name "${names[$i]}" "${cmds[$i]}"); done
