@@ -29,6 +29,8 @@ pub struct Filter {
     patterns: Vec<Pattern>,
     /// Bytes received but not yet decided (a possible start of a value).
     pending: Zeroizing<Vec<u8>>,
+    /// `starts[b]`: some value begins with byte `b` (other bytes are passed on in bulk).
+    starts: [bool; 256],
 }
 
 impl Filter {
@@ -58,9 +60,14 @@ impl Filter {
             (b.needle.len().cmp(&a.needle.len())).then_with(|| a.needle.cmp(&b.needle))
         });
         patterns.dedup_by(|a, b| a.needle == b.needle);
+        let mut starts = [false; 256];
+        for p in &patterns {
+            starts[usize::from(p.needle[0])] = true;
+        }
         let filter = Filter {
             patterns,
             pending: Zeroizing::new(Vec::new()),
+            starts,
         };
         (filter, too_short)
     }
@@ -88,8 +95,13 @@ impl Filter {
                 }
                 Decision::Wait => break,
                 Decision::Pass => {
-                    out.push(buf[i]);
-                    i += 1;
+                    // Up to the next byte that can start a value, nothing can match.
+                    let next = buf[i + 1..]
+                        .iter()
+                        .position(|&b| self.starts[usize::from(b)])
+                        .map_or(buf.len(), |n| i + 1 + n);
+                    out.extend_from_slice(&buf[i..next]);
+                    i = next;
                 }
             }
         }
