@@ -128,11 +128,19 @@ fn run_in(
         false => None,
     };
     drop(secret_set);
-    let child = start(ctx_name, sandbox, &target);
+    let started = start(ctx_name, sandbox, &target);
     if let Some(r) = &redactor {
         r.detach();
     }
-    let child = child?;
+    let child = match started {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(r) = redactor {
+                r.wait();
+            }
+            return Err(e);
+        }
+    };
     if let Some(s) = &status {
         s.line(&format!("{{\"child-pid\":{}}}", child.as_raw()));
     }

@@ -581,3 +581,39 @@ pub fn secrets_files_round_trip_and_stay_private() -> Result<(), String> {
     let after = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     check(!after.contains("/run/credentials"), || after.clone())
 }
+
+pub fn secrets_files_belong_to_the_run_as_user() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("filesrunas");
+    let policy = policy_with(
+        &dir,
+        &[
+            (PLATFORM_SECRETS, &platform_secrets_with("files = [\"TOKEN\"]")),
+            (
+                "caps = [\"CHOWN\", \"DAC_OVERRIDE\", \"FOWNER\", \"FSETID\", \"KILL\", \"SETGID\", \"SETUID\", \"SETPCAP\",\n        \"NET_BIND_SERVICE\", \"SYS_CHROOT\", \"AUDIT_WRITE\"]\nseccomp = \"default\"                # deny",
+                "run_as = { uid = 65534, gid = 65534 }\nseccomp = \"default\"                # deny",
+            ),
+        ],
+    )?;
+    let (cmd, _s) = sbx_with_secrets(
+        &format!("TOKEN={SECRET}\n"),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--",
+            "sh",
+            "-c",
+            "id -u; stat -c '%a %u %g' \"$TOKEN\" \"$CREDENTIALS_DIRECTORY\"; cat \"$TOKEN\"",
+        ],
+    );
+    let r = cmd.run();
+    r.expect_code(0, "run_as with secrets.files")?;
+    check(
+        r.stdout == format!("65534\n400 65534 65534\n500 65534 65534\n{SECRET}"),
+        || r.show(),
+    )
+}
