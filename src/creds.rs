@@ -102,7 +102,10 @@ pub fn prepare_mount_point() -> Result<()> {
 /// In pid 1, after the policy's mounts: mount the private tmpfs, write the files, then make the
 /// tmpfs read-only.
 pub fn install(files: &Files) -> Result<()> {
-    let at = crate::mounts::open(MOUNT_AT)?.context("/run/credentials vanished")?;
+    let at = crate::mounts::open(MOUNT_AT)?.context(
+        "/run/credentials is covered by the context's [fs] settings (a tmpfs or hide on /run); \
+         secrets.files mounts its private tmpfs there, so leave /run/credentials visible",
+    )?;
     crate::mounts::tmpfs(&at, 0o755, nix::mount::MsFlags::MS_NOEXEC)
         .context("cannot mount the private tmpfs on /run/credentials (secrets.files)")?;
     drop(at);

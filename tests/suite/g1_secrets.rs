@@ -617,3 +617,36 @@ pub fn secrets_files_belong_to_the_run_as_user() -> Result<(), String> {
         || r.show(),
     )
 }
+
+pub fn audit_to_stderr_is_one_json_line() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("auditstderr");
+    let policy = policy_with(
+        &dir,
+        &[("version = 1\n", "version = 1\naudit = \"stderr\"\n")],
+    )?;
+    let (cmd, _s) = sbx_with_secrets(
+        &format!("TOKEN={SECRET}\n"),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            "platform",
+            "--secrets-fd",
+            "3",
+            "--",
+            "true",
+        ],
+    );
+    let r = cmd.run();
+    r.expect_code(0, "audit to stderr")?;
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    check(lines.len() == 1, || r.show())?;
+    let v: serde_json::Value =
+        serde_json::from_str(lines[0]).map_err(|e| format!("not JSON ({e}): {}", r.show()))?;
+    check(
+        v["secrets"] == serde_json::json!(["TOKEN"]) && v["argv0"] == "true" && v["status"] == 0,
+        || r.show(),
+    )?;
+    check(!r.stderr.contains(SECRET), || r.show())
+}

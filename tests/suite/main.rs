@@ -39,6 +39,7 @@ fn main() {
         g1_secrets::secret_not_in_argv_of_any_process,
         g1_secrets::exec_allow_is_checked_before_secrets_are_read,
         g1_secrets::audit_log_has_names_never_values,
+        g1_secrets::audit_to_stderr_is_one_json_line,
         g1_secrets::redaction_masks_values_split_and_base64,
         g1_secrets::secrets_files_round_trip_and_stay_private,
         g1_secrets::secrets_files_belong_to_the_run_as_user,
