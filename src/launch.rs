@@ -29,6 +29,7 @@ use crate::exec::Target;
 use crate::mounts;
 use crate::namespaces::{self, Kind};
 use crate::policy::{self, Context, Namespace, Net, SeccompMode};
+use crate::privilege;
 use crate::reaper::{self, Outcome};
 use crate::secrets::{self, SecretSet};
 use crate::sys;
@@ -40,27 +41,56 @@ struct Sandbox {
     loopback: bool,
     cwd: Option<PathBuf>,
     degrade: bool,
+    /// Rootless mode: the user namespace's id map, written first by pid 1.
+    userns: Option<crate::privilege::IdMap>,
 }
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
-    let loaded = policy::load(args.policy.as_deref())?;
+    let mode = privilege::mode();
+    let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
     let ctx = loaded.policy.context(ctx_name)?;
+    let setuid = privilege::SetuidLaunch::plan(mode, ctx_name, ctx)?;
 
     // Secrets: a context that takes none refuses the fd before reading a byte of it.
     let status = args.status_fd.map(StatusFd::open).transpose()?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
 
     // The environment, and the command resolved in its PATH (127 / 126 before anything starts).
-    let mut env = crate::env::build(std::env::vars_os(), &ctx.env);
+    let mut env = crate::env::build(
+        privilege::caller_env(),
+        &privilege::env_policy(mode, &ctx.env),
+    );
+    if setuid.is_some() {
+        env.set_var("PATH", &privilege::policy_path(&ctx.env));
+    }
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
-    let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
-    let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec)?;
+    let program = privilege::as_caller(mode, || {
+        let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
+        crate::exec::check_allowed(ctx_name, &found, &ctx.exec)
+    })?;
     env.add_secrets(&secret_set);
     drop(secret_set);
 
-    let (sandbox, target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    let (mut sandbox, mut target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    if let Some(map) = privilege::userns_plan(mode, ctx, !sandbox.kinds.is_empty()) {
+        sandbox.kinds.insert(0, namespaces::USER);
+        sandbox.userns = Some(map);
+    }
+    if let Some(s) = setuid {
+        // The target becomes the caller for good, with no capabilities; it enters the working
+        // directory only afterwards, so root's access never resolves a path the caller chose.
+        target.drop_to = Some(s.identity);
+        target.caps = Some(Default::default());
+        target.run_as = None;
+        target.no_new_privs = true;
+        target.chdir_after_drop = sandbox
+            .cwd
+            .take()
+            .map(|d| privilege::c_path(&d))
+            .transpose()?;
+    }
     harden_outer()?;
 
     // Block the forwarded signals now: from here on none is lost, and the children inherit the mask.
@@ -156,6 +186,7 @@ fn prepare(
         loopback: ctx.net == Net::None,
         cwd,
         degrade: ctx.degrade,
+        userns: None,
     };
     let target = Target {
         path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
@@ -168,6 +199,8 @@ fn prepare(
         seccomp,
         sigmask: SigSet::empty(),
         keep_fds: Vec::new(),
+        drop_to: None,
+        chdir_after_drop: None,
     };
     Ok((sandbox, target))
 }
@@ -195,6 +228,9 @@ fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
             );
             if missing.contains(&namespaces::MOUNT) {
                 sandbox.mounts = None;
+            }
+            if missing.contains(&namespaces::USER) {
+                sandbox.userns = None;
             }
             sandbox.kinds = ok;
             namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")?
@@ -236,6 +272,9 @@ fn in_sandbox(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
 }
 
 fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<()> {
+    if let Some(map) = &sandbox.userns {
+        crate::privilege::write_id_maps(map).context("cannot map ids in the user namespace")?;
+    }
     if has_pidns {
         // Die with the outer process; if it is already gone, stop here.
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
