@@ -1,0 +1,545 @@
+//! Privilege modes (DESIGN.md section 6): setuid root with a hostile caller, rootless with a user
+//! namespace, and `probe` agreeing with what launches really do.
+//!
+//! The unprivileged caller is uid 65534 (via setpriv), with supplementary group 4242 where a test
+//! needs one. The setuid copy of the binary lives in a root-owned 0755 directory on a mount without
+//! `nosuid`. A test system policy goes on a private tmpfs mounted on /etc/sbx inside the suite's
+//! own mount namespace (the host's /etc is not touched, except creating an empty /etc/sbx when it
+//! is missing, removed again afterwards).
+
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::harness::*;
+
+const NOBODY: &str = "65534";
+const GROUP: &str = "4242";
+
+/// A setuid-root copy of sbx-exec in a directory the unprivileged caller can reach.
+struct SetuidCopy {
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+/// Is `dir` on a mount that honours the setuid bit (no `nosuid` in /proc/self/mountinfo)?
+fn suid_capable(dir: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut best: Option<(usize, bool)> = None;
+    for line in info.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        let (Some(mp), Some(opts)) = (f.get(4), f.get(5)) else {
+            continue;
+        };
+        if dir.starts_with(mp) && best.map_or(true, |(len, _)| mp.len() >= len) {
+            best = Some((mp.len(), opts.split(',').any(|o| o == "nosuid")));
+        }
+    }
+    best.is_some_and(|(_, nosuid)| !nosuid)
+}
+
+impl SetuidCopy {
+    fn new() -> Result<SetuidCopy, String> {
+        let tag = format!("sbx-suite-{}-setuid", std::process::id());
+        let parents = [std::env::temp_dir(), "/var/tmp".into(), "/opt".into()];
+        let Some(parent) = parents.iter().find(|p| suid_capable(p)) else {
+            return Err("no directory on a mount without nosuid for the setuid copy".into());
+        };
+        let dir = parent.join(tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&dir, PermissionsExt::from_mode(0o755)).unwrap();
+        let bin = dir.join("sbx-exec");
+        std::fs::copy(crate::harness::bin(), &bin).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&bin, PermissionsExt::from_mode(0o4755)).unwrap();
+        Ok(SetuidCopy { dir, bin })
+    }
+
+    fn path(&self) -> &str {
+        self.bin.to_str().unwrap()
+    }
+}
+
+impl Drop for SetuidCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Run `program args` as uid/gid 65534, with group 4242 when `group`, and extra variables.
+fn as_caller(program: &str, group: bool, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let mut c = Cmd::new("setpriv");
+    let groups = if group {
+        format!("--groups={GROUP}")
+    } else {
+        "--clear-groups".to_string()
+    };
+    c.command()
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            &groups,
+            program,
+        ])
+        .args(args);
+    for (k, v) in env {
+        c = c.env(k, v);
+    }
+    c.run()
+}
+
+/// A test system policy at /etc/sbx/policy.toml, on a private tmpfs; gone when dropped.
+struct SystemPolicy {
+    created_dir: bool,
+}
+
+impl SystemPolicy {
+    fn install(text: &str, file_mode: u32, dir_mode: u32) -> Result<SystemPolicy, String> {
+        let created_dir = !Path::new("/etc/sbx").exists();
+        if created_dir {
+            std::fs::create_dir("/etc/sbx").map_err(|e| format!("mkdir /etc/sbx: {e}"))?;
+        }
+        let guard = SystemPolicy { created_dir };
+        let r = Cmd::new("mount")
+            .command_args(&[
+                "-t",
+                "tmpfs",
+                "-o",
+                "mode=755,size=1m",
+                "sbx-test",
+                "/etc/sbx",
+            ])
+            .run();
+        r.expect_code(0, "mount tmpfs on /etc/sbx")?;
+        std::fs::write("/etc/sbx/policy.toml", text).unwrap();
+        std::fs::set_permissions("/etc/sbx/policy.toml", PermissionsExt::from_mode(file_mode))
+            .unwrap();
+        std::fs::set_permissions("/etc/sbx", PermissionsExt::from_mode(dir_mode)).unwrap();
+        Ok(guard)
+    }
+}
+
+impl Drop for SystemPolicy {
+    fn drop(&mut self) {
+        let _ = Cmd::new("umount").command_args(&["/etc/sbx"]).run();
+        if self.created_dir {
+            let _ = std::fs::remove_dir("/etc/sbx");
+        }
+    }
+}
+
+trait CommandArgs {
+    fn command_args(self, args: &[&str]) -> Self;
+}
+
+impl CommandArgs for Cmd {
+    fn command_args(mut self, args: &[&str]) -> Cmd {
+        self.command().args(args);
+        self
+    }
+}
+
+fn setuid_prereqs() -> Result<SetuidCopy, String> {
+    needs_isolation()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("{SKIP}needs root to install a setuid copy"));
+    }
+    SetuidCopy::new()
+}
+
+/// The value of a `/proc/self/status` line, whitespace-normalized.
+fn status_field(out: &str, key: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+pub fn setuid_caller_runs_as_itself_without_capabilities() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    // The copy really runs in setuid mode for the caller.
+    let p = as_caller(su.path(), true, &[], &["probe", "--json"]);
+    check(p.stdout.contains("\"mode\":\"setuid\""), || p.show())?;
+    for ctx in ["user", "platform"] {
+        let r = as_caller(
+            su.path(),
+            true,
+            &[],
+            &["--ctx", ctx, "--", "cat", "/proc/self/status"],
+        );
+        r.expect_code(0, &format!("setuid caller in {ctx}"))?;
+        let want = [
+            ("Uid", "65534 65534 65534 65534"),
+            ("Gid", "65534 65534 65534 65534"),
+            ("Groups", GROUP),
+            ("CapEff", "0000000000000000"),
+            ("CapPrm", "0000000000000000"),
+            ("CapBnd", "0000000000000000"),
+            ("CapAmb", "0000000000000000"),
+            ("NoNewPrivs", "1"),
+        ];
+        for (k, v) in want {
+            check(status_field(&r.stdout, k).as_deref() == Some(v), || {
+                format!("{ctx}: {k} is not {v:?}: {}", r.show())
+            })?;
+        }
+    }
+    // Control: root running the same binary (real uid 0: root mode) keeps uid 0 and the context's
+    // bounding set, so the checks above can tell the difference.
+    let r = Cmd::new(su.path())
+        .command_args(&["--ctx", "user", "--", "cat", "/proc/self/status"])
+        .run();
+    r.expect_code(0, "root with the same binary")?;
+    check(
+        status_field(&r.stdout, "Uid").as_deref() == Some("0 0 0 0")
+            && status_field(&r.stdout, "CapBnd").as_deref() != Some("0000000000000000"),
+        || r.show(),
+    )
+}
+
+pub fn setuid_refuses_policy_flag() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let d = TempDir::new("suidpolicy");
+    let p = crate::policy_tests::write_policy(d.path(), crate::policy_tests::DEFAULT_TOML);
+    std::fs::set_permissions(d.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&p, PermissionsExt::from_mode(0o644)).unwrap();
+    let args = [
+        "--policy",
+        p.to_str().unwrap(),
+        "--ctx",
+        "user",
+        "--",
+        "true",
+    ];
+    let r = as_caller(su.path(), false, &[], &args);
+    r.expect_code(125, "--policy from a setuid caller")?;
+    check(
+        r.stderr.contains("--policy") && r.stderr.contains("/etc/sbx/policy.toml"),
+        || r.show(),
+    )?;
+    // Control: root may use --policy with the same file and binary.
+    Cmd::new(su.path())
+        .command_args(&args)
+        .run()
+        .expect_code(0, "root with --policy")?;
+    Ok(())
+}
+
+const OPEN_POLICY: &str = r#"version = 1
+[context.open]
+namespaces = ["pid", "mount"]
+env.allow = ["*"]
+env.hygiene = false
+"#;
+
+pub fn setuid_environment_is_allowlist_only() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let _policy = SystemPolicy::install(OPEN_POLICY, 0o644, 0o755)?;
+    // A directory the caller controls, with a program named like one it hopes to hijack.
+    let evil = TempDir::new("evilpath");
+    std::fs::set_permissions(evil.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    let tool = evil.path().join("sbxprobetool");
+    std::fs::write(&tool, "#!/bin/sh\necho hijacked\n").unwrap();
+    std::fs::set_permissions(&tool, PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:/usr/bin:/bin", evil.path().display());
+    let env = [
+        ("LD_PRELOAD", "/nonexistent/sbx-test.so"),
+        ("BASH_ENV", "/nonexistent/bashenv"),
+        ("SBXMARK", "visible"),
+        ("PATH", path.as_str()),
+    ];
+    let shown = |r: &Run, k: &str| r.stdout.lines().any(|l| l.starts_with(&format!("{k}=")));
+    // Control: root, same policy (hygiene off, allow all): the variables and PATH come through.
+    let mut root = Cmd::new(su.path());
+    for (k, v) in env {
+        root = root.env(k, v);
+    }
+    let r = root
+        .command_args(&["--ctx", "open", "--", "/usr/bin/env"])
+        .run();
+    r.expect_code(0, "root in open")?;
+    check(
+        shown(&r, "BASH_ENV") && shown(&r, "SBXMARK") && r.stdout.contains(&path),
+        || format!("control: variables did not pass for root: {}", r.show()),
+    )?;
+    let mut root = Cmd::new(su.path());
+    root = root.env("PATH", &path);
+    let r = root
+        .command_args(&["--ctx", "open", "--", "sbxprobetool"])
+        .run();
+    r.expect_code(0, "root resolves in its PATH")?;
+    check(r.stdout.contains("hijacked"), || r.show())?;
+    // The setuid caller: hygiene forced, PATH from the policy.
+    let r = as_caller(
+        su.path(),
+        false,
+        &env,
+        &["--ctx", "open", "--", "/usr/bin/env"],
+    );
+    r.expect_code(0, "setuid caller in open")?;
+    check(shown(&r, "SBXMARK"), || r.show())?;
+    for k in ["LD_PRELOAD", "BASH_ENV"] {
+        check(!shown(&r, k), || {
+            format!("{k} reached the target: {}", r.show())
+        })?;
+    }
+    check(
+        !r.stdout.contains(evil.path().to_str().unwrap()) && shown(&r, "PATH"),
+        || format!("the caller's PATH reached the target: {}", r.show()),
+    )?;
+    let r = as_caller(
+        su.path(),
+        false,
+        &env,
+        &["--ctx", "open", "--", "sbxprobetool"],
+    );
+    r.expect_code(127, "the caller's PATH is not searched")?;
+    check(!r.stdout.contains("hijacked"), || r.show())
+}
+
+const CALLERS_POLICY: &str = r#"version = 1
+[context.staff]
+namespaces = ["pid", "mount"]
+allow_callers = { gids = [4242] }
+[context.admins]
+namespaces = ["pid", "mount"]
+allow_callers = { uids = [0] }
+"#;
+
+pub fn allow_callers_admits_only_listed() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let _policy = SystemPolicy::install(CALLERS_POLICY, 0o644, 0o755)?;
+    as_caller(su.path(), true, &[], &["--ctx", "staff", "--", "true"])
+        .expect_code(0, "caller in group 4242 uses staff")?;
+    let r = as_caller(su.path(), true, &[], &["--ctx", "admins", "--", "true"]);
+    r.expect_code(125, "caller not in admins")?;
+    check(
+        r.stderr.contains("\"admins\"") && r.stderr.contains("allow_callers"),
+        || r.show(),
+    )?;
+    // Without the group the same caller is refused staff too.
+    let r = as_caller(su.path(), false, &[], &["--ctx", "staff", "--", "true"]);
+    r.expect_code(125, "caller without group 4242")?;
+    check(r.stderr.contains("\"staff\""), || r.show())
+}
+
+pub fn system_policy_writable_by_others_is_refused() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let args = ["--ctx", "staff", "--", "true"];
+    {
+        let _p = SystemPolicy::install(CALLERS_POLICY, 0o666, 0o755)?;
+        let r = as_caller(su.path(), true, &[], &args);
+        r.expect_code(125, "policy mode 0666")?;
+        check(
+            r.stderr.contains("writable by group or others") && r.stderr.contains("666"),
+            || r.show(),
+        )?;
+    }
+    {
+        let _p = SystemPolicy::install(CALLERS_POLICY, 0o644, 0o777)?;
+        let r = as_caller(su.path(), true, &[], &args);
+        r.expect_code(125, "policy directory mode 0777")?;
+        check(r.stderr.contains("/etc/sbx "), || r.show())?;
+    }
+    // Control: the same file, root-owned 0644 in a 0755 directory, is accepted.
+    let _p = SystemPolicy::install(CALLERS_POLICY, 0o644, 0o755)?;
+    as_caller(su.path(), true, &[], &args).expect_code(0, "policy mode 0644")?;
+    Ok(())
+}
+
+/// Run sbx-exec as uid 65534 with no capabilities (no setuid bit): rootless where user
+/// namespaces are allowed.
+fn as_nobody(args: &[&str]) -> Run {
+    let mut c = Cmd::new("setpriv");
+    c.command()
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            bin(),
+        ])
+        .args(args);
+    c.run()
+}
+
+/// Run sbx-exec as uid 65534 with no capabilities where user namespaces really cannot be created:
+/// inside a user namespace (mapping 0 and 65534) whose `user.max_user_namespaces` is 0.
+pub fn as_nobody_without_userns(args: &[&str]) -> Run {
+    let inner = "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; \
+                 exec setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \"$@\"";
+    // Wait (bounded) for the map, then exec again: only an exec as the mapped uid 0 gets
+    // capabilities in the namespace, needed to lower its limit.
+    let outer = "i=0; while [ -z \"$(cat /proc/self/uid_map)\" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; \
+                 exec /bin/sh -c \"$0\" sh \"$@\"";
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--", "/bin/sh", "-c", outer, inner, bin()])
+        .args(args)
+        .env_clear()
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .env("LANG", "C.UTF-8")
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn unshare");
+    let pid = child.id();
+    let mine = std::fs::read_link("/proc/self/ns/user").ok();
+    let entered = wait_until(Duration::from_secs(10), || {
+        std::fs::read_link(format!("/proc/{pid}/ns/user")).ok() != mine
+    });
+    if entered {
+        for map in ["uid_map", "gid_map"] {
+            let _ = std::fs::write(
+                format!("/proc/{pid}/{map}"),
+                format!("0 0 1\n{NOBODY} {NOBODY} 1\n"),
+            );
+        }
+    }
+    let (mut out, mut err) = (String::new(), String::new());
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t = std::thread::spawn(move || {
+        let mut e = String::new();
+        let _ = se.read_to_string(&mut e);
+        e
+    });
+    let _ = so.read_to_string(&mut out);
+    err.push_str(&t.join().unwrap_or_default());
+    let status = child.wait().expect("wait");
+    use std::os::unix::process::ExitStatusExt;
+    Run {
+        code: status.code(),
+        signal: status.signal(),
+        stdout: out,
+        stderr: err,
+    }
+}
+
+pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
+    needs_isolation()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("{SKIP}needs root to drop to an unprivileged uid"));
+    }
+    let p = as_nobody(&["probe", "--json"]);
+    if !p.stdout.contains("\"mode\":\"rootless\"") {
+        return Err(format!(
+            "{SKIP}unprivileged user namespaces are not allowed here: {}",
+            p.show()
+        ));
+    }
+    // A sentinel the caller owns, below a path the user context makes read-only.
+    let dir = PathBuf::from(format!(
+        "/var/tmp/sbx-suite-{}-rootless",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sentinel = dir.join("sentinel");
+    std::fs::write(&sentinel, "").unwrap();
+    let own = |p: &Path| {
+        nix::unistd::chown(p, Some(65534.into()), Some(65534.into())).unwrap();
+    };
+    own(&dir);
+    own(&sentinel);
+    let probe = format!(
+        "if ( : >> {} ) 2>/dev/null; then echo WRITABLE; else echo REFUSED; fi",
+        sentinel.display()
+    );
+    let cleanup = || std::fs::remove_dir_all(&dir);
+    // Control: the same user outside the sandbox can open it for writing.
+    let mut outside = Cmd::new("setpriv");
+    outside.command().args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    let o = outside.run();
+    let inside = as_nobody(&[
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &format!("{probe}; id -u; ps -e -o pid=,comm="),
+    ]);
+    let _ = cleanup();
+    check(o.stdout.contains("WRITABLE"), || {
+        format!("control: {}", o.show())
+    })?;
+    inside.expect_code(0, "rootless launch")?;
+    check(inside.stdout.contains("REFUSED"), || inside.show())?;
+    check(inside.stdout.lines().any(|l| l.trim() == NOBODY), || {
+        format!("the target is not uid 65534: {}", inside.show())
+    })?;
+    // ps inside shows the sandbox only: its pid 1 (sbx-exec), the shell and ps.
+    let procs: Vec<&str> = inside
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .filter(|l| l.split_whitespace().count() == 2)
+        .collect();
+    check(
+        procs.len() <= 3 && procs.iter().any(|l| l.trim() == "1 sbx-exec"),
+        || {
+            format!(
+                "ps sees more than the sandbox: {procs:?}\n{}",
+                inside.show()
+            )
+        },
+    )
+}
+
+pub fn probe_agrees_with_launches() -> Result<(), String> {
+    needs_isolation()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("{SKIP}needs root to drop to an unprivileged uid"));
+    }
+    // As root: valid JSON; every context reported available really runs.
+    let r = Cmd::sbx(["probe", "--json"]).run();
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())
+        .map_err(|e| format!("probe --json is not JSON ({e}): {}", r.show()))?;
+    let ctxs = v["contexts"].as_object().ok_or_else(|| r.show())?;
+    check(!ctxs.is_empty(), || r.show())?;
+    let all_full = ctxs.values().all(|c| c["status"] == "full");
+    r.expect_code(if all_full { 0 } else { 1 }, "probe exit status")?;
+    for (name, c) in ctxs {
+        if c["status"] == "full" {
+            Cmd::sbx(["--ctx", name.as_str(), "--", "true"])
+                .limit(Duration::from_secs(60))
+                .run()
+                .expect_code(0, &format!("probe said {name} runs"))?;
+        }
+    }
+    check(ctxs["user"]["status"] == "full", || {
+        format!("user is not available as root: {}", r.show())
+    })?;
+    // An unprivileged caller where user namespaces cannot be created: probe says the user
+    // context cannot run, and the launch fails with 125.
+    let r = as_nobody_without_userns(&["probe", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())
+        .map_err(|e| format!("probe --json is not JSON ({e}): {}", r.show()))?;
+    r.expect_code(1, "probe without user namespaces")?;
+    check(v["mode"] == "unprivileged", || r.show())?;
+    check(v["contexts"]["user"]["status"] == "unavailable", || {
+        r.show()
+    })?;
+    let missing = v["contexts"]["user"]["missing"].to_string();
+    check(missing.contains("pid namespace"), || r.show())?;
+    let l = as_nobody_without_userns(&["--ctx", "user", "--", "true"]);
+    l.expect_code(125, "launch where probe said unavailable")?;
+    Ok(())
+}
