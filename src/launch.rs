@@ -295,6 +295,11 @@ fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<(
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;
     }
+    if sandbox.cwd.is_none() && sandbox.mounts.is_some() {
+        // Setuid mode: the target enters the caller's directory itself, as the caller; pid 1
+        // must not keep a handle below a path the mounts may have covered.
+        std::env::set_current_dir("/").context("cannot change to / in the sandbox")?;
+    }
     if let Some(cwd) = &sandbox.cwd {
         std::env::set_current_dir(cwd).with_context(|| {
             format!(

@@ -543,3 +543,84 @@ pub fn probe_agrees_with_launches() -> Result<(), String> {
     l.expect_code(125, "launch where probe said unavailable")?;
     Ok(())
 }
+
+pub fn setuid_enters_the_cwd_as_the_caller() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    // A directory only root can enter, with an open subdirectory the caller starts in.
+    let top = PathBuf::from(format!("/var/tmp/sbx-suite-{}-cwd", std::process::id()));
+    let inner = top.join("inner");
+    let _ = std::fs::remove_dir_all(&top);
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::set_permissions(&inner, PermissionsExt::from_mode(0o755)).unwrap();
+    let run = |mode: u32| {
+        std::fs::set_permissions(&top, PermissionsExt::from_mode(mode)).unwrap();
+        let mut c = Cmd::new("setpriv");
+        c.command()
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                su.path(),
+            ])
+            .args(["--ctx", "user", "--", "pwd"])
+            .current_dir(&inner);
+        c.run()
+    };
+    let closed = run(0o700);
+    let open = run(0o755);
+    let _ = std::fs::remove_dir_all(&top);
+    closed.expect_code(125, "cwd below a directory the caller cannot enter")?;
+    check(closed.stderr.contains("not reachable by you"), || {
+        closed.show()
+    })?;
+    // Control: once the caller may enter it, the same launch starts there.
+    open.expect_code(0, "cwd the caller can enter")?;
+    check(open.stdout.trim() == inner.to_str().unwrap(), || {
+        open.show()
+    })
+}
+
+pub fn setuid_resets_fds_umask_limits_and_signals() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    // What the caller sets up: a stray fd 5, stdin closed, umask 000, core dumps unlimited, SIGTERM
+    // ignored. The probe prints the fds, the umask, the core limit and the ignored-signal mask.
+    let probe =
+        "ls /proc/self/fd | tr '\\n' ' '; echo; umask; ulimit -c; grep SigIgn /proc/self/status";
+    let script = |launcher: &str| {
+        format!(
+            "exec 5</etc/hostname; exec 0<&-; umask 000; ulimit -c unlimited 2>/dev/null || ulimit -S -c unlimited; trap '' TERM; \
+             exec setpriv --reuid=65534 --regid=65534 --clear-groups {launcher} sh -c \"{probe}\""
+        )
+    };
+    let outside = Cmd::sh(&script("")).run();
+    let inside = Cmd::sh(&script(&format!("{} --ctx user --", su.path()))).run();
+    // Control: without sbx-exec, the caller's settings reach the command.
+    outside.expect_code(0, "control")?;
+    let first = |r: &Run| r.stdout.lines().next().unwrap_or("").to_string();
+    check(first(&outside).split(' ').any(|f| f == "5"), || {
+        outside.show()
+    })?;
+    check(outside.stdout.contains("\n0000\n"), || outside.show())?;
+    inside.expect_code(0, "setuid launch")?;
+    let fds: Vec<String> = first(&inside)
+        .split_whitespace()
+        .map(String::from)
+        .collect();
+    check(!fds.contains(&"5".to_string()), || {
+        format!("fd 5 leaked: {}", inside.show())
+    })?;
+    check(fds.contains(&"0".to_string()), || {
+        format!("fd 0 not reopened: {}", inside.show())
+    })?;
+    check(inside.stdout.contains("\n0022\n0\n"), || {
+        format!("umask/core limit not reset: {}", inside.show())
+    })?;
+    // SIGTERM is signal 15: bit 14 of SigIgn; ignored outside, default inside.
+    let ign = |r: &Run| {
+        status_field(&r.stdout, "SigIgn")
+            .and_then(|h| u64::from_str_radix(&h, 16).ok())
+            .map(|m| m & (1 << 14) != 0)
+    };
+    check(ign(&outside) == Some(true), || outside.show())?;
+    check(ign(&inside) == Some(false), || inside.show())
+}

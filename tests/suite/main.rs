@@ -81,6 +81,8 @@ fn main() {
         g8_modes::setuid_caller_runs_as_itself_without_capabilities,
         g8_modes::setuid_refuses_policy_flag,
         g8_modes::setuid_environment_is_allowlist_only,
+        g8_modes::setuid_enters_the_cwd_as_the_caller,
+        g8_modes::setuid_resets_fds_umask_limits_and_signals,
         g8_modes::allow_callers_admits_only_listed,
         g8_modes::system_policy_writable_by_others_is_refused,
         g8_modes::rootless_runs_for_an_unprivileged_user,
