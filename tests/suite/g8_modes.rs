@@ -348,14 +348,17 @@ pub fn system_policy_writable_by_others_is_refused() -> Result<(), String> {
     Ok(())
 }
 
-/// Run sbx-exec as uid 65534 with no capabilities (no setuid bit): rootless where user
+/// A uid with no account, distinct from the overflow uid (65534) that unmapped ids show as.
+const ROOTLESS_UID: &str = "4243";
+
+/// Run sbx-exec as uid/gid 4243 with no capabilities (no setuid bit): rootless where user
 /// namespaces are allowed.
-fn as_nobody(args: &[&str]) -> Run {
+fn as_plain_user(args: &[&str]) -> Run {
     let mut c = Cmd::new("setpriv");
     c.command()
         .args([
-            "--reuid=65534",
-            "--regid=65534",
+            &format!("--reuid={ROOTLESS_UID}"),
+            &format!("--regid={ROOTLESS_UID}"),
             "--clear-groups",
             "--inh-caps=-all",
             "--bounding-set=-all",
@@ -426,7 +429,7 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
         return Err(format!("{SKIP}needs root to drop to an unprivileged uid"));
     }
-    let p = as_nobody(&["probe", "--json"]);
+    let p = as_plain_user(&["probe", "--json"]);
     if !p.stdout.contains("\"mode\":\"rootless\"") {
         return Err(format!(
             "{SKIP}unprivileged user namespaces are not allowed here: {}",
@@ -443,7 +446,8 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     let sentinel = dir.join("sentinel");
     std::fs::write(&sentinel, "").unwrap();
     let own = |p: &Path| {
-        nix::unistd::chown(p, Some(65534.into()), Some(65534.into())).unwrap();
+        let id: u32 = ROOTLESS_UID.parse().unwrap();
+        nix::unistd::chown(p, Some(id.into()), Some(id.into())).unwrap();
     };
     own(&dir);
     own(&sentinel);
@@ -455,21 +459,21 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     // Control: the same user outside the sandbox can open it for writing.
     let mut outside = Cmd::new("setpriv");
     outside.command().args([
-        "--reuid=65534",
-        "--regid=65534",
+        &format!("--reuid={ROOTLESS_UID}"),
+        &format!("--regid={ROOTLESS_UID}"),
         "--clear-groups",
         "sh",
         "-c",
         &probe,
     ]);
     let o = outside.run();
-    let inside = as_nobody(&[
+    let inside = as_plain_user(&[
         "--ctx",
         "user",
         "--",
         "sh",
         "-c",
-        &format!("{probe}; id -u; ps -e -o pid=,comm="),
+        &format!("{probe}; echo uid_map $(cat /proc/self/uid_map); id -u; ps -e -o pid=,comm="),
     ]);
     let _ = cleanup();
     check(o.stdout.contains("WRITABLE"), || {
@@ -477,9 +481,18 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     })?;
     inside.expect_code(0, "rootless launch")?;
     check(inside.stdout.contains("REFUSED"), || inside.show())?;
-    check(inside.stdout.lines().any(|l| l.trim() == NOBODY), || {
-        format!("the target is not uid 65534: {}", inside.show())
+    // In a user namespace mapping the caller to itself, running as the caller.
+    let map = format!("uid_map {ROOTLESS_UID} {ROOTLESS_UID} 1");
+    check(inside.stdout.lines().any(|l| l.trim() == map), || {
+        format!(
+            "no user namespace mapping {ROOTLESS_UID} to itself: {}",
+            inside.show()
+        )
     })?;
+    check(
+        inside.stdout.lines().any(|l| l.trim() == ROOTLESS_UID),
+        || format!("the target is not uid {ROOTLESS_UID}: {}", inside.show()),
+    )?;
     // ps inside shows the sandbox only: its pid 1 (sbx-exec), the shell and ps.
     let procs: Vec<&str> = inside
         .stdout
