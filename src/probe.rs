@@ -100,9 +100,27 @@ fn read_trimmed(p: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// What rootless mode cannot give, whatever the policy says.
+pub const ROOTLESS_LOSES: &[&str] = &[
+    "cgroup limits (the cgroup tree belongs to root)",
+    "security.run_as (only your own uid is mapped)",
+    "capabilities outside the user namespace (the bounding set is cut only inside it)",
+    "ownership of other users' files (root's files appear as nobody)",
+];
+
 /// A small, self-contained cgroup detection from /proc/self/mountinfo.
 fn cgroups() -> (&'static str, Vec<String>) {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let (version, controllers) = cgroups_from(&info);
+    if version == "v2" {
+        let c = read_trimmed("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        return ("v2", c.split_whitespace().map(String::from).collect());
+    }
+    (version, controllers)
+}
+
+/// The cgroup version and v1 controllers from mountinfo text (v2 controllers are read apart).
+fn cgroups_from(info: &str) -> (&'static str, Vec<String>) {
     let (mut v1, mut v2_root) = (Vec::new(), false);
     let mut v2_elsewhere = false;
     for line in info.lines() {
@@ -126,8 +144,7 @@ fn cgroups() -> (&'static str, Vec<String>) {
         }
     }
     if v2_root {
-        let c = read_trimmed("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-        return ("v2", c.split_whitespace().map(String::from).collect());
+        return ("v2", Vec::new());
     }
     v1.sort();
     v1.dedup();
@@ -241,6 +258,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
             "secure": all_full,
+            "rootless_loses": if *h.mode == Mode::Rootless { ROOTLESS_LOSES } else { &[] },
         });
         println!("{out}");
     } else {
@@ -277,6 +295,9 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 })
         );
         println!("policy:          {}", loaded.source);
+        if *h.mode == Mode::Rootless {
+            println!("rootless loses:  {}", ROOTLESS_LOSES.join("; "));
+        }
         println!("\n{:<16} {:<12} MISSING", "CONTEXT", "STATUS");
         for (n, v) in &verdicts {
             let mut why = v.blocked.clone();
@@ -305,8 +326,21 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_detection_names_a_version() {
-        let (v, _) = cgroups();
-        assert!(["v1", "v2", "hybrid", "none"].contains(&v));
+    fn cgroup_versions_from_mountinfo() {
+        let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                  35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
+                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n";
+        assert_eq!(
+            cgroups_from(v1),
+            ("v1", vec!["cpu".into(), "memory".into(), "xattr".into()])
+        );
+        let hybrid = format!("{v1}41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(cgroups_from(&hybrid).0, "hybrid");
+        let v2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroups_from(v2).0, "v2");
+        assert_eq!(
+            cgroups_from("22 27 0:21 / /proc rw - proc proc rw\n").0,
+            "none"
+        );
     }
 }
