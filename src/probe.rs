@@ -108,6 +108,24 @@ pub const ROOTLESS_LOSES: &[&str] = &[
     "ownership of other users' files (root's files appear as nobody)",
 ];
 
+/// The cgroup v1 controller names (mount options that are not one are flags like `xattr`).
+const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+];
+
 /// A small, self-contained cgroup detection from /proc/self/mountinfo.
 fn cgroups() -> (&'static str, Vec<String>) {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -135,9 +153,7 @@ fn cgroups_from(info: &str) -> (&'static str, Vec<String>) {
             "cgroup2" => v2_elsewhere = true,
             "cgroup" => v1.extend(
                 opts.split(',')
-                    .filter(|o| {
-                        !matches!(*o, "rw" | "ro") && !o.contains('=') && !o.starts_with("no")
-                    })
+                    .filter(|o| V1_CONTROLLERS.contains(o))
                     .map(String::from),
             ),
             _ => {}
@@ -332,7 +348,7 @@ mod tests {
                   40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n";
         assert_eq!(
             cgroups_from(v1),
-            ("v1", vec!["cpu".into(), "memory".into(), "xattr".into()])
+            ("v1", vec!["cpu".into(), "memory".into()])
         );
         let hybrid = format!("{v1}41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
         assert_eq!(cgroups_from(&hybrid).0, "hybrid");
