@@ -513,6 +513,22 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
                 inside.show()
             )
         },
+    )?;
+    // The same launch with the context saying userns = "never" is refused, and probe agrees.
+    let d = TempDir::new("usernsnever");
+    let p = crate::policy_tests::default_with(d.path(), "user", "userns = \"never\"\n");
+    std::fs::set_permissions(d.path(), PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&p, PermissionsExt::from_mode(0o644)).unwrap();
+    let p = p.to_str().unwrap();
+    let r = as_plain_user(&["--policy", p, "--ctx", "user", "--", "true"]);
+    r.expect_code(125, "userns = never")?;
+    check(r.stderr.contains("userns = \"never\""), || r.show())?;
+    let probe = as_plain_user(&["probe", "--json", "--policy", p]);
+    check(
+        probe
+            .stdout
+            .contains("\"user\":{\"degrade\":false,\"missing\":[\"pid namespace\""),
+        || probe.show(),
     )
 }
 
