@@ -37,6 +37,9 @@ fn main() {
             eprintln!("sbx-exec: {e:#}");
             std::process::exit(error::EXIT_SBX);
         }
+    } else if let Err(e) = privilege::check_process_ids() {
+        eprintln!("sbx-exec: {e:#}");
+        std::process::exit(error::EXIT_SBX);
     }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,

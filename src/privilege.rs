@@ -102,6 +102,30 @@ pub fn mode() -> &'static Mode {
     })
 }
 
+/// Refuse ids that only a wrong install produces: setuid or setgid to someone other than root
+/// (the caller would act as that user with none of setuid mode's checks).
+pub fn check_ids(ruid: u32, euid: u32, rgid: u32, egid: u32) -> Result<()> {
+    if euid != 0 && (ruid != euid || rgid != egid) {
+        bail!(
+            "sbx-exec is running with real uid/gid {ruid}/{rgid} but effective uid/gid {euid}/{egid}: it is installed \
+             setuid or setgid to someone other than root, which sbx-exec refuses; install it setuid root \
+             (chown root:root, chmod 4755) or without those bits (chmod 0755)"
+        );
+    }
+    Ok(())
+}
+
+/// [`check_ids`] for this process.
+pub fn check_process_ids() -> Result<()> {
+    use nix::unistd::{getegid, geteuid, getgid, getuid};
+    check_ids(
+        getuid().as_raw(),
+        geteuid().as_raw(),
+        getgid().as_raw(),
+        getegid().as_raw(),
+    )
+}
+
 /// Real uid not 0 and effective uid 0: started through the setuid bit by someone else.
 pub fn is_setuid() -> bool {
     nix::unistd::getuid().as_raw() != 0 && nix::unistd::geteuid().is_root()
@@ -406,6 +430,21 @@ mod tests {
             Mode::classify(0, 1000, || unreachable!(), || false),
             Mode::Unprivileged
         );
+    }
+
+    #[test]
+    fn setuid_or_setgid_to_non_root_is_refused() {
+        assert!(check_ids(0, 0, 0, 0).is_ok());
+        assert!(check_ids(1000, 1000, 1000, 1000).is_ok());
+        // Setuid root (with or without setgid): setuid mode handles it.
+        assert!(check_ids(1000, 0, 1000, 1000).is_ok());
+        assert!(check_ids(1000, 0, 1000, 0).is_ok());
+        let e = check_ids(1000, 1001, 1000, 1000).unwrap_err().to_string();
+        assert!(
+            e.contains("setuid or setgid") && e.contains("chmod 4755"),
+            "{e}"
+        );
+        assert!(check_ids(1000, 1000, 1000, 50).is_err());
     }
 
     #[test]
