@@ -698,3 +698,20 @@ pub fn setuid_resets_fds_umask_limits_and_signals() -> Result<(), String> {
     check(ign(&outside) == Some(true), || outside.show())?;
     check(ign(&inside) == Some(false), || inside.show())
 }
+
+pub fn setuid_to_a_non_root_owner_is_refused() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let args = ["--ctx", "user", "--", "true"];
+    // Control: the root-owned setuid copy runs for the caller.
+    as_caller(su.path(), false, &[], &args).expect_code(0, "setuid root")?;
+    // The same binary setuid to uid 4243 would let the caller act as 4243 unchecked: refused.
+    nix::unistd::chown(&su.bin, Some(4243.into()), None).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&su.bin, PermissionsExt::from_mode(0o4755)).unwrap();
+    let r = as_caller(su.path(), false, &[], &args);
+    r.expect_code(125, "setuid to uid 4243")?;
+    check(
+        r.stderr
+            .contains("setuid or setgid to someone other than root"),
+        || r.show(),
+    )
+}
