@@ -81,6 +81,9 @@ pub fn run(args: RunArgs) -> Result<i32> {
     if let Some(s) = setuid {
         // The target becomes the caller for good, with no capabilities; it enters the working
         // directory only afterwards, so root's access never resolves a path the caller chose.
+        if let Some(m) = &mut sandbox.mounts {
+            m.tmpfs_owner = Some((s.identity.uid, s.identity.gid));
+        }
         target.drop_to = Some(s.identity);
         target.caps = Some(Default::default());
         target.run_as = None;

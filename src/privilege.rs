@@ -350,6 +350,35 @@ pub fn chdir_as_caller(dir: &CString) -> Result<()> {
     })
 }
 
+/// Setuid mode, in pid 1 right after mounting a private tmpfs at `p` (nothing else runs in the
+/// sandbox yet): give its root to the caller, so a tmpfs HOME is writable by the target. Only a
+/// tmpfs is ever changed (a path whose mount was skipped keeps its owner).
+pub fn give_new_tmpfs(p: &std::ffi::CStr, uid: u32, gid: u32) -> Result<()> {
+    use nix::fcntl::AtFlags;
+    use nix::sys::statfs::{fstatfs, TMPFS_MAGIC};
+    let fd = match crate::sys::open_path_nofollow(p) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", p.to_string_lossy())),
+    };
+    if fstatfs(&fd)?.filesystem_type() != TMPFS_MAGIC {
+        return Ok(());
+    }
+    nix::unistd::fchownat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&fd)),
+        "",
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        AtFlags::AT_EMPTY_PATH,
+    )
+    .with_context(|| {
+        format!(
+            "cannot give the private tmpfs {} to uid {uid}",
+            p.to_string_lossy()
+        )
+    })
+}
+
 /// Rootless mode: the ids mapped into the new user namespace (each to itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdMap {

@@ -185,6 +185,27 @@ pub fn setuid_caller_runs_as_itself_without_capabilities() -> Result<(), String>
             })?;
         }
     }
+    // The private tmpfs HOME is the caller's; the host's /root stays root's.
+    let home_owner = || std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/root").unwrap());
+    let before = home_owner();
+    let r = as_caller(
+        su.path(),
+        true,
+        &[],
+        &[
+            "--ctx",
+            "user",
+            "--",
+            "sh",
+            "-c",
+            "touch \"$HOME/probe\" && stat -c %u \"$HOME\"",
+        ],
+    );
+    r.expect_code(0, "the caller writes its private HOME")?;
+    check(r.stdout.trim() == NOBODY, || r.show())?;
+    check(home_owner() == before, || {
+        "the host's /root changed owner".into()
+    })?;
     // Control: root running the same binary (real uid 0: root mode) keeps uid 0 and the context's
     // bounding set, so the checks above can tell the difference.
     let r = Cmd::new(su.path())
