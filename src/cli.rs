@@ -72,6 +72,16 @@ pub enum Command {
     /// Check or show policies
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Report what this host can isolate and whether each context can run fully, degraded or not
+    /// at all; exit 0 when every context can run as written, 1 otherwise
+    Probe {
+        /// One JSON object instead of the table
+        #[arg(long)]
+        json: bool,
+        /// Policy file to judge instead of the effective one (refused in setuid mode)
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -182,6 +182,10 @@ pub struct Target {
     pub sigmask: SigSet,
     /// Fds besides 0, 1, 2 that reach the target (sorted).
     pub keep_fds: Vec<RawFd>,
+    /// Setuid mode: become this user for good (after cutting the whole bounding set).
+    pub drop_to: Option<crate::privilege::Identity>,
+    /// Setuid mode: the working directory, entered as the caller after `drop_to`.
+    pub chdir_after_drop: Option<CString>,
 }
 
 impl Target {
@@ -222,6 +226,12 @@ impl Target {
         sys::signal_default(Signal::SIGPIPE).context("cannot reset SIGPIPE")?;
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
             .context("cannot restore the signal mask")?;
+        if let Some(id) = &self.drop_to {
+            crate::privilege::drop_privs(id)?;
+        }
+        if let Some(dir) = &self.chdir_after_drop {
+            crate::privilege::chdir_as_caller(dir)?;
+        }
         if let Some(keep) = &self.caps {
             crate::caps::drop_to(keep, self.no_new_privs, self.run_as)?;
         }

@@ -30,6 +30,7 @@ use crate::exec::Target;
 use crate::mounts;
 use crate::namespaces::{self, Kind};
 use crate::policy::{self, Context, Namespace, Net, SeccompMode};
+use crate::privilege;
 use crate::reaper::{self, Outcome};
 use crate::secrets::{self, SecretSet};
 use crate::sys;
@@ -43,16 +44,19 @@ struct Sandbox {
     degrade: bool,
     /// Secrets written as files on a private tmpfs (`secrets.files`).
     creds: Option<Files>,
+    /// Rootless mode: the user namespace's id map, written first by pid 1.
+    userns: Option<crate::privilege::IdMap>,
 }
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
-    let loaded = policy::load(args.policy.as_deref())?;
+    let mode = privilege::mode();
+    let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
     // Audit (policy key `audit`): one line per invocation, refusals included, names only.
     let started = crate::audit::Start::now();
     let mut secret_names = Vec::new();
-    let result = run_in(&args, ctx_name, &loaded, &mut secret_names);
+    let result = run_in(&args, ctx_name, mode, &loaded, &mut secret_names);
     if let Some(to) = &loaded.policy.audit {
         let (code, error) = match &result {
             Ok(code) => (*code, None),
@@ -70,30 +74,74 @@ pub fn run(args: RunArgs) -> Result<i32> {
 fn run_in(
     args: &RunArgs,
     ctx_name: &str,
+    mode: &privilege::Mode,
     loaded: &policy::Loaded,
     secret_names: &mut Vec<String>,
 ) -> Result<i32> {
     let ctx = loaded.policy.context(ctx_name)?;
+    let setuid = privilege::SetuidLaunch::plan(mode, ctx_name, ctx)?;
     let status = args.status_fd.map(StatusFd::open).transpose()?;
 
     // The environment, and the command resolved in its PATH (127 / 126 before anything starts),
     // checked against exec.allow before a byte of the secrets is read.
-    let mut env = crate::env::build(std::env::vars_os(), &ctx.env);
+    let mut env = crate::env::build(
+        privilege::caller_env(),
+        &privilege::env_policy(mode, &ctx.env),
+    );
+    if setuid.is_some() {
+        env.set_var("PATH", &privilege::policy_path(&ctx.env));
+    }
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
-    let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
-    let program = crate::exec::check_allowed(ctx_name, &found, &ctx.exec)?;
+    let program = privilege::as_caller(mode, || {
+        let found = crate::exec::resolve(&args.cmd[0], &path_var)?;
+        crate::exec::check_allowed(ctx_name, &found, &ctx.exec)
+    })?;
 
     // Secrets: a context that takes none refuses the fd before reading a byte of it.
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
     secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
-    let creds = Files::split(&secret_set, &ctx.secrets.files, ctx.security.run_as);
+    // Secret files belong to whoever the target runs as: the setuid caller, the rootless caller
+    // (mapped to itself; uid 0 does not exist in its user namespace), or security.run_as.
+    let userns = privilege::userns_plan(mode, ctx, !namespaces::wanted(ctx).is_empty());
+    let files_owner = match (&setuid, &userns) {
+        (Some(s), _) => Some(policy::RunAs {
+            uid: s.identity.uid,
+            gid: s.identity.gid,
+        }),
+        (None, Some(map)) => Some(policy::RunAs {
+            uid: map.uid,
+            gid: map.gid,
+        }),
+        (None, None) => ctx.security.run_as,
+    };
+    let creds = Files::split(&secret_set, &ctx.secrets.files, files_owner);
     env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
     for (name, path) in creds.iter().flat_map(Files::variables) {
         env.set_var(&name, &path);
     }
 
-    let (mut sandbox, target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    let (mut sandbox, mut target) = prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
     sandbox.creds = creds;
+    if let Some(map) = userns {
+        sandbox.kinds.insert(0, namespaces::USER);
+        sandbox.userns = Some(map);
+    }
+    if let Some(s) = setuid {
+        // The target becomes the caller for good, with no capabilities; it enters the working
+        // directory only afterwards, so root's access never resolves a path the caller chose.
+        if let Some(m) = &mut sandbox.mounts {
+            m.tmpfs_owner = Some((s.identity.uid, s.identity.gid));
+        }
+        target.drop_to = Some(s.identity);
+        target.caps = Some(Default::default());
+        target.run_as = None;
+        target.no_new_privs = true;
+        target.chdir_after_drop = sandbox
+            .cwd
+            .take()
+            .map(|d| privilege::c_path(&d))
+            .transpose()?;
+    }
     harden_outer()?;
 
     // Block the forwarded signals now: from here on none is lost, and the children inherit the mask.
@@ -211,6 +259,7 @@ fn prepare(
         cwd,
         degrade: ctx.degrade,
         creds: None,
+        userns: None,
     };
     let target = Target {
         path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
@@ -223,6 +272,8 @@ fn prepare(
         seccomp,
         sigmask: SigSet::empty(),
         keep_fds: Vec::new(),
+        drop_to: None,
+        chdir_after_drop: None,
     };
     Ok((sandbox, target))
 }
@@ -250,6 +301,9 @@ fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
             );
             if missing.contains(&namespaces::MOUNT) {
                 sandbox.mounts = None;
+            }
+            if missing.contains(&namespaces::USER) {
+                sandbox.userns = None;
             }
             sandbox.kinds = ok;
             namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")?
@@ -291,6 +345,9 @@ fn in_sandbox(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
 }
 
 fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<()> {
+    if let Some(map) = &sandbox.userns {
+        crate::privilege::write_id_maps(map).context("cannot map ids in the user namespace")?;
+    }
     if has_pidns {
         // Die with the outer process; if it is already gone, stop here.
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
@@ -319,6 +376,11 @@ fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<(
     }
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;
+    }
+    if sandbox.cwd.is_none() && sandbox.mounts.is_some() {
+        // Setuid mode: the target enters the caller's directory itself, as the caller; pid 1
+        // must not keep a handle below a path the mounts may have covered.
+        std::env::set_current_dir("/").context("cannot change to / in the sandbox")?;
     }
     if let Some(cwd) = &sandbox.cwd {
         std::env::set_current_dir(cwd).with_context(|| {

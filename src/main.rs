@@ -15,6 +15,8 @@ mod mounts;
 mod namespaces;
 mod policy;
 mod ports;
+mod privilege;
+mod probe;
 mod procfs;
 mod reaper;
 mod redact;
@@ -22,6 +24,7 @@ mod redactor;
 mod seccomp;
 mod secrets;
 mod sys;
+mod system_policy;
 
 use clap::Parser;
 
@@ -32,6 +35,16 @@ pub const VERSION: &str = match option_env!("SBX_GIT_REV") {
 };
 
 fn main() {
+    // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).
+    if privilege::is_setuid() {
+        if let Err(e) = privilege::enter_setuid_mode() {
+            eprintln!("sbx-exec: {e:#}");
+            std::process::exit(error::EXIT_SBX);
+        }
+    } else if let Err(e) = privilege::check_process_ids() {
+        eprintln!("sbx-exec: {e:#}");
+        std::process::exit(error::EXIT_SBX);
+    }
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -40,8 +53,21 @@ fn main() {
             std::process::exit(code);
         }
     };
+    if privilege::is_setuid() {
+        let named: Vec<i32> = cli
+            .run
+            .secrets_fd
+            .into_iter()
+            .chain(cli.run.status_fd)
+            .collect();
+        if let Err(e) = privilege::close_caller_fds(&named) {
+            eprintln!("sbx-exec: {e:#}");
+            std::process::exit(error::EXIT_SBX);
+        }
+    }
     let result = match cli.command {
         Some(cli::Command::Policy(cmd)) => policy_command(cmd),
+        Some(cli::Command::Probe { json, policy }) => probe::run(json, policy.as_deref()),
         None => launch::run(cli.run),
     };
     match result {
@@ -56,13 +82,14 @@ fn main() {
 fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
     match cmd {
         cli::PolicyCommand::Check { file } => {
-            let p = policy::check_file(&file)?;
+            // In setuid mode the caller's file is read with the caller's access, never root's.
+            let p = privilege::as_caller(privilege::mode(), || policy::check_file(&file))?;
             let names: Vec<&str> = p.context.keys().map(|k| k.0.as_str()).collect();
             println!("{}: valid; contexts: {}", file.display(), names.join(", "));
             Ok(0)
         }
         cli::PolicyCommand::Show { policy: file, ctx } => {
-            let loaded = policy::load(file.as_deref())?;
+            let loaded = privilege::load_policy(privilege::mode(), file.as_deref())?;
             println!("# source: {}", loaded.source);
             match ctx {
                 None => print!("{}", loaded.text),

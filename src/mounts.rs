@@ -38,6 +38,8 @@ pub enum Step {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub steps: Vec<Step>,
+    /// Setuid mode: the caller's uid/gid, given the private (mode 0755) tmpfs mounts such as HOME.
+    pub tmpfs_owner: Option<(u32, u32)>,
 }
 
 fn c(p: &Path) -> CString {
@@ -63,14 +65,21 @@ pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool) -> Plan {
     if private_proc {
         steps.push(Step::PrivateProc);
     }
-    Plan { steps }
+    Plan {
+        steps,
+        tmpfs_owner: None,
+    }
 }
 
 /// Apply the plan in this (new, private) mount namespace. Stops at the first failure unless
 /// `degrade`, in which case failures are reported on stderr and skipped.
 pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     for step in &plan.steps {
-        if let Err(e) = apply_step(step) {
+        let done = apply_step(step);
+        if let (Ok(()), Step::Tmpfs(p, 0o755), Some((uid, gid))) = (&done, step, plan.tmpfs_owner) {
+            crate::privilege::give_new_tmpfs(p, uid, gid)?;
+        }
+        if let Err(e) = done {
             if degrade {
                 eprintln!("sbx-exec: warning: degraded: {e:#}");
             } else {

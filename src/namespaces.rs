@@ -35,6 +35,11 @@ pub const NET: Kind = Kind {
     flag: libc::CLONE_NEWNET,
     name: "net",
 };
+/// A user namespace (rootless mode only; the policy cannot ask for it directly).
+pub const USER: Kind = Kind {
+    flag: libc::CLONE_NEWUSER,
+    name: "user",
+};
 
 /// The namespaces a context asks for.
 pub fn wanted(ctx: &Context) -> Vec<Kind> {
@@ -90,7 +95,8 @@ fn why_refused() -> &'static str {
     if nix::unistd::geteuid().is_root() {
         "the kernel or a security policy refused the clone (EPERM)"
     } else {
-        "sbx-exec is not running as root"
+        "sbx-exec is not running as root, and no user namespace was used (the kernel refuses unprivileged ones: \
+         sysctl user.max_user_namespaces / kernel.unprivileged_userns_clone, or the context says userns = \"never\")"
     }
 }
 

@@ -179,6 +179,33 @@ pub struct Context {
     /// Control mode: supervise the command as a control plane, holding reserved ports.
     #[serde(default)]
     pub supervise: Option<Supervise>,
+    /// Setuid mode: which callers may use this context (absent: any caller). A caller matches by
+    /// real uid or by any of its groups.
+    #[serde(default)]
+    pub allow_callers: Option<AllowCallers>,
+    /// Rootless mode (not root, no setuid bit): "auto" creates a user namespace with the others when
+    /// the kernel allows it; "never" does not (the launch is then refused unless `degrade`).
+    #[serde(default)]
+    pub userns: UserNs,
+}
+
+/// Setuid mode: the callers allowed to use a context.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowCallers {
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    #[serde(default)]
+    pub gids: Vec<u32>,
+}
+
+/// Whether a non-root launch creates a user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserNs {
+    #[default]
+    Auto,
+    Never,
 }
 
 /// Control mode: how sbx-exec supervises the control plane.

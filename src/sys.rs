@@ -308,3 +308,50 @@ pub fn own_fd(fd: RawFd) -> OwnedFd {
     // open/openat), which nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
+
+/// Open `path` for reading without following any symlink in it (setuid mode reads the system
+/// policy this way, so a link cannot point it at another file).
+pub fn open_read_nofollow(path: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain old data; all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: as in `open_path_nofollow`: valid C string, valid open_how with its size.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    let fd = check(ret)? as RawFd;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reset every signal's disposition to the default (a setuid caller may have set some to
+/// "ignore", which survives exec; SIGCHLD ignored would make children vanish unreaped).
+pub fn reset_signal_dispositions() {
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: sigaction with SIG_DFL installs no handler code; `act` is a valid, zeroed
+        // sigaction; numbers the kernel or libc reserve fail with EINVAL, which is ignored.
+        unsafe {
+            let mut act: libc::sigaction = std::mem::zeroed();
+            act.sa_sigaction = libc::SIG_DFL;
+            libc::sigemptyset(&mut act.sa_mask);
+            libc::sigaction(sig, &act, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Empty this process's environment (setuid mode keeps a private copy of the caller's).
+pub fn clear_environment() {
+    // SAFETY: called once at start-up, before any thread exists and before anything holds a
+    // pointer into environ; clearenv only frees/resets libc's environment array.
+    unsafe { libc::clearenv() };
+}

@@ -6,20 +6,10 @@ use std::net::TcpListener;
 use crate::harness::*;
 use crate::policy_tests::{write_policy, DEFAULT_TOML};
 
-/// Run sbx-exec as uid/gid 65534 with no capabilities: the kernel then refuses namespaces.
+/// Run sbx-exec as uid/gid 65534 with no capabilities, where user namespaces cannot be created
+/// either (rootless mode would otherwise succeed): the kernel then refuses namespaces.
 fn as_nobody(args: &[&str]) -> Run {
-    let mut c = Cmd::new("setpriv");
-    c.command()
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            bin(),
-        ])
-        .args(args);
-    c.run()
+    crate::g8_modes::as_nobody_without_userns(args)
 }
 
 fn degrading_policy(dir: &std::path::Path) -> std::path::PathBuf {

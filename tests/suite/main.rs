@@ -10,6 +10,7 @@ mod g3_control;
 mod g4_landlock;
 mod g5_launcher;
 mod g6_fail_closed;
+mod g8_modes;
 mod harness;
 mod policy_tests;
 
@@ -87,5 +88,15 @@ fn main() {
         attacks::run_as_switches_user_for_good,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
+        g8_modes::setuid_caller_runs_as_itself_without_capabilities,
+        g8_modes::setuid_refuses_policy_flag,
+        g8_modes::setuid_environment_is_allowlist_only,
+        g8_modes::setuid_enters_the_cwd_as_the_caller,
+        g8_modes::setuid_resets_fds_umask_limits_and_signals,
+        g8_modes::setuid_to_a_non_root_owner_is_refused,
+        g8_modes::allow_callers_admits_only_listed,
+        g8_modes::system_policy_writable_by_others_is_refused,
+        g8_modes::rootless_runs_for_an_unprivileged_user,
+        g8_modes::probe_agrees_with_launches,
     ]);
 }

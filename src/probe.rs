@@ -1,0 +1,362 @@
+//! `sbx-exec probe`: what this host can isolate, and for each context of the effective policy
+//! whether it runs as written ("full"), only because it says `degrade = true` ("degraded", with
+//! what is missing) or not at all ("unavailable"). The seeds' `hasSecureExecution()`.
+//!
+//! Each check asks the kernel the same way a launch would (a throwaway `clone` with the very flags
+//! the launch would use), so the answer and the launch agree. Exit 0 when every context runs as
+//! written, 1 otherwise.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use crate::namespaces::{self, Kind};
+use crate::policy::{Context, SeccompMode};
+use crate::privilege::{self, Mode};
+
+/// What the host offers, independent of any policy.
+struct Host {
+    mode: &'static Mode,
+    namespaces: Vec<(&'static str, bool)>,
+    userns: bool,
+    max_user_namespaces: Option<u64>,
+    landlock_abi: i32,
+    seccomp: bool,
+    cgroup_version: &'static str,
+    cgroup_controllers: Vec<String>,
+    legacy_tiocsti: Option<bool>,
+}
+
+/// One context's verdict.
+struct Verdict {
+    /// Missing isolation a `degrade = true` context runs without.
+    missing: Vec<String>,
+    /// Reasons the context cannot run at all here.
+    blocked: Vec<String>,
+    degrade: bool,
+}
+
+impl Verdict {
+    fn status(&self) -> &'static str {
+        match (
+            self.blocked.is_empty(),
+            self.missing.is_empty(),
+            self.degrade,
+        ) {
+            (false, _, _) => "unavailable",
+            (true, true, _) => "full",
+            (true, false, true) => "degraded",
+            (true, false, false) => "unavailable",
+        }
+    }
+}
+
+fn clone_ok(flags: libc::c_int) -> bool {
+    namespaces::can_create(Kind {
+        flag: flags,
+        name: "",
+    })
+}
+
+fn host() -> Host {
+    let mode = privilege::mode();
+    let userns = clone_ok(libc::CLONE_NEWUSER);
+    let rootless = *mode == Mode::Rootless;
+    let kinds = [
+        namespaces::PID,
+        namespaces::MOUNT,
+        namespaces::IPC,
+        namespaces::UTS,
+        namespaces::NET,
+    ];
+    let mut ns: Vec<(&'static str, bool)> = kinds
+        .iter()
+        .map(|k| {
+            let ok = clone_ok(k.flag) || (rootless && clone_ok(k.flag | libc::CLONE_NEWUSER));
+            (k.name, ok)
+        })
+        .collect();
+    ns.push(("user", userns));
+    let (cgroup_version, cgroup_controllers) = cgroups();
+    Host {
+        mode,
+        namespaces: ns,
+        userns,
+        max_user_namespaces: read_trimmed("/proc/sys/user/max_user_namespaces")
+            .and_then(|s| s.parse().ok()),
+        landlock_abi: crate::landlock::kernel_abi(),
+        seccomp: read_trimmed("/proc/self/status")
+            .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
+        cgroup_version,
+        cgroup_controllers,
+        legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
+    }
+}
+
+fn read_trimmed(p: &str) -> Option<String> {
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// What rootless mode cannot give, whatever the policy says.
+pub const ROOTLESS_LOSES: &[&str] = &[
+    "cgroup limits (the cgroup tree belongs to root)",
+    "security.run_as (only your own uid is mapped)",
+    "capabilities outside the user namespace (the bounding set is cut only inside it)",
+    "ownership of other users' files (root's files appear as nobody)",
+];
+
+/// The cgroup v1 controller names (mount options that are not one are flags like `xattr`).
+const V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "misc",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+    "rdma",
+];
+
+/// A small, self-contained cgroup detection from /proc/self/mountinfo.
+fn cgroups() -> (&'static str, Vec<String>) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let (version, controllers) = cgroups_from(&info);
+    if version == "v2" {
+        let c = read_trimmed("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+        return ("v2", c.split_whitespace().map(String::from).collect());
+    }
+    (version, controllers)
+}
+
+/// The cgroup version and v1 controllers from mountinfo text (v2 controllers are read apart).
+fn cgroups_from(info: &str) -> (&'static str, Vec<String>) {
+    let (mut v1, mut v2_root) = (Vec::new(), false);
+    let mut v2_elsewhere = false;
+    for line in info.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mountpoint = pre.split(' ').nth(4).unwrap_or("");
+        let mut post = post.split(' ');
+        let (fstype, opts) = (post.next().unwrap_or(""), post.nth(1).unwrap_or(""));
+        match fstype {
+            "cgroup2" if mountpoint == "/sys/fs/cgroup" => v2_root = true,
+            "cgroup2" => v2_elsewhere = true,
+            "cgroup" => v1.extend(
+                opts.split(',')
+                    .filter(|o| V1_CONTROLLERS.contains(o))
+                    .map(String::from),
+            ),
+            _ => {}
+        }
+    }
+    if v2_root {
+        return ("v2", Vec::new());
+    }
+    v1.sort();
+    v1.dedup();
+    match (v1.is_empty(), v2_elsewhere) {
+        (true, _) => ("none", v1),
+        (false, false) => ("v1", v1),
+        (false, true) => ("hybrid", v1),
+    }
+}
+
+/// Judge one context as a launch in this mode would treat it.
+fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
+    let mut v = Verdict {
+        missing: Vec::new(),
+        blocked: Vec::new(),
+        degrade: ctx.degrade,
+    };
+    let mode = host.mode;
+    if let Mode::Setuid { .. } = mode {
+        if let Err(e) = privilege::SetuidLaunch::plan(mode, name, ctx) {
+            v.blocked.push(format!("{e}"));
+        }
+    }
+    let mut kinds = namespaces::wanted(ctx);
+    let userns = privilege::userns_plan(mode, ctx, !kinds.is_empty()).is_some();
+    if userns {
+        kinds.insert(0, namespaces::USER);
+    }
+    if !kinds.is_empty() && !clone_ok(namespaces::flags(&kinds)) {
+        let extra = if userns { libc::CLONE_NEWUSER } else { 0 };
+        let mut any = false;
+        for k in &kinds {
+            if !clone_ok(k.flag | extra) {
+                v.missing.push(format!("{} namespace", k.name));
+                any = true;
+            }
+        }
+        if !any {
+            v.missing.push("namespaces together".into());
+        }
+    }
+    let sec = &ctx.security;
+    let need = if sec.scope {
+        6
+    } else if !sec.deny_bind.is_empty() || !sec.deny_connect.is_empty() {
+        4
+    } else {
+        0
+    };
+    if host.landlock_abi < need {
+        v.missing.push(format!(
+            "landlock ABI {need} (kernel has {})",
+            host.landlock_abi
+        ));
+    }
+    if sec.seccomp == SeccompMode::Default && !host.seccomp {
+        v.blocked
+            .push("seccomp (kernel without CONFIG_SECCOMP_FILTER)".into());
+    }
+    let root_like = matches!(mode, Mode::Root | Mode::Setuid { .. }) || userns;
+    if !root_like && !sec.no_new_privs && !sec.keeps_all_caps() {
+        v.blocked
+            .push("capability bounding set (needs root, or no_new_privs = true)".into());
+    }
+    if let Some(ids) = sec.run_as {
+        let me = nix::unistd::geteuid().as_raw();
+        if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
+            v.blocked
+                .push(format!("security.run_as uid {} (needs root)", ids.uid));
+        }
+    }
+    v
+}
+
+/// `sbx-exec probe [--json] [--policy FILE]`.
+pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
+    let loaded = privilege::load_policy(privilege::mode(), policy_file)?;
+    let h = host();
+    let verdicts: Vec<(String, Verdict)> = loaded
+        .policy
+        .context
+        .iter()
+        .map(|(n, c)| (n.0.clone(), assess(&h, &n.0, c)))
+        .collect();
+    let all_full = verdicts.iter().all(|(_, v)| v.status() == "full");
+    if as_json {
+        let ns: serde_json::Map<String, Value> = h
+            .namespaces
+            .iter()
+            .map(|(n, ok)| (n.to_string(), Value::Bool(*ok)))
+            .collect();
+        let ctxs: serde_json::Map<String, Value> = verdicts
+            .iter()
+            .map(|(n, v)| {
+                let mut why = v.blocked.clone();
+                why.extend(v.missing.iter().cloned());
+                (
+                    n.clone(),
+                    json!({"status": v.status(), "missing": why, "degrade": v.degrade}),
+                )
+            })
+            .collect();
+        let out = json!({
+            "mode": h.mode.name(),
+            "namespaces": ns,
+            "user_namespaces": {"creatable": h.userns, "max_user_namespaces": h.max_user_namespaces},
+            "landlock_abi": h.landlock_abi,
+            "seccomp": h.seccomp,
+            "cgroup": {"version": h.cgroup_version, "controllers": h.cgroup_controllers},
+            "legacy_tiocsti": h.legacy_tiocsti,
+            "policy": loaded.source.to_string(),
+            "contexts": ctxs,
+            "secure": all_full,
+            "rootless_loses": if *h.mode == Mode::Rootless { ROOTLESS_LOSES } else { &[] },
+        });
+        println!("{out}");
+    } else {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!("mode:            {}", h.mode.name());
+        let ns: Vec<String> = h
+            .namespaces
+            .iter()
+            .map(|(n, ok)| format!("{n} {}", yes(*ok)))
+            .collect();
+        println!("namespaces:      {}", ns.join(", "));
+        println!(
+            "landlock:        {}",
+            match h.landlock_abi {
+                0 => "no".to_string(),
+                n => format!("ABI {n}"),
+            }
+        );
+        println!("seccomp:         {}", yes(h.seccomp));
+        println!(
+            "cgroup:          {} ({})",
+            h.cgroup_version,
+            h.cgroup_controllers.join(", ")
+        );
+        println!(
+            "legacy_tiocsti:  {}",
+            h.legacy_tiocsti
+                .map_or("absent (old kernel: TIOCSTI works)", |b| {
+                    if b {
+                        "1 (TIOCSTI works; sbx-exec blocks it with setsid and seccomp)"
+                    } else {
+                        "0"
+                    }
+                })
+        );
+        println!("policy:          {}", loaded.source);
+        if *h.mode == Mode::Rootless {
+            println!("rootless loses:  {}", ROOTLESS_LOSES.join("; "));
+        }
+        println!("\n{:<16} {:<12} MISSING", "CONTEXT", "STATUS");
+        for (n, v) in &verdicts {
+            let mut why = v.blocked.clone();
+            why.extend(v.missing.iter().cloned());
+            println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
+        }
+    }
+    Ok(if all_full { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_from_verdict() {
+        let v = |m: &[&str], b: &[&str], d| Verdict {
+            missing: m.iter().map(|s| s.to_string()).collect(),
+            blocked: b.iter().map(|s| s.to_string()).collect(),
+            degrade: d,
+        };
+        assert_eq!(v(&[], &[], false).status(), "full");
+        assert_eq!(v(&["pid namespace"], &[], true).status(), "degraded");
+        assert_eq!(v(&["pid namespace"], &[], false).status(), "unavailable");
+        assert_eq!(v(&[], &["allow_callers"], true).status(), "unavailable");
+    }
+
+    #[test]
+    fn cgroup_versions_from_mountinfo() {
+        let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                  35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
+                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n";
+        assert_eq!(
+            cgroups_from(v1),
+            ("v1", vec!["cpu".into(), "memory".into()])
+        );
+        let hybrid = format!("{v1}41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(cgroups_from(&hybrid).0, "hybrid");
+        let v2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(cgroups_from(v2).0, "v2");
+        assert_eq!(
+            cgroups_from("22 27 0:21 / /proc rw - proc proc rw\n").0,
+            "none"
+        );
+    }
+}
