@@ -16,11 +16,12 @@ use crate::harness::*;
 const SERVER: &str = r#"
 import os, socket, sys, signal, selectors
 n = int(os.environ.get("LISTEN_FDS", "0"))
-print("LISTEN", n, os.environ.get("LISTEN_PID"), os.getpid(), os.environ.get("LISTEN_FDNAMES"), flush=True)
+# The handler first: the test sends SIGTERM as soon as it reads the LISTEN line.
 if os.environ.get("IGNORE_TERM"):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:
     signal.signal(signal.SIGTERM, lambda *a: (print("term", flush=True), sys.exit(3)))
+print("LISTEN", n, os.environ.get("LISTEN_PID"), os.getpid(), os.environ.get("LISTEN_FDNAMES"), flush=True)
 sel = selectors.DefaultSelector()
 for i in range(n):
     sel.register(socket.socket(fileno=3 + i), selectors.EVENT_READ)
