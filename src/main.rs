@@ -4,6 +4,8 @@
 mod caps;
 mod cli;
 mod control;
+#[cfg(test)]
+mod docs_gen;
 mod env;
 mod error;
 mod exec;
@@ -21,9 +23,10 @@ mod sys;
 
 use clap::Parser;
 
-/// Version string, with the git revision it was built from when known.
-pub const VERSION: &str = match option_env!("SBX_GIT_REV") {
-    Some(rev) => rev,
+/// Version string, with the git revision it was built from when known: `0.1.0 (git abc1234)`
+/// (set by build.rs).
+pub const VERSION: &str = match option_env!("SBX_VERSION") {
+    Some(v) => v,
     None => env!("CARGO_PKG_VERSION"),
 };
 
