@@ -9,6 +9,8 @@ mod docs_gen;
 mod env;
 mod error;
 mod exec;
+#[cfg(test)]
+mod fuzz_tests;
 mod landlock;
 mod launch;
 mod mounts;
