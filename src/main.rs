@@ -16,6 +16,8 @@ mod launch;
 mod mounts;
 mod namespaces;
 mod policy;
+#[cfg(test)]
+mod policy_docs;
 mod ports;
 mod procfs;
 mod reaper;
