@@ -254,7 +254,7 @@ fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<(
         mounts::apply(plan, sandbox.degrade)?;
     }
     if sandbox.loopback {
-        sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
     }
     if let Some(cwd) = &sandbox.cwd {
         std::env::set_current_dir(cwd).with_context(|| {
