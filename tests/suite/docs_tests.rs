@@ -182,7 +182,7 @@ pub fn every_shipped_policy_launches_its_one_shot_contexts() -> Result<(), Strin
         .flatten()
     {
         let path = e.path();
-        if path.extension().is_none_or(|x| x != "toml") {
+        if path.extension().and_then(|x| x.to_str()) != Some("toml") {
             continue;
         }
         let text = std::fs::read_to_string(&path).unwrap();
