@@ -227,7 +227,8 @@ _sbx_exec_contexts() {
         [[ "${words[i]}" == "--policy" ]] && policy_args=(--policy "${words[i+1]}")
         [[ "${words[i]}" == --policy=* ]] && policy_args=(--policy "${words[i]#--policy=}")
     done
-    ctxs=(${(f)"$("${words[1]}" policy show "${policy_args[@]}" 2>/dev/null \
+    # $service is the command being completed; words[1] is a subcommand's name inside one.
+    ctxs=(${(f)"$("${service:-sbx-exec}" policy show "${policy_args[@]}" 2>/dev/null \
         | sed -n 's/^[[:space:]]*\[context\.\([a-z0-9_-]*\)\][[:space:]]*$/\1/p' | sort -u)"})
     _describe -t contexts 'context' ctxs
 }

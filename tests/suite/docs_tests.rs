@@ -384,6 +384,37 @@ pub fn fish_completes_context_names() -> Result<(), String> {
     })
 }
 
+pub fn zsh_context_completer_lists_the_policys_contexts() -> Result<(), String> {
+    needs_tool("zsh")?;
+    let bins = bin_dir();
+    let d = TempDir::new("zsh");
+    let p = d.file(
+        "policy.toml",
+        "version = 1\n[context.alpha]\n[context.beta-2]\n",
+    );
+    // The completer the generated `--ctx` specs call, with `_describe` replaced by a printer (the
+    // specs themselves are checked by the unit test in src/docs_gen.rs).
+    let script = format!(
+        "compdef() {{ :; }}; _describe() {{ print -l -- ${{(P)4}}; }}; source {}; service=sbx-exec; \
+         words=(sbx-exec --ctx ''); _sbx_exec_contexts; print -- ---; \
+         words=(sbx-exec --policy {} --ctx ''); _sbx_exec_contexts",
+        root().join("completions/_sbx-exec").display(),
+        p.display()
+    );
+    let mut c = Cmd::new("zsh");
+    c.command()
+        .args(["-f", "-c", &script])
+        .env("PATH", path_with(bins.path()));
+    let r = c.run();
+    r.expect_code(0, "zsh")?;
+    let (default, custom) = r.stdout.split_once("---\n").ok_or_else(|| r.show())?;
+    check(default.lines().any(|l| l == "user"), || r.show())?;
+    check(
+        custom.lines().collect::<Vec<_>>() == ["alpha", "beta-2"],
+        || r.show(),
+    )
+}
+
 pub fn man_pages_render_without_warnings() -> Result<(), String> {
     needs_tool("groff")?;
     needs_tool("man")?;

@@ -84,6 +84,7 @@ fn main() {
         docs_tests::ci_runner_build_is_offline_and_deploy_takes_only_its_secrets,
         docs_tests::bash_completes_context_names_from_the_policy,
         docs_tests::fish_completes_context_names,
+        docs_tests::zsh_context_completer_lists_the_policys_contexts,
         docs_tests::completions_pass_each_shells_syntax_check,
         docs_tests::man_pages_render_without_warnings,
         docs_tests::version_names_the_git_revision,
