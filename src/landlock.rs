@@ -64,7 +64,7 @@ pub fn install(plan: &Plan) -> Result<()> {
     }
     let mut created = ruleset
         .create()
-        .context("landlock: cannot create the ruleset")?;
+        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope; boot with lsm=landlock, remove those keys, or set degrade = true")?;
     if !net.is_empty() {
         // Allow every port not denied, for each handled access.
         for port in 0..=u16::MAX {

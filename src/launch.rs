@@ -375,7 +375,7 @@ fn setup_sandbox(sandbox: &Sandbox, has_pidns: bool, alive: OwnedFd) -> Result<(
         crate::creds::install(files)?;
     }
     if sandbox.loopback {
-        sys::loopback_up().context("cannot bring up loopback in the new network namespace")?;
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
     }
     if sandbox.cwd.is_none() && sandbox.mounts.is_some() {
         // Setuid mode: the target enters the caller's directory itself, as the caller; pid 1

@@ -6,14 +6,20 @@ mod caps;
 mod cli;
 mod control;
 mod creds;
+#[cfg(test)]
+mod docs_gen;
 mod env;
 mod error;
 mod exec;
+#[cfg(test)]
+mod fuzz_tests;
 mod landlock;
 mod launch;
 mod mounts;
 mod namespaces;
 mod policy;
+#[cfg(test)]
+mod policy_docs;
 mod ports;
 mod privilege;
 mod probe;
@@ -28,9 +34,10 @@ mod system_policy;
 
 use clap::Parser;
 
-/// Version string, with the git revision it was built from when known.
-pub const VERSION: &str = match option_env!("SBX_GIT_REV") {
-    Some(rev) => rev,
+/// Version string, with the git revision it was built from when known: `0.1.0 (git abc1234)`
+/// (set by build.rs).
+pub const VERSION: &str = match option_env!("SBX_VERSION") {
+    Some(v) => v,
     None => env!("CARGO_PKG_VERSION"),
 };
 

@@ -131,7 +131,7 @@ pub(crate) fn open(p: &CStr) -> Result<Option<OwnedFd>> {
         Ok(fd) => Ok(Some(fd)),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
-            "{} is or goes through a symbolic link; sbx-exec mounts only real paths (list the link's target instead)",
+            "{} is or goes through a symbolic link; sbx-exec mounts only real paths (give the link's target instead, in the context's [fs] paths or to --policy)",
             show(p)
         ),
         Err(e) => Err(anyhow!(e)).with_context(|| format!("cannot open {}", show(p))),

@@ -667,7 +667,7 @@ impl Policy {
         for (name, ctx) in &self.context {
             let here = || {
                 let line = find_line(text, &format!("[context.{name}")).unwrap_or(0);
-                format!("invalid policy {origin}:{line}: context {name:?}")
+                format!("invalid policy {origin}:{line}: context \"{name}\"")
             };
             if ctx.has(Namespace::Pid) && !ctx.has(Namespace::Mount) {
                 bail!(

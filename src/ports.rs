@@ -98,6 +98,8 @@ fn in_use(e: nix::Error, port: u16, addr: &str) -> anyhow::Error {
         format!(
             "; another process already holds it (find it with `ss -ltnp 'sport = :{port}'`); control mode must start before anything else binds its ports"
         )
+    } else if e == nix::Error::EACCES {
+        "; ports below 1024 need root or CAP_NET_BIND_SERVICE (or lower the sysctl net.ipv4.ip_unprivileged_port_start), or change supervise.ports".to_string()
     } else {
         String::new()
     };

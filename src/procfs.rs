@@ -55,7 +55,7 @@ pub fn mount_private() -> Result<()> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .context("cannot mount a private /proc")?;
+    .context("cannot mount a private /proc for the context's pid namespace: the container runtime must allow mounting proc (e.g. docker --cap-add SYS_ADMIN --security-opt apparmor=unconfined), or remove \"pid\" from the context's namespaces")?;
     drop(proc_dir);
     for path in READ_ONLY {
         // Paths absent here (/sys in minimal containers) are skipped: nothing to protect.

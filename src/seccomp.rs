@@ -171,7 +171,7 @@ fn prefix(deny: u32) -> BpfProgram {
 
 /// Install `prog` on this thread; needs `no_new_privs` (or CAP_SYS_ADMIN).
 pub fn install(prog: &BpfProgram) -> Result<()> {
-    seccompiler::apply_filter(prog).context("cannot install the seccomp filter")
+    seccompiler::apply_filter(prog).context("cannot install the seccomp filter (security.seccomp = \"default\"): the kernel needs CONFIG_SECCOMP_FILTER and the container runtime must allow seccomp(2); or set security.seccomp = \"none\" in the context")
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! `shared/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
 
 mod attacks;
+mod docs_tests;
 mod g1_secrets;
 mod g1_tools;
 mod g2_visibility;
@@ -98,5 +99,16 @@ fn main() {
         g8_modes::system_policy_writable_by_others_is_refused,
         g8_modes::rootless_runs_for_an_unprivileged_user,
         g8_modes::probe_agrees_with_launches,
+        docs_tests::readme_extractor_skips_only_what_is_marked,
+        docs_tests::readme_commands_run_as_documented,
+        docs_tests::every_shipped_policy_launches_its_one_shot_contexts,
+        docs_tests::ci_runner_build_is_offline_and_deploy_takes_only_its_secrets,
+        docs_tests::bash_completes_context_names_from_the_policy,
+        docs_tests::fish_completes_context_names,
+        docs_tests::zsh_context_completer_lists_the_policys_contexts,
+        docs_tests::completions_pass_each_shells_syntax_check,
+        docs_tests::man_pages_render_without_warnings,
+        docs_tests::version_names_the_git_revision,
+        docs_tests::help_has_examples_and_exit_codes,
     ]);
 }

@@ -1,0 +1,353 @@
+_sbx__exec() {
+    local i cur prev opts cmd
+    COMPREPLY=()
+    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+        cur="$2"
+    else
+        cur="${COMP_WORDS[COMP_CWORD]}"
+    fi
+    prev="$3"
+    cmd=""
+    opts=""
+
+    for i in "${COMP_WORDS[@]:0:COMP_CWORD}"
+    do
+        case "${cmd},${i}" in
+            ",$1")
+                cmd="sbx__exec"
+                ;;
+            sbx__exec,help)
+                cmd="sbx__exec__subcmd__help"
+                ;;
+            sbx__exec,policy)
+                cmd="sbx__exec__subcmd__policy"
+                ;;
+            sbx__exec,probe)
+                cmd="sbx__exec__subcmd__probe"
+                ;;
+            sbx__exec__subcmd__help,help)
+                cmd="sbx__exec__subcmd__help__subcmd__help"
+                ;;
+            sbx__exec__subcmd__help,policy)
+                cmd="sbx__exec__subcmd__help__subcmd__policy"
+                ;;
+            sbx__exec__subcmd__help,probe)
+                cmd="sbx__exec__subcmd__help__subcmd__probe"
+                ;;
+            sbx__exec__subcmd__help__subcmd__policy,check)
+                cmd="sbx__exec__subcmd__help__subcmd__policy__subcmd__check"
+                ;;
+            sbx__exec__subcmd__help__subcmd__policy,show)
+                cmd="sbx__exec__subcmd__help__subcmd__policy__subcmd__show"
+                ;;
+            sbx__exec__subcmd__policy,check)
+                cmd="sbx__exec__subcmd__policy__subcmd__check"
+                ;;
+            sbx__exec__subcmd__policy,help)
+                cmd="sbx__exec__subcmd__policy__subcmd__help"
+                ;;
+            sbx__exec__subcmd__policy,show)
+                cmd="sbx__exec__subcmd__policy__subcmd__show"
+                ;;
+            sbx__exec__subcmd__policy__subcmd__help,check)
+                cmd="sbx__exec__subcmd__policy__subcmd__help__subcmd__check"
+                ;;
+            sbx__exec__subcmd__policy__subcmd__help,help)
+                cmd="sbx__exec__subcmd__policy__subcmd__help__subcmd__help"
+                ;;
+            sbx__exec__subcmd__policy__subcmd__help,show)
+                cmd="sbx__exec__subcmd__policy__subcmd__help__subcmd__show"
+                ;;
+            *)
+                ;;
+        esac
+    done
+
+    case "${cmd}" in
+        sbx__exec)
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --help --version policy probe help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --secrets-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help)
+            opts="policy probe help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__policy)
+            opts="check show"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__policy__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__policy__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__probe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy)
+            opts="-h --help check show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__check)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__help)
+            opts="check show help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__policy__subcmd__show)
+            opts="-h --policy --ctx --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__probe)
+            opts="-h --json --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+    esac
+}
+
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _sbx__exec -o nosort -o bashdefault -o default sbx-exec
+else
+    complete -F _sbx__exec -o bashdefault -o default sbx-exec
+fi
+
+# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+_sbx_exec_contexts() {
+    local prog="$1" policy="$2"
+    local -a args=()
+    [[ -n "$policy" ]] && args=(--policy "$policy")
+    "$prog" policy show "${args[@]}" 2>/dev/null \
+        | sed -n 's/^[[:space:]]*\[context\.\([a-z0-9_-]*\)\][[:space:]]*$/\1/p' \
+        | sort -u
+}
+
+_sbx_exec_with_contexts() {
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i policy=""
+    (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
+    for (( i = 1; i < COMP_CWORD; i++ )); do
+        [[ "${COMP_WORDS[i]}" == "--" ]] && { _sbx__exec "$@"; return; }
+        [[ "${COMP_WORDS[i]}" == "--policy" ]] && policy="${COMP_WORDS[i+1]}"
+        [[ "${COMP_WORDS[i]}" == --policy=* ]] && policy="${COMP_WORDS[i]#--policy=}"
+    done
+    local prefix=""
+    if [[ "$prev" != "--ctx" && "$cur" == --ctx=* ]]; then
+        prefix="--ctx="
+        cur="${cur#--ctx=}"
+    elif [[ "$prev" != "--ctx" ]]; then
+        _sbx__exec "$@"
+        return
+    fi
+    local names
+    names="$(_sbx_exec_contexts "${COMP_WORDS[0]}" "${policy/#\~/$HOME}")"
+    COMPREPLY=()
+    local name
+    for name in $names; do
+        [[ "$name" == "$cur"* ]] && COMPREPLY+=("$prefix$name")
+    done
+}
+
+if [[ "${BASH_VERSINFO[0]}" -eq 4 && "${BASH_VERSINFO[1]}" -ge 4 || "${BASH_VERSINFO[0]}" -gt 4 ]]; then
+    complete -F _sbx_exec_with_contexts -o nosort -o bashdefault -o default sbx-exec
+else
+    complete -F _sbx_exec_with_contexts -o bashdefault -o default sbx-exec
+fi

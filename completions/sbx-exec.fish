@@ -1,0 +1,69 @@
+# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+function __sbx_exec_contexts
+    set -l tokens (commandline -opc)
+    set -l policy
+    set -l i 1
+    while test $i -lt (count $tokens)
+        if test "$tokens[$i]" = --policy
+            set policy --policy $tokens[(math $i + 1)]
+        end
+        set i (math $i + 1)
+    end
+    $tokens[1] policy show $policy 2>/dev/null | string match -r -g '^\s*\[context\.([a-z0-9_-]+)\]\s*$' | sort -u
+end
+
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_sbx_exec_global_optspecs
+    string join \n policy= ctx= secrets-fd= status-fd= h/help V/version
+end
+
+function __fish_sbx_exec_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_sbx_exec_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_sbx_exec_using_subcommand
+    set -l cmd (__fish_sbx_exec_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l ctx -d 'Context to run in (e.g. user, platform, control)' -r -f -a '(__sbx_exec_contexts)'
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l secrets-fd -d 'Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, {"exit-code":N}) to this file descriptor' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s V -l version -d 'Print version'
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "policy" -d 'Check or show policies'
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "probe" -d 'Report what this host can isolate and whether each context can run fully, degraded or not at all; exit 0 when every context can run as written, 1 otherwise'
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -l policy -d 'Policy file to show instead of the effective one' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -l ctx -d 'Show only this context' -r -f -a '(__sbx_exec_contexts)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l policy -d 'Policy file to judge instead of the effective one (refused in setuid mode)' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l json -d 'One JSON object instead of the table'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe help" -f -a "policy" -d 'Check or show policies'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe help" -f -a "probe" -d 'Report what this host can isolate and whether each context can run fully, degraded or not at all; exit 0 when every context can run as written, 1 otherwise'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n 'test (commandline -opc)[-1] = --ctx' -f -a '(__sbx_exec_contexts)'

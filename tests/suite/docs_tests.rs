@@ -1,0 +1,500 @@
+//! The documentation does what it says: README.md's shell commands run with the documented exit
+//! status, every shipped policy launches, the shell completions load and complete context names,
+//! the man pages render without warnings, and `--version`/`--help` carry what they promise.
+
+use std::path::{Path, PathBuf};
+
+use crate::harness::*;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A directory whose `sbx-exec` is the binary under test, to put first on PATH.
+fn bin_dir() -> TempDir {
+    let d = TempDir::new("bindir");
+    std::os::unix::fs::symlink(bin(), d.path().join("sbx-exec")).unwrap();
+    d
+}
+
+fn path_with(dir: &Path) -> String {
+    format!(
+        "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        dir.display()
+    )
+}
+
+/// A tool the test needs: present, or a skip (a failure under CI, which installs it).
+fn needs_tool(name: &str) -> Result<(), String> {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+        || ["/usr/bin", "/bin", "/usr/local/bin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).is_file());
+    if found {
+        return Ok(());
+    }
+    if std::env::var("CI").as_deref() == Ok("true") || require_isolation() {
+        Err(format!("{name} is not installed (.ci/run installs it)"))
+    } else {
+        Err(format!("{SKIP}{name} is not installed"))
+    }
+}
+
+// ---------------------------------------------------------------- README
+
+/// What marks a README line (or, alone on a line, the rest of its block) as not run here.
+const NOT_RUN: &str = "# not run by the docs test:";
+
+/// One README command: the line as written and the exit status it documents.
+#[derive(Debug)]
+struct ReadmeCommand {
+    line: usize,
+    text: String,
+    expect: i32,
+}
+
+/// The commands of README.md's `sh`/`bash`/`shell` blocks, minus the explicit skips: lines marked
+/// [`NOT_RUN`] (or a block after such a line) and `cargo` commands (the quick start's install and
+/// the test command itself, which this test is part of). A trailing `# exits N` documents status N.
+fn readme_commands(readme: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
+    let (mut cmds, mut skipped) = (Vec::new(), Vec::new());
+    let mut in_block = false;
+    let mut block_skipped = false;
+    for (i, line) in readme.lines().enumerate() {
+        let t = line.trim();
+        if let Some(lang) = t.strip_prefix("```") {
+            if in_block {
+                in_block = false;
+            } else {
+                in_block = matches!(lang.trim(), "sh" | "bash" | "shell");
+                block_skipped = false;
+            }
+            continue;
+        }
+        if !in_block || t.is_empty() {
+            continue;
+        }
+        if t.starts_with(NOT_RUN) {
+            block_skipped = true;
+            continue;
+        }
+        if t.starts_with('#') {
+            continue;
+        }
+        let first_word = t
+            .split_whitespace()
+            .find(|w| !w.contains('='))
+            .unwrap_or("");
+        if block_skipped || t.contains(NOT_RUN) || first_word == "cargo" {
+            skipped.push(format!("README.md:{}: {t}", i + 1));
+            continue;
+        }
+        let expect = t
+            .rsplit_once("# exits ")
+            .and_then(|(_, n)| n.trim().parse().ok())
+            .unwrap_or(0);
+        cmds.push(ReadmeCommand {
+            line: i + 1,
+            text: t.to_string(),
+            expect,
+        });
+    }
+    (cmds, skipped)
+}
+
+pub fn readme_commands_run_as_documented() -> Result<(), String> {
+    needs_isolation()?;
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let (cmds, skipped) = readme_commands(&readme);
+    check(cmds.len() >= 10, || {
+        format!("only {} README commands found", cmds.len())
+    })?;
+    // The skip list stays small and explicit: the cargo commands, docker, aws, installs, benchmarks.
+    check(skipped.len() <= 10, || {
+        format!("too many README commands skipped: {skipped:#?}")
+    })?;
+    check(
+        readme.contains("cargo install --path . && sbx-exec --ctx user -- ps aux\ncargo test\n"),
+        || "README.md lost the quick start's two commands".into(),
+    )?;
+    let bins = bin_dir();
+    // A working directory outside /tmp (a private tmpfs in `user`), with the repository's files
+    // the commands refer to.
+    let work =
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // Copies, not symlinks: sbx-exec refuses to bind a policy file reached through a link.
+    for name in ["policies", "completions", "man"] {
+        std::fs::create_dir_all(work.join(name)).unwrap();
+        for e in std::fs::read_dir(root().join(name)).unwrap().flatten() {
+            std::fs::copy(e.path(), work.join(name).join(e.file_name())).unwrap();
+        }
+    }
+    let mut failures = Vec::new();
+    for c in &cmds {
+        let mut cmd = Cmd::new("/bin/bash");
+        cmd.command()
+            .args(["-c", &c.text])
+            .current_dir(&work)
+            .env("PATH", path_with(bins.path()));
+        let r = cmd.run();
+        if r.code != Some(c.expect) {
+            failures.push(format!(
+                "README.md:{}: `{}` exited {:?}, documented {}\n{}",
+                c.line,
+                c.text,
+                r.code,
+                c.expect,
+                r.show()
+            ));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&work);
+    check(failures.is_empty(), || failures.join("\n"))
+}
+
+pub fn readme_extractor_skips_only_what_is_marked() -> Result<(), String> {
+    // The extractor itself: a broken one would make the test above pass on nothing.
+    let text = "x\n```sh\nsbx-exec a   # exits 3\n# comment\ncargo test\nFOO=1 cargo b\nsbx-exec b # not run by the docs test: why\n```\n```ts\nsbx-exec ts\n```\n```sh\n# not run by the docs test: all\nsbx-exec c\n```\n```bash\nsbx-exec d\n```\n";
+    let (cmds, skipped) = readme_commands(text);
+    let got: Vec<(&str, i32)> = cmds.iter().map(|c| (c.text.as_str(), c.expect)).collect();
+    check(
+        got == [("sbx-exec a   # exits 3", 3), ("sbx-exec d", 0)],
+        || format!("{got:?}"),
+    )?;
+    check(skipped.len() == 4, || format!("{skipped:?}"))
+}
+
+// ---------------------------------------------------------------- shipped policies
+
+/// Every context of every file in policies/ that runs one command and exits (no `supervise`, no
+/// `persist`) launches `true`; where `exec.allow` leaves `true` out, the launch is refused with
+/// 125 naming exec.allow (the allowlist works, and the context is otherwise valid).
+pub fn every_shipped_policy_launches_its_one_shot_contexts() -> Result<(), String> {
+    needs_isolation()?;
+    let true_path = std::fs::canonicalize("/bin/true").unwrap();
+    let mut launched = 0;
+    for e in std::fs::read_dir(root().join("policies"))
+        .unwrap()
+        .flatten()
+    {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let doc: toml::Table = toml::from_str(&text).map_err(|e| format!("{path:?}: {e}"))?;
+        let contexts = doc
+            .get("context")
+            .and_then(|c| c.as_table())
+            .cloned()
+            .unwrap_or_default();
+        for (name, ctx) in &contexts {
+            let ctx = ctx.as_table().unwrap();
+            let persists = ctx.get("persist").and_then(|p| p.as_bool()) == Some(true);
+            if ctx.contains_key("supervise") || persists {
+                continue;
+            }
+            let allow: Vec<String> = ctx
+                .get("exec")
+                .and_then(|x| x.get("allow"))
+                .and_then(|a| a.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let runs_true = allow.is_empty() || allow.iter().any(|a| Path::new(a) == true_path);
+            let r = Cmd::sbx([
+                "--policy".as_ref(),
+                path.as_os_str(),
+                "--ctx".as_ref(),
+                name.as_ref(),
+                "--".as_ref(),
+                "true".as_ref(),
+            ])
+            .run();
+            let what = format!("{} --ctx {name} -- true", path.display());
+            if runs_true {
+                r.expect_code(0, &what)?;
+            } else {
+                r.expect_code(125, &what)?;
+                check(r.stderr.contains("exec] allow"), || r.show())?;
+            }
+            launched += 1;
+        }
+    }
+    check(launched >= 6, || {
+        format!("only {launched} contexts launched")
+    })
+}
+
+pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<(), String> {
+    needs_isolation()?;
+    let p = root().join("policies/ci-runner.toml");
+    let p = p.to_str().unwrap();
+    // build: only loopback; fetch: the host's interfaces (the control).
+    let ifaces =
+        |ctx: &str| Cmd::sbx(["--policy", p, "--ctx", ctx, "--", "cat", "/proc/net/dev"]).run();
+    let build = ifaces("build");
+    build.expect_code(0, "build")?;
+    let fetch = ifaces("fetch");
+    fetch.expect_code(0, "fetch")?;
+    let count = |out: &str| out.lines().filter(|l| l.contains(':')).count();
+    check(
+        count(&build.stdout) == 1 && build.stdout.contains("lo:"),
+        || build.show(),
+    )?;
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    check(count(&fetch.stdout) == count(&host), || fetch.show())?;
+    // Secrets: refused in build, a listed name is taken by deploy, an unlisted one refused.
+    let (c, _d) = sbx_with_secrets(
+        "AWS_REGION=eu-west-1\n",
+        &[
+            "--policy",
+            p,
+            "--ctx",
+            "build",
+            "--secrets-fd",
+            "3",
+            "--",
+            "true",
+        ],
+    );
+    c.run().expect_code(125, "secrets to build")?;
+    let (c, _d) = sbx_with_secrets(
+        "GITHUB_TOKEN=x\n",
+        &[
+            "--policy",
+            p,
+            "--ctx",
+            "deploy",
+            "--secrets-fd",
+            "3",
+            "--",
+            "true",
+        ],
+    );
+    let r = c.run();
+    r.expect_code(125, "unlisted secret to deploy")?;
+    check(r.stderr.contains("GITHUB_TOKEN"), || r.show())
+}
+
+// ---------------------------------------------------------------- completions and man pages
+
+/// Run the bash completion for `words` (the last one being completed) and return COMPREPLY.
+fn bash_complete(bins: &Path, words: &[&str]) -> Result<Vec<String>, String> {
+    let script = format!(
+        "source {}\nCOMP_WORDS=({})\nCOMP_CWORD={}\n_sbx_exec_with_contexts sbx-exec \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        root().join("completions/sbx-exec.bash").display(),
+        words.iter().map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" "),
+        words.len() - 1
+    );
+    let mut c = Cmd::new("/bin/bash");
+    c.command()
+        .args(["-c", &script])
+        .env("PATH", path_with(bins));
+    let r = c.run();
+    r.expect_code(0, "bash completion")?;
+    Ok(r.stdout
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+pub fn bash_completes_context_names_from_the_policy() -> Result<(), String> {
+    needs_tool("bash")?;
+    let bins = bin_dir();
+    // The effective policy's contexts, read independently of the completion script.
+    let show = Cmd::sbx(["policy", "show"]).run();
+    show.expect_code(0, "policy show")?;
+    let doc: toml::Table = toml::from_str(show.stdout.split_once('\n').unwrap().1).unwrap();
+    let want: Vec<String> = doc["context"].as_table().unwrap().keys().cloned().collect();
+    if show.stdout.starts_with("# source: embedded") {
+        check(want == ["control", "platform", "user"], || {
+            format!("{want:?}")
+        })?;
+    }
+    let got = bash_complete(bins.path(), &["sbx-exec", "--ctx", ""])?;
+    check(got == want, || {
+        format!("--ctx <TAB>: {got:?}, want {want:?}")
+    })?;
+    let got = bash_complete(bins.path(), &["sbx-exec", "--ctx", "pl"])?;
+    check(got == ["platform"], || format!("--ctx pl<TAB>: {got:?}"))?;
+    let got = bash_complete(bins.path(), &["sbx-exec", "policy", "show", "--ctx", "u"])?;
+    check(got == ["user"], || {
+        format!("policy show --ctx u<TAB>: {got:?}")
+    })?;
+    // --policy FILE on the line: that file's contexts.
+    let d = TempDir::new("completion");
+    let p = d.file(
+        "policy.toml",
+        "version = 1\n[context.alpha]\n[context.beta-2]\n[context.beta-2.env]\nallow = []\n",
+    );
+    let p = p.to_str().unwrap();
+    let got = bash_complete(bins.path(), &["sbx-exec", "--policy", p, "--ctx", ""])?;
+    check(got == ["alpha", "beta-2"], || format!("--policy: {got:?}"))?;
+    // Elsewhere it is clap's completion: options, not contexts.
+    let got = bash_complete(bins.path(), &["sbx-exec", "--po"])?;
+    check(got == ["--policy"], || format!("--po<TAB>: {got:?}"))
+}
+
+pub fn completions_pass_each_shells_syntax_check() -> Result<(), String> {
+    for (shell, file) in [
+        ("bash", "sbx-exec.bash"),
+        ("zsh", "_sbx-exec"),
+        ("fish", "sbx-exec.fish"),
+    ] {
+        needs_tool(shell)?;
+        let path = root().join("completions").join(file);
+        let mut c = Cmd::new(shell);
+        c.command().arg("-n").arg(&path);
+        let r = c.run();
+        r.expect_code(0, &format!("{shell} -n {file}"))?;
+        check(r.stderr.trim().is_empty(), || r.show())?;
+    }
+    Ok(())
+}
+
+pub fn fish_completes_context_names() -> Result<(), String> {
+    needs_tool("fish")?;
+    let bins = bin_dir();
+    let script = format!(
+        "source {}; complete -C 'sbx-exec --ctx '",
+        root().join("completions/sbx-exec.fish").display()
+    );
+    let mut c = Cmd::new("fish");
+    c.command()
+        .args(["--no-config", "-c", &script])
+        .env("PATH", path_with(bins.path()));
+    let r = c.run();
+    r.expect_code(0, "fish complete")?;
+    let got: Vec<&str> = r
+        .stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    check(got.contains(&"user") && got.contains(&"platform"), || {
+        r.show()
+    })
+}
+
+pub fn zsh_context_completer_lists_the_policys_contexts() -> Result<(), String> {
+    needs_tool("zsh")?;
+    let bins = bin_dir();
+    let d = TempDir::new("zsh");
+    let p = d.file(
+        "policy.toml",
+        "version = 1\n[context.alpha]\n[context.beta-2]\n",
+    );
+    // The completer the generated `--ctx` specs call, with `_describe` replaced by a printer (the
+    // specs themselves are checked by the unit test in src/docs_gen.rs).
+    let script = format!(
+        "compdef() {{ :; }}; _describe() {{ print -l -- ${{(P)4}}; }}; source {}; service=sbx-exec; \
+         words=(sbx-exec --ctx ''); _sbx_exec_contexts; print -- ---; \
+         words=(sbx-exec --policy {} --ctx ''); _sbx_exec_contexts",
+        root().join("completions/_sbx-exec").display(),
+        p.display()
+    );
+    let mut c = Cmd::new("zsh");
+    c.command()
+        .args(["-f", "-c", &script])
+        .env("PATH", path_with(bins.path()));
+    let r = c.run();
+    r.expect_code(0, "zsh")?;
+    let (default, custom) = r.stdout.split_once("---\n").ok_or_else(|| r.show())?;
+    check(default.lines().any(|l| l == "user"), || r.show())?;
+    check(
+        custom.lines().collect::<Vec<_>>() == ["alpha", "beta-2"],
+        || r.show(),
+    )
+}
+
+pub fn man_pages_render_without_warnings() -> Result<(), String> {
+    needs_tool("groff")?;
+    needs_tool("man")?;
+    let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("man"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    pages.sort();
+    check(pages.len() >= 3, || format!("{pages:?}"))?;
+    for page in &pages {
+        let mut c = Cmd::new("groff");
+        c.command().args(["-man", "-Tutf8", "-ww", "-z"]).arg(page);
+        let r = c.run();
+        r.expect_code(0, &format!("groff {}", page.display()))?;
+        check(r.stderr.trim().is_empty(), || {
+            format!("{}: {}", page.display(), r.show())
+        })?;
+        let mut c = Cmd::new("man").env("MANWIDTH", "80");
+        c.command().arg("-l").arg(page);
+        let r = c.run();
+        r.expect_code(0, &format!("man -l {}", page.display()))?;
+        check(
+            r.stdout.contains("NAME") && r.stdout.contains("sbx-exec"),
+            || r.show(),
+        )?;
+    }
+    let mut c = Cmd::new("man").env("MANWIDTH", "80");
+    c.command().arg("-l").arg(root().join("man/sbx-exec.1"));
+    let r = c.run();
+    check(
+        r.stdout.contains("--secrets-fd") && r.stdout.contains("EXAMPLES"),
+        || r.show(),
+    )
+}
+
+// ---------------------------------------------------------------- --version, --help
+
+pub fn version_names_the_git_revision() -> Result<(), String> {
+    let r = Cmd::sbx(["--version"]).run();
+    r.expect_code(0, "--version")?;
+    let line = r.stdout.trim();
+    let plain = format!("sbx-exec {}", env!("CARGO_PKG_VERSION"));
+    let mut head = Cmd::new("git");
+    head.command()
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root());
+    let head = head.run();
+    if !root().join(".git").exists() || head.code != Some(0) {
+        // A source tree without git: the plain crate version.
+        return check(line == plain, || r.show());
+    }
+    let rev = line
+        .strip_prefix(&format!("{plain} (git "))
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| format!("want `{plain} (git REV)`: {}", r.show()))?;
+    let hex = rev.strip_suffix("-dirty").unwrap_or(rev);
+    let head = head.stdout.trim();
+    check(
+        hex.len() >= 7
+            && hex.bytes().all(|b| b.is_ascii_hexdigit())
+            && (head.starts_with(hex) || hex.starts_with(head)),
+        || format!("HEAD is {head}: {}", r.show()),
+    )
+}
+
+pub fn help_has_examples_and_exit_codes() -> Result<(), String> {
+    let r = Cmd::sbx(["--help"]).run();
+    r.expect_code(0, "--help")?;
+    for want in [
+        "Examples:",
+        "--ctx user",
+        "policy show",
+        "Exit status:",
+        "125",
+        "127",
+    ] {
+        check(r.stdout.contains(want), || {
+            format!("--help lacks {want:?}: {}", r.show())
+        })?;
+    }
+    Ok(())
+}
