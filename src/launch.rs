@@ -34,12 +34,12 @@ use crate::secrets::{self, SecretSet};
 use crate::sys;
 
 /// Everything pid 1 of the sandbox does before it forks the target.
-struct Sandbox {
-    kinds: Vec<Kind>,
-    mounts: Option<mounts::Plan>,
-    loopback: bool,
-    cwd: Option<PathBuf>,
-    degrade: bool,
+pub(crate) struct Sandbox {
+    pub(crate) kinds: Vec<Kind>,
+    pub(crate) mounts: Option<mounts::Plan>,
+    pub(crate) loopback: bool,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) degrade: bool,
 }
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
@@ -87,6 +87,15 @@ pub fn run(args: RunArgs) -> Result<i32> {
             s.line(&format!("{{\"exit-code\":{code}}}"));
         }
         return Ok(code);
+    }
+
+    if ctx.persist {
+        let report = |line: &str| {
+            if let Some(s) = &status {
+                s.line(line);
+            }
+        };
+        return crate::persist::run(ctx_name, ctx, &sandbox, &target, &report);
     }
 
     let child = start(ctx_name, sandbox, &target)?;

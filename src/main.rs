@@ -2,6 +2,7 @@
 //! answer a `policy` subcommand. Errors end here: printed once, mapped to an exit status.
 
 mod caps;
+mod cgroup;
 mod cli;
 mod control;
 mod env;
@@ -11,10 +12,12 @@ mod landlock;
 mod launch;
 mod mounts;
 mod namespaces;
+mod persist;
 mod policy;
 mod ports;
 mod procfs;
 mod reaper;
+mod runstate;
 mod seccomp;
 mod secrets;
 mod sys;
@@ -38,6 +41,14 @@ fn main() {
     };
     let result = match cli.command {
         Some(cli::Command::Policy(cmd)) => policy_command(cmd),
+        Some(cli::Command::Ctx(cmd)) => match cmd {
+            cli::CtxCommand::List { json, policy } => persist::list(json, policy.as_deref()),
+            cli::CtxCommand::Stop {
+                name,
+                timeout,
+                policy,
+            } => persist::stop(&name, timeout, policy.as_deref()),
+        },
         None => launch::run(cli.run),
     };
     match result {

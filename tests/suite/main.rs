@@ -10,6 +10,7 @@ mod g4_landlock;
 mod g5_launcher;
 mod g6_fail_closed;
 mod harness;
+mod persist;
 mod policy_tests;
 
 use harness::TestFn;
@@ -77,5 +78,12 @@ fn main() {
         attacks::run_as_switches_user_for_good,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
+        persist::background_process_survives_and_is_killed_later,
+        persist::other_contexts_do_not_see_it,
+        persist::concurrent_first_calls_make_one_keeper,
+        persist::stop_leaves_nothing_running,
+        persist::dead_keeper_is_replaced,
+        persist::fork_bomb_hits_pids_max,
+        persist::persist_policy_is_validated,
     ]);
 }
