@@ -52,6 +52,10 @@ pub fn check_policy(ctx: &Context) -> std::result::Result<(), String> {
         if !(ctx.has(Namespace::Pid) && ctx.has(Namespace::Mount)) {
             return Err("persist = true needs the \"pid\" and \"mount\" namespaces (the keeper is pid 1 of them); add both to namespaces".into());
         }
+        if !ctx.secrets.allow.is_empty() {
+            return Err("persist = true cannot be combined with secrets.allow: processes of a persistent context outlive the call, \
+                        so a secret handed to one call would stay reachable by every later call's code; use a one-shot context for secrets".into());
+        }
         if ctx.security.scope {
             return Err("persist = true cannot be combined with security.scope = true: Landlock scopes signals and abstract sockets to one call's own domain, \
                         so a later call could not signal (kill) what an earlier call started; the context's pid namespace already keeps its signals inside it; set scope = false".into());

@@ -84,6 +84,7 @@ fn main() {
         persist::stop_leaves_nothing_running,
         persist::dead_keeper_is_replaced,
         persist::fork_bomb_hits_pids_max,
+        persist::exit_status_and_status_fd_pass_through,
         persist::persist_policy_is_validated,
     ]);
 }

@@ -20,7 +20,7 @@ fn runtime() -> Result<(), String> {
             ));
         }
         let r =
-            Cmd::sh("mkdir -p /run/sbx && mount -t tmpfs -o mode=0700 sbx-suite /run/sbx").run();
+            Cmd::sh("{ [ -d /run/sbx ] || mkdir -m 0700 /run/sbx; } && mount -t tmpfs -o mode=0700 sbx-suite /run/sbx").run();
         check(r.ok(), || {
             format!("cannot mount a tmpfs on /run/sbx: {}", r.show())
         })
@@ -400,6 +400,72 @@ pub fn fork_bomb_hits_pids_max() -> Result<(), String> {
     check(!process_with(&needle).is_some_and(alive), || {
         "control loop survived ctx stop".into()
     })
+}
+
+pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist8");
+    let pol = policy(&dir, &["codes"], None);
+    let hidden = dir.path().join("hidden");
+    let text = std::fs::read_to_string(&pol).map_err(|e| e.to_string())?;
+    let text = text.replace(
+        "fs.hide = [\"/run/sbx\"]",
+        &format!("fs.hide = [\"/run/sbx\", \"{}\"]", hidden.display()),
+    );
+    std::fs::create_dir_all(&hidden).map_err(|e| e.to_string())?;
+    std::fs::write(&pol, text).map_err(|e| e.to_string())?;
+    run_in(&pol, "codes", &["true"]).expect_code(0, "first call")?;
+    run_in(&pol, "codes", &["sh", "-c", "exit 7"]).expect_code(7, "exit 7 in a joined call")?;
+    run_in(&pol, "codes", &["sh", "-c", "kill -TERM $$"]).expect_code(143, "signal death")?;
+    run_in(&pol, "codes", &["no-such-command-xyz"]).expect_code(127, "not found")?;
+    let status = dir.path().join("status.jsonl");
+    let script = format!(
+        "exec \"$0\" --policy {pol} --ctx codes --status-fd 4 -- sh -c 'exit 3' 4>{}",
+        status.display()
+    );
+    let mut c = Cmd::new("/bin/sh");
+    c.command().arg("-c").arg(&script).arg(bin());
+    c.run().expect_code(3, "with --status-fd")?;
+    let text = std::fs::read_to_string(&status).unwrap_or_default();
+    check(
+        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3}"),
+        || format!("status fd: {text:?}"),
+    )?;
+    // The caller's cwd carries over when the context shares it; a hidden one is refused clearly.
+    let mut c = Cmd::sbx(["--policy", &pol, "--ctx", "codes", "--", "pwd"]);
+    c.command().current_dir("/usr/bin");
+    let r = c.run();
+    r.expect_code(0, "pwd")?;
+    check(r.stdout.trim() == "/usr/bin", || r.show())?;
+    // A cwd hidden in the context is refused, and nothing under it leaks (runc CVE-2024-21626).
+    let sub = hidden.join("sub");
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    std::fs::write(sub.join("private.txt"), "outside-only").map_err(|e| e.to_string())?;
+    let mut c = Cmd::sbx([
+        "--policy",
+        &pol,
+        "--ctx",
+        "codes",
+        "--",
+        "cat",
+        "private.txt",
+    ]);
+    c.command().current_dir(&sub);
+    let r = c.run();
+    r.expect_code(125, "cwd hidden in the context")?;
+    check(
+        r.stderr.contains("does not exist inside") && !r.stdout.contains("outside-only"),
+        || r.show(),
+    )?;
+    let mut c = Cmd::sh("cat private.txt");
+    c.command().current_dir(&sub);
+    let control = c.run();
+    check(control.stdout == "outside-only", || {
+        format!("control: {}", control.show())
+    })?;
+    stop(&pol, "codes").expect_code(0, "ctx stop")?;
+    Ok(())
 }
 
 pub fn persist_policy_is_validated() -> Result<(), String> {
