@@ -49,8 +49,20 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Policy rules for `persist` and `limits` (called from `Policy::validate`).
 pub fn check_policy(ctx: &Context) -> std::result::Result<(), String> {
     if ctx.persist {
+        if ctx.supervise.is_some() {
+            return Err("persist = true cannot be combined with [supervise] (control mode runs in the container's own namespaces); remove one of them".into());
+        }
         if !(ctx.has(Namespace::Pid) && ctx.has(Namespace::Mount)) {
             return Err("persist = true needs the \"pid\" and \"mount\" namespaces (the keeper is pid 1 of them); add both to namespaces".into());
+        }
+        let hidden = ctx.fs.hide.iter().any(|h| {
+            std::path::Path::new(runstate::RUNTIME_DIR).starts_with(h.as_path()) && h.0 != "/"
+        });
+        if !hidden {
+            return Err(format!(
+                "persist = true needs fs.hide to include {} (the keepers' state must be invisible to the context's code, which outlives each call); add it to [fs] hide",
+                runstate::RUNTIME_DIR
+            ));
         }
         if !ctx.secrets.allow.is_empty() {
             return Err("persist = true cannot be combined with secrets.allow: processes of a persistent context outlive the call, \
@@ -59,9 +71,6 @@ pub fn check_policy(ctx: &Context) -> std::result::Result<(), String> {
         if ctx.security.scope {
             return Err("persist = true cannot be combined with security.scope = true: Landlock scopes signals and abstract sockets to one call's own domain, \
                         so a later call could not signal (kill) what an earlier call started; the context's pid namespace already keeps its signals inside it; set scope = false".into());
-        }
-        if ctx.supervise.is_some() {
-            return Err("persist = true cannot be combined with [supervise] (control mode runs in the container's own namespaces); remove one of them".into());
         }
     }
     if let Some(l) = &ctx.limits {
@@ -624,13 +633,19 @@ mod tests {
     fn persist_rules() {
         let parse = |t: &str| crate::policy::Policy::parse(t, "t.toml");
         let base = "version = 1\n[context.x]\n";
+        let e = parse(&format!(
+            "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("fs.hide"), "{e}");
+        let base = "version = 1\n[context.x]\nfs.hide = [\"/run/sbx\"]\n";
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"mount\"]\n")).unwrap_err();
         assert!(e.to_string().contains("\"pid\" and \"mount\""), "{e}");
         let e = parse(&format!(
-            "{base}persist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n"
+            "version = 1\n[context.x]\npersist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n"
         ))
         .unwrap_err();
-        assert!(e.to_string().contains("persist"), "{e}");
+        assert!(e.to_string().contains("[supervise]"), "{e}");
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.security]\nscope = true\n")).unwrap_err();
         assert!(e.to_string().contains("scope"), "{e}");
         let e = parse(&format!(

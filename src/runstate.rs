@@ -68,7 +68,10 @@ impl State {
                     }
                     continue;
                 }
-                "cgroup" if v.starts_with('/') => {
+                "cgroup"
+                    if v.starts_with("/sys/fs/cgroup/")
+                        && !v.split('/').any(|c| c == ".." || c == ".") =>
+                {
                     cgroups.push(PathBuf::from(v));
                     continue;
                 }
@@ -243,6 +246,8 @@ mod tests {
             "pid=x\nstart=1\npidns=2\ncreated=3\npolicy=ff\n",
             "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nextra=1\n",
             "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=relative\n",
+            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/etc\n",
+            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/sys/fs/cgroup/../../etc\n",
             "garbage\n",
         ] {
             assert!(State::parse(bad).is_err(), "{bad:?}");
