@@ -641,9 +641,9 @@ mod tests {
         let base = "version = 1\n[context.x]\nfs.hide = [\"/run/sbx\"]\n";
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"mount\"]\n")).unwrap_err();
         assert!(e.to_string().contains("\"pid\" and \"mount\""), "{e}");
-        let e = parse(&format!(
-            "version = 1\n[context.x]\npersist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n"
-        ))
+        let e = parse(
+            "version = 1\n[context.x]\npersist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n",
+        )
         .unwrap_err();
         assert!(e.to_string().contains("[supervise]"), "{e}");
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.security]\nscope = true\n")).unwrap_err();
