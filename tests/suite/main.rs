@@ -85,6 +85,7 @@ fn main() {
         persist::dead_keeper_is_replaced,
         persist::fork_bomb_hits_pids_max,
         persist::exit_status_and_status_fd_pass_through,
+        persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
     ]);
 }

@@ -468,6 +468,77 @@ pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
     Ok(())
 }
 
+pub fn killed_launcher_takes_its_command_but_not_background() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist9");
+    let pol = policy(&dir, &["pdeath"], None);
+    let (bg, fg) = (marker("bgkeep"), marker("fgdie"));
+    let script =
+        format!("exec -a {bg} sleep 300 >/dev/null 2>&1 & exec -a {fg} sleep 300 >/dev/null 2>&1");
+    let mut launcher = std::process::Command::new(bin())
+        .args([
+            "--policy", &pol, "--ctx", "pdeath", "--", "bash", "-c", &script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let up = wait_until(Duration::from_secs(10), || {
+        alive_argv0(&bg) && alive_argv0(&fg)
+    });
+    let fg_pid = process_argv0(&fg);
+    // The launcher is this test's own child.
+    let _ = launcher.kill();
+    let _ = launcher.wait();
+    check(up, || "the command did not start".into())?;
+    check(
+        wait_until(Duration::from_secs(5), || !alive_argv0(&fg)),
+        || "the call's own command outlived its sbx-exec".into(),
+    )?;
+    // Its zombie is re-parented to the suite, which is pid 1 of its namespace: reap it, as a
+    // container's init would (the kernel ends the context only once it is reaped).
+    if let Some(pid) = fg_pid {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        wait_until(Duration::from_secs(5), || {
+            !matches!(
+                nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        });
+    }
+    check(alive_argv0(&bg), || {
+        "the background process died with the call".into()
+    })?;
+    // Secrets are never handed to a persistent context (refused before a byte is read).
+    let (c, _guard) = sbx_with_secrets(
+        "TOKEN=persist-secret-value",
+        &[
+            "--policy",
+            &pol,
+            "--ctx",
+            "pdeath",
+            "--secrets-fd",
+            "3",
+            "--",
+            "env",
+        ],
+    );
+    let r = c.run();
+    r.expect_code(125, "secrets to a persistent context")?;
+    check(
+        !r.stdout.contains("persist-secret-value") && !r.stderr.contains("persist-secret-value"),
+        || r.show(),
+    )?;
+    let r = stop(&pol, "pdeath");
+    let ps = Cmd::sh("ps -eo pid,ppid,stat,args").run();
+    r.expect_code(0, &format!("ctx stop; processes:\n{}", ps.stdout))?;
+    check(!alive_argv0(&bg), || {
+        "background process survived ctx stop".into()
+    })
+}
+
 pub fn persist_policy_is_validated() -> Result<(), String> {
     let dir = TempDir::new("persist7");
     for (text, want) in [
