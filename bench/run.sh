@@ -113,6 +113,33 @@ REDACT="$OUT/redact.toml"
 "$SBX" policy show | tail -n +2 | sed '/^\[context\.platform\.secrets\]$/a redact = true' >"$REDACT"
 grep -q '^redact = true$' "$REDACT" && "$SBX" policy check "$REDACT" >/dev/null || die "$REDACT does not validate"
 
+# The user context as a persistent context "benchpersist" (persist = true; Landlock scope off, as
+# persist requires): timing a call of it measures JOINING a running keeper, not creating a sandbox.
+PERSIST="$OUT/persist.toml"
+"$SBX" policy show | python3 -c '
+import re, sys
+lines = sys.stdin.read().splitlines(keepends=True)[1:]
+out, section = [], None
+for line in lines:
+    m = re.match(r"\s*\[([^\]]+)\]", line)
+    if m:
+        section = m.group(1)
+    if section and section.startswith("context.user"):
+        line = line.replace("[context.user", "[context.benchpersist", 1)
+        if section == "context.user" and re.match(r"\s*net\s*=", line):
+            line += "persist = true\n"
+        if section == "context.user.security" and re.match(r"\s*scope\s*=", line):
+            line = "scope = false\n"
+    out.append(line)
+sys.stdout.write("".join(out))
+' >"$PERSIST"
+"$SBX" policy check "$PERSIST" >/dev/null || die "$PERSIST does not validate"
+grep -q '^persist = true' "$PERSIST" || die "$PERSIST has no persist = true"
+# Start the keeper before timing (the first call creates it); stop it when the script ends.
+trap '"$SBX" ctx stop benchpersist --timeout 2 >/dev/null 2>&1 || true' EXIT
+"$SBX" --policy "$PERSIST" --ctx benchpersist -- true || die "cannot start the persistent context"
+"$SBX" ctx list | grep -q '^benchpersist ' || die "no keeper for benchpersist after its first call"
+
 # Sanity checks, so that each variant measures what its name says ------------------------------
 n=$("$SBX" --ctx platform --secrets-fd 3 -- env 3<"$SECRETS" | grep -c '^BENCH_SECRET_' || true)
 [ "$n" = 10 ] || die "platform context received $n of the 10 secrets"
@@ -134,6 +161,7 @@ names=(
     "sbx-exec platform, 10 secrets"
     "sbx-exec user, net=none"
     "sbx-exec platform, 10 secrets, redact"
+    "sbx-exec user, persistent (join)"
 )
 cmds=(
     "/bin/true"
@@ -143,6 +171,7 @@ cmds=(
     "$(q "$SBX") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
     "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
+    "$(q "$SBX") --policy $(q "$PERSIST") --ctx benchpersist -- true"
 )
 hf_args=()
 for i in "${!cmds[@]}"; do hf_args+=(--command-name "${names[$i]}" "${cmds[$i]}"); done
@@ -152,6 +181,7 @@ log "hyperfine ${HF_RUNS[*]} (${#cmds[@]} commands), load average $LOAD_BEFORE"
 hyperfine --shell sh "${HF_RUNS[@]}" --style basic \
     --export-json "$OUT/hyperfine.json" --export-markdown "$OUT/hyperfine.md" \
     "${hf_args[@]}"
+"$SBX" ctx stop benchpersist --timeout 2 >/dev/null || die "cannot stop the persistent context"
 
 # ---------------------------------------------------------------------------------------------
 # 4a. Peak RSS: GNU time's "Maximum resident set size" (KiB). It is the largest RSS of sbx-exec

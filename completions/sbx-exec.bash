@@ -16,6 +16,9 @@ _sbx__exec() {
             ",$1")
                 cmd="sbx__exec"
                 ;;
+            sbx__exec,ctx)
+                cmd="sbx__exec__subcmd__ctx"
+                ;;
             sbx__exec,help)
                 cmd="sbx__exec__subcmd__help"
                 ;;
@@ -25,6 +28,27 @@ _sbx__exec() {
             sbx__exec,probe)
                 cmd="sbx__exec__subcmd__probe"
                 ;;
+            sbx__exec__subcmd__ctx,help)
+                cmd="sbx__exec__subcmd__ctx__subcmd__help"
+                ;;
+            sbx__exec__subcmd__ctx,list)
+                cmd="sbx__exec__subcmd__ctx__subcmd__list"
+                ;;
+            sbx__exec__subcmd__ctx,stop)
+                cmd="sbx__exec__subcmd__ctx__subcmd__stop"
+                ;;
+            sbx__exec__subcmd__ctx__subcmd__help,help)
+                cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__help"
+                ;;
+            sbx__exec__subcmd__ctx__subcmd__help,list)
+                cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__list"
+                ;;
+            sbx__exec__subcmd__ctx__subcmd__help,stop)
+                cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__stop"
+                ;;
+            sbx__exec__subcmd__help,ctx)
+                cmd="sbx__exec__subcmd__help__subcmd__ctx"
+                ;;
             sbx__exec__subcmd__help,help)
                 cmd="sbx__exec__subcmd__help__subcmd__help"
                 ;;
@@ -33,6 +57,12 @@ _sbx__exec() {
                 ;;
             sbx__exec__subcmd__help,probe)
                 cmd="sbx__exec__subcmd__help__subcmd__probe"
+                ;;
+            sbx__exec__subcmd__help__subcmd__ctx,list)
+                cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__list"
+                ;;
+            sbx__exec__subcmd__help__subcmd__ctx,stop)
+                cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__stop"
                 ;;
             sbx__exec__subcmd__help__subcmd__policy,check)
                 cmd="sbx__exec__subcmd__help__subcmd__policy__subcmd__check"
@@ -65,7 +95,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --help --version policy probe help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --help --version policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -94,9 +124,161 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help)
-            opts="policy probe help"
+        sbx__subcmd__exec__subcmd__ctx)
+            opts="-h --help list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__help)
+            opts="list stop help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__list)
+            opts="-h --json --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__ctx__subcmd__stop)
+            opts="-h --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help)
+            opts="policy probe ctx help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__ctx)
+            opts="list stop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__ctx__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__subcmd__exec__subcmd__help__subcmd__ctx__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -82,6 +82,33 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
+    /// List or stop persistent contexts (persist = true)
+    #[command(subcommand)]
+    Ctx(CtxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtxCommand {
+    /// List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds
+    List {
+        /// Print a JSON array instead of a table
+        #[arg(long)]
+        json: bool,
+        /// Policy file to validate first
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
+    /// Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 1 if it is not running
+    Stop {
+        /// The context
+        name: String,
+        /// Seconds between SIGTERM and SIGKILL
+        #[arg(long, value_name = "S", default_value_t = 10)]
+        timeout: u64,
+        /// Policy file to validate first
+        #[arg(long, value_name = "FILE")]
+        policy: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

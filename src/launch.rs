@@ -36,16 +36,16 @@ use crate::secrets::{self, SecretSet};
 use crate::sys;
 
 /// Everything pid 1 of the sandbox does before it forks the target.
-struct Sandbox {
-    kinds: Vec<Kind>,
-    mounts: Option<mounts::Plan>,
-    loopback: bool,
-    cwd: Option<PathBuf>,
-    degrade: bool,
+pub(crate) struct Sandbox {
+    pub(crate) kinds: Vec<Kind>,
+    pub(crate) mounts: Option<mounts::Plan>,
+    pub(crate) loopback: bool,
+    pub(crate) cwd: Option<PathBuf>,
+    pub(crate) degrade: bool,
     /// Secrets written as files on a private tmpfs (`secrets.files`).
-    creds: Option<Files>,
+    pub(crate) creds: Option<Files>,
     /// Rootless mode: the user namespace's id map, written first by pid 1.
-    userns: Option<crate::privilege::IdMap>,
+    pub(crate) userns: Option<crate::privilege::IdMap>,
 }
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
@@ -168,6 +168,15 @@ fn run_in(
             s.line(&format!("{{\"exit-code\":{code}}}"));
         }
         return Ok(code);
+    }
+
+    if ctx.persist {
+        let report = |line: &str| {
+            if let Some(s) = &status {
+                s.line(line);
+            }
+        };
+        return crate::persist::run(ctx_name, ctx, &sandbox, &target, &report);
     }
 
     // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.

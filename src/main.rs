@@ -3,6 +3,7 @@
 
 mod audit;
 mod caps;
+mod cgroup;
 mod cli;
 mod control;
 mod creds;
@@ -17,6 +18,7 @@ mod landlock;
 mod launch;
 mod mounts;
 mod namespaces;
+mod persist;
 mod policy;
 #[cfg(test)]
 mod policy_docs;
@@ -27,6 +29,7 @@ mod procfs;
 mod reaper;
 mod redact;
 mod redactor;
+mod runstate;
 mod seccomp;
 mod secrets;
 mod sys;
@@ -75,6 +78,14 @@ fn main() {
     let result = match cli.command {
         Some(cli::Command::Policy(cmd)) => policy_command(cmd),
         Some(cli::Command::Probe { json, policy }) => probe::run(json, policy.as_deref()),
+        Some(cli::Command::Ctx(cmd)) => match cmd {
+            cli::CtxCommand::List { json, policy } => persist::list(json, policy.as_deref()),
+            cli::CtxCommand::Stop {
+                name,
+                timeout,
+                policy,
+            } => persist::stop(&name, timeout, policy.as_deref()),
+        },
         None => launch::run(cli.run),
     };
     match result {

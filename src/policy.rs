@@ -179,6 +179,13 @@ pub struct Context {
     /// Control mode: supervise the command as a control plane, holding reserved ports.
     #[serde(default)]
     pub supervise: Option<Supervise>,
+    /// Keep the context's namespaces between calls (a keeper process is their pid 1); later calls
+    /// join them, so processes of one call are seen by the next. Needs "pid" and "mount".
+    #[serde(default)]
+    pub persist: bool,
+    /// Resource limits (cgroups) shared by all processes of a persistent context.
+    #[serde(default)]
+    pub limits: Option<crate::cgroup::Limits>,
     /// Setuid mode: which callers may use this context (absent: any caller). A caller matches by
     /// real uid or by any of its groups.
     #[serde(default)]
@@ -772,6 +779,9 @@ impl Policy {
                     "{}: security.allow_ptrace only has a meaning with seccomp = \"default\"",
                     here()
                 );
+            }
+            if let Err(why) = crate::persist::check_policy(ctx) {
+                bail!("{}: {why}", here());
             }
         }
         Ok(())

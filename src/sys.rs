@@ -331,6 +331,15 @@ pub fn open_read_nofollow(path: &CStr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `pidfd_open(pid, 0)`: a handle on exactly this process, immune to pid reuse from now on.
+pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and only returns a new fd (or an error).
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0 as libc::c_uint) };
+    let fd = check(ret)? as RawFd;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// Reset every signal's disposition to the default (a setuid caller may have set some to
 /// "ignore", which survives exec; SIGCHLD ignored would make children vanish unreaped).
 pub fn reset_signal_dispositions() {
@@ -354,4 +363,57 @@ pub fn clear_environment() {
     // SAFETY: called once at start-up, before any thread exists and before anything holds a
     // pointer into environ; clearenv only frees/resets libc's environment array.
     unsafe { libc::clearenv() };
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`: signal the process the pidfd refers to (never a
+/// process that reused its pid).
+pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
+    // SAFETY: the fd is open; a NULL siginfo makes the kernel build a plain kill()-style siginfo.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig as libc::c_int,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// Like [`wait_signal`], but also returns the sender's pid as this process sees it (0 when the
+/// sender is outside this process's pid namespace, e.g. a keeper signalled by `ctx stop`).
+pub fn wait_signal_from(
+    set: &SigSet,
+    timeout: Option<std::time::Duration>,
+) -> io::Result<Option<(Signal, libc::pid_t)>> {
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    loop {
+        // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset; `info` and `ts` are valid for the whole call.
+        let ret = unsafe {
+            libc::sigtimedwait(
+                set.as_ref(),
+                &mut info,
+                ts.as_ref()
+                    .map_or(std::ptr::null(), |t| t as *const libc::timespec),
+            )
+        };
+        if ret >= 0 {
+            // SAFETY: the kernel filled `info` for the signal it returned; si_pid is valid for
+            // signals sent by kill/pidfd_send_signal and SIGCHLD, and 0 otherwise.
+            let from = unsafe { info.si_pid() };
+            return Ok(Signal::try_from(ret).ok().map(|s| (s, from)));
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return Ok(None),
+            _ => return Err(err),
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod g5_launcher;
 mod g6_fail_closed;
 mod g8_modes;
 mod harness;
+mod persist;
 mod policy_tests;
 
 use harness::TestFn;
@@ -110,5 +111,14 @@ fn main() {
         docs_tests::man_pages_render_without_warnings,
         docs_tests::version_names_the_git_revision,
         docs_tests::help_has_examples_and_exit_codes,
+        persist::background_process_survives_and_is_killed_later,
+        persist::other_contexts_do_not_see_it,
+        persist::concurrent_first_calls_make_one_keeper,
+        persist::stop_leaves_nothing_running,
+        persist::dead_keeper_is_replaced,
+        persist::fork_bomb_hits_pids_max,
+        persist::exit_status_and_status_fd_pass_through,
+        persist::killed_launcher_takes_its_command_but_not_background,
+        persist::persist_policy_is_validated,
     ]);
 }

@@ -1,0 +1,557 @@
+//! Persistent contexts (`persist = true`): processes started by one call are seen and signalled by
+//! later calls of the same context, never by other contexts; one keeper per context even under
+//! concurrent first calls; `ctx stop` leaves nothing; a dead keeper is replaced; cgroup limits hold.
+//!
+//! Every test uses its own context names and stops them at the end. The runtime dir /run/sbx is a
+//! private tmpfs mounted in the suite's throwaway mount namespace, so the host's is never touched.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Mount a private tmpfs (0700) on /run/sbx, once, inside the suite's throwaway namespace.
+fn runtime() -> Result<(), String> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if std::env::var_os("SBX_SUITE_INNER").is_none() {
+            return Err(format!(
+                "{SKIP}not in the suite's throwaway mount namespace; will not mount on /run/sbx"
+            ));
+        }
+        let r =
+            Cmd::sh("{ [ -d /run/sbx ] || mkdir -m 0700 /run/sbx; } && mount -t tmpfs -o mode=0700 sbx-suite /run/sbx").run();
+        check(r.ok(), || {
+            format!("cannot mount a tmpfs on /run/sbx: {}", r.show())
+        })
+    })
+    .clone()
+}
+
+/// A policy with persistent contexts `names`, a one-shot `oneshot` and a one-shot `platform`.
+/// `limits` (TOML lines) go into every persistent context's `[limits]`, if given.
+fn policy(dir: &TempDir, names: &[&str], limits: Option<&str>) -> String {
+    let ctx = |name: &str, persist: bool| {
+        let mut s = format!(
+            "[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\npersist = {persist}\n\
+             env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n"
+        );
+        if let (true, Some(l)) = (persist, limits) {
+            s.push_str(&format!("[context.{name}.limits]\n{l}\n"));
+        }
+        s
+    };
+    let mut text = String::from("version = 1\n");
+    for n in names {
+        text.push_str(&ctx(n, true));
+    }
+    text.push_str(&ctx("oneshot", false));
+    text.push_str(&ctx("platform", false));
+    dir.file("policy.toml", &text).display().to_string()
+}
+
+fn run_in(pol: &str, ctx: &str, cmd: &[&str]) -> Run {
+    let mut args = vec!["--policy", pol, "--ctx", ctx, "--"];
+    args.extend_from_slice(cmd);
+    Cmd::sbx(args).run()
+}
+
+fn stop(pol: &str, ctx: &str) -> Run {
+    Cmd::sbx(["ctx", "stop", ctx, "--timeout", "2", "--policy", pol]).run()
+}
+
+/// Alive = exists and is not a zombie (killed keepers stay zombies of the suite's pid 1).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().to_string()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+fn alive_argv0(mark: &str) -> bool {
+    process_argv0(mark).is_some_and(alive)
+}
+
+/// `ctx list --json`: (keeper pid, running) of `name`'s entries.
+fn listed(name: &str) -> Result<Vec<(i32, bool)>, String> {
+    let r = Cmd::sbx(["ctx", "list", "--json"]).run();
+    r.expect_code(0, "ctx list --json")?;
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())
+        .map_err(|e| format!("bad JSON: {e}: {}", r.show()))?;
+    Ok(v.as_array()
+        .ok_or("not an array")?
+        .iter()
+        .filter(|e| e["name"] == name)
+        .map(|e| {
+            (
+                e["keeper_pid"].as_i64().unwrap_or(0) as i32,
+                e["running"] == true,
+            )
+        })
+        .collect())
+}
+
+fn keeper_of(name: &str) -> Result<i32, String> {
+    match listed(name)?.as_slice() {
+        [(pid, true)] => Ok(*pid),
+        other => Err(format!(
+            "expected one running keeper of {name}, got {other:?}"
+        )),
+    }
+}
+
+/// Keepers in the suite's namespace: processes named sbx-keeper that are pid 1 of their own.
+fn keepers() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            status.lines().any(|l| l == "Name:\tsbx-keeper")
+                && status
+                    .lines()
+                    .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
+                && alive(*pid)
+        })
+        .collect()
+}
+
+pub fn background_process_survives_and_is_killed_later() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist1");
+    let pol = policy(&dir, &["keep1"], None);
+    let mark = marker("bg");
+    let r = run_in(
+        &pol,
+        "keep1",
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 & echo started"),
+        ],
+    );
+    r.expect_code(0, "first call")?;
+    check(
+        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
+        || {
+            format!(
+                "the background process did not survive its call: {}",
+                r.show()
+            )
+        },
+    )?;
+    let seen = run_in(&pol, "keep1", &["ps", "-eo", "args"]);
+    seen.expect_code(0, "ps in a later call")?;
+    check(seen.stdout.lines().any(|l| l.starts_with(&mark)), || {
+        format!(
+            "a later call of the same context does not see it: {}",
+            seen.show()
+        )
+    })?;
+    // Control: a one-shot context with the same isolation sees only itself.
+    let other = run_in(&pol, "oneshot", &["ps", "-eo", "args"]);
+    other.expect_code(0, "ps in a one-shot context")?;
+    check(
+        other.stdout.contains("ps -eo args") && !other.stdout.contains(&mark),
+        || format!("one-shot context: {}", other.show()),
+    )?;
+    let kill = format!(
+        "pid=$(ps -eo pid=,args= | awk -v m={mark} '$2 == m {{print $1}}'); [ -n \"$pid\" ] && kill $pid && echo killed $pid"
+    );
+    let k = run_in(&pol, "keep1", &["sh", "-c", &kill]);
+    k.expect_code(0, "kill in a later call")?;
+    check(
+        wait_until(Duration::from_secs(5), || !alive_argv0(&mark)),
+        || format!("kill from a later call did not end it: {}", k.show()),
+    )?;
+    stop(&pol, "keep1").expect_code(0, "ctx stop")?;
+    Ok(())
+}
+
+pub fn other_contexts_do_not_see_it() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist2");
+    let pol = policy(&dir, &["keep2a", "keep2b"], None);
+    let mark = marker("vis");
+    run_in(
+        &pol,
+        "keep2a",
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
+        ],
+    )
+    .expect_code(0, "start in keep2a")?;
+    check(
+        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
+        || "background process not started".into(),
+    )?;
+    let same = run_in(&pol, "keep2a", &["ps", "-eo", "args"]);
+    check(same.stdout.contains(&mark), || {
+        format!("control: keep2a: {}", same.show())
+    })?;
+    for ctx in ["keep2b", "platform", "oneshot"] {
+        let r = run_in(&pol, ctx, &["ps", "-eo", "args"]);
+        r.expect_code(0, ctx)?;
+        check(!r.stdout.contains(&mark), || {
+            format!("{ctx} sees keep2a's process: {}", r.show())
+        })?;
+    }
+    check(alive_argv0(&mark), || {
+        "keep2a's process was killed from outside".into()
+    })?;
+    stop(&pol, "keep2a").expect_code(0, "stop keep2a")?;
+    stop(&pol, "keep2b").expect_code(0, "stop keep2b")?;
+    check(!alive_argv0(&mark), || {
+        "still running after ctx stop".into()
+    })
+}
+
+pub fn concurrent_first_calls_make_one_keeper() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist3");
+    let pol = policy(&dir, &["conc"], None);
+    let before = keepers();
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let pol = pol.clone();
+            std::thread::spawn(move || run_in(&pol, "conc", &["readlink", "/proc/self/ns/pid"]))
+        })
+        .collect();
+    let runs: Vec<Run> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    for r in &runs {
+        r.expect_code(0, "concurrent call")?;
+    }
+    let mut ns: Vec<&str> = runs.iter().map(|r| r.stdout.trim()).collect();
+    ns.sort();
+    ns.dedup();
+    check(ns.len() == 1, || {
+        format!("the calls ran in {} pid namespaces: {ns:?}", ns.len())
+    })?;
+    let listed = listed("conc")?;
+    check(listed.len() == 1 && listed[0].1, || {
+        format!("ctx list: {listed:?}")
+    })?;
+    let after = keepers();
+    let new: Vec<&i32> = after.iter().filter(|p| !before.contains(p)).collect();
+    check(new == vec![&listed[0].0], || {
+        format!("keepers in /proc: before {before:?}, after {after:?}, listed {listed:?}")
+    })?;
+    stop(&pol, "conc").expect_code(0, "ctx stop")?;
+    Ok(())
+}
+
+pub fn stop_leaves_nothing_running() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist4");
+    let pol = policy(&dir, &["stopme"], None);
+    let polite = marker("polite");
+    let stubborn = marker("stubborn");
+    let script = format!(
+        "exec -a {polite} sleep 300 >/dev/null 2>&1 & (trap '' TERM; exec -a {stubborn} sleep 300 >/dev/null 2>&1) & echo ok"
+    );
+    run_in(&pol, "stopme", &["bash", "-c", &script]).expect_code(0, "start")?;
+    check(
+        wait_until(Duration::from_secs(5), || {
+            alive_argv0(&polite) && alive_argv0(&stubborn)
+        }),
+        || "background processes not started".into(),
+    )?;
+    let keeper = keeper_of("stopme")?;
+    check(alive(keeper), || "keeper not alive".into())?;
+    let r = stop(&pol, "stopme");
+    r.expect_code(0, "ctx stop")?;
+    // No waiting: when ctx stop returns, nothing of the context runs any more.
+    check(!alive_argv0(&polite), || {
+        "a process that takes SIGTERM survived".into()
+    })?;
+    check(!alive_argv0(&stubborn), || {
+        "a process that ignores SIGTERM survived".into()
+    })?;
+    check(!alive(keeper), || "the keeper survived".into())?;
+    check(listed("stopme")?.is_empty(), || "state not removed".into())?;
+    let again = stop(&pol, "stopme");
+    again.expect_code(1, "ctx stop of a context that is not running")?;
+    check(again.stderr.contains("not running"), || again.show())
+}
+
+pub fn dead_keeper_is_replaced() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist5");
+    let pol = policy(&dir, &["phoenix"], None);
+    let mark = marker("orphan");
+    run_in(
+        &pol,
+        "phoenix",
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
+        ],
+    )
+    .expect_code(0, "start")?;
+    check(
+        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
+        || "background process not started".into(),
+    )?;
+    let old = keeper_of("phoenix")?;
+    // The keeper was started by this test (through sbx-exec), so the test may kill it.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .map_err(|e| format!("kill keeper {old}: {e}"))?;
+    check(wait_until(Duration::from_secs(5), || !alive(old)), || {
+        "keeper did not die".into()
+    })?;
+    check(!alive_argv0(&mark), || {
+        "the context's process outlived its keeper".into()
+    })?;
+    let r = run_in(&pol, "phoenix", &["ps", "-eo", "args"]);
+    r.expect_code(0, "call after the keeper died")?;
+    check(!r.stdout.contains(&mark), || {
+        format!("old process visible: {}", r.show())
+    })?;
+    let new = keeper_of("phoenix")?;
+    check(new != old && alive(new), || {
+        format!("keeper not replaced: old {old}, new {new}")
+    })?;
+    stop(&pol, "phoenix").expect_code(0, "ctx stop")?;
+    Ok(())
+}
+
+/// A bounded fork loop: up to 80 background sleeps (dash stops at the first failed fork); prints
+/// how many started.
+fn bomb(tag: &str) -> String {
+    format!("i=0; while [ $i -lt 80 ]; do sleep {tag} >/dev/null 2>&1 & i=$((i+1)); echo $i; done")
+}
+
+fn started(r: &Run) -> usize {
+    r.stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn fork_bomb_hits_pids_max() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    if !std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+        && !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+    {
+        return Err(format!("{SKIP}no pids cgroup controller here"));
+    }
+    let dir = TempDir::new("persist6");
+    let pol = policy(&dir, &["bomb"], Some("pids_max = 32"));
+    let free_dir = TempDir::new("persist6free");
+    let free = policy(&free_dir, &["nobomb"], None);
+    // A sleep length unique to this run, so /proc can find exactly these processes.
+    let tag = format!(
+        "{}.{}",
+        40 + std::process::id() % 50,
+        std::process::id() % 997
+    );
+    let needle = format!("sleep {tag}");
+    let limited = Cmd::sbx([
+        "--policy",
+        &pol,
+        "--ctx",
+        "bomb",
+        "--",
+        "sh",
+        "-c",
+        &bomb(&tag),
+    ])
+    .limit(Duration::from_secs(60))
+    .run();
+    let n = started(&limited);
+    // The host (and another context) stay usable while the context sits at its limit.
+    let host = Cmd::sh("echo alive").run();
+    let elsewhere = run_in(&pol, "oneshot", &["true"]);
+    let stopped = stop(&pol, "bomb");
+    check((5..32).contains(&n), || {
+        format!("limited context started {n} processes: {}", limited.show())
+    })?;
+    check(limited.stderr.to_lowercase().contains("fork"), || {
+        format!("no failed fork reported: {}", limited.show())
+    })?;
+    check(host.ok() && host.stdout.trim() == "alive", || host.show())?;
+    elsewhere.expect_code(0, "another context during the bomb")?;
+    stopped.expect_code(0, "ctx stop bomb")?;
+    check(!process_with(&needle).is_some_and(alive), || {
+        "bomb survived ctx stop".into()
+    })?;
+    // Control: without the limit the same bounded loop gets further than the limit.
+    let unlimited = run_in(&free, "nobomb", &["sh", "-c", &bomb(&tag)]);
+    let m = started(&unlimited);
+    stop(&free, "nobomb").expect_code(0, "ctx stop nobomb")?;
+    check(m > 32, || {
+        format!("without a limit only {m} started: {}", unlimited.show())
+    })?;
+    check(!process_with(&needle).is_some_and(alive), || {
+        "control loop survived ctx stop".into()
+    })
+}
+
+pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist8");
+    let pol = policy(&dir, &["codes"], None);
+    let hidden = dir.path().join("hidden");
+    let text = std::fs::read_to_string(&pol).map_err(|e| e.to_string())?;
+    let text = text.replace(
+        "fs.hide = [\"/run/sbx\"]",
+        &format!("fs.hide = [\"/run/sbx\", \"{}\"]", hidden.display()),
+    );
+    std::fs::create_dir_all(&hidden).map_err(|e| e.to_string())?;
+    std::fs::write(&pol, text).map_err(|e| e.to_string())?;
+    run_in(&pol, "codes", &["true"]).expect_code(0, "first call")?;
+    run_in(&pol, "codes", &["sh", "-c", "exit 7"]).expect_code(7, "exit 7 in a joined call")?;
+    run_in(&pol, "codes", &["sh", "-c", "kill -TERM $$"]).expect_code(143, "signal death")?;
+    run_in(&pol, "codes", &["no-such-command-xyz"]).expect_code(127, "not found")?;
+    let status = dir.path().join("status.jsonl");
+    let script = format!(
+        "exec \"$0\" --policy {pol} --ctx codes --status-fd 4 -- sh -c 'exit 3' 4>{}",
+        status.display()
+    );
+    let mut c = Cmd::new("/bin/sh");
+    c.command().arg("-c").arg(&script).arg(bin());
+    c.run().expect_code(3, "with --status-fd")?;
+    let text = std::fs::read_to_string(&status).unwrap_or_default();
+    check(
+        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3}"),
+        || format!("status fd: {text:?}"),
+    )?;
+    // The caller's cwd carries over when the context shares it; a hidden one is refused clearly.
+    let mut c = Cmd::sbx(["--policy", &pol, "--ctx", "codes", "--", "pwd"]);
+    c.command().current_dir("/usr/bin");
+    let r = c.run();
+    r.expect_code(0, "pwd")?;
+    check(r.stdout.trim() == "/usr/bin", || r.show())?;
+    // A cwd hidden in the context is refused, and nothing under it leaks (runc CVE-2024-21626).
+    let sub = hidden.join("sub");
+    std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
+    std::fs::write(sub.join("private.txt"), "outside-only").map_err(|e| e.to_string())?;
+    let mut c = Cmd::sbx([
+        "--policy",
+        &pol,
+        "--ctx",
+        "codes",
+        "--",
+        "cat",
+        "private.txt",
+    ]);
+    c.command().current_dir(&sub);
+    let r = c.run();
+    r.expect_code(125, "cwd hidden in the context")?;
+    check(
+        r.stderr.contains("does not exist inside") && !r.stdout.contains("outside-only"),
+        || r.show(),
+    )?;
+    let mut c = Cmd::sh("cat private.txt");
+    c.command().current_dir(&sub);
+    let control = c.run();
+    check(control.stdout == "outside-only", || {
+        format!("control: {}", control.show())
+    })?;
+    stop(&pol, "codes").expect_code(0, "ctx stop")?;
+    Ok(())
+}
+
+pub fn killed_launcher_takes_its_command_but_not_background() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist9");
+    let pol = policy(&dir, &["pdeath"], None);
+    let (bg, fg) = (marker("bgkeep"), marker("fgdie"));
+    let script =
+        format!("exec -a {bg} sleep 300 >/dev/null 2>&1 & exec -a {fg} sleep 300 >/dev/null 2>&1");
+    let mut launcher = std::process::Command::new(bin())
+        .args([
+            "--policy", &pol, "--ctx", "pdeath", "--", "bash", "-c", &script,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let up = wait_until(Duration::from_secs(10), || {
+        alive_argv0(&bg) && alive_argv0(&fg)
+    });
+    let fg_pid = process_argv0(&fg);
+    // The launcher is this test's own child.
+    let _ = launcher.kill();
+    let _ = launcher.wait();
+    check(up, || "the command did not start".into())?;
+    check(
+        wait_until(Duration::from_secs(5), || !alive_argv0(&fg)),
+        || "the call's own command outlived its sbx-exec".into(),
+    )?;
+    // Its zombie is re-parented to the suite, which is pid 1 of its namespace: reap it, as a
+    // container's init would (the kernel ends the context only once it is reaped).
+    if let Some(pid) = fg_pid {
+        let pid = nix::unistd::Pid::from_raw(pid);
+        wait_until(Duration::from_secs(5), || {
+            !matches!(
+                nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::StillAlive)
+            )
+        });
+    }
+    check(alive_argv0(&bg), || {
+        "the background process died with the call".into()
+    })?;
+    // Secrets are never handed to a persistent context (refused before a byte is read).
+    let (c, _guard) = sbx_with_secrets(
+        "TOKEN=persist-secret-value",
+        &[
+            "--policy",
+            &pol,
+            "--ctx",
+            "pdeath",
+            "--secrets-fd",
+            "3",
+            "--",
+            "env",
+        ],
+    );
+    let r = c.run();
+    r.expect_code(125, "secrets to a persistent context")?;
+    check(
+        !r.stdout.contains("persist-secret-value") && !r.stderr.contains("persist-secret-value"),
+        || r.show(),
+    )?;
+    let r = stop(&pol, "pdeath");
+    let ps = Cmd::sh("ps -eo pid,ppid,stat,args").run();
+    r.expect_code(0, &format!("ctx stop; processes:\n{}", ps.stdout))?;
+    check(!alive_argv0(&bg), || {
+        "background process survived ctx stop".into()
+    })
+}
+
+pub fn persist_policy_is_validated() -> Result<(), String> {
+    let dir = TempDir::new("persist7");
+    for (text, want) in [
+        ("[context.x]\nnamespaces = [\"mount\"]\npersist = true\n", "\"pid\" and \"mount\""),
+        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 4\n", "persistent contexts only"),
+        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\npersist = true\n[context.x.limits]\nmemory_max = \"1.5G\"\n", "policy.toml:6:"),
+    ] {
+        let f = dir.file("policy.toml", &format!("version = 1\n{text}"));
+        let r = Cmd::sbx(["policy".as_ref(), "check".as_ref(), f.as_os_str()]).run();
+        r.expect_code(125, text)?;
+        check(r.stderr.contains(want), || format!("{want:?} not in: {}", r.show()))?;
+    }
+    let r = Cmd::sbx(["ctx", "stop", "../etc"]).run();
+    r.expect_code(125, "bad context name")?;
+    check(r.stderr.contains("context name"), || r.show())
+}
