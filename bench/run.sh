@@ -252,7 +252,7 @@ export BENCH_OUT="$OUT" BENCH_OUT_REL="${OUT#"$ROOT"/}" BENCH_REPORT="$REPORT" B
     BENCH_HF_VERSION="$(hyperfine --version)" BENCH_BWRAP_VERSION="$(bwrap --version)" \
     BENCH_NPROC="$(nproc)" BENCH_KERNEL="$(uname -r)" BENCH_LOADAVG="$LOAD_BEFORE" \
     BENCH_CPU="$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" \
-    BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
+    BENCH_DATE="$(date -u '+%Y-%m-%d %H:%M UTC')" BENCH_PROFILING="$ROOT/bench/PROFILING.md"
 python3 - <<'PY'
 import json, os, re
 
@@ -358,6 +358,13 @@ unmet = [g for g, _, ok in checks if not ok]
 w("")
 w("Met: %s." % ("; ".join(met) if met else "none"))
 w("Not met: %s." % ("; ".join(unmet) if unmet else "none"))
+
+# The profiling notes (written by hand in bench/PROFILING.md), one heading level down.
+if os.path.exists(E["BENCH_PROFILING"]):
+    w("")
+    with open(E["BENCH_PROFILING"]) as f:
+        for l in f.read().rstrip("\n").split("\n"):
+            w("#" + l if l.startswith("#") else l)
 
 with open(E["BENCH_REPORT"], "w") as f:
     f.write("\n".join(lines) + "\n")

@@ -74,8 +74,10 @@ pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool) -> Plan {
 /// Apply the plan in this (new, private) mount namespace. Stops at the first failure unless
 /// `degrade`, in which case failures are reported on stderr and skipped.
 pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
+    // Under degrade a failed step is skipped, so what the plan says is not what was done.
+    let sys_read_only = !degrade && crate::procfs::sys_already_read_only(&plan.steps);
     for step in &plan.steps {
-        let done = apply_step(step);
+        let done = apply_step(step, sys_read_only);
         if let (Ok(()), Step::Tmpfs(p, 0o755), Some((uid, gid))) = (&done, step, plan.tmpfs_owner) {
             crate::privilege::give_new_tmpfs(p, uid, gid)?;
         }
@@ -90,7 +92,7 @@ pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     Ok(())
 }
 
-fn apply_step(step: &Step) -> Result<()> {
+fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
     match step {
         Step::MakePrivate => mount(
             None::<&str>,
@@ -117,7 +119,7 @@ fn apply_step(step: &Step) -> Result<()> {
             None => Ok(()),
             Some(fd) => hide(&fd).with_context(|| format!("cannot hide {}", show(p))),
         },
-        Step::PrivateProc => crate::procfs::mount_private(),
+        Step::PrivateProc => crate::procfs::mount_private(sys_read_only),
     }
 }
 

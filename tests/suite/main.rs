@@ -13,6 +13,7 @@ mod g5_launcher;
 mod g6_fail_closed;
 mod g8_modes;
 mod harness;
+mod perf_walls;
 mod persist;
 mod policy_tests;
 
@@ -77,6 +78,8 @@ fn main() {
         attacks::launcher_and_policy_are_read_only_in_platform_too,
         attacks::proc_and_sys_cannot_be_written,
         attacks::kernel_files_are_masked,
+        perf_walls::caps_are_cut_to_the_kept_set,
+        perf_walls::every_sys_mount_is_read_only,
         attacks::cgroups_cannot_be_created,
         attacks::mount_fails_inside,
         attacks::pid1_of_sandbox_is_untouchable,
