@@ -266,8 +266,40 @@ pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<
         ],
     );
     c.run().expect_code(125, "secrets to build")?;
+    // deploy runs only its allowlisted tools, and the program is checked before the secrets are
+    // read; a copy that also allows printenv lets the secret allowlist itself be exercised.
+    let dir = TempDir::new("ci-runner");
+    let text = std::fs::read_to_string(p).unwrap().replacen(
+        "allow = [\"/usr/local/bin/aws\",",
+        "allow = [\"/usr/bin/printenv\", \"/usr/local/bin/aws\",",
+        1,
+    );
+    let copy = crate::policy_tests::write_policy(dir.path(), &text);
+    let copy = copy.to_str().unwrap();
+    let deploy = |secrets: &str| {
+        let args = [
+            "--policy",
+            copy,
+            "--ctx",
+            "deploy",
+            "--secrets-fd",
+            "3",
+            "--",
+        ];
+        let mut args = args.to_vec();
+        args.extend(["printenv", "AWS_REGION"]);
+        let (c, _d) = sbx_with_secrets(secrets, &args);
+        c.run()
+    };
+    let listed = deploy("AWS_REGION=eu-west-1\n");
+    listed.expect_code(0, "listed secret to deploy")?;
+    check(listed.stdout.trim() == "eu-west-1", || listed.show())?;
+    let r = deploy("GITHUB_TOKEN=x\n");
+    r.expect_code(125, "unlisted secret to deploy")?;
+    check(r.stderr.contains("GITHUB_TOKEN"), || r.show())?;
+    // And the shipped policy itself refuses a program outside deploy's allowlist.
     let (c, _d) = sbx_with_secrets(
-        "GITHUB_TOKEN=x\n",
+        "AWS_REGION=eu-west-1\n",
         &[
             "--policy",
             p,
@@ -280,8 +312,8 @@ pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<
         ],
     );
     let r = c.run();
-    r.expect_code(125, "unlisted secret to deploy")?;
-    check(r.stderr.contains("GITHUB_TOKEN"), || r.show())
+    r.expect_code(125, "true in deploy")?;
+    check(r.stderr.contains("exec] allow"), || r.show())
 }
 
 // ---------------------------------------------------------------- completions and man pages
