@@ -42,9 +42,14 @@ pub fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
 /// Open `path` as an `O_PATH` handle without following any symlink in it, so a mount placed on
 /// `/proc/self/fd/N` lands exactly where the policy said, not where an attacker's link points.
 pub fn open_path_nofollow(path: &CStr) -> io::Result<OwnedFd> {
+    openat2_nofollow(path, libc::O_PATH | libc::O_CLOEXEC)
+}
+
+/// `openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`.
+fn openat2_nofollow(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: open_how is plain old data; all-zero is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.flags = flags as u64;
     how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose size is
     // passed; the kernel only reads both.
@@ -312,23 +317,10 @@ pub fn own_fd(fd: RawFd) -> OwnedFd {
 /// Open `path` for reading without following any symlink in it (setuid mode reads the system
 /// policy this way, so a link cannot point it at another file).
 pub fn open_read_nofollow(path: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain old data; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW) as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: as in `open_path_nofollow`: valid C string, valid open_how with its size.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = check(ret)? as RawFd;
-    // SAFETY: the kernel just returned this new fd; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    openat2_nofollow(
+        path,
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NOFOLLOW,
+    )
 }
 
 /// `pidfd_open(pid, 0)`: a handle on exactly this process, immune to pid reuse from now on.
