@@ -247,6 +247,30 @@ pub fn setuid_refuses_policy_flag() -> Result<(), String> {
     Ok(())
 }
 
+const PERSIST_POLICY: &str = r#"version = 1
+[context.shared]
+namespaces = ["pid", "mount"]
+persist = true
+fs.hide = ["/run/sbx"]
+"#;
+
+pub fn setuid_refuses_persistent_contexts() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let _policy = SystemPolicy::install(PERSIST_POLICY, 0o644, 0o755)?;
+    let args = ["--ctx", "shared", "--", "true"];
+    let r = as_caller(su.path(), false, &[], &args);
+    r.expect_code(125, "persistent context from a setuid caller")?;
+    check(r.stderr.contains("persist"), || r.show())?;
+    // Control: root runs the same context from the same system policy, then stops it.
+    let root = Cmd::new(su.path()).command_args(&args).run();
+    let stop = Cmd::new(su.path())
+        .command_args(&["ctx", "stop", "shared", "--timeout", "2"])
+        .run();
+    root.expect_code(0, "root in the persistent context")?;
+    stop.expect_code(0, "ctx stop")?;
+    Ok(())
+}
+
 const OPEN_POLICY: &str = r#"version = 1
 [context.open]
 namespaces = ["pid", "mount"]

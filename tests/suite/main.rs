@@ -95,6 +95,7 @@ fn main() {
         g4_landlock::denied_ports_cannot_be_bound_or_called,
         g8_modes::setuid_caller_runs_as_itself_without_capabilities,
         g8_modes::setuid_refuses_policy_flag,
+        g8_modes::setuid_refuses_persistent_contexts,
         g8_modes::setuid_environment_is_allowlist_only,
         g8_modes::setuid_enters_the_cwd_as_the_caller,
         g8_modes::setuid_resets_fds_umask_limits_and_signals,
