@@ -1,14 +1,19 @@
 //! One launch, top to bottom. Like nsjail's `containProc`, the whole sequence reads as one ordered
 //! list; each step is a call into the module named after its facility.
 //!
-//! Outer process: policy → context → command (126/127 early) → secrets (refused when the context
-//! takes none) → environment → plans (mounts, caps, seccomp) → block signals → clone into the
-//! namespaces → supervise → status.
+//! Outer process: privilege mode and policy (`privilege`) → context and caller checks → environment
+//! → command resolved and checked against `[exec]` as the caller (126/127 early) → secrets (refused
+//! when the context takes none; split into variables and `secrets.files`) → plans (mounts, caps,
+//! seccomp, user namespace in rootless mode, the caller's identity in setuid mode) → block signals
+//! → control mode (`control`), or a persistent context's keeper joined (`persist`), or output
+//! masking (`redactor`) and a clone into fresh namespaces → supervise → status → audit line.
 //!
-//! Sandbox pid 1: die with the outer process → non-dumpable → new session → close fds → mounts and
-//! private /proc → loopback → working directory → fork the target → reap and forward.
+//! Sandbox pid 1: id maps (rootless) → die with the outer process → non-dumpable → new session →
+//! close fds → mounts and private /proc → secret files → loopback → working directory → fork the
+//! target → reap and forward.
 //!
-//! Target: new session → close fds → caps → no_new_privs → seccomp → exec.
+//! Target: new session → close fds → caps (and the setuid caller's identity) → no_new_privs →
+//! Landlock → seccomp → exec.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
