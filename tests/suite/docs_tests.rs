@@ -266,17 +266,45 @@ pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<
         ],
     );
     c.run().expect_code(125, "secrets to build")?;
+    // The program is checked before the secrets are read, so deploy needs one it allows: a copy
+    // of the policy that also lists /usr/bin/true (else the refusal would be about the program).
+    let shipped = std::fs::read_to_string(p).unwrap();
+    let with_true = shipped.replacen(
+        "[context.deploy.exec]\nallow = [",
+        "[context.deploy.exec]\nallow = [\"/usr/bin/true\", ",
+        1,
+    );
+    check(with_true != shipped, || {
+        "policies/ci-runner.toml has no [context.deploy.exec] allow list to extend".into()
+    })?;
+    let dir = TempDir::new("ci-runner");
+    let p2 = dir.file("ci-runner.toml", &with_true);
+    let p2 = p2.to_str().unwrap();
     let (c, _d) = sbx_with_secrets(
-        "GITHUB_TOKEN=x\n",
+        "AWS_REGION=eu-west-1\n",
         &[
             "--policy",
-            p,
+            p2,
             "--ctx",
             "deploy",
             "--secrets-fd",
             "3",
             "--",
-            "true",
+            "/usr/bin/true",
+        ],
+    );
+    c.run().expect_code(0, "listed secret to deploy")?;
+    let (c, _d) = sbx_with_secrets(
+        "GITHUB_TOKEN=x\n",
+        &[
+            "--policy",
+            p2,
+            "--ctx",
+            "deploy",
+            "--secrets-fd",
+            "3",
+            "--",
+            "/usr/bin/true",
         ],
     );
     let r = c.run();
