@@ -15,11 +15,24 @@ Examples:
       trusted tool: the secret arrives as a variable, never in argv or the caller's env
   sbx-exec --ctx user --status-fd 4 -- make 4>status.jsonl
       JSON lines {\"child-pid\":N} then {\"exit-code\":N}
+  sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
+      in a context with persist = true: the server keeps running after the call,
+      and later calls (ps, kill, curl localhost:3000) see it
+  sbx-exec ctx list
+  sbx-exec ctx stop user
+      end a persistent context and everything in it
+  sbx-exec probe
+      what this host can isolate; which contexts run as written
   sbx-exec policy show --ctx user
   sbx-exec policy check /etc/sbx/policy.toml
 
+Installed setuid root, sbx-exec serves non-root callers: only /etc/sbx/policy.toml
+(or the embedded default) applies, --policy is refused, and the command runs as the
+caller (or security.run_as) without capabilities.
+
 Exit status: the command's own; 128+N if it died of signal N; 124 timeout;
-125 sbx-exec refused or failed; 126 command not executable; 127 command not found.";
+125 sbx-exec refused or failed; 126 command not executable; 127 command not found.
+ctx stop: 1 if the context was not running. probe: 1 if some context cannot run as written.";
 
 /// sbx-exec: run a command in a named sandbox context from a policy.
 #[derive(Debug, Parser)]
@@ -69,7 +82,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Check or show policies
+    /// Check a policy file, or show the effective policy
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Report what this host can isolate and whether each context can run fully, degraded or not
@@ -82,25 +95,27 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
-    /// List or stop persistent contexts (persist = true)
+    /// List or stop persistent contexts (policy key persist = true); needs root
     #[command(subcommand)]
     Ctx(CtxCommand),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum CtxCommand {
-    /// List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds
+    /// List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds,
+    /// and whether the keeper is running
     List {
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
-        /// Policy file to validate first
+        /// Policy file to validate first (the list comes from /run/sbx, not from the policy)
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
     },
-    /// Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 1 if it is not running
+    /// Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0
+    /// when nothing of it runs any more, 1 if it was not running
     Stop {
-        /// The context
+        /// The persistent context to stop
         name: String,
         /// Seconds between SIGTERM and SIGKILL
         #[arg(long, value_name = "S", default_value_t = 10)]
