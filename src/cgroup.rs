@@ -154,6 +154,17 @@ pub enum Version {
     None,
 }
 
+impl Version {
+    /// As `probe` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Version::V1 => "v1",
+            Version::V2 => "v2",
+            Version::None => "none",
+        }
+    }
+}
+
 /// What `probe` reports about cgroups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CgroupInfo {
@@ -390,12 +401,23 @@ pub fn leaf_name(ctx: &str, creator_pid: u32) -> String {
     format!("sbx-{ctx}-{creator_pid}")
 }
 
+/// The plan for `limits` on this host, below this process's own cgroups; `Err` says why the
+/// limits cannot be applied here (a launch refuses with it, `probe` reports it).
+fn plan_here(ctx_name: &str, limits: &Limits) -> std::result::Result<Plan, String> {
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+    let leaf = leaf_name(ctx_name, std::process::id());
+    plan(&detect(), &self_cgroup, &leaf, limits)
+}
+
+/// Can `limits` be applied on this host? (What `probe` asks; the launch asks [`plan_for`].)
+pub fn limits_available(ctx_name: &str, limits: &Limits) -> std::result::Result<(), String> {
+    plan_here(ctx_name, limits).map(drop)
+}
+
 /// Refuse (unless `degrade`) when the limits cannot be applied; `Ok(None)` when degraded.
 pub fn plan_for(ctx_name: &str, limits: &Limits, degrade: bool) -> Result<Option<Plan>> {
-    let self_cgroup =
-        std::fs::read_to_string("/proc/self/cgroup").context("cannot read /proc/self/cgroup")?;
-    let leaf = leaf_name(ctx_name, std::process::id());
-    match plan(&detect(), &self_cgroup, &leaf, limits) {
+    match plan_here(ctx_name, limits) {
         Ok(p) => Ok(Some(p)),
         Err(why) if degrade => {
             eprintln!("sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no resource limits: {why}");

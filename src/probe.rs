@@ -23,8 +23,7 @@ struct Host {
     max_user_namespaces: Option<u64>,
     landlock_abi: i32,
     seccomp: bool,
-    cgroup_version: &'static str,
-    cgroup_controllers: Vec<String>,
+    cgroup: crate::cgroup::CgroupInfo,
     legacy_tiocsti: Option<bool>,
 }
 
@@ -78,7 +77,6 @@ fn host() -> Host {
         })
         .collect();
     ns.push(("user", userns));
-    let (cgroup_version, cgroup_controllers) = cgroups();
     Host {
         mode,
         namespaces: ns,
@@ -88,8 +86,7 @@ fn host() -> Host {
         landlock_abi: crate::landlock::kernel_abi(),
         seccomp: read_trimmed("/proc/self/status")
             .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
-        cgroup_version,
-        cgroup_controllers,
+        cgroup: crate::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
     }
 }
@@ -107,69 +104,6 @@ pub const ROOTLESS_LOSES: &[&str] = &[
     "capabilities outside the user namespace (the bounding set is cut only inside it)",
     "ownership of other users' files (root's files appear as nobody)",
 ];
-
-/// The cgroup v1 controller names (mount options that are not one are flags like `xattr`).
-const V1_CONTROLLERS: &[&str] = &[
-    "blkio",
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "devices",
-    "freezer",
-    "hugetlb",
-    "memory",
-    "misc",
-    "net_cls",
-    "net_prio",
-    "perf_event",
-    "pids",
-    "rdma",
-];
-
-/// A small, self-contained cgroup detection from /proc/self/mountinfo.
-fn cgroups() -> (&'static str, Vec<String>) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let (version, controllers) = cgroups_from(&info);
-    if version == "v2" {
-        let c = read_trimmed("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-        return ("v2", c.split_whitespace().map(String::from).collect());
-    }
-    (version, controllers)
-}
-
-/// The cgroup version and v1 controllers from mountinfo text (v2 controllers are read apart).
-fn cgroups_from(info: &str) -> (&'static str, Vec<String>) {
-    let (mut v1, mut v2_root) = (Vec::new(), false);
-    let mut v2_elsewhere = false;
-    for line in info.lines() {
-        let Some((pre, post)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mountpoint = pre.split(' ').nth(4).unwrap_or("");
-        let mut post = post.split(' ');
-        let (fstype, opts) = (post.next().unwrap_or(""), post.nth(1).unwrap_or(""));
-        match fstype {
-            "cgroup2" if mountpoint == "/sys/fs/cgroup" => v2_root = true,
-            "cgroup2" => v2_elsewhere = true,
-            "cgroup" => v1.extend(
-                opts.split(',')
-                    .filter(|o| V1_CONTROLLERS.contains(o))
-                    .map(String::from),
-            ),
-            _ => {}
-        }
-    }
-    if v2_root {
-        return ("v2", Vec::new());
-    }
-    v1.sort();
-    v1.dedup();
-    match (v1.is_empty(), v2_elsewhere) {
-        (true, _) => ("none", v1),
-        (false, false) => ("v1", v1),
-        (false, true) => ("hybrid", v1),
-    }
-}
 
 /// Judge one context as a launch in this mode would treat it.
 fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
@@ -225,6 +159,16 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         v.blocked
             .push("capability bounding set (needs root, or no_new_privs = true)".into());
     }
+    if let Some(limits) = &ctx.limits {
+        // The same planning a launch does: what it would refuse, probe reports.
+        let why = match mode {
+            Mode::Root | Mode::Setuid { .. } => crate::cgroup::limits_available(name, limits).err(),
+            _ => Some("the cgroup tree belongs to root".to_string()),
+        };
+        if let Some(why) = why {
+            v.missing.push(format!("cgroup limits ({why})"));
+        }
+    }
     if let Some(ids) = sec.run_as {
         let me = nix::unistd::geteuid().as_raw();
         if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
@@ -269,7 +213,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "user_namespaces": {"creatable": h.userns, "max_user_namespaces": h.max_user_namespaces},
             "landlock_abi": h.landlock_abi,
             "seccomp": h.seccomp,
-            "cgroup": {"version": h.cgroup_version, "controllers": h.cgroup_controllers},
+            "cgroup": h.cgroup,
             "legacy_tiocsti": h.legacy_tiocsti,
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
@@ -296,8 +240,8 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         println!("seccomp:         {}", yes(h.seccomp));
         println!(
             "cgroup:          {} ({})",
-            h.cgroup_version,
-            h.cgroup_controllers.join(", ")
+            h.cgroup.version.name(),
+            h.cgroup.controllers.join(", ")
         );
         println!(
             "legacy_tiocsti:  {}",
@@ -339,24 +283,5 @@ mod tests {
         assert_eq!(v(&["pid namespace"], &[], true).status(), "degraded");
         assert_eq!(v(&["pid namespace"], &[], false).status(), "unavailable");
         assert_eq!(v(&[], &["allow_callers"], true).status(), "unavailable");
-    }
-
-    #[test]
-    fn cgroup_versions_from_mountinfo() {
-        let v1 = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
-                  35 31 0:32 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n\
-                  40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n";
-        assert_eq!(
-            cgroups_from(v1),
-            ("v1", vec!["cpu".into(), "memory".into()])
-        );
-        let hybrid = format!("{v1}41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
-        assert_eq!(cgroups_from(&hybrid).0, "hybrid");
-        let v2 = "30 25 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(cgroups_from(v2).0, "v2");
-        assert_eq!(
-            cgroups_from("22 27 0:21 / /proc rw - proc proc rw\n").0,
-            "none"
-        );
     }
 }
