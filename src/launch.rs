@@ -85,12 +85,6 @@ fn run_in(
 ) -> Result<i32> {
     let ctx = loaded.policy.context(ctx_name)?;
     let setuid = privilege::SetuidLaunch::plan(mode, ctx_name, ctx)?;
-    if setuid.is_some() && ctx.persist {
-        // One keeper per context: callers with different uids would share a pid namespace.
-        bail!(
-            "context {ctx_name:?} is persistent (persist = true), which setuid mode does not offer to non-root callers:              its processes would be shared with every other caller of the context; use a one-shot context, or run as root"
-        );
-    }
     let status = args.status_fd.map(StatusFd::open).transpose()?;
 
     // The environment, and the command resolved in its PATH (127 / 126 before anything starts),

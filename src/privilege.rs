@@ -258,6 +258,13 @@ impl SetuidLaunch {
                 caller.uid
             );
         }
+        if ctx.persist {
+            // One keeper per context: callers with different uids would share a pid namespace.
+            bail!(
+                "context {ctx_name:?} is persistent (persist = true), which setuid mode does not offer to non-root callers: \
+                 its processes would be shared with every other caller of the context; use a one-shot context, or run as root"
+            );
+        }
         let identity = match ctx.security.run_as {
             Some(ids) => Identity {
                 uid: ids.uid,
