@@ -144,17 +144,7 @@ fn verify_owner(ctx: &str, real: &Path) -> Result<()> {
     for p in real.ancestors() {
         let meta = std::fs::symlink_metadata(p)
             .map_err(|e| anyhow::anyhow!("cannot check {}: {e}", p.display()))?;
-        let why = if meta.uid() != 0 {
-            Some(format!("is owned by uid {}, not root", meta.uid()))
-        } else if meta.mode() & 0o022 != 0 {
-            Some(format!(
-                "is writable by group or others (mode {:o})",
-                meta.mode() & 0o7777
-            ))
-        } else {
-            None
-        };
-        if let Some(why) = why {
+        if let Err(why) = only_root_can_change(meta.uid(), meta.mode()) {
             bail!(
                 "refusing to run {} in context {ctx:?}: {} {why}, so it could have been tampered with \
                  ([context.{ctx}.exec] verify_owner); fix the ownership/permissions or list the path in exec.trusted",
@@ -162,6 +152,22 @@ fn verify_owner(ctx: &str, real: &Path) -> Result<()> {
                 p.display()
             );
         }
+    }
+    Ok(())
+}
+
+/// The trust rule for a file or directory sbx-exec relies on (a program given secrets, the setuid
+/// system policy and the directories above them): owned by root, not writable by group or others.
+/// `Err` says why not, as the rest of a sentence naming the path.
+pub fn only_root_can_change(uid: u32, mode: u32) -> std::result::Result<(), String> {
+    if uid != 0 {
+        return Err(format!("is owned by uid {uid}, not root"));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "is writable by group or others (mode {:o})",
+            mode & 0o7777
+        ));
     }
     Ok(())
 }

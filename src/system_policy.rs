@@ -43,16 +43,7 @@ pub fn judge(facts: Facts, want_dir: bool) -> std::result::Result<(), String> {
             }
         ));
     }
-    if facts.uid != 0 {
-        return Err(format!("is owned by uid {}, not root", facts.uid));
-    }
-    if facts.mode & 0o022 != 0 {
-        return Err(format!(
-            "is writable by group or others (mode {:o})",
-            facts.mode & 0o7777
-        ));
-    }
-    Ok(())
+    crate::exec::only_root_can_change(facts.uid, facts.mode)
 }
 
 fn facts(fd: &OwnedFd) -> Result<Facts> {
