@@ -180,30 +180,7 @@ pub fn wait_signal(
     set: &SigSet,
     timeout: Option<std::time::Duration>,
 ) -> io::Result<Option<Signal>> {
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    loop {
-        // SAFETY: `set` is a valid sigset; siginfo may be NULL; `ts` lives across the call.
-        let ret = unsafe {
-            libc::sigtimedwait(
-                set.as_ref(),
-                std::ptr::null_mut(),
-                ts.as_ref()
-                    .map_or(std::ptr::null(), |t| t as *const libc::timespec),
-            )
-        };
-        if ret >= 0 {
-            return Ok(Signal::try_from(ret).ok());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return Ok(None),
-            _ => return Err(err),
-        }
-    }
+    wait_signal_from(set, timeout).map(|got| got.map(|(sig, _)| sig))
 }
 
 /// `execve(path, argv, envp)`; returns only on failure, with the error.
