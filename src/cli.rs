@@ -7,6 +7,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// Version string, with the git revision it was built from when known: `0.1.0 (git abc1234)`
+/// (set by build.rs).
+pub const VERSION: &str = match option_env!("SBX_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 const EXAMPLES: &str = "\
 Examples:
   sbx-exec --ctx user -- ps aux
@@ -38,7 +45,7 @@ ctx stop: 1 if the context was not running. probe: 1 if some context cannot run 
 #[derive(Debug, Parser)]
 #[command(
     name = "sbx-exec",
-    version = crate::VERSION,
+    version = VERSION,
     about = "Run a command in a named sandbox context: secrets only where handed, private PID and mount namespaces, a clean environment",
     after_help = EXAMPLES,
     args_conflicts_with_subcommands = true,

@@ -11,8 +11,8 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{json, Value};
 
-use crate::namespaces::{self, Kind};
-use crate::policy::{Context, SeccompMode};
+use crate::model::{Context, SeccompMode};
+use crate::plan::namespaces::{self, Kind};
 use crate::privilege::{self, Mode};
 
 /// What the host offers, independent of any policy.
@@ -23,7 +23,7 @@ struct Host {
     max_user_namespaces: Option<u64>,
     landlock_abi: i32,
     seccomp: bool,
-    cgroup: crate::cgroup::CgroupInfo,
+    cgroup: crate::plan::cgroup::CgroupInfo,
     legacy_tiocsti: Option<bool>,
 }
 
@@ -52,7 +52,7 @@ impl Verdict {
 }
 
 fn clone_ok(flags: libc::c_int) -> bool {
-    namespaces::can_create(Kind {
+    crate::run::apply::namespaces::can_create(Kind {
         flag: flags,
         name: "",
     })
@@ -83,10 +83,10 @@ fn host() -> Host {
         userns,
         max_user_namespaces: read_trimmed("/proc/sys/user/max_user_namespaces")
             .and_then(|s| s.parse().ok()),
-        landlock_abi: crate::landlock::kernel_abi(),
+        landlock_abi: crate::plan::landlock_rules::kernel_abi(),
         seccomp: read_trimmed("/proc/self/status")
             .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
-        cgroup: crate::cgroup::detect(),
+        cgroup: crate::plan::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
     }
 }
@@ -119,7 +119,7 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         }
     }
     let mut kinds = namespaces::wanted(ctx);
-    let userns = privilege::userns_plan(mode, ctx, !kinds.is_empty()).is_some();
+    let userns = privilege::userns::userns_plan(mode, ctx, !kinds.is_empty()).is_some();
     if userns {
         kinds.insert(0, namespaces::USER);
     }
@@ -162,7 +162,9 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     if let Some(limits) = &ctx.limits {
         // The same planning a launch does: what it would refuse, probe reports.
         let why = match mode {
-            Mode::Root | Mode::Setuid { .. } => crate::cgroup::limits_available(name, limits).err(),
+            Mode::Root | Mode::Setuid { .. } => {
+                crate::plan::cgroup::limits_available(name, limits).err()
+            }
             _ => Some("the cgroup tree belongs to root".to_string()),
         };
         if let Some(why) = why {

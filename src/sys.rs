@@ -475,3 +475,14 @@ pub fn capbset_drop(cap: u32) -> io::Result<()> {
     };
     check(ret.into()).map(drop)
 }
+
+/// Can this process create the namespaces in `flags`? Tried in a throwaway child (a `clone` with
+/// those flags) that exits at once.
+pub fn can_clone(flags: libc::c_int) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    match clone_fork(flags) {
+        Ok(None) => exit_now(0),
+        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
+        Err(_) => false,
+    }
+}

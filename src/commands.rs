@@ -1,0 +1,87 @@
+//! The entry point behind `main`: setuid stage 1, parse the command line, dispatch to a launch or a
+//! subcommand; errors end here, printed once and mapped to an exit status.
+
+use crate::{cli, error, model, privilege, probe, run};
+use clap::Parser;
+
+/// Run sbx-exec with this process's arguments; never returns.
+pub fn main() -> ! {
+    // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).
+    if privilege::is_setuid() {
+        if let Err(e) = privilege::enter_setuid_mode() {
+            eprintln!("sbx-exec: {e:#}");
+            std::process::exit(error::EXIT_SBX);
+        }
+    } else if let Err(e) = privilege::check_process_ids() {
+        eprintln!("sbx-exec: {e:#}");
+        std::process::exit(error::EXIT_SBX);
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { error::EXIT_SBX } else { 0 };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    if privilege::is_setuid() {
+        let named: Vec<i32> = cli
+            .run
+            .secrets_fd
+            .into_iter()
+            .chain(cli.run.status_fd)
+            .collect();
+        if let Err(e) = privilege::close_caller_fds(&named) {
+            eprintln!("sbx-exec: {e:#}");
+            std::process::exit(error::EXIT_SBX);
+        }
+    }
+    let result = match cli.command {
+        Some(cli::Command::Policy(cmd)) => policy_command(cmd),
+        Some(cli::Command::Probe { json, policy }) => probe::run(json, policy.as_deref()),
+        Some(cli::Command::Ctx(cmd)) => match cmd {
+            cli::CtxCommand::List { json, policy } => run::persist::list(json, policy.as_deref()),
+            cli::CtxCommand::Stop {
+                name,
+                timeout,
+                policy,
+            } => run::persist::stop(&name, timeout, policy.as_deref()),
+        },
+        None => run::launch::run(cli.run),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("sbx-exec: {e:#}");
+            std::process::exit(error::exit_code_of(&e));
+        }
+    }
+}
+
+fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
+    match cmd {
+        cli::PolicyCommand::Check { file } => {
+            // In setuid mode the caller's file is read with the caller's access, never root's.
+            let p = privilege::as_caller(privilege::mode(), || model::check_file(&file))?;
+            let names: Vec<&str> = p.context.keys().map(|k| k.0.as_str()).collect();
+            println!("{}: valid; contexts: {}", file.display(), names.join(", "));
+            Ok(0)
+        }
+        cli::PolicyCommand::Show { policy: file, ctx } => {
+            let loaded = privilege::load_policy(privilege::mode(), file.as_deref())?;
+            println!("# source: {}", loaded.source);
+            match ctx {
+                None => print!("{}", loaded.text),
+                Some(name) => {
+                    let c = loaded.policy.context(&name)?;
+                    let mut one = toml::map::Map::new();
+                    one.insert(name.clone(), toml::Value::try_from(c)?);
+                    let mut top = toml::map::Map::new();
+                    top.insert("context".into(), toml::Value::Table(one));
+                    print!("{}", toml::to_string_pretty(&toml::Value::Table(top))?);
+                }
+            }
+            Ok(0)
+        }
+    }
+}

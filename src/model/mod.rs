@@ -1,0 +1,408 @@
+//! The TOML policy: its types ([`Policy`], [`Context`] and one struct per table), strict parsing
+//! and validation ([`validate`]), the checked value types ([`values`]), limits ([`limits`]) and
+//! where the effective policy comes from ([`load`]). Pure data: nothing here imports anything but
+//! other `model` files.
+//!
+//! Every field type validates itself while it is deserialized, so a bad value is reported by `toml`
+//! with the file, line and column and what would be accepted; unknown keys are refused the same way
+//! (`deny_unknown_fields`). Checks that span several keys run in [`validate`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub mod limits;
+pub mod load;
+pub mod validate;
+pub mod values;
+
+pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
+pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
+
+/// The PATH a target gets when the policy sets none (and the one setuid launches search).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A whole policy file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Format version; only `1` exists.
+    pub version: Version,
+    /// The contexts, by name.
+    #[serde(default)]
+    pub context: BTreeMap<ContextName, Context>,
+    /// Where to write one JSON line per invocation (absent: no audit log).
+    #[serde(default)]
+    pub audit: Option<AuditTarget>,
+}
+
+/// Audit log destination: an absolute file path, `"stderr"` or `"syslog"` (`/dev/log`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AuditTarget {
+    File(std::path::PathBuf),
+    Stderr,
+    Syslog,
+}
+
+impl TryFrom<String> for AuditTarget {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        match s.as_str() {
+            "stderr" => Ok(AuditTarget::Stderr),
+            "syslog" => Ok(AuditTarget::Syslog),
+            _ if s.starts_with('/') && s != "/" => {
+                values::check_abs_path(&s)?;
+                Ok(AuditTarget::File(s.into()))
+            }
+            _ => Err(format!(
+                "invalid audit {s:?}: use an absolute file path (\"/var/log/sbx/audit.jsonl\"), \"stderr\" or \"syslog\""
+            )),
+        }
+    }
+}
+
+impl From<AuditTarget> for String {
+    fn from(a: AuditTarget) -> String {
+        match a {
+            AuditTarget::File(p) => p.display().to_string(),
+            AuditTarget::Stderr => "stderr".into(),
+            AuditTarget::Syslog => "syslog".into(),
+        }
+    }
+}
+
+/// One named context: what a launch in it gets and what it is denied.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Context {
+    /// What this context is for (shown by `policy show`).
+    #[serde(default)]
+    pub description: String,
+    /// New namespaces: any of "pid", "mount", "ipc", "uts".
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+    /// "host" shares the network; "none" gives an empty network namespace with loopback up.
+    #[serde(default)]
+    pub net: Net,
+    /// Run even when the kernel cannot give some isolation, warning on stderr (default: refuse).
+    #[serde(default)]
+    pub degrade: bool,
+    /// Kill the target after this many seconds and exit 124 (0 or absent: no limit).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    #[serde(default)]
+    pub env: EnvPolicy,
+    #[serde(default)]
+    pub secrets: SecretsPolicy,
+    #[serde(default)]
+    pub exec: ExecPolicy,
+    #[serde(default)]
+    pub fs: FsPolicy,
+    #[serde(default)]
+    pub security: SecurityPolicy,
+    /// Control mode: supervise the command as a control plane, holding reserved ports.
+    #[serde(default)]
+    pub supervise: Option<Supervise>,
+    /// Keep the context's namespaces between calls (a keeper process is their pid 1); later calls
+    /// join them, so processes of one call are seen by the next. Needs "pid" and "mount".
+    #[serde(default)]
+    pub persist: bool,
+    /// Resource limits (cgroups) shared by all processes of a persistent context.
+    #[serde(default)]
+    pub limits: Option<crate::model::limits::Limits>,
+    /// Setuid mode: which callers may use this context (absent: any caller). A caller matches by
+    /// real uid or by any of its groups.
+    #[serde(default)]
+    pub allow_callers: Option<AllowCallers>,
+    /// Rootless mode (not root, no setuid bit): "auto" creates a user namespace with the others when
+    /// the kernel allows it; "never" does not (the launch is then refused unless `degrade`).
+    #[serde(default)]
+    pub userns: UserNs,
+}
+
+/// Setuid mode: the callers allowed to use a context.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowCallers {
+    #[serde(default)]
+    pub uids: Vec<u32>,
+    #[serde(default)]
+    pub gids: Vec<u32>,
+}
+
+/// Whether a non-root launch creates a user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserNs {
+    #[default]
+    Auto,
+    Never,
+}
+
+/// Control mode: how sbx-exec supervises the control plane.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Supervise {
+    /// TCP ports bound (IPv4 and IPv6) before the control plane starts, handed to it as LISTEN_FDS.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+    /// When to restart the control plane: "on-failure" (default), "always", "never".
+    #[serde(default)]
+    pub restart: Restart,
+    /// Give up after this many restarts within `restart_window` seconds (default 5 in 60).
+    #[serde(default = "default_max_restarts")]
+    pub max_restarts: u32,
+    #[serde(default = "default_restart_window")]
+    pub restart_window: u64,
+    /// First restart delay in milliseconds; doubles on each restart in the window, up to 10 s.
+    #[serde(default = "default_restart_delay")]
+    pub restart_delay_ms: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping (default 10).
+    #[serde(default = "default_stop_timeout")]
+    pub stop_timeout: u64,
+}
+
+fn default_max_restarts() -> u32 {
+    5
+}
+fn default_restart_window() -> u64 {
+    60
+}
+fn default_restart_delay() -> u64 {
+    200
+}
+fn default_stop_timeout() -> u64 {
+    10
+}
+
+/// Restart policy of the control plane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Restart {
+    #[default]
+    OnFailure,
+    Always,
+    Never,
+}
+
+impl Context {
+    pub fn has(&self, ns: Namespace) -> bool {
+        self.namespaces.contains(&ns)
+    }
+}
+
+/// The environment of the target: cleared, then rebuilt from this.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvPolicy {
+    /// Caller variables passed through: exact names, or prefixes ending in `*` (`"LC_*"`; `"*"` = all).
+    #[serde(default)]
+    pub allow: Vec<EnvPattern>,
+    /// Variables set to fixed values (after `allow`, before secrets).
+    #[serde(default)]
+    pub set: BTreeMap<EnvName, EnvValue>,
+    /// Drop variables that inject code or config (`LD_*`, `BASH_ENV`, `NODE_OPTIONS`, `PGPASSFILE`...)
+    /// even when `allow` matches them. Default: true.
+    #[serde(default = "yes")]
+    pub hygiene: bool,
+}
+
+impl Default for EnvPolicy {
+    fn default() -> Self {
+        EnvPolicy {
+            allow: Vec::new(),
+            set: BTreeMap::new(),
+            hygiene: true,
+        }
+    }
+}
+
+/// Which secret names this context may receive on `--secrets-fd`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsPolicy {
+    /// Names or prefixes ending in `*`; empty means the context takes no secrets at all.
+    #[serde(default)]
+    pub allow: Vec<EnvPattern>,
+    /// Secrets delivered as a file on a private tmpfs (`$CREDENTIALS_DIRECTORY/NAME`, mode 0400);
+    /// the variable NAME is set to the file's path instead of the value.
+    #[serde(default)]
+    pub files: Vec<EnvName>,
+    /// Replace secret values (and their base64 form) in the target's stdout/stderr.
+    #[serde(default)]
+    pub redact: bool,
+}
+
+/// Which programs may be run.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecPolicy {
+    /// Absolute paths of the programs allowed (after resolving symlinks); empty means any.
+    #[serde(default)]
+    pub allow: Vec<AbsPath>,
+    /// Refuse a program unless it and every directory above it are owned by root and not writable
+    /// by group or others (so nobody but root can have changed it).
+    #[serde(default)]
+    pub verify_owner: bool,
+    /// Programs, or directories of programs, exempt from `verify_owner`.
+    #[serde(default)]
+    pub trusted: Vec<AbsPath>,
+    /// Refuse programs below these directories (where untrusted code can write, e.g. /workspace).
+    #[serde(default)]
+    pub deny_under: Vec<AbsPath>,
+}
+
+/// The filesystem view, applied in this order inside the private mount namespace.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsPolicy {
+    /// Made read-only, recursively (`"/"` makes everything read-only).
+    #[serde(default)]
+    pub read_only: Vec<AbsPath>,
+    /// Made writable again below a read-only path (paths that do not exist are skipped).
+    #[serde(default)]
+    pub writable: Vec<AbsPath>,
+    /// A fresh, empty, private tmpfs mounted here (nosuid, nodev).
+    #[serde(default)]
+    pub tmpfs: Vec<AbsPath>,
+    /// Hidden: a directory becomes an empty read-only tmpfs, a file reads as empty.
+    #[serde(default)]
+    pub hide: Vec<AbsPath>,
+}
+
+impl FsPolicy {
+    pub fn is_empty(&self) -> bool {
+        self.read_only.is_empty()
+            && self.writable.is_empty()
+            && self.tmpfs.is_empty()
+            && self.hide.is_empty()
+    }
+}
+
+/// Privilege settings applied to the target just before exec.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityPolicy {
+    /// Capabilities kept (bounding, permitted, effective); `["ALL"]` keeps everything. Default: none.
+    #[serde(default)]
+    pub caps: Vec<CapName>,
+    /// Set `no_new_privs` (setuid binaries and file capabilities grant nothing). Default: true.
+    #[serde(default = "yes")]
+    pub no_new_privs: bool,
+    /// "default" installs sbx-exec's seccomp filter; "none" installs nothing.
+    #[serde(default)]
+    pub seccomp: SeccompMode,
+    /// What a denied system call does: "errno" (fails with EPERM) or "kill" (kills the process).
+    #[serde(default)]
+    pub seccomp_action: SeccompAction,
+    /// Let the target use ptrace on its own processes (seccomp denies it by default).
+    #[serde(default)]
+    pub allow_ptrace: bool,
+    /// TCP ports the target may not bind (Landlock ABI >= 4), e.g. the control plane's.
+    #[serde(default)]
+    pub deny_bind: Vec<u16>,
+    /// TCP ports the target may not connect to (Landlock ABI >= 4), e.g. the control API.
+    #[serde(default)]
+    pub deny_connect: Vec<u16>,
+    /// Confine signals and abstract unix sockets to the context (Landlock ABI >= 6).
+    #[serde(default)]
+    pub scope: bool,
+    /// Run the target as this uid/gid (supplementary groups: just `gid`); it then has no capabilities.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+/// A numeric user and group to run the target as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Default for SecurityPolicy {
+    fn default() -> Self {
+        SecurityPolicy {
+            caps: Vec::new(),
+            no_new_privs: true,
+            seccomp: SeccompMode::default(),
+            seccomp_action: SeccompAction::default(),
+            allow_ptrace: false,
+            deny_bind: Vec::new(),
+            deny_connect: Vec::new(),
+            scope: false,
+            run_as: None,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl SecurityPolicy {
+    /// True when `caps = ["ALL"]`: capabilities are left as they are.
+    pub fn keeps_all_caps(&self) -> bool {
+        self.caps.iter().any(|c| c.0 == "ALL")
+    }
+}
+
+/// Only policy format 1 exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u32")]
+pub struct Version;
+
+impl From<Version> for u32 {
+    fn from(_: Version) -> u32 {
+        1
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match u32::deserialize(d)? {
+            1 => Ok(Version),
+            n => Err(serde::de::Error::custom(format!(
+                "unsupported policy version {n}; this sbx-exec reads version = 1"
+            ))),
+        }
+    }
+}
+
+/// A namespace a context can ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Pid,
+    Mount,
+    Ipc,
+    Uts,
+}
+
+/// The network a context gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Net {
+    #[default]
+    Host,
+    None,
+}
+
+/// Which seccomp filter to install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompMode {
+    #[default]
+    None,
+    Default,
+}
+
+/// What a system call denied by seccomp does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeccompAction {
+    #[default]
+    Errno,
+    Kill,
+}

@@ -1,0 +1,419 @@
+//! Checks that span several keys of a context, each a named rule, run after parsing.
+
+use anyhow::{bail, Context as _, Result};
+
+use super::*;
+
+impl Policy {
+    /// Parse and validate policy text; `origin` names the file in error messages.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy> {
+        let policy: Policy = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            anyhow::anyhow!(
+                "invalid policy {origin}:{line}:{col}: {}",
+                e.message().trim_end()
+            )
+        })?;
+        policy.validate(text, origin)?;
+        Ok(policy)
+    }
+
+    /// Checks that involve several keys at once: every rule of [`RULES`] on every context; the
+    /// first broken one is reported with the file and line of the context's table.
+    fn validate(&self, text: &str, origin: &str) -> Result<()> {
+        for (name, ctx) in &self.context {
+            for rule in RULES {
+                if let Err(why) = rule(ctx) {
+                    let line = find_line(text, &format!("[context.{name}")).unwrap_or(0);
+                    bail!("invalid policy {origin}:{line}: context \"{name}\": {why}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The named context, or an error listing the ones that exist.
+    pub fn context(&self, name: &str) -> Result<&Context> {
+        self.context
+            .iter()
+            .find(|(n, _)| n.0 == name)
+            .map(|(_, c)| c)
+            .with_context(|| {
+                let known: Vec<&str> = self.context.keys().map(|k| k.0.as_str()).collect();
+                format!(
+                    "unknown context {name:?}; this policy defines: {}",
+                    if known.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )
+            })
+    }
+}
+
+/// A rule across keys of one context: `Err` says what is wrong and how to fix it.
+type Rule = fn(&Context) -> std::result::Result<(), String>;
+
+/// Every cross-key rule, in the order they are checked.
+const RULES: &[Rule] = &[
+    pid_needs_mount,
+    fs_needs_mount,
+    all_caps_alone,
+    seccomp_needs_no_new_privs,
+    confined_caps,
+    supervise_rules,
+    landlock_needs_no_new_privs,
+    run_as_keeps_no_caps,
+    no_port_zero,
+    secret_files_rules,
+    ptrace_needs_seccomp,
+    persist_rules,
+    limits_rules,
+];
+
+/// Where persistent contexts keep their state; a persistent context must hide it.
+pub const RUNTIME_DIR: &str = "/run/sbx";
+
+/// Capabilities no confined context may keep: each one can undo the sandbox or read past it.
+pub const NEVER_FOR_CONFINED: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_PTRACE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_NET_ADMIN",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_SYSLOG",
+    "CAP_MAC_ADMIN",
+    "CAP_MAC_OVERRIDE",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_TIME",
+];
+
+fn pid_needs_mount(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.has(Namespace::Pid) && !ctx.has(Namespace::Mount) {
+        return Err("namespace \"pid\" needs \"mount\" too, so that a private /proc showing only the context's processes can be mounted; add \"mount\" to namespaces".into());
+    }
+    Ok(())
+}
+
+fn fs_needs_mount(ctx: &Context) -> std::result::Result<(), String> {
+    if !ctx.fs.is_empty() && !ctx.has(Namespace::Mount) {
+        return Err(
+            "[fs] settings need the \"mount\" namespace; add \"mount\" to namespaces".into(),
+        );
+    }
+    Ok(())
+}
+
+fn all_caps_alone(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.security.keeps_all_caps() && ctx.security.caps.len() > 1 {
+        return Err("security.caps = [\"ALL\"] keeps every capability and cannot be combined with other names".into());
+    }
+    Ok(())
+}
+
+fn seccomp_needs_no_new_privs(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.security.seccomp == SeccompMode::Default && !ctx.security.no_new_privs {
+        return Err("seccomp = \"default\" needs no_new_privs = true (the kernel installs filters only then)".into());
+    }
+    Ok(())
+}
+
+fn confined_caps(ctx: &Context) -> std::result::Result<(), String> {
+    if !ctx.has(Namespace::Pid) {
+        return Ok(());
+    }
+    if ctx.security.keeps_all_caps() {
+        return Err("a context with its own pid namespace is confined and cannot keep all capabilities (caps = [\"ALL\"]); list the ones it needs".into());
+    }
+    match ctx.security.caps.iter().find(|c| {
+        c.canonical()
+            .is_some_and(|name| NEVER_FOR_CONFINED.contains(&name.as_str()))
+    }) {
+        Some(c) => Err(format!("a confined context (own pid namespace) cannot keep {c} because it can undo the sandbox; remove it from security.caps")),
+        None => Ok(()),
+    }
+}
+
+fn supervise_rules(ctx: &Context) -> std::result::Result<(), String> {
+    let Some(sup) = &ctx.supervise else {
+        return Ok(());
+    };
+    if !ctx.namespaces.is_empty() || ctx.net != Net::Host {
+        return Err("[supervise] (control mode) runs the control plane in the container's own namespaces, where it is not hidden from what it supervises; remove namespaces/net from this context".into());
+    }
+    if sup.ports.contains(&0) {
+        return Err("supervise.ports cannot contain 0".into());
+    }
+    let mut seen = sup.ports.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != sup.ports.len() {
+        return Err("supervise.ports lists a port twice".into());
+    }
+    Ok(())
+}
+
+fn landlock_needs_no_new_privs(ctx: &Context) -> std::result::Result<(), String> {
+    let sec = &ctx.security;
+    if (!sec.deny_bind.is_empty() || !sec.deny_connect.is_empty() || sec.scope) && !sec.no_new_privs
+    {
+        return Err(
+            "Landlock settings (deny_bind, deny_connect, scope) need no_new_privs = true".into(),
+        );
+    }
+    Ok(())
+}
+
+fn run_as_keeps_no_caps(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.security.run_as.is_some() && !ctx.security.caps.is_empty() {
+        return Err("security.run_as switches to a non-root user, which keeps no capabilities; remove security.caps".into());
+    }
+    Ok(())
+}
+
+fn no_port_zero(ctx: &Context) -> std::result::Result<(), String> {
+    let sec = &ctx.security;
+    if sec.deny_bind.contains(&0) || sec.deny_connect.contains(&0) {
+        return Err("port 0 cannot be denied (it means \"any free port\"); list real ports".into());
+    }
+    Ok(())
+}
+
+fn secret_files_rules(ctx: &Context) -> std::result::Result<(), String> {
+    if !ctx.secrets.files.is_empty() && !ctx.has(Namespace::Mount) {
+        return Err("secrets.files puts secrets on a private tmpfs, which needs the \"mount\" namespace; add \"mount\" to namespaces".into());
+    }
+    match ctx
+        .secrets
+        .files
+        .iter()
+        .find(|f| !ctx.secrets.allow.iter().any(|a| a.matches(&f.0)))
+    {
+        Some(f) => Err(format!("secrets.files lists {f}, which secrets.allow does not admit; add it to secrets.allow or remove it from files")),
+        None => Ok(()),
+    }
+}
+
+fn ptrace_needs_seccomp(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.security.seccomp == SeccompMode::None && ctx.security.allow_ptrace {
+        return Err("security.allow_ptrace only has a meaning with seccomp = \"default\"".into());
+    }
+    Ok(())
+}
+
+/// `persist = true`: the keeper is pid 1 of a pid and mount namespace, its state is hidden, and
+/// nothing that a later call must not inherit (secrets, a per-call Landlock scope) is allowed.
+fn persist_rules(ctx: &Context) -> std::result::Result<(), String> {
+    if !ctx.persist {
+        return Ok(());
+    }
+    if ctx.supervise.is_some() {
+        return Err("persist = true cannot be combined with [supervise] (control mode runs in the container's own namespaces); remove one of them".into());
+    }
+    if !(ctx.has(Namespace::Pid) && ctx.has(Namespace::Mount)) {
+        return Err("persist = true needs the \"pid\" and \"mount\" namespaces (the keeper is pid 1 of them); add both to namespaces".into());
+    }
+    let hidden = ctx
+        .fs
+        .hide
+        .iter()
+        .any(|h| std::path::Path::new(RUNTIME_DIR).starts_with(h.as_path()) && h.0 != "/");
+    if !hidden {
+        return Err(format!(
+            "persist = true needs fs.hide to include {RUNTIME_DIR} (the keepers' state must be invisible to the context's code, which outlives each call); add it to [fs] hide"
+        ));
+    }
+    if !ctx.secrets.allow.is_empty() {
+        return Err("persist = true cannot be combined with secrets.allow: processes of a persistent context outlive the call, \
+                    so a secret handed to one call would stay reachable by every later call's code; use a one-shot context for secrets".into());
+    }
+    if ctx.security.scope {
+        return Err("persist = true cannot be combined with security.scope = true: Landlock scopes signals and abstract sockets to one call's own domain, \
+                    so a later call could not signal (kill) what an earlier call started; the context's pid namespace already keeps its signals inside it; set scope = false".into());
+    }
+    Ok(())
+}
+
+fn limits_rules(ctx: &Context) -> std::result::Result<(), String> {
+    let Some(l) = &ctx.limits else {
+        return Ok(());
+    };
+    if !ctx.persist {
+        return Err("[limits] apply to persistent contexts only (one-shot contexts have no cgroup yet); set persist = true or remove [limits]".into());
+    }
+    if l.pids_max == Some(0) {
+        return Err("limits.pids_max must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+fn find_line(text: &str, needle: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(needle))
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Policy> {
+        Policy::parse(text, "test.toml")
+    }
+
+    #[test]
+    fn embedded_default_parses_and_has_the_three_contexts() {
+        let p = parse(EMBEDDED_DEFAULT).unwrap();
+        for name in ["control", "platform", "user"] {
+            p.context(name).unwrap();
+        }
+        let user = p.context("user").unwrap();
+        assert!(user.secrets.allow.is_empty(), "user must take no secrets");
+        assert!(user.has(Namespace::Pid) && user.has(Namespace::Mount));
+    }
+
+    #[test]
+    fn secrets_files_redact_and_audit_are_validated() {
+        let ok = "version = 1\naudit = \"/var/log/sbx/audit.jsonl\"\n[context.p]\nnamespaces = [\"mount\"]\n[context.p.secrets]\nallow = [\"PG*\"]\nfiles = [\"PGPASSFILE\"]\nredact = true\n";
+        let p = parse(ok).unwrap();
+        assert_eq!(
+            p.audit,
+            Some(AuditTarget::File("/var/log/sbx/audit.jsonl".into()))
+        );
+        let c = p.context("p").unwrap();
+        assert!(c.secrets.redact && c.secrets.files[0].0 == "PGPASSFILE");
+        for a in ["stderr", "syslog"] {
+            parse(&format!("version = 1\naudit = \"{a}\"\n")).unwrap();
+        }
+        let err = parse("version = 1\naudit = \"relative.log\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2:") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = parse(&ok.replace("namespaces = [\"mount\"]", "namespaces = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"mount\" namespace"), "{err}");
+        let err = parse(&ok.replace("allow = [\"PG*\"]", "allow = [\"AWS_*\"]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PGPASSFILE") && err.contains("secrets.allow"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let err = parse("version = 1\n[context.x]\nnamespacez = []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.toml:3:1"), "{err}");
+        assert!(err.contains("unknown field `namespacez`"), "{err}");
+        assert!(
+            err.contains("namespaces"),
+            "should list what is allowed: {err}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_and_bad_values_are_refused_with_position() {
+        let err = parse("version = 1\n[context.x]\ndegrade = \"yes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test.toml:3:"), "{err}");
+        let err = parse("version = 1\n[context.x]\nnamespaces = [\"pid\", \"time\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:3:") && err.contains("time"),
+            "{err}"
+        );
+        let err = parse("version = 1\n[context.x]\nnamespaces = [\"mount\"]\n[context.x.fs]\nread_only = [\"usr\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:5:") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = parse("version = 1\n[context.x.security]\ncaps = [\"SYS_WIZARD\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown capability"), "{err}");
+        let err = parse("version = 2\n").unwrap_err().to_string();
+        assert!(err.contains("version"), "{err}");
+        let err = parse("version = 1\n[context.Bad]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("context name"), "{err}");
+    }
+
+    #[test]
+    fn cross_key_rules() {
+        let err = parse("version = 1\n[context.x]\nnamespaces = [\"pid\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test.toml:2") && err.contains("\"mount\""),
+            "{err}"
+        );
+        let err = parse("version = 1\n[context.x.fs]\ntmpfs = [\"/tmp\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mount"), "{err}");
+    }
+
+    #[test]
+    fn unknown_context_lists_known_ones() {
+        let p = parse(EMBEDDED_DEFAULT).unwrap();
+        let err = p.context("nope").unwrap_err().to_string();
+        assert!(err.contains("control") && err.contains("user"), "{err}");
+    }
+
+    #[test]
+    fn persist_rules() {
+        let parse = |t: &str| crate::model::Policy::parse(t, "t.toml");
+        let base = "version = 1\n[context.x]\n";
+        let e = parse(&format!(
+            "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("fs.hide"), "{e}");
+        let base = "version = 1\n[context.x]\nfs.hide = [\"/run/sbx\"]\n";
+        let e = parse(&format!("{base}persist = true\nnamespaces = [\"mount\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("\"pid\" and \"mount\""), "{e}");
+        let e = parse(
+            "version = 1\n[context.x]\npersist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("[supervise]"), "{e}");
+        let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.security]\nscope = true\n")).unwrap_err();
+        assert!(e.to_string().contains("scope"), "{e}");
+        let e = parse(&format!(
+            "{base}namespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("persistent contexts only"), "{e}");
+        let ok = parse(&format!(
+            "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\nmemory_max = \"64M\"\n"
+        ))
+        .unwrap();
+        assert!(ok.context("x").unwrap().persist);
+        let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_max = \"lots\"\n")).unwrap_err();
+        assert!(e.to_string().contains("t.toml:"), "{e}");
+    }
+}

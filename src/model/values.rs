@@ -1,0 +1,212 @@
+//! The checked value types of the policy: each validates itself while it is deserialized, so a
+//! bad value is reported by `toml` with the file, line and column and what would be accepted.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Declares a string newtype that validates itself on deserialization (so errors carry spans).
+macro_rules! checked_string {
+    ($(#[$doc:meta])* $name:ident, $check:path) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(pub String);
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> std::result::Result<Self, String> {
+                $check(&s).map(|()| $name(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_string!(
+    /// A context name: lowercase letters, digits, `-` and `_`.
+    ContextName,
+    check_context_name
+);
+checked_string!(
+    /// An environment variable name.
+    EnvName,
+    check_env_name
+);
+checked_string!(
+    /// A variable name, or a prefix ending in `*`.
+    EnvPattern,
+    check_env_pattern
+);
+checked_string!(
+    /// A fixed variable value (no NUL).
+    EnvValue,
+    check_env_value
+);
+checked_string!(
+    /// An absolute, normalized path.
+    AbsPath,
+    check_abs_path
+);
+checked_string!(
+    /// A capability name such as `"CHOWN"` or `"CAP_CHOWN"`, or `"ALL"`.
+    CapName,
+    check_cap_name
+);
+
+impl AbsPath {
+    pub fn as_path(&self) -> &Path {
+        Path::new(&self.0)
+    }
+
+    /// Is `p` this path or below it?
+    pub fn contains(&self, p: &Path) -> bool {
+        p.starts_with(self.as_path())
+    }
+}
+
+impl EnvPattern {
+    /// Does this pattern admit `name`?
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => self.0 == name,
+        }
+    }
+}
+
+impl CapName {
+    /// The capability, unless this is `"ALL"`.
+    pub fn capability(&self) -> Option<caps::Capability> {
+        parse_cap(&self.0)
+    }
+
+    /// The capability's canonical name (`"CAP_CHOWN"`), unless this is `"ALL"`.
+    pub fn canonical(&self) -> Option<String> {
+        self.capability().map(|c| c.to_string())
+    }
+}
+
+fn parse_cap(s: &str) -> Option<caps::Capability> {
+    let upper = s.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    full.parse().ok()
+}
+
+fn check_context_name(s: &str) -> std::result::Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid context name {s:?}: use 1-64 lowercase letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+/// Is this a valid environment variable (and secret) name?
+pub fn is_env_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+fn check_env_name(s: &str) -> std::result::Result<(), String> {
+    if is_env_name(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid variable name {s:?}: use letters, digits and '_', not starting with a digit"
+        ))
+    }
+}
+
+fn check_env_pattern(s: &str) -> std::result::Result<(), String> {
+    let stem = s.strip_suffix('*').unwrap_or(s);
+    if stem.is_empty() || is_env_name(stem) {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid name pattern {s:?}: use a variable name, or a prefix followed by '*' (\"LC_*\")"
+        ))
+    }
+}
+
+fn check_env_value(s: &str) -> std::result::Result<(), String> {
+    if s.contains('\0') {
+        Err("a variable value cannot contain a NUL byte".into())
+    } else {
+        Ok(())
+    }
+}
+
+pub fn check_abs_path(s: &str) -> std::result::Result<(), String> {
+    let normal = s == "/" || s[1..].split('/').all(|seg| !matches!(seg, "" | "." | ".."));
+    if !s.starts_with('/') || s.contains('\0') {
+        Err(format!("path {s:?} must be absolute (start with '/')"))
+    } else if !normal {
+        Err(format!(
+            "path {s:?} must be normalized: no '.', '..', '//' or trailing '/'"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn check_cap_name(s: &str) -> std::result::Result<(), String> {
+    if s == "ALL" || parse_cap(s).is_some() {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown capability {s:?}: use a name from capabilities(7) such as \"CHOWN\" or \"CAP_KILL\", or \"ALL\""
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match() {
+        let p = EnvPattern("LC_*".into());
+        assert!(p.matches("LC_ALL") && !p.matches("LANG"));
+        assert!(EnvPattern("*".into()).matches("ANY"));
+        assert!(
+            EnvPattern("PATH".into()).matches("PATH")
+                && !EnvPattern("PATH".into()).matches("PATHX")
+        );
+        assert!(check_env_pattern("9X").is_err() && check_env_pattern("A-B*").is_err());
+    }
+
+    #[test]
+    fn paths_must_be_normal() {
+        for bad in ["rel", "/a/../b", "/a/./b", "/a//b", "/a/"] {
+            assert!(check_abs_path(bad).is_err(), "{bad}");
+        }
+        for good in ["/", "/usr", "/usr/local/bin"] {
+            assert!(check_abs_path(good).is_ok(), "{good}");
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The whole launch as data, made before any process is created: what the sandbox's pid 1 sets up
+//! ([`Sandbox`]) and what the target does between fork and exec ([`Target`]). One-shot calls,
+//! persistent keepers and control mode all run from these two plans.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use caps::CapsHashSet;
+use nix::sys::signal::SigSet;
+use seccompiler::BpfProgram;
+
+use crate::model::{self, Context, Namespace, Net, RunAs, SeccompMode};
+use crate::plan::env::TargetEnv;
+use crate::plan::mounts;
+use crate::plan::namespaces::{self, Kind};
+use crate::plan::secret_files::Files;
+use crate::privilege::{IdMap, Identity, SetuidLaunch};
+
+/// Everything pid 1 of the sandbox does before it forks the target (or, for a persistent
+/// context, before it says "ready").
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    pub kinds: Vec<Kind>,
+    pub mounts: Option<mounts::Plan>,
+    /// Bring up `lo` in the new network namespace.
+    pub loopback: bool,
+    /// The working directory pid 1 enters; `None` with mounts: `/` (setuid mode enters the
+    /// caller's directory later, in the target, as the caller).
+    pub cwd: Option<PathBuf>,
+    pub degrade: bool,
+    /// Secrets written as files on a private tmpfs (`secrets.files`).
+    pub creds: Option<Files>,
+    /// Rootless mode: the user namespace's id map, written first by pid 1.
+    pub userns: Option<IdMap>,
+}
+
+impl Sandbox {
+    /// What decides a persistent context's namespaces and mounts, as a stable 64-bit FNV-1a hash
+    /// of a canonical text (the same on every build and Rust version): a call made with a
+    /// different plan must not silently join a keeper built from the old one.
+    pub fn fingerprint(&self) -> u64 {
+        let mut text = String::new();
+        for k in &self.kinds {
+            text.push_str(k.name);
+            text.push(',');
+        }
+        text.push('|');
+        if let Some(m) = &self.mounts {
+            text.push_str(&m.canonical());
+        }
+        text.push_str(if self.loopback { "|lo" } else { "|-" });
+        fnv1a(text.as_bytes())
+    }
+}
+
+/// FNV-1a, 64 bit: a stable hash for fingerprints (not for security; the state file holding it is
+/// root-only).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Everything the target does between fork and exec, prepared in advance.
+pub struct Target {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub env: TargetEnv,
+    /// Capabilities kept; `None` leaves them as they are.
+    pub caps: Option<CapsHashSet>,
+    pub no_new_privs: bool,
+    /// User and group to switch to (after the bounding set is cut).
+    pub run_as: Option<RunAs>,
+    pub landlock: Option<crate::plan::landlock_rules::Plan>,
+    pub seccomp: Option<BpfProgram>,
+    /// Signal mask to restore (the caller's), since sbx-exec blocks signals it forwards.
+    pub sigmask: SigSet,
+    /// Fds besides 0, 1, 2 that reach the target (sorted).
+    pub keep_fds: Vec<RawFd>,
+    /// Setuid mode: become this user for good (after cutting the whole bounding set).
+    pub drop_to: Option<Identity>,
+    /// Setuid mode: the working directory, entered as the caller after `drop_to`.
+    pub chdir_after_drop: Option<CString>,
+}
+
+/// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
+pub fn prepare(
+    ctx: &Context,
+    source: &model::Source,
+    program: &Path,
+    cmd: &[OsString],
+    env: TargetEnv,
+) -> Result<(Sandbox, Target)> {
+    let mounts = ctx.has(Namespace::Mount).then(|| {
+        let exe = std::env::current_exe().ok();
+        let protect: Vec<&Path> = exe.as_deref().into_iter().chain(source.path()).collect();
+        mounts::plan(&ctx.fs, &protect, ctx.has(Namespace::Pid))
+    });
+    let seccomp = match ctx.security.seccomp {
+        SeccompMode::Default => Some(crate::plan::seccomp::build(&ctx.security)?),
+        SeccompMode::None => None,
+    };
+    let cwd = match ctx.has(Namespace::Mount) {
+        true => Some(std::env::current_dir().context("cannot read the current directory")?),
+        false => None,
+    };
+    let sandbox = Sandbox {
+        kinds: namespaces::wanted(ctx),
+        mounts,
+        loopback: ctx.net == Net::None,
+        cwd,
+        degrade: ctx.degrade,
+        creds: None,
+        userns: None,
+    };
+    let target = Target {
+        path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
+        argv: crate::plan::exec::argv(cmd)?,
+        env,
+        caps: crate::plan::capabilities::kept(&ctx.security),
+        no_new_privs: ctx.security.no_new_privs,
+        run_as: ctx.security.run_as,
+        landlock: crate::plan::landlock_rules::plan(&ctx.security, ctx.degrade),
+        seccomp,
+        sigmask: SigSet::empty(),
+        keep_fds: Vec::new(),
+        drop_to: None,
+        chdir_after_drop: None,
+    };
+    Ok((sandbox, target))
+}
+
+/// Who owns secret files: the setuid caller, the rootless caller (mapped to itself; uid 0 does
+/// not exist in its user namespace), or `security.run_as`.
+pub fn files_owner(
+    setuid: Option<&SetuidLaunch>,
+    userns: Option<&IdMap>,
+    ctx: &Context,
+) -> Option<RunAs> {
+    match (setuid, userns) {
+        (Some(s), _) => Some(RunAs {
+            uid: s.identity.uid,
+            gid: s.identity.gid,
+        }),
+        (None, Some(map)) => Some(RunAs {
+            uid: map.uid,
+            gid: map.gid,
+        }),
+        (None, None) => ctx.security.run_as,
+    }
+}
+
+/// Rootless mode: the sandbox starts in a user namespace mapping the caller to itself.
+pub fn add_userns(sandbox: &mut Sandbox, map: Option<IdMap>) {
+    if let Some(map) = map {
+        sandbox.kinds.insert(0, namespaces::USER);
+        sandbox.userns = Some(map);
+    }
+}
+
+/// Setuid mode: the target becomes the caller for good, with no capabilities; it enters the
+/// working directory only afterwards, so root's access never resolves a path the caller chose.
+/// Private tmpfs mounts (HOME) are given to the caller.
+pub fn add_setuid(sandbox: &mut Sandbox, target: &mut Target, s: SetuidLaunch) -> Result<()> {
+    if let Some(m) = &mut sandbox.mounts {
+        m.tmpfs_owner = Some((s.identity.uid, s.identity.gid));
+    }
+    target.drop_to = Some(s.identity);
+    target.caps = Some(Default::default());
+    target.run_as = None;
+    target.no_new_privs = true;
+    target.chdir_after_drop = sandbox
+        .cwd
+        .take()
+        .map(|d| CString::new(d.as_os_str().as_bytes()))
+        .transpose()
+        .context("the working directory contains a NUL byte")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox(mounts: Option<mounts::Plan>, loopback: bool) -> Sandbox {
+        Sandbox {
+            kinds: vec![namespaces::PID, namespaces::MOUNT],
+            mounts,
+            loopback,
+            cwd: None,
+            degrade: false,
+            creds: None,
+            userns: None,
+        }
+    }
+
+    #[test]
+    fn fingerprint_is_stable_and_sees_every_part() {
+        // The value itself is fixed: a keeper recorded by one build is recognised by the next.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let plan = mounts::plan(&model::FsPolicy::default(), &[], true);
+        let a = sandbox(Some(plan.clone()), false);
+        assert_eq!(
+            a.fingerprint(),
+            sandbox(Some(plan.clone()), false).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            sandbox(Some(plan.clone()), true).fingerprint()
+        );
+        assert_ne!(a.fingerprint(), sandbox(None, false).fingerprint());
+        let mut other = sandbox(Some(plan), false);
+        other.kinds.push(namespaces::IPC);
+        assert_ne!(a.fingerprint(), other.fingerprint());
+    }
+}

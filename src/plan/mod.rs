@@ -1,0 +1,14 @@
+//! Planning: pure functions from (policy, request, privilege mode, host facts) to what a launch
+//! will do. Nothing here changes the process or the system; `probe` and launches ask the same
+//! functions, so they cannot disagree. Each file is one facility; `launch` puts them together.
+
+pub mod capabilities;
+pub mod cgroup;
+pub mod env;
+pub mod exec;
+pub mod landlock_rules;
+pub mod launch;
+pub mod mounts;
+pub mod namespaces;
+pub mod seccomp;
+pub mod secret_files;

@@ -1,0 +1,216 @@
+//! The filesystem view of a context: a plan built from the policy before any process is created
+//! (pure data, unit-tested), applied by the sandbox's pid 1 inside its private mount namespace
+//! ([`crate::run::apply::mounts`]).
+
+use std::ffi::{CStr, CString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::model::FsPolicy;
+
+/// One mount operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Stop mount events from propagating back to the host (`mount --make-rprivate /`).
+    MakePrivate,
+    /// Make `path` and everything below it read-only.
+    ReadOnly(CString),
+    /// Make `path` and everything below it writable again (skipped when missing).
+    Writable(CString),
+    /// Mount a fresh tmpfs (nosuid, nodev) with this mode (skipped when missing).
+    Tmpfs(CString, u32),
+    /// Hide: a directory becomes an empty read-only tmpfs, a file is covered by `/dev/null`.
+    Hide(CString),
+    /// Mount a fresh procfs on /proc (needs the pid namespace) and mask it like Docker does.
+    PrivateProc,
+}
+
+/// The ordered mount operations for one launch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Setuid mode: the caller's uid/gid, given the private (mode 0755) tmpfs mounts such as HOME.
+    pub tmpfs_owner: Option<(u32, u32)>,
+}
+
+impl Plan {
+    /// A canonical text of the steps (for a stable fingerprint of a persistent context).
+    pub fn canonical(&self) -> String {
+        let mut out = String::new();
+        for step in &self.steps {
+            let (tag, path, mode) = match step {
+                Step::MakePrivate => ("private", None, 0),
+                Step::ReadOnly(p) => ("ro", Some(p), 0),
+                Step::Writable(p) => ("rw", Some(p), 0),
+                Step::Tmpfs(p, m) => ("tmpfs", Some(p), *m),
+                Step::Hide(p) => ("hide", Some(p), 0),
+                Step::PrivateProc => ("proc", None, 0),
+            };
+            out.push_str(tag);
+            if let Some(p) = path {
+                out.push(' ');
+                out.push_str(&p.to_string_lossy());
+            }
+            if mode != 0 {
+                out.push_str(&format!(" {mode:o}"));
+            }
+            out.push('\n');
+        }
+        if let Some((u, g)) = self.tmpfs_owner {
+            out.push_str(&format!("owner {u}:{g}\n"));
+        }
+        out
+    }
+}
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).expect("policy paths contain no NUL")
+}
+
+/// Build the plan: private propagation, the policy's read-only, writable, tmpfs and hidden paths,
+/// `protect` (the sbx-exec binary and the policy file: always read-only), then a private /proc.
+pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool) -> Plan {
+    let mut steps = vec![Step::MakePrivate];
+    steps.extend(fs.read_only.iter().map(|p| Step::ReadOnly(c(p.as_path()))));
+    steps.extend(fs.writable.iter().map(|p| Step::Writable(c(p.as_path()))));
+    steps.extend(fs.tmpfs.iter().map(|p| {
+        let mode = if p.0 == "/tmp" || p.0 == "/var/tmp" || p.0 == "/dev/shm" {
+            0o1777
+        } else {
+            0o755
+        };
+        Step::Tmpfs(c(p.as_path()), mode)
+    }));
+    steps.extend(fs.hide.iter().map(|p| Step::Hide(c(p.as_path()))));
+    steps.extend(protect.iter().map(|p| Step::ReadOnly(c(p))));
+    if private_proc {
+        steps.push(Step::PrivateProc);
+    }
+    Plan {
+        steps,
+        tmpfs_owner: None,
+    }
+}
+
+/// Whether the mount steps before the private /proc already leave `/sys` and every mount below it
+/// read-only: "/" was made read-only recursively (which covers /sys and its submounts) and no
+/// later step made writable, or mounted a tmpfs on, /sys, a path below it or "/" again. Binding
+/// /sys onto itself a second time would then only copy its ~15 mounts for nothing.
+///
+/// Only valid when every step succeeded, i.e. not under `degrade` (which skips failed steps).
+pub fn sys_already_read_only(steps: &[Step]) -> bool {
+    let sys = Path::new("/sys");
+    let touches_sys = |p: &CStr| {
+        let p = Path::new(std::ffi::OsStr::from_bytes(p.to_bytes()));
+        p.starts_with(sys) || sys.starts_with(p)
+    };
+    let mut read_only = false;
+    for step in steps {
+        match step {
+            Step::ReadOnly(p) if p.to_bytes() == b"/" => read_only = true,
+            Step::ReadOnly(_) | Step::MakePrivate => {}
+            Step::Writable(p) | Step::Tmpfs(p, _) | Step::Hide(p) if touches_sys(p) => {
+                read_only = false
+            }
+            Step::Writable(_) | Step::Tmpfs(..) | Step::Hide(_) => {}
+            Step::PrivateProc => break,
+        }
+    }
+    read_only
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::AbsPath;
+
+    fn paths(v: &[&str]) -> Vec<AbsPath> {
+        v.iter().map(|s| AbsPath(s.to_string())).collect()
+    }
+
+    #[test]
+    fn plan_orders_steps_and_protects_launcher() {
+        let fs = FsPolicy {
+            read_only: paths(&["/"]),
+            writable: paths(&["/workspace"]),
+            tmpfs: paths(&["/tmp", "/root"]),
+            hide: paths(&["/run/sbx"]),
+        };
+        let p = plan(&fs, &[Path::new("/usr/bin/sbx-exec")], true);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::MakePrivate,
+                Step::ReadOnly(c"/".into()),
+                Step::Writable(c"/workspace".into()),
+                Step::Tmpfs(c"/tmp".into(), 0o1777),
+                Step::Tmpfs(c"/root".into(), 0o755),
+                Step::Hide(c"/run/sbx".into()),
+                Step::ReadOnly(c"/usr/bin/sbx-exec".into()),
+                Step::PrivateProc,
+            ]
+        );
+    }
+
+    #[test]
+    fn no_proc_without_pid_namespace() {
+        let p = plan(&FsPolicy::default(), &[], false);
+        assert_eq!(p.steps, vec![Step::MakePrivate]);
+    }
+
+    fn fs(read_only: &[&str], writable: &[&str], tmpfs: &[&str]) -> FsPolicy {
+        let v = |l: &[&str]| l.iter().map(|s| AbsPath(s.to_string())).collect();
+        FsPolicy {
+            read_only: v(read_only),
+            writable: v(writable),
+            tmpfs: v(tmpfs),
+            hide: v(&["/run/sbx"]),
+        }
+    }
+
+    #[test]
+    fn sys_is_skipped_only_under_a_read_only_root() {
+        let protect = [Path::new("/usr/bin/sbx-exec")];
+        // The user context: / read-only, work areas writable, scratch tmpfs elsewhere.
+        let user = fs(
+            &["/"],
+            &["/workspace", "/home"],
+            &["/tmp", "/root", "/dev/shm"],
+        );
+        assert!(sys_already_read_only(&plan(&user, &protect, true).steps));
+        // The platform context: / stays writable, so /sys must be remounted.
+        let platform = fs(&[], &[], &["/root"]);
+        assert!(!sys_already_read_only(
+            &plan(&platform, &protect, true).steps
+        ));
+        // Read-only parts that do not cover /sys do not count.
+        let usr = fs(&["/usr", "/sysroot"], &[], &[]);
+        assert!(!sys_already_read_only(&plan(&usr, &protect, true).steps));
+    }
+
+    #[test]
+    fn anything_reopening_sys_keeps_the_remount() {
+        for (writable, tmpfs) in [
+            (&["/sys"][..], &[][..]),
+            (&["/sys/fs/cgroup"], &[]),
+            (&["/"], &[]),
+            (&[], &["/sys/kernel"]),
+        ] {
+            let p = plan(&fs(&["/"], writable, tmpfs), &[], true);
+            assert!(!sys_already_read_only(&p.steps), "{writable:?} {tmpfs:?}");
+        }
+        // A sibling that merely starts with the same letters is not below /sys.
+        let p = plan(&fs(&["/"], &["/sysroot"], &["/system"]), &[], true);
+        assert!(sys_already_read_only(&p.steps));
+    }
+
+    #[test]
+    fn a_read_only_root_after_proc_does_not_count() {
+        let steps = [
+            Step::MakePrivate,
+            Step::PrivateProc,
+            Step::ReadOnly(c"/".into()),
+        ];
+        assert!(!sys_already_read_only(&steps));
+    }
+}

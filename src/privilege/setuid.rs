@@ -1,0 +1,126 @@
+//! The setuid stages that touch the process: reset what the caller controls (stage 1), close its
+//! fds (2), load the trusted policy (3), look paths up as the caller (5), drop to the caller for
+//! good (6, with [`super::drop`]) and enter its directory as it.
+
+use std::ffi::{CString, OsString};
+use std::os::fd::RawFd;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context as _, Result};
+use nix::unistd::{Gid, Uid};
+
+use super::Mode;
+use crate::model;
+
+static CALLER_ENV: OnceLock<Vec<(OsString, OsString)>> = OnceLock::new();
+
+/// Stage 1 of setuid mode: reset what the caller controls before anything else runs.
+pub fn enter_setuid_mode() -> Result<()> {
+    use nix::sys::resource::{setrlimit, Resource};
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+    // Nobody may ptrace this process or read its memory while it holds privilege (the kernel
+    // already makes a setuid exec non-dumpable; say it explicitly, it never changes back).
+    nix::sys::prctl::set_dumpable(false).context("cannot make sbx-exec non-dumpable")?;
+    ensure_stdio_open()?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    // No core file of a process holding privilege or secrets, in it or in anything it starts.
+    setrlimit(Resource::RLIMIT_CORE, 0, 0).context("cannot disable core dumps")?;
+    crate::sys::reset_signal_dispositions();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .context("cannot reset the signal mask")?;
+    // The caller's variables leave the process: nothing here (libc, Rust's runtime, a panic
+    // message) may read RUST_BACKTRACE, TMPDIR or the like; the allowlist reads the copy.
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    crate::sys::clear_environment();
+    let _ = CALLER_ENV.set(env);
+    Ok(())
+}
+
+/// Make sure fds 0, 1 and 2 are open (on /dev/null if the caller closed them), so no file that
+/// sbx-exec opens can land on them and be written as "stdout".
+fn ensure_stdio_open() -> Result<()> {
+    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
+    for fd in 0..3 {
+        if fcntl(fd, FcntlArg::F_GETFD).is_ok() {
+            continue;
+        }
+        let got = open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
+            .context("cannot open /dev/null for a closed standard fd")?;
+        if got != fd {
+            bail!("standard fd {fd} was closed and /dev/null landed on {got}");
+        }
+    }
+    Ok(())
+}
+
+/// The caller's environment, for the context's allowlist only.
+pub fn caller_env() -> Vec<(OsString, OsString)> {
+    match CALLER_ENV.get() {
+        Some(env) => env.clone(),
+        None => std::env::vars_os().collect(),
+    }
+}
+
+/// Stage 2 of setuid mode: close every fd the caller left open but 0, 1, 2 and those named.
+pub fn close_caller_fds(named: &[RawFd]) -> Result<()> {
+    let mut keep: Vec<RawFd> = named.iter().copied().filter(|&fd| fd > 2).collect();
+    keep.sort_unstable();
+    keep.dedup();
+    crate::sys::close_fds_from(3, &keep, false).context("cannot close inherited file descriptors")
+}
+
+/// Stage 3: the effective policy. In setuid mode only the system policy (checked) or the embedded
+/// default; `--policy` is refused.
+pub fn load_policy(mode: &Mode, flag: Option<&Path>) -> Result<model::Loaded> {
+    match (mode, flag) {
+        (Mode::Setuid { caller }, Some(file)) => bail!(
+            "--policy {} is refused: sbx-exec runs setuid root for uid {}, and then only the system policy ({}) or the embedded default applies; \
+             ask root to install the policy as {}, or run without --policy",
+            file.display(),
+            caller.uid,
+            model::SYSTEM_POLICY,
+            model::SYSTEM_POLICY
+        ),
+        (Mode::Setuid { .. }, None) => {
+            crate::privilege::system_policy::load_trusted(Path::new(model::SYSTEM_POLICY))
+        }
+        _ => model::load(flag),
+    }
+}
+
+/// Stage 5: run `f` with the caller's filesystem uid/gid (its groups are already the process's),
+/// so path lookups the caller asked for are answered with the caller's access, not root's.
+pub fn as_caller<T>(mode: &Mode, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(caller) = mode.caller() else {
+        return f();
+    };
+    use nix::unistd::{setfsgid, setfsuid};
+    setfsgid(Gid::from_raw(caller.gid));
+    setfsuid(Uid::from_raw(caller.uid));
+    // setfsuid returns the previous value: asking again tells whether the switch took.
+    let switched = setfsuid(Uid::from_raw(caller.uid)).as_raw() == caller.uid
+        && setfsgid(Gid::from_raw(caller.gid)).as_raw() == caller.gid;
+    let out = if switched {
+        f()
+    } else {
+        Err(anyhow::anyhow!(
+            "cannot take the caller's filesystem identity"
+        ))
+    };
+    setfsuid(nix::unistd::geteuid());
+    setfsgid(nix::unistd::getegid());
+    out
+}
+
+/// `chdir` as the caller, after [`drop_privs`]: the directory is looked up with the caller's
+/// access, inside the sandbox's mount namespace.
+pub fn chdir_as_caller(dir: &CString) -> Result<()> {
+    nix::unistd::chdir(dir.as_c_str()).with_context(|| {
+        format!(
+            "the working directory {} is not reachable by you inside the context (a private tmpfs or hidden path covers it, \
+             or you cannot enter it); run sbx-exec from a directory the context shares",
+            dir.to_string_lossy()
+        )
+    })
+}

@@ -1,0 +1,68 @@
+//! Installing a Landlock plan ([`crate::plan::landlock_rules::Plan`]) on the target thread.
+
+use anyhow::{bail, Context as _, Result};
+use landlock::{
+    AccessNet, BitFlags, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope,
+};
+
+use crate::plan::landlock_rules::Plan;
+
+/// Apply the plan to this thread (and everything it will exec).
+pub fn install(plan: &Plan) -> Result<()> {
+    let mut net = BitFlags::<AccessNet>::empty();
+    if !plan.deny_bind.is_empty() {
+        net |= AccessNet::BindTcp;
+    }
+    if !plan.deny_connect.is_empty() {
+        net |= AccessNet::ConnectTcp;
+    }
+    let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
+    if !net.is_empty() {
+        ruleset = ruleset
+            .handle_access(net)
+            .context("landlock: network rules")?;
+    }
+    if plan.scope {
+        ruleset = ruleset
+            .scope(Scope::AbstractUnixSocket | Scope::Signal)
+            .context("landlock: scoping")?;
+    }
+    let mut created = ruleset
+        .create()
+        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope; boot with lsm=landlock, remove those keys, or set degrade = true")?;
+    if !net.is_empty() {
+        // Allow every port not denied, for each handled access.
+        for port in 0..=u16::MAX {
+            let mut allowed = BitFlags::<AccessNet>::empty();
+            if net.contains(AccessNet::BindTcp) && !plan.deny_bind.contains(&port) {
+                allowed |= AccessNet::BindTcp;
+            }
+            if net.contains(AccessNet::ConnectTcp) && !plan.deny_connect.contains(&port) {
+                allowed |= AccessNet::ConnectTcp;
+            }
+            if !allowed.is_empty() {
+                created = created
+                    .add_rule(NetPort::new(port, allowed))
+                    .context("landlock: cannot add a port rule")?;
+            }
+        }
+    }
+    let status = created
+        .restrict_self()
+        .context("landlock: cannot enforce the ruleset")?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        let abi = crate::plan::landlock_rules::kernel_abi();
+        let need = if plan.scope { 6 } else { 4 };
+        let msg = format!(
+            "this kernel's Landlock (ABI {abi}) cannot fully enforce the context's rules (deny_bind/deny_connect need ABI 4, scope needs ABI 6; \
+             status {:?})",
+            status.ruleset
+        );
+        if !plan.degrade {
+            bail!("{msg}; use a kernel with Landlock ABI >= {need} (lsm=landlock), or remove those keys, or set degrade = true");
+        }
+        eprintln!("sbx-exec: warning: degraded: {msg}");
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! One file per kernel facility, each applying its part of a plan: called by the sandbox's pid 1
+//! ([`crate::run::init`]) or by the target just before exec ([`crate::run::target`]).
+
+pub mod capabilities;
+pub mod cgroup;
+pub mod fs;
+pub mod landlock;
+pub mod mounts;
+pub mod namespaces;
+pub mod procfs;
+pub mod seccomp;
+pub mod secret_files;

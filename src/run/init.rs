@@ -1,0 +1,207 @@
+//! The sandbox's first process, pid 1 of its namespaces: one init for one-shot calls and for the
+//! keepers of persistent contexts, so the two cannot drift apart.
+//!
+//! [`enter`] clones into the namespaces the plan asks for (with `degrade`, into those the kernel
+//! allows). [`setup`] then runs in the new process, in this order: id maps (rootless) → die with
+//! the outer process (one-shot) → non-dumpable → new session → close fds → secret files' mount
+//! point → mounts and private /proc → secret files → loopback → working directory → (keeper)
+//! stdio on /dev/null. A one-shot pid 1 then forks the target and reaps ([`start`]); a keeper says
+//! "ready" and reaps forever ([`crate::run::persist::keeper`]).
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::unistd::{ForkResult, Pid};
+
+use crate::error::EXIT_SBX;
+use crate::plan::launch::{Sandbox, Target};
+use crate::plan::namespaces;
+use crate::run::apply;
+use crate::run::reaper;
+use crate::sys;
+
+/// Who the init is, and what it keeps from the outer process.
+pub enum Role<'a> {
+    /// One-shot pid 1: `alive` is the read end of a pipe the outer process holds open for its
+    /// life; end of file means it died.
+    OneShot { alive: OwnedFd },
+    /// A persistent context's keeper: detached from the caller; `ready` is the only fd it keeps.
+    Keeper { ready: &'a OwnedFd },
+}
+
+/// Clone the sandbox's first process into the plan's namespaces. When the kernel refuses, find
+/// which namespaces it allows: without `degrade`, refuse naming the missing ones and the fix; with
+/// it, warn, drop what depends on them from the plan and clone again. `None` in the child.
+pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
+    match apply::namespaces::enter(&sandbox.kinds) {
+        Ok(c) => Ok(c),
+        Err(_) if !sandbox.kinds.is_empty() => {
+            let (ok, missing) =
+                apply::namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)?;
+            let names: Vec<&str> = missing.iter().map(|k| k.name).collect();
+            eprintln!(
+                "sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no {} namespace",
+                names.join(", ")
+            );
+            if missing.contains(&namespaces::MOUNT) {
+                sandbox.mounts = None;
+            }
+            if missing.contains(&namespaces::USER) {
+                sandbox.userns = None;
+            }
+            sandbox.kinds = ok;
+            apply::namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")
+        }
+        Err(e) => Err(anyhow!(e).context("cannot start the command")),
+    }
+}
+
+/// Create a one-shot sandbox. Returns the pid of its first process (pid 1 inside, if it has a pid
+/// namespace; otherwise the target itself).
+pub fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
+    let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    match enter(ctx_name, &mut sandbox)? {
+        Some(pid) => {
+            drop(alive_r);
+            // alive_w stays open in this process until it exits: the sandbox watches it.
+            std::mem::forget(alive_w);
+            Ok(pid)
+        }
+        None => {
+            drop(alive_w);
+            one_shot_pid1(&sandbox, target, alive_r)
+        }
+    }
+}
+
+/// The first process of a one-shot sandbox. Never returns.
+fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
+    let has_pidns = sandbox.kinds.contains(&namespaces::PID);
+    if let Err(e) = setup(sandbox, Role::OneShot { alive }) {
+        eprintln!("sbx-exec: {e:#}");
+        sys::exit_now(EXIT_SBX);
+    }
+    if !has_pidns {
+        target.exec();
+    }
+    match sys::fork() {
+        Ok(ForkResult::Child) => target.exec(),
+        Ok(ForkResult::Parent { child }) => reaper::pid1(child),
+        Err(e) => {
+            eprintln!("sbx-exec: cannot fork the command: {e}");
+            sys::exit_now(EXIT_SBX)
+        }
+    }
+}
+
+/// Set up the sandbox in its first process (see the module doc for the order).
+pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
+    if let Some(map) = &sandbox.userns {
+        crate::privilege::userns::write_id_maps(map)
+            .context("cannot map ids in the user namespace")?;
+    }
+    let has_pidns = sandbox.kinds.contains(&namespaces::PID);
+    let keep: Vec<i32> = match &role {
+        Role::OneShot { alive } => {
+            if has_pidns {
+                die_with_outer(alive)?;
+            }
+            Vec::new()
+        }
+        Role::Keeper { ready } => {
+            let _ = nix::sys::prctl::set_name(c"sbx-keeper");
+            vec![ready.as_raw_fd()]
+        }
+    };
+    if has_pidns {
+        // Nobody in the sandbox may ptrace pid 1 or read its memory, environ or exe.
+        nix::sys::prctl::set_dumpable(false).context("cannot make pid 1 non-dumpable")?;
+        nix::unistd::setsid().context("cannot start a new session")?;
+    }
+    drop(role_alive(role));
+    sys::close_fds_from(3, &keep, false).context("cannot close inherited file descriptors")?;
+    filesystem(sandbox)?;
+    if sandbox.loopback {
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
+    }
+    if keep.is_empty() {
+        enter_cwd(sandbox)?;
+    } else {
+        // A keeper outlives the call that started it: no caller directory, no caller stdio.
+        std::env::set_current_dir("/").context("cannot change to /")?;
+        detach_stdio()?;
+    }
+    Ok(())
+}
+
+/// The one-shot `alive` fd is dropped once checked; a keeper has none.
+fn role_alive(role: Role) -> Option<OwnedFd> {
+    match role {
+        Role::OneShot { alive } => Some(alive),
+        Role::Keeper { .. } => None,
+    }
+}
+
+/// Die with the outer process (SIGKILL when it exits); if it is already gone, stop here.
+fn die_with_outer(alive: &OwnedFd) -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .context("cannot set the parent-death signal")?;
+    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+        sys::exit_now(EXIT_SBX);
+    }
+    Ok(())
+}
+
+/// Mounts, the private /proc and the secret files, in the private mount namespace.
+fn filesystem(sandbox: &Sandbox) -> Result<()> {
+    if sandbox.creds.is_some() {
+        if sandbox.mounts.is_none() {
+            bail!("secrets.files needs the mount namespace, which the kernel refused; the secrets were not delivered");
+        }
+        apply::secret_files::prepare_mount_point()?;
+    }
+    if let Some(plan) = &sandbox.mounts {
+        apply::mounts::apply(plan, sandbox.degrade)?;
+    }
+    if let Some(files) = &sandbox.creds {
+        apply::secret_files::install(files)?;
+    }
+    Ok(())
+}
+
+/// Enter the planned working directory; with mounts and none planned (setuid mode, keepers), `/`,
+/// so pid 1 keeps no handle below a path the mounts may have covered.
+fn enter_cwd(sandbox: &Sandbox) -> Result<()> {
+    match &sandbox.cwd {
+        Some(cwd) => std::env::set_current_dir(cwd).with_context(|| {
+            format!(
+                "the working directory {} does not exist inside the context (a private tmpfs or hidden path covers it); run sbx-exec from a directory the context shares, such as /workspace",
+                cwd.display()
+            )
+        }),
+        None if sandbox.mounts.is_some() => {
+            std::env::set_current_dir("/").context("cannot change to / in the sandbox")
+        }
+        None => Ok(()),
+    }
+}
+
+/// A keeper outlives its caller: its stdio goes to /dev/null.
+fn detach_stdio() -> Result<()> {
+    let null = nix::fcntl::open(
+        c"/dev/null",
+        OFlag::O_RDWR | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .context("cannot open /dev/null")?;
+    for fd in 0..3 {
+        nix::unistd::dup2(null, fd).context("cannot put stdio on /dev/null")?;
+    }
+    if null > 2 {
+        let _ = nix::unistd::close(null);
+    }
+    Ok(())
+}

@@ -1,0 +1,205 @@
+//! One launch, top to bottom. Like nsjail's `containProc`, the whole sequence reads as one ordered
+//! list; each step is a call into the module named after its facility.
+//!
+//! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
+//! → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
+//! secrets (refused when the context takes none; split into variables and `secrets.files`) →
+//! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
+//! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
+//! persistent context's keeper joined (`persist`), or a one-shot sandbox ([`one_shot`]: output
+//! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit line.
+//!
+//! Sandbox pid 1 ([`crate::run::init`]): id maps (rootless) → die with the outer process →
+//! non-dumpable → new session → close fds → mounts and private /proc → secret files → loopback →
+//! working directory → fork the target → reap and forward.
+//!
+//! Target ([`crate::run::target`]): new session → close fds → caps (and the setuid caller's
+//! identity) → no_new_privs → Landlock → seccomp → exec.
+
+use std::ffi::OsString;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+
+use crate::cli::RunArgs;
+use crate::model::{self, Context};
+use crate::plan::env::TargetEnv;
+use crate::plan::launch::{self, Sandbox, Target};
+use crate::plan::secret_files::Files;
+use crate::privilege::{self, Mode, SetuidLaunch};
+use crate::run::reaper;
+use crate::run::status::{report, StatusFd};
+use crate::secrets::{self, SecretSet};
+
+/// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
+pub fn run(args: RunArgs) -> Result<i32> {
+    let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
+    let mode = privilege::mode();
+    let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
+    // Audit (policy key `audit`): one line per invocation, refusals included, names only.
+    let started = crate::run::audit::Start::now();
+    let mut secret_names = Vec::new();
+    let result = run_in(&args, ctx_name, mode, &loaded, &mut secret_names);
+    if let Some(to) = &loaded.policy.audit {
+        let (code, error) = match &result {
+            Ok(code) => (*code, None),
+            Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
+        };
+        let names = secret_names.iter().map(String::as_str).collect();
+        let record = started.record(ctx_name, &args.cmd, names, code, error);
+        if let Err(e) = crate::run::audit::write(to, &record) {
+            eprintln!("sbx-exec: warning: {e:#}");
+        }
+    }
+    result
+}
+
+/// The steps of one launch after the policy is loaded.
+fn run_in(
+    args: &RunArgs,
+    ctx_name: &str,
+    mode: &Mode,
+    loaded: &model::Loaded,
+    secret_names: &mut Vec<String>,
+) -> Result<i32> {
+    let ctx = loaded.policy.context(ctx_name)?;
+    let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
+    let status = args.status_fd.map(StatusFd::open).transpose()?;
+    let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
+    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
+    secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
+    let userns =
+        privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
+    let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), ctx);
+    let creds = Files::split(&secret_set, &ctx.secrets.files, owner);
+    env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
+    for (name, path) in creds.iter().flat_map(Files::variables) {
+        env.set_var(&name, &path);
+    }
+    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    sandbox.creds = creds;
+    launch::add_userns(&mut sandbox, userns);
+    if let Some(s) = setuid {
+        launch::add_setuid(&mut sandbox, &mut target, s)?;
+    }
+    harden_outer()?;
+    target.sigmask = block_forwarded_signals()?;
+
+    if let Some(sup) = &ctx.supervise {
+        let on_start = |pid: nix::unistd::Pid| {
+            report(
+                status.as_ref(),
+                &format!("{{\"child-pid\":{}}}", pid.as_raw()),
+            )
+        };
+        let code = crate::run::control::run(ctx_name, sup, target, on_start)?;
+        report(status.as_ref(), &format!("{{\"exit-code\":{code}}}"));
+        return Ok(code);
+    }
+    if ctx.persist {
+        let rep = |line: &str| report(status.as_ref(), line);
+        return crate::run::persist::run(ctx_name, ctx, &sandbox, &target, &rep);
+    }
+    one_shot(ctx_name, ctx, sandbox, &target, secret_set, status.as_ref())
+}
+
+/// The environment, and the command resolved in its PATH (127 / 126 before anything starts),
+/// checked against `exec.allow` as the caller, before a byte of the secrets is read.
+fn command(
+    args: &RunArgs,
+    ctx_name: &str,
+    ctx: &Context,
+    mode: &Mode,
+    setuid: bool,
+) -> Result<(TargetEnv, PathBuf)> {
+    let mut env = crate::plan::env::build(
+        privilege::caller_env(),
+        &privilege::env_policy(mode, &ctx.env),
+    );
+    if setuid {
+        env.set_var("PATH", &privilege::policy_path(&ctx.env));
+    }
+    let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
+    let program = privilege::as_caller(mode, || {
+        let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
+        crate::plan::exec::check_allowed(ctx_name, &found, &ctx.exec)
+    })?;
+    Ok((env, program))
+}
+
+/// A one-shot sandbox: output masking if asked, fresh namespaces, supervise, report.
+fn one_shot(
+    ctx_name: &str,
+    ctx: &Context,
+    sandbox: Sandbox,
+    target: &Target,
+    secret_set: SecretSet,
+    status: Option<&StatusFd>,
+) -> Result<i32> {
+    // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
+    let masking = match ctx.secrets.redact && secret_set.iter().next().is_some() {
+        true => Some(crate::run::masking::start(&secret_set)?),
+        false => None,
+    };
+    drop(secret_set);
+    let started = crate::run::init::start(ctx_name, sandbox, target);
+    if let Some(m) = &masking {
+        m.detach();
+    }
+    let child = match started {
+        Ok(child) => child,
+        Err(e) => {
+            if let Some(m) = masking {
+                m.wait();
+            }
+            return Err(e);
+        }
+    };
+    report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
+    let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let code = reaper::exit_code(ctx_name, ctx, reaper::supervise(child, timeout), "");
+    if let Some(m) = masking {
+        m.wait();
+    }
+    report(status, &format!("{{\"exit-code\":{code}}}"));
+    Ok(code)
+}
+
+fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<SecretSet> {
+    let Some(fd) = fd else {
+        return Ok(SecretSet::default());
+    };
+    if ctx.secrets.allow.is_empty() {
+        bail!(
+            "context {ctx_name:?} takes no secrets, so --secrets-fd is refused (nothing was read); \
+             run trusted tools that need secrets in a context with [context.NAME.secrets] allow, e.g. --ctx platform"
+        );
+    }
+    let set = secrets::read_fd(fd)?;
+    set.check_allowed(ctx_name, &ctx.secrets.allow)?;
+    Ok(set)
+}
+
+/// The outer process holds secrets in memory: no core dumps, no ptrace by non-privileged peers.
+fn harden_outer() -> Result<()> {
+    nix::sys::prctl::set_dumpable(false).context("cannot make sbx-exec non-dumpable")?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
+        .context("cannot disable core dumps")?;
+    Ok(())
+}
+
+/// Block the forwarded signals now: from here on none is lost, and the children inherit the
+/// mask. Returns the caller's mask, which the target restores.
+fn block_forwarded_signals() -> Result<SigSet> {
+    let mut caller_mask = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_BLOCK,
+        Some(&reaper::blocked_set()),
+        Some(&mut caller_mask),
+    )
+    .context("cannot block signals")?;
+    Ok(caller_mask)
+}

@@ -1,0 +1,16 @@
+//! The mechanisms: each applies a plan made in [`crate::plan`]. `launch` is a one-shot call,
+//! `init` the one sandbox pid 1 (used by one-shot calls and by persistent keepers), `target` the
+//! last steps before exec, `control` the container's supervised PID 1, `persist` the keepers of
+//! persistent contexts, `apply/` one file per kernel facility.
+
+pub mod apply;
+pub mod audit;
+pub mod control;
+pub mod init;
+pub mod launch;
+pub mod masking;
+pub mod persist;
+pub mod ports;
+pub mod reaper;
+pub mod status;
+pub mod target;

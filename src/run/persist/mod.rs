@@ -1,0 +1,140 @@
+//! Persistent contexts (`persist = true`): the first call starts a keeper, pid 1 of the context's
+//! namespaces, that stays; every later call joins those namespaces through a pidfd, so processes
+//! started by one call are seen and signalled by the next (`startProcess`, then `ps`, `kill`).
+//!
+//! ```text
+//! first call:  sbx-exec ─fork─> helper ─clone(NEW*)─> keeper (pid 1: mounts, /proc, reaps)
+//!                 │               └ exits at once, so the keeper is nobody's zombie
+//!                 └ waits for "ready", records the keeper in /run/sbx/NAME.state
+//! every call:  sbx-exec ─setns(pidfd, NEWPID)─fork─> target ─setns(pidfd, NS|IPC|UTS[|NET])─> exec
+//! ```
+//! The outer sbx-exec never enters the sandbox's mount namespace; only the target does, just
+//! before it drops its privileges exactly as a fresh launch does ([`Target`]). The keeper is
+//! identified by pid, start time and pid-namespace inode, re-checked after `pidfd_open`, so a
+//! recycled pid or a dead keeper is never joined.
+
+pub mod ctl;
+pub mod keeper;
+pub mod state;
+
+pub use ctl::{list, stop};
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use nix::fcntl::OFlag;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sched::CloneFlags;
+use nix::sys::signal::Signal;
+use nix::unistd::ForkResult;
+
+use crate::error::EXIT_SBX;
+use crate::model::Context;
+use crate::plan::launch::{Sandbox, Target};
+use crate::plan::namespaces;
+use crate::run::apply::cgroup;
+use crate::run::reaper;
+use crate::sys;
+use keeper::Keeper;
+
+/// A persistent launch: find or start the keeper, join it, run the command, report its status.
+pub fn run(
+    ctx_name: &str,
+    ctx: &Context,
+    sandbox: &Sandbox,
+    target: &Target,
+    report: &dyn Fn(&str),
+) -> Result<i32> {
+    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox)?;
+    let cwd = sandbox
+        .cwd
+        .as_ref()
+        .map(|p| CString::new(p.as_os_str().as_bytes()))
+        .transpose()
+        .context("the working directory contains a NUL byte")?;
+    let join_flags =
+        CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds) & !libc::CLONE_NEWPID);
+    // Only this process's future children land in the context's pid namespace.
+    nix::sched::setns(keeper.pidfd.as_fd(), CloneFlags::CLONE_NEWPID).with_context(|| {
+        format!(
+            "cannot join the pid namespace of context {ctx_name:?} (keeper pid {})",
+            keeper.state.pid
+        )
+    })?;
+    let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let child = match sys::fork().context("cannot fork the command")? {
+        ForkResult::Child => {
+            drop(alive_w);
+            in_target(
+                ctx_name,
+                &keeper,
+                join_flags,
+                cwd.as_deref(),
+                alive_r,
+                target,
+            )
+        }
+        ForkResult::Parent { child } => child,
+    };
+    drop(alive_r);
+    report(&format!("{{\"child-pid\":{}}}", child.as_raw()));
+    let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let code = reaper::exit_code(
+        ctx_name,
+        ctx,
+        reaper::supervise(child, timeout),
+        "; processes it started in the background keep running",
+    );
+    drop(alive_w);
+    report(&format!("{{\"exit-code\":{code}}}"));
+    Ok(code)
+}
+
+/// The forked target: die with sbx-exec, enter the context's cgroups and namespaces, then drop
+/// privileges and exec like any launch. Never returns.
+fn in_target(
+    ctx_name: &str,
+    keeper: &Keeper,
+    flags: CloneFlags,
+    cwd: Option<&std::ffi::CStr>,
+    alive: OwnedFd,
+    target: &Target,
+) -> ! {
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("sbx-exec: {what}: {e}");
+        sys::exit_now(EXIT_SBX)
+    };
+    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+        fail("cannot set the parent-death signal", &e);
+    }
+    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
+    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+        sys::exit_now(EXIT_SBX);
+    }
+    drop(alive);
+    if let Err(e) = cgroup::join(&keeper.cgroup_procs) {
+        fail("cannot enter the context's cgroup", &e);
+    }
+    if let Err(e) = nix::sched::setns(keeper.pidfd.as_fd(), flags) {
+        fail(
+            &format!("cannot join the namespaces of context {ctx_name:?}"),
+            &e,
+        );
+    }
+    if let Some(cwd) = cwd {
+        if let Err(e) = nix::unistd::chdir(cwd) {
+            fail(
+                &format!(
+                    "the working directory {} does not exist inside context {ctx_name:?} (a private tmpfs or hidden path covers it); \
+                     run sbx-exec from a directory the context shares, such as /workspace",
+                    cwd.to_string_lossy()
+                ),
+                &e,
+            );
+        }
+    }
+    target.exec()
+}

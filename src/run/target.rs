@@ -1,0 +1,72 @@
+//! The target: everything between the fork and the exec, in this order: a new session, only the
+//! fds allowed, signals reset, (setuid) become the caller and enter its directory, capabilities,
+//! `no_new_privs`, Landlock, seccomp, exec. Prepared in advance as a [`Target`] plan, so nothing
+//! here allocates but the error path.
+
+use nix::sys::signal::{sigprocmask, SigmaskHow, Signal};
+
+use anyhow::Result;
+
+use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
+use crate::plan::launch::Target;
+use crate::sys;
+
+impl Target {
+    /// Drop to the target's privileges and exec it. Never returns: on failure it reports and exits
+    /// 125 (setup), 126 or 127 (exec).
+    pub fn exec(&self) -> ! {
+        if let Err(e) = self.prepare() {
+            eprintln!("sbx-exec: {e:#}");
+            sys::exit_now(crate::error::EXIT_SBX);
+        }
+        let argv: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp = self.env.as_ptrs();
+        let err = sys::execve(&self.path, &argv, &envp);
+        let code = match err.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::ENOTDIR) => EXIT_NOT_FOUND,
+            _ => EXIT_NOT_EXECUTABLE,
+        };
+        eprintln!(
+            "sbx-exec: cannot execute {}: {err}",
+            self.path.to_string_lossy()
+        );
+        sys::exit_now(code)
+    }
+
+    fn prepare(&self) -> Result<()> {
+        use anyhow::Context as _;
+        // A new session: no controlling terminal to push keystrokes into (TIOCSTI).
+        nix::unistd::setsid().context("cannot start a new session")?;
+        // Only fds 0, 1 and 2 reach the target.
+        sys::close_fds_from(3, &self.keep_fds, false)
+            .context("cannot close inherited file descriptors")?;
+        // Rust ignores SIGPIPE for itself; the target gets the default back.
+        sys::signal_default(Signal::SIGPIPE).context("cannot reset SIGPIPE")?;
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
+            .context("cannot restore the signal mask")?;
+        if let Some(id) = &self.drop_to {
+            crate::privilege::drop::drop_privs(id)?;
+        }
+        if let Some(dir) = &self.chdir_after_drop {
+            crate::privilege::setuid::chdir_as_caller(dir)?;
+        }
+        if let Some(keep) = &self.caps {
+            crate::run::apply::capabilities::drop_to(keep, self.no_new_privs, self.run_as)?;
+        }
+        if self.no_new_privs {
+            crate::run::apply::capabilities::set_no_new_privs()?;
+        }
+        if let Some(plan) = &self.landlock {
+            crate::run::apply::landlock::install(plan)?;
+        }
+        if let Some(prog) = &self.seccomp {
+            crate::run::apply::seccomp::install(prog)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! Secrets read from a file descriptor (`--secrets-fd N`).
+//!
+//! The caller writes either a JSON object of strings (`{"NAME":"value"}`, what programs send) or
+//! `NAME=value` lines (what people type) into a pipe and passes its read end. The format is
+//! detected from the first non-blank byte. Values live in [`SecretString`]s and every buffer that
+//! held them is zeroized; no error message ever contains a value (only line numbers and, for names
+//! that are well-formed, the name).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::RawFd;
+
+use anyhow::{bail, Result};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::model::{is_env_name, EnvPattern};
+
+pub mod mask;
+
+/// Most bytes read from the secrets fd.
+pub const MAX_BYTES: usize = 1 << 20;
+/// Most secrets in one call.
+pub const MAX_COUNT: usize = 256;
+
+/// One named secret.
+pub struct Secret {
+    pub name: String,
+    pub value: SecretString,
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({}, <redacted>)", self.name)
+    }
+}
+
+/// The secrets handed to one invocation, in the order given.
+#[derive(Debug, Default)]
+pub struct SecretSet(Vec<Secret>);
+
+impl SecretSet {
+    pub fn iter(&self) -> impl Iterator<Item = &Secret> {
+        self.0.iter()
+    }
+
+    /// Refuse any secret this context's `secrets.allow` does not admit (naming it, never its value).
+    pub fn check_allowed(&self, ctx: &str, allow: &[EnvPattern]) -> Result<()> {
+        for s in &self.0 {
+            if !allow.iter().any(|p| p.matches(&s.name)) {
+                bail!(
+                    "secret {} is not allowed in context {ctx:?}; add it to [context.{ctx}.secrets] allow to hand it over",
+                    s.name
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read every byte of `fd` (which sbx-exec then closes) and parse it.
+pub fn read_fd(fd: RawFd) -> Result<SecretSet> {
+    // Closed on drop, before any child exists, so it never reaches the target.
+    let Some(owned) = crate::sys::take_inherited_fd(fd) else {
+        bail!("--secrets-fd {fd}: file descriptor {fd} is not open; pass the read end of a pipe, e.g. `3<<<\"$SECRETS\"` in a shell");
+    };
+    let mut file = File::from(owned);
+    let buf = read_zeroizing(&mut file, MAX_BYTES)
+        .map_err(|e| anyhow::anyhow!("--secrets-fd {fd}: cannot read: {e}"))?;
+    let Some(buf) = buf else {
+        bail!("--secrets-fd {fd}: more than {MAX_BYTES} bytes of secrets; send fewer or smaller secrets");
+    };
+    parse(&buf)
+}
+
+/// Read everything from `r` into a zeroizing buffer; `None` if there is more than `max` bytes.
+/// The buffer grows by doubling into a fresh zeroizing allocation, so every outgrown copy is
+/// wiped when dropped (a plain `Vec` reallocation would leave copies behind), and memory stays
+/// proportional to what was sent.
+fn read_zeroizing(r: &mut impl Read, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(4096));
+    let mut chunk = Zeroizing::new([0u8; 4096]);
+    loop {
+        let n = match r.read(&mut chunk[..]) {
+            Ok(0) => return Ok(Some(buf)),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.len() + n > max {
+            return Ok(None);
+        }
+        if buf.len() + n > buf.capacity() {
+            let mut bigger =
+                Zeroizing::new(Vec::with_capacity((buf.capacity() * 2).max(buf.len() + n)));
+            bigger.extend_from_slice(&buf);
+            buf = bigger;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Parse secrets text, JSON object or `NAME=value` lines.
+pub fn parse(input: &[u8]) -> Result<SecretSet> {
+    let first = input.iter().find(|b| !b.is_ascii_whitespace());
+    let set = match first {
+        None => SecretSet::default(),
+        Some(b'{') => parse_json(input)?,
+        Some(_) => parse_lines(input)?,
+    };
+    Ok(set)
+}
+
+fn parse_json(input: &[u8]) -> Result<SecretSet> {
+    use std::collections::BTreeMap;
+    // Values are deserialized straight into zeroizing strings.
+    let map: BTreeMap<String, Zeroizing<String>> = match serde_json::from_slice(input) {
+        Ok(m) => m,
+        Err(e) => {
+            // serde_json's own message can quote the offending value, so it is never shown.
+            let what = match e.classify() {
+                serde_json::error::Category::Data => {
+                    "expected an object whose values are all strings"
+                }
+                serde_json::error::Category::Eof => "the JSON ends too early",
+                _ if e.to_string().contains("invalid unicode")
+                    || e.to_string().contains("UTF-8") =>
+                {
+                    "the text is not valid UTF-8"
+                }
+                _ => "this is not valid JSON",
+            };
+            bail!(
+                "secrets: {what} (at line {}, column {}); send {{\"NAME\": \"value\", ...}} or NAME=value lines",
+                e.line(),
+                e.column()
+            );
+        }
+    };
+    // serde_json keeps the last of duplicate keys silently; find duplicates ourselves.
+    let count = count_json_keys(input);
+    if count > map.len() {
+        bail!(
+            "secrets: a secret name appears more than once in the JSON object; send each name once"
+        );
+    }
+    let mut set = Vec::with_capacity(map.len());
+    for (i, (name, value)) in map.into_iter().enumerate() {
+        check_name(&name, &format!("JSON key #{}", i + 1))?;
+        check_value(&value, &name)?;
+        set.push(Secret {
+            name: name.to_string(),
+            value: SecretString::from(value.as_str()),
+        });
+    }
+    finish(set)
+}
+
+/// Number of top-level keys in a JSON object (its strings are skipped without being copied).
+fn count_json_keys(input: &[u8]) -> usize {
+    let (mut depth, mut in_str, mut esc, mut keys) = (0usize, false, false, 0usize);
+    let mut expect_key = false;
+    for &b in input {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                if depth == 1 && expect_key {
+                    keys += 1;
+                    expect_key = false;
+                }
+                in_str = true;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                expect_key = depth == 1;
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => expect_key = true,
+            _ => {}
+        }
+    }
+    keys
+}
+
+fn parse_lines(input: &[u8]) -> Result<SecretSet> {
+    let mut set = Vec::new();
+    for (i, raw) in input.split(|&b| b == b'\n').enumerate() {
+        let lineno = i + 1;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        let Ok(line) = std::str::from_utf8(raw) else {
+            bail!("secrets: line {lineno} is not valid UTF-8");
+        };
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some((name, value)) = trimmed.split_once('=') else {
+            bail!("secrets: line {lineno} has no '=': write NAME=value, one per line");
+        };
+        let name = name.trim_end();
+        check_name(name, &format!("line {lineno}"))?;
+        check_value(value, name)?;
+        set.push(Secret {
+            name: name.to_string(),
+            value: SecretString::from(value),
+        });
+    }
+    finish(set)
+}
+
+fn check_name(name: &str, at: &str) -> Result<()> {
+    if !is_env_name(name) {
+        // The "name" may be a value pasted in the wrong place: never echo it.
+        bail!("secrets: {at} has an invalid name (use letters, digits and '_', not starting with a digit, at most 128 bytes)");
+    }
+    Ok(())
+}
+
+fn check_value(value: &str, name: &str) -> Result<()> {
+    if value.contains('\0') {
+        bail!("secrets: the value of {name} contains a NUL byte, which cannot be passed in an environment variable");
+    }
+    Ok(())
+}
+
+fn finish(set: Vec<Secret>) -> Result<SecretSet> {
+    if set.len() > MAX_COUNT {
+        bail!(
+            "secrets: {} secrets given; at most {MAX_COUNT} are accepted",
+            set.len()
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for s in &set {
+        if !seen.insert(s.name.as_str()) {
+            bail!(
+                "secrets: {} is given more than once; send each name once",
+                s.name
+            );
+        }
+    }
+    Ok(SecretSet(set))
+}
+
+/// Expose a value only where it is needed (building the target's environment).
+pub fn expose(s: &Secret) -> &str {
+    s.value.expose_secret()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALUE: &str = "s3cr3t-VALUE-xyz";
+
+    fn values(set: &SecretSet) -> Vec<(String, String)> {
+        set.iter()
+            .map(|s| (s.name.clone(), expose(s).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn json_and_lines_are_detected() {
+        let j = parse(br#"  {"A": "1", "B_2": "x=y"}"#).unwrap();
+        assert_eq!(
+            values(&j),
+            vec![("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
+        );
+        let l = parse(b"# comment\nA=1\n\nB_2=x=y\r\n").unwrap();
+        assert_eq!(
+            values(&l),
+            vec![("A".into(), "1".into()), ("B_2".into(), "x=y".into())]
+        );
+        assert_eq!(parse(b"").unwrap().iter().count(), 0);
+    }
+
+    #[test]
+    fn json_values_keep_newlines_quotes_and_unicode() {
+        let v = "line1\nline2 \"q\" = 'x' ünïcødé 🔑";
+        let json = serde_json::to_string(&serde_json::json!({ "K": v })).unwrap();
+        let set = parse(json.as_bytes()).unwrap();
+        assert_eq!(expose(set.iter().next().unwrap()), v);
+    }
+
+    #[test]
+    fn errors_never_contain_the_value() {
+        let cases: Vec<Vec<u8>> = vec![
+            format!("{{\"A\": 5, \"B\": \"{VALUE}\"}}").into_bytes(),
+            format!("{{\"A\": [\"{VALUE}\"]}}").into_bytes(),
+            format!("{{\"A\": \"{VALUE}\"").into_bytes(),
+            format!("{{\"{VALUE}-bad name\": \"x\"}}").into_bytes(),
+            format!("{{\"A\": \"{VALUE}\", \"A\": \"{VALUE}\"}}").into_bytes(),
+            format!("{{\"A\": \"{VALUE}\\u0000\"}}").into_bytes(),
+            format!("{VALUE}\n").into_bytes(),
+            format!("bad name={VALUE}\n").into_bytes(),
+            format!("{VALUE} = x\n").into_bytes(),
+            format!("A={VALUE}\nA={VALUE}\n").into_bytes(),
+            [b"A=".as_slice(), VALUE.as_bytes(), b"\xff\xfe\n"].concat(),
+            [b"{\"A\": \"".as_slice(), VALUE.as_bytes(), b"\xff\"}"].concat(),
+        ];
+        for input in cases {
+            let err = format!("{:#}", parse(&input).unwrap_err());
+            assert!(!err.contains(VALUE), "value leaked in: {err}");
+            assert!(!err.contains("xyz"), "part of value leaked in: {err}");
+            assert!(err.starts_with("secrets:"), "{err}");
+        }
+    }
+
+    #[test]
+    fn duplicates_and_limits() {
+        assert!(parse(b"{\"A\":\"1\",\"A\":\"2\"}").is_err());
+        assert!(
+            parse(b"{\"A\":\"1\",\"B\":{\"A\":\"x\"}}").is_err(),
+            "nested objects are not strings"
+        );
+        let many: String = (0..=MAX_COUNT).map(|i| format!("S{i}=v\n")).collect();
+        assert!(format!("{:#}", parse(many.as_bytes()).unwrap_err()).contains("at most"));
+        let ok: String = (0..MAX_COUNT).map(|i| format!("S{i}=v\n")).collect();
+        assert_eq!(parse(ok.as_bytes()).unwrap().iter().count(), MAX_COUNT);
+    }
+
+    #[test]
+    fn reads_exactly_and_stops_past_the_limit() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let got = read_zeroizing(&mut &data[..], 200_000).unwrap().unwrap();
+        assert_eq!(&got[..], &data[..]);
+        assert!(read_zeroizing(&mut &data[..], 99_999).unwrap().is_none());
+    }
+
+    #[test]
+    fn debug_output_hides_values() {
+        let set = parse(format!("A={VALUE}").as_bytes()).unwrap();
+        assert!(!format!("{set:?}").contains(VALUE));
+    }
+
+    #[test]
+    fn allowlist_names_the_secret_only() {
+        let set = parse(format!("AWS_KEY={VALUE}\nPGPASSWORD={VALUE}").as_bytes()).unwrap();
+        set.check_allowed(
+            "p",
+            &[EnvPattern("AWS_*".into()), EnvPattern("PGPASSWORD".into())],
+        )
+        .unwrap();
+        let err = set
+            .check_allowed("p", &[EnvPattern("AWS_*".into())])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PGPASSWORD") && !err.contains(VALUE), "{err}");
+    }
+}

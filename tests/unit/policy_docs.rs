@@ -1,0 +1,217 @@
+//! Checks that the policy documentation covers every key the parser accepts: each field of the
+//! serde structs in `src/model/mod.rs` and `src/model/limits.rs` must be documented in `man/sbx-exec-policy.5` (as a `.B key`
+//! item under the `.SS` heading of its table, e.g. `[context.NAME.env]`) and appear in README.md's
+//! policy section. The keys are read from the source text, so fields added by any branch are
+//! found without touching this file; a failure lists exactly what is undocumented.
+
+use std::collections::BTreeMap;
+
+const POLICY_RS: &str = concat!(
+    include_str!("../../src/model/mod.rs"),
+    include_str!("../../src/model/limits.rs")
+);
+const POLICY_MAN: &str = include_str!("../../man/sbx-exec-policy.5");
+const README: &str = include_str!("../../README.md");
+
+/// A deserializable struct of policy.rs: its fields, each with its type as written.
+type Structs = BTreeMap<String, Vec<(String, String)>>;
+
+/// Every `#[derive(.. Deserialize ..)] pub struct X { pub field: Type, .. }` of the source, minus
+/// fields marked `#[serde(skip)]` (and with `#[serde(rename = "..")]` applied).
+fn serde_structs(src: &str) -> Structs {
+    let mut out = Structs::new();
+    let mut derive_seen = false;
+    let mut current: Option<String> = None;
+    let mut attrs = String::new();
+    for line in src.lines() {
+        let t = line.trim();
+        if current.is_none() {
+            if t.starts_with("#[derive(") && t.contains("Deserialize") {
+                derive_seen = true;
+            } else if let Some(rest) = t.strip_prefix("pub struct ") {
+                if derive_seen && rest.ends_with('{') {
+                    let name = rest.trim_end_matches('{').trim();
+                    current = Some(name.to_string());
+                    out.insert(name.to_string(), Vec::new());
+                }
+                derive_seen = false;
+            } else if !t.starts_with("#[") && !t.starts_with("///") && !t.is_empty() {
+                derive_seen = false;
+            }
+            continue;
+        }
+        if t == "}" {
+            current = None;
+            continue;
+        }
+        if t.starts_with("#[") {
+            attrs.push_str(t);
+            continue;
+        }
+        if let Some(rest) = t.strip_prefix("pub ") {
+            if let Some((field, ty)) = rest.split_once(':') {
+                let mut key = field.trim().to_string();
+                if let Some(r) = attrs.split("rename = \"").nth(1) {
+                    key = r.split('"').next().unwrap_or(&key).to_string();
+                }
+                if !attrs.contains("skip)") && !attrs.contains("skip,") {
+                    let ty = ty.trim().trim_end_matches(',').to_string();
+                    out.get_mut(current.as_ref().unwrap())
+                        .unwrap()
+                        .push((key, ty));
+                }
+            }
+        }
+        if !t.starts_with("///") {
+            attrs.clear();
+        }
+    }
+    out
+}
+
+/// The innermost struct named in a field type (`Option<Supervise>` → `Supervise`,
+/// `BTreeMap<ContextName, Context>` → `Context`), if it is one of `structs`.
+fn struct_in(ty: &str, structs: &Structs) -> Option<String> {
+    ty.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .rev()
+        .find(|w| structs.contains_key(*w))
+        .map(str::to_string)
+}
+
+/// Each table of the format (`Top level`, `[context.NAME]`, `[context.NAME.env]`, ...) with its
+/// keys, walking from `Policy` through the fields whose type is another struct.
+fn tables(structs: &Structs) -> Vec<(String, Vec<String>)> {
+    fn walk(
+        name: &str,
+        heading: String,
+        path: &str,
+        structs: &Structs,
+        out: &mut Vec<(String, Vec<String>)>,
+    ) {
+        let fields = &structs[name];
+        out.push((heading, fields.iter().map(|(k, _)| k.clone()).collect()));
+        for (key, ty) in fields {
+            if let Some(sub) = struct_in(ty, structs) {
+                // The contexts map is keyed by name: `[context.NAME]`.
+                let path = if ty.contains("BTreeMap<ContextName") || ty.contains("HashMap<Context")
+                {
+                    format!("{path}{key}.NAME")
+                } else {
+                    format!("{path}{key}")
+                };
+                walk(&sub, format!("[{path}]"), &format!("{path}."), structs, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("Policy", "Top level".into(), "", structs, &mut out);
+    out
+}
+
+/// The `.B key` items under `.SS "heading"` in the man page.
+fn man_items(heading: &str) -> Option<Vec<String>> {
+    let start = POLICY_MAN
+        .lines()
+        .position(|l| l.trim() == format!(".SS \"{heading}\""))?;
+    Some(
+        POLICY_MAN
+            .lines()
+            .skip(start + 1)
+            .take_while(|l| !l.starts_with(".SS") && !l.starts_with(".SH"))
+            .filter_map(|l| l.strip_prefix(".B "))
+            .map(|k| k.trim().to_string())
+            .collect(),
+    )
+}
+
+/// README's policy section: from the heading containing "Policy" to the next `## ` heading.
+fn readme_policy_section() -> &'static str {
+    let start = README
+        .find("\n## Policy")
+        .expect("README.md has a '## Policy ...' section");
+    let rest = &README[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    &rest[..end]
+}
+
+#[test]
+fn policy_struct_parser_finds_the_known_keys() {
+    // Guards the text parser itself: if it silently found nothing, the other tests would pass.
+    let structs = serde_structs(POLICY_RS);
+    let t = tables(&structs);
+    let find = |h: &str| t.iter().find(|(n, _)| n == h).map(|(_, k)| k.clone());
+    let top = find("Top level").unwrap();
+    for k in ["version", "context"] {
+        assert!(top.contains(&k.to_string()), "{top:?}");
+    }
+    let ctx = find("[context.NAME]").unwrap();
+    for k in ["namespaces", "net", "env", "secrets", "supervise"] {
+        assert!(ctx.contains(&k.to_string()), "{ctx:?}");
+    }
+    assert!(find("[context.NAME.env]")
+        .unwrap()
+        .contains(&"hygiene".into()));
+    assert!(find("[context.NAME.security.run_as]").unwrap() == ["uid", "gid"]);
+    assert!(find("[context.NAME.supervise]")
+        .unwrap()
+        .contains(&"stop_timeout".into()));
+}
+
+#[test]
+fn every_policy_key_is_in_the_man_page_under_its_table() {
+    let mut missing = Vec::new();
+    for (heading, keys) in tables(&serde_structs(POLICY_RS)) {
+        let Some(items) = man_items(&heading) else {
+            missing.push(format!("section .SS \"{heading}\""));
+            continue;
+        };
+        for k in keys {
+            if !items.contains(&k) {
+                missing.push(format!("{heading} {k}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "policy keys not documented in man/sbx-exec-policy.5 (add a `.TP` / `.B key` item with \
+         type, default and meaning under the table's `.SS` heading): {missing:?}"
+    );
+}
+
+#[test]
+fn every_policy_key_is_in_the_readme() {
+    let section = readme_policy_section();
+    let mut missing = Vec::new();
+    for (heading, keys) in tables(&serde_structs(POLICY_RS)) {
+        // A sub-table is shown as a header, or inline (`run_as = { uid = 1000, gid = 1000 }`).
+        let last = heading
+            .trim_end_matches(']')
+            .rsplit('.')
+            .next()
+            .unwrap_or("");
+        if heading != "Top level"
+            && !section.contains(&heading)
+            && !section.contains(&format!("{last} = {{"))
+        {
+            missing.push(heading.clone());
+        }
+        for k in keys {
+            let as_key = |l: &str| {
+                let l = l.trim_start().trim_start_matches('#').trim_start();
+                l.starts_with(&format!("{k} ="))
+                    || l.contains(&format!(".{k} ="))
+                    || l.contains(&format!("{{ {k} ="))
+                    || l.contains(&format!(", {k} ="))
+            };
+            let as_table =
+                section.contains(&format!(".{k}]")) || section.contains(&format!("[{k}."));
+            if !section.lines().any(as_key) && !as_table {
+                missing.push(format!("{heading} {k}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "policy keys missing from README.md's policy section (add `key = example  # meaning`): {missing:?}"
+    );
+}
