@@ -1,4 +1,4 @@
-//! Privilege modes (DESIGN.md section 6): setuid root with a hostile caller, rootless with a user
+//! Privilege modes (docs/DESIGN.md section 6): setuid root with a hostile caller, rootless with a user
 //! namespace, and `probe` agreeing with what launches really do.
 //!
 //! The unprivileged caller is uid 65534 (via setpriv), with supplementary group 4242 where a test

@@ -1,5 +1,5 @@
 //! Integration suite: runs the real `sbx-exec` binary. Each module proves one guarantee of
-//! `shared/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
+//! `docs/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
 
 mod attacks;
 mod docs_tests;
