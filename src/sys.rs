@@ -45,24 +45,33 @@ pub fn open_path_nofollow(path: &CStr) -> io::Result<OwnedFd> {
     openat2_nofollow(path, libc::O_PATH | libc::O_CLOEXEC)
 }
 
-/// `openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`.
+/// `openat2(AT_FDCWD, path, flags, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)` (nix's wrapper),
+/// owned.
 fn openat2_nofollow(path: &CStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain old data; all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `path` is a valid NUL-terminated string and `how` a valid open_how whose size is
-    // passed; the kernel only reads both.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            libc::AT_FDCWD,
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = check(ret)? as RawFd;
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags))
+        .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let fd = nix::fcntl::openat2(libc::AT_FDCWD, path, how)?;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`, owned: the last component is never
+/// a followed symlink.
+pub fn openat_nofollow(
+    dir: &OwnedFd,
+    name: &CStr,
+    flags: nix::fcntl::OFlag,
+    mode: u32,
+) -> io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::openat(
+        Some(dir.as_raw_fd()),
+        name,
+        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(mode),
+    )?;
     // SAFETY: the kernel just returned this new fd; nothing else owns it.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
@@ -273,22 +282,43 @@ pub fn signal_default(sig: Signal) -> nix::Result<()> {
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
 }
 
-/// Take ownership of an fd inherited from the caller (`None` if it is not open). Only for fds
-/// named on the command line (3 and up), which nothing else in sbx-exec has opened or owns.
-pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
+/// Take ownership of an fd inherited from the caller (`None` if it is not open or is stdio).
+///
+/// # Safety
+/// Nothing in this process may own `fd` already (no `OwnedFd`, `File` or other handle of
+/// sbx-exec's own may have that number), or two owners would close it.
+unsafe fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     if fd < 3 || nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
         return None;
     }
-    // SAFETY: the fd is open (checked above), is not stdio, and sbx-exec took no other handle to
-    // it: the caller passed it to us, so this OwnedFd is its only owner in this process.
+    // SAFETY: the fd is open (checked above) and, by this function's contract, owned by nothing
+    // else in this process.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Own an fd that a `nix` call just returned as a bare number.
-pub fn own_fd(fd: RawFd) -> OwnedFd {
-    // SAFETY: callers pass only an fd the kernel has just created for them (the return value of
-    // open/openat), which nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(fd) }
+/// Take over the fds named on the command line (`--secrets-fd`, `--status-fd`), once per
+/// process, as the first thing a launch does: `None` for a name that is not an open fd ≥ 3.
+/// Two options naming the same fd are refused.
+pub fn claim_named_fds(fds: &[RawFd]) -> Result<Vec<Option<OwnedFd>>, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CLAIMED: AtomicBool = AtomicBool::new(false);
+    for (i, fd) in fds.iter().enumerate() {
+        if fds[..i].contains(fd) {
+            return Err(format!(
+                "file descriptor {fd} is named twice (--secrets-fd and --status-fd must differ)"
+            ));
+        }
+    }
+    if CLAIMED.swap(true, Ordering::SeqCst) {
+        return Err("the named file descriptors were already taken over".into());
+    }
+    // SAFETY: called once per process (CLAIMED), before a launch opens any fd of its own that it
+    // keeps: the only fds >= 3 open now are inherited from the caller, and the numbers are
+    // distinct (checked above), so each OwnedFd made here is the only owner of its fd.
+    Ok(fds
+        .iter()
+        .map(|&fd| unsafe { take_inherited_fd(fd) })
+        .collect())
 }
 
 /// Open `path` for reading without following any symlink in it (setuid mode reads the system
@@ -484,5 +514,26 @@ pub fn can_clone(flags: libc::c_int) -> bool {
         Ok(None) => exit_now(0),
         Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn named_fds_are_claimed_once_and_never_twice() {
+        assert!(claim_named_fds(&[5, 5])
+            .unwrap_err()
+            .contains("named twice"));
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // Released by the test, so the claim below is its only owner.
+        let (r, w) = (r.into_raw_fd(), w.into_raw_fd());
+        let got = claim_named_fds(&[r, w, 1, 999]).unwrap();
+        assert!(got[0].is_some() && got[1].is_some());
+        assert!(got[2].is_none(), "stdio is never taken");
+        assert!(got[3].is_none(), "a closed fd is None");
+        assert!(claim_named_fds(&[r]).unwrap_err().contains("already"));
     }
 }

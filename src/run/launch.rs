@@ -17,7 +17,7 @@
 //! identity) → no_new_privs → Landlock → seccomp → exec.
 
 use std::ffi::OsString;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,9 +67,9 @@ fn run_in(
 ) -> Result<i32> {
     let ctx = loaded.policy.context(ctx_name)?;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
-    let status = args.status_fd.map(StatusFd::open).transpose()?;
+    let (secrets_fd, status) = named_fds(args)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
-    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
+    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
     secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
@@ -168,7 +168,26 @@ fn one_shot(
     Ok(code)
 }
 
-fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<SecretSet> {
+/// Take over `--secrets-fd` and `--status-fd` before anything else opens an fd.
+fn named_fds(args: &RunArgs) -> Result<(Option<OwnedFd>, Option<StatusFd>)> {
+    let names: Vec<RawFd> = args.secrets_fd.into_iter().chain(args.status_fd).collect();
+    let mut owned = crate::sys::claim_named_fds(&names)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .into_iter();
+    let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
+    let status = match args.status_fd {
+        Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
+        None => None,
+    };
+    Ok((secrets, status))
+}
+
+fn read_secrets(
+    ctx_name: &str,
+    ctx: &Context,
+    fd: Option<RawFd>,
+    owned: Option<OwnedFd>,
+) -> Result<SecretSet> {
     let Some(fd) = fd else {
         return Ok(SecretSet::default());
     };
@@ -178,7 +197,7 @@ fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<Secr
              run trusted tools that need secrets in a context with [context.NAME.secrets] allow, e.g. --ctx platform"
         );
     }
-    let set = secrets::read_fd(fd)?;
+    let set = secrets::read_fd(fd, owned)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
 }

@@ -4,22 +4,26 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{bail, Context as _, Result};
-
-use crate::sys;
 
 /// The status stream (a private duplicate of the caller's fd, close-on-exec).
 pub struct StatusFd(File);
 
 impl StatusFd {
-    pub fn open(fd: RawFd) -> Result<StatusFd> {
-        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
+    /// The status stream on fd `fd`, taken over by [`crate::sys::claim_named_fds`]: made
+    /// close-on-exec, so it reaches no child.
+    pub fn open(fd: RawFd, owned: Option<OwnedFd>) -> Result<StatusFd> {
+        let Some(owned) = owned else {
             bail!("--status-fd {fd}: file descriptor {fd} is not open; open it for writing, e.g. {fd}>status.jsonl");
-        }
-        let dup = sys::dup_cloexec(fd).with_context(|| format!("--status-fd {fd}"))?;
-        Ok(StatusFd(File::from(dup)))
+        };
+        nix::fcntl::fcntl(
+            owned.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .with_context(|| format!("--status-fd {fd}"))?;
+        Ok(StatusFd(File::from(owned)))
     }
 
     pub fn line(&self, json: &str) {

@@ -74,7 +74,7 @@ impl Filter {
 
     /// Feed `input`; returns the bytes that are safe to write now.
     pub fn push(&mut self, input: &[u8]) -> Vec<u8> {
-        self.pending.extend_from_slice(input);
+        super::extend_zeroizing(&mut self.pending, input);
         self.drain(false)
     }
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 
 use crate::model::{is_env_name, EnvPattern};
 
+pub mod json;
 pub mod mask;
 
 /// Most bytes read from the secrets fd.
@@ -59,10 +60,10 @@ impl SecretSet {
     }
 }
 
-/// Read every byte of `fd` (which sbx-exec then closes) and parse it.
-pub fn read_fd(fd: RawFd) -> Result<SecretSet> {
-    // Closed on drop, before any child exists, so it never reaches the target.
-    let Some(owned) = crate::sys::take_inherited_fd(fd) else {
+/// Read every byte of the secrets fd numbered `fd` (taken over by [`crate::sys::claim_named_fds`];
+/// closed on return, before any child exists, so it never reaches the target) and parse it.
+pub fn read_fd(fd: RawFd, owned: Option<OwnedFd>) -> Result<SecretSet> {
+    let Some(owned) = owned else {
         bail!("--secrets-fd {fd}: file descriptor {fd} is not open; pass the read end of a pipe, e.g. `3<<<\"$SECRETS\"` in a shell");
     };
     let mut file = File::from(owned);
@@ -91,14 +92,21 @@ fn read_zeroizing(r: &mut impl Read, max: usize) -> std::io::Result<Option<Zeroi
         if buf.len() + n > max {
             return Ok(None);
         }
-        if buf.len() + n > buf.capacity() {
-            let mut bigger =
-                Zeroizing::new(Vec::with_capacity((buf.capacity() * 2).max(buf.len() + n)));
-            bigger.extend_from_slice(&buf);
-            buf = bigger;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        extend_zeroizing(&mut buf, &chunk[..n]);
     }
+}
+
+/// Append to a zeroizing buffer; when it must grow, copy into a fresh zeroizing allocation so the
+/// outgrown one is wiped (a plain `Vec` reallocation would leave a copy behind).
+pub fn extend_zeroizing(out: &mut Zeroizing<Vec<u8>>, bytes: &[u8]) {
+    if out.len() + bytes.len() > out.capacity() {
+        let mut bigger = Zeroizing::new(Vec::with_capacity(
+            (out.capacity() * 2).max(out.len() + bytes.len()).max(16),
+        ));
+        bigger.extend_from_slice(out);
+        *out = bigger;
+    }
+    out.extend_from_slice(bytes);
 }
 
 /// Parse secrets text, JSON object or `NAME=value` lines.
@@ -113,82 +121,24 @@ pub fn parse(input: &[u8]) -> Result<SecretSet> {
 }
 
 fn parse_json(input: &[u8]) -> Result<SecretSet> {
-    use std::collections::BTreeMap;
-    // Values are deserialized straight into zeroizing strings.
-    let map: BTreeMap<String, Zeroizing<String>> = match serde_json::from_slice(input) {
-        Ok(m) => m,
-        Err(e) => {
-            // serde_json's own message can quote the offending value, so it is never shown.
-            let what = match e.classify() {
-                serde_json::error::Category::Data => {
-                    "expected an object whose values are all strings"
-                }
-                serde_json::error::Category::Eof => "the JSON ends too early",
-                _ if e.to_string().contains("invalid unicode")
-                    || e.to_string().contains("UTF-8") =>
-                {
-                    "the text is not valid UTF-8"
-                }
-                _ => "this is not valid JSON",
-            };
-            bail!(
-                "secrets: {what} (at line {}, column {}); send {{\"NAME\": \"value\", ...}} or NAME=value lines",
-                e.line(),
-                e.column()
-            );
-        }
-    };
-    // serde_json keeps the last of duplicate keys silently; find duplicates ourselves.
-    let count = count_json_keys(input);
-    if count > map.len() {
-        bail!(
-            "secrets: a secret name appears more than once in the JSON object; send each name once"
-        );
-    }
-    let mut set = Vec::with_capacity(map.len());
-    for (i, (name, value)) in map.into_iter().enumerate() {
+    let pairs = json::parse(input).map_err(|e| {
+        anyhow::anyhow!(
+            "secrets: {} (at line {}, column {}); send {{\"NAME\": \"value\", ...}} or NAME=value lines",
+            e.what,
+            e.line,
+            e.column
+        )
+    })?;
+    let mut set = Vec::with_capacity(pairs.len());
+    for (i, (name, value)) in pairs.into_iter().enumerate() {
         check_name(&name, &format!("JSON key #{}", i + 1))?;
         check_value(&value, &name)?;
         set.push(Secret {
-            name: name.to_string(),
+            name,
             value: SecretString::from(value.as_str()),
         });
     }
     finish(set)
-}
-
-/// Number of top-level keys in a JSON object (its strings are skipped without being copied).
-fn count_json_keys(input: &[u8]) -> usize {
-    let (mut depth, mut in_str, mut esc, mut keys) = (0usize, false, false, 0usize);
-    let mut expect_key = false;
-    for &b in input {
-        if in_str {
-            match (esc, b) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => {
-                if depth == 1 && expect_key {
-                    keys += 1;
-                    expect_key = false;
-                }
-                in_str = true;
-            }
-            b'{' | b'[' => {
-                depth += 1;
-                expect_key = depth == 1;
-            }
-            b'}' | b']' => depth = depth.saturating_sub(1),
-            b',' if depth == 1 => expect_key = true,
-            _ => {}
-        }
-    }
-    keys
 }
 
 fn parse_lines(input: &[u8]) -> Result<SecretSet> {

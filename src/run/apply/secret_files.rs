@@ -93,12 +93,6 @@ fn is_dir(fd: &OwnedFd) -> Result<bool> {
 
 /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`, owned.
 fn openat(dir: &OwnedFd, name: &CStr, flags: OFlag, mode: u32) -> Result<OwnedFd> {
-    let fd = nix::fcntl::openat(
-        Some(dir.as_raw_fd()),
-        name,
-        flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(mode),
-    )
-    .with_context(|| format!("cannot open {}", name.to_string_lossy()))?;
-    Ok(sys::own_fd(fd))
+    sys::openat_nofollow(dir, name, flags, mode)
+        .with_context(|| format!("cannot open {}", name.to_string_lossy()))
 }
