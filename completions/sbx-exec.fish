@@ -14,7 +14,7 @@ end
 
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sbx_exec_global_optspecs
-    string join \n policy= ctx= secrets-fd= status-fd= h/help V/version
+    string join \n policy= ctx= secrets-fd= status-fd= env= cwd= timeout= h/help V/version
 end
 
 function __fish_sbx_exec_needs_command
@@ -42,6 +42,9 @@ complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy fil
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l ctx -d 'Context to run in (e.g. user, platform, control)' -r -f -a '(__sbx_exec_contexts)'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l secrets-fd -d 'Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, {"exit-code":N}) to this file descriptor' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l env -d 'Set a variable for this call (repeatable); only names the context lists in env.caller, never an injection variable (LD_*, NODE_OPTIONS...) or a name it takes as a secret' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l cwd -d 'Run the command in this directory instead of the current one (it must be visible in the context, e.g. under /workspace)' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l timeout -d 'Stop the command after this many seconds (exit 124); at most the context\'s own timeout' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s V -l version -d 'Print version'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "policy" -d 'Check a policy file, or show the effective policy'

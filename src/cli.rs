@@ -77,13 +77,22 @@ pub struct RunArgs {
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..))]
     pub status_fd: Option<RawFd>,
 
-    /// The command and its arguments
-    #[arg(
-        value_name = "CMD",
-        required = true,
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    /// Set a variable for this call (repeatable); only names the context lists in env.caller,
+    /// never an injection variable (LD_*, NODE_OPTIONS...) or a name it takes as a secret
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+
+    /// Run the command in this directory instead of the current one (it must be visible in the
+    /// context, e.g. under /workspace)
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Stop the command after this many seconds (exit 124); at most the context's own timeout
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_TIMEOUT_SECS))]
+    pub timeout: Option<u64>,
+
+    /// The command and its arguments (after `--`, or from the first word that is not an option)
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     pub cmd: Vec<OsString>,
 }
 

@@ -19,6 +19,10 @@ pub mod values;
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
 
+/// The longest timeout a policy or `--timeout` may give (one year): durations stay far from any
+/// overflow.
+pub const MAX_TIMEOUT_SECS: u64 = 366 * 24 * 3600;
+
 /// The PATH a target gets when the policy sets none (and the one setuid launches search).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -206,6 +210,10 @@ pub struct EnvPolicy {
     /// even when `allow` matches them. Default: true.
     #[serde(default = "yes")]
     pub hygiene: bool,
+    /// Variables a caller may set for one call with `--env NAME=VALUE` (names or prefixes ending
+    /// in `*`); never an injection variable, never a secret's name. Default: none.
+    #[serde(default)]
+    pub caller: Vec<EnvPattern>,
 }
 
 impl Default for EnvPolicy {
@@ -214,6 +222,7 @@ impl Default for EnvPolicy {
             allow: Vec::new(),
             set: BTreeMap::new(),
             hygiene: true,
+            caller: Vec::new(),
         }
     }
 }

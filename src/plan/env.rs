@@ -240,6 +240,7 @@ mod tests {
                 .map(|(k, v)| (EnvName(k.to_string()), EnvValue(v.to_string())))
                 .collect(),
             hygiene: true,
+            caller: Vec::new(),
         }
     }
 

@@ -10,5 +10,6 @@ pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod request;
 pub mod seccomp;
 pub mod secret_files;

@@ -28,6 +28,7 @@ use crate::cli::RunArgs;
 use crate::model::{self, Context};
 use crate::plan::env::TargetEnv;
 use crate::plan::launch::{self, Sandbox, Target};
+use crate::plan::request;
 use crate::plan::secret_files::Files;
 use crate::privilege::{self, Mode, SetuidLaunch};
 use crate::run::reaper;
@@ -65,7 +66,9 @@ fn run_in(
     loaded: &model::Loaded,
     secret_names: &mut Vec<String>,
 ) -> Result<i32> {
-    let ctx = loaded.policy.context(ctx_name)?;
+    let mut ctx = loaded.policy.context(ctx_name)?.clone();
+    ctx.timeout = request::timeout(ctx_name, &ctx, args.timeout)?;
+    let ctx = &ctx;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
     let (secrets_fd, status) = named_fds(args)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
@@ -80,6 +83,10 @@ fn run_in(
         env.set_var(&name, &path);
     }
     let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    if let Some(dir) = &args.cwd {
+        let here = std::env::current_dir().context("cannot read the current directory")?;
+        sandbox.cwd = Some(request::cwd(dir, &here));
+    }
     sandbox.creds = creds;
     launch::add_userns(&mut sandbox, userns);
     if let Some(s) = setuid {
@@ -122,7 +129,11 @@ fn command(
     if setuid {
         env.set_var("PATH", &privilege::policy_path(&ctx.env));
     }
+    for (name, value) in request::caller_env(ctx_name, ctx, &args.env)? {
+        env.set_var(&name, &value);
+    }
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
+    let path_var = request::visible_path(&path_var, ctx);
     let program = privilege::as_caller(mode, || {
         let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
         crate::plan::exec::check_allowed(ctx_name, &found, &ctx.exec)

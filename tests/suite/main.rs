@@ -10,6 +10,7 @@ mod g3_bun;
 mod g3_control;
 mod g4_landlock;
 mod g5_launcher;
+mod g5_request;
 mod g6_fail_closed;
 mod g8_modes;
 mod harness;
@@ -64,6 +65,11 @@ fn main() {
         g5_launcher::stdio_streams_unbuffered,
         g5_launcher::status_fd_reports_json,
         g5_launcher::timeout_gives_124,
+        g5_request::env_option_sets_only_allowed_names,
+        g5_request::cwd_option_moves_the_command_or_refuses,
+        g5_request::timeout_option_is_at_most_the_policys,
+        g5_request::command_is_found_as_the_sandbox_sees_path,
+        g5_request::unknown_option_is_an_error_not_a_command,
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,

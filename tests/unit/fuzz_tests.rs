@@ -475,6 +475,7 @@ fn env_policy() -> impl Strategy<Value = EnvPolicy> {
                 })
                 .collect(),
             hygiene,
+            caller: Vec::new(),
         })
 }
 
@@ -553,6 +554,7 @@ proptest! {
             allow: vec![EnvPattern::try_from("*".to_string()).unwrap()],
             set: BTreeMap::new(),
             hygiene: true,
+            caller: Vec::new(),
         };
         let mut built = env::build(os, &policy);
         let names: String = ports
