@@ -278,7 +278,7 @@ class OutPipe {
           src.resume();
         },
       },
-      { highWaterMark: 64 * 1024, size: (ch) => ch.byteLength },
+      { highWaterMark: 64 * 1024, size: (ch) => ch?.byteLength ?? 0 },
     );
   }
 
