@@ -65,6 +65,10 @@ function pgrep(pattern: string): number[] {
   if (r.exitCode !== 0) throw new Error(`pgrep: ${r.stderr.toString()}`);
   return r.stdout.toString().trim().split("\n").map(Number);
 }
+/** The `sleep MARKER` processes themselves (not sbx-exec or sh, whose command lines hold it too). */
+function sleeps(m: string): number[] {
+  return pgrep(`^sleep ${m}$`);
+}
 async function until(cond: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -263,7 +267,7 @@ describe("ending a sandbox", () => {
     const m = marker();
     const ac = new AbortController();
     const p = sbx.exec("box", ["sh", "-c", `sleep ${m} & sleep ${m}`], { signal: ac.signal });
-    expect(await until(() => pgrep(m).length >= 2, 5000)).toBe(true); // sh and both sleeps
+    expect(await until(() => sleeps(m).length === 2, 5000)).toBe(true);
     ac.abort();
     const e = await caught(p);
     expect(e).toBeInstanceOf(Aborted);
@@ -279,7 +283,7 @@ describe("ending a sandbox", () => {
       signal: ac.signal,
       killGraceMs: 500,
     });
-    expect(await until(() => pgrep(m).length >= 2, 5000)).toBe(true);
+    expect(await until(() => sleeps(m).length === 2, 5000)).toBe(true);
     ac.abort();
     const r = await p.exited;
     expect(r.reason).toBe("aborted");
@@ -389,8 +393,8 @@ describe("probe and persistent contexts", () => {
     expect(e).toBeInstanceOf(Refused);
   }, T);
 
-  // A persistent context with a name of its own (the host's /run/sbx is used), stopped at the end.
-  const name = `bunclient-${process.pid}-${Math.floor(Math.random() * 1e6)}`;
+  // A persistent context of its own (on the host's /run/sbx; one name, so one lock file), stopped at the end.
+  const name = "sbx-client-test";
   const pdir = mkdtempSync(join(tmpdir(), "sbx-client-persist-"));
   const ppolicy = join(pdir, "policy.toml");
   writeFileSync(
