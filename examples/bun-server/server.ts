@@ -1,43 +1,160 @@
-// Example control plane: a Bun HTTP server that runs as `sbx-exec --ctx control -- bun server.ts`.
+// Example control plane: a Bun HTTP server that runs as `sbx-exec --ctx control -- bun server.ts`
+// and runs commands through sbx-exec with the @sbx/client package (clients/bun).
 //
 // It never binds its port: sbx-exec holds the reserved ports from the first instant and passes
 // them as LISTEN_FDS (systemd socket activation). Bun's node:net adopts an inherited listening fd
 // (node:http's listen({fd}) does not yet: oven-sh/bun#22559), so a net server accepts and hands
 // each connection to the HTTP server.
 //
-//   GET  /health                      -> {"ok":true,"pid":N}
-//   POST /exec {ctx, cmd, secrets?}   -> {"exitCode":N,"stdout":"...","stderr":"..."}
+// Every route but GET /health needs `Authorization: Bearer <token>`; the token is read once, at
+// start, from the file named by SBX_API_TOKEN_FILE (which must not be readable or writable by
+// group or others). A request may name only the contexts in SBX_ALLOWED_CONTEXTS (default: user).
+//
+//   GET  /health                                         -> {"ok":true,"pid":N}
+//   POST /exec {ctx, cmd, secrets?, env?, cwd?, timeout?} -> {"exitCode":N,"reason":"exited",
+//                                                             "stdout":"...","stderr":"...","pid":N}
+import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { execSecure } from "./sbx";
+import { exec, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
 
-const apiPort = process.env.API_PORT ?? "8080";
+const apiPort = process.env.API_PORT ?? process.env.PORT ?? "8080";
+const MAX_BODY = 4 * 1024 * 1024;
 
-async function readBody(req: http.IncomingMessage): Promise<string> {
+function fatal(msg: string): never {
+  console.error(`control plane: ${msg}`);
+  process.exit(2);
+}
+
+/** The API token: read once, from a file only its owner can read or write. */
+function loadToken(): Buffer {
+  const file = process.env.SBX_API_TOKEN_FILE;
+  if (!file) fatal("refusing to start: SBX_API_TOKEN_FILE is not set (the file that holds the API token)");
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch (e) {
+    fatal(`refusing to start: cannot open SBX_API_TOKEN_FILE ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`);
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) fatal(`refusing to start: SBX_API_TOKEN_FILE ${file} is not a regular file`);
+    if (st.mode & 0o066)
+      fatal(
+        `refusing to start: SBX_API_TOKEN_FILE ${file} is readable or writable by group or others ` +
+          `(mode ${(st.mode & 0o777).toString(8)}); chmod 600 it`,
+      );
+    const token = fs.readFileSync(fd, "utf8").trim();
+    if (token === "") fatal(`refusing to start: SBX_API_TOKEN_FILE ${file} is empty`);
+    return Buffer.from(token, "utf8");
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// Compare HMACs under a per-process key: equal lengths, constant time, whatever was sent.
+const hmacKey = randomBytes(32);
+const mac = (b: Buffer) => createHmac("sha256", hmacKey).update(b).digest();
+const tokenMac = mac(loadToken());
+
+function authorized(req: http.IncomingMessage): boolean {
+  const h = req.headers.authorization ?? "";
+  const m = /^Bearer (.+)$/.exec(h);
+  const given = Buffer.from(m?.[1]?.trim() ?? "", "utf8");
+  // Always compute and compare, so a missing header costs the same as a wrong one.
+  return timingSafeEqual(mac(given), tokenMac) && m !== null;
+}
+
+const allowedContexts = new Set(
+  (process.env.SBX_ALLOWED_CONTEXTS ?? "user")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean),
+);
+
+async function readBody(req: http.IncomingMessage): Promise<string | undefined> {
   const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) return undefined;
+    chunks.push(c as Buffer);
+  }
   return Buffer.concat(chunks).toString("utf8");
 }
 
-function reply(res: http.ServerResponse, status: number, body: unknown) {
-  res.writeHead(status, { "content-type": "application/json" });
+function reply(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
+  res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(JSON.stringify(body));
 }
+
+const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((a) => typeof a === "string");
+const isStringMap = (v: unknown): v is Record<string, string> =>
+  typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
+
+const USAGE =
+  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: string, timeout?: seconds}";
 
 const api = http.createServer(async (req, res) => {
   try {
     if (req.method === "GET" && req.url === "/health") return reply(res, 200, { ok: true, pid: process.pid });
+    // Everything else: the token first, before reading the body or running anything.
+    if (!authorized(req)) {
+      res.setHeader("connection", "close");
+      return reply(res, 401, { error: "unauthorized: send Authorization: Bearer <token>" }, { "www-authenticate": "Bearer" });
+    }
     if (req.method === "POST" && req.url === "/exec") {
-      const { ctx, cmd, secrets } = JSON.parse(await readBody(req));
-      if (typeof ctx !== "string" || !Array.isArray(cmd) || !cmd.every((a) => typeof a === "string")) {
-        return reply(res, 400, { error: "expected {ctx: string, cmd: string[], secrets?: {NAME: value}}" });
+      const text = await readBody(req);
+      if (text === undefined) return reply(res, 413, { error: `request body over ${MAX_BODY} bytes` });
+      let body: Record<string, unknown>;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        return reply(res, 400, { error: `invalid JSON; ${USAGE}` });
       }
-      return reply(res, 200, await execSecure(ctx, cmd, { secrets }));
+      const { ctx, cmd, secrets, env, cwd, timeout } = body ?? {};
+      if (
+        typeof ctx !== "string" ||
+        !isStrings(cmd) ||
+        cmd.length === 0 ||
+        (secrets !== undefined && !isStringMap(secrets)) ||
+        (env !== undefined && !isStringMap(env)) ||
+        (cwd !== undefined && typeof cwd !== "string") ||
+        (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) > 0))
+      ) {
+        return reply(res, 400, { error: USAGE });
+      }
+      if (!allowedContexts.has(ctx)) {
+        return reply(res, 403, { error: `context ${JSON.stringify(ctx)} is not allowed here (SBX_ALLOWED_CONTEXTS)` });
+      }
+      // A client that hangs up ends its sandbox.
+      const abort = new AbortController();
+      res.on("close", () => {
+        if (!res.writableFinished) abort.abort();
+      });
+      const r = await exec(ctx, cmd, {
+        secrets,
+        env,
+        cwd,
+        timeout: timeout as number | undefined,
+        signal: abort.signal,
+        throwOnError: false,
+      });
+      return reply(res, 200, {
+        exitCode: r.code,
+        reason: r.reason,
+        pid: r.pid,
+        stdout: r.stdout,
+        stderr: r.stderr,
+        truncated: r.truncated,
+      });
     }
     reply(res, 404, { error: "not found" });
   } catch (e) {
-    // Never echo the request body: it may hold secrets.
-    reply(res, 500, { error: e instanceof Error ? e.name : "error" });
+    // Never echo the request body: it may hold secrets. Typed errors carry no secret values.
+    const status = e instanceof SbxUnavailable ? 503 : e instanceof SbxError ? 502 : 500;
+    reply(res, status, { error: e instanceof Error ? e.name : "error" });
   }
 });
 

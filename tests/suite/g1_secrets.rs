@@ -180,12 +180,14 @@ pub fn secrets_fd_is_closed_before_exec() -> Result<(), String> {
             "--",
             "sh",
             "-c",
-            "ls /proc/$$/fd | tr '\\n' ' '",
+            // No pipe in sh: a pipeline's (or $(...)'s) pipe is an fd of sh while ls lists them.
+            "ls /proc/$$/fd",
         ],
     );
     let r = cmd.run();
     r.expect_code(0, "fd listing")?;
-    check(r.stdout.trim() == "0 1 2", || {
+    let fds: Vec<&str> = r.stdout.split_whitespace().collect();
+    check(fds == ["0", "1", "2"], || {
         format!("target holds more than 0 1 2: {}", r.show())
     })
 }

@@ -1,6 +1,8 @@
 //! End to end with a real Bun server (examples/bun-server) as the control plane under control mode:
-//! platform exec gets the secret, user exec cannot see it, cannot kill the server or take its port,
-//! and a killed server is restarted with the port never free.
+//! it refuses to start without a private token file, runs nothing for a request without the token
+//! or naming a context it does not allow; platform exec gets the secret, user exec cannot see it
+//! (nor the API token), cannot kill the server or take its port, and a killed server is restarted
+//! with the port never free.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,13 +19,23 @@ fn bun() -> Option<String> {
     crate::g2_visibility::which("bun")
 }
 
-/// One HTTP/1.0 request (no chunked encoding to undo) with `Connection: close`; returns (status, body).
-fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+/// One HTTP/1.0 request (no chunked encoding to undo) with `Connection: close` and, if given,
+/// `Authorization: Bearer TOKEN`; returns (status, body).
+fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )?;
     let mut resp = String::new();
@@ -40,18 +52,24 @@ fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16
     Ok((status, body))
 }
 
-fn exec(
-    port: u16,
-    ctx: &str,
-    cmd: &[&str],
-    secrets: Option<serde_json::Value>,
-) -> Result<serde_json::Value, String> {
+fn exec_request(ctx: &str, cmd: &[&str], secrets: Option<serde_json::Value>) -> String {
     let mut req = serde_json::json!({ "ctx": ctx, "cmd": cmd });
     if let Some(s) = secrets {
         req["secrets"] = s;
     }
+    req.to_string()
+}
+
+fn exec(
+    port: u16,
+    token: &str,
+    ctx: &str,
+    cmd: &[&str],
+    secrets: Option<serde_json::Value>,
+) -> Result<serde_json::Value, String> {
+    let req = exec_request(ctx, cmd, secrets);
     let (status, body) =
-        http(port, "POST", "/exec", &req.to_string()).map_err(|e| format!("POST /exec: {e}"))?;
+        http(port, "POST", "/exec", &req, Some(token)).map_err(|e| format!("POST /exec: {e}"))?;
     if status != 200 {
         return Err(format!("POST /exec -> {status}: {body}"));
     }
@@ -60,7 +78,7 @@ fn exec(
 
 fn health_pid(port: u16) -> Result<i64, String> {
     let (status, body) =
-        http(port, "GET", "/health", "").map_err(|e| format!("GET /health: {e}"))?;
+        http(port, "GET", "/health", "", None).map_err(|e| format!("GET /health: {e}"))?;
     let v: serde_json::Value =
         serde_json::from_str(&body).map_err(|e| format!("{status} {body:?}: {e}"))?;
     v["pid"].as_i64().ok_or_else(|| format!("no pid in {body}"))
@@ -98,7 +116,13 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     let policy = write_policy(dir.path(), &text);
     let server_ts =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/bun-server/server.ts");
+    refuses_to_start_without_a_private_token(&bun, &server_ts, &dir)?;
     let server_secret = marker("deploytoken");
+    // The API token: a 0600 file the server reads once at start.
+    let token = marker("apitoken");
+    let token_file = dir.file("api-token", &format!("{token}\n"));
+    let sentinel = dir.path().join("sentinel");
+    let sentinel_str = sentinel.to_str().unwrap().to_string();
     let mut child = Command::new(bin())
         .args([
             "--policy",
@@ -118,6 +142,8 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
         .env("HOME", "/root")
         .env("API_PORT", api.to_string())
         .env("SBX_EXEC", bin())
+        .env("SBX_API_TOKEN_FILE", &token_file)
+        .env("SBX_ALLOWED_CONTEXTS", "user,platform")
         .env("DEPLOY_TOKEN", &server_secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -138,10 +164,48 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
 
     let pid = health_pid(api)?;
 
+    // Without the token (none, a wrong one, another scheme): 401 and nothing runs. The same request
+    // with the token runs (platform sees the host's /tmp, where the sentinel goes).
+    let touch = exec_request("platform", &["touch", &sentinel_str], None);
+    let wrong = format!("{token}x");
+    for auth in [None, Some(wrong.as_str()), Some("")] {
+        let (status, body) =
+            http(api, "POST", "/exec", &touch, auth).map_err(|e| format!("POST /exec: {e}"))?;
+        check(status == 401 && body.contains("unauthorized"), || {
+            format!("without the token ({auth:?}): {status} {body}")
+        })?;
+    }
+    let (status, body) = http_raw(
+        api,
+        &format!("POST /exec HTTP/1.0\r\nAuthorization: Basic {token}\r\nContent-Length: {}\r\n\r\n{touch}", touch.len()),
+    )?;
+    check(status == 401, || format!("Basic auth: {status} {body}"))?;
+    // A context the server does not allow: 403, nothing runs.
+    let (status, body) = http(
+        api,
+        "POST",
+        "/exec",
+        &exec_request("control", &["touch", &sentinel_str], None),
+        Some(&token),
+    )
+    .map_err(|e| e.to_string())?;
+    check(status == 403, || {
+        format!("control context: {status} {body}")
+    })?;
+    std::thread::sleep(Duration::from_millis(200));
+    check(!sentinel.exists(), || {
+        "a request without the token (or for a refused context) ran its command".into()
+    })?;
+    let r = exec(api, &token, "platform", &["touch", &sentinel_str], None)?;
+    check(r["exitCode"] == 0 && sentinel.exists(), || {
+        format!("with the token the command did not run: {r}")
+    })?;
+
     // Platform gets the secret handed in the request.
     let secret = marker("awskey");
     let r = exec(
         api,
+        &token,
         "platform",
         &["sh", "-c", "printf %s \"$AWS_SECRET_ACCESS_KEY\""],
         Some(serde_json::json!({ "AWS_SECRET_ACCESS_KEY": secret })),
@@ -156,22 +220,20 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
         String::from_utf8_lossy(&environ).contains(&server_secret),
         || "control: token not in the server env".into(),
     )?;
-    // User code sees neither.
-    let r = exec(
-        api,
-        "user",
-        &[
-            "sh",
-            "-c",
-            "env; cat /proc/*/environ /proc/*/cmdline; ps -eo pid,args",
-        ],
-        None,
-    )?;
+    // User code sees none of them, nor the API token (its env, /proc, the token file's path).
+    let look = format!(
+        "env; cat /proc/*/environ /proc/*/cmdline; ps -eo pid,args; cat {} 2>&1",
+        token_file.display()
+    );
+    let r = exec(api, &token, "user", &["sh", "-c", &look], None)?;
     let all = format!("{}{}", r["stdout"], r["stderr"]);
     check(
-        !all.contains(&secret) && !all.contains(&server_secret),
+        !all.contains(&secret) && !all.contains(&server_secret) && !all.contains(&token),
         || format!("user saw a secret: {r}"),
     )?;
+    check(!all.contains("SBX_API_TOKEN_FILE"), || {
+        format!("user sees the server's environment: {r}")
+    })?;
     check(!all.contains("server.ts"), || {
         format!("user sees the server process: {r}")
     })?;
@@ -179,6 +241,7 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     // User code cannot kill the server.
     let r = exec(
         api,
+        &token,
         "user",
         &[
             "sh",
@@ -199,6 +262,7 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     let steal = crate::g3_control::STEAL;
     let r = exec(
         api,
+        &token,
         "user",
         &["python3", "-c", steal, &api.to_string()],
         None,
@@ -242,6 +306,54 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     check(status.code() == Some(0), || {
         format!("stop status {status:?}")
     })
+}
+
+/// A raw request (for headers `http` does not write); returns (status, body).
+fn http_raw(port: u16, request: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((status, resp))
+}
+
+/// The server refuses to start (exit 2, before it serves anything) when SBX_API_TOKEN_FILE is
+/// missing, names an empty file, or a file group or others may read or write.
+fn refuses_to_start_without_a_private_token(
+    bun: &str,
+    server_ts: &std::path::Path,
+    dir: &TempDir,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let empty = dir.file("empty-token", "\n");
+    let shared = dir.file("shared-token", "some-token\n");
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o640))
+        .map_err(|e| e.to_string())?;
+    let cases: [(Option<&std::path::Path>, &str); 3] = [
+        (None, "SBX_API_TOKEN_FILE is not set"),
+        (Some(&empty), "is empty"),
+        (Some(&shared), "readable or writable by group or others"),
+    ];
+    for (file, why) in cases {
+        let mut c = Cmd::new(bun).limit(Duration::from_secs(30));
+        c.command().arg("run").arg(server_ts).env("PORT", "1");
+        if let Some(f) = file {
+            c.command().env("SBX_API_TOKEN_FILE", f);
+        }
+        let r = c.run();
+        check(
+            r.code == Some(2) && r.stderr.contains(why) && !r.stdout.contains("serving"),
+            || format!("server with token file {file:?}: {}", r.show()),
+        )?;
+    }
+    Ok(())
 }
 
 fn steal_once(port: u16) -> String {

@@ -1,0 +1,657 @@
+// @sbx/client: run commands through sbx-exec from Bun or Node.
+//
+// Everything goes through node:child_process (Bun implements it, extra stdio pipes included), so
+// one code path serves both runtimes. Per call, sbx-exec gets:
+//   fd 3  --status-fd 3   JSON lines {"child-pid":N} then {"exit-code":C} (parsed tolerantly)
+//   fd 4  --secrets-fd 4  the secrets as one JSON object, written while the process runs
+// Secrets never go into argv or the environment of sbx-exec. No runtime dependencies.
+
+import { spawn as nodeSpawn, type ChildProcess } from "node:child_process";
+import { constants as osConstants } from "node:os";
+import { Readable, Writable } from "node:stream";
+
+// ------------------------------------------------------------------------------------------ types
+
+/** How a run ended. */
+export type ExitReason =
+  /** the command ran and exited on its own (any status) */
+  | "exited"
+  /** the command (or sbx-exec itself) was killed by a signal; `signal` names it */
+  | "signaled"
+  /** the policy's `timeout` or `opts.timeout` ran out (sbx-exec exited 124) */
+  | "timeout"
+  /** `opts.signal` was aborted: sbx-exec got SIGTERM (and SIGKILL after the grace period) */
+  | "aborted"
+  /** sbx-exec did not start the command (bad usage, policy, context, secrets, isolation) */
+  | "refused";
+
+export interface ClientOptions {
+  /** Path to sbx-exec. Default: $SBX_EXEC, else `sbx-exec` on PATH. */
+  bin?: string;
+  /** Policy file (`--policy FILE`); refused by sbx-exec in setuid mode. */
+  policy?: string;
+}
+
+export interface RunOptions extends ClientOptions {
+  /** Secrets for this call, written as JSON to a pipe on `--secrets-fd` (never argv, never env). */
+  secrets?: Record<string, string>;
+  /** Non-secret variables (`--env NAME=VALUE`); the context's `env.caller` must list each name. */
+  env?: Record<string, string>;
+  /** Working directory inside the context (`--cwd DIR`). */
+  cwd?: string;
+  /** Seconds before sbx-exec stops the command (`--timeout SECS`, at most the policy's `timeout`). */
+  timeout?: number;
+  /** Aborting ends the whole sandbox: SIGTERM to sbx-exec (forwarded), SIGKILL after `killGraceMs`. */
+  signal?: AbortSignal;
+  /** Milliseconds between SIGTERM and SIGKILL after an abort (default 5000). */
+  killGraceMs?: number;
+  /**
+   * After sbx-exec exits, how long (ms) stdout/stderr may stay open without data before they are
+   * closed (a background process of a persistent context may hold them). Default 1000.
+   */
+  stdioGraceMs?: number;
+  /** Reject with a typed error unless the command exited 0 (`exec` default: true; `spawn`: false). */
+  throwOnError?: boolean;
+}
+
+export interface ExecOptions extends RunOptions {
+  /** Written to the command's stdin, which is then closed (default: stdin is /dev/null). */
+  input?: string | Uint8Array;
+  /** Bytes kept per stream (default 16 MiB); the rest is read and dropped, `truncated` is set. */
+  maxBuffer?: number;
+}
+
+/** How one run ended. */
+export interface Result {
+  /** sbx-exec's exit status: the command's, 128+N for signal N, 124 timeout, 125 refused, 126, 127. */
+  code: number;
+  /** The command's pid (from the status fd); undefined if it never started. */
+  pid: number | undefined;
+  reason: ExitReason;
+  /** Signal name when reason is "signaled" (or "aborted" by a signal), e.g. "SIGTERM". */
+  signal?: string;
+}
+
+export interface ExecResult extends Result {
+  stdout: string;
+  stderr: string;
+  /** Some output was dropped because of `maxBuffer`. */
+  truncated: boolean;
+}
+
+/** A running sandbox from `spawn()`. */
+export interface SandboxProcess {
+  stdout: ReadableStream<Uint8Array>;
+  stderr: ReadableStream<Uint8Array>;
+  /** The command's stdin; close it when the command reads to end of file. */
+  stdin: WritableStream<Uint8Array | string>;
+  /** The command's pid once sbx-exec reports it (`{"child-pid":N}`); undefined if it never starts. */
+  pid: Promise<number | undefined>;
+  /** The pid of sbx-exec itself. */
+  sbxPid: number | undefined;
+  /** Settles when sbx-exec exits; rejects with a typed error only if `throwOnError`. */
+  exited: Promise<Result>;
+  /** Send a signal to sbx-exec, which forwards TERM, INT, HUP, QUIT, USR1, USR2, WINCH to the command. */
+  kill(signal?: NodeJS.Signals | number): void;
+}
+
+/** One entry of `sbx-exec ctx list --json`. */
+export interface ContextInfo {
+  name: string;
+  keeper_pid: number;
+  /** processes besides the keeper */
+  processes: number;
+  age_secs: number;
+  running: boolean;
+  [more: string]: unknown;
+}
+
+/** `sbx-exec probe --json`. */
+export interface ProbeReport {
+  mode: "root" | "setuid" | "rootless" | "unprivileged" | string;
+  namespaces: Record<string, boolean>;
+  user_namespaces: { creatable: boolean; max_user_namespaces: number | null };
+  landlock_abi: number;
+  seccomp: boolean;
+  cgroup: unknown;
+  legacy_tiocsti: boolean | null;
+  policy: string;
+  contexts: Record<string, { status: "full" | "degraded" | "unavailable" | string; missing: string[]; degrade: boolean }>;
+  /** every context runs as written */
+  secure: boolean;
+  rootless_loses: string[];
+  [more: string]: unknown;
+}
+
+// ----------------------------------------------------------------------------------------- errors
+
+/** Base of every error this package throws for a finished run. Never holds a secret it was given. */
+export class SbxError extends Error {
+  /** sbx-exec's exit status (-1 when it could not be started at all). */
+  readonly code: number;
+  /** What the run wrote to stderr (for `spawn`, the last 64 KiB that passed through). */
+  readonly stderr: string;
+  readonly stdout: string;
+  readonly pid: number | undefined;
+  readonly reason: ExitReason | undefined;
+  constructor(message: string, r: { code: number; stderr?: string; stdout?: string; pid?: number; reason?: ExitReason }) {
+    super(message);
+    this.name = new.target.name;
+    this.code = r.code;
+    this.stderr = r.stderr ?? "";
+    this.stdout = r.stdout ?? "";
+    this.pid = r.pid;
+    this.reason = r.reason;
+  }
+}
+/** Exit 125: sbx-exec refused or failed (the message is sbx-exec's own, from stderr). */
+export class Refused extends SbxError {}
+/** Exit 126: the command was found but cannot be executed. */
+export class NotExecutable extends SbxError {}
+/** Exit 127: the command was not found. */
+export class NotFound extends SbxError {}
+/** Exit 124: the timeout ran out; the command was stopped. */
+export class TimedOut extends SbxError {}
+/** Exit 128+N: the command died of signal N. */
+export class Signaled extends SbxError {
+  readonly signal: string;
+  readonly signo: number;
+  constructor(message: string, r: ConstructorParameters<typeof SbxError>[1] & { signal: string; signo: number }) {
+    super(message, r);
+    this.signal = r.signal;
+    this.signo = r.signo;
+  }
+}
+/** `opts.signal` was aborted; the sandbox was ended. */
+export class Aborted extends SbxError {}
+/** Any other non-zero status. */
+export class NonZeroExit extends SbxError {}
+/** sbx-exec itself could not be started (missing binary, not executable). */
+export class SbxUnavailable extends SbxError {}
+
+// ---------------------------------------------------------------------------------------- helpers
+
+const STATUS_FD = 3;
+const SECRETS_FD = 4;
+const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const STDERR_TAIL = 64 * 1024;
+
+function binOf(o: ClientOptions): string {
+  return o.bin ?? process.env.SBX_EXEC ?? "sbx-exec";
+}
+
+function signalName(n: number): string {
+  for (const [name, num] of Object.entries(osConstants.signals)) if (num === n) return name;
+  return `SIG${n}`;
+}
+
+function signalNumber(name: string): number {
+  return (osConstants.signals as Record<string, number>)[name] ?? 0;
+}
+
+/** The argv for a run, without the binary. Exported for tests and debugging. */
+export function buildArgs(ctx: string, argv: string[], opts: RunOptions, fds: { secrets: boolean }): string[] {
+  if (typeof ctx !== "string" || ctx === "") throw new TypeError("sbx: ctx must be a non-empty string");
+  if (!Array.isArray(argv) || argv.length === 0 || !argv.every((a) => typeof a === "string"))
+    throw new TypeError("sbx: argv must be a non-empty array of strings");
+  const args: string[] = [];
+  if (opts.policy !== undefined) args.push("--policy", opts.policy);
+  // The newer flags come before --ctx: an sbx-exec without them then refuses (125) instead of
+  // taking `--env` for the command.
+  for (const [k, v] of Object.entries(opts.env ?? {})) {
+    if (!NAME.test(k)) throw new TypeError(`sbx: env: invalid variable name ${JSON.stringify(k)}`);
+    if (typeof v !== "string" || v.includes("\0")) throw new TypeError(`sbx: env: ${k} must be a string without NUL`);
+    args.push("--env", `${k}=${v}`);
+  }
+  if (opts.cwd !== undefined) {
+    if (typeof opts.cwd !== "string" || opts.cwd === "") throw new TypeError("sbx: cwd must be a non-empty string");
+    args.push("--cwd", opts.cwd);
+  }
+  if (opts.timeout !== undefined) {
+    if (!Number.isInteger(opts.timeout) || opts.timeout <= 0)
+      throw new TypeError("sbx: timeout must be a positive integer (seconds)");
+    args.push("--timeout", String(opts.timeout));
+  }
+  args.push("--ctx", ctx, "--status-fd", String(STATUS_FD));
+  if (fds.secrets) args.push("--secrets-fd", String(SECRETS_FD));
+  args.push("--", ...argv);
+  return args;
+}
+
+function checkSecrets(s: Record<string, string> | undefined): boolean {
+  if (s === undefined || s === null) return false;
+  if (typeof s !== "object") throw new TypeError("sbx: secrets must be an object of strings");
+  const names = Object.keys(s);
+  for (const k of names) {
+    if (!NAME.test(k)) throw new TypeError(`sbx: secrets: invalid name ${JSON.stringify(k)}`);
+    // Never name the value.
+    if (typeof s[k] !== "string") throw new TypeError(`sbx: secrets: ${k} must be a string`);
+  }
+  return names.length > 0;
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** A child's output as a web ReadableStream with backpressure, closable once the child is gone. */
+class OutPipe {
+  readonly stream: ReadableStream<Uint8Array>;
+  readonly done: Promise<void>;
+  private ended = false;
+  private cancelled = false;
+  private lastData = Date.now();
+  private finish!: () => void;
+
+  constructor(private readonly src: Readable, onChunk?: (b: Uint8Array) => void) {
+    let resolveDone!: () => void;
+    this.done = new Promise((r) => (resolveDone = r));
+    this.stream = new ReadableStream<Uint8Array>(
+      {
+        start: (c) => {
+          this.finish = () => {
+            if (this.ended) return;
+            this.ended = true;
+            if (!this.cancelled) {
+              try {
+                c.close();
+              } catch {}
+            }
+            resolveDone();
+          };
+          src.on("data", (b: Buffer | string) => {
+            this.lastData = Date.now();
+            const chunk = typeof b === "string" ? new TextEncoder().encode(b) : new Uint8Array(b);
+            onChunk?.(chunk);
+            if (this.cancelled || this.ended) return;
+            c.enqueue(chunk);
+            if ((c.desiredSize ?? 1) <= 0) src.pause();
+          });
+          src.on("end", () => this.finish());
+          src.on("close", () => this.finish());
+          src.on("error", () => this.finish());
+        },
+        pull: () => {
+          src.resume();
+        },
+        cancel: () => {
+          // Keep draining, so the command never blocks on a full pipe nobody reads.
+          this.cancelled = true;
+          src.resume();
+        },
+      },
+      { highWaterMark: 64 * 1024, size: (ch) => ch?.byteLength ?? 0 },
+    );
+  }
+
+  /** The child exited: end the stream once it has been flowing without data for `ms`. */
+  closeWhenIdle(ms: number) {
+    const check = () => {
+      if (this.ended) return;
+      if (!this.src.isPaused() && Date.now() - this.lastData >= ms) {
+        this.src.destroy();
+        this.finish();
+      } else {
+        setTimeout(check, ms).unref?.();
+      }
+    };
+    setTimeout(check, ms).unref?.();
+  }
+}
+
+function inPipe(dst: Writable): WritableStream<Uint8Array | string> {
+  dst.on("error", () => {}); // EPIPE once the command is gone: reported by write()'s promise
+  return new WritableStream<Uint8Array | string>({
+    write: (chunk) =>
+      new Promise<void>((resolve, reject) => {
+        dst.write(chunk, (e) => (e ? reject(e) : resolve()));
+      }),
+    close: () => new Promise<void>((resolve) => dst.end(() => resolve())),
+    abort: () => {
+      dst.destroy();
+    },
+  });
+}
+
+/** The status fd's JSON lines, parsed tolerantly (unknown fields and non-JSON lines are ignored). */
+class StatusReader {
+  childPid: number | undefined;
+  exitCode: number | undefined;
+  reason: string | undefined;
+  readonly ended: Promise<void>;
+  private rest = "";
+  onPid: (pid: number) => void = () => {};
+
+  constructor(private readonly src: Readable) {
+    this.ended = new Promise((r) => {
+      src.on("end", r);
+      src.on("close", r);
+      src.on("error", r);
+    });
+    src.setEncoding("utf8");
+    src.on("data", (s: string) => {
+      this.rest += s;
+      let i: number;
+      while ((i = this.rest.indexOf("\n")) >= 0) {
+        this.line(this.rest.slice(0, i));
+        this.rest = this.rest.slice(i + 1);
+      }
+    });
+    src.on("end", () => this.rest && this.line(this.rest));
+  }
+
+  private line(text: string) {
+    let v: unknown;
+    try {
+      v = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (v === null || typeof v !== "object") return;
+    const o = v as Record<string, unknown>;
+    if (typeof o["child-pid"] === "number") {
+      this.childPid = o["child-pid"];
+      this.onPid(this.childPid);
+    }
+    if (typeof o["exit-code"] === "number") this.exitCode = o["exit-code"];
+    if (typeof o["reason"] === "string") this.reason = o["reason"];
+  }
+
+  close() {
+    this.src.destroy();
+  }
+}
+
+const REASONS: ExitReason[] = ["exited", "signaled", "timeout", "aborted", "refused"];
+
+function classify(
+  exit: { code: number | null; signal: NodeJS.Signals | null },
+  status: StatusReader,
+  aborted: boolean,
+): Result {
+  let code: number;
+  let signal: string | undefined;
+  if (status.exitCode !== undefined) code = status.exitCode;
+  else if (exit.code !== null) code = exit.code;
+  else {
+    // sbx-exec itself was killed (SIGKILL after an abort, or by someone else).
+    signal = exit.signal ?? "SIGKILL";
+    code = 128 + signalNumber(signal);
+  }
+  if (signal === undefined && code > 128 && code <= 128 + 64) signal = signalName(code - 128);
+  const pid = status.childPid;
+  let reason: ExitReason;
+  if (aborted) reason = "aborted";
+  else if (status.reason !== undefined && (REASONS as string[]).includes(status.reason))
+    reason = status.reason as ExitReason;
+  else if (exit.code === null) reason = "signaled";
+  else if (pid === undefined && status.exitCode === undefined && code >= 125 && code <= 127) reason = "refused";
+  else if (code === 124) reason = "timeout";
+  else if (signal !== undefined) reason = "signaled";
+  else reason = "exited";
+  const r: Result = { code, pid, reason };
+  if (signal !== undefined && (reason === "signaled" || reason === "aborted")) r.signal = signal;
+  return r;
+}
+
+/** sbx-exec's own message: its `sbx-exec: …`/`error: …` lines, else the last non-empty line. */
+function sbxMessage(stderr: string): string {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter(Boolean);
+  const own = lines.filter((l) => l.startsWith("sbx-exec:") || l.startsWith("error:"));
+  return (own.length ? own.join("; ") : lines.at(-1) ?? "").slice(0, 2000);
+}
+
+/** The typed error for a result that is not a success, or undefined. */
+export function errorFor(r: Result & { stderr?: string; stdout?: string }): SbxError | undefined {
+  if (r.code === 0 && r.reason === "exited") return undefined;
+  const d = { code: r.code, stderr: r.stderr, stdout: r.stdout, pid: r.pid, reason: r.reason };
+  if (r.reason === "aborted") return new Aborted(`sbx: aborted; the sandbox was ended (status ${r.code})`, d);
+  if (r.reason === "refused" && r.code === 125)
+    return new Refused(`sbx-exec refused: ${sbxMessage(r.stderr ?? "") || "exit 125"}`, d);
+  if (r.code === 127) return new NotFound(`sbx: command not found (${sbxMessage(r.stderr ?? "")})`, d);
+  if (r.code === 126) return new NotExecutable(`sbx: command not executable (${sbxMessage(r.stderr ?? "")})`, d);
+  if (r.reason === "timeout") return new TimedOut("sbx: the timeout ran out; the command was stopped (exit 124)", d);
+  if (r.reason === "signaled" && r.signal !== undefined)
+    return new Signaled(`sbx: the command was killed by ${r.signal} (status ${r.code})`, {
+      ...d,
+      signal: r.signal,
+      signo: signalNumber(r.signal) || r.code - 128,
+    });
+  if (r.code === 125) return new Refused(`sbx-exec refused: ${sbxMessage(r.stderr ?? "") || "exit 125"}`, d);
+  return new NonZeroExit(`sbx: the command exited with status ${r.code}`, d);
+}
+
+// -------------------------------------------------------------------------------------- the calls
+
+interface Started {
+  proc: SandboxProcess;
+  done: Promise<{ result: Result; err?: SbxError }>;
+}
+
+function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "ignore"): Started {
+  const withSecrets = checkSecrets(opts.secrets);
+  const args = buildArgs(ctx, argv, opts, { secrets: withSecrets });
+  const bin = binOf(opts);
+  const signal = opts.signal;
+  if (signal?.aborted) throw new Aborted("sbx: aborted before start; nothing was run", { code: -1, reason: "aborted" });
+
+  const stdio: ("pipe" | "ignore")[] = [stdin, "pipe", "pipe", "pipe"];
+  if (withSecrets) stdio.push("pipe");
+  const child: ChildProcess = nodeSpawn(bin, args, { stdio });
+  // A binary that cannot be started: Bun leaves the stdio null; 'error' then reports it.
+  const none = () => Readable.from([]);
+  const stdoutSrc = child.stdout ?? none();
+  const stderrSrc = child.stderr ?? none();
+  const statusSrc = (child.stdio[STATUS_FD] as Readable | null) ?? none();
+  const stdinDst = child.stdin ?? new Writable({ write: (_c, _e, cb) => cb(new Error("sbx-exec did not start")) });
+
+  // Secrets: one JSON object, written asynchronously while sbx-exec reads it (a 1 MiB value
+  // cannot fill a pipe and deadlock). sbx-exec may refuse without reading: ignore EPIPE.
+  if (withSecrets) {
+    const s = child.stdio[SECRETS_FD] as Writable | null;
+    s?.on("error", () => {});
+    s?.end(JSON.stringify(opts.secrets));
+  }
+
+  const status = new StatusReader(statusSrc);
+  let tail = "";
+  const dec = new TextDecoder();
+  const errp = new OutPipe(stderrSrc, (b) => {
+    tail += dec.decode(b, { stream: true });
+    if (tail.length > STDERR_TAIL * 2) tail = tail.slice(-STDERR_TAIL);
+  });
+  const out = new OutPipe(stdoutSrc);
+
+  let resolvePid!: (p: number | undefined) => void;
+  const pid = new Promise<number | undefined>((r) => (resolvePid = r));
+  status.onPid = (p) => resolvePid(p);
+
+  let exitedFlag = false;
+  let aborted = false;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const onAbort = () => {
+    if (exitedFlag) return;
+    aborted = true;
+    try {
+      child.kill("SIGTERM");
+    } catch {}
+    killTimer = setTimeout(() => {
+      if (!exitedFlag) {
+        try {
+          child.kill("SIGKILL");
+        } catch {}
+      }
+    }, opts.killGraceMs ?? 5000);
+  };
+  signal?.addEventListener("abort", onAbort, { once: true });
+
+  const grace = opts.stdioGraceMs ?? 1000;
+  const done = new Promise<{ result: Result; err?: SbxError }>((resolve) => {
+    let settled = false;
+    child.on("error", (e: NodeJS.ErrnoException) => {
+      if (settled || child.pid !== undefined) return;
+      settled = true;
+      exitedFlag = true;
+      signal?.removeEventListener("abort", onAbort);
+      resolvePid(undefined);
+      const err = new SbxUnavailable(`sbx: cannot start ${bin}: ${e.code ?? e.message}`, { code: -1 });
+      resolve({ result: { code: -1, pid: undefined, reason: "refused" }, err });
+    });
+    child.on("exit", async (code, sig) => {
+      if (settled) return;
+      settled = true;
+      exitedFlag = true;
+      if (killTimer) clearTimeout(killTimer);
+      signal?.removeEventListener("abort", onAbort);
+      // The status fd is held by sbx-exec alone: it ends now. Bound the wait anyway.
+      await Promise.race([status.ended, delay(1000)]);
+      status.close();
+      resolvePid(status.childPid);
+      out.closeWhenIdle(grace);
+      errp.closeWhenIdle(grace);
+      await Promise.race([errp.done, delay(grace * 2)]);
+      const result = classify({ code, signal: sig }, status, aborted);
+      resolve({ result, err: errorFor({ ...result, stderr: tail }) });
+    });
+  });
+
+  const proc: SandboxProcess = {
+    stdout: out.stream,
+    stderr: errp.stream,
+    stdin: stdin === "pipe" ? inPipe(stdinDst) : new WritableStream(),
+    pid,
+    sbxPid: child.pid,
+    exited: done.then(({ result, err }) => {
+      if (err instanceof SbxUnavailable) throw err;
+      if (err && opts.throwOnError) throw err;
+      return result;
+    }),
+    kill: (s = "SIGTERM") => {
+      if (!exitedFlag) child.kill(s);
+    },
+  };
+  proc.exited.catch(() => {}); // a caller that never awaits it must not get an unhandled rejection
+  return { proc, done };
+}
+
+/** Start a command in context `ctx` and stream its stdio. */
+export function spawn(ctx: string, argv: string[], opts: RunOptions = {}): SandboxProcess {
+  return start(ctx, argv, opts, "pipe").proc;
+}
+
+async function collect(s: ReadableStream<Uint8Array>, max: number): Promise<{ text: string; truncated: boolean }> {
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  let truncated = false;
+  const reader = s.getReader();
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    if (size + value.byteLength > max) {
+      truncated = true;
+      const room = max - size;
+      if (room > 0) parts.push(value.subarray(0, room));
+      size = max;
+      continue;
+    }
+    parts.push(value);
+    size += value.byteLength;
+  }
+  return { text: Buffer.concat(parts).toString("utf8"), truncated };
+}
+
+/** Run a command in context `ctx` and buffer its output. Throws a typed error unless it exits 0
+ * (with `throwOnError: false`, returns the result instead). */
+export async function exec(ctx: string, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+  const st = start(ctx, argv, opts, opts.input === undefined ? "ignore" : "pipe");
+  if (opts.input !== undefined) {
+    const w = st.proc.stdin.getWriter();
+    w.write(opts.input).then(() => w.close()).catch(() => {});
+  }
+  const max = opts.maxBuffer ?? 16 * 1024 * 1024;
+  const [o, e, { result, err }] = await Promise.all([collect(st.proc.stdout, max), collect(st.proc.stderr, max), st.done]);
+  const r: ExecResult = { ...result, stdout: o.text, stderr: e.text, truncated: o.truncated || e.truncated };
+  if (err instanceof SbxUnavailable) throw err;
+  if (err && opts.throwOnError !== false) throw errorFor(r) ?? err;
+  return r;
+}
+
+// ------------------------------------------------------------------------- subcommands (as root)
+
+function runSbx(opts: ClientOptions, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const bin = binOf(opts);
+  return new Promise((resolve, reject) => {
+    const c = nodeSpawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    c.stdout?.setEncoding("utf8").on("data", (s: string) => (stdout += s));
+    c.stderr?.setEncoding("utf8").on("data", (s: string) => (stderr += s));
+    c.on("error", (e: NodeJS.ErrnoException) =>
+      reject(new SbxUnavailable(`sbx: cannot start ${bin}: ${e.code ?? e.message}`, { code: -1 })),
+    );
+    c.on("close", (code, sig) => resolve({ code: code ?? 128 + signalNumber(sig ?? "SIGKILL"), stdout, stderr }));
+  });
+}
+
+function refusedBy(r: { code: number; stdout: string; stderr: string }, what: string): SbxError {
+  const d = { code: r.code, stderr: r.stderr, stdout: r.stdout, reason: "refused" as const };
+  if (r.code === 125) return new Refused(`sbx-exec ${what} refused: ${sbxMessage(r.stderr) || "exit 125"}`, d);
+  return new NonZeroExit(`sbx-exec ${what} exited with ${r.code}: ${sbxMessage(r.stderr)}`, d);
+}
+
+export const contexts = {
+  /** `sbx-exec ctx list --json`: the persistent contexts (needs root). */
+  async list(opts: ClientOptions = {}): Promise<ContextInfo[]> {
+    const args = ["ctx", "list", "--json"];
+    if (opts.policy !== undefined) args.push("--policy", opts.policy);
+    const r = await runSbx(opts, args);
+    if (r.code !== 0) throw refusedBy(r, "ctx list");
+    const v = JSON.parse(r.stdout.trim() || "[]");
+    if (!Array.isArray(v)) throw new SbxError("sbx-exec ctx list --json: not a JSON array", { code: r.code });
+    return v as ContextInfo[];
+  },
+  /** `sbx-exec ctx stop NAME`: true once stopped, false if it was not running (needs root). */
+  async stop(name: string, opts: ClientOptions & { timeout?: number } = {}): Promise<boolean> {
+    const args = ["ctx", "stop", name];
+    if (opts.timeout !== undefined) {
+      if (!Number.isInteger(opts.timeout) || opts.timeout < 0)
+        throw new TypeError("sbx: timeout must be a non-negative integer (seconds)");
+      args.push("--timeout", String(opts.timeout));
+    }
+    if (opts.policy !== undefined) args.push("--policy", opts.policy);
+    const r = await runSbx(opts, args);
+    if (r.code === 0) return true;
+    if (r.code === 1) return false;
+    throw refusedBy(r, "ctx stop");
+  },
+};
+
+/** `sbx-exec probe --json`: what this host can isolate, and each context's verdict. */
+export async function probe(opts: ClientOptions = {}): Promise<ProbeReport> {
+  const args = ["probe", "--json"];
+  if (opts.policy !== undefined) args.push("--policy", opts.policy);
+  const r = await runSbx(opts, args);
+  // 0: every context runs as written; 1: some cannot; both print the report.
+  if (r.code !== 0 && r.code !== 1) throw refusedBy(r, "probe");
+  return JSON.parse(r.stdout) as ProbeReport;
+}
+
+/** Whether every context (or just `ctx`) of the effective policy runs as written, nothing degraded. */
+export async function hasSecureExecution(opts: ClientOptions & { ctx?: string } = {}): Promise<boolean> {
+  const p = await probe(opts);
+  if (opts.ctx !== undefined) return p.contexts[opts.ctx]?.status === "full";
+  return p.secure === true;
+}
+
+/** The same API with defaults (bin, policy) bound. */
+export function createClient(defaults: ClientOptions) {
+  const m = <T extends ClientOptions>(o?: T) => ({ ...defaults, ...(o ?? {}) }) as T;
+  return {
+    exec: (ctx: string, argv: string[], opts?: ExecOptions) => exec(ctx, argv, m(opts)),
+    spawn: (ctx: string, argv: string[], opts?: RunOptions) => spawn(ctx, argv, m(opts)),
+    contexts: {
+      list: (opts?: ClientOptions) => contexts.list(m(opts)),
+      stop: (name: string, opts?: ClientOptions & { timeout?: number }) => contexts.stop(name, m(opts)),
+    },
+    probe: (opts?: ClientOptions) => probe(m(opts)),
+    hasSecureExecution: (opts?: ClientOptions & { ctx?: string }) => hasSecureExecution(m(opts)),
+  };
+}
