@@ -66,6 +66,7 @@ impl Drop for Sentinel {
 
 pub fn system_files_cannot_be_written() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("python3")?;
     let mut sentinels = Vec::new();
     for dir in ["/etc", "/usr/local/bin", "/usr/bin", "/opt", "/var/lib"] {
         if let Some(s) = Sentinel::new(dir) {
@@ -106,7 +107,11 @@ pub fn ld_so_preload_cannot_be_created() -> Result<(), String> {
             "{SKIP}/etc/ld.so.preload exists on this host; not touching it"
         ));
     }
-    // Inside: creating it fails (the control is system_files_cannot_be_written: /etc is writable outside).
+    // Control: outside, root creates a file in /etc (a sentinel, removed at once).
+    check(Sentinel::new("/etc").is_some(), || {
+        "control: cannot create a file in /etc outside".into()
+    })?;
+    // Inside: creating it fails.
     let r = Cmd::sbx([
         "--ctx",
         "user",
@@ -127,6 +132,7 @@ pub fn ld_so_preload_cannot_be_created() -> Result<(), String> {
 
 pub fn launcher_and_policy_are_read_only_in_platform_too() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("python3")?;
     // A policy file outside /tmp (which is private in user), so both contexts can see it.
     let dir = PathBuf::from(format!("/var/lib/{}", marker("policydir")));
     std::fs::create_dir_all(&dir).unwrap();
@@ -164,6 +170,7 @@ pub fn launcher_and_policy_are_read_only_in_platform_too() -> Result<(), String>
 
 pub fn proc_and_sys_cannot_be_written() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("python3")?;
     let candidates = [
         "/proc/sys/kernel/core_pattern",
         "/proc/sys/vm/drop_caches",
@@ -195,7 +202,8 @@ pub fn proc_and_sys_cannot_be_written() -> Result<(), String> {
 
 pub fn kernel_files_are_masked() -> Result<(), String> {
     needs_isolation()?;
-    // Outside they have content (root reads them); inside they read as empty.
+    // Outside they have content (root reads them); inside they read as empty. /proc/self/status is
+    // the control inside: the same read of an unmasked file has content.
     let masked = ["/proc/keys", "/proc/timer_list", "/proc/kcore"];
     let present: Vec<&str> = masked
         .into_iter()
@@ -204,19 +212,40 @@ pub fn kernel_files_are_masked() -> Result<(), String> {
     check(!present.is_empty(), || "nothing to check".into())?;
     let script = present
         .iter()
+        .chain(&["/proc/self/status"])
         .map(|p| format!("printf '%s=' {p}; head -c 64 {p} 2>/dev/null | wc -c"))
         .collect::<Vec<_>>()
         .join("; ");
+    let bytes = |r: &Run, p: &str| -> Option<u64> {
+        r.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{p}=")))
+            .and_then(|n| n.trim().parse().ok())
+    };
+    let c = Cmd::sh(&script).run();
     let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    r.expect_code(0, "reads inside")?;
+    check(
+        bytes(&r, "/proc/self/status").is_some_and(|n| n > 0),
+        || {
+            format!(
+                "control: an unmasked /proc file reads as empty inside: {}",
+                r.show()
+            )
+        },
+    )?;
+    let mut with_content_outside = 0;
     for p in &present {
-        check(r.stdout.contains(&format!("{p}=0")), || {
+        check(bytes(&r, p) == Some(0), || {
             format!("{p} readable inside: {}", r.show())
         })?;
+        if bytes(&c, p).is_some_and(|n| n > 0) {
+            with_content_outside += 1;
+        }
     }
-    let c = Cmd::sh("head -c 64 /proc/timer_list | wc -c").run();
-    check(c.stdout.trim() != "0", || {
+    check(with_content_outside > 0, || {
         format!(
-            "control: /proc/timer_list is empty outside too: {}",
+            "control: every masked file is empty outside too: {}",
             c.show()
         )
     })
@@ -259,71 +288,160 @@ pub fn cgroups_cannot_be_created() -> Result<(), String> {
     })
 }
 
+/// Python that tries three mount operations with the raw syscalls and prints `name=ok` or
+/// `name=ERRNO` for each: a tmpfs on /mnt, making / writable (a per-mount bind remount, so the
+/// control cannot change the filesystem itself), and detaching /proc.
+const MOUNT_ATTEMPTS: &str = r#"
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY, MS_REMOUNT, MS_BIND, MNT_DETACH = 1, 32, 4096, 2
+def res(rc):
+    return "ok" if rc == 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+print("tmpfs=" + res(libc.mount(b"none", b"/mnt", b"tmpfs", 0, None)))
+print("remount=" + res(libc.mount(None, b"/", None, MS_REMOUNT | MS_BIND, None)))
+print("umount=" + res(libc.umount2(b"/proc", MNT_DETACH)))
+"#;
+
 pub fn mount_fails_inside() -> Result<(), String> {
     needs_isolation()?;
-    let d = TempDir::new("mnt");
-    let target = d.path().display().to_string();
-    // Control: in the suite's own (throwaway) mount namespace, root mounts a tmpfs.
-    let c = Cmd::sh(&format!(
-        "mount -t tmpfs none {target} && umount {target} && echo mounted"
-    ))
-    .run();
-    check(c.stdout.contains("mounted"), || {
-        format!("control mount failed: {}", c.show())
-    })?;
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", "mount -t tmpfs none /mnt; echo rc=$?; mount -o remount,rw /; echo rc2=$?; umount /proc; echo rc3=$?"]).run();
+    require_tool("python3")?;
+    let outcomes = |r: &Run| -> Vec<String> {
+        ["tmpfs=", "remount=", "umount="]
+            .iter()
+            .map(|k| {
+                let v = r.stdout.lines().find_map(|l| l.strip_prefix(k));
+                format!("{k}{}", v.unwrap_or("missing"))
+            })
+            .collect()
+    };
+    // Control: root in a throwaway mount namespace of its own (inside the suite's) makes the same
+    // three calls, and each succeeds.
+    let mut c = Cmd::new("unshare");
+    c.command().args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "python3",
+        "-c",
+        MOUNT_ATTEMPTS,
+    ]);
+    let c = c.run();
+    c.expect_code(0, "control mounts")?;
     check(
-        !r.stdout.contains("rc=0") && !r.stdout.contains("rc2=0") && !r.stdout.contains("rc3=0"),
-        || format!("a mount succeeded inside: {}", r.show()),
-    )
-}
-
-pub fn pid1_of_sandbox_is_untouchable() -> Result<(), String> {
-    needs_isolation()?;
-    let script = "cat /proc/1/environ >/dev/null 2>&1; echo environ=$?; \
-                  readlink /proc/1/exe >/dev/null 2>&1; echo exe=$?; \
-                  python3 -c 'import os\ntry:\n os.open(\"/proc/1/exe\", os.O_WRONLY); print(\"open=ok\")\nexcept OSError as e: print(\"open=\",e.errno)'; \
-                  python3 -c 'import os\ntry:\n os.open(\"/proc/1/mem\", os.O_RDONLY); print(\"mem=ok\")\nexcept OSError as e: print(\"mem=\",e.errno)'; \
-                  cat /proc/self/environ >/dev/null && echo self=0";
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script]).run();
-    for bad in ["environ=0", "exe=0", "open=ok", "mem=ok"] {
-        check(!r.stdout.contains(bad), || {
-            format!("{bad}: pid 1 reachable: {}", r.show())
-        })?;
-    }
-    // Control: the target's own /proc entries work, so /proc itself is fine.
-    check(r.stdout.contains("self=0"), || {
-        format!("control: own environ unreadable: {}", r.show())
-    })?;
-    if let Some(st) = crate::g2_visibility::which("strace") {
-        let r = Cmd::sbx(["--ctx", "user", "--", st.as_str(), "-p", "1"])
-            .limit(std::time::Duration::from_secs(10))
-            .run();
-        check(r.code != Some(0), || {
-            format!("strace -p 1 worked: {}", r.show())
-        })?;
+        outcomes(&c) == ["tmpfs=ok", "remount=ok", "umount=ok"],
+        || {
+            format!(
+                "control: the mounts fail where they are allowed: {}",
+                c.show()
+            )
+        },
+    )?;
+    // Inside user (and platform): each is refused with EPERM (no CAP_SYS_ADMIN, and seccomp).
+    for ctx in ["user", "platform"] {
+        let r = Cmd::sbx(["--ctx", ctx, "--", "python3", "-c", MOUNT_ATTEMPTS]).run();
+        r.expect_code(0, ctx)?;
+        check(
+            outcomes(&r) == ["tmpfs=EPERM", "remount=EPERM", "umount=EPERM"],
+            || {
+                format!(
+                    "{ctx}: a mount call was not refused with EPERM: {}",
+                    r.show()
+                )
+            },
+        )?;
     }
     Ok(())
 }
 
+/// Shell probes of /proc/PID (`environ`, `exe` by readlink, `exe` for writing, `mem`), each
+/// printed as `NAME=0` (it worked) or another status.
+fn proc_probes(pid: &str) -> String {
+    format!(
+        "cat /proc/{pid}/environ >/dev/null 2>&1; echo environ=$?; \
+         readlink /proc/{pid}/exe >/dev/null 2>&1; echo exe=$?; \
+         python3 -c 'import os\ntry:\n os.open(\"/proc/{pid}/exe\", os.O_WRONLY); print(\"open=0\")\nexcept OSError as e: print(\"open=\",e.errno)'; \
+         python3 -c 'import os\ntry:\n os.open(\"/proc/{pid}/mem\", os.O_RDONLY); print(\"mem=0\")\nexcept OSError as e: print(\"mem=\",e.errno)'"
+    )
+}
+
+fn probe_result<'a>(out: &'a str, key: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(str::trim)
+        .unwrap_or("missing")
+}
+
+pub fn pid1_of_sandbox_is_untouchable() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("python3")?;
+    let script = format!("{}; echo ---; {}", proc_probes("1"), proc_probes("self"));
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    r.expect_code(0, "probes")?;
+    let (one, own) = r.stdout.split_once("---\n").ok_or_else(|| r.show())?;
+    for key in ["environ", "exe", "open", "mem"] {
+        let v = probe_result(one, key);
+        check(v != "0" && v != "missing", || {
+            format!("{key}={v}: pid 1 reachable: {}", r.show())
+        })?;
+    }
+    // Control: the same reads of the target's own /proc entries work (writing a running
+    // executable never does: ETXTBSY).
+    for key in ["environ", "exe", "mem"] {
+        check(probe_result(own, key) == "0", || {
+            format!("control: own {key} unreadable: {}", r.show())
+        })?;
+    }
+    // ptrace: strace attaches to a process the test started outside (control), not to pid 1 inside.
+    let st = require_tool("strace")?;
+    let b = Bystander::start("pid1strace");
+    let c = Cmd::sh(&format!(
+        "timeout -s INT 1 {st} -p {} -e trace=none; echo rc=$?",
+        b.pid()
+    ))
+    .run();
+    check(c.stderr.contains("attached"), || {
+        format!("control strace did not attach: {}", c.show())
+    })?;
+    let r = Cmd::sbx(["--ctx", "user", "--", st.as_str(), "-p", "1"])
+        .limit(std::time::Duration::from_secs(10))
+        .run();
+    check(
+        r.code.is_some_and(|c| c != 0) && !r.stderr.contains("attached"),
+        || format!("strace -p 1 worked: {}", r.show()),
+    )
+}
+
+/// Three ways to create a user namespace: unshare(1), unshare(1) with a PID namespace and /proc,
+/// and the raw unshare(2) from Python. Prints `a=STATUS`, `b=STATUS`, `py=ok` or `py=ERRNO`.
+const USERNS_ATTEMPTS: &str = "unshare -Ur true; echo a=$?; unshare -Urpf --mount-proc true; echo b=$?; \
+     python3 -c 'import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\nrc = libc.unshare(0x10000000)\nprint(\"py=ok\" if rc == 0 else \"py=\" + errno.errorcode[ctypes.get_errno()])'";
+
 pub fn user_namespaces_cannot_be_created() -> Result<(), String> {
     needs_isolation()?;
-    // Control: outside, an unprivileged user namespace (with a new mount ns and /proc) is possible.
-    let c = Cmd::sh("unshare -Ur --mount true && echo made").run();
-    check(c.stdout.contains("made"), || {
-        format!("control unshare -Ur failed: {}", c.show())
+    require_tool("python3")?;
+    let lines = |r: &Run| r.stdout.lines().map(String::from).collect::<Vec<_>>();
+    // Control: outside, the same three attempts create user namespaces.
+    let c = Cmd::sh(USERNS_ATTEMPTS).run();
+    check(lines(&c) == ["a=0", "b=0", "py=ok"], || {
+        format!(
+            "control: user namespaces cannot be created outside: {}",
+            c.show()
+        )
     })?;
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c",
-        "unshare -Ur true; echo a=$?; unshare -Urpf --mount-proc true; echo b=$?; \
-         python3 -c 'import os; os.unshare(os.CLONE_NEWUSER); print(\"py=ok\")' 2>/dev/null; echo c=$?"]).run();
-    check(
-        r.stdout.contains("a=1") && r.stdout.contains("b=1") && !r.stdout.contains("py=ok"),
-        || format!("user namespace created: {}", r.show()),
-    )
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", USERNS_ATTEMPTS]).run();
+    r.expect_code(0, "attempts")?;
+    check(lines(&r) == ["a=1", "b=1", "py=EPERM"], || {
+        format!(
+            "user namespace created, or refused another way: {}",
+            r.show()
+        )
+    })
 }
 
 pub fn tiocsti_cannot_inject_into_callers_tty() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("python3")?;
     // A pty stands in for the caller's terminal. Outside, TIOCSTI pushes "X" into it (control);
     // through sbx-exec the ioctl fails.
     let inject = "import fcntl,termios\ntry:\n fcntl.ioctl(0, termios.TIOCSTI, b'X'); print('injected')\nexcept OSError as e: print('refused', e.errno)";
@@ -334,14 +452,11 @@ pub fn tiocsti_cannot_inject_into_callers_tty() -> Result<(), String> {
         c.run()
     };
     let c = driver(vec!["python3".into(), "-c".into(), inject.into()]);
-    let legacy = std::fs::read_to_string("/proc/sys/dev/tty/legacy_tiocsti")
-        .map(|s| s.trim() == "1")
-        .unwrap_or(true);
-    if legacy {
-        check(c.stdout.contains("injected"), || {
-            format!("control could not inject: {}", c.show())
-        })?;
-    }
+    // The suite runs as root with CAP_SYS_ADMIN, which TIOCSTI allows even where
+    // dev.tty.legacy_tiocsti is 0: the control must inject.
+    check(c.stdout.contains("injected"), || {
+        format!("control could not inject: {}", c.show())
+    })?;
     let r = driver(vec![
         bin().into(),
         "--ctx".into(),
@@ -357,31 +472,96 @@ pub fn tiocsti_cannot_inject_into_callers_tty() -> Result<(), String> {
     )
 }
 
+/// The hex mask of the line that starts with `line` (such as `CapEff:`) in `/proc/PID/status` output.
+fn cap_mask(out: &str, line: &str) -> Option<u64> {
+    out.lines()
+        .find_map(|l| l.strip_prefix(line))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+}
+
 pub fn nested_sbx_exec_gives_nothing_back() -> Result<(), String> {
     needs_isolation()?;
     let b = Bystander::start("nested");
-    let me = bin();
+    // The default policy with free ports for control (not the host's 8080/8888), in a directory
+    // outside /tmp so that the nested calls inside user see it too; removed on drop.
+    let (p1, p2) = crate::g3_control::free_ports();
+    let text = crate::policy_tests::DEFAULT_TOML.replacen(
+        "ports = [8080, 8888]",
+        &format!("ports = [{p1}, {p2}]"),
+        1,
+    );
+    check(text != crate::policy_tests::DEFAULT_TOML, || {
+        "could not set the ports".into()
+    })?;
+    let dir = ProgramDir::new("/var/lib");
+    let policy = crate::policy_tests::write_policy(&dir.0, &text);
+    let pol = policy.to_str().unwrap();
+    let me = format!("{} --policy {pol}", bin());
+    // Controls, read live: the suite's own effective set, and what `control` gets when started
+    // from here (all of it) and sees (the bystander).
+    let own = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let full = cap_mask(&own, "CapEff:").ok_or("no CapEff in /proc/self/status")?;
+    let c = Cmd::sbx([
+        "--policy",
+        pol,
+        "--ctx",
+        "control",
+        "--",
+        "sh",
+        "-c",
+        "grep CapEff /proc/self/status; ps -eo args",
+    ])
+    .run();
+    c.expect_code(0, "control from the suite")?;
+    check(cap_mask(&c.stdout, "CapEff:") == Some(full), || {
+        format!(
+            "control: the control context does not get {full:016x}: {}",
+            c.show()
+        )
+    })?;
+    check(c.stdout.contains(&b.mark), || {
+        format!(
+            "control: the control context does not see the bystander: {}",
+            c.show()
+        )
+    })?;
     // From inside user: platform (with a secret) cannot be created; control has no namespaces of
-    // its own but cannot regain capabilities or see the bystander.
+    // its own but gains no capability user lacks and sees no process outside user.
     let script = format!(
         "echo 'T=nested-secret' > /tmp/s; {me} --ctx platform --secrets-fd 3 -- sh -c 'echo got=$T' 3</tmp/s; echo platform=$?; \
+         grep CapEff /proc/self/status | sed 's/^/user/'; \
          {me} --ctx control -- sh -c 'grep CapEff /proc/self/status; ps -eo args' ; echo control=$?"
     );
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    let r = Cmd::sbx(["--policy", pol, "--ctx", "user", "--", "sh", "-c", &script]).run();
     check(!r.stdout.contains("got=nested-secret"), || {
         format!("nested platform got the secret: {}", r.show())
     })?;
     check(r.stdout.contains("platform=125"), || {
         format!("nested platform did not refuse: {}", r.show())
     })?;
+    check(r.stdout.contains("control=0"), || {
+        format!(
+            "nested control did not run (so what it saw proves nothing): {}",
+            r.show()
+        )
+    })?;
     check(!r.stdout.contains(&b.mark), || {
         format!("nested control sees outside: {}", r.show())
     })?;
-    check(
-        !r.stdout.contains("CapEff:\t000001ffffffffff")
-            && !r.stdout.contains("CapEff:\t0000003fffffffff"),
-        || format!("nested control regained all caps: {}", r.show()),
-    )?;
+    let user = cap_mask(&r.stdout, "userCapEff:").ok_or_else(|| r.show())?;
+    let nested = cap_mask(&r.stdout, "CapEff:").ok_or_else(|| r.show())?;
+    check(user != full, || {
+        format!(
+            "user already has every capability ({full:016x}): {}",
+            r.show()
+        )
+    })?;
+    check(nested & !user == 0, || {
+        format!(
+            "nested control gained capabilities: {nested:016x} beyond user's {user:016x}: {}",
+            r.show()
+        )
+    })?;
     // Control: the same platform call outside works.
     let (cmd, _d) = sbx_with_secrets(
         "T=nested-secret\n",

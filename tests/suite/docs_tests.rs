@@ -24,24 +24,6 @@ fn path_with(dir: &Path) -> String {
     )
 }
 
-/// A tool the test needs: present, or a skip (a failure under CI, which installs it).
-fn needs_tool(name: &str) -> Result<(), String> {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false)
-        || ["/usr/bin", "/bin", "/usr/local/bin"]
-            .iter()
-            .any(|d| Path::new(d).join(name).is_file());
-    if found {
-        return Ok(());
-    }
-    if std::env::var("CI").as_deref() == Ok("true") || require_isolation() {
-        Err(format!("{name} is not installed (.ci/run installs it)"))
-    } else {
-        Err(format!("{SKIP}{name} is not installed"))
-    }
-}
-
 // ---------------------------------------------------------------- README
 
 /// What marks a README line (or, alone on a line, the rest of its block) as not run here.
@@ -104,8 +86,52 @@ fn readme_commands(readme: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
     (cmds, skipped)
 }
 
+/// What a README command prints, where the README says so (in a comment, or in the command
+/// itself), checked beyond its exit status. `work` is the directory the commands run in.
+fn documented_output(text: &str, r: &Run, work: &Path) -> Result<(), String> {
+    if text.contains("4>status.jsonl") {
+        // `# {"child-pid":N} then {"exit-code":0}`
+        let file = std::fs::read_to_string(work.join("status.jsonl"))
+            .map_err(|e| format!("status.jsonl: {e}"))?;
+        check(r.stdout == file, || {
+            format!(
+                "cat status.jsonl printed {:?}, the file holds {file:?}",
+                r.stdout
+            )
+        })?;
+        let lines: Vec<serde_json::Value> = file
+            .lines()
+            .map(|l| serde_json::from_str(l).map_err(|e| format!("not JSON: {l:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        let pid_only = lines.first().and_then(|l| l.as_object()).is_some_and(|o| {
+            o.len() == 1
+                && o.get("child-pid")
+                    .and_then(|p| p.as_i64())
+                    .is_some_and(|p| p > 0)
+        });
+        check(
+            lines.len() == 2 && pid_only && lines[1] == serde_json::json!({"exit-code": 0}),
+            || {
+                format!(
+                    "status.jsonl is not {{\"child-pid\":N}} then {{\"exit-code\":0}}: {file:?}"
+                )
+            },
+        )?;
+    } else if text.contains("print(\"my pid:\"") {
+        // Its own PID namespace: sbx-exec is pid 1 there, the command pid 2 (as `ps aux` shows).
+        check(r.stdout == "my pid: 2\n", || r.show())?;
+    } else if text.contains("/usr is read-only here") {
+        check(r.stdout == "/usr is read-only here\n", || r.show())?;
+    } else if text.contains("echo offline build step") {
+        check(r.stdout == "offline build step\n", || r.show())?;
+    }
+    Ok(())
+}
+
 pub fn readme_commands_run_as_documented() -> Result<(), String> {
     needs_isolation()?;
+    // The persistent-context commands start keepers: their state goes to the suite's /run/sbx.
+    crate::persist::runtime()?;
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     let (cmds, skipped) = readme_commands(&readme);
     check(cmds.len() >= 10, || {
@@ -134,6 +160,7 @@ pub fn readme_commands_run_as_documented() -> Result<(), String> {
         }
     }
     let mut failures = Vec::new();
+    let mut checked_output = 0;
     for c in &cmds {
         let mut cmd = Cmd::new("/bin/bash");
         cmd.command()
@@ -150,9 +177,18 @@ pub fn readme_commands_run_as_documented() -> Result<(), String> {
                 c.expect,
                 r.show()
             ));
+        } else if let Err(e) = documented_output(&c.text, &r, &work) {
+            failures.push(format!(
+                "README.md:{}: `{}` does not do what the README says: {e}",
+                c.line, c.text
+            ));
         }
+        checked_output += c.text.contains("4>status.jsonl") as usize;
     }
     let _ = std::fs::remove_dir_all(&work);
+    check(checked_output == 1, || {
+        "README.md no longer has the --status-fd example whose output this test checks".into()
+    })?;
     check(failures.is_empty(), || failures.join("\n"))
 }
 
@@ -340,7 +376,7 @@ fn bash_complete(bins: &Path, words: &[&str]) -> Result<Vec<String>, String> {
 }
 
 pub fn bash_completes_context_names_from_the_policy() -> Result<(), String> {
-    needs_tool("bash")?;
+    require_tool("bash")?;
     let bins = bin_dir();
     // The effective policy's contexts, read independently of the completion script.
     let show = Cmd::sbx(["policy", "show"]).run();
@@ -382,7 +418,7 @@ pub fn completions_pass_each_shells_syntax_check() -> Result<(), String> {
         ("zsh", "_sbx-exec"),
         ("fish", "sbx-exec.fish"),
     ] {
-        needs_tool(shell)?;
+        require_tool(shell)?;
         let path = root().join("completions").join(file);
         let mut c = Cmd::new(shell);
         c.command().arg("-n").arg(&path);
@@ -394,7 +430,7 @@ pub fn completions_pass_each_shells_syntax_check() -> Result<(), String> {
 }
 
 pub fn fish_completes_context_names() -> Result<(), String> {
-    needs_tool("fish")?;
+    require_tool("fish")?;
     let bins = bin_dir();
     let script = format!(
         "source {}; complete -C 'sbx-exec --ctx '",
@@ -417,7 +453,7 @@ pub fn fish_completes_context_names() -> Result<(), String> {
 }
 
 pub fn zsh_context_completer_lists_the_policys_contexts() -> Result<(), String> {
-    needs_tool("zsh")?;
+    require_tool("zsh")?;
     let bins = bin_dir();
     let d = TempDir::new("zsh");
     let p = d.file(
@@ -448,8 +484,8 @@ pub fn zsh_context_completer_lists_the_policys_contexts() -> Result<(), String> 
 }
 
 pub fn man_pages_render_without_warnings() -> Result<(), String> {
-    needs_tool("groff")?;
-    needs_tool("man")?;
+    require_tool("groff")?;
+    require_tool("man")?;
     let mut pages: Vec<PathBuf> = std::fs::read_dir(root().join("man"))
         .unwrap()
         .flatten()

@@ -180,21 +180,53 @@ pub fn secrets_fd_is_closed_before_exec() -> Result<(), String> {
             "--",
             "sh",
             "-c",
-            // No pipe in sh: a pipeline's (or $(...)'s) pipe is an fd of sh while ls lists them.
-            "ls /proc/$$/fd",
+            // The shell's fds, listed by a child while the shell holds nothing else (no pipeline,
+            // whose pipe the shell might still hold; not the last command, which sh would exec).
+            "ls /proc/$$/fd; :",
         ],
     );
     let r = cmd.run();
     r.expect_code(0, "fd listing")?;
-    let fds: Vec<&str> = r.stdout.split_whitespace().collect();
-    check(fds == ["0", "1", "2"], || {
+    let fds = |r: &Run| r.stdout.split_whitespace().collect::<Vec<_>>().join(" ");
+    check(fds(&r) == "0 1 2", || {
         format!("target holds more than 0 1 2: {}", r.show())
+    })?;
+    // Control: the same listing without sbx-exec shows the inherited fd 3.
+    let d = TempDir::new("fd3");
+    let f = d.file("secrets", "T=v\n");
+    let c = Cmd::sh(&format!(
+        "exec 3<{}; sh -c 'ls /proc/$$/fd; :'",
+        f.display()
+    ))
+    .run();
+    // (Other fds the suite itself inherited may show up here too.)
+    check(c.stdout.split_whitespace().any(|fd| fd == "3"), || {
+        format!(
+            "control: fd 3 is not inherited without sbx-exec: {}",
+            c.show()
+        )
     })
+}
+
+/// The processes (seen from the suite's namespace, sandboxed ones included) whose argv holds `value`.
+fn argv_holding(value: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(value))
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 pub fn secret_not_in_argv_of_any_process() -> Result<(), String> {
     needs_isolation()?;
-    let mark = marker("argv");
+    // A canary that IS in an argv: the shell inside platform gets it as an argument, so the same
+    // scan must find it there (the scanner sees the sandbox's processes).
+    let canary = marker("argvcanary");
     let (cmd, _d) = sbx_with_secrets(
         &format!("TOKEN={SECRET}\n"),
         &[
@@ -203,36 +235,40 @@ pub fn secret_not_in_argv_of_any_process() -> Result<(), String> {
             "--secrets-fd",
             "3",
             "--",
-            "sleep",
-            "30",
+            "sh",
+            "-c",
+            "sleep 30; :",
+            &canary,
         ],
     );
-    let mut cmd = cmd.limit(std::time::Duration::from_secs(20));
-    cmd.command().env("SBX_MARK", &mark);
+    let cmd = cmd.limit(std::time::Duration::from_secs(20));
     let handle = std::thread::spawn(move || cmd.run());
     let seen = wait_until(std::time::Duration::from_secs(10), || {
-        process_with("sleep 30").is_some()
+        process_exact(&["sleep", "30"]).is_some()
     });
-    let mut argv_leak = None;
-    if seen {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            if let Ok(c) = std::fs::read(entry.path().join("cmdline")) {
-                if String::from_utf8_lossy(&c).contains(SECRET) {
-                    argv_leak = Some(entry.path());
-                }
-            }
-        }
-    }
-    if let Some(pid) = process_with("sleep 30") {
+    let (canary_found, secret_found) = if seen {
+        (argv_holding(&canary), argv_holding(SECRET))
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if let Some(pid) = process_exact(&["sleep", "30"]) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
     }
-    let _ = handle.join();
-    check(seen, || "the platform process never appeared".into())?;
-    check(argv_leak.is_none(), || {
-        format!("secret in the argv of {argv_leak:?}")
+    let r = handle.join().map_err(|_| "the platform run panicked")?;
+    check(seen, || {
+        format!("the platform process never appeared: {}", r.show())
+    })?;
+    check(!canary_found.is_empty(), || {
+        format!(
+            "control: the scan does not find the canary in the sandboxed shell's argv: {}",
+            r.show()
+        )
+    })?;
+    check(secret_found.is_empty(), || {
+        format!("secret in the argv of {secret_found:?}")
     })
 }
 

@@ -9,7 +9,7 @@
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -21,22 +21,6 @@ const VENV: &str = "/opt/sbx-test-venv/bin";
 const PG_PASSWORD: &str = "pg-Sentinel-7d1e2f-pass";
 const AWS_KEY_ID: &str = "AKIASBXTESTKEY000001";
 const AWS_SECRET: &str = "sbx/aws+secret-Sentinel-4c9a0b";
-
-/// Fail under CI (which must have installed it), skip elsewhere.
-fn need_tool(path: &str, install: &str) -> Result<(), String> {
-    if Path::new(path).exists() {
-        return Ok(());
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        Err(format!(
-            "{path} is missing and CI=true: .ci/run must install it ({install})"
-        ))
-    } else {
-        Err(format!(
-            "{SKIP}{path} is missing; install it with: {install}"
-        ))
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -216,11 +200,8 @@ fn sbx_args<'a>(head: &[&'a str], tail: &'a [String]) -> Vec<&'a str> {
 
 pub fn psql_gets_password_only_from_the_secrets_fd() -> Result<(), String> {
     needs_isolation()?;
-    need_tool(
-        &format!("{PG_BIN}/postgres"),
-        "apt-get install postgresql-15",
-    )?;
-    need_tool(PSQL, "apt-get install postgresql-client")?;
+    require_tool(&format!("{PG_BIN}/postgres"))?;
+    require_tool(PSQL)?;
     let dir = TempDir::new("pg");
     let port = free_port();
     let server = start_postgres(&dir, port)?;
@@ -277,11 +258,8 @@ pub fn psql_gets_password_only_from_the_secrets_fd() -> Result<(), String> {
 
 pub fn psql_reads_pgpassfile_from_secrets_files() -> Result<(), String> {
     needs_isolation()?;
-    need_tool(
-        &format!("{PG_BIN}/postgres"),
-        "apt-get install postgresql-15",
-    )?;
-    need_tool(PSQL, "apt-get install postgresql-client")?;
+    require_tool(&format!("{PG_BIN}/postgres"))?;
+    require_tool(PSQL)?;
     let dir = TempDir::new("pgfile");
     let policy = policy_with(
         &dir,
@@ -333,9 +311,8 @@ fn aws_outside(port: u16, args: &[&str]) -> Run {
 
 pub fn aws_cli_gets_credentials_only_from_the_secrets_fd() -> Result<(), String> {
     needs_isolation()?;
-    let install = "python3 -m venv /opt/sbx-test-venv && /opt/sbx-test-venv/bin/pip install awscli 'moto[server]'";
-    need_tool(&format!("{VENV}/aws"), install)?;
-    need_tool(&format!("{VENV}/moto_server"), install)?;
+    require_tool(&format!("{VENV}/aws"))?;
+    require_tool(&format!("{VENV}/moto_server"))?;
     let dir = TempDir::new("aws");
     // The region comes from the policy (env.set), the keys only from the fd.
     let policy = policy_with(

@@ -55,6 +55,9 @@ pub fn ps_shows_only_the_context() -> Result<(), String> {
         })?;
         let lines = r.stdout.lines().count();
         // header + pid 1 (sbx-exec) + ps itself
+        check(r.stdout.contains("ps -eo pid,args"), || {
+            format!("{ctx}: ps does not list itself: {}", r.show())
+        })?;
         check(lines <= 3, || {
             format!("{ctx}: ps shows more than its own processes: {}", r.show())
         })?;
@@ -66,6 +69,18 @@ pub fn kill_pkill_and_kill_all_fail() -> Result<(), String> {
     needs_isolation()?;
     let mut b = Bystander::start("kill");
     let pid = b.pid().to_string();
+    // pkill's pattern is put together at run time, so that the attacking shell's own command line
+    // does not contain it (pkill -f would otherwise kill that shell and the rest would not run).
+    let (m1, m2) = b.mark.split_at(b.mark.len() / 2);
+    let pattern = format!("m1={m1}; m2={m2}; p=\"$m1$m2\"");
+    // Control: outside, the same pattern finds the bystander (so pkill inside has a target).
+    let c = Cmd::sh(&format!("{pattern}; pgrep -f \"$p\"")).run();
+    check(c.stdout.lines().any(|l| l.trim() == pid), || {
+        format!(
+            "control: pgrep -f does not find the bystander: {}",
+            c.show()
+        )
+    })?;
     for ctx in ["user", "platform"] {
         let r = Cmd::sbx([
             "--ctx",
@@ -74,12 +89,24 @@ pub fn kill_pkill_and_kill_all_fail() -> Result<(), String> {
             "sh",
             "-c",
             &format!(
-                "kill -9 {pid}; pkill -9 -f {}; kill -9 -1; sleep 0.2; echo done",
-                b.mark
+                "{pattern}; kill -9 {pid}; echo kill=$?; pkill -9 -f \"$p\"; echo pkill=$?; \
+                 kill -9 -1; echo all=$?; sleep 0.2; echo done"
             ),
         ])
         .run();
-        check(r.stdout.contains("done") || r.signal.is_none(), || r.show())?;
+        // The attacks ran to the end (the shell was not killed on the way) and each one failed.
+        r.expect_code(0, &format!("{ctx}: the attacking shell"))?;
+        check(r.stdout.lines().last() == Some("done"), || r.show())?;
+        for failed in ["kill=", "pkill="] {
+            let rc = r
+                .stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(failed))
+                .unwrap_or("missing");
+            check(rc != "0" && rc != "missing", || {
+                format!("{ctx}: {failed}{rc}: {}", r.show())
+            })?;
+        }
         std::thread::sleep(Duration::from_millis(200));
         check(b.alive(), || {
             format!("{ctx}: the bystander was killed from inside: {}", r.show())
@@ -97,45 +124,45 @@ pub fn ptrace_and_proc_of_outside_fail() -> Result<(), String> {
     needs_isolation()?;
     let b = Bystander::start("ptrace");
     let pid = b.pid();
-    let strace = which("strace");
-    for ctx in ["user", "platform"] {
-        let r = Cmd::sbx(["--ctx", ctx, "--", "sh", "-c", &format!("cat /proc/{pid}/environ /proc/{pid}/cmdline 2>&1; ls -l /proc/{pid}/exe 2>&1; true")]).run();
-        check(!r.stdout.contains(&b.mark), || {
-            format!("{ctx} reads /proc of an outside process: {}", r.show())
-        })?;
-        if let Some(st) = &strace {
-            let r = Cmd::sbx([
-                "--ctx",
-                ctx,
-                "--",
-                st,
-                "-p",
-                &pid.to_string(),
-                "-e",
-                "trace=none",
-            ])
-            .limit(Duration::from_secs(10))
-            .run();
-            check(r.code != Some(0) && r.signal.is_none(), || {
-                format!("{ctx}: strace -p outside succeeded: {}", r.show())
-            })?;
-        }
-    }
-    // Control: outside, /proc shows it and (if strace exists) ptrace attaches.
+    // Control: outside, /proc shows it.
     let c = Cmd::sh(&format!("cat /proc/{pid}/cmdline")).run();
     check(c.stdout.contains(&b.mark), || {
         format!("control cannot read cmdline: {}", c.show())
     })?;
-    if let Some(st) = &strace {
-        let c = Cmd::sh(&format!(
-            "timeout -s INT 1 {st} -p {pid} -e trace=none; echo rc=$?"
-        ))
-        .run();
-        check(c.stderr.contains("attached"), || {
-            format!("control strace did not attach: {}", c.show())
+    for ctx in ["user", "platform"] {
+        let r = Cmd::sbx(["--ctx", ctx, "--", "sh", "-c", &format!("cat /proc/{pid}/environ /proc/{pid}/cmdline 2>&1; ls -l /proc/{pid}/exe 2>&1; echo done")]).run();
+        r.expect_code(0, ctx)?;
+        check(r.stdout.contains("done"), || r.show())?;
+        check(!r.stdout.contains(&b.mark), || {
+            format!("{ctx} reads /proc of an outside process: {}", r.show())
         })?;
-    } else if require_isolation() {
-        return Err("strace is not installed (.ci/run installs it)".into());
+    }
+    // ptrace: with strace, attaching works outside (control) and fails inside.
+    let st = require_tool("strace")?;
+    let c = Cmd::sh(&format!(
+        "timeout -s INT 1 {st} -p {pid} -e trace=none; echo rc=$?"
+    ))
+    .run();
+    check(c.stderr.contains("attached"), || {
+        format!("control strace did not attach: {}", c.show())
+    })?;
+    for ctx in ["user", "platform"] {
+        let r = Cmd::sbx([
+            "--ctx",
+            ctx,
+            "--",
+            st.as_str(),
+            "-p",
+            &pid.to_string(),
+            "-e",
+            "trace=none",
+        ])
+        .limit(Duration::from_secs(10))
+        .run();
+        check(
+            r.code.is_some_and(|c| c != 0) && !r.stderr.contains("attached"),
+            || format!("{ctx}: strace -p outside succeeded: {}", r.show()),
+        )?;
     }
     Ok(())
 }
@@ -169,10 +196,10 @@ pub fn platform_secret_invisible_to_user() -> Result<(), String> {
         "--",
         "sh",
         "-c",
-        "cat /proc/*/environ; true",
+        "cat /proc/*/environ; echo done",
     ])
     .run();
-    if let Some(pid) = process_with("sleep 20") {
+    if let Some(pid) = process_exact(&["sleep", "20"]) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -182,16 +209,12 @@ pub fn platform_secret_invisible_to_user() -> Result<(), String> {
     check(found, || {
         "control: the platform process's environ with the secret was not found from outside".into()
     })?;
+    // The hunt ran, and read at least its own environment (so /proc/*/environ is readable there).
+    check(
+        user.stdout.ends_with("done\n") && user.stdout.contains("PATH="),
+        || format!("user's hunt did not run: {}", user.show()),
+    )?;
     check(!user.stdout.contains(&secret), || {
         format!("user read the platform secret: {}", user.show())
     })
-}
-
-pub fn which(name: &str) -> Option<String> {
-    std::env::var("PATH")
-        .unwrap_or_else(|_| "/usr/bin:/bin".into())
-        .split(':')
-        .chain(["/usr/bin", "/bin", "/usr/sbin"])
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| std::path::Path::new(p).exists())
 }

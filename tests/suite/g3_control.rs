@@ -172,6 +172,7 @@ fn steal(inside: Option<&str>, port: u16) -> Run {
 
 pub fn ports_are_held_and_handed_over() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("/usr/bin/python3")?;
     let (p1, p2) = free_ports();
     let mut cp = ControlPlane::start(&[p1, p2], "", &[]);
     let (n, listen_pid, pid, names) = cp.listen_line();
@@ -210,6 +211,7 @@ pub fn ports_are_held_and_handed_over() -> Result<(), String> {
 
 pub fn restart_keeps_the_ports() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("/usr/bin/python3")?;
     let (p1, _) = free_ports();
     let mut cp = ControlPlane::start(&[p1], "restart_delay_ms = 300\n", &[]);
     let (_, _, first, _) = cp.listen_line();
@@ -239,6 +241,7 @@ pub fn restart_keeps_the_ports() -> Result<(), String> {
 
 pub fn sigterm_stops_gracefully_then_kills() -> Result<(), String> {
     needs_isolation()?;
+    require_tool("/usr/bin/python3")?;
     let (p1, _) = free_ports();
     let mut cp = ControlPlane::start(&[p1], "", &[]);
     cp.listen_line();
@@ -306,9 +309,12 @@ pub fn as_pid1_it_reaps_adopted_zombies() -> Result<(), String> {
     needs_isolation()?;
     let d = TempDir::new("pid1");
     let policy = control_policy(d.path(), &[], "restart = \"never\"\n");
-    // `unshare --pid --fork` stands in for a container: sbx-exec is its PID 1.
-    let script = "i=0; while [ $i -lt 200 ]; do (sh -c 'exit 0' &); i=$((i+1)); done; sleep 0.5; \
-                  echo pid1=$(ps -o args= -p 1 | cut -c1-40); echo zombies=$(ps -eo stat= | grep -c '^Z')";
+    // `unshare --pid --fork` stands in for a container: sbx-exec is its PID 1. As in
+    // g5_launcher::zombies_are_reaped, a parent that never waits keeps exactly one zombie (the
+    // control: ps shows zombies), and 200 orphans re-parented to pid 1 are all reaped.
+    let script = "sh -c 'sh -c \"exit 0\" & exec sleep 30' & \
+                  i=0; while [ $i -lt 200 ]; do (sh -c 'exit 0' &); i=$((i+1)); done; sleep 0.5; \
+                  ps -eo pid=,ppid=,stat=,args=";
     let mut c = Cmd::new("unshare");
     c.command().args([
         "--pid",
@@ -326,12 +332,23 @@ pub fn as_pid1_it_reaps_adopted_zombies() -> Result<(), String> {
     ]);
     let r = c.run();
     r.expect_code(0, "control as pid 1")?;
+    let table = crate::g5_launcher::ps_table(&r.stdout);
     check(
-        r.stdout
-            .contains(&format!("pid1={}", &bin()[..bin().len().min(40)])),
+        table
+            .iter()
+            .any(|(pid, _, _, args)| *pid == 1 && args.starts_with(bin())),
         || format!("sbx-exec is not pid 1: {}", r.show()),
     )?;
-    check(r.stdout.contains("zombies=0"), || {
-        format!("zombies left: {}", r.show())
+    let keeper = table
+        .iter()
+        .find(|p| p.3 == "sleep 30")
+        .map(|p| p.0)
+        .ok_or_else(|| format!("control: the non-waiting parent is missing: {}", r.show()))?;
+    let zombies: Vec<_> = table.iter().filter(|p| p.2.starts_with('Z')).collect();
+    check(zombies.len() == 1 && zombies[0].1 == keeper, || {
+        format!(
+            "want exactly the control's zombie (a child of pid {keeper}), got {zombies:?}: {}",
+            r.show()
+        )
     })
 }

@@ -6,15 +6,25 @@ use std::os::unix::net::UnixListener;
 use crate::harness::*;
 use crate::policy_tests::{write_policy, DEFAULT_TOML};
 
-fn landlock_abi() -> i32 {
-    // The same probe the launcher's `sys::landlock_abi` uses, done from python to stay outside it.
-    let r = Cmd::new("python3")
-        .stdin_null_cmd(&[
-            "-c",
-            "import ctypes; print(ctypes.CDLL(None).syscall(444, None, 0, 1))",
-        ])
-        .run();
-    r.stdout.trim().parse().unwrap_or(0)
+/// The kernel's Landlock ABI, asked directly (`landlock_create_ruleset` with
+/// `LANDLOCK_CREATE_RULESET_VERSION`), not through the launcher's code: the ABI, or why not.
+fn landlock_abi() -> Result<i64, String> {
+    // SAFETY: with a null attribute, size 0 and only the VERSION flag, the call reads no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            1u32,
+        )
+    };
+    if abi < 1 {
+        return Err(format!(
+            "this kernel has no Landlock: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(abi)
 }
 
 trait Args {
@@ -28,21 +38,30 @@ impl Args for Cmd {
     }
 }
 
-/// When the kernel lacks a Landlock layer the test says so and passes on the other layers alone.
-fn need_abi(n: i32) -> Result<bool, String> {
+/// The Landlock layer these tests need (ABI `n`): present, or a skip (a failure under
+/// `SBX_REQUIRE_ISOLATION=1`) that says which. `sbx-exec probe` must report the same ABI.
+fn need_abi(n: i64) -> Result<(), String> {
     needs_isolation()?;
+    require_tool("python3")?;
     let abi = landlock_abi();
-    if abi < n {
-        println!("  note: Landlock ABI {abi} < {n} on this kernel: this layer is absent, other layers still tested");
-        return Ok(false);
+    let probe = Cmd::sbx(["probe", "--json"]).run();
+    let v: serde_json::Value = serde_json::from_str(probe.stdout.trim())
+        .map_err(|e| format!("probe --json is not JSON ({e}): {}", probe.show()))?;
+    let reported = v["landlock_abi"].as_i64().unwrap_or(0);
+    check(reported == *abi.as_ref().unwrap_or(&0), || {
+        format!("sbx-exec probe reports Landlock ABI {reported}, the kernel says {abi:?}")
+    })?;
+    match abi {
+        Ok(abi) if abi >= n => Ok(()),
+        Ok(abi) => Err(format!(
+            "{SKIP}Landlock ABI {abi} < {n} on this kernel: this layer cannot be tested here"
+        )),
+        Err(why) => Err(format!("{SKIP}{why}")),
     }
-    Ok(true)
 }
 
 pub fn abstract_unix_sockets_outside_are_unreachable() -> Result<(), String> {
-    if !need_abi(6)? {
-        return Ok(());
-    }
+    need_abi(6)?;
     let name = marker("abstract");
     let addr =
         <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
@@ -69,9 +88,7 @@ pub fn abstract_unix_sockets_outside_are_unreachable() -> Result<(), String> {
 }
 
 pub fn denied_ports_cannot_be_bound_or_called() -> Result<(), String> {
-    if !need_abi(4)? {
-        return Ok(());
-    }
+    need_abi(4)?;
     // Two free ports: one to reserve, one to show binding still works.
     let (reserved, other) = {
         let a = TcpListener::bind("127.0.0.1:0").unwrap();

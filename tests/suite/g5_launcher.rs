@@ -155,17 +155,49 @@ pub fn sigkill_of_launcher_leaves_no_process() -> Result<(), String> {
     )
 }
 
+/// `ps -eo pid=,ppid=,stat=,args=` output: (pid, ppid, stat, args) per process.
+pub fn ps_table(out: &str) -> Vec<(i32, i32, String, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let pid = f.next()?.parse().ok()?;
+            let ppid = f.next()?.parse().ok()?;
+            let stat = f.next()?.to_string();
+            Some((pid, ppid, stat, f.collect::<Vec<_>>().join(" ")))
+        })
+        .collect()
+}
+
 pub fn zombies_are_reaped() -> Result<(), String> {
     needs_isolation()?;
-    // 300 orphans: each double-forks so its child is re-parented to the sandbox's pid 1.
-    let script = "i=0; while [ $i -lt 300 ]; do (sh -c 'exit 0' &) ; i=$((i+1)); done; sleep 0.5; \
-                  ps -eo stat= | grep -c '^Z' || true";
+    // Control: a parent that never waits (a shell that execs `sleep` after starting a child) keeps
+    // exactly one zombie, which ps shows. Then 300 orphans: each double-forks so its child is
+    // re-parented to the sandbox's pid 1, which must reap every one.
+    let script = "sh -c 'sh -c \"exit 0\" & exec sleep 30' & \
+                  i=0; while [ $i -lt 300 ]; do (sh -c 'exit 0' &) ; i=$((i+1)); done; sleep 0.5; \
+                  ps -eo pid=,ppid=,stat=,args=";
     let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script])
         .limit(Duration::from_secs(60))
         .run();
     r.expect_code(0, "zombie workload")?;
-    check(r.stdout.trim() == "0", || {
-        format!("zombies left unreaped: {}", r.show())
+    let table = ps_table(&r.stdout);
+    check(
+        table
+            .iter()
+            .any(|(pid, _, _, args)| *pid == 1 && !args.is_empty()),
+        || format!("ps did not list the sandbox's processes: {}", r.show()),
+    )?;
+    let zombies: Vec<_> = table.iter().filter(|p| p.2.starts_with('Z')).collect();
+    let keeper = table
+        .iter()
+        .find(|p| p.3 == "sleep 30")
+        .map(|p| p.0)
+        .ok_or_else(|| format!("control: the non-waiting parent is missing: {}", r.show()))?;
+    check(zombies.len() == 1 && zombies[0].1 == keeper, || {
+        format!(
+            "want exactly the control's zombie (a child of pid {keeper}), got {zombies:?}: {}",
+            r.show()
+        )
     })
 }
 

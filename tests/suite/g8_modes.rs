@@ -256,6 +256,8 @@ fs.hide = ["/run/sbx"]
 
 pub fn setuid_refuses_persistent_contexts() -> Result<(), String> {
     let su = setuid_prereqs()?;
+    // The control starts a keeper: its state goes to the suite's private /run/sbx.
+    crate::persist::runtime()?;
     let _policy = SystemPolicy::install(PERSIST_POLICY, 0o644, 0o755)?;
     let args = ["--ctx", "shared", "--", "true"];
     let r = as_caller(su.path(), false, &[], &args);

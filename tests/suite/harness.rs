@@ -3,8 +3,12 @@
 //! Attack tests really attack (`kill -9 -1`, `mount`, writes to /proc) if confinement is broken, so
 //! the whole suite first re-executes itself inside a throwaway PID + mount namespace of its own
 //! (`unshare --pid --fork --mount-proc --mount --propagation private`): there, a broken sandbox can
-//! only hurt the suite. Tests that need namespaces skip where the kernel refuses them, and fail
-//! instead when `SBX_REQUIRE_ISOLATION=1`.
+//! only hurt the suite. Where that namespace cannot be made (not root, no `unshare`), the suite runs
+//! only its tests that attack nothing; every test that launches a sandbox is skipped with the reason
+//! (a failure when `SBX_REQUIRE_ISOLATION=1`), and nothing is re-run outside the namespace.
+//!
+//! A missing tool (psql, aws, bun, zsh, strace, ...) is one rule, [`require_tool`]: skipped with a
+//! message locally, a failure under `CI=true` (whose `.ci/run` installs them all).
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -28,11 +32,67 @@ enum Verdict {
     Skip(String),
 }
 
-/// Marker error: the kernel refused namespaces and isolation is not required.
+/// Marker error: the test cannot run here because isolation (the suite's throwaway namespace, a
+/// kernel feature, root) is missing. A failure under `SBX_REQUIRE_ISOLATION=1`.
 pub const SKIP: &str = "\u{1}skip:";
+
+/// Marker error: a tool the test runs is not installed (only [`require_tool`] makes it, and never
+/// under `CI=true`).
+const SKIP_TOOL: &str = "\u{1}skip-tool:";
 
 pub fn require_isolation() -> bool {
     std::env::var("SBX_REQUIRE_ISOLATION").as_deref() == Ok("1")
+}
+
+/// `CI=true`: every tool the suite uses must be installed.
+pub fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// The PATH of every command the suite runs (see [`Cmd::new`]), and where [`require_tool`] looks.
+pub const SUITE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The tool `name` (a bare name looked up in [`SUITE_PATH`], or an absolute path), or why not: a
+/// skip with how to install it, or a failure under `CI=true`.
+pub fn require_tool(name: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if name.contains('/') {
+        executable(Path::new(name)).then(|| name.to_string())
+    } else {
+        SUITE_PATH
+            .split(':')
+            .map(|d| format!("{d}/{name}"))
+            .find(|p| executable(Path::new(p)))
+    };
+    if let Some(path) = found {
+        return Ok(path);
+    }
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let install = match base {
+        "psql" => "apt-get install postgresql-client-15",
+        "postgres" | "initdb" | "pg_isready" => "apt-get install postgresql-15",
+        "aws" | "moto_server" => {
+            "python3 -m venv /opt/sbx-test-venv && /opt/sbx-test-venv/bin/pip install awscli 'moto[server]'"
+        }
+        "bun" => "npm install -g bun",
+        "groff" => "apt-get install groff-base",
+        "man" => "apt-get install man-db",
+        "ps" | "pkill" | "pgrep" => "apt-get install procps",
+        "unshare" | "setpriv" | "mount" => "apt-get install util-linux",
+        "jupyter" => "pip install jupyter",
+        _ => "apt-get install it",
+    };
+    let why = format!("{name} is not installed (install: {install}; .ci/run does)");
+    if in_ci() {
+        Err(format!(
+            "{why}, and CI=true requires every tool the suite uses"
+        ))
+    } else {
+        Err(format!("{SKIP_TOOL}{why}"))
+    }
 }
 
 /// Run the suite: re-exec into a throwaway namespace if not there yet, then run each test.
@@ -47,9 +107,21 @@ pub fn main(tests: &[(&str, TestFn)]) {
         }
         return;
     }
-    if std::env::var_os("SBX_SUITE_INNER").is_none() {
-        if let Some(code) = reexec_in_throwaway_namespace() {
-            std::process::exit(code);
+    if std::env::var_os(INNER).is_none() {
+        match reexec_in_throwaway_namespace() {
+            // The suite ran in the namespace: its status is the answer, whatever it is.
+            Ok(code) => std::process::exit(code),
+            Err(why) => {
+                let then = if require_isolation() {
+                    "fail"
+                } else {
+                    "are skipped"
+                };
+                eprintln!(
+                    "{why}\nrunning only the tests that launch no sandbox here; the others {then}"
+                );
+                let _ = NOT_ISOLATED.set(why);
+            }
         }
     }
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
@@ -61,6 +133,9 @@ pub fn main(tests: &[(&str, TestFn)]) {
         let start = Instant::now();
         let verdict = match std::panic::catch_unwind(test) {
             Ok(Ok(())) => Verdict::Pass,
+            Ok(Err(e)) if e.starts_with(SKIP_TOOL) => {
+                Verdict::Skip(e.trim_start_matches(SKIP_TOOL).to_string())
+            }
             Ok(Err(e)) if e.starts_with(SKIP) => {
                 let why = e.trim_start_matches(SKIP).to_string();
                 if require_isolation() {
@@ -102,39 +177,109 @@ pub fn main(tests: &[(&str, TestFn)]) {
     std::process::exit(if fail > 0 { 1 } else { 0 });
 }
 
-/// Re-run this binary inside a new PID + mount namespace; `None` when that is not possible and
-/// not required (the suite then runs here, and isolation tests skip).
-fn reexec_in_throwaway_namespace() -> Option<i32> {
-    let me = std::env::current_exe().expect("current_exe");
-    let status = Command::new("unshare")
-        .args([
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "--mount-proc",
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-        ])
-        .arg(&me)
-        .args(std::env::args_os().skip(1))
-        .env("SBX_SUITE_INNER", "1")
-        .status();
-    match status {
-        Ok(s) if s.code() == Some(1) || s.code() == Some(0) => Some(s.code().unwrap()),
-        other => {
-            let why =
-                format!("cannot create the suite's throwaway namespace with unshare(1): {other:?}");
-            if require_isolation() {
-                eprintln!("{why}; SBX_REQUIRE_ISOLATION=1, so the suite fails");
-                Some(1)
-            } else {
-                eprintln!("{why}; running here, isolation tests will skip");
-                None
-            }
+/// Set (to the outer namespaces) in the re-executed suite.
+const INNER: &str = "SBX_SUITE_INNER";
+
+/// `unshare(1)` arguments for the suite's throwaway namespace.
+const UNSHARE: &[&str] = &[
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+    "--mount",
+    "--propagation",
+    "private",
+    "--",
+];
+
+/// Why this process is not in the throwaway namespace, when the re-exec was not possible.
+static NOT_ISOLATED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// This process's pid and mount namespaces, as `/proc/self/ns` names them.
+fn own_namespaces() -> String {
+    ["pid", "mnt"]
+        .iter()
+        .map(|ns| {
+            std::fs::read_link(format!("/proc/self/ns/{ns}"))
+                .map(|l| l.display().to_string())
+                .unwrap_or_else(|_| format!("{ns}:?"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Re-run this binary inside a new PID + mount namespace and return its exit status. An error (the
+/// suite then runs only what attacks nothing, here) only when `unshare` cannot make the namespace:
+/// once the suite has started inside, its result stands and it is never run again outside.
+fn reexec_in_throwaway_namespace() -> Result<i32, String> {
+    let probe = Command::new("unshare")
+        .args(UNSHARE)
+        .arg("true")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    match probe {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => {
+            return Err(format!(
+                "cannot create the suite's throwaway PID + mount namespace (unshare {}: {:?}): {}",
+                UNSHARE.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "cannot create the suite's throwaway PID + mount namespace: unshare(1): {e}"
+            ))
         }
     }
+    let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let status = Command::new("unshare")
+        .args(UNSHARE)
+        .arg(&me)
+        .args(std::env::args_os().skip(1))
+        .env(INNER, own_namespaces())
+        .status();
+    Ok(match status {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(e) => {
+            eprintln!("cannot run the suite under unshare(1): {e}");
+            1
+        }
+    })
+}
+
+/// Is this the suite inside its throwaway namespace? It must be pid 1 of a PID namespace, in a
+/// mount namespace, both other than those of the process that re-executed it.
+pub fn in_throwaway_namespace() -> Result<(), String> {
+    static STATE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            if NOT_ISOLATED.get().is_some() {
+                return Err(format!(
+                    "{SKIP}not run outside the suite's throwaway namespace, which could not be made \
+                     (the reason is at the top of the output)"
+                ));
+            }
+            let Some(outer) = std::env::var_os(INNER) else {
+                return Err(format!("{SKIP}not in the suite's throwaway namespace"));
+            };
+            let outer = outer.to_string_lossy().into_owned();
+            let outer: Vec<&str> = outer.split(' ').collect();
+            let ours = own_namespaces();
+            let ours: Vec<&str> = ours.split(' ').collect();
+            if std::process::id() != 1 || outer.len() != 2 || ours.iter().any(|n| outer.contains(n)) {
+                return Err(format!(
+                    "the suite is not in a throwaway namespace of its own (pid {}, namespaces {ours:?}, outer {outer:?}): \
+                     refusing to run attack tests",
+                    std::process::id()
+                ));
+            }
+            Ok(())
+        })
+        .clone()
 }
 
 /// A finished run of a command.
@@ -191,10 +336,7 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let mut cmd = Command::new(program);
         cmd.env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
+            .env("PATH", SUITE_PATH)
             .env("LANG", "C.UTF-8")
             .current_dir("/");
         Cmd {
@@ -354,41 +496,52 @@ pub fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
     }
 }
 
-/// Does the kernel let sbx-exec create the default `user` context here? Otherwise skip.
+/// May this test launch sandboxes? Only inside the suite's throwaway namespace (otherwise a skip,
+/// a failure under `SBX_REQUIRE_ISOLATION=1`), where the kernel gives the `user` context's
+/// namespaces (checked with unshare(1), independently of the binary under test). If the kernel
+/// gives them and `sbx-exec --ctx user -- true` still fails, that is a failure, not a skip.
 pub fn needs_isolation() -> Result<(), String> {
+    in_throwaway_namespace()?;
     static STATE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
     STATE
         .get_or_init(|| {
-            let r = Cmd::sbx(["--ctx", "user", "--", "true"]).run();
-            if r.ok() {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{SKIP}namespaces unavailable here: {}",
-                    r.stderr.trim()
-                ))
+            let mut k = Cmd::new("unshare");
+            k.command()
+                .args(["--pid", "--fork", "--mount", "--ipc", "--uts", "--", "true"]);
+            let k = k.run();
+            if !k.ok() {
+                return Err(format!(
+                    "{SKIP}the kernel refuses pid/mount/ipc/uts namespaces here: {}",
+                    k.show()
+                ));
             }
+            let r = Cmd::sbx(["--ctx", "user", "--", "true"]).run();
+            check(r.ok(), || {
+                format!(
+                    "the kernel gives namespaces (unshare worked) but sbx-exec --ctx user -- true failed: {}",
+                    r.show()
+                )
+            })
         })
         .clone()
 }
 
-/// Is any process (in this suite's namespace) running with `needle` in its command line?
-pub fn process_with(needle: &str) -> Option<i32> {
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == std::process::id() as i32 {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                return Some(pid);
-            }
-        }
-    }
-    None
+/// The processes (in this suite's namespace) with `needle` in their command line.
+pub fn processes_with(needle: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|entry| entry.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| pid != std::process::id() as i32)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+        })
+        .collect()
 }
 
 /// The process (in this suite's namespace) whose argv[0] is exactly `name` (`exec -a NAME`).
@@ -404,6 +557,21 @@ pub fn process_argv0(name: &str) -> Option<i32> {
         }
     }
     None
+}
+
+/// The process (in this suite's namespace) whose whole argv is exactly `argv`.
+pub fn process_exact(argv: &[&str]) -> Option<i32> {
+    let want: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<i32>().ok()?;
+            (std::fs::read(format!("/proc/{pid}/cmdline")).ok()? == want).then_some(pid)
+        })
 }
 
 /// Wait until `cond` holds, up to `limit`.
