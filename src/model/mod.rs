@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod env_names;
 pub mod limits;
 pub mod load;
 pub mod validate;

@@ -179,6 +179,7 @@ fn read_secrets(ctx_name: &str, ctx: &Context, fd: Option<RawFd>) -> Result<Secr
         );
     }
     let set = secrets::read_fd(fd)?;
+    set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
 }

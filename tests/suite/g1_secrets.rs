@@ -650,3 +650,52 @@ pub fn audit_to_stderr_is_one_json_line() -> Result<(), String> {
     )?;
     check(!r.stderr.contains(SECRET), || r.show())
 }
+
+/// G8: secret names pass the same injection filter as environment names. A secret named
+/// `LD_PRELOAD` (`BASH_ENV`, `NODE_OPTIONS`, `GIT_CONFIG_*`...) would make the trusted tool load the
+/// caller's code; it is refused (125, naming the variable, never the value) while an ordinary name
+/// is delivered.
+pub fn injection_secret_names_are_refused() -> Result<(), String> {
+    needs_isolation()?;
+    let value = "/tmp/evil-sentinel-7c1e.so";
+    let run = |name: &str| {
+        let (cmd, d) = sbx_with_secrets(
+            &format!("TOKEN=fine\n{name}={value}\n"),
+            &[
+                "--ctx",
+                "platform",
+                "--secrets-fd",
+                "3",
+                "--",
+                "sh",
+                "-c",
+                "printf '%s' \"$TOKEN\"",
+            ],
+        );
+        (cmd.run(), d)
+    };
+    for name in [
+        "LD_PRELOAD",
+        "BASH_ENV",
+        "NODE_OPTIONS",
+        "GIT_CONFIG_KEY_0",
+        "GIT_SSH_COMMAND",
+    ] {
+        let (r, _d) = run(name);
+        r.expect_code(125, &format!("secret named {name}"))?;
+        check(r.stderr.contains(name), || {
+            format!("the refusal does not name {name}: {}", r.show())
+        })?;
+        check(
+            !r.stderr.contains(value) && !r.stdout.contains(value),
+            || format!("the value of {name} leaked: {}", r.show()),
+        )?;
+        check(r.stdout.is_empty(), || {
+            format!("{name}: the command ran: {}", r.show())
+        })?;
+    }
+    // Control: an ordinary name is delivered.
+    let (r, _d) = run("OTHER_TOKEN");
+    r.expect_code(0, "ordinary secret names")?;
+    check(r.stdout == "fine", || r.show())
+}

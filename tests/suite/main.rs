@@ -47,6 +47,7 @@ fn main() {
         g1_secrets::redaction_masks_values_split_and_base64,
         g1_secrets::secrets_files_round_trip_and_stay_private,
         g1_secrets::secrets_files_belong_to_the_run_as_user,
+        g1_secrets::injection_secret_names_are_refused,
         g1_tools::psql_gets_password_only_from_the_secrets_fd,
         g1_tools::psql_reads_pgpassfile_from_secrets_files,
         g1_tools::aws_cli_gets_credentials_only_from_the_secrets_fd,
