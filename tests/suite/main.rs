@@ -125,5 +125,6 @@ fn main() {
         persist::exit_status_and_status_fd_pass_through,
         persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
+        persist::forged_sigterm_from_inside_does_not_stop_the_keeper,
     ]);
 }
