@@ -6,6 +6,8 @@ use clap::Parser;
 
 /// Run sbx-exec with this process's arguments; never returns.
 pub fn main() -> ! {
+    // Before any deep call: a caller's tiny RLIMIT_STACK must not turn into a SIGSEGV.
+    privilege::raise_stack_limit();
     // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).
     if privilege::is_setuid() {
         if let Err(e) = privilege::enter_setuid_mode() {

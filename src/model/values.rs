@@ -247,4 +247,26 @@ mod tests {
             assert!(check_abs_path(good).is_ok(), "{good}");
         }
     }
+
+    #[test]
+    fn durations_are_bounded_at_parse_time() {
+        use crate::model::Policy;
+        let p = |body: &str| Policy::parse(&format!("version = 1\n{body}"), "t.toml");
+        for body in [
+            "[context.a]\ntimeout = 9223372036854775807\n",
+            "[context.a]\ntimeout = 31536001\n",
+            "[context.a.supervise]\nstop_timeout = 9223372036854775807\n",
+            "[context.a.supervise]\nrestart_window = 9223372036854775807\n",
+            "[context.a.supervise]\nrestart_delay_ms = 9223372036854775807\n",
+        ] {
+            let e = format!("{:#}", p(body).unwrap_err());
+            assert!(
+                e.contains("t.toml:") && e.contains("more than a year"),
+                "{e}"
+            );
+        }
+        let ok = p("[context.a]\ntimeout = 31536000\n[context.b.supervise]\nstop_timeout = 5\n")
+            .unwrap();
+        assert_eq!(ok.context("a").unwrap().timeout, Some(MAX_SECONDS));
+    }
 }

@@ -37,7 +37,9 @@ pub mod system_policy;
 pub mod userns;
 
 use crate::model::{self, AllowCallers, Context, EnvPolicy};
-pub use setuid::{as_caller, caller_env, close_caller_fds, enter_setuid_mode, load_policy};
+pub use setuid::{
+    as_caller, caller_env, close_caller_fds, enter_setuid_mode, load_policy, raise_stack_limit,
+};
 pub use userns::IdMap;
 
 /// A user to run as: uid, primary gid, supplementary groups.

@@ -760,3 +760,32 @@ pub fn setuid_to_a_non_root_owner_is_refused() -> Result<(), String> {
         || r.show(),
     )
 }
+
+/// A caller's tiny RLIMIT_STACK (16 KiB) made the setuid launcher die of SIGSEGV. Stage 0 raises
+/// it (soft up to the hard limit; root may raise the hard one too, given CAP_SYS_RESOURCE): the
+/// launch runs, or, when even the hard limit is tiny and cannot be raised, is refused with 125.
+pub fn setuid_survives_a_tiny_stack_limit() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let run = |ulimit: &str| {
+        Cmd::sh(&format!(
+            "{ulimit}; exec setpriv --reuid={NOBODY} --regid={NOBODY} --clear-groups {} --ctx user -- sh -c 'echo ran'",
+            su.path()
+        ))
+        .run()
+    };
+    // Control: with the usual limit the launch runs.
+    let normal = run("true");
+    normal.expect_code(0, "setuid launch")?;
+    check(normal.stdout.trim() == "ran", || normal.show())?;
+    // Soft limit 16 KiB: raised, the launch runs.
+    let soft = run("ulimit -S -s 16");
+    soft.expect_code(0, "setuid launch with a 16 KiB soft stack limit")?;
+    check(soft.stdout.trim() == "ran", || soft.show())?;
+    // Soft and hard 16 KiB: runs (root raised the hard limit) or a clean 125, never a crash.
+    let hard = run("ulimit -s 16");
+    check(
+        (hard.code == Some(0) && hard.stdout.trim() == "ran")
+            || (hard.code == Some(125) && hard.stderr.contains("RLIMIT_STACK")),
+        || format!("16 KiB hard stack limit: {}", hard.show()),
+    )
+}
