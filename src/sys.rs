@@ -273,6 +273,24 @@ pub fn signal_default(sig: Signal) -> nix::Result<()> {
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
 }
 
+/// Set `sig` to `handler` (SIG_IGN, SIG_DFL or a handler returned earlier by this function);
+/// returns the previous one. Only dispositions, never Rust handler code, so nothing unsafe can run.
+pub fn set_signal_handler(
+    sig: Signal,
+    handler: nix::sys::signal::SigHandler,
+) -> nix::Result<nix::sys::signal::SigHandler> {
+    // SAFETY: `handler` is SIG_IGN, SIG_DFL or a previous disposition of this process given back.
+    unsafe { nix::sys::signal::signal(sig, handler) }
+}
+
+/// 64 random bits from the kernel (`getrandom(2)`), or `None` if it cannot give them now.
+pub fn random_u64() -> Option<u64> {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid for 8 bytes of writes for the whole call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    (n == 8).then(|| u64::from_ne_bytes(buf))
+}
+
 /// Take ownership of an fd inherited from the caller (`None` if it is not open). Only for fds
 /// named on the command line (3 and up), which nothing else in sbx-exec has opened or owns.
 pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {

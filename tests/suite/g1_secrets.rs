@@ -359,7 +359,22 @@ pub fn audit_log_has_names_never_values() -> Result<(), String> {
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("not JSON: {l:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    check(lines.len() == 3, || format!("expected 3 lines: {text}"))?;
+    // The run: a start record, then the end record with the same call id; each refusal: one.
+    check(lines.len() == 4, || format!("expected 4 lines: {text}"))?;
+    check(
+        lines[0]["event"] == "start"
+            && lines[0]["call"] == lines[1]["call"]
+            && lines[0]["context"] == "platform"
+            && lines[0].get("status").is_none(),
+        || format!("start line: {}", lines[0]),
+    )?;
+    let lines = &lines[1..];
+    check(
+        lines[0]["event"] == "end"
+            && lines[1]["event"] == "refused"
+            && lines[2]["event"] == "refused",
+        || format!("events: {text}"),
+    )?;
     let first = &lines[0];
     check(
         first["context"] == "platform"
@@ -640,10 +655,17 @@ pub fn audit_to_stderr_is_one_json_line() -> Result<(), String> {
     );
     let r = cmd.run();
     r.expect_code(0, "audit to stderr")?;
+    // A start record before the command runs, an end record after: one JSON line each.
     let lines: Vec<&str> = r.stderr.lines().collect();
-    check(lines.len() == 1, || r.show())?;
-    let v: serde_json::Value =
-        serde_json::from_str(lines[0]).map_err(|e| format!("not JSON ({e}): {}", r.show()))?;
+    check(lines.len() == 2, || r.show())?;
+    let parse = |l: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_str(l).map_err(|e| format!("not JSON ({e}): {}", r.show()))
+    };
+    let (s, v) = (parse(lines[0])?, parse(lines[1])?);
+    check(
+        s["event"] == "start" && v["event"] == "end" && s["call"] == v["call"],
+        || r.show(),
+    )?;
     check(
         v["secrets"] == serde_json::json!(["TOKEN"]) && v["argv0"] == "true" && v["status"] == 0,
         || r.show(),

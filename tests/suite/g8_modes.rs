@@ -42,7 +42,12 @@ fn suid_capable(dir: &Path) -> bool {
 
 impl SetuidCopy {
     fn new() -> Result<SetuidCopy, String> {
-        let tag = format!("sbx-suite-{}-setuid", std::process::id());
+        // The suite runs in its own pid namespace, so its pid repeats across concurrent suites
+        // on one host: the start time keeps their copies apart.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let tag = format!("sbx-suite-{}-{nanos}-setuid", std::process::id());
         let parents = [std::env::temp_dir(), "/var/tmp".into(), "/opt".into()];
         let Some(parent) = parents.iter().find(|p| suid_capable(p)) else {
             return Err("no directory on a mount without nosuid for the setuid copy".into());
@@ -787,5 +792,174 @@ pub fn setuid_survives_a_tiny_stack_limit() -> Result<(), String> {
         (hard.code == Some(0) && hard.stdout.trim() == "ran")
             || (hard.code == Some(125) && hard.stderr.contains("RLIMIT_STACK")),
         || format!("16 KiB hard stack limit: {}", hard.show()),
+    )
+}
+
+/// A system policy with an audit log at `log` and a one-shot context `open` for any caller.
+fn audit_policy(log: &Path) -> String {
+    format!(
+        "version = 1\naudit = \"{}\"\n[context.open]\nnamespaces = [\"pid\", \"mount\"]\n",
+        log.display()
+    )
+}
+
+/// Every line of the audit log, parsed; an error names a line that is not one JSON object.
+fn audit_lines(log: &Path) -> Result<Vec<serde_json::Value>, String> {
+    let text = std::fs::read_to_string(log).map_err(|e| format!("no audit log: {e}"))?;
+    check(text.is_empty() || text.ends_with('\n'), || {
+        format!("the log ends in a partial line: {text:?}")
+    })?;
+    text.lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .filter(|v| v.is_object())
+                .ok_or_else(|| format!("not a JSON line: {l:?} in {text:?}"))
+        })
+        .collect()
+}
+
+/// A setuid caller SIGKILLs its own launcher once the command runs: the write-ahead start record
+/// is already in the log (valid JSON, with the call id); the end record never comes. Control: an
+/// undisturbed call leaves start and end with one call id and the exit status.
+pub fn setuid_killed_launcher_leaves_the_start_record() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let dir = TempDir::new("audit-kill");
+    let log = dir.path().join("audit.jsonl");
+    let _policy = SystemPolicy::install(&audit_policy(&log), 0o644, 0o755)?;
+    // Control.
+    as_caller(
+        su.path(),
+        false,
+        &[],
+        &["--ctx", "open", "--", "sh", "-c", "exit 3"],
+    )
+    .expect_code(3, "an undisturbed call")?;
+    let lines = audit_lines(&log)?;
+    check(
+        lines.len() == 2
+            && lines[0]["event"] == "start"
+            && lines[1]["event"] == "end"
+            && lines[0]["call"] == lines[1]["call"]
+            && lines[1]["status"] == 3,
+        || format!("control: {lines:?}"),
+    )?;
+    let mark = marker("auditkill");
+    let mut child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            su.path(),
+            "--ctx",
+            "open",
+            "--",
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 60"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let started = wait_until(Duration::from_secs(10), || process_argv0(&mark).is_some());
+    // The caller kills its launcher (setpriv exec'd into it: same pid).
+    let kill = Cmd::new("setpriv")
+        .command_args(&[
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            "kill",
+            "-KILL",
+            &child.id().to_string(),
+        ])
+        .run();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    check(started, || "the command never started".to_string())?;
+    kill.expect_code(0, "the caller kills its launcher")?;
+    check(
+        std::os::unix::process::ExitStatusExt::signal(&status) == Some(9),
+        || format!("launcher not killed: {status:?}"),
+    )?;
+    let lines = audit_lines(&log)?;
+    check(lines.len() == 3, || format!("{lines:?}"))?;
+    let last = &lines[2];
+    check(
+        last["event"] == "start"
+            && last["context"] == "open"
+            && last["argv0"] == "bash"
+            && last["uid"] == 65534
+            && last["call"].as_str().is_some_and(|c| c.len() == 16)
+            && last["call"] != lines[0]["call"],
+        || format!("start record of the killed call: {last}"),
+    )
+}
+
+/// A setuid caller lowers RLIMIT_FSIZE to just above the log's size, so a record would be cut
+/// (and SIGXFSZ kill the launcher) mid-line. sbx-exec lifts the limit for its own writes: whole
+/// lines are written, the command gets the caller's limit back, and the next call's records are
+/// valid separate lines. With the hard limit lowered too (no CAP_SYS_RESOURCE to lift it), the
+/// launch is refused with 125 and no partial line is written. Control: every line parses.
+pub fn setuid_file_size_limit_cannot_cut_the_audit_log() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let dir = TempDir::new("audit-fsize");
+    let log = dir.path().join("audit.jsonl");
+    let _policy = SystemPolicy::install(&audit_policy(&log), 0o644, 0o755)?;
+    let call = |fsize: Option<String>| {
+        let mut c = Cmd::new("prlimit");
+        let limit = fsize.unwrap_or_else(|| "unlimited:unlimited".into());
+        c.command().args([
+            &format!("--fsize={limit}"),
+            "setpriv",
+            &format!("--reuid={NOBODY}"),
+            &format!("--regid={NOBODY}"),
+            "--clear-groups",
+            su.path(),
+            "--ctx",
+            "open",
+            "--",
+            "sh",
+            "-c",
+            "ulimit -f",
+        ]);
+        c.run()
+    };
+    call(None).expect_code(0, "control call")?;
+    let size = std::fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let soft = size + 100;
+    let r = call(Some(format!("{soft}:unlimited")));
+    r.expect_code(0, "call with the soft limit just above the log")?;
+    check(r.stdout.trim() == (soft / 1024).to_string(), || {
+        format!(
+            "the command did not get the caller's limit {soft}: {}",
+            r.show()
+        )
+    })?;
+    let lines = audit_lines(&log)?;
+    check(
+        lines.len() == 4 && lines[2]["event"] == "start" && lines[3]["event"] == "end",
+        || format!("{lines:?}"),
+    )?;
+    let size = std::fs::metadata(&log).map_err(|e| e.to_string())?.len();
+    let hard = size + 100;
+    let r = call(Some(format!("{hard}:{hard}")));
+    check(
+        r.code == Some(0) || (r.code == Some(125) && r.stderr.contains("audit log")),
+        || format!("hard limit just above the log: {}", r.show()),
+    )?;
+    check(!r.stderr.contains(log.to_str().unwrap()), || {
+        format!(
+            "the root-only audit path was shown to the caller: {}",
+            r.show()
+        )
+    })?;
+    audit_lines(&log)?;
+    // The next call writes valid, separate lines.
+    call(None).expect_code(0, "the next call")?;
+    let lines = audit_lines(&log)?;
+    let n = lines.len();
+    check(
+        lines[n - 2]["event"] == "start" && lines[n - 1]["event"] == "end",
+        || format!("{lines:?}"),
     )
 }
