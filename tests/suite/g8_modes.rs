@@ -963,3 +963,67 @@ pub fn setuid_file_size_limit_cannot_cut_the_audit_log() -> Result<(), String> {
         || format!("{lines:?}"),
     )
 }
+
+/// A policy whose admission lists and audit path are root's business.
+const SECRET_POLICY: &str = r#"version = 1
+audit = "/var/log/sbx-hidden-audit-7d2.jsonl"
+[context.staff]
+namespaces = ["pid", "mount"]
+allow_callers = { uids = [4711], gids = [4242] }
+[context.admins]
+namespaces = ["pid", "mount"]
+allow_callers = { uids = [0, 4712] }
+"#;
+
+/// As nobody, `policy show` read a 0600 system policy with root's rights, and refusals and
+/// `probe --json` listed allow_callers. Now `policy show` reads as the caller (refused for 0600,
+/// shown for 0644), and a caller that is not admitted sees "not admitted", never the lists or the
+/// audit path. Control: root sees all of it.
+pub fn setuid_caller_sees_nothing_root_only() -> Result<(), String> {
+    let su = setuid_prereqs()?;
+    let leaks = |s: &str| {
+        ["4711", "4712", "sbx-hidden-audit"]
+            .iter()
+            .any(|n| s.contains(n))
+    };
+    {
+        let _p = SystemPolicy::install(SECRET_POLICY, 0o600, 0o755)?;
+        let r = as_caller(su.path(), false, &[], &["policy", "show"]);
+        check(
+            r.code == Some(125) && !leaks(&r.stdout) && !leaks(&r.stderr),
+            || format!("nobody read a 0600 policy: {}", r.show()),
+        )?;
+        // Control: root reads it.
+        let root = Cmd::sbx(["policy", "show"]).run();
+        root.expect_code(0, "root policy show")?;
+        check(
+            root.stdout.contains("4711") && root.stdout.contains("sbx-hidden-audit"),
+            || root.show(),
+        )?;
+    }
+    let _p = SystemPolicy::install(SECRET_POLICY, 0o644, 0o755)?;
+    // Control: a world-readable policy is shown to the caller as it is.
+    let shown = as_caller(su.path(), false, &[], &["policy", "show"]);
+    shown.expect_code(0, "nobody reads a 0644 policy")?;
+    check(shown.stdout.contains("[context.staff]"), || shown.show())?;
+    // A refusal says "not admitted", without the lists.
+    let r = as_caller(su.path(), false, &[], &["--ctx", "admins", "--", "true"]);
+    r.expect_code(125, "caller not admitted")?;
+    check(
+        r.stderr.contains("not admitted") && !leaks(&r.stderr),
+        || r.show(),
+    )?;
+    // probe --json: the contexts are unavailable to nobody, their lists not shown.
+    let p = as_caller(su.path(), false, &[], &["probe", "--json"]);
+    check(
+        p.stdout.contains("\"mode\":\"setuid\"")
+            && p.stdout.contains("not admitted")
+            && !leaks(&p.stdout)
+            && !leaks(&p.stderr),
+        || p.show(),
+    )?;
+    // Control: an admitted caller (group 4242) runs in staff.
+    as_caller(su.path(), true, &[], &["--ctx", "staff", "--", "true"])
+        .expect_code(0, "admitted caller")?;
+    Ok(())
+}

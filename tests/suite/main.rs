@@ -104,6 +104,7 @@ fn main() {
         g8_modes::setuid_survives_a_tiny_stack_limit,
         g8_modes::setuid_killed_launcher_leaves_the_start_record,
         g8_modes::setuid_file_size_limit_cannot_cut_the_audit_log,
+        g8_modes::setuid_caller_sees_nothing_root_only,
         g8_modes::allow_callers_admits_only_listed,
         g8_modes::system_policy_writable_by_others_is_refused,
         g8_modes::rootless_runs_for_an_unprivileged_user,
