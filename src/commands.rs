@@ -6,6 +6,8 @@ use clap::Parser;
 
 /// Run sbx-exec with this process's arguments; never returns.
 pub fn main() -> ! {
+    // Before any deep call: a caller's tiny RLIMIT_STACK must not turn into a SIGSEGV.
+    privilege::raise_stack_limit();
     // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).
     if privilege::is_setuid() {
         if let Err(e) = privilege::enter_setuid_mode() {
@@ -68,7 +70,11 @@ fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         cli::PolicyCommand::Show { policy: file, ctx } => {
-            let loaded = privilege::load_policy(privilege::mode(), file.as_deref())?;
+            // In setuid mode the policy is read with the caller's access: a file root keeps
+            // unreadable (mode 0600) is not shown to someone who could not read it.
+            let mode = privilege::mode();
+            let loaded =
+                privilege::as_caller(mode, || privilege::load_policy(mode, file.as_deref()))?;
             println!("# source: {}", loaded.source);
             match ctx {
                 None => print!("{}", loaded.text),

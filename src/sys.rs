@@ -282,6 +282,24 @@ pub fn signal_default(sig: Signal) -> nix::Result<()> {
     unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) }.map(drop)
 }
 
+/// Set `sig` to `handler` (SIG_IGN, SIG_DFL or a handler returned earlier by this function);
+/// returns the previous one. Only dispositions, never Rust handler code, so nothing unsafe can run.
+pub fn set_signal_handler(
+    sig: Signal,
+    handler: nix::sys::signal::SigHandler,
+) -> nix::Result<nix::sys::signal::SigHandler> {
+    // SAFETY: `handler` is SIG_IGN, SIG_DFL or a previous disposition of this process given back.
+    unsafe { nix::sys::signal::signal(sig, handler) }
+}
+
+/// 64 random bits from the kernel (`getrandom(2)`), or `None` if it cannot give them now.
+pub fn random_u64() -> Option<u64> {
+    let mut buf = [0u8; 8];
+    // SAFETY: `buf` is valid for 8 bytes of writes for the whole call.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_NONBLOCK) };
+    (n == 8).then(|| u64::from_ne_bytes(buf))
+}
+
 /// Take ownership of an fd inherited from the caller (`None` if it is not open or is stdio).
 ///
 /// # Safety
@@ -380,12 +398,30 @@ pub fn pidfd_send_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
     check(ret).map(drop)
 }
 
-/// Like [`wait_signal`], but also returns the sender's pid as this process sees it (0 when the
-/// sender is outside this process's pid namespace, e.g. a keeper signalled by `ctx stop`).
+/// Who sent a signal, from its siginfo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sender {
+    /// The sender's pid as this process sees it (0 when it is outside this pid namespace).
+    pub pid: libc::pid_t,
+    /// `si_code`: `SI_USER` for kill/tgkill/pidfd_send_signal, `SI_KERNEL` from the kernel,
+    /// negative (`SI_QUEUE`, ...) when the sender wrote the siginfo itself (rt_sigqueueinfo).
+    pub code: libc::c_int,
+}
+
+impl Sender {
+    /// Sent from outside this process's pid namespace by `kill(2)` (the kernel sets `si_pid` 0),
+    /// or by the kernel. A siginfo the sender wrote itself (`rt_sigqueueinfo`, any negative
+    /// `si_code`) can carry a forged `si_pid` of 0 and never counts.
+    pub fn is_outside(&self) -> bool {
+        (self.code == libc::SI_USER && self.pid == 0) || self.code == libc::SI_KERNEL
+    }
+}
+
+/// Like [`wait_signal`], but also returns who sent it ([`Sender`]).
 pub fn wait_signal_from(
     set: &SigSet,
     timeout: Option<std::time::Duration>,
-) -> io::Result<Option<(Signal, libc::pid_t)>> {
+) -> io::Result<Option<(Signal, Sender)>> {
     let ts = timeout.map(|t| libc::timespec {
         tv_sec: t.as_secs() as libc::time_t,
         tv_nsec: t.subsec_nanos() as libc::c_long,
@@ -405,7 +441,11 @@ pub fn wait_signal_from(
         if ret >= 0 {
             // SAFETY: the kernel filled `info` for the signal it returned; si_pid is valid for
             // signals sent by kill/pidfd_send_signal and SIGCHLD, and 0 otherwise.
-            let from = unsafe { info.si_pid() };
+            let pid = unsafe { info.si_pid() };
+            let from = Sender {
+                pid,
+                code: info.si_code,
+            };
             return Ok(Signal::try_from(ret).ok().map(|s| (s, from)));
         }
         let err = io::Error::last_os_error();
@@ -535,5 +575,27 @@ mod tests {
         assert!(got[2].is_none(), "stdio is never taken");
         assert!(got[3].is_none(), "a closed fd is None");
         assert!(claim_named_fds(&[r]).unwrap_err().contains("already"));
+    }
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::Sender;
+
+    #[test]
+    fn only_kill_from_outside_or_the_kernel_counts() {
+        let s = |pid, code| Sender { pid, code };
+        assert!(s(0, libc::SI_USER).is_outside());
+        assert!(s(0, libc::SI_KERNEL).is_outside());
+        assert!(
+            !s(7, libc::SI_USER).is_outside(),
+            "a sender inside has a pid"
+        );
+        assert!(
+            !s(0, libc::SI_QUEUE).is_outside(),
+            "forged by rt_sigqueueinfo"
+        );
+        assert!(!s(0, libc::SI_TKILL).is_outside());
+        assert!(!s(0, -60).is_outside());
     }
 }

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod env_names;
 pub mod limits;
 pub mod load;
 pub mod validate;
@@ -93,7 +94,7 @@ pub struct Context {
     #[serde(default)]
     pub degrade: bool,
     /// Kill the target after this many seconds and exit 124 (0 or absent: no limit).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "values::opt_seconds")]
     pub timeout: Option<u64>,
     #[serde(default)]
     pub env: EnvPolicy,
@@ -157,13 +158,16 @@ pub struct Supervise {
     /// Give up after this many restarts within `restart_window` seconds (default 5 in 60).
     #[serde(default = "default_max_restarts")]
     pub max_restarts: u32,
-    #[serde(default = "default_restart_window")]
+    #[serde(
+        default = "default_restart_window",
+        deserialize_with = "values::seconds"
+    )]
     pub restart_window: u64,
     /// First restart delay in milliseconds; doubles on each restart in the window, up to 10 s.
-    #[serde(default = "default_restart_delay")]
+    #[serde(default = "default_restart_delay", deserialize_with = "values::millis")]
     pub restart_delay_ms: u64,
     /// Seconds between SIGTERM and SIGKILL when stopping (default 10).
-    #[serde(default = "default_stop_timeout")]
+    #[serde(default = "default_stop_timeout", deserialize_with = "values::seconds")]
     pub stop_timeout: u64,
 }
 

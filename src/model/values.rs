@@ -162,16 +162,52 @@ fn check_env_value(s: &str) -> std::result::Result<(), String> {
 }
 
 pub fn check_abs_path(s: &str) -> std::result::Result<(), String> {
-    let normal = s == "/" || s[1..].split('/').all(|seg| !matches!(seg, "" | "." | ".."));
-    if !s.starts_with('/') || s.contains('\0') {
-        Err(format!("path {s:?} must be absolute (start with '/')"))
-    } else if !normal {
+    let Some(rest) = s.strip_prefix('/').filter(|_| !s.contains('\0')) else {
+        return Err(format!("path {s:?} must be absolute (start with '/')"));
+    };
+    let normal = rest.is_empty() || rest.split('/').all(|seg| !matches!(seg, "" | "." | ".."));
+    if !normal {
         Err(format!(
             "path {s:?} must be normalized: no '.', '..', '//' or trailing '/'"
         ))
     } else {
         Ok(())
     }
+}
+
+/// The longest duration a policy key may give (`timeout`, `stop_timeout`, `restart_window`,
+/// `restart_delay_ms`): one year. Bounded at parse time so no launch can overflow a clock.
+pub const MAX_SECONDS: u64 = 365 * 86_400;
+
+fn bounded<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    max: u64,
+    unit: &str,
+) -> std::result::Result<u64, D::Error> {
+    let v = u64::deserialize(d)?;
+    if v > max {
+        return Err(serde::de::Error::custom(format!(
+            "{v} {unit} is more than a year; give at most {max} {unit}"
+        )));
+    }
+    Ok(v)
+}
+
+/// Deserialize a number of seconds, at most [`MAX_SECONDS`].
+pub fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    bounded(d, MAX_SECONDS, "seconds")
+}
+
+/// Deserialize an optional number of seconds, at most [`MAX_SECONDS`].
+pub fn opt_seconds<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<u64>, D::Error> {
+    seconds(d).map(Some)
+}
+
+/// Deserialize a number of milliseconds, at most a year of them.
+pub fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<u64, D::Error> {
+    bounded(d, MAX_SECONDS * 1000, "milliseconds")
 }
 
 fn check_cap_name(s: &str) -> std::result::Result<(), String> {
@@ -202,11 +238,35 @@ mod tests {
 
     #[test]
     fn paths_must_be_normal() {
-        for bad in ["rel", "/a/../b", "/a/./b", "/a//b", "/a/"] {
+        for bad in [
+            "", "rel", "é/x", "ü", "/a/../b", "/a/./b", "/a//b", "/a/", "//", "/\0",
+        ] {
             assert!(check_abs_path(bad).is_err(), "{bad}");
         }
         for good in ["/", "/usr", "/usr/local/bin"] {
             assert!(check_abs_path(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn durations_are_bounded_at_parse_time() {
+        use crate::model::Policy;
+        let p = |body: &str| Policy::parse(&format!("version = 1\n{body}"), "t.toml");
+        for body in [
+            "[context.a]\ntimeout = 9223372036854775807\n",
+            "[context.a]\ntimeout = 31536001\n",
+            "[context.a.supervise]\nstop_timeout = 9223372036854775807\n",
+            "[context.a.supervise]\nrestart_window = 9223372036854775807\n",
+            "[context.a.supervise]\nrestart_delay_ms = 9223372036854775807\n",
+        ] {
+            let e = format!("{:#}", p(body).unwrap_err());
+            assert!(
+                e.contains("t.toml:") && e.contains("more than a year"),
+                "{e}"
+            );
+        }
+        let ok = p("[context.a]\ntimeout = 31536000\n[context.b.supervise]\nstop_timeout = 5\n")
+            .unwrap();
+        assert_eq!(ok.context("a").unwrap().timeout, Some(MAX_SECONDS));
     }
 }

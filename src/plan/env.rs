@@ -4,7 +4,9 @@
 //! Some variables make a trusted program run code of someone else's choosing (`LD_PRELOAD`,
 //! `BASH_ENV`, `NODE_OPTIONS`, ...) or read configuration from a path the caller picked
 //! (`AWS_CONFIG_FILE`, `PGPASSFILE`, ...). They are dropped from the caller's environment even when
-//! an allow pattern matches; only a secret or `env.set` can supply them.
+//! an allow pattern matches; only `env.set` can supply them, or a secret that `secrets.files` delivers
+//! as a file (its variable then holds sbx-exec's path). The list is [`crate::model::env_names`]; a
+//! secret with such a name is refused ([`crate::secrets::SecretSet::check_injection`]).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -17,109 +19,7 @@ use crate::secrets::{expose, SecretSet};
 /// PATH used when neither the caller (through the allowlist) nor the policy sets one.
 pub use crate::model::DEFAULT_PATH;
 
-/// Prefixes of names never taken from the caller.
-const DENY_PREFIXES: &[&str] = &["LD_", "GCONV_", "DYLD_", "MALLOC_"];
-/// Names never taken from the caller.
-const DENY_NAMES: &[&str] = &[
-    "BASH_ENV",
-    "ENV",
-    "SHELLOPTS",
-    "BASHOPTS",
-    "PS4",
-    "PROMPT_COMMAND",
-    "IFS",
-    "CDPATH",
-    "GLOBIGNORE",
-    "PYTHONSTARTUP",
-    "PYTHONPATH",
-    "PYTHONHOME",
-    "PYTHONINSPECT",
-    "NODE_OPTIONS",
-    "NODE_PATH",
-    "NODE_REPL_EXTERNAL_MODULE",
-    "PERL5OPT",
-    "PERL5LIB",
-    "PERLLIB",
-    "PERL5DB",
-    "RUBYOPT",
-    "RUBYLIB",
-    "JAVA_TOOL_OPTIONS",
-    "_JAVA_OPTIONS",
-    "JDK_JAVA_OPTIONS",
-    "GIT_SSH",
-    "GIT_SSH_COMMAND",
-    "GIT_EXEC_PATH",
-    "GIT_ASKPASS",
-    "GIT_EDITOR",
-    "GIT_PAGER",
-    "GIT_EXTERNAL_DIFF",
-    "GIT_PROXY_COMMAND",
-    "GIT_CONFIG",
-    "GIT_CONFIG_GLOBAL",
-    "GIT_CONFIG_SYSTEM",
-    "GIT_CONFIG_PARAMETERS",
-    "GIT_CONFIG_COUNT",
-    "GIT_TEMPLATE_DIR",
-    "SSH_ASKPASS",
-    "EDITOR",
-    "VISUAL",
-    "PAGER",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_CA_BUNDLE",
-    "AWS_PROFILE",
-    "PGPASSFILE",
-    "PGSERVICEFILE",
-    "PGSYSCONFDIR",
-    "PGSSLROOTCERT",
-    "TF_CLI_CONFIG_FILE",
-    "TF_PLUGIN_CACHE_DIR",
-    "KUBECONFIG",
-    "DOCKER_CONFIG",
-    "NPM_CONFIG_USERCONFIG",
-    "NPM_CONFIG_GLOBALCONFIG",
-    "CURL_HOME",
-    "WGETRC",
-    "SSL_CERT_FILE",
-    "SSL_CERT_DIR",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "RES_OPTIONS",
-    "PSQL_PAGER",
-    "PSQLRC",
-    "GIT_DIR",
-    "GIT_COMMON_DIR",
-    "GIT_WORK_TREE",
-    "GIT_SEQUENCE_EDITOR",
-    "GIT_SSH_VARIANT",
-    "PYTHONUSERBASE",
-    "PYTHONBREAKPOINT",
-    "PYTHONWARNINGS",
-    "PYTHONPLATLIBDIR",
-    "AWS_DATA_PATH",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "BOTO_CONFIG",
-    "PGSSLCERT",
-    "PGSSLKEY",
-    "PGSSLCRL",
-    "OPENSSL_CONF",
-    "OPENSSL_ENGINES",
-    "SSLKEYLOGFILE",
-    "REQUESTS_CA_BUNDLE",
-    "CURL_CA_BUNDLE",
-    "NODE_EXTRA_CA_CERTS",
-    "LESSOPEN",
-    "LESSCLOSE",
-    "MANPAGER",
-    "BROWSER",
-];
-
-/// Is `name` one that is never inherited from the caller?
-pub fn is_denied(name: &str) -> bool {
-    DENY_NAMES.contains(&name)
-        || DENY_PREFIXES.iter().any(|p| name.starts_with(p))
-        || (name.starts_with("GIT_CONFIG_KEY_") || name.starts_with("GIT_CONFIG_VALUE_"))
-}
+pub use crate::model::env_names::is_denied;
 
 /// A prepared environment: `NAME=value\0` strings ready for `execve`, zeroized when dropped.
 pub struct TargetEnv {

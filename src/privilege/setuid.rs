@@ -37,6 +37,39 @@ pub fn enter_setuid_mode() -> Result<()> {
     Ok(())
 }
 
+/// The stack sbx-exec needs, at least: the soft RLIMIT_STACK is raised to this (and the hard
+/// limit with it, which root may do) when the caller set less.
+pub const STACK_FLOOR: u64 = 8 << 20;
+/// Below this stack limit (when it cannot be raised) sbx-exec refuses to run.
+const STACK_MIN: u64 = 1 << 20;
+
+/// Raise a caller's RLIMIT_STACK below [`STACK_FLOOR`] to it, first thing in `main`: a tiny limit
+/// would make sbx-exec die of SIGSEGV on its first deep call instead of refusing with 125. The main
+/// thread's stack grows on demand up to the current limit, so this takes effect at once. Root
+/// (setuid root too) raises the hard limit with it; anyone else up to the hard limit.
+pub fn raise_stack_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_STACK) else {
+        return;
+    };
+    if soft >= STACK_FLOOR {
+        return;
+    }
+    if setrlimit(Resource::RLIMIT_STACK, STACK_FLOOR, hard.max(STACK_FLOOR)).is_err() {
+        // Without CAP_SYS_RESOURCE (a container's bounding set may lack it) only up to the hard
+        // limit; below a working minimum, refuse with 125 using next to no stack.
+        let _ = setrlimit(Resource::RLIMIT_STACK, STACK_FLOOR.min(hard), hard);
+        if hard < STACK_MIN {
+            use std::io::Write;
+            let _ = std::io::stderr().write_all(
+                b"sbx-exec: the stack size limit (RLIMIT_STACK, ulimit -s) is below 1 MiB and cannot be raised; \
+                  raise it (ulimit -s 8192) and try again\n",
+            );
+            crate::sys::exit_now(crate::error::EXIT_SBX);
+        }
+    }
+}
+
 /// Make sure fds 0, 1 and 2 are open (on /dev/null if the caller closed them), so no file that
 /// sbx-exec opens can land on them and be written as "stdout".
 fn ensure_stdio_open() -> Result<()> {

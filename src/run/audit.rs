@@ -1,11 +1,19 @@
-//! The audit log (top-level policy key `audit`): one JSON line per invocation, written by the
-//! outer process after the command ends (or is refused), never from inside a sandbox.
+//! The audit log (top-level policy key `audit`): JSON lines written by the outer process, never
+//! from inside a sandbox, in two steps so a caller cannot cut the trail:
+//! - `"event":"start"`, write-ahead, once every policy check has passed and before the command
+//!   runs (a launcher killed by its caller afterwards still leaves it);
+//! - `"event":"end"` when the command has ended, with its exit status and duration;
+//! - a call refused before it started gets one `"event":"refused"` line with the message.
 //!
-//! A line records the time (RFC 3339, UTC), the caller's uid and pid, the context, `argv[0]` and
-//! the number of arguments (never the arguments themselves: they may hold data), the secret
-//! *names*, the exit status, the duration, and for refusals the message (which never contains a
-//! value). Files are opened `O_APPEND|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, mode 0600, and each line is
-//! one `write(2)`, so concurrent invocations never interleave within a line.
+//! The lines of one call share `call`, 64 random bits from `getrandom(2)` in hex. A line records
+//! the time (RFC 3339, UTC), the caller's uid and pid, the context, `argv[0]` and the number of
+//! arguments (never the arguments themselves: they may hold data), the secret *names*, and for
+//! `end`/`refused` the exit status, the duration and for refusals the message (which never
+//! contains a value). Files are opened `O_APPEND|O_CREAT|O_NOFOLLOW|O_CLOEXEC`, mode 0600, and each
+//! line is one `write(2)`, so concurrent invocations never interleave within a line. A caller's
+//! RLIMIT_FSIZE is lifted for that write (to infinity where root may, else to the hard limit) and
+//! SIGXFSZ ignored, both restored right after (the target inherits the caller's); a line that
+//! would still not fit whole is not written at all, so the log never holds a partial line.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,6 +29,8 @@ use crate::model::AuditTarget;
 /// What one invocation did, as logged.
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
+    pub event: &'static str,
+    pub call: String,
     pub time: String,
     pub uid: u32,
     pub pid: i32,
@@ -28,8 +38,10 @@ pub struct Record<'a> {
     pub argv0: String,
     pub argc: usize,
     pub secrets: Vec<&'a str>,
-    pub status: i32,
-    pub duration_ms: u128,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u128>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -43,33 +55,46 @@ impl Record<'_> {
     }
 }
 
-/// Time and caller of the invocation, taken when it starts.
+/// Time, caller and call id of the invocation, taken when it starts.
 pub struct Start {
     wall: SystemTime,
     uid: u32,
     pid: i32,
+    call: u64,
 }
 
 impl Start {
     pub fn now() -> Start {
+        let wall = SystemTime::now();
+        let pid = nix::unistd::getppid().as_raw();
+        // Without getrandom (very early boot), pid and start time still tell calls apart.
+        let call = crate::sys::random_u64().unwrap_or_else(|| {
+            let t = wall.duration_since(UNIX_EPOCH).unwrap_or_default();
+            (u64::from(std::process::id()) << 40) ^ t.as_nanos() as u64
+        });
         Start {
-            wall: SystemTime::now(),
+            wall,
             uid: nix::unistd::getuid().as_raw(),
-            pid: nix::unistd::getppid().as_raw(),
+            pid,
+            call,
         }
     }
 
-    /// The record for an invocation that started at `self` and ended now.
+    /// The record of `event` for an invocation that started at `self`; `status` (with the
+    /// duration until now) for `end` and `refused`.
     pub fn record<'a>(
         &self,
+        event: &'static str,
         context: &'a str,
         cmd: &[std::ffi::OsString],
         secrets: Vec<&'a str>,
-        status: i32,
+        status: Option<i32>,
         error: Option<String>,
     ) -> Record<'a> {
         let since = self.wall.duration_since(UNIX_EPOCH).unwrap_or_default();
         Record {
+            event,
+            call: format!("{:016x}", self.call),
             time: rfc3339(since),
             uid: self.uid,
             pid: self.pid,
@@ -80,15 +105,80 @@ impl Start {
                 .unwrap_or_default(),
             argc: cmd.len().saturating_sub(1),
             secrets,
+            duration_ms: status.map(|_| self.wall.elapsed().unwrap_or(Duration::ZERO).as_millis()),
             status,
-            duration_ms: self.wall.elapsed().unwrap_or(Duration::ZERO).as_millis(),
             error,
         }
     }
 }
 
-/// Write one record to `target`. Failures are returned (the caller warns; the command's own exit
-/// status is not changed by a full disk).
+/// The audit trail of one launch: [`Audit::begin`] writes the start record, [`Audit::finish`]
+/// the end record (or the one record of a refusal).
+pub struct Audit<'a> {
+    to: Option<&'a AuditTarget>,
+    start: Start,
+    context: &'a str,
+    cmd: &'a [std::ffi::OsString],
+    /// The names of the secrets handed in, once read.
+    pub secrets: Vec<String>,
+    begun: bool,
+}
+
+impl<'a> Audit<'a> {
+    pub fn new(
+        to: Option<&'a AuditTarget>,
+        context: &'a str,
+        cmd: &'a [std::ffi::OsString],
+    ) -> Audit<'a> {
+        Audit {
+            to,
+            start: Start::now(),
+            context,
+            cmd,
+            secrets: Vec::new(),
+            begun: false,
+        }
+    }
+
+    /// Write-ahead: the start record, after every check and before the command runs. A failure is
+    /// returned: the launch is refused rather than run without its record.
+    pub fn begin(&mut self) -> Result<()> {
+        let Some(to) = self.to else { return Ok(()) };
+        let names = self.secrets.iter().map(String::as_str).collect();
+        let record = self
+            .start
+            .record("start", self.context, self.cmd, names, None, None);
+        write(to, &record)?;
+        self.begun = true;
+        Ok(())
+    }
+
+    /// The end record (or the refusal) with the exit status; a failure is only warned about (the
+    /// command's own exit status is not changed by a full disk).
+    pub fn finish(&self, code: i32, error: Option<String>, hide_path: bool) {
+        let Some(to) = self.to else { return };
+        let event = if self.begun { "end" } else { "refused" };
+        let names = self.secrets.iter().map(String::as_str).collect();
+        let record = self
+            .start
+            .record(event, self.context, self.cmd, names, Some(code), error);
+        if let Err(e) = write(to, &record) {
+            warn(&e, hide_path);
+        }
+    }
+}
+
+/// Warn about an audit failure on stderr; `hide_path` (setuid mode) leaves out the message, which
+/// names the root-only log path.
+pub fn warn(e: &anyhow::Error, hide_path: bool) {
+    if hide_path {
+        eprintln!("sbx-exec: warning: the audit log cannot be written; tell root");
+    } else {
+        eprintln!("sbx-exec: warning: {e:#}");
+    }
+}
+
+/// Write one record to `target`.
 pub fn write(target: &AuditTarget, record: &Record) -> Result<()> {
     let line = record.line();
     match target {
@@ -98,6 +188,51 @@ pub fn write(target: &AuditTarget, record: &Record) -> Result<()> {
         }
         AuditTarget::File(path) => append(path, &line),
         AuditTarget::Syslog => syslog(&line),
+    }
+}
+
+/// The caller's RLIMIT_FSIZE and SIGXFSZ disposition, lifted while sbx-exec writes its own log and
+/// restored when dropped.
+struct OwnWrites {
+    fsize: Option<(u64, u64)>,
+    xfsz: Option<nix::sys::signal::SigHandler>,
+}
+
+impl OwnWrites {
+    fn lift() -> OwnWrites {
+        use nix::sys::resource::{getrlimit, setrlimit, Resource, RLIM_INFINITY};
+        use nix::sys::signal::{SigHandler, Signal};
+        let xfsz = crate::sys::set_signal_handler(Signal::SIGXFSZ, SigHandler::SigIgn).ok();
+        let fsize = getrlimit(Resource::RLIMIT_FSIZE).ok();
+        if let Some((soft, hard)) = fsize {
+            if soft != RLIM_INFINITY
+                && setrlimit(Resource::RLIMIT_FSIZE, RLIM_INFINITY, RLIM_INFINITY).is_err()
+            {
+                let _ = setrlimit(Resource::RLIMIT_FSIZE, hard, hard);
+            }
+        }
+        OwnWrites { fsize, xfsz }
+    }
+
+    /// The file size limit in force now.
+    fn limit() -> u64 {
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE)
+            .map_or(nix::sys::resource::RLIM_INFINITY, |(soft, _)| soft)
+    }
+}
+
+impl Drop for OwnWrites {
+    fn drop(&mut self) {
+        if let Some((soft, hard)) = self.fsize {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_FSIZE,
+                soft,
+                hard,
+            );
+        }
+        if let Some(h) = self.xfsz {
+            let _ = crate::sys::set_signal_handler(nix::sys::signal::Signal::SIGXFSZ, h);
+        }
     }
 }
 
@@ -114,6 +249,15 @@ fn append(path: &Path, line: &[u8]) -> Result<()> {
                 path.display()
             )
         })?;
+    let _lifted = OwnWrites::lift();
+    // A line that would cross the file size limit would be cut short: write none of it.
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if size.saturating_add(line.len() as u64) > OwnWrites::limit() {
+        bail!(
+            "the audit log {} has reached the file size limit (RLIMIT_FSIZE); the record was not written",
+            path.display()
+        );
+    }
     // One write(2): with O_APPEND the kernel places it atomically at the end of the file.
     let n = f
         .write(line)
@@ -197,7 +341,7 @@ mod tests {
     fn record_has_names_and_counts_only() {
         let start = Start::now();
         let cmd: Vec<std::ffi::OsString> = vec!["psql".into(), "-c".into(), "password=x".into()];
-        let r = start.record("platform", &cmd, vec!["PGPASSWORD"], 0, None);
+        let r = start.record("end", "platform", &cmd, vec!["PGPASSWORD"], Some(0), None);
         let line = String::from_utf8(r.line()).unwrap();
         assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -206,6 +350,13 @@ mod tests {
         assert_eq!(v["secrets"][0], "PGPASSWORD");
         assert_eq!(v["context"], "platform");
         assert!(v.get("error").is_none());
+        assert_eq!(v["event"], "end");
+        assert_eq!(v["call"].as_str().unwrap().len(), 16);
+        assert!(v["duration_ms"].is_u64());
+        let begun = start.record("start", "platform", &cmd, vec![], None, None);
+        let b: serde_json::Value = serde_json::from_slice(&begun.line()).unwrap();
+        assert_eq!(b["call"], v["call"]);
+        assert!(b.get("status").is_none() && b.get("duration_ms").is_none());
         assert!(!line.contains("password=x"), "{line}");
     }
 

@@ -40,21 +40,16 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
     let mode = privilege::mode();
     let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
-    // Audit (policy key `audit`): one line per invocation, refusals included, names only.
-    let started = crate::run::audit::Start::now();
-    let mut secret_names = Vec::new();
-    let result = run_in(&args, ctx_name, mode, &loaded, &mut secret_names);
-    if let Some(to) = &loaded.policy.audit {
-        let (code, error) = match &result {
-            Ok(code) => (*code, None),
-            Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
-        };
-        let names = secret_names.iter().map(String::as_str).collect();
-        let record = started.record(ctx_name, &args.cmd, names, code, error);
-        if let Err(e) = crate::run::audit::write(to, &record) {
-            eprintln!("sbx-exec: warning: {e:#}");
-        }
-    }
+    // Audit (policy key `audit`): a start record before the command runs, an end record after;
+    // a refusal gets one record. Names only, never values.
+    let mut audit =
+        crate::run::audit::Audit::new(loaded.policy.audit.as_ref(), ctx_name, &args.cmd);
+    let result = run_in(&args, ctx_name, mode, &loaded, &mut audit);
+    let (code, error) = match &result {
+        Ok(code) => (*code, None),
+        Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
+    };
+    audit.finish(code, error, mode.caller().is_some());
     result
 }
 
@@ -64,7 +59,7 @@ fn run_in(
     ctx_name: &str,
     mode: &Mode,
     loaded: &model::Loaded,
-    secret_names: &mut Vec<String>,
+    audit: &mut crate::run::audit::Audit,
 ) -> Result<i32> {
     let mut ctx = loaded.policy.context(ctx_name)?.clone();
     ctx.timeout = request::timeout(ctx_name, &ctx, args.timeout)?;
@@ -73,7 +68,7 @@ fn run_in(
     let (secrets_fd, status) = named_fds(args)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
-    secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
+    audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
     let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), ctx);
@@ -94,6 +89,11 @@ fn run_in(
     }
     harden_outer()?;
     target.sigmask = block_forwarded_signals()?;
+    // Every check has passed: the start record goes out before anything runs.
+    audit.begin().map_err(|e| match mode.caller() {
+        Some(_) => anyhow::anyhow!("the audit log cannot be written, so nothing is run; tell root"),
+        None => e.context("the audit log cannot be written, so nothing is run"),
+    })?;
 
     if let Some(sup) = &ctx.supervise {
         let on_start = |pid: nix::unistd::Pid| {
@@ -209,6 +209,7 @@ fn read_secrets(
         );
     }
     let set = secrets::read_fd(fd, owned)?;
+    set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
 }

@@ -15,7 +15,8 @@ use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use crate::model::{is_env_name, EnvPattern};
+use crate::model::env_names::is_denied;
+use crate::model::{is_env_name, EnvName, EnvPattern};
 
 pub mod json;
 pub mod mask;
@@ -44,6 +45,24 @@ pub struct SecretSet(Vec<Secret>);
 impl SecretSet {
     pub fn iter(&self) -> impl Iterator<Item = &Secret> {
         self.0.iter()
+    }
+
+    /// Refuse any secret whose name is one the environment filter drops from the caller
+    /// (`LD_PRELOAD`, `BASH_ENV`, `NODE_OPTIONS`, `GIT_CONFIG_*`, ...: [`is_denied`]), naming the
+    /// variable, never its value; the same injection must not come in through `--secrets-fd`. A
+    /// name the context delivers as a file (`secrets.files`) passes: its variable then holds
+    /// sbx-exec's own path, not the caller's text.
+    pub fn check_injection(&self, as_files: &[EnvName]) -> Result<()> {
+        for s in &self.0 {
+            if is_denied(&s.name) && !as_files.iter().any(|f| f.0 == s.name) {
+                bail!(
+                    "secret {} is refused: {} makes programs load code or configuration from its value                      (the same names are dropped from the environment); hand the value under another name,                      or list it in [context.NAME.secrets] files to deliver it as a file",
+                    s.name,
+                    s.name
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Refuse any secret this context's `secrets.allow` does not admit (naming it, never its value).
@@ -290,6 +309,28 @@ mod tests {
     fn debug_output_hides_values() {
         let set = parse(format!("A={VALUE}").as_bytes()).unwrap();
         assert!(!format!("{set:?}").contains(VALUE));
+    }
+
+    #[test]
+    fn injection_names_are_refused_naming_only_the_variable() {
+        for name in [
+            "LD_PRELOAD",
+            "BASH_ENV",
+            "NODE_OPTIONS",
+            "GIT_CONFIG_KEY_0",
+            "PERL5OPT",
+        ] {
+            let set = parse(format!("OK=1\n{name}={VALUE}").as_bytes()).unwrap();
+            let err = format!("{:#}", set.check_injection(&[]).unwrap_err());
+            assert!(err.contains(name) && !err.contains(VALUE), "{err}");
+        }
+        let ok = parse(format!("TOKEN={VALUE}\nPGPASSWORD=x").as_bytes()).unwrap();
+        ok.check_injection(&[]).unwrap();
+        // Delivered as a file, the variable holds sbx-exec's path: allowed.
+        let file = parse(b"PGPASSFILE=host:5432:*:u:p").unwrap();
+        assert!(file.check_injection(&[]).is_err());
+        file.check_injection(&[EnvName("PGPASSFILE".into())])
+            .unwrap();
     }
 
     #[test]

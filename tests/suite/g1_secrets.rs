@@ -397,7 +397,22 @@ pub fn audit_log_has_names_never_values() -> Result<(), String> {
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| format!("not JSON: {l:?}: {e}")))
         .collect::<Result<_, _>>()?;
-    check(lines.len() == 3, || format!("expected 3 lines: {text}"))?;
+    // The run: a start record, then the end record with the same call id; each refusal: one.
+    check(lines.len() == 4, || format!("expected 4 lines: {text}"))?;
+    check(
+        lines[0]["event"] == "start"
+            && lines[0]["call"] == lines[1]["call"]
+            && lines[0]["context"] == "platform"
+            && lines[0].get("status").is_none(),
+        || format!("start line: {}", lines[0]),
+    )?;
+    let lines = &lines[1..];
+    check(
+        lines[0]["event"] == "end"
+            && lines[1]["event"] == "refused"
+            && lines[2]["event"] == "refused",
+        || format!("events: {text}"),
+    )?;
     let first = &lines[0];
     check(
         first["context"] == "platform"
@@ -678,13 +693,69 @@ pub fn audit_to_stderr_is_one_json_line() -> Result<(), String> {
     );
     let r = cmd.run();
     r.expect_code(0, "audit to stderr")?;
+    // A start record before the command runs, an end record after: one JSON line each.
     let lines: Vec<&str> = r.stderr.lines().collect();
-    check(lines.len() == 1, || r.show())?;
-    let v: serde_json::Value =
-        serde_json::from_str(lines[0]).map_err(|e| format!("not JSON ({e}): {}", r.show()))?;
+    check(lines.len() == 2, || r.show())?;
+    let parse = |l: &str| -> Result<serde_json::Value, String> {
+        serde_json::from_str(l).map_err(|e| format!("not JSON ({e}): {}", r.show()))
+    };
+    let (s, v) = (parse(lines[0])?, parse(lines[1])?);
+    check(
+        s["event"] == "start" && v["event"] == "end" && s["call"] == v["call"],
+        || r.show(),
+    )?;
     check(
         v["secrets"] == serde_json::json!(["TOKEN"]) && v["argv0"] == "true" && v["status"] == 0,
         || r.show(),
     )?;
     check(!r.stderr.contains(SECRET), || r.show())
+}
+
+/// G8: secret names pass the same injection filter as environment names. A secret named
+/// `LD_PRELOAD` (`BASH_ENV`, `NODE_OPTIONS`, `GIT_CONFIG_*`...) would make the trusted tool load the
+/// caller's code; it is refused (125, naming the variable, never the value) while an ordinary name
+/// is delivered.
+pub fn injection_secret_names_are_refused() -> Result<(), String> {
+    needs_isolation()?;
+    let value = "/tmp/evil-sentinel-7c1e.so";
+    let run = |name: &str| {
+        let (cmd, d) = sbx_with_secrets(
+            &format!("TOKEN=fine\n{name}={value}\n"),
+            &[
+                "--ctx",
+                "platform",
+                "--secrets-fd",
+                "3",
+                "--",
+                "sh",
+                "-c",
+                "printf '%s' \"$TOKEN\"",
+            ],
+        );
+        (cmd.run(), d)
+    };
+    for name in [
+        "LD_PRELOAD",
+        "BASH_ENV",
+        "NODE_OPTIONS",
+        "GIT_CONFIG_KEY_0",
+        "GIT_SSH_COMMAND",
+    ] {
+        let (r, _d) = run(name);
+        r.expect_code(125, &format!("secret named {name}"))?;
+        check(r.stderr.contains(name), || {
+            format!("the refusal does not name {name}: {}", r.show())
+        })?;
+        check(
+            !r.stderr.contains(value) && !r.stdout.contains(value),
+            || format!("the value of {name} leaked: {}", r.show()),
+        )?;
+        check(r.stdout.is_empty(), || {
+            format!("{name}: the command ran: {}", r.show())
+        })?;
+    }
+    // Control: an ordinary name is delivered.
+    let (r, _d) = run("OTHER_TOKEN");
+    r.expect_code(0, "ordinary secret names")?;
+    check(r.stdout == "fine", || r.show())
 }

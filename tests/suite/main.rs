@@ -48,6 +48,7 @@ fn main() {
         g1_secrets::redaction_masks_values_split_and_base64,
         g1_secrets::secrets_files_round_trip_and_stay_private,
         g1_secrets::secrets_files_belong_to_the_run_as_user,
+        g1_secrets::injection_secret_names_are_refused,
         g1_tools::psql_gets_password_only_from_the_secrets_fd,
         g1_tools::psql_reads_pgpassfile_from_secrets_files,
         g1_tools::aws_cli_gets_credentials_only_from_the_secrets_fd,
@@ -106,6 +107,10 @@ fn main() {
         g8_modes::setuid_enters_the_cwd_as_the_caller,
         g8_modes::setuid_resets_fds_umask_limits_and_signals,
         g8_modes::setuid_to_a_non_root_owner_is_refused,
+        g8_modes::setuid_survives_a_tiny_stack_limit,
+        g8_modes::setuid_killed_launcher_leaves_the_start_record,
+        g8_modes::setuid_file_size_limit_cannot_cut_the_audit_log,
+        g8_modes::setuid_caller_sees_nothing_root_only,
         g8_modes::allow_callers_admits_only_listed,
         g8_modes::system_policy_writable_by_others_is_refused,
         g8_modes::rootless_runs_for_an_unprivileged_user,
@@ -130,5 +135,6 @@ fn main() {
         persist::exit_status_and_status_fd_pass_through,
         persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
+        persist::forged_sigterm_from_inside_does_not_stop_the_keeper,
     ]);
 }

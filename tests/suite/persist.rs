@@ -562,3 +562,53 @@ pub fn persist_policy_is_validated() -> Result<(), String> {
         format!("{want:?} not in: {}", r.show())
     })
 }
+
+/// A process inside forges "sent from outside" to the keeper: `rt_sigqueueinfo(1, SIGTERM)` with
+/// `si_code = SI_QUEUE` and `si_pid = 0`. The keeper only counts `kill(2)` from outside its pid
+/// namespace (`SI_USER`, pid 0) or the kernel, so the context (and a background sleeper started
+/// earlier) keeps running; control: `ctx stop`, a real signal from outside, stops it.
+pub fn forged_sigterm_from_inside_does_not_stop_the_keeper() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist-forge");
+    let pol = policy(&dir, &["forge1"], None);
+    let mark = marker("forge");
+    run_in(
+        &pol,
+        "forge1",
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 & echo started"),
+        ],
+    )
+    .expect_code(0, "first call")?;
+    check(
+        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
+        || "the background sleeper did not start".to_string(),
+    )?;
+    // struct siginfo: si_signo, si_errno, si_code, then (for SI_QUEUE) si_pid, si_uid, si_value.
+    let forge = "import ctypes, struct, sys\n\
+libc = ctypes.CDLL(None, use_errno=True)\n\
+info = ctypes.create_string_buffer(struct.pack('iii4xiiq', 15, 0, -1, 0, 0, 0) + bytes(128 - 32))\n\
+r = libc.syscall(129, 1, 15, info)\n\
+print('sent', r, ctypes.get_errno())\n\
+sys.exit(0 if r == 0 else 3)\n";
+    let f = run_in(&pol, "forge1", &["python3", "-c", forge]);
+    f.expect_code(0, "rt_sigqueueinfo to the keeper")?;
+    std::thread::sleep(Duration::from_millis(500));
+    check(alive_argv0(&mark), || {
+        format!("a forged SIGTERM stopped the context: {}", f.show())
+    })?;
+    let seen = run_in(&pol, "forge1", &["ps", "-eo", "args"]);
+    seen.expect_code(0, "a later call")?;
+    check(seen.stdout.lines().any(|l| l.starts_with(&mark)), || {
+        format!("a later call does not see the sleeper: {}", seen.show())
+    })?;
+    // Control: a real stop from outside ends the context and its sleeper.
+    stop(&pol, "forge1").expect_code(0, "ctx stop")?;
+    check(
+        wait_until(Duration::from_secs(5), || !alive_argv0(&mark)),
+        || "ctx stop left the sleeper running".to_string(),
+    )
+}

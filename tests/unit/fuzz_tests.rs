@@ -38,9 +38,29 @@ fn shown(e: &anyhow::Error) -> String {
 
 // ---------------------------------------------------------------- policy
 
+/// A TOML string literal holding an awkward string: empty, starting with a non-ASCII character,
+/// arbitrary Unicode, path-like, or huge (what used to panic `check_abs_path`).
+fn toml_string() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        "[^\0]{0,12}",
+        "/[^\0]{0,12}",
+        "[\u{80}-\u{10FFFF}][^\0]{0,8}",
+        (1usize..3000).prop_map(|n| format!("/{}", "\u{e9}".repeat(n))),
+        Just("x".repeat(70_000)),
+    ]
+    .prop_map(|s| toml::Value::String(s).to_string())
+}
+
 /// Keys of a context, with a value generator of the right or a wrong type.
 fn policy_value() -> impl Strategy<Value = String> {
     prop_oneof![
+        Just("9223372036854775807".to_string()),
+        Just("31536001".to_string()),
+        toml_string(),
+        prop::collection::vec(toml_string(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
+        (toml_string(), toml_string()).prop_map(|(a, b)| format!("{{ X = {a}, HOME = {b} }}")),
+        (toml_string(), toml_string()).prop_map(|(k, v)| format!("{{ {k} = {v} }}")),
         Just("true".to_string()),
         Just("false".to_string()),
         (0u64..100_000).prop_map(|n| n.to_string()),

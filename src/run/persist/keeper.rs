@@ -235,15 +235,18 @@ fn keeper_main(sandbox: &Sandbox, ready: OwnedFd) -> ! {
     keeper_loop()
 }
 
-/// Reap every orphan; on SIGTERM from outside the context (`ctx stop`; a sender inside would have
-/// a pid here), SIGTERM everything in it and exit once nothing else is left.
+/// Reap every orphan; on SIGTERM from outside the context (`ctx stop`: `kill(2)` from another pid
+/// namespace, `si_code` `SI_USER` with `si_pid` 0), SIGTERM everything in it and exit once nothing
+/// else is left. A sender inside has a pid here, and one that forges `si_pid` 0 with
+/// `rt_sigqueueinfo` has a negative `si_code` ([`sys::Sender::is_outside`]).
 fn keeper_loop() -> ! {
     let set = reaper::blocked_set();
     let mut stopping = false;
     loop {
         let wait = stopping.then_some(Duration::from_millis(50));
-        if let Ok(Some((Signal::SIGTERM, 0))) = sys::wait_signal_from(&set, wait) {
-            if !stopping {
+        let got = sys::wait_signal_from(&set, wait);
+        if let Ok(Some((Signal::SIGTERM, from))) = got {
+            if from.is_outside() && !stopping {
                 stopping = true;
                 let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
             }
