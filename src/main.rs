@@ -29,6 +29,8 @@ mod ports;
 mod privilege;
 mod probe;
 mod procfs;
+#[allow(dead_code)]
+mod proxy;
 mod reaper;
 mod redact;
 mod redactor;
