@@ -90,6 +90,8 @@ pub struct Event {
     pub reason: String,
 }
 
+/// The audit hook: called once per destination decision, from the connection's thread (so it
+/// must not block for long).
 pub type EventSink = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// A running proxy. `stop` (or dropping it) closes the listener and every open connection.
