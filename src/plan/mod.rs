@@ -4,6 +4,7 @@
 
 pub mod capabilities;
 pub mod cgroup;
+pub mod egress;
 pub mod env;
 pub mod exec;
 pub mod landlock_rules;

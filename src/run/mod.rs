@@ -11,6 +11,7 @@ pub mod launch;
 pub mod masking;
 pub mod persist;
 pub mod ports;
+pub mod proxy;
 pub mod reaper;
 pub mod status;
 pub mod target;
