@@ -39,10 +39,12 @@ fn git_rev() -> Option<String> {
             common_dir.join(branch).display()
         );
     }
-    println!(
-        "cargo:rerun-if-changed={}",
-        common_dir.join("packed-refs").display()
-    );
+    // A path that does not exist makes cargo rerun the script (and rebuild) every time: name
+    // packed-refs only once `git gc` has written it.
+    let packed = common_dir.join("packed-refs");
+    if packed.exists() {
+        println!("cargo:rerun-if-changed={}", packed.display());
+    }
     for tracked in ["src", "policies", "Cargo.toml", "Cargo.lock", "build.rs"] {
         println!("cargo:rerun-if-changed={tracked}");
     }
