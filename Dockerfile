@@ -63,12 +63,14 @@ COPY policies/ /usr/share/sbx/policies/
 RUN mkdir -p /etc/sbx \
     && sed '/^\[context\.user\.limits\]/,/^$/d' /usr/share/sbx/policies/sandbox-sdk.toml > /etc/sbx/policy.toml \
     && ! grep -q '^\[context\.user\.limits\]' /etc/sbx/policy.toml
-COPY examples/bun-server/ /app/
+# The example server imports the client package by relative path: keep the repository layout.
+COPY clients/bun/src/ /opt/sbx/clients/bun/src/
+COPY examples/bun-server/ /opt/sbx/examples/bun-server/
 RUN chmod 0755 /usr/local/bin/sbx-exec && chmod 0644 /etc/sbx/policy.toml \
     && mkdir -p /workspace /run/secrets \
     && command -v bun >/dev/null \
     && sbx-exec policy check /etc/sbx/policy.toml
-WORKDIR /app
+WORKDIR /opt/sbx/examples/bun-server
 ENV SBX_EXEC=/usr/local/bin/sbx-exec
 # The API token (the server requires `Authorization: Bearer <token>` on every route but GET
 # /health). Provide the file at run time, root-owned and mode 0600, never in the image:

@@ -235,7 +235,9 @@ printf '%s\n' "$TOKEN" >"$WORK/token"
 mkdir -p "$WORK/bin"
 printf '#!/bin/sh\nprintf "secret=%%s\\n" "$AWS_SECRET_ACCESS_KEY"\n' >"$WORK/bin/aws"
 chmod 0755 "$WORK/bin/aws"
-MOUNTS=(-v "$WORK/token:/run/secrets/sbx_api_token:ro" -v "$WORK/bin/aws:/usr/local/bin/aws:ro")
+MOUNTS=(-v "$WORK/token:/run/secrets/sbx_api_token:ro" -v "$WORK/bin/aws:/usr/local/bin/aws:ro"
+    # The example server runs only `user` unless told which other contexts its callers may name.
+    -e SBX_ALLOWED_CONTEXTS=user,platform)
 
 A=sbx-ci-full-$$
 B=sbx-ci-nocap-$$
