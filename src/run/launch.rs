@@ -18,7 +18,6 @@
 
 use std::ffi::OsString;
 use std::os::fd::RawFd;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -79,7 +78,7 @@ fn run_in(
     for (name, path) in creds.iter().flat_map(Files::variables) {
         env.set_var(&name, &path);
     }
-    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, program, env)?;
     sandbox.creds = creds;
     launch::add_userns(&mut sandbox, userns);
     if let Some(s) = setuid {
@@ -114,7 +113,7 @@ fn command(
     ctx: &Context,
     mode: &Mode,
     setuid: bool,
-) -> Result<(TargetEnv, PathBuf)> {
+) -> Result<(TargetEnv, crate::plan::exec::Program)> {
     let mut env = crate::plan::env::build(
         privilege::caller_env(),
         &privilege::env_policy(mode, &ctx.env),
@@ -125,7 +124,7 @@ fn command(
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
     let program = privilege::as_caller(mode, || {
         let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
-        crate::plan::exec::check_allowed(ctx_name, &found, &ctx.exec)
+        crate::plan::exec::open_checked(ctx_name, &found, &args.cmd, &ctx.exec, &path_var)
     })?;
     Ok((env, program))
 }
