@@ -269,6 +269,14 @@ pub struct FsPolicy {
     /// Hidden: a directory becomes an empty read-only tmpfs, a file reads as empty.
     #[serde(default)]
     pub hide: Vec<AbsPath>,
+    /// Nothing below these paths can be executed or mapped executable (`noexec`, recursively;
+    /// skipped where missing): where untrusted code writes, in a context holding secrets.
+    #[serde(default)]
+    pub noexec: Vec<AbsPath>,
+    /// Symbolic links below these paths are not followed (`nosymfollow`): a link untrusted code
+    /// planted there cannot redirect a write of the trusted tool.
+    #[serde(default)]
+    pub nosymfollow: Vec<AbsPath>,
 }
 
 impl FsPolicy {
@@ -277,6 +285,8 @@ impl FsPolicy {
             && self.writable.is_empty()
             && self.tmpfs.is_empty()
             && self.hide.is_empty()
+            && self.noexec.is_empty()
+            && self.nosymfollow.is_empty()
     }
 }
 

@@ -55,6 +55,26 @@ pub fn resolve(name: &OsStr, path_var: &OsStr) -> std::result::Result<PathBuf, R
     }
 }
 
+/// `path_var` without the entries at or below a `deny_under` directory (compared as written and
+/// after resolving links); `None` when nothing is dropped.
+pub fn path_without(path_var: &OsStr, deny_under: &[crate::model::AbsPath]) -> Option<String> {
+    let all: Vec<&[u8]> = path_var.as_bytes().split(|&b| b == b':').collect();
+    let kept: Vec<&[u8]> = all
+        .iter()
+        .copied()
+        .filter(|dir| {
+            let p = Path::new(OsStr::from_bytes(dir));
+            let real = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+            !dir.is_empty()
+                && p.is_absolute()
+                && !deny_under
+                    .iter()
+                    .any(|d| d.contains(p) || d.contains(&real))
+        })
+        .collect();
+    (kept.len() != all.len()).then(|| String::from_utf8_lossy(&kept.join(&b':')).into_owned())
+}
+
 /// `Ok` if `p` is an executable file; `Err(Some(why))` if it exists but cannot be run; `Err(None)`
 /// if it does not exist.
 fn check_executable(p: &Path) -> std::result::Result<(), Option<String>> {

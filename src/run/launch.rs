@@ -126,6 +126,14 @@ fn command(
         let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
         crate::plan::exec::open_checked(ctx_name, &found, &args.cmd, &ctx.exec, &path_var)
     })?;
+    // A target holding secrets gets no PATH entry where untrusted code writes: what the tool
+    // itself runs by name is not found there either. (The command and a `#!/usr/bin/env NAME`
+    // were looked up in the whole PATH above, so a hit there is refused with 125, not skipped.)
+    if !ctx.secrets.allow.is_empty() {
+        if let Some(kept) = crate::plan::exec::path_without(&path_var, &ctx.exec.deny_under) {
+            env.set_var("PATH", &kept);
+        }
+    }
     Ok((env, program))
 }
 
