@@ -13,10 +13,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod limits;
 pub mod load;
+pub mod trust;
 pub mod validate;
 pub mod values;
 
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
+pub use trust::trust_warnings;
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
 
 /// The PATH a target gets when the policy sets none (and the one setuid launches search).
