@@ -2,7 +2,8 @@
 //! list; each step is a call into the module named after its facility.
 //!
 //! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
-//! → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
+//! → environment → command resolved, checked against `[exec]` and opened once as the caller
+//! (126/127 early; the target runs that handle) →
 //! secrets (refused when the context takes none; split into variables and `secrets.files`) →
 //! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
 //! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
