@@ -320,6 +320,10 @@ pub struct SecurityPolicy {
     /// Confine signals and abstract unix sockets to the context (Landlock ABI >= 6).
     #[serde(default)]
     pub scope: bool,
+    /// Programs can be executed only below these paths (Landlock ABI >= 1; paths that do not exist
+    /// are skipped); empty: no such rule. A second wall behind `fs.noexec`.
+    #[serde(default)]
+    pub exec_only_under: Vec<AbsPath>,
     /// Run the target as this uid/gid (supplementary groups: just `gid`); it then has no capabilities.
     #[serde(default)]
     pub run_as: Option<RunAs>,
@@ -344,6 +348,7 @@ impl Default for SecurityPolicy {
             deny_bind: Vec::new(),
             deny_connect: Vec::new(),
             scope: false,
+            exec_only_under: Vec::new(),
             run_as: None,
         }
     }

@@ -58,6 +58,18 @@ pub fn resolve(name: &OsStr, path_var: &OsStr) -> std::result::Result<PathBuf, R
     }
 }
 
+/// The `[exec]` rules with the context's `fs.noexec` paths added to `deny_under`: a script there
+/// would otherwise still run, through its interpreter (the kernel's `noexec` only stops `execve`).
+pub fn with_noexec(exec: &ExecPolicy, fs: &crate::model::FsPolicy) -> ExecPolicy {
+    let mut rules = exec.clone();
+    for p in &fs.noexec {
+        if !rules.deny_under.contains(p) {
+            rules.deny_under.push(p.clone());
+        }
+    }
+    rules
+}
+
 /// `path_var` without the entries at or below a `deny_under` directory (compared as written and
 /// after resolving links); `None` when nothing is dropped.
 pub fn path_without(path_var: &OsStr, deny_under: &[crate::model::AbsPath]) -> Option<String> {
@@ -580,5 +592,23 @@ mod tests {
         let err = open_checked("p", &script, &cmd, &only_dir, dir.as_os_str()).unwrap_err();
         assert!(err.to_string().contains("deny_under"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn noexec_paths_are_refused_like_deny_under() {
+        let fs = crate::model::FsPolicy {
+            noexec: vec![AbsPath("/srv/work".into())],
+            ..Default::default()
+        };
+        let rules = with_noexec(&ExecPolicy::default(), &fs);
+        assert_eq!(rules.deny_under, vec![AbsPath("/srv/work".into())]);
+        assert_eq!(
+            path_without(OsStr::new("/srv/work/bin::/usr/bin:rel"), &rules.deny_under),
+            Some("/usr/bin".into())
+        );
+        assert_eq!(
+            path_without(OsStr::new("/usr/bin:/bin"), &rules.deny_under),
+            None
+        );
     }
 }

@@ -123,15 +123,16 @@ fn command(
         env.set_var("PATH", &privilege::policy_path(&ctx.env));
     }
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
+    let rules = crate::plan::exec::with_noexec(&ctx.exec, &ctx.fs);
     let program = privilege::as_caller(mode, || {
         let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
-        crate::plan::exec::open_checked(ctx_name, &found, &args.cmd, &ctx.exec, &path_var)
+        crate::plan::exec::open_checked(ctx_name, &found, &args.cmd, &rules, &path_var)
     })?;
     // A target holding secrets gets no PATH entry where untrusted code writes: what the tool
     // itself runs by name is not found there either. (The command and a `#!/usr/bin/env NAME`
     // were looked up in the whole PATH above, so a hit there is refused with 125, not skipped.)
     if !ctx.secrets.allow.is_empty() {
-        if let Some(kept) = crate::plan::exec::path_without(&path_var, &ctx.exec.deny_under) {
+        if let Some(kept) = crate::plan::exec::path_without(&path_var, &rules.deny_under) {
             env.set_var("PATH", &kept);
         }
     }

@@ -253,6 +253,35 @@ pub fn nothing_planted_in_the_work_area_runs() -> Result<(), String> {
     Ok(())
 }
 
+/// Landlock's execute right: below no `noexec` mount and not named directly, a program outside
+/// `security.exec_only_under` (here a root-owned copy of /usr/bin/true under /var/lib) still cannot
+/// be executed in platform; without the key it can.
+pub fn landlock_executes_only_system_programs() -> Result<(), String> {
+    needs_isolation()?;
+    let d = Dir::new("/var/lib", "g8landlock");
+    let copy = d.0.join("true-copy");
+    std::fs::copy("/usr/bin/true", &copy).unwrap();
+    let copy_s = copy.display().to_string();
+    let script = format!("{copy_s}; echo rc=$?");
+    let r = Cmd::sbx(["--ctx", "platform", "--", "/bin/sh", "-c", &script]).run();
+    check(
+        r.stdout.contains("rc=126") && r.stderr.contains("ermission denied"),
+        || format!("a program outside exec_only_under ran: {}", r.show()),
+    )?;
+    // Control: the same policy without the Landlock rule runs it.
+    let keep = TempDir::new("g8landlock");
+    let text: String = DEFAULT_TOML
+        .lines()
+        .filter(|l| !l.starts_with("exec_only_under"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let p = write_policy(keep.path(), &text);
+    let r = Cmd::sbx(sbx_args(&p, "platform", &["/bin/sh", "-c", &script])).run();
+    check(r.stdout.contains("rc=0"), || {
+        format!("control: {}", r.show())
+    })
+}
+
 /// A platform call cannot change what a later one trusts: appending to a file in /usr/local/bin
 /// fails (read-only), while the work area stays writable.
 pub fn platform_cannot_write_system_programs() -> Result<(), String> {

@@ -97,6 +97,7 @@ fn main() {
         g8_deputy::links_where_user_code_writes_are_refused,
         g8_deputy::swapped_link_never_runs_in_place_of_the_checked_program,
         g8_deputy::nothing_planted_in_the_work_area_runs,
+        g8_deputy::landlock_executes_only_system_programs,
         g8_deputy::platform_cannot_write_system_programs,
         g8_deputy::platform_does_not_write_through_planted_links,
         g8_deputy::planted_git_hook_does_not_run_in_platform,
