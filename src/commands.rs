@@ -67,6 +67,9 @@ fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
             let p = privilege::as_caller(privilege::mode(), || model::check_file(&file))?;
             let names: Vec<&str> = p.context.keys().map(|k| k.0.as_str()).collect();
             println!("{}: valid; contexts: {}", file.display(), names.join(", "));
+            for w in model::trust_warnings(&p) {
+                eprintln!("sbx-exec: warning: {}: {w}", file.display());
+            }
             Ok(0)
         }
         cli::PolicyCommand::Show { policy: file, ctx } => {

@@ -76,12 +76,57 @@ pub fn openat_nofollow(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Open the program at `path` (a canonical path: no symlink in it) as an `O_PATH | O_CLOEXEC`
+/// handle, refusing any symlink or magic link on the way: the handle names exactly the file the
+/// exec checks looked at, and the target executes it through [`execveat_fd`].
+pub fn open_program(path: &CStr) -> io::Result<OwnedFd> {
+    openat2_nofollow(path, libc::O_PATH | libc::O_CLOEXEC)
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: execute the file behind `fd` (an `O_PATH`
+/// handle), whatever its path names now. Returns only on failure, with the error.
+pub fn execveat_fd(
+    fd: RawFd,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> io::Error {
+    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
+    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
+    // SAFETY: the empty path is a valid C string; argv and envp are NULL-terminated arrays of
+    // pointers to NUL-terminated strings owned by the caller and alive for the call; the kernel
+    // only reads them. `fd` is an open descriptor (an invalid one only makes the call fail).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// A close-on-exec duplicate of `fd` numbered `min` or above, owned.
+pub fn dup_cloexec_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor; `fd` is not consumed.
+    let ret = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
 /// The magic-link path of an fd, for syscalls that only take paths (`mount`).
 pub fn fd_path(fd: &OwnedFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
 #[repr(C)]
 struct MountAttr {
@@ -96,6 +141,10 @@ struct MountAttr {
 pub enum MountFlag {
     ReadOnly,
     Writable,
+    /// Nothing on it can be executed or mapped executable.
+    NoExec,
+    /// Symlinks on it are not followed (a link planted there cannot redirect a write).
+    NoSymFollow,
 }
 
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE)`: change the flags of the mount at `fd`
@@ -111,6 +160,18 @@ pub fn mount_setattr(fd: &OwnedFd, flag: MountFlag) -> io::Result<()> {
         MountFlag::Writable => MountAttr {
             attr_set: 0,
             attr_clr: MOUNT_ATTR_RDONLY,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        MountFlag::NoExec => MountAttr {
+            attr_set: MOUNT_ATTR_NOEXEC,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        MountFlag::NoSymFollow => MountAttr {
+            attr_set: MOUNT_ATTR_NOSYMFOLLOW,
+            attr_clr: 0,
             propagation: 0,
             userns_fd: 0,
         },

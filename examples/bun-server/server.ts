@@ -9,6 +9,7 @@
 // Every route but GET /health needs `Authorization: Bearer <token>`; the token is read once, at
 // start, from the file named by SBX_API_TOKEN_FILE (which must not be readable or writable by
 // group or others). A request may name only the contexts in SBX_ALLOWED_CONTEXTS (default: user).
+// SBX_POLICY, if set, names the policy file sbx-exec uses (else its system or embedded one).
 //
 //   GET  /health                                         -> {"ok":true,"pid":N}
 //   POST /exec {ctx, cmd, secrets?, env?, cwd?, timeout?} -> {"exitCode":N,"reason":"exited",
@@ -134,6 +135,8 @@ const api = http.createServer(async (req, res) => {
         if (!res.writableFinished) abort.abort();
       });
       const r = await exec(ctx, cmd, {
+        // SBX_POLICY: a policy file other than /etc/sbx/policy.toml or the embedded default.
+        policy: process.env.SBX_POLICY || undefined,
         secrets,
         env,
         cwd,

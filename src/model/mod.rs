@@ -14,10 +14,12 @@ use serde::{Deserialize, Serialize};
 pub mod env_names;
 pub mod limits;
 pub mod load;
+pub mod trust;
 pub mod validate;
 pub mod values;
 
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
+pub use trust::trust_warnings;
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
 
 /// The longest timeout a policy or `--timeout` may give (one year): durations stay far from any
@@ -282,6 +284,14 @@ pub struct FsPolicy {
     /// Hidden: a directory becomes an empty read-only tmpfs, a file reads as empty.
     #[serde(default)]
     pub hide: Vec<AbsPath>,
+    /// Nothing below these paths can be executed or mapped executable (`noexec`, recursively;
+    /// skipped where missing): where untrusted code writes, in a context holding secrets.
+    #[serde(default)]
+    pub noexec: Vec<AbsPath>,
+    /// Symbolic links below these paths are not followed (`nosymfollow`): a link untrusted code
+    /// planted there cannot redirect a write of the trusted tool.
+    #[serde(default)]
+    pub nosymfollow: Vec<AbsPath>,
 }
 
 impl FsPolicy {
@@ -290,6 +300,8 @@ impl FsPolicy {
             && self.writable.is_empty()
             && self.tmpfs.is_empty()
             && self.hide.is_empty()
+            && self.noexec.is_empty()
+            && self.nosymfollow.is_empty()
     }
 }
 
@@ -321,6 +333,10 @@ pub struct SecurityPolicy {
     /// Confine signals and abstract unix sockets to the context (Landlock ABI >= 6).
     #[serde(default)]
     pub scope: bool,
+    /// Programs can be executed only below these paths (Landlock ABI >= 1; paths that do not exist
+    /// are skipped); empty: no such rule. A second wall behind `fs.noexec`.
+    #[serde(default)]
+    pub exec_only_under: Vec<AbsPath>,
     /// Run the target as this uid/gid (supplementary groups: just `gid`); it then has no capabilities.
     #[serde(default)]
     pub run_as: Option<RunAs>,
@@ -345,6 +361,7 @@ impl Default for SecurityPolicy {
             deny_bind: Vec::new(),
             deny_connect: Vec::new(),
             scope: false,
+            exec_only_under: Vec::new(),
             run_as: None,
         }
     }

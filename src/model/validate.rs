@@ -159,10 +159,14 @@ fn supervise_rules(ctx: &Context) -> std::result::Result<(), String> {
 
 fn landlock_needs_no_new_privs(ctx: &Context) -> std::result::Result<(), String> {
     let sec = &ctx.security;
-    if (!sec.deny_bind.is_empty() || !sec.deny_connect.is_empty() || sec.scope) && !sec.no_new_privs
-    {
+    let landlock = !sec.deny_bind.is_empty()
+        || !sec.deny_connect.is_empty()
+        || sec.scope
+        || !sec.exec_only_under.is_empty();
+    if landlock && !sec.no_new_privs {
         return Err(
-            "Landlock settings (deny_bind, deny_connect, scope) need no_new_privs = true".into(),
+            "Landlock settings (deny_bind, deny_connect, scope, exec_only_under) need no_new_privs = true"
+                .into(),
         );
     }
     Ok(())

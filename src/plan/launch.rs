@@ -2,8 +2,8 @@
 //! ([`Sandbox`]) and what the target does between fork and exec ([`Target`]). One-shot calls,
 //! persistent keepers and control mode all run from these two plans.
 
-use std::ffi::{CString, OsString};
-use std::os::fd::RawFd;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -66,7 +66,11 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Everything the target does between fork and exec, prepared in advance.
 pub struct Target {
+    /// The path as found, for messages; what runs is `program`.
     pub path: CString,
+    /// The checked program, opened once (`O_PATH`, close-on-exec; kept through the fd cleanup
+    /// and listed in `keep_fds`): the target executes it with `execveat`.
+    pub program: OwnedFd,
     pub argv: Vec<CString>,
     pub env: TargetEnv,
     /// Capabilities kept; `None` leaves them as they are.
@@ -90,8 +94,7 @@ pub struct Target {
 pub fn prepare(
     ctx: &Context,
     source: &model::Source,
-    program: &Path,
-    cmd: &[OsString],
+    program: crate::plan::exec::Program,
     env: TargetEnv,
 ) -> Result<(Sandbox, Target)> {
     let mounts = ctx.has(Namespace::Mount).then(|| {
@@ -117,8 +120,11 @@ pub fn prepare(
         userns: None,
     };
     let target = Target {
-        path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
-        argv: crate::plan::exec::argv(cmd)?,
+        path: CString::new(program.shown.as_os_str().as_bytes())
+            .context("program path contains NUL")?,
+        argv: crate::plan::exec::argv(&program.argv)?,
+        keep_fds: vec![program.fd.as_raw_fd()],
+        program: program.fd,
         env,
         caps: crate::plan::capabilities::kept(&ctx.security),
         no_new_privs: ctx.security.no_new_privs,
@@ -126,11 +132,23 @@ pub fn prepare(
         landlock: crate::plan::landlock_rules::plan(&ctx.security, ctx.degrade),
         seccomp,
         sigmask: SigSet::empty(),
-        keep_fds: Vec::new(),
         drop_to: None,
         chdir_after_drop: None,
     };
     Ok((sandbox, target))
+}
+
+impl Target {
+    /// Renumber the program's handle to `min` or above (control mode places the ports on 3.. and
+    /// must not overwrite it); `keep_fds` becomes `others` (sorted, all below `min`) and it.
+    pub fn move_program_above(&mut self, min: RawFd, others: Vec<RawFd>) -> std::io::Result<()> {
+        if self.program.as_raw_fd() < min {
+            self.program = crate::sys::dup_cloexec_above(self.program.as_raw_fd(), min)?;
+        }
+        self.keep_fds = others;
+        self.keep_fds.push(self.program.as_raw_fd());
+        Ok(())
+    }
 }
 
 /// Who owns secret files: the setuid caller, the rootless caller (mapped to itself; uid 0 does

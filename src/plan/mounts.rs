@@ -19,6 +19,10 @@ pub enum Step {
     Writable(CString),
     /// Mount a fresh tmpfs (nosuid, nodev) with this mode (skipped when missing).
     Tmpfs(CString, u32),
+    /// No execution below `path` (bound onto itself, `MOUNT_ATTR_NOEXEC` recursively).
+    NoExec(CString),
+    /// Symlinks below `path` are not followed (`MOUNT_ATTR_NOSYMFOLLOW` recursively).
+    NoSymFollow(CString),
     /// Hide: a directory becomes an empty read-only tmpfs, a file is covered by `/dev/null`.
     Hide(CString),
     /// Mount a fresh procfs on /proc (needs the pid namespace) and mask it like Docker does.
@@ -44,6 +48,8 @@ impl Plan {
                 Step::Writable(p) => ("rw", Some(p), 0),
                 Step::Tmpfs(p, m) => ("tmpfs", Some(p), *m),
                 Step::Hide(p) => ("hide", Some(p), 0),
+                Step::NoExec(p) => ("noexec", Some(p), 0),
+                Step::NoSymFollow(p) => ("nosymfollow", Some(p), 0),
                 Step::PrivateProc => ("proc", None, 0),
             };
             out.push_str(tag);
@@ -81,6 +87,12 @@ pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool) -> Plan {
         };
         Step::Tmpfs(c(p.as_path()), mode)
     }));
+    steps.extend(fs.noexec.iter().map(|p| Step::NoExec(c(p.as_path()))));
+    steps.extend(
+        fs.nosymfollow
+            .iter()
+            .map(|p| Step::NoSymFollow(c(p.as_path()))),
+    );
     steps.extend(fs.hide.iter().map(|p| Step::Hide(c(p.as_path()))));
     steps.extend(protect.iter().map(|p| Step::ReadOnly(c(p))));
     if private_proc {
@@ -108,7 +120,7 @@ pub fn sys_already_read_only(steps: &[Step]) -> bool {
     for step in steps {
         match step {
             Step::ReadOnly(p) if p.to_bytes() == b"/" => read_only = true,
-            Step::ReadOnly(_) | Step::MakePrivate => {}
+            Step::ReadOnly(_) | Step::MakePrivate | Step::NoExec(_) | Step::NoSymFollow(_) => {}
             Step::Writable(p) | Step::Tmpfs(p, _) | Step::Hide(p) if touches_sys(p) => {
                 read_only = false
             }
@@ -135,6 +147,8 @@ mod tests {
             writable: paths(&["/workspace"]),
             tmpfs: paths(&["/tmp", "/root"]),
             hide: paths(&["/run/sbx"]),
+            noexec: paths(&["/workspace"]),
+            nosymfollow: paths(&["/workspace"]),
         };
         let p = plan(&fs, &[Path::new("/usr/bin/sbx-exec")], true);
         assert_eq!(
@@ -145,6 +159,8 @@ mod tests {
                 Step::Writable(c"/workspace".into()),
                 Step::Tmpfs(c"/tmp".into(), 0o1777),
                 Step::Tmpfs(c"/root".into(), 0o755),
+                Step::NoExec(c"/workspace".into()),
+                Step::NoSymFollow(c"/workspace".into()),
                 Step::Hide(c"/run/sbx".into()),
                 Step::ReadOnly(c"/usr/bin/sbx-exec".into()),
                 Step::PrivateProc,
@@ -165,6 +181,7 @@ mod tests {
             writable: v(writable),
             tmpfs: v(tmpfs),
             hide: v(&["/run/sbx"]),
+            ..FsPolicy::default()
         }
     }
 

@@ -83,6 +83,11 @@ fn spawn(target: &mut Target, ports: &ReservedPorts) -> Result<Pid> {
     match sys::fork().context("cannot fork the control plane")? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
+            let top = 3 + ports.len() as i32;
+            if let Err(e) = target.move_program_above(top, (3..top).collect()) {
+                eprintln!("sbx-exec: cannot keep the program's handle: {e}");
+                sys::exit_now(crate::error::EXIT_SBX);
+            }
             if let Err(e) = sys::arrange_fds(&ports.fds()) {
                 eprintln!("sbx-exec: cannot pass the reserved ports: {e}");
                 sys::exit_now(crate::error::EXIT_SBX);
@@ -93,7 +98,6 @@ fn spawn(target: &mut Target, ports: &ReservedPorts) -> Result<Pid> {
                 target.env.set_var("LISTEN_PID", &pid);
                 target.env.set_var("LISTEN_FDNAMES", &ports.names());
             }
-            target.keep_fds = (3..3 + ports.len() as i32).collect();
             target.exec()
         }
     }

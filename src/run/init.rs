@@ -8,7 +8,7 @@
 //! stdio on /dev/null. A one-shot pid 1 then forks the target and reaps ([`start`]); a keeper says
 //! "ready" and reaps forever ([`crate::run::persist::keeper`]).
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nix::fcntl::OFlag;
@@ -26,7 +26,8 @@ use crate::sys;
 pub enum Role<'a> {
     /// One-shot pid 1: `alive` is the read end of a pipe the outer process holds open for its
     /// life; end of file means it died.
-    OneShot { alive: OwnedFd },
+    /// `program` is the target's checked program handle, kept for the target's `execveat`.
+    OneShot { alive: OwnedFd, program: RawFd },
     /// A persistent context's keeper: detached from the caller; `ready` is the only fd it keeps.
     Keeper { ready: &'a OwnedFd },
 }
@@ -79,7 +80,8 @@ pub fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pi
 /// The first process of a one-shot sandbox. Never returns.
 fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
-    if let Err(e) = setup(sandbox, Role::OneShot { alive }) {
+    let program = target.program.as_raw_fd();
+    if let Err(e) = setup(sandbox, Role::OneShot { alive, program }) {
         eprintln!("sbx-exec: {e:#}");
         sys::exit_now(EXIT_SBX);
     }
@@ -103,12 +105,13 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             .context("cannot map ids in the user namespace")?;
     }
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
+    let keeper = matches!(role, Role::Keeper { .. });
     let keep: Vec<i32> = match &role {
-        Role::OneShot { alive } => {
+        Role::OneShot { alive, program } => {
             if has_pidns {
                 die_with_outer(alive)?;
             }
-            Vec::new()
+            vec![*program]
         }
         Role::Keeper { ready } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
@@ -126,7 +129,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
     }
-    if keep.is_empty() {
+    if !keeper {
         enter_cwd(sandbox)?;
     } else {
         // A keeper outlives the call that started it: no caller directory, no caller stdio.
@@ -139,7 +142,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
 /// The one-shot `alive` fd is dropped once checked; a keeper has none.
 fn role_alive(role: Role) -> Option<OwnedFd> {
     match role {
-        Role::OneShot { alive } => Some(alive),
+        Role::OneShot { alive, .. } => Some(alive),
         Role::Keeper { .. } => None,
     }
 }

@@ -2,7 +2,8 @@
 //! list; each step is a call into the module named after its facility.
 //!
 //! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
-//! → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
+//! → environment → command resolved, checked against `[exec]` and opened once as the caller
+//! (126/127 early; the target runs that handle) →
 //! secrets (refused when the context takes none; split into variables and `secrets.files`) →
 //! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
 //! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
@@ -18,7 +19,6 @@
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
@@ -77,7 +77,7 @@ fn run_in(
     for (name, path) in creds.iter().flat_map(Files::variables) {
         env.set_var(&name, &path);
     }
-    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, &program, &args.cmd, env)?;
+    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, program, env)?;
     if let Some(dir) = &args.cwd {
         let here = std::env::current_dir().context("cannot read the current directory")?;
         sandbox.cwd = Some(request::cwd(dir, &here));
@@ -121,7 +121,7 @@ fn command(
     ctx: &Context,
     mode: &Mode,
     setuid: bool,
-) -> Result<(TargetEnv, PathBuf)> {
+) -> Result<(TargetEnv, crate::plan::exec::Program)> {
     let mut env = crate::plan::env::build(
         privilege::caller_env(),
         &privilege::env_policy(mode, &ctx.env),
@@ -133,11 +133,21 @@ fn command(
         env.set_var(&name, &value);
     }
     let path_var = env.get("PATH").map(OsString::from).unwrap_or_default();
+    // Searched as the sandbox will see it: entries it hides or covers are skipped.
     let path_var = request::visible_path(&path_var, ctx);
+    let rules = crate::plan::exec::with_noexec(&ctx.exec, &ctx.fs);
     let program = privilege::as_caller(mode, || {
         let found = crate::plan::exec::resolve(&args.cmd[0], &path_var)?;
-        crate::plan::exec::check_allowed(ctx_name, &found, &ctx.exec)
+        crate::plan::exec::open_checked(ctx_name, &found, &args.cmd, &rules, &path_var)
     })?;
+    // A target holding secrets gets no PATH entry where untrusted code writes: what the tool
+    // itself runs by name is not found there either. (The command and a `#!/usr/bin/env NAME`
+    // were looked up in the whole PATH above, so a hit there is refused with 125, not skipped.)
+    if !ctx.secrets.allow.is_empty() {
+        if let Some(kept) = crate::plan::exec::path_without(&path_var, &rules.deny_under) {
+            env.set_var("PATH", &kept);
+        }
+    }
     Ok((env, program))
 }
 

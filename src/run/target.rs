@@ -5,6 +5,8 @@
 
 use nix::sys::signal::{sigprocmask, SigmaskHow, Signal};
 
+use std::os::fd::AsRawFd;
+
 use anyhow::Result;
 
 use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
@@ -26,7 +28,9 @@ impl Target {
             .chain(std::iter::once(std::ptr::null()))
             .collect();
         let envp = self.env.as_ptrs();
-        let err = sys::execve(&self.path, &argv, &envp);
+        // The handle checked before the launch, not the path: a link swapped since runs nothing
+        // else. (Close-on-exec: it is gone once the program runs.)
+        let err = sys::execveat_fd(self.program.as_raw_fd(), &argv, &envp);
         let code = match err.raw_os_error() {
             Some(libc::ENOENT) | Some(libc::ENOTDIR) => EXIT_NOT_FOUND,
             _ => EXIT_NOT_EXECUTABLE,

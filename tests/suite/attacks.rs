@@ -593,8 +593,19 @@ pub fn hidden_cwd_is_refused_not_leaked() -> Result<(), String> {
         !r.stdout.contains("outside-only") && r.stderr.contains("working directory"),
         || r.show(),
     )?;
-    // Control: platform shares /tmp, so the same cwd works there.
-    let c = Cmd::sbx(["--ctx", "platform", "--", "cat", "private.txt"]).run_in(d.path());
+    // Control: a context that shares /tmp (platform has its own since G8) runs in the same cwd.
+    let text = "version = 1\n[context.shared]\nnamespaces = [\"pid\", \"mount\"]\n";
+    let p = crate::policy_tests::write_policy(d.path(), text);
+    let c = Cmd::sbx([
+        "--policy",
+        p.to_str().unwrap(),
+        "--ctx",
+        "shared",
+        "--",
+        "cat",
+        "private.txt",
+    ])
+    .run_in(d.path());
     check(c.stdout.contains("outside-only"), || {
         format!("control: {} {}", secret_file.display(), c.show())
     })

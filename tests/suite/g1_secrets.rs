@@ -551,12 +551,20 @@ pub fn redaction_masks_values_split_and_base64() -> Result<(), String> {
 pub fn secrets_files_round_trip_and_stay_private() -> Result<(), String> {
     needs_isolation()?;
     let dir = TempDir::new("files");
+    // The target signals through files in the test's directory: /tmp shared, not private.
     let policy = policy_with(
         &dir,
-        &[(
-            PLATFORM_SECRETS,
-            &platform_secrets_with("files = [\"BIGFILE\"]"),
-        )],
+        &[
+            (
+                PLATFORM_SECRETS,
+                &platform_secrets_with("files = [\"BIGFILE\"]"),
+            ),
+            ("tmpfs = [\"/root\", \"/tmp\", ", "tmpfs = [\"/root\", "),
+            (
+                "writable = [\"/workspace\"]",
+                "writable = [\"/workspace\", \"/tmp\"]",
+            ),
+        ],
     )?;
     let pol = policy.to_str().unwrap();
     let value = awkward_value();

@@ -98,11 +98,18 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     require_tool("python3")?;
     let (api, other) = crate::g3_control::free_ports();
     let dir = TempDir::new("bun");
-    let text = DEFAULT_TOML.replacen(
-        "ports = [8080, 8888]",
-        &format!("ports = [{api}, {other}]"),
-        1,
-    );
+    // A stand-in for /workspace (platform's only shared writable area) where the sentinel goes.
+    let work = std::path::PathBuf::from(format!("/var/lib/sbx-suite-bun-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let _cleanup = TempDir(work.clone());
+    let text = DEFAULT_TOML
+        .replacen(
+            "ports = [8080, 8888]",
+            &format!("ports = [{api}, {other}]"),
+            1,
+        )
+        .replace("\"/workspace\"", &format!("\"{}\"", work.display()));
     check(text != DEFAULT_TOML, || {
         "could not set the test ports".into()
     })?;
@@ -114,7 +121,7 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     // The API token: a 0600 file the server reads once at start.
     let token = marker("apitoken");
     let token_file = dir.file("api-token", &format!("{token}\n"));
-    let sentinel = dir.path().join("sentinel");
+    let sentinel = work.join("sentinel");
     let sentinel_str = sentinel.to_str().unwrap().to_string();
     let mut child = Command::new(bin())
         .args([
@@ -137,6 +144,7 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
         .env("SBX_EXEC", bin())
         .env("SBX_API_TOKEN_FILE", &token_file)
         .env("SBX_ALLOWED_CONTEXTS", "user,platform")
+        .env("SBX_POLICY", &policy)
         .env("DEPLOY_TOKEN", &server_secret)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -158,7 +166,7 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     let pid = health_pid(api)?;
 
     // Without the token (none, a wrong one, another scheme): 401 and nothing runs. The same request
-    // with the token runs (platform sees the host's /tmp, where the sentinel goes).
+    // with the token runs (platform writes the work area, where the sentinel goes).
     let touch = exec_request("platform", &["touch", &sentinel_str], None);
     let wrong = format!("{token}x");
     for auth in [None, Some(wrong.as_str()), Some("")] {

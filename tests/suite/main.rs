@@ -12,6 +12,7 @@ mod g4_landlock;
 mod g5_launcher;
 mod g5_request;
 mod g6_fail_closed;
+mod g8_deputy;
 mod g8_modes;
 mod harness;
 mod perf_walls;
@@ -100,6 +101,15 @@ fn main() {
         attacks::run_as_switches_user_for_good,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
+        g8_deputy::links_where_user_code_writes_are_refused,
+        g8_deputy::swapped_link_never_runs_in_place_of_the_checked_program,
+        g8_deputy::nothing_planted_in_the_work_area_runs,
+        g8_deputy::landlock_executes_only_system_programs,
+        g8_deputy::platform_cannot_write_system_programs,
+        g8_deputy::platform_does_not_write_through_planted_links,
+        g8_deputy::planted_git_hook_does_not_run_in_platform,
+        g8_deputy::env_interpreter_found_where_user_code_writes_is_refused,
+        g8_deputy::allowlisted_tools_run_through_links_and_scripts,
         g8_modes::setuid_caller_runs_as_itself_without_capabilities,
         g8_modes::setuid_refuses_policy_flag,
         g8_modes::setuid_refuses_persistent_contexts,

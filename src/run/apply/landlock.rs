@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context as _, Result};
 use landlock::{
-    AccessNet, BitFlags, CompatLevel, Compatible, NetPort, Ruleset, RulesetAttr,
-    RulesetCreatedAttr, RulesetStatus, Scope,
+    AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
+    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::plan::landlock_rules::Plan;
@@ -28,9 +28,14 @@ pub fn install(plan: &Plan) -> Result<()> {
             .scope(Scope::AbstractUnixSocket | Scope::Signal)
             .context("landlock: scoping")?;
     }
+    if !plan.exec_under.is_empty() {
+        ruleset = ruleset
+            .handle_access(AccessFs::Execute)
+            .context("landlock: execute rules")?;
+    }
     let mut created = ruleset
         .create()
-        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope; boot with lsm=landlock, remove those keys, or set degrade = true")?;
+        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope/exec_only_under; boot with lsm=landlock, remove those keys, or set degrade = true")?;
     if !net.is_empty() {
         // Allow every port not denied, for each handled access.
         for port in 0..=u16::MAX {
@@ -48,15 +53,30 @@ pub fn install(plan: &Plan) -> Result<()> {
             }
         }
     }
+    for dir in &plan.exec_under {
+        // Opened in the target, inside the sandbox's mount namespace; a missing path is skipped.
+        let fd = match PathFd::new(dir) {
+            Ok(fd) => fd,
+            Err(_) if !dir.exists() => continue,
+            Err(e) => bail!("landlock: cannot open {}: {e}", dir.display()),
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, AccessFs::Execute))
+            .with_context(|| format!("landlock: cannot allow execution below {}", dir.display()))?;
+    }
     let status = created
         .restrict_self()
         .context("landlock: cannot enforce the ruleset")?;
     if status.ruleset != RulesetStatus::FullyEnforced {
         let abi = crate::plan::landlock_rules::kernel_abi();
-        let need = if plan.scope { 6 } else { 4 };
+        let need = match (plan.scope, plan.deny_bind.len() + plan.deny_connect.len()) {
+            (true, _) => 6,
+            (false, 0) => 1,
+            (false, _) => 4,
+        };
         let msg = format!(
-            "this kernel's Landlock (ABI {abi}) cannot fully enforce the context's rules (deny_bind/deny_connect need ABI 4, scope needs ABI 6; \
-             status {:?})",
+            "this kernel's Landlock (ABI {abi}) cannot fully enforce the context's rules (exec_only_under needs ABI 1, deny_bind/deny_connect ABI 4, \
+             scope ABI 6; status {:?})",
             status.ruleset
         );
         if !plan.degrade {

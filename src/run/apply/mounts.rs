@@ -55,6 +55,20 @@ fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
             Some(fd) => tmpfs(&fd, *mode, MsFlags::empty())
                 .with_context(|| format!("cannot mount a private tmpfs on {}", show(p))),
         },
+        Step::NoExec(p) => match open(p)? {
+            None => Ok(()),
+            Some(fd) => set_flag_on_bind(p, fd, MountFlag::NoExec)
+                .with_context(|| format!("cannot make {} noexec", show(p))),
+        },
+        Step::NoSymFollow(p) => match open(p)? {
+            None => Ok(()),
+            Some(fd) => set_flag_on_bind(p, fd, MountFlag::NoSymFollow).with_context(|| {
+                format!(
+                    "cannot make {} nosymfollow (needs Linux 5.10 or later)",
+                    show(p)
+                )
+            }),
+        },
         Step::Hide(p) => match open(p)? {
             None => Ok(()),
             Some(fd) => hide(&fd).with_context(|| format!("cannot hide {}", show(p))),
