@@ -54,7 +54,7 @@ pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result
                 // The keeper died (or its pid was reused): forget it; the kernel already killed
                 // everything that was in its pid namespace.
                 state::remove(&dir, ctx_name);
-                cgroup::remove(&state.cgroups);
+                cgroup::remove(&cgroup::Host, &state.cgroups);
             }
         }
     }
@@ -117,7 +117,7 @@ fn start_keeper(
         .flat_map(|p| p.dirs.iter().map(|d| d.path.clone()))
         .collect();
     let cgroup_procs = match &cg_plan {
-        Some(p) => cgroup::create(p)
+        Some(p) => cgroup::create(&cgroup::Host, p)
             .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?,
         None => Vec::new(),
     };
@@ -151,7 +151,7 @@ fn start_keeper(
     if r.is_err() {
         // Wait briefly for a killed keeper to leave its cgroups, then remove them.
         for _ in 0..50 {
-            cgroup::remove(&cg_paths);
+            cgroup::remove(&cgroup::Host, &cg_paths);
             if cg_paths.iter().all(|p| !p.exists()) {
                 break;
             }
