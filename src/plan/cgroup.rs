@@ -271,6 +271,54 @@ pub fn limits_available(ctx_name: &str, limits: &Limits) -> std::result::Result<
     plan_here(ctx_name, limits).map(drop)
 }
 
+/// For `probe`: each `[limits]` key, and why it cannot be enforced on this host (`None`: it can).
+/// Asks what a launch needs: root, the controller, and a writable directory to create cgroups in.
+pub fn enforceable() -> Vec<(&'static str, Option<String>)> {
+    let info = detect();
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let root = Path::new(ROOT);
+    let why = |c: &str, file: Option<&str>| -> Option<String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Some("the cgroup tree belongs to root (rootless mode)".into());
+        }
+        if info.version == Version::None {
+            return Some("no cgroup hierarchy is mounted on /sys/fs/cgroup".into());
+        }
+        if !info.controllers.iter().any(|h| h == c) {
+            return Some(format!("the {c} controller is not available"));
+        }
+        let (hier, own) = match info.version {
+            Version::V2 => ("", own_path(&self_cgroup, "")),
+            _ => (c, own_path(&self_cgroup, c)),
+        };
+        let base = base_of(root, hier, own.unwrap_or("/")).0;
+        if nix::unistd::access(&base, nix::unistd::AccessFlags::W_OK).is_err() {
+            return Some(format!(
+                "{} is not writable (read-only cgroup mount?)",
+                base.display()
+            ));
+        }
+        if let Some(f) = file {
+            if !base.join(f).exists() && !base.join(PARENT).join(f).exists() {
+                return Some(format!("the kernel has no {f} (swap accounting off?)"));
+            }
+        }
+        None
+    };
+    let swap = match info.version {
+        Version::V2 => "memory.swap.max",
+        _ => "memory.memsw.limit_in_bytes",
+    };
+    // On v2 the root cgroup has no memory.swap.max of its own; a child's is what counts.
+    let swap_file = (info.version == Version::V1).then_some(swap);
+    vec![
+        ("pids_max", why("pids", None)),
+        ("memory_max", why("memory", None)),
+        ("memory_swap_max", why("memory", swap_file)),
+        ("cpu_max", why("cpu", None)),
+    ]
+}
+
 /// What to do when the limits cannot be applied: refuse, or run without them (and whether to
 /// say so on stderr).
 pub fn unavailable(ctx_name: &str, limits: &Limits, degrade: bool, why: &str) -> Result<()> {
