@@ -99,6 +99,17 @@ fn read_trimmed(p: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Can control mode lower its `oom_score_adj` (CAP_SYS_RESOURCE in the effective set)?
+fn can_lower_oom_score() -> bool {
+    read_trimmed("/proc/self/status")
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0) // CAP_SYS_RESOURCE
+}
+
 /// What rootless mode cannot give, whatever the policy says.
 pub const ROOTLESS_LOSES: &[&str] = &[
     "cgroup limits (the cgroup tree belongs to root)",
@@ -236,6 +247,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "seccomp": h.seccomp,
             "cgroup": h.cgroup,
             "limits": limits,
+            "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
             "legacy_tiocsti": h.legacy_tiocsti,
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
@@ -273,6 +285,14 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             })
             .collect();
         println!("limits:          {}", lim.join(", "));
+        println!(
+            "oom_score_adj:   confined +500; control -900 {}",
+            if can_lower_oom_score() {
+                "yes"
+            } else {
+                "no (needs CAP_SYS_RESOURCE)"
+            }
+        );
         println!(
             "legacy_tiocsti:  {}",
             h.legacy_tiocsti

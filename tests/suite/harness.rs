@@ -31,6 +31,10 @@ enum Verdict {
 /// Marker error: the kernel refused namespaces and isolation is not required.
 pub const SKIP: &str = "\u{1}skip:";
 
+/// Marker error: this host cannot have the thing at all (cgroup v2 on a v1 host): a skip even
+/// with `SBX_REQUIRE_ISOLATION=1` or `CI=true`; a CI job on a host that has it runs the test.
+pub const SKIP_HOST: &str = "\u{1}skip-host:";
+
 pub fn require_isolation() -> bool {
     std::env::var("SBX_REQUIRE_ISOLATION").as_deref() == Ok("1")
 }
@@ -61,6 +65,9 @@ pub fn main(tests: &[(&str, TestFn)]) {
         let start = Instant::now();
         let verdict = match std::panic::catch_unwind(test) {
             Ok(Ok(())) => Verdict::Pass,
+            Ok(Err(e)) if e.starts_with(SKIP_HOST) => {
+                Verdict::Skip(e.trim_start_matches(SKIP_HOST).to_string())
+            }
             Ok(Err(e)) if e.starts_with(SKIP) => {
                 let why = e.trim_start_matches(SKIP).to_string();
                 if require_isolation() {

@@ -13,6 +13,7 @@ mod g5_launcher;
 mod g6_fail_closed;
 mod g8_modes;
 mod harness;
+mod limits;
 mod perf_walls;
 mod persist;
 mod policy_tests;
@@ -124,5 +125,10 @@ fn main() {
         persist::exit_status_and_status_fd_pass_through,
         persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
+        limits::one_shot_fork_loop_stops_at_pids_max,
+        limits::oom_ends_the_call_not_the_control_plane,
+        limits::confined_processes_have_a_high_oom_score_adj,
+        limits::no_call_leaves_a_cgroup_behind,
+        limits::cgroup_v2_for_real,
     ]);
 }

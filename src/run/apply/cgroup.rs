@@ -28,7 +28,14 @@ pub trait CgroupFs {
     fn list(&self, path: &Path) -> std::io::Result<Vec<String>>;
     /// An open, write-only `cgroup.procs` of a cgroup (a process joins by writing "0" to it).
     fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd>;
+    /// How long ago a directory was made (its modification time); `None` if unknown.
+    fn age(&self, path: &Path) -> Option<Duration>;
 }
+
+/// A leaf is swept only when older than this: its creator pid may belong to another pid
+/// namespace (an sbx-exec in a container below or above this one), and a leaf that is seconds
+/// old may be between its creation and its pid 1 joining it.
+pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(2);
 
 /// The real cgroup filesystem.
 pub struct Host;
@@ -68,6 +75,14 @@ impl CgroupFs for Host {
     }
     fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd> {
         open_write(&cgroup.join("cgroup.procs")).map(OwnedFd::from)
+    }
+    fn age(&self, path: &Path) -> Option<Duration> {
+        std::fs::symlink_metadata(path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .ok()
     }
 }
 
@@ -130,12 +145,13 @@ pub fn sweep(fs: &dyn CgroupFs, parent: &Path) {
         let Some(pid) = leaf_creator(&name) else {
             continue;
         };
+        let path = parent.join(&name);
         let dead = matches!(
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
             Err(nix::errno::Errno::ESRCH)
         );
-        if dead {
-            let _ = fs.rmdir(&parent.join(&name));
+        if dead && fs.age(&path).is_some_and(|a| a >= SWEEP_MIN_AGE) {
+            let _ = fs.rmdir(&path);
         }
     }
 }
@@ -392,6 +408,15 @@ mod tests {
         }
         fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd> {
             File::open(self.real(cgroup).join("cgroup.procs")).map(OwnedFd::from)
+        }
+        fn age(&self, path: &Path) -> Option<Duration> {
+            // "sbx-user-999999999" is a leaf from an earlier boot; the others were just made.
+            let old = path.to_string_lossy().ends_with("999999999");
+            Some(if old {
+                Duration::from_secs(3600)
+            } else {
+                Duration::ZERO
+            })
         }
     }
 
