@@ -41,7 +41,7 @@ end
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l ctx -d 'Context to run in (e.g. user, platform, control)' -r -f -a '(__sbx_exec_contexts)'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l secrets-fd -d 'Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it' -r
-complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":"exited"|"signaled"|"timeout"|"oom"|"pids_limit"|"refused",...}) to this file descriptor' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s V -l version -d 'Print version'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "policy" -d 'Check a policy file, or show the effective policy'

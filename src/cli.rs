@@ -73,7 +73,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
     pub secrets_fd: Option<RawFd>,
 
-    /// Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":"exited"|"signaled"|"timeout"|"oom"|"pids_limit"|"refused",...}) to this file descriptor
+    /// Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..))]
     pub status_fd: Option<RawFd>,
 

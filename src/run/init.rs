@@ -127,9 +127,9 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
         }
     };
     // Under memory pressure the kernel kills the sandbox before the trusted side; the target and
-    // everything it starts inherit this. Raising it needs no privilege.
-    apply::cgroup::set_oom_score_adj(apply::cgroup::CONFINED_OOM_SCORE_ADJ)
-        .context("cannot raise the sandbox's oom_score_adj")?;
+    // everything it starts inherit this. Best effort: raising needs no capability, but a
+    // non-dumpable process's /proc files belong to root, so rootless mode may not write it.
+    let _ = apply::cgroup::set_oom_score_adj(apply::cgroup::CONFINED_OOM_SCORE_ADJ);
     if has_pidns {
         // Nobody in the sandbox may ptrace pid 1 or read its memory, environ or exe.
         nix::sys::prctl::set_dumpable(false).context("cannot make pid 1 non-dumpable")?;

@@ -543,7 +543,8 @@ pub fn persist_policy_is_validated() -> Result<(), String> {
     let dir = TempDir::new("persist7");
     for (text, want) in [
         ("[context.x]\nnamespaces = [\"mount\"]\npersist = true\n", "\"pid\" and \"mount\""),
-        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 4\n", "persistent contexts only"),
+        // One-shot contexts take [limits] too (issue #18); a swap limit needs a memory limit.
+        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_swap_max = 0\n", "needs limits.memory_max"),
         ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\npersist = true\n[context.x.limits]\nmemory_max = \"1.5G\"\n", "policy.toml:6:"),
     ] {
         let f = dir.file("policy.toml", &format!("version = 1\n{text}"));

@@ -118,9 +118,8 @@ fn in_target(
     if let Err(e) = cgroup::join(&keeper.cgroup_procs) {
         fail("cannot enter the context's cgroup", &e);
     }
-    if let Err(e) = cgroup::set_oom_score_adj(cgroup::CONFINED_OOM_SCORE_ADJ) {
-        fail("cannot raise the command's oom_score_adj", &e);
-    }
+    // Best effort, as in a one-shot sandbox's pid 1.
+    let _ = cgroup::set_oom_score_adj(cgroup::CONFINED_OOM_SCORE_ADJ);
     if let Err(e) = nix::sched::setns(keeper.pidfd.as_fd(), flags) {
         fail(
             &format!("cannot join the namespaces of context {ctx_name:?}"),
