@@ -21,7 +21,7 @@ Examples:
   sbx-exec --ctx platform --secrets-fd 3 -- aws s3 ls 3< <(printf 'AWS_ACCESS_KEY_ID=%s\\n' \"$KEY\")
       trusted tool: the secret arrives as a variable, never in argv or the caller's env
   sbx-exec --ctx user --status-fd 4 -- make 4>status.jsonl
-      JSON lines {\"child-pid\":N} then {\"exit-code\":N}
+      JSON lines {\"child-pid\":N} then {\"exit-code\":N,\"reason\":\"exited\",...}
   sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
       in a context with persist = true: the server keeps running after the call,
       and later calls (ps, kill, curl localhost:3000) see it

@@ -1,6 +1,7 @@
 //! `--status-fd N`: JSON lines about the launch for the program that called sbx-exec, as
-//! bubblewrap's `--json-status-fd`: `{"child-pid":N}` once the command runs, `{"exit-code":N}` at
-//! the end.
+//! bubblewrap's `--json-status-fd`: `{"child-pid":N}` once the command runs, and at the end
+//! `{"exit-code":N,"reason":..}` ([`End`]; `exit-code` stays the first key), or
+//! `{"exit-code":125,"reason":"refused","message":..}` when sbx-exec refused the launch.
 
 use std::fs::File;
 use std::io::Write;

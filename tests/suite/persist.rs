@@ -429,7 +429,7 @@ pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
     c.run().expect_code(3, "with --status-fd")?;
     let text = std::fs::read_to_string(&status).unwrap_or_default();
     check(
-        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3}"),
+        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3,\"reason\":\"exited\""),
         || format!("status fd: {text:?}"),
     )?;
     // The caller's cwd carries over when the context shares it; a hidden one is refused clearly.

@@ -121,6 +121,11 @@ fn enable(fs: &dyn CgroupFs, dir: &Path, controllers: &[&str]) -> Result<()> {
 /// runtime's init leaf), so `base` may enable controllers. Processes that exit meanwhile are
 /// skipped.
 fn move_into_self_leaf(fs: &dyn CgroupFs, base: &Path, leaf: &Path) -> Result<()> {
+    // The real root cgroup (the only one without `cgroup.type`) may hold processes and still
+    // enable controllers: the host's processes stay where they are.
+    if fs.read(&base.join("cgroup.type")).is_err() {
+        return Ok(());
+    }
     let procs = base.join("cgroup.procs");
     let others = fs.read(&procs).unwrap_or_default();
     if others.trim().is_empty() {
@@ -278,14 +283,20 @@ fn keyed(text: &str, key: &str) -> Option<u64> {
 
 /// Read the counters of the planned cgroups (missing files count as nothing).
 pub fn stats(fs: &dyn CgroupFs, plan: &Plan) -> Stats {
+    let paths: Vec<PathBuf> = plan.dirs.iter().map(|d| d.path.clone()).collect();
+    stats_of(fs, plan.version, &paths)
+}
+
+/// Read the counters of existing cgroups (a persistent context's, from its state).
+pub fn stats_of(fs: &dyn CgroupFs, version: Version, paths: &[PathBuf]) -> Stats {
     let mut s = Stats::default();
     let read = |d: &Path, f: &str| fs.read(&d.join(f)).ok();
-    for d in &plan.dirs {
-        let p = d.path.as_path();
+    for p in paths {
+        let p = p.as_path();
         if let Some(t) = read(p, "pids.events") {
             s.pids_refused += keyed(&t, "max").unwrap_or(0);
         }
-        if plan.version == Version::V2 {
+        if version == Version::V2 {
             if let Some(t) = read(p, "memory.events") {
                 s.oom_kills += keyed(&t, "oom_kill").unwrap_or(0);
             }
@@ -431,6 +442,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("ctr/cgroup.subtree_control"), "").unwrap();
+        std::fs::write(root.join("ctr/cgroup.type"), "domain\n").unwrap();
         FakeV2 {
             root,
             log: RefCell::new(Vec::new()),
@@ -524,6 +536,49 @@ mod tests {
         assert!(!dead.exists());
         assert!(fs.root.join("ctr/sbx/sbx-user-2").exists());
         let _ = std::fs::remove_dir_all(&fs.root);
+    }
+
+    #[test]
+    fn v2_in_the_real_root_cgroup_moves_nothing() {
+        // The root cgroup (no cgroup.type) may enable controllers while it holds processes.
+        struct RootFake(FakeV2);
+        impl CgroupFs for RootFake {
+            fn mkdir(&self, p: &Path) -> std::io::Result<()> {
+                self.0.mkdir(p)
+            }
+            fn rmdir(&self, p: &Path) -> std::io::Result<()> {
+                self.0.rmdir(p)
+            }
+            fn write(&self, p: &Path, v: &str) -> std::io::Result<()> {
+                if p == Path::new("/sys/fs/cgroup/cgroup.subtree_control") {
+                    self.0
+                        .log
+                        .borrow_mut()
+                        .push(format!("write /cgroup.subtree_control {v}"));
+                    return Ok(());
+                }
+                self.0.write(p, v)
+            }
+            fn read(&self, p: &Path) -> std::io::Result<String> {
+                self.0.read(p)
+            }
+            fn list(&self, p: &Path) -> std::io::Result<Vec<String>> {
+                self.0.list(p)
+            }
+            fn open_procs(&self, c: &Path) -> std::io::Result<OwnedFd> {
+                self.0.open_procs(c)
+            }
+            fn age(&self, p: &Path) -> Option<Duration> {
+                self.0.age(p)
+            }
+        }
+        let fs = RootFake(fake("root"));
+        std::fs::write(fs.0.root.join("cgroup.procs"), "1\n").unwrap();
+        create(&fs, &v2_plan("0::/\n")).unwrap();
+        let log = fs.0.log.borrow().clone();
+        assert_eq!(log[0], "write /cgroup.subtree_control +pids +memory");
+        assert!(!log.iter().any(|l| l.contains("sbx-init")), "{log:?}");
+        let _ = std::fs::remove_dir_all(&fs.0.root);
     }
 
     #[test]
