@@ -38,12 +38,25 @@ use crate::secrets::{self, SecretSet};
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
+    // The status stream first, so that every later refusal (a bad policy, an unknown context)
+    // is recorded there too.
+    let status = args.status_fd.map(StatusFd::open).transpose()?;
+    let r = audited(&args, ctx_name, status.as_ref());
+    if let Err(e) = &r {
+        let code = crate::error::exit_code_of(e);
+        report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
+    }
+    r
+}
+
+/// Load the policy, launch, and write the audit line (policy key `audit`).
+fn audited(args: &RunArgs, ctx_name: &str, status: Option<&StatusFd>) -> Result<i32> {
     let mode = privilege::mode();
     let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
     // Audit (policy key `audit`): one line per invocation, refusals included, names only.
     let started = crate::run::audit::Start::now();
     let mut secret_names = Vec::new();
-    let result = run_in(&args, ctx_name, mode, &loaded, &mut secret_names);
+    let result = run_in(args, ctx_name, mode, &loaded, status, &mut secret_names);
     if let Some(to) = &loaded.policy.audit {
         let (code, error) = match &result {
             Ok(code) => (*code, None),
@@ -64,38 +77,11 @@ fn run_in(
     ctx_name: &str,
     mode: &Mode,
     loaded: &model::Loaded,
+    status: Option<&StatusFd>,
     secret_names: &mut Vec<String>,
 ) -> Result<i32> {
     let ctx = loaded.policy.context(ctx_name)?;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
-    let status = args.status_fd.map(StatusFd::open).transpose()?;
-    let r = launch_ctx(
-        args,
-        (ctx_name, ctx),
-        mode,
-        loaded,
-        setuid,
-        status.as_ref(),
-        secret_names,
-    );
-    if let Err(e) = &r {
-        // The caller asked for a status stream: a refusal is recorded there too.
-        let code = crate::error::exit_code_of(e);
-        report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
-    }
-    r
-}
-
-/// The launch of one command in `ctx` once the status stream is open.
-fn launch_ctx(
-    args: &RunArgs,
-    (ctx_name, ctx): (&str, &Context),
-    mode: &Mode,
-    loaded: &model::Loaded,
-    setuid: Option<SetuidLaunch>,
-    status: Option<&StatusFd>,
-    secret_names: &mut Vec<String>,
-) -> Result<i32> {
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd)?;
     secret_names.extend(secret_set.iter().map(|s| s.name.clone()));

@@ -397,3 +397,35 @@ pub fn cgroup_v2_for_real() -> Result<(), String> {
         format!("memory.oom.group: {}", r.show())
     })
 }
+
+/// The end record names the reason; a launch sbx-exec refuses is recorded as "refused".
+pub fn status_fd_names_the_reason() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("limreason");
+    let pol = policy(&dir, "pids_max = 64");
+    let (r, end) = run_status(&pol, "free", &["sh", "-c", "kill -TERM $$"]);
+    r.expect_code(143, "signal death")?;
+    check(
+        end["reason"] == "signaled" && end["signal"] == "SIGTERM",
+        || end.to_string(),
+    )?;
+    check(end["wall_ms"].is_u64() && end["cpu_ms"].is_u64(), || {
+        end.to_string()
+    })?;
+    let (r, end) = run_status(&pol, "nope", &["true"]);
+    r.expect_code(125, "unknown context")?;
+    check(
+        end["exit-code"] == 125
+            && end["reason"] == "refused"
+            && end["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unknown context")),
+        || end.to_string(),
+    )?;
+    let (r, end) = run_status(&pol, "free", &["no-such-command-xyz"]);
+    r.expect_code(127, "not found")?;
+    check(
+        end["exit-code"] == 127 && end["reason"] == "refused",
+        || end.to_string(),
+    )
+}

@@ -130,5 +130,6 @@ fn main() {
         limits::confined_processes_have_a_high_oom_score_adj,
         limits::no_call_leaves_a_cgroup_behind,
         limits::cgroup_v2_for_real,
+        limits::status_fd_names_the_reason,
     ]);
 }
