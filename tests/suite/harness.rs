@@ -294,7 +294,14 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("sbx-suite-{}-{tag}-{n}", std::process::id()));
+        // Inside the throwaway namespace the suite is always pid 1 or 2: the pid namespace's
+        // inode tells concurrent suite runs (other worktrees sharing /tmp) apart.
+        let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        let p =
+            std::env::temp_dir().join(format!("sbx-suite-{}-{ns}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)
