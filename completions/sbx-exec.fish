@@ -41,7 +41,7 @@ end
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l ctx -d 'Context to run in (e.g. user, platform, control)' -r -f -a '(__sbx_exec_contexts)'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l secrets-fd -d 'Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it' -r
-complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, {"exit-code":N}) to this file descriptor' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l env -d 'Set a variable for this call (repeatable); only names the context lists in env.caller, never an injection variable (LD_*, NODE_OPTIONS...) or a name it takes as a secret' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l cwd -d 'Run the command in this directory instead of the current one (it must be visible in the context, e.g. under /workspace)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l timeout -d 'Stop the command after this many seconds (exit 124); at most the context\'s own timeout' -r

@@ -21,7 +21,7 @@ Examples:
   sbx-exec --ctx platform --secrets-fd 3 -- aws s3 ls 3< <(printf 'AWS_ACCESS_KEY_ID=%s\\n' \"$KEY\")
       trusted tool: the secret arrives as a variable, never in argv or the caller's env
   sbx-exec --ctx user --status-fd 4 -- make 4>status.jsonl
-      JSON lines {\"child-pid\":N} then {\"exit-code\":N}
+      JSON lines {\"child-pid\":N} then {\"exit-code\":N,\"reason\":\"exited\",...}
   sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
       in a context with persist = true: the server keeps running after the call,
       and later calls (ps, kill, curl localhost:3000) see it
@@ -73,7 +73,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
     pub secrets_fd: Option<RawFd>,
 
-    /// Write JSON status lines ({"child-pid":N}, {"exit-code":N}) to this file descriptor
+    /// Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..))]
     pub status_fd: Option<RawFd>,
 

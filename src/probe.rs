@@ -33,6 +33,8 @@ struct Verdict {
     missing: Vec<String>,
     /// Reasons the context cannot run at all here.
     blocked: Vec<String>,
+    /// What a context runs without by its own choice (`limits.required = false`).
+    skipped: Vec<String>,
     degrade: bool,
 }
 
@@ -97,6 +99,17 @@ fn read_trimmed(p: &str) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// Can control mode lower its `oom_score_adj` (CAP_SYS_RESOURCE in the effective set)?
+fn can_lower_oom_score() -> bool {
+    read_trimmed("/proc/self/status")
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 24) != 0) // CAP_SYS_RESOURCE
+}
+
 /// What rootless mode cannot give, whatever the policy says.
 pub const ROOTLESS_LOSES: &[&str] = &[
     "cgroup limits (the cgroup tree belongs to root)",
@@ -110,6 +123,7 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     let mut v = Verdict {
         missing: Vec::new(),
         blocked: Vec::new(),
+        skipped: Vec::new(),
         degrade: ctx.degrade,
     };
     let mode = host.mode;
@@ -167,8 +181,12 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             }
             _ => Some("the cgroup tree belongs to root".to_string()),
         };
-        if let Some(why) = why {
-            v.missing.push(format!("cgroup limits ({why})"));
+        match why {
+            Some(why) if !limits.is_required() => v
+                .skipped
+                .push(format!("cgroup limits (required = false: {why})")),
+            Some(why) => v.missing.push(format!("cgroup limits ({why})")),
+            None => {}
         }
     }
     if let Some(ids) = sec.run_as {
@@ -192,6 +210,17 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         .map(|(n, c)| (n.0.clone(), assess(&h, &n.0, c)))
         .collect();
     let all_full = verdicts.iter().all(|(_, v)| v.status() == "full");
+    let enforceable = crate::plan::cgroup::enforceable();
+    let limits: serde_json::Map<String, Value> = enforceable
+        .iter()
+        .map(|(k, why)| {
+            let v = match why {
+                None => json!({"enforceable": true}),
+                Some(w) => json!({"enforceable": false, "why": w}),
+            };
+            (k.to_string(), v)
+        })
+        .collect();
     if as_json {
         let ns: serde_json::Map<String, Value> = h
             .namespaces
@@ -205,7 +234,8 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 why.extend(v.missing.iter().cloned());
                 (
                     n.clone(),
-                    json!({"status": v.status(), "missing": why, "degrade": v.degrade}),
+                    json!({"status": v.status(), "missing": why, "degrade": v.degrade,
+                           "runs_without": v.skipped}),
                 )
             })
             .collect();
@@ -216,6 +246,8 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "landlock_abi": h.landlock_abi,
             "seccomp": h.seccomp,
             "cgroup": h.cgroup,
+            "limits": limits,
+            "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
             "legacy_tiocsti": h.legacy_tiocsti,
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
@@ -245,6 +277,22 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             h.cgroup.version.name(),
             h.cgroup.controllers.join(", ")
         );
+        let lim: Vec<String> = enforceable
+            .iter()
+            .map(|(k, why)| match why {
+                None => format!("{k} yes"),
+                Some(w) => format!("{k} no ({w})"),
+            })
+            .collect();
+        println!("limits:          {}", lim.join(", "));
+        println!(
+            "oom_score_adj:   confined +500; control -900 {}",
+            if can_lower_oom_score() {
+                "yes"
+            } else {
+                "no (needs CAP_SYS_RESOURCE)"
+            }
+        );
         println!(
             "legacy_tiocsti:  {}",
             h.legacy_tiocsti
@@ -264,6 +312,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         for (n, v) in &verdicts {
             let mut why = v.blocked.clone();
             why.extend(v.missing.iter().cloned());
+            why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
             println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
         }
     }
@@ -279,6 +328,7 @@ mod tests {
         let v = |m: &[&str], b: &[&str], d| Verdict {
             missing: m.iter().map(|s| s.to_string()).collect(),
             blocked: b.iter().map(|s| s.to_string()).collect(),
+            skipped: Vec::new(),
             degrade: d,
         };
         assert_eq!(v(&[], &[], false).status(), "full");

@@ -400,6 +400,24 @@ pub fn claim_named_fds(fds: &[RawFd]) -> Result<Vec<Option<OwnedFd>>, String> {
         .collect())
 }
 
+/// Write `bytes` to the file at `path` (opened write-only, close-on-exec, not following a final
+/// symlink), in one `write`. Allocation-free: safe between fork and exec.
+pub fn write_path(path: &CStr, bytes: &[u8]) -> io::Result<()> {
+    let flags = libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW;
+    // SAFETY: `path` is a valid NUL-terminated string; open only reads it.
+    let fd = unsafe { libc::open(path.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this new fd; this OwnedFd is its only owner and closes it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let n = nix::unistd::write(&fd, bytes)?;
+    if n != bytes.len() {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, "short write"));
+    }
+    Ok(())
+}
+
 /// Open `path` for reading without following any symlink in it (setuid mode reads the system
 /// policy this way, so a link cannot point it at another file).
 pub fn open_read_nofollow(path: &CStr) -> io::Result<OwnedFd> {

@@ -1,10 +1,12 @@
-//! `[context.NAME.limits]`: resource limits (cgroups), as the policy writes them.
+//! `[context.NAME.limits]`: resource limits (cgroups), as the policy writes them. One-shot calls
+//! get a cgroup of their own for the call; a persistent context one for all its processes.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// `[context.NAME.limits]`: limits shared by every process of a persistent context.
+/// `[context.NAME.limits]`: limits for every process of one call (one-shot) or of the whole
+/// context (persistent, keeper included).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
@@ -14,14 +16,68 @@ pub struct Limits {
     /// Most memory in bytes: an integer, or a string with a K/M/G/T suffix ("512M", "2G").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_max: Option<Bytes>,
+    /// Swap the processes may use beyond `memory_max` (needs `memory_max`); "0" forbids swap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_swap_max: Option<SwapBytes>,
     /// CPU time as a number of CPUs (0.5 = half of one CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_max: Option<Cpus>,
+    /// true (the default): refuse (125) where the limits cannot be applied, unless the context
+    /// has `degrade = true`. false: apply them where the host lets sbx-exec (root with a
+    /// writable cgroup tree), run without them elsewhere (`probe` says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required: Option<bool>,
+}
+
+/// A swap size: like [`Bytes`], but 0 is allowed (no swap at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(into = "u64")]
+pub struct SwapBytes(pub u64);
+
+impl From<SwapBytes> for u64 {
+    fn from(b: SwapBytes) -> u64 {
+        b.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SwapBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = SwapBytes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a size in bytes (integer, 0 for no swap) or a string such as \"512M\"")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<SwapBytes, E> {
+                u64::try_from(v)
+                    .map(SwapBytes)
+                    .map_err(|_| E::custom(format!("invalid size {v}: must be 0 or more")))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<SwapBytes, E> {
+                self.visit_i64(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<SwapBytes, E> {
+                if v.trim() == "0" {
+                    return Ok(SwapBytes(0));
+                }
+                parse_size(v).map(SwapBytes).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl Limits {
     pub fn is_empty(&self) -> bool {
-        self.pids_max.is_none() && self.memory_max.is_none() && self.cpu_max.is_none()
+        self.pids_max.is_none()
+            && self.memory_max.is_none()
+            && self.memory_swap_max.is_none()
+            && self.cpu_max.is_none()
+    }
+
+    /// `required` as it applies (absent = true: fail closed).
+    pub fn is_required(&self) -> bool {
+        self.required.unwrap_or(true)
     }
 
     /// The v1 controllers these limits need.
@@ -30,7 +86,7 @@ impl Limits {
         if self.pids_max.is_some() {
             v.push("pids");
         }
-        if self.memory_max.is_some() {
+        if self.memory_max.is_some() || self.memory_swap_max.is_some() {
             v.push("memory");
         }
         if self.cpu_max.is_some() {
@@ -157,5 +213,11 @@ mod tests {
         assert!(toml::from_str::<Limits>("memory_max = \"lots\"\n").is_err());
         assert!(toml::from_str::<Limits>("cpu_max = 0.0\n").is_err());
         assert!(toml::from_str::<Limits>("cpus = 1.0\n").is_err());
+        let l: Limits =
+            toml::from_str("memory_max = \"64M\"\nmemory_swap_max = 0\nrequired = false\n")
+                .unwrap();
+        assert_eq!(l.memory_swap_max, Some(SwapBytes(0)));
+        assert!(!l.is_required());
+        assert!(toml::from_str::<Limits>("memory_swap_max = -1\n").is_err());
     }
 }

@@ -115,7 +115,8 @@ pub struct Context {
     /// join them, so processes of one call are seen by the next. Needs "pid" and "mount".
     #[serde(default)]
     pub persist: bool,
-    /// Resource limits (cgroups) shared by all processes of a persistent context.
+    /// Resource limits (cgroups): per call for one-shot contexts, shared by all processes of a
+    /// persistent context.
     #[serde(default)]
     pub limits: Option<crate::model::limits::Limits>,
     /// Setuid mode: which callers may use this context (absent: any caller). A caller matches by

@@ -246,8 +246,8 @@ fn limits_rules(ctx: &Context) -> std::result::Result<(), String> {
     let Some(l) = &ctx.limits else {
         return Ok(());
     };
-    if !ctx.persist {
-        return Err("[limits] apply to persistent contexts only (one-shot contexts have no cgroup yet); set persist = true or remove [limits]".into());
+    if l.memory_swap_max.is_some() && l.memory_max.is_none() {
+        return Err("limits.memory_swap_max is swap beyond memory_max, so it needs limits.memory_max; add memory_max or remove memory_swap_max".into());
     }
     if l.pids_max == Some(0) {
         return Err("limits.pids_max must be at least 1".into());
@@ -407,11 +407,16 @@ mod tests {
         assert!(e.to_string().contains("[supervise]"), "{e}");
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.security]\nscope = true\n")).unwrap_err();
         assert!(e.to_string().contains("scope"), "{e}");
-        let e = parse(&format!(
+        let one_shot = parse(&format!(
             "{base}namespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\n"
         ))
+        .unwrap();
+        assert!(one_shot.context("x").unwrap().limits.is_some());
+        let e = parse(&format!(
+            "{base}namespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_swap_max = \"1G\"\n"
+        ))
         .unwrap_err();
-        assert!(e.to_string().contains("persistent contexts only"), "{e}");
+        assert!(e.to_string().contains("needs limits.memory_max"), "{e}");
         let ok = parse(&format!(
             "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\nmemory_max = \"64M\"\n"
         ))

@@ -76,19 +76,32 @@ pub fn detect() -> CgroupInfo {
     }
 }
 
+/// The directory, below sbx-exec's own cgroup (or its parent, when that is sbx-exec's `sbx-init`
+/// leaf), that holds every cgroup sbx-exec makes: root-owned like the rest of the tree.
+pub const PARENT: &str = "sbx";
+/// v2: the leaf sbx-exec (and the processes that shared its cgroup) move into, so that the
+/// cgroup above may enable controllers (v2 allows no processes in a cgroup that does).
+pub const SELF_LEAF: &str = "sbx-init";
+
 /// One cgroup directory to create, the limit files to write in it, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dir {
+    /// The `sbx` directory it lives in (created if missing, swept of stale leaves).
+    pub parent: PathBuf,
     pub path: PathBuf,
     pub files: Vec<(&'static str, String)>,
 }
 
-/// The cgroups of one persistent context.
+/// The cgroups of one call (one-shot) or one persistent context.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    pub version: Version,
     pub dirs: Vec<Dir>,
-    /// v2: controllers to enable in the parent's `cgroup.subtree_control`.
+    /// v2: controllers to enable in `cgroup.subtree_control` of the base and of `sbx`.
     pub enable: Vec<&'static str>,
+    /// v2: the leaf for sbx-exec itself when it still sits in the base cgroup (`None` when it
+    /// already runs in `sbx-init`).
+    pub self_leaf: Option<PathBuf>,
 }
 
 /// This process's cgroup path for `controller` ("" for v2's unified line) from /proc/self/cgroup.
@@ -105,8 +118,68 @@ fn own_path<'a>(self_cgroup: &'a str, controller: &str) -> Option<&'a str> {
     })
 }
 
-/// Build the plan (pure): a directory `leaf` below this process's own cgroup in each hierarchy
-/// the limits need. Errors name the missing controller.
+/// The limit files for controller `c` (v1 or v2 names).
+fn values(limits: &Limits, c: &str, v2: bool) -> Vec<(&'static str, String)> {
+    match c {
+        "pids" => vec![("pids.max", limits.pids_max.unwrap_or(0).to_string())],
+        "memory" => {
+            let mut v = Vec::new();
+            let mem = limits.memory_max.map(|b| b.0);
+            if v2 {
+                if let Some(m) = mem {
+                    v.push(("memory.max", m.to_string()));
+                }
+                if let Some(s) = limits.memory_swap_max {
+                    v.push(("memory.swap.max", s.0.to_string()));
+                }
+                // One OOM kill takes the whole call (or context), not one random process.
+                v.push(("memory.oom.group", "1".to_string()));
+            } else {
+                if let Some(m) = mem {
+                    v.push(("memory.limit_in_bytes", m.to_string()));
+                    if let Some(s) = limits.memory_swap_max {
+                        // v1 counts memory and swap together.
+                        v.push((
+                            "memory.memsw.limit_in_bytes",
+                            m.saturating_add(s.0).to_string(),
+                        ));
+                    }
+                }
+            }
+            v
+        }
+        _ => {
+            let quota = (limits.cpu_max.map_or(1.0, |c| c.0) * CPU_PERIOD_US as f64) as u64;
+            if v2 {
+                vec![("cpu.max", format!("{quota} {CPU_PERIOD_US}"))]
+            } else {
+                vec![
+                    ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
+                    ("cpu.cfs_quota_us", quota.to_string()),
+                ]
+            }
+        }
+    }
+}
+
+/// The base cgroup for sbx-exec's directories: its own, or the parent of its own when that is
+/// its `sbx-init` leaf (v2, after an earlier call moved it there). Returns (base, in_self_leaf).
+fn base_of(root: &Path, hier: &str, own: &str) -> (PathBuf, bool) {
+    let mut p = root.to_path_buf();
+    if !hier.is_empty() {
+        p.push(hier);
+    }
+    p.push(own.trim_start_matches('/'));
+    if p.file_name().is_some_and(|n| n == SELF_LEAF) {
+        if let Some(parent) = p.parent() {
+            return (parent.to_path_buf(), true);
+        }
+    }
+    (p, false)
+}
+
+/// Build the plan (pure): a directory `<base>/sbx/<leaf>` in each hierarchy the limits need,
+/// where base is this process's own cgroup (see [`base_of`]). Errors name the missing controller.
 pub fn plan(
     info: &CgroupInfo,
     self_cgroup: &str,
@@ -129,78 +202,64 @@ pub fn plan(
             info.controllers.join(", ")
         ));
     }
-    let values = |c: &str| -> Vec<(&'static str, String)> {
-        let v2 = info.version == Version::V2;
-        match c {
-            "pids" => vec![("pids.max", limits.pids_max.unwrap_or(0).to_string())],
-            "memory" => {
-                let b = limits.memory_max.map_or(0, |b| b.0).to_string();
-                vec![(
-                    if v2 {
-                        "memory.max"
-                    } else {
-                        "memory.limit_in_bytes"
-                    },
-                    b,
-                )]
-            }
-            _ => {
-                let quota = (limits.cpu_max.map_or(1.0, |c| c.0) * CPU_PERIOD_US as f64) as u64;
-                if v2 {
-                    vec![("cpu.max", format!("{quota} {CPU_PERIOD_US}"))]
-                } else {
-                    vec![
-                        ("cpu.cfs_period_us", CPU_PERIOD_US.to_string()),
-                        ("cpu.cfs_quota_us", quota.to_string()),
-                    ]
-                }
-            }
-        }
-    };
-    let under = |hier: &str, own: &str| {
-        let mut p = PathBuf::from(ROOT);
-        if !hier.is_empty() {
-            p.push(hier);
-        }
-        p.push(own.trim_start_matches('/'));
-        p.push(leaf);
-        p
-    };
+    let root = Path::new(ROOT);
     if info.version == Version::V2 {
         let own = own_path(self_cgroup, "").ok_or("no unified (0::) line in /proc/self/cgroup")?;
-        let files = wanted.iter().flat_map(|c| values(c)).collect();
+        let (base, in_leaf) = base_of(root, "", own);
+        let files = wanted
+            .iter()
+            .flat_map(|c| values(limits, c, true))
+            .collect();
+        let parent = base.join(PARENT);
         return Ok(Plan {
+            version: Version::V2,
             dirs: vec![Dir {
-                path: under("", own),
+                path: parent.join(leaf),
+                parent,
                 files,
             }],
             enable: wanted,
+            self_leaf: (!in_leaf).then(|| base.join(SELF_LEAF)),
         });
     }
     let mut dirs = Vec::new();
     for c in wanted {
         let own =
             own_path(self_cgroup, c).ok_or_else(|| format!("no {c} line in /proc/self/cgroup"))?;
+        let parent = base_of(root, c, own).0.join(PARENT);
         dirs.push(Dir {
-            path: under(c, own),
-            files: values(c),
+            path: parent.join(leaf),
+            parent,
+            files: values(limits, c, false),
         });
     }
     Ok(Plan {
+        version: Version::V1,
         dirs,
         enable: Vec::new(),
+        self_leaf: None,
     })
 }
 
-/// Create the planned cgroups and write their limits. Returns an open `cgroup.procs` handle for
-/// The leaf name of a context's cgroup: unique per keeper so that a stale one never collides.
+/// The leaf name of a call's or context's cgroup: `sbx-CTX-PID`, PID the process that created
+/// it, so a leaf left by a killed launcher is recognised (creator dead) and swept.
 pub fn leaf_name(ctx: &str, creator_pid: u32) -> String {
     format!("sbx-{ctx}-{creator_pid}")
+}
+
+/// The creator pid in a leaf name made by [`leaf_name`].
+pub fn leaf_creator(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix("sbx-")?;
+    let (_, pid) = rest.rsplit_once('-')?;
+    pid.parse().ok().filter(|p: &i32| *p > 0)
 }
 
 /// The plan for `limits` on this host, below this process's own cgroups; `Err` says why the
 /// limits cannot be applied here (a launch refuses with it, `probe` reports it).
 fn plan_here(ctx_name: &str, limits: &Limits) -> std::result::Result<Plan, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the cgroup tree belongs to root".into());
+    }
     let self_cgroup = std::fs::read_to_string("/proc/self/cgroup")
         .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
     let leaf = leaf_name(ctx_name, std::process::id());
@@ -212,25 +271,86 @@ pub fn limits_available(ctx_name: &str, limits: &Limits) -> std::result::Result<
     plan_here(ctx_name, limits).map(drop)
 }
 
-/// Refuse (unless `degrade`) when the limits cannot be applied; `Ok(None)` when degraded.
+/// For `probe`: each `[limits]` key, and why it cannot be enforced on this host (`None`: it can).
+/// Asks what a launch needs: root, the controller, and a writable directory to create cgroups in.
+pub fn enforceable() -> Vec<(&'static str, Option<String>)> {
+    let info = detect();
+    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let root = Path::new(ROOT);
+    let why = |c: &str, file: Option<&str>| -> Option<String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Some("the cgroup tree belongs to root (rootless mode)".into());
+        }
+        if info.version == Version::None {
+            return Some("no cgroup hierarchy is mounted on /sys/fs/cgroup".into());
+        }
+        if !info.controllers.iter().any(|h| h == c) {
+            return Some(format!("the {c} controller is not available"));
+        }
+        let (hier, own) = match info.version {
+            Version::V2 => ("", own_path(&self_cgroup, "")),
+            _ => (c, own_path(&self_cgroup, c)),
+        };
+        let base = base_of(root, hier, own.unwrap_or("/")).0;
+        if nix::unistd::access(&base, nix::unistd::AccessFlags::W_OK).is_err() {
+            return Some(format!(
+                "{} is not writable (read-only cgroup mount?)",
+                base.display()
+            ));
+        }
+        if let Some(f) = file {
+            if !base.join(f).exists() && !base.join(PARENT).join(f).exists() {
+                return Some(format!("the kernel has no {f} (swap accounting off?)"));
+            }
+        }
+        None
+    };
+    let swap = match info.version {
+        Version::V2 => "memory.swap.max",
+        _ => "memory.memsw.limit_in_bytes",
+    };
+    // On v2 the root cgroup has no memory.swap.max of its own; a child's is what counts.
+    let swap_file = (info.version == Version::V1).then_some(swap);
+    vec![
+        ("pids_max", why("pids", None)),
+        ("memory_max", why("memory", None)),
+        ("memory_swap_max", why("memory", swap_file)),
+        ("cpu_max", why("cpu", None)),
+    ]
+}
+
+/// What to do when the limits cannot be applied: refuse, or run without them (and whether to
+/// say so on stderr).
+pub fn unavailable(ctx_name: &str, limits: &Limits, degrade: bool, why: &str) -> Result<()> {
+    if !limits.is_required() {
+        // required = false: limits where possible; `probe` reports where they are not. No
+        // warning per call, which would clutter every call's stderr on a rootless laptop.
+        return Ok(());
+    }
+    if degrade {
+        eprintln!("sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no resource limits: {why}");
+        return Ok(());
+    }
+    bail!(
+        "cannot apply [context.{ctx_name}.limits]: {why}; run sbx-exec as root with the cgroup hierarchy mounted \
+         (cgroup v2 on /sys/fs/cgroup, or the v1 pids/memory/cpu controllers), remove the limits, \
+         set required = false in [context.{ctx_name}.limits], or degrade = true in [context.{ctx_name}]"
+    )
+}
+
+/// Refuse (unless `degrade` or `required = false`) when the limits cannot be applied;
+/// `Ok(None)` when they are skipped.
 pub fn plan_for(ctx_name: &str, limits: &Limits, degrade: bool) -> Result<Option<Plan>> {
     match plan_here(ctx_name, limits) {
         Ok(p) => Ok(Some(p)),
-        Err(why) if degrade => {
-            eprintln!("sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no resource limits: {why}");
-            Ok(None)
-        }
-        Err(why) => bail!(
-            "cannot apply [context.{ctx_name}.limits]: {why}; mount the cgroup hierarchy (cgroup v2 on /sys/fs/cgroup, \
-             or the v1 pids/memory/cpu controllers), remove the limits, or set degrade = true in [context.{ctx_name}]"
-        ),
+        Err(why) => unavailable(ctx_name, limits, degrade, &why).map(|()| None),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::limits::{Bytes, Cpus};
+    use crate::model::limits::{Bytes, Cpus, SwapBytes};
 
     const V1_SELF: &str =
         "9:name=systemd:/\n8:pids:/\n4:memory:/process_api/abc\n2:cpuacct:/\n1:cpu:/\n0::/\n";
@@ -244,21 +364,33 @@ mod tests {
         let limits = Limits {
             pids_max: Some(32),
             memory_max: Some(Bytes(1 << 30)),
+            memory_swap_max: Some(SwapBytes(0)),
             cpu_max: Some(Cpus(0.5)),
+            required: None,
         };
         let p = plan(&info, V1_SELF, "sbx-user-7", &limits).unwrap();
         assert_eq!(p.dirs.len(), 3);
-        assert_eq!(p.dirs[0].path, Path::new("/sys/fs/cgroup/pids/sbx-user-7"));
+        assert_eq!(
+            p.dirs[0].path,
+            Path::new("/sys/fs/cgroup/pids/sbx/sbx-user-7")
+        );
+        assert_eq!(p.dirs[0].parent, Path::new("/sys/fs/cgroup/pids/sbx"));
         assert_eq!(p.dirs[0].files, vec![("pids.max", "32".to_string())]);
         assert_eq!(
             p.dirs[1].path,
-            Path::new("/sys/fs/cgroup/memory/process_api/abc/sbx-user-7")
+            Path::new("/sys/fs/cgroup/memory/process_api/abc/sbx/sbx-user-7")
         );
         assert_eq!(
             p.dirs[1].files,
-            vec![("memory.limit_in_bytes", (1u64 << 30).to_string())]
+            vec![
+                ("memory.limit_in_bytes", (1u64 << 30).to_string()),
+                ("memory.memsw.limit_in_bytes", (1u64 << 30).to_string())
+            ]
         );
-        assert_eq!(p.dirs[2].path, Path::new("/sys/fs/cgroup/cpu/sbx-user-7"));
+        assert_eq!(
+            p.dirs[2].path,
+            Path::new("/sys/fs/cgroup/cpu/sbx/sbx-user-7")
+        );
         assert_eq!(
             p.dirs[2].files[1],
             ("cpu.cfs_quota_us", "50000".to_string())
@@ -279,9 +411,29 @@ mod tests {
         assert_eq!(p.dirs.len(), 1);
         assert_eq!(
             p.dirs[0].path,
-            Path::new("/sys/fs/cgroup/user.slice/x/sbx-u-1")
+            Path::new("/sys/fs/cgroup/user.slice/x/sbx/sbx-u-1")
         );
         assert_eq!(p.enable, vec!["pids"]);
+        assert_eq!(
+            p.self_leaf.as_deref(),
+            Some(Path::new("/sys/fs/cgroup/user.slice/x/sbx-init"))
+        );
+        // Already in the sbx-init leaf: the base is its parent, nothing to move.
+        let p = plan(&info, "0::/user.slice/x/sbx-init\n", "sbx-u-1", &limits).unwrap();
+        assert_eq!(
+            p.dirs[0].path,
+            Path::new("/sys/fs/cgroup/user.slice/x/sbx/sbx-u-1")
+        );
+        assert_eq!(p.self_leaf, None);
+        let mem = Limits {
+            memory_max: Some(Bytes(64 << 20)),
+            ..Limits::default()
+        };
+        let p = plan(&info, "0::/\n", "l", &mem).unwrap();
+        assert!(p.dirs[0].files.contains(&("memory.oom.group", "1".into())));
+        assert_eq!(leaf_creator("sbx-user-42"), Some(42));
+        assert_eq!(leaf_creator("sbx-my-ctx-7"), Some(7));
+        assert_eq!(leaf_creator("sbx-init"), None);
         let cpu = Limits {
             cpu_max: Some(Cpus(2.0)),
             ..Limits::default()

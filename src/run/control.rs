@@ -27,6 +27,19 @@ pub fn run(
     on_start: impl Fn(Pid),
 ) -> Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a subreaper")?;
+    // The control plane (which inherits this) is the last thing the OOM killer picks. Lowering
+    // it needs CAP_SYS_RESOURCE; without it the value stays, confined sandboxes still raise
+    // theirs to +500, and probe says so.
+    if let Err(e) = crate::run::apply::cgroup::set_oom_score_adj(
+        crate::run::apply::cgroup::CONTROL_OOM_SCORE_ADJ,
+    ) {
+        if nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "sbx-exec: warning: cannot lower oom_score_adj of context {ctx_name:?} to -900 ({e}): \
+                 it needs CAP_SYS_RESOURCE; confined contexts still run at +500, so they are killed first"
+            );
+        }
+    }
     let ports = ReservedPorts::bind(&sup.ports)?;
     let set = blocked_set();
     let mut restarts: Vec<Instant> = Vec::new();

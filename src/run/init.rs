@@ -3,7 +3,7 @@
 //!
 //! [`enter`] clones into the namespaces the plan asks for (with `degrade`, into those the kernel
 //! allows). [`setup`] then runs in the new process, in this order: id maps (rootless) → die with
-//! the outer process (one-shot) → non-dumpable → new session → close fds → secret files' mount
+//! the outer process (one-shot) → oom_score_adj +500 → non-dumpable → new session → close fds → secret files' mount
 //! point → mounts and private /proc → secret files → loopback → working directory → (keeper)
 //! stdio on /dev/null. A one-shot pid 1 then forks the target and reaps ([`start`]); a keeper says
 //! "ready" and reaps forever ([`crate::run::persist::keeper`]).
@@ -61,7 +61,14 @@ pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
 
 /// Create a one-shot sandbox. Returns the pid of its first process (pid 1 inside, if it has a pid
 /// namespace; otherwise the target itself).
-pub fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pid> {
+/// `cgroup` holds the call's open `cgroup.procs` files (none without limits): pid 1 joins them
+/// before anything else runs, so every process of the sandbox is counted.
+pub fn start(
+    ctx_name: &str,
+    mut sandbox: Sandbox,
+    target: &Target,
+    cgroup: &[OwnedFd],
+) -> Result<Pid> {
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     match enter(ctx_name, &mut sandbox)? {
         Some(pid) => {
@@ -72,6 +79,10 @@ pub fn start(ctx_name: &str, mut sandbox: Sandbox, target: &Target) -> Result<Pi
         }
         None => {
             drop(alive_w);
+            if let Err(e) = apply::cgroup::join(cgroup) {
+                eprintln!("sbx-exec: cannot enter the call's cgroup ([limits]): {e}");
+                sys::exit_now(EXIT_SBX);
+            }
             one_shot_pid1(&sandbox, target, alive_r)
         }
     }
@@ -118,6 +129,10 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             vec![ready.as_raw_fd()]
         }
     };
+    // Under memory pressure the kernel kills the sandbox before the trusted side; the target and
+    // everything it starts inherit this. Best effort: raising needs no capability, but a
+    // non-dumpable process's /proc files belong to root, so rootless mode may not write it.
+    let _ = apply::cgroup::set_oom_score_adj(apply::cgroup::CONFINED_OOM_SCORE_ADJ);
     if has_pidns {
         // Nobody in the sandbox may ptrace pid 1 or read its memory, environ or exe.
         nix::sys::prctl::set_dumpable(false).context("cannot make pid 1 non-dumpable")?;

@@ -19,7 +19,8 @@
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
@@ -31,20 +32,45 @@ use crate::plan::launch::{self, Sandbox, Target};
 use crate::plan::request;
 use crate::plan::secret_files::Files;
 use crate::privilege::{self, Mode, SetuidLaunch};
+use crate::run::apply::cgroup;
 use crate::run::reaper;
-use crate::run::status::{report, StatusFd};
+use crate::run::status::{children_cpu_ms, refused_json, report, End, StatusFd};
 use crate::secrets::{self, SecretSet};
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
+    // The named fds are taken over first, before anything else opens an fd; the status stream
+    // is then open, so every later refusal (a bad policy, an unknown context) is recorded there.
+    let (secrets_fd, status) = named_fds(&args)?;
+    let r = audited(&args, ctx_name, secrets_fd, status.as_ref());
+    if let Err(e) = &r {
+        let code = crate::error::exit_code_of(e);
+        report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
+    }
+    r
+}
+
+/// Load the policy, launch, and write the audit records (policy key `audit`): a start record
+/// before the command runs, an end record after; a refusal gets one record. Names only.
+fn audited(
+    args: &RunArgs,
+    ctx_name: &str,
+    secrets_fd: Option<OwnedFd>,
+    status: Option<&StatusFd>,
+) -> Result<i32> {
     let mode = privilege::mode();
     let loaded = privilege::load_policy(mode, args.policy.as_deref())?;
-    // Audit (policy key `audit`): a start record before the command runs, an end record after;
-    // a refusal gets one record. Names only, never values.
     let mut audit =
         crate::run::audit::Audit::new(loaded.policy.audit.as_ref(), ctx_name, &args.cmd);
-    let result = run_in(&args, ctx_name, mode, &loaded, &mut audit);
+    let call = Call {
+        args,
+        ctx_name,
+        mode,
+        loaded: &loaded,
+        status,
+    };
+    let result = run_in(&call, secrets_fd, &mut audit);
     let (code, error) = match &result {
         Ok(code) => (*code, None),
         Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
@@ -53,19 +79,32 @@ pub fn run(args: RunArgs) -> Result<i32> {
     result
 }
 
+/// What every step of one launch reads.
+struct Call<'a> {
+    args: &'a RunArgs,
+    ctx_name: &'a str,
+    mode: &'a Mode,
+    loaded: &'a model::Loaded,
+    status: Option<&'a StatusFd>,
+}
+
 /// The steps of one launch after the policy is loaded.
 fn run_in(
-    args: &RunArgs,
-    ctx_name: &str,
-    mode: &Mode,
-    loaded: &model::Loaded,
+    call: &Call,
+    secrets_fd: Option<OwnedFd>,
     audit: &mut crate::run::audit::Audit,
 ) -> Result<i32> {
+    let Call {
+        args,
+        ctx_name,
+        mode,
+        loaded,
+        status,
+    } = *call;
     let mut ctx = loaded.policy.context(ctx_name)?.clone();
     ctx.timeout = request::timeout(ctx_name, &ctx, args.timeout)?;
     let ctx = &ctx;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
-    let (secrets_fd, status) = named_fds(args)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
     audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
@@ -96,21 +135,24 @@ fn run_in(
     })?;
 
     if let Some(sup) = &ctx.supervise {
-        let on_start = |pid: nix::unistd::Pid| {
-            report(
-                status.as_ref(),
-                &format!("{{\"child-pid\":{}}}", pid.as_raw()),
-            )
-        };
+        let on_start =
+            |pid: nix::unistd::Pid| report(status, &format!("{{\"child-pid\":{}}}", pid.as_raw()));
+        let started = Instant::now();
         let code = crate::run::control::run(ctx_name, sup, target, on_start)?;
-        report(status.as_ref(), &format!("{{\"exit-code\":{code}}}"));
+        let end = End {
+            code,
+            wall_ms: started.elapsed().as_millis() as u64,
+            cpu_ms: children_cpu_ms(),
+            ..End::default()
+        };
+        report(status, &end.json());
         return Ok(code);
     }
     if ctx.persist {
-        let rep = |line: &str| report(status.as_ref(), line);
+        let rep = |line: &str| report(status, line);
         return crate::run::persist::run(ctx_name, ctx, &sandbox, &target, &rep);
     }
-    one_shot(ctx_name, ctx, sandbox, &target, secret_set, status.as_ref())
+    one_shot(ctx_name, ctx, sandbox, &target, secret_set, status)
 }
 
 /// The environment, and the command resolved in its PATH (127 / 126 before anything starts),
@@ -166,7 +208,10 @@ fn one_shot(
         false => None,
     };
     drop(secret_set);
-    let started = crate::run::init::start(ctx_name, sandbox, target);
+    let cgroup = CallCgroup::create(ctx_name, ctx)?;
+    let wall = Instant::now();
+    let cpu_before = children_cpu_ms();
+    let started = crate::run::init::start(ctx_name, sandbox, target, cgroup.procs());
     if let Some(m) = &masking {
         m.detach();
     }
@@ -176,17 +221,79 @@ fn one_shot(
             if let Some(m) = masking {
                 m.wait();
             }
+            cgroup.remove();
             return Err(e);
         }
     };
     report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let code = reaper::exit_code(ctx_name, ctx, reaper::supervise(child, timeout), "");
+    let outcome = reaper::supervise(child, timeout);
+    let code = reaper::exit_code(ctx_name, ctx, outcome, "");
+    let mut end = End {
+        code,
+        timed_out: outcome == reaper::Outcome::TimedOut,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
+        ..End::default()
+    };
+    cgroup.finish(&mut end);
     if let Some(m) = masking {
         m.wait();
     }
-    report(status, &format!("{{\"exit-code\":{code}}}"));
+    report(status, &end.json());
     Ok(code)
+}
+
+/// The cgroup of one one-shot call (`[limits]`): a leaf `sbx-CTX-PID` under sbx-exec's `sbx`
+/// directory, created before the sandbox exists, joined by its pid 1 first thing, read and
+/// removed when the call ends.
+struct CallCgroup(Option<(crate::plan::cgroup::Plan, Vec<OwnedFd>)>);
+
+impl CallCgroup {
+    fn create(ctx_name: &str, ctx: &Context) -> Result<CallCgroup> {
+        let Some(limits) = ctx.limits.as_ref().filter(|l| !l.is_empty()) else {
+            return Ok(CallCgroup(None));
+        };
+        let Some(plan) = crate::plan::cgroup::plan_for(ctx_name, limits, ctx.degrade)? else {
+            return Ok(CallCgroup(None));
+        };
+        match cgroup::create(&cgroup::Host, &plan) {
+            Ok(procs) => Ok(CallCgroup(Some((plan, procs)))),
+            Err(e) => {
+                crate::plan::cgroup::unavailable(ctx_name, limits, ctx.degrade, &format!("{e:#}"))?;
+                Ok(CallCgroup(None))
+            }
+        }
+    }
+
+    fn procs(&self) -> &[OwnedFd] {
+        self.0.as_ref().map_or(&[], |(_, p)| p.as_slice())
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.0
+            .iter()
+            .flat_map(|(p, _)| p.dirs.iter().map(|d| d.path.clone()))
+            .collect()
+    }
+
+    /// Add the cgroup's counters to the end record, then remove the cgroup.
+    fn finish(self, end: &mut End) {
+        if let Some((plan, _)) = &self.0 {
+            let s = cgroup::stats(&cgroup::Host, plan);
+            end.oom_kills = s.oom_kills;
+            end.pids_refused = s.pids_refused;
+            end.peak_memory = s.peak_memory;
+            if let Some(ns) = s.cpu_ns {
+                end.cpu_ms = ns / 1_000_000;
+            }
+        }
+        self.remove();
+    }
+
+    fn remove(self) {
+        cgroup::remove_when_empty(&self.paths());
+    }
 }
 
 /// Take over `--secrets-fd` and `--status-fd` before anything else opens an fd.

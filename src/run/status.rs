@@ -1,6 +1,7 @@
 //! `--status-fd N`: JSON lines about the launch for the program that called sbx-exec, as
-//! bubblewrap's `--json-status-fd`: `{"child-pid":N}` once the command runs, `{"exit-code":N}` at
-//! the end.
+//! bubblewrap's `--json-status-fd`: `{"child-pid":N}` once the command runs, and at the end
+//! `{"exit-code":N,"reason":..}` ([`End`]; `exit-code` stays the first key), or
+//! `{"exit-code":125,"reason":"refused","message":..}` when sbx-exec refused the launch.
 
 use std::fs::File;
 use std::io::Write;
@@ -35,5 +36,157 @@ impl StatusFd {
 pub fn report(status: Option<&StatusFd>, json: &str) {
     if let Some(s) = status {
         s.line(json);
+    }
+}
+
+/// Why a call ended, as the end record's `reason` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    Exited,
+    Signaled,
+    Timeout,
+    Oom,
+    PidsLimit,
+}
+
+impl Reason {
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Exited => "exited",
+            Reason::Signaled => "signaled",
+            Reason::Timeout => "timeout",
+            Reason::Oom => "oom",
+            Reason::PidsLimit => "pids_limit",
+        }
+    }
+}
+
+/// The end of a call: what `{"exit-code":..}` records say after the command ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct End {
+    pub code: i32,
+    pub timed_out: bool,
+    /// Processes the OOM killer killed in the call's cgroup.
+    pub oom_kills: u64,
+    /// Forks refused at `pids_max`.
+    pub pids_refused: u64,
+    pub wall_ms: u64,
+    pub cpu_ms: u64,
+    pub peak_memory: Option<u64>,
+}
+
+impl End {
+    /// The reason, and the signal for a signal death (128+N, as a shell reports it). Order: the
+    /// policy's timeout, then an OOM kill, then a fork refused at pids_max (when the command
+    /// failed), then the signal, else a plain exit.
+    pub fn reason(&self) -> (Reason, Option<i32>) {
+        let signal = (self.code > 128 && self.code < 128 + 65).then_some(self.code - 128);
+        let reason = if self.timed_out {
+            Reason::Timeout
+        } else if self.oom_kills > 0 {
+            Reason::Oom
+        } else if self.pids_refused > 0 && self.code != 0 {
+            Reason::PidsLimit
+        } else if signal.is_some() {
+            Reason::Signaled
+        } else {
+            Reason::Exited
+        };
+        (reason, signal.filter(|_| reason != Reason::Exited))
+    }
+
+    /// One JSON line; `exit-code` stays the first key for parsers that only read it.
+    pub fn json(&self) -> String {
+        let (reason, signal) = self.reason();
+        let mut s = format!(
+            "{{\"exit-code\":{},\"reason\":\"{}\"",
+            self.code,
+            reason.name()
+        );
+        if let Some(n) = signal {
+            let name = nix::sys::signal::Signal::try_from(n)
+                .map(|s| s.as_str().to_string())
+                .unwrap_or_else(|_| format!("SIG{n}"));
+            s.push_str(&format!(",\"signal\":\"{name}\""));
+        }
+        s.push_str(&format!(
+            ",\"wall_ms\":{},\"cpu_ms\":{}",
+            self.wall_ms, self.cpu_ms
+        ));
+        if let Some(p) = self.peak_memory {
+            s.push_str(&format!(",\"peak_memory\":{p}"));
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// The record of a launch sbx-exec refused (or could not start): its exit code and message.
+pub fn refused_json(code: i32, message: &str) -> String {
+    format!(
+        "{{\"exit-code\":{code},\"reason\":\"refused\",\"message\":{}}}",
+        serde_json::Value::String(message.to_string())
+    )
+}
+
+/// CPU time of this process's waited-for children, in ms (user + system).
+pub fn children_cpu_ms() -> u64 {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN) {
+        Ok(u) => {
+            let ms = |t: nix::sys::time::TimeVal| {
+                (t.tv_sec().max(0) as u64) * 1000 + (t.tv_usec().max(0) as u64) / 1000
+            };
+            ms(u.user_time()) + ms(u.system_time())
+        }
+        Err(_) => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_records_keep_exit_code_first_and_name_the_reason() {
+        let e = End {
+            code: 0,
+            wall_ms: 5,
+            ..End::default()
+        };
+        assert_eq!(
+            e.json(),
+            "{\"exit-code\":0,\"reason\":\"exited\",\"wall_ms\":5,\"cpu_ms\":0}"
+        );
+        let k = End {
+            code: 137,
+            peak_memory: Some(10),
+            ..End::default()
+        };
+        assert!(k
+            .json()
+            .starts_with("{\"exit-code\":137,\"reason\":\"signaled\",\"signal\":\"SIGKILL\""));
+        assert!(k.json().ends_with(",\"peak_memory\":10}"));
+        let oom = End {
+            code: 137,
+            oom_kills: 1,
+            ..End::default()
+        };
+        assert_eq!(oom.reason(), (Reason::Oom, Some(9)));
+        let pids = End {
+            code: 1,
+            pids_refused: 4,
+            ..End::default()
+        };
+        assert_eq!(pids.reason(), (Reason::PidsLimit, None));
+        let t = End {
+            code: 124,
+            timed_out: true,
+            ..End::default()
+        };
+        assert_eq!(t.reason().0, Reason::Timeout);
+        let r = refused_json(125, "no \"such\" context");
+        let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+        assert_eq!(v["reason"], "refused");
+        assert!(r.starts_with("{\"exit-code\":125,"));
     }
 }

@@ -109,14 +109,17 @@ fn documented_output(text: &str, r: &Run, work: &Path) -> Result<(), String> {
                     .and_then(|p| p.as_i64())
                     .is_some_and(|p| p > 0)
         });
-        check(
-            lines.len() == 2 && pid_only && lines[1] == serde_json::json!({"exit-code": 0}),
-            || {
-                format!(
-                    "status.jsonl is not {{\"child-pid\":N}} then {{\"exit-code\":0}}: {file:?}"
-                )
-            },
-        )?;
+        // The end record: exit-code first, then why the call ended.
+        let end_ok = file
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("{\"exit-code\":0,"))
+            && lines.get(1).and_then(|l| l.get("reason")) == Some(&serde_json::json!("exited"));
+        check(lines.len() == 2 && pid_only && end_ok, || {
+            format!(
+                "status.jsonl is not {{\"child-pid\":N}} then {{\"exit-code\":0,\"reason\":\"exited\",...}}: {file:?}"
+            )
+        })?;
     } else if text.contains("print(\"my pid:\"") {
         // Its own PID namespace: sbx-exec is pid 1 there, the command pid 2 (as `ps aux` shows).
         check(r.stdout == "my pid: 2\n", || r.show())?;

@@ -40,6 +40,10 @@ pub const SKIP: &str = "\u{1}skip:";
 /// under `CI=true`).
 const SKIP_TOOL: &str = "\u{1}skip-tool:";
 
+/// Marker error: this host cannot have the thing at all (cgroup v2 on a v1 host): a skip even
+/// with `SBX_REQUIRE_ISOLATION=1` or `CI=true`; a CI job on a host that has it runs the test.
+pub const SKIP_HOST: &str = "\u{1}skip-host:";
+
 pub fn require_isolation() -> bool {
     std::env::var("SBX_REQUIRE_ISOLATION").as_deref() == Ok("1")
 }
@@ -135,6 +139,9 @@ pub fn main(tests: &[(&str, TestFn)]) {
             Ok(Ok(())) => Verdict::Pass,
             Ok(Err(e)) if e.starts_with(SKIP_TOOL) => {
                 Verdict::Skip(e.trim_start_matches(SKIP_TOOL).to_string())
+            }
+            Ok(Err(e)) if e.starts_with(SKIP_HOST) => {
+                Verdict::Skip(e.trim_start_matches(SKIP_HOST).to_string())
             }
             Ok(Err(e)) if e.starts_with(SKIP) => {
                 let why = e.trim_start_matches(SKIP).to_string();
@@ -429,7 +436,14 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("sbx-suite-{}-{tag}-{n}", std::process::id()));
+        // Inside the throwaway namespace the suite is always pid 1 or 2: the pid namespace's
+        // inode tells concurrent suite runs (other worktrees sharing /tmp) apart.
+        let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| {
+            use std::os::unix::fs::MetadataExt;
+            m.ino()
+        });
+        let p =
+            std::env::temp_dir().join(format!("sbx-suite-{}-{ns}-{tag}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         TempDir(p)

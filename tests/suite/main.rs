@@ -15,6 +15,7 @@ mod g6_fail_closed;
 mod g8_deputy;
 mod g8_modes;
 mod harness;
+mod limits;
 mod perf_walls;
 mod persist;
 mod policy_tests;
@@ -146,5 +147,11 @@ fn main() {
         persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
         persist::forged_sigterm_from_inside_does_not_stop_the_keeper,
+        limits::one_shot_fork_loop_stops_at_pids_max,
+        limits::oom_ends_the_call_not_the_control_plane,
+        limits::confined_processes_have_a_high_oom_score_adj,
+        limits::no_call_leaves_a_cgroup_behind,
+        limits::cgroup_v2_for_real,
+        limits::status_fd_names_the_reason,
     ]);
 }

@@ -427,7 +427,7 @@ pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
     c.run().expect_code(3, "with --status-fd")?;
     let text = std::fs::read_to_string(&status).unwrap_or_default();
     check(
-        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3}"),
+        text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3,\"reason\":\"exited\""),
         || format!("status fd: {text:?}"),
     )?;
     // The caller's cwd carries over when the context shares it; a hidden one is refused clearly.
@@ -541,7 +541,8 @@ pub fn persist_policy_is_validated() -> Result<(), String> {
     let dir = TempDir::new("persist7");
     for (text, want) in [
         ("[context.x]\nnamespaces = [\"mount\"]\npersist = true\n", "\"pid\" and \"mount\""),
-        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 4\n", "persistent contexts only"),
+        // One-shot contexts take [limits] too (issue #18); a swap limit needs a memory limit.
+        ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_swap_max = 0\n", "needs limits.memory_max"),
         ("[context.x]\nnamespaces = [\"pid\", \"mount\"]\npersist = true\n[context.x.limits]\nmemory_max = \"1.5G\"\n", "policy.toml:6:"),
     ] {
         let f = dir.file("policy.toml", &format!("version = 1\n{text}"));

@@ -1,44 +1,202 @@
-//! Creating, joining and removing the cgroups a [`crate::plan::cgroup::Plan`] describes.
+//! Creating, joining, reading and removing the cgroups a [`crate::plan::cgroup::Plan`] describes.
+//!
+//! Every file operation goes through [`CgroupFs`], so the order of the steps (v2: leaf for
+//! sbx-exec itself → move into it → enable controllers → `sbx` parent → leaf) is unit-tested
+//! against a fake hierarchy in a temporary directory; [`Host`] is the real one.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
-use crate::plan::cgroup::Plan;
+use crate::plan::cgroup::{leaf_creator, Plan, Version};
 
-/// each, so that a process can move itself in (write "0") without opening a path later.
-/// On failure, whatever was created is removed again.
-pub fn create(plan: &Plan) -> Result<Vec<OwnedFd>> {
+/// The cgroup file operations sbx-exec does, by absolute path below /sys/fs/cgroup.
+pub trait CgroupFs {
+    /// Create a directory; an existing one is an error of kind `AlreadyExists`.
+    fn mkdir(&self, path: &Path) -> std::io::Result<()>;
+    fn rmdir(&self, path: &Path) -> std::io::Result<()>;
+    /// Write `value` to a control file (no create, no symlinks).
+    fn write(&self, path: &Path, value: &str) -> std::io::Result<()>;
+    /// Read a small control file (at most 64 KiB are read).
+    fn read(&self, path: &Path) -> std::io::Result<String>;
+    /// Names of the entries of a directory.
+    fn list(&self, path: &Path) -> std::io::Result<Vec<String>>;
+    /// An open, write-only `cgroup.procs` of a cgroup (a process joins by writing "0" to it).
+    fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd>;
+    /// How long ago a directory was made (its modification time); `None` if unknown.
+    fn age(&self, path: &Path) -> Option<Duration>;
+}
+
+/// A leaf is swept only when older than this: its creator pid may belong to another pid
+/// namespace (an sbx-exec in a container below or above this one), and a leaf that is seconds
+/// old may be between its creation and its pid 1 joining it.
+pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(2);
+
+/// The real cgroup filesystem.
+pub struct Host;
+
+fn open_write(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+impl CgroupFs for Host {
+    fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::create_dir(path)
+    }
+    fn rmdir(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::remove_dir(path)
+    }
+    fn write(&self, path: &Path, value: &str) -> std::io::Result<()> {
+        open_write(path)?.write_all(value.as_bytes())
+    }
+    fn read(&self, path: &Path) -> std::io::Result<String> {
+        use std::io::Read;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)?;
+        let mut s = String::new();
+        f.take(64 << 10).read_to_string(&mut s)?;
+        Ok(s)
+    }
+    fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+        Ok(std::fs::read_dir(path)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
+    }
+    fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd> {
+        open_write(&cgroup.join("cgroup.procs")).map(OwnedFd::from)
+    }
+    fn age(&self, path: &Path) -> Option<Duration> {
+        std::fs::symlink_metadata(path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .ok()
+    }
+}
+
+fn mkdir_existing_ok(fs: &dyn CgroupFs, path: &Path) -> Result<()> {
+    match fs.mkdir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot create cgroup {}", path.display())),
+    }
+}
+
+fn write(fs: &dyn CgroupFs, path: &Path, value: &str) -> Result<()> {
+    fs.write(path, value)
+        .with_context(|| format!("cannot write {value:?} to {}", path.display()))
+}
+
+/// v2: enable `controllers` in `dir`'s `cgroup.subtree_control` (those not enabled yet).
+fn enable(fs: &dyn CgroupFs, dir: &Path, controllers: &[&str]) -> Result<()> {
+    let file = dir.join("cgroup.subtree_control");
+    let on = fs.read(&file).unwrap_or_default();
+    let todo: Vec<String> = controllers
+        .iter()
+        .filter(|c| !on.split_whitespace().any(|o| o == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    write(fs, &file, &todo.join(" ")).context(
+        "cgroup v2 allows no processes in a cgroup that enables controllers for its children; \
+         sbx-exec moved itself to its sbx-init leaf, but another process may have joined the parent",
+    )
+}
+
+/// v2: move this process, then every other process of `base`, into `leaf` (like a container
+/// runtime's init leaf), so `base` may enable controllers. Processes that exit meanwhile are
+/// skipped.
+fn move_into_self_leaf(fs: &dyn CgroupFs, base: &Path, leaf: &Path) -> Result<()> {
+    // The real root cgroup (the only one without `cgroup.type`) may hold processes and still
+    // enable controllers: the host's processes stay where they are.
+    if fs.read(&base.join("cgroup.type")).is_err() {
+        return Ok(());
+    }
+    let procs = base.join("cgroup.procs");
+    let others = fs.read(&procs).unwrap_or_default();
+    if others.trim().is_empty() {
+        return Ok(());
+    }
+    mkdir_existing_ok(fs, leaf)?;
+    let leaf_procs = leaf.join("cgroup.procs");
+    write(fs, &leaf_procs, "0")?;
+    for pid in fs.read(&procs).unwrap_or_default().split_whitespace() {
+        let _ = fs.write(&leaf_procs, pid);
+    }
+    Ok(())
+}
+
+/// Remove the empty leaves in `parent` whose creator is dead (a launcher killed with SIGKILL
+/// cannot remove its own). A leaf that still holds processes is refused by the kernel and stays.
+pub fn sweep(fs: &dyn CgroupFs, parent: &Path) {
+    let Ok(names) = fs.list(parent) else {
+        return;
+    };
+    for name in names {
+        let Some(pid) = leaf_creator(&name) else {
+            continue;
+        };
+        let path = parent.join(&name);
+        let dead = matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        );
+        if dead && fs.age(&path).is_some_and(|a| a >= SWEEP_MIN_AGE) {
+            let _ = fs.rmdir(&path);
+        }
+    }
+}
+
+/// Create the planned cgroups and write their limits. Returns an open `cgroup.procs` handle for
+/// each, so that a process can move itself in (write "0") without opening a path later. On
+/// failure, whatever leaf was created is removed again.
+pub fn create(fs: &dyn CgroupFs, plan: &Plan) -> Result<Vec<OwnedFd>> {
     let mut made: Vec<PathBuf> = Vec::new();
     let r = (|| {
-        if let Some(parent) = plan.dirs.first().and_then(|d| d.path.parent()) {
-            for c in &plan.enable {
-                write_file(&parent.join("cgroup.subtree_control"), &format!("+{c}"))?;
+        if plan.version == Version::V2 {
+            if let Some(parent) = plan.dirs.first().map(|d| d.parent.clone()) {
+                let base = parent.parent().unwrap_or(&parent).to_path_buf();
+                if let Some(leaf) = &plan.self_leaf {
+                    move_into_self_leaf(fs, &base, leaf)?;
+                }
+                enable(fs, &base, &plan.enable)?;
+                mkdir_existing_ok(fs, &parent)?;
+                enable(fs, &parent, &plan.enable)?;
             }
         }
         let mut procs = Vec::new();
         for d in &plan.dirs {
-            std::fs::create_dir(&d.path)
+            mkdir_existing_ok(fs, &d.parent)?;
+            sweep(fs, &d.parent);
+            fs.mkdir(&d.path)
                 .with_context(|| format!("cannot create cgroup {}", d.path.display()))?;
             made.push(d.path.clone());
             for (file, value) in &d.files {
-                write_file(&d.path.join(file), value)?;
+                write(fs, &d.path.join(file), value)?;
             }
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(d.path.join("cgroup.procs"))
+            let f = fs
+                .open_procs(&d.path)
                 .with_context(|| format!("cannot open {}/cgroup.procs", d.path.display()))?;
-            procs.push(OwnedFd::from(f));
+            procs.push(f);
         }
         Ok(procs)
     })();
     if r.is_err() {
-        remove(&made);
+        remove(fs, &made);
     }
     r
 }
@@ -48,24 +206,10 @@ pub fn open_procs(paths: &[PathBuf]) -> Result<Vec<OwnedFd>> {
     paths
         .iter()
         .map(|p| {
-            OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(p.join("cgroup.procs"))
-                .map(OwnedFd::from)
+            Host.open_procs(p)
                 .with_context(|| format!("cannot open {}/cgroup.procs", p.display()))
         })
         .collect()
-}
-
-fn write_file(path: &Path, value: &str) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    f.write_all(value.as_bytes())
-        .with_context(|| format!("cannot write {value:?} to {}", path.display()))
 }
 
 /// Move the calling process into each cgroup (write "0" to its `cgroup.procs`). Allocation-free:
@@ -80,8 +224,381 @@ pub fn join(procs: &[OwnedFd]) -> std::io::Result<()> {
 
 /// Remove cgroup directories (empty ones only; the kernel refuses others). Errors are ignored:
 /// this is cleanup.
-pub fn remove(paths: &[PathBuf]) {
+pub fn remove(fs: &dyn CgroupFs, paths: &[PathBuf]) {
     for p in paths {
-        let _ = std::fs::remove_dir(p);
+        let _ = fs.rmdir(p);
+    }
+}
+
+/// Remove a call's cgroups once its processes are gone: the last ones may still be exiting
+/// when the outer process sees pid 1 end, so try for up to a second.
+pub fn remove_when_empty(paths: &[PathBuf]) {
+    for _ in 0..100 {
+        remove(&Host, paths);
+        if paths.iter().all(|p| !p.exists()) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `oom_score_adj` of every confined sandbox (its pid 1 sets it for itself before the target
+/// exists; children inherit it): under memory pressure the kernel kills user code first.
+pub const CONFINED_OOM_SCORE_ADJ: &[u8] = b"500";
+/// `oom_score_adj` of control mode (sbx-exec as the container's pid 1 and the control plane it
+/// supervises, which inherits it): killed last. Lowering it needs root (CAP_SYS_RESOURCE).
+pub const CONTROL_OOM_SCORE_ADJ: &[u8] = b"-900";
+
+/// Set this process's `oom_score_adj`. Allocation-free: safe between fork and exec.
+pub fn set_oom_score_adj(value: &[u8]) -> std::io::Result<()> {
+    crate::sys::write_path(c"/proc/self/oom_score_adj", value)
+}
+
+/// What the kernel counted in a call's cgroups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Processes the OOM killer killed (v1 `memory.oom_control`, v2 `memory.events` oom_kill).
+    pub oom_kills: u64,
+    /// Forks refused at `pids_max` (`pids.events` max).
+    pub pids_refused: u64,
+    /// Highest memory use in bytes (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
+    pub peak_memory: Option<u64>,
+    /// CPU time in nanoseconds (v1 `cpuacct.usage` is in another hierarchy; v2 `cpu.stat`).
+    pub cpu_ns: Option<u64>,
+}
+
+/// The value after `key` on a "key value" line of a flat-keyed cgroup file.
+fn keyed(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+/// Read the counters of the planned cgroups (missing files count as nothing).
+pub fn stats(fs: &dyn CgroupFs, plan: &Plan) -> Stats {
+    let paths: Vec<PathBuf> = plan.dirs.iter().map(|d| d.path.clone()).collect();
+    stats_of(fs, plan.version, &paths)
+}
+
+/// Read the counters of existing cgroups (a persistent context's, from its state).
+pub fn stats_of(fs: &dyn CgroupFs, version: Version, paths: &[PathBuf]) -> Stats {
+    let mut s = Stats::default();
+    let read = |d: &Path, f: &str| fs.read(&d.join(f)).ok();
+    for p in paths {
+        let p = p.as_path();
+        if let Some(t) = read(p, "pids.events") {
+            s.pids_refused += keyed(&t, "max").unwrap_or(0);
+        }
+        if version == Version::V2 {
+            if let Some(t) = read(p, "memory.events") {
+                s.oom_kills += keyed(&t, "oom_kill").unwrap_or(0);
+            }
+            if let Some(t) = read(p, "memory.peak") {
+                s.peak_memory = t.trim().parse().ok();
+            }
+            if let Some(t) = read(p, "cpu.stat") {
+                s.cpu_ns = keyed(&t, "usage_usec").map(|u| u.saturating_mul(1000));
+            }
+        } else {
+            if let Some(t) = read(p, "memory.oom_control") {
+                s.oom_kills += keyed(&t, "oom_kill").unwrap_or(0);
+            }
+            if let Some(t) = read(p, "memory.max_usage_in_bytes") {
+                s.peak_memory = t.trim().parse().ok();
+            }
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// A v2 hierarchy in a temporary directory that behaves like the kernel where it matters:
+    /// `cgroup.procs` writes move a pid, and enabling controllers in a cgroup that holds
+    /// processes fails with EBUSY. Every mutating operation is logged in order.
+    struct FakeV2 {
+        root: PathBuf,
+        log: RefCell<Vec<String>>,
+    }
+
+    impl FakeV2 {
+        fn real(&self, p: &Path) -> PathBuf {
+            // Only paths below the fake root: a stray absolute path must never reach the host.
+            self.root
+                .join(p.strip_prefix("/sys/fs/cgroup").expect("a cgroup path"))
+        }
+        fn short(&self, p: &Path) -> String {
+            format!(
+                "/{}",
+                p.strip_prefix("/sys/fs/cgroup").unwrap_or(p).display()
+            )
+        }
+        fn all_procs(&self, dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                if e.path().is_dir() {
+                    self.all_procs(&e.path(), out);
+                } else if e.file_name() == "cgroup.procs" {
+                    out.push(e.path());
+                }
+            }
+        }
+    }
+
+    impl CgroupFs for FakeV2 {
+        fn mkdir(&self, path: &Path) -> std::io::Result<()> {
+            let r = self.real(path);
+            std::fs::create_dir(&r)?;
+            std::fs::write(r.join("cgroup.procs"), "")?;
+            std::fs::write(r.join("cgroup.subtree_control"), "")?;
+            self.log
+                .borrow_mut()
+                .push(format!("mkdir {}", self.short(path)));
+            Ok(())
+        }
+        fn rmdir(&self, path: &Path) -> std::io::Result<()> {
+            std::fs::remove_dir_all(self.real(path))
+        }
+        fn write(&self, path: &Path, value: &str) -> std::io::Result<()> {
+            let r = self.real(path);
+            let name = r.file_name().unwrap().to_str().unwrap().to_string();
+            if name == "cgroup.subtree_control" {
+                let procs = std::fs::read_to_string(r.parent().unwrap().join("cgroup.procs"))?;
+                if !procs.trim().is_empty() {
+                    return Err(std::io::Error::from_raw_os_error(libc::EBUSY));
+                }
+            }
+            if name == "cgroup.procs" {
+                let pid = if value == "0" {
+                    std::process::id().to_string()
+                } else {
+                    value.to_string()
+                };
+                let mut files = Vec::new();
+                self.all_procs(&self.root, &mut files);
+                for f in files {
+                    let keep: Vec<String> = std::fs::read_to_string(&f)?
+                        .split_whitespace()
+                        .filter(|p| *p != pid)
+                        .map(|p| format!("{p}\n"))
+                        .collect();
+                    std::fs::write(&f, keep.concat())?;
+                }
+                let mut old = std::fs::read_to_string(&r)?;
+                old.push_str(&format!("{pid}\n"));
+                std::fs::write(&r, old)?;
+            } else if name == "cgroup.subtree_control" {
+                // The kernel lists enabled controllers without the "+".
+                let mut on = std::fs::read_to_string(&r)?;
+                for c in value.split_whitespace() {
+                    on.push_str(&format!("{} ", c.trim_start_matches('+')));
+                }
+                std::fs::write(&r, on)?;
+            } else {
+                std::fs::write(&r, value)?;
+            }
+            self.log
+                .borrow_mut()
+                .push(format!("write {} {value}", self.short(path)));
+            Ok(())
+        }
+        fn read(&self, path: &Path) -> std::io::Result<String> {
+            std::fs::read_to_string(self.real(path))
+        }
+        fn list(&self, path: &Path) -> std::io::Result<Vec<String>> {
+            Host.list(&self.real(path))
+        }
+        fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd> {
+            File::open(self.real(cgroup).join("cgroup.procs")).map(OwnedFd::from)
+        }
+        fn age(&self, path: &Path) -> Option<Duration> {
+            // "sbx-user-999999999" is a leaf from an earlier boot; the others were just made.
+            let old = path.to_string_lossy().ends_with("999999999");
+            Some(if old {
+                Duration::from_secs(3600)
+            } else {
+                Duration::ZERO
+            })
+        }
+    }
+
+    fn fake(name: &str) -> FakeV2 {
+        let root = std::env::temp_dir().join(format!("sbx-cgfake-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("ctr")).unwrap();
+        // The container's cgroup holds sbx-exec and another process (the control plane).
+        std::fs::write(
+            root.join("ctr/cgroup.procs"),
+            format!("{}\n77\n", std::process::id()),
+        )
+        .unwrap();
+        std::fs::write(root.join("ctr/cgroup.subtree_control"), "").unwrap();
+        std::fs::write(root.join("ctr/cgroup.type"), "domain\n").unwrap();
+        FakeV2 {
+            root,
+            log: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn limits() -> crate::model::limits::Limits {
+        crate::model::limits::Limits {
+            pids_max: Some(16),
+            memory_max: Some(crate::model::limits::Bytes(64 << 20)),
+            ..Default::default()
+        }
+    }
+
+    fn v2_plan(self_cgroup: &str) -> Plan {
+        let info = crate::plan::cgroup::CgroupInfo {
+            version: Version::V2,
+            controllers: vec!["pids".into(), "memory".into()],
+        };
+        crate::plan::cgroup::plan(&info, self_cgroup, "sbx-user-1", &limits()).unwrap()
+    }
+
+    #[test]
+    fn v2_moves_itself_to_a_leaf_before_enabling_controllers() {
+        let fs = fake("order");
+        let plan = v2_plan("0::/ctr\n");
+        // Enabling controllers while the parent holds processes is what the kernel refuses.
+        assert_eq!(
+            fs.write(
+                Path::new("/sys/fs/cgroup/ctr/cgroup.subtree_control"),
+                "+pids"
+            )
+            .unwrap_err()
+            .raw_os_error(),
+            Some(libc::EBUSY)
+        );
+        let procs = create(&fs, &plan).unwrap();
+        assert_eq!(procs.len(), 1);
+        let me = std::process::id();
+        assert_eq!(
+            fs.log.borrow().clone(),
+            vec![
+                "mkdir /ctr/sbx-init".to_string(),
+                "write /ctr/sbx-init/cgroup.procs 0".into(),
+                "write /ctr/sbx-init/cgroup.procs 77".into(),
+                "write /ctr/cgroup.subtree_control +pids +memory".into(),
+                "mkdir /ctr/sbx".into(),
+                "write /ctr/sbx/cgroup.subtree_control +pids +memory".into(),
+                "mkdir /ctr/sbx/sbx-user-1".into(),
+                "write /ctr/sbx/sbx-user-1/pids.max 16".into(),
+                format!("write /ctr/sbx/sbx-user-1/memory.max {}", 64u64 << 20),
+                "write /ctr/sbx/sbx-user-1/memory.oom.group 1".into(),
+            ]
+            .into_iter()
+            .filter(|l| !l.ends_with(&format!(" {me}")))
+            .collect::<Vec<_>>()
+        );
+        let moved = std::fs::read_to_string(fs.root.join("ctr/sbx-init/cgroup.procs")).unwrap();
+        assert_eq!(moved, format!("{me}\n77\n"));
+        // A later call runs in sbx-init already: nothing moves, controllers are on, a new leaf.
+        fs.log.borrow_mut().clear();
+        let again = crate::plan::cgroup::plan(
+            &crate::plan::cgroup::CgroupInfo {
+                version: Version::V2,
+                controllers: vec!["pids".into(), "memory".into()],
+            },
+            "0::/ctr/sbx-init\n",
+            "sbx-user-2",
+            &limits(),
+        )
+        .unwrap();
+        create(&fs, &again).unwrap();
+        assert_eq!(fs.log.borrow()[0], "mkdir /ctr/sbx/sbx-user-2");
+        // Stale leaves of dead creators are swept; live ones stay.
+        let dead = fs.root.join("ctr/sbx/sbx-user-999999999");
+        std::fs::create_dir(&dead).unwrap();
+        create(
+            &fs,
+            &crate::plan::cgroup::plan(
+                &crate::plan::cgroup::CgroupInfo {
+                    version: Version::V2,
+                    controllers: vec!["pids".into(), "memory".into()],
+                },
+                "0::/ctr/sbx-init\n",
+                "sbx-user-3",
+                &limits(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(!dead.exists());
+        assert!(fs.root.join("ctr/sbx/sbx-user-2").exists());
+        let _ = std::fs::remove_dir_all(&fs.root);
+    }
+
+    #[test]
+    fn v2_in_the_real_root_cgroup_moves_nothing() {
+        // The root cgroup (no cgroup.type) may enable controllers while it holds processes.
+        struct RootFake(FakeV2);
+        impl CgroupFs for RootFake {
+            fn mkdir(&self, p: &Path) -> std::io::Result<()> {
+                self.0.mkdir(p)
+            }
+            fn rmdir(&self, p: &Path) -> std::io::Result<()> {
+                self.0.rmdir(p)
+            }
+            fn write(&self, p: &Path, v: &str) -> std::io::Result<()> {
+                if p == Path::new("/sys/fs/cgroup/cgroup.subtree_control") {
+                    self.0
+                        .log
+                        .borrow_mut()
+                        .push(format!("write /cgroup.subtree_control {v}"));
+                    return Ok(());
+                }
+                self.0.write(p, v)
+            }
+            fn read(&self, p: &Path) -> std::io::Result<String> {
+                self.0.read(p)
+            }
+            fn list(&self, p: &Path) -> std::io::Result<Vec<String>> {
+                self.0.list(p)
+            }
+            fn open_procs(&self, c: &Path) -> std::io::Result<OwnedFd> {
+                self.0.open_procs(c)
+            }
+            fn age(&self, p: &Path) -> Option<Duration> {
+                self.0.age(p)
+            }
+        }
+        let fs = RootFake(fake("root"));
+        std::fs::write(fs.0.root.join("cgroup.procs"), "1\n").unwrap();
+        create(&fs, &v2_plan("0::/\n")).unwrap();
+        let log = fs.0.log.borrow().clone();
+        assert_eq!(log[0], "write /cgroup.subtree_control +pids +memory");
+        assert!(!log.iter().any(|l| l.contains("sbx-init")), "{log:?}");
+        let _ = std::fs::remove_dir_all(&fs.0.root);
+    }
+
+    #[test]
+    fn v2_counters_are_read_from_the_leaf() {
+        let fs = fake("stats");
+        let plan = v2_plan("0::/ctr\n");
+        create(&fs, &plan).unwrap();
+        let leaf = fs.root.join("ctr/sbx/sbx-user-1");
+        std::fs::write(
+            leaf.join("memory.events"),
+            "low 0\nhigh 0\nmax 4\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        std::fs::write(leaf.join("pids.events"), "max 3\n").unwrap();
+        std::fs::write(leaf.join("memory.peak"), "67108864\n").unwrap();
+        std::fs::write(leaf.join("cpu.stat"), "usage_usec 1500\nuser_usec 1000\n").unwrap();
+        let s = stats(&fs, &plan);
+        assert_eq!(
+            s,
+            Stats {
+                oom_kills: 1,
+                pids_refused: 3,
+                peak_memory: Some(64 << 20),
+                cpu_ns: Some(1_500_000),
+            }
+        );
+        let _ = std::fs::remove_dir_all(&fs.root);
     }
 }

@@ -128,7 +128,7 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
     };
     let Some(pidfd) = verify(&state) else {
         state::remove(&dir, name);
-        cgroup::remove(&state.cgroups);
+        cgroup::remove(&cgroup::Host, &state.cgroups);
         return not_running();
     };
     sys::pidfd_send_signal(&pidfd, Signal::SIGTERM).context("cannot signal the keeper")?;
@@ -145,7 +145,7 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
     }
     state::remove(&dir, name);
     for _ in 0..50 {
-        cgroup::remove(&state.cgroups);
+        cgroup::remove(&cgroup::Host, &state.cgroups);
         if state.cgroups.iter().all(|p| !p.exists()) {
             break;
         }

@@ -54,7 +54,7 @@ pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result
                 // The keeper died (or its pid was reused): forget it; the kernel already killed
                 // everything that was in its pid namespace.
                 state::remove(&dir, ctx_name);
-                cgroup::remove(&state.cgroups);
+                cgroup::remove(&cgroup::Host, &state.cgroups);
             }
         }
     }
@@ -108,19 +108,28 @@ fn start_keeper(
     dir: &Path,
     fp: u64,
 ) -> Result<Keeper> {
-    let cg_plan = match &ctx.limits {
+    let mut cg_plan = match &ctx.limits {
         Some(l) if !l.is_empty() => crate::plan::cgroup::plan_for(ctx_name, l, ctx.degrade)?,
         _ => None,
+    };
+    let cgroup_procs = match (&cg_plan, &ctx.limits) {
+        (Some(p), Some(l)) => match cgroup::create(&cgroup::Host, p) {
+            Ok(procs) => procs,
+            Err(e) => {
+                // Refused unless `required = false` or `degrade = true`, as a one-shot call.
+                let why = format!("{e:#}");
+                crate::plan::cgroup::unavailable(ctx_name, l, ctx.degrade, &why)
+                    .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?;
+                cg_plan = None;
+                Vec::new()
+            }
+        },
+        _ => Vec::new(),
     };
     let cg_paths: Vec<PathBuf> = cg_plan
         .iter()
         .flat_map(|p| p.dirs.iter().map(|d| d.path.clone()))
         .collect();
-    let cgroup_procs = match &cg_plan {
-        Some(p) => cgroup::create(p)
-            .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?,
-        None => Vec::new(),
-    };
     let r = spawn_keeper(ctx_name, sandbox, &cgroup_procs).and_then(|(pid, pidfd)| {
         let record = || -> Result<State> {
             let (_, start) = proc_stat(pid.as_raw()).context("the new keeper vanished")?;
@@ -151,7 +160,7 @@ fn start_keeper(
     if r.is_err() {
         // Wait briefly for a killed keeper to leave its cgroups, then remove them.
         for _ in 0..50 {
-            cgroup::remove(&cg_paths);
+            cgroup::remove(&cgroup::Host, &cg_paths);
             if cg_paths.iter().all(|p| !p.exists()) {
                 break;
             }

@@ -37,6 +37,7 @@ use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::run::apply::cgroup;
 use crate::run::reaper;
+use crate::run::status::{children_cpu_ms, End};
 use crate::sys;
 use keeper::Keeper;
 
@@ -48,6 +49,7 @@ pub fn run(
     target: &Target,
     report: &dyn Fn(&str),
 ) -> Result<i32> {
+    let started = std::time::Instant::now();
     let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox)?;
     let cwd = sandbox
         .cwd
@@ -81,15 +83,31 @@ pub fn run(
     };
     drop(alive_r);
     report(&format!("{{\"child-pid\":{}}}", child.as_raw()));
+    // The context's cgroup counts every call: this call's share is the difference.
+    let version = crate::plan::cgroup::detect().version;
+    let counted = || cgroup::stats_of(&cgroup::Host, version, &keeper.state.cgroups);
+    let before = counted();
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let outcome = reaper::supervise(child, timeout);
     let code = reaper::exit_code(
         ctx_name,
         ctx,
-        reaper::supervise(child, timeout),
+        outcome,
         "; processes it started in the background keep running",
     );
     drop(alive_w);
-    report(&format!("{{\"exit-code\":{code}}}"));
+    let after = counted();
+    let end = End {
+        code,
+        timed_out: outcome == reaper::Outcome::TimedOut,
+        oom_kills: after.oom_kills.saturating_sub(before.oom_kills),
+        pids_refused: after.pids_refused.saturating_sub(before.pids_refused),
+        wall_ms: started.elapsed().as_millis() as u64,
+        cpu_ms: children_cpu_ms(),
+        // The context's peak, not this call's: left out.
+        peak_memory: None,
+    };
+    report(&end.json());
     Ok(code)
 }
 
@@ -118,6 +136,8 @@ fn in_target(
     if let Err(e) = cgroup::join(&keeper.cgroup_procs) {
         fail("cannot enter the context's cgroup", &e);
     }
+    // Best effort, as in a one-shot sandbox's pid 1.
+    let _ = cgroup::set_oom_score_adj(cgroup::CONFINED_OOM_SCORE_ADJ);
     if let Err(e) = nix::sched::setns(keeper.pidfd.as_fd(), flags) {
         fail(
             &format!("cannot join the namespaces of context {ctx_name:?}"),
