@@ -102,6 +102,7 @@ impl fmt::Display for Cidr {
 impl FromStr for Allow {
     type Err = AllowError;
 
+    /// An address or network first (bracketed IPv6, CIDR, bare IPv6, IPv4), else a domain rule.
     fn from_str(entry: &str) -> Result<Allow, AllowError> {
         let err = |problem: &str, fix: &str| AllowError {
             entry: entry.to_string(),
@@ -112,23 +113,8 @@ impl FromStr for Allow {
         if s.is_empty() {
             return Err(err("empty entry", "remove it"));
         }
-        // [v6], [v6]:port, [v6/len], [v6/len]:port
         if let Some(rest) = s.strip_prefix('[') {
-            let (inner, after) = rest
-                .split_once(']')
-                .ok_or_else(|| err("unclosed '['", "write an IPv6 address as [2001:db8::1]:443"))?;
-            let port = match after {
-                "" => None,
-                p => Some(parse_rule_port(p.strip_prefix(':').unwrap_or(p), &err)?),
-            };
-            let net = parse_rule_net(inner, &err)?;
-            if net.addr.is_ipv4() {
-                return Err(err(
-                    "brackets are for IPv6",
-                    "write an IPv4 address as 10.0.0.1:5432",
-                ));
-            }
-            return Ok(Allow::Net { net, port });
+            return bracketed(rest, &err);
         }
         // a.b.c.d/len[:port], v6/len[:port]
         if let Some((addr, rest)) = s.split_once('/') {
@@ -167,47 +153,70 @@ impl FromStr for Allow {
                 port,
             });
         }
-        if is_numeric_label(
-            host.strip_suffix('.')
-                .unwrap_or(host)
-                .rsplit('.')
-                .next()
-                .unwrap_or(""),
-        ) {
-            return Err(err(
-                "not a valid IPv4 address",
-                "write an address as 203.0.113.7",
-            ));
-        }
-        let (wild, domain) = match host.strip_prefix("*.") {
-            Some(d) => (true, d),
-            None => (false, host),
-        };
-        if domain.contains('*') {
-            return Err(err(
-                "'*' is allowed only as a whole first label",
-                "write *.example.com (its subdomains) or example.com (that name)",
-            ));
-        }
-        let name = normalize_name(domain).map_err(|problem| {
-            err(
-                &problem,
-                "write a DNS name (pypi.org, *.pypi.org), an address or a CIDR (203.0.113.0/24)",
-            )
-        })?;
-        if name == "localhost" || name.ends_with(".localhost") {
-            return Err(err(
-                "localhost is never resolved by the egress proxy",
-                "to reach the container's loopback, write the address: 127.0.0.1/32",
-            ));
-        }
-        let pattern = if wild {
-            DomainPattern::Subdomains(name)
-        } else {
-            DomainPattern::Exact(name)
-        };
-        Ok(Allow::Domain { pattern, port })
+        domain_rule(host, port, &err)
     }
+}
+
+/// `[v6]`, `[v6]:port`, `[v6/len]`, `[v6/len]:port` (the text after `[`).
+fn bracketed(rest: &str, err: &dyn Fn(&str, &str) -> AllowError) -> Result<Allow, AllowError> {
+    let (inner, after) = rest
+        .split_once(']')
+        .ok_or_else(|| err("unclosed '['", "write an IPv6 address as [2001:db8::1]:443"))?;
+    let port = match after {
+        "" => None,
+        p => Some(parse_rule_port(p.strip_prefix(':').unwrap_or(p), err)?),
+    };
+    let net = parse_rule_net(inner, err)?;
+    if net.addr.is_ipv4() {
+        return Err(err(
+            "brackets are for IPv6",
+            "write an IPv4 address as 10.0.0.1:5432",
+        ));
+    }
+    Ok(Allow::Net { net, port })
+}
+
+/// `name` or `*.name` (its subdomains), never a numeric last label or localhost.
+fn domain_rule(
+    host: &str,
+    port: Option<u16>,
+    err: &dyn Fn(&str, &str) -> AllowError,
+) -> Result<Allow, AllowError> {
+    let last_label = host.strip_suffix('.').unwrap_or(host).rsplit('.').next();
+    if is_numeric_label(last_label.unwrap_or("")) {
+        return Err(err(
+            "not a valid IPv4 address",
+            "write an address as 203.0.113.7",
+        ));
+    }
+    let (wild, domain) = match host.strip_prefix("*.") {
+        Some(d) => (true, d),
+        None => (false, host),
+    };
+    if domain.contains('*') {
+        return Err(err(
+            "'*' is allowed only as a whole first label",
+            "write *.example.com (its subdomains) or example.com (that name)",
+        ));
+    }
+    let name = normalize_name(domain).map_err(|problem| {
+        err(
+            &problem,
+            "write a DNS name (pypi.org, *.pypi.org), an address or a CIDR (203.0.113.0/24)",
+        )
+    })?;
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Err(err(
+            "localhost is never resolved by the egress proxy",
+            "to reach the container's loopback, write the address: 127.0.0.1/32",
+        ));
+    }
+    let pattern = if wild {
+        DomainPattern::Subdomains(name)
+    } else {
+        DomainPattern::Exact(name)
+    };
+    Ok(Allow::Domain { pattern, port })
 }
 
 fn parse_rule_port(p: &str, err: &dyn Fn(&str, &str) -> AllowError) -> Result<u16, AllowError> {
