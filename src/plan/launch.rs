@@ -35,6 +35,8 @@ pub struct Sandbox {
     pub creds: Option<Files>,
     /// Rootless mode: the user namespace's id map, written first by pid 1.
     pub userns: Option<IdMap>,
+    /// Inherited fds pid 1 keeps open for the target (`--keep-fd`, `--listen-fd`), sorted.
+    pub keep_fds: Vec<RawFd>,
 }
 
 impl Sandbox {
@@ -80,6 +82,10 @@ pub struct Target {
     pub sigmask: SigSet,
     /// Fds besides 0, 1, 2 that reach the target (sorted).
     pub keep_fds: Vec<RawFd>,
+    /// Inherited fds placed on 3, 4, ... in this order just before exec (`--keep-fd`).
+    pub pass_fds: Vec<RawFd>,
+    /// Fill in LISTEN_PID with the target's own pid (as it sees it) just before exec.
+    pub listen_pid: bool,
     /// Setuid mode: become this user for good (after cutting the whole bounding set).
     pub drop_to: Option<Identity>,
     /// Setuid mode: the working directory, entered as the caller after `drop_to`.
@@ -115,6 +121,7 @@ pub fn prepare(
         degrade: ctx.degrade,
         creds: None,
         userns: None,
+        keep_fds: Vec::new(),
     };
     let target = Target {
         path: CString::new(program.as_os_str().as_bytes()).context("program path contains NUL")?,
@@ -127,10 +134,29 @@ pub fn prepare(
         seccomp,
         sigmask: SigSet::empty(),
         keep_fds: Vec::new(),
+        pass_fds: Vec::new(),
+        listen_pid: false,
         drop_to: None,
         chdir_after_drop: None,
     };
     Ok((sandbox, target))
+}
+
+/// Inherited fds for the target: pid 1 keeps them, the target places them on 3, 4, ... and, for
+/// socket activation, fills in LISTEN_PID.
+pub fn add_passed_fds(
+    sandbox: &mut Sandbox,
+    target: &mut Target,
+    passed: &crate::plan::fds::Passed,
+) {
+    target.listen_pid = crate::plan::fds::set_env(&mut target.env, passed);
+    if passed.fds.is_empty() {
+        return;
+    }
+    sandbox.keep_fds = passed.fds.clone();
+    sandbox.keep_fds.sort_unstable();
+    target.pass_fds = passed.fds.clone();
+    target.keep_fds = (3..3 + passed.fds.len() as RawFd).collect();
 }
 
 /// Who owns secret files: the setuid caller, the rootless caller (mapped to itself; uid 0 does
@@ -194,6 +220,7 @@ mod tests {
             degrade: false,
             creds: None,
             userns: None,
+            keep_fds: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod env;
 pub mod exec;
+pub mod fds;
 pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;

@@ -103,12 +103,14 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             .context("cannot map ids in the user namespace")?;
     }
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
+    let is_keeper = matches!(role, Role::Keeper { .. });
     let keep: Vec<i32> = match &role {
         Role::OneShot { alive } => {
             if has_pidns {
                 die_with_outer(alive)?;
             }
-            Vec::new()
+            // The fds passed to the target (`--keep-fd`); a keeper never holds them.
+            sandbox.keep_fds.clone()
         }
         Role::Keeper { ready } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
@@ -126,7 +128,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
     }
-    if keep.is_empty() {
+    if !is_keeper {
         enter_cwd(sandbox)?;
     } else {
         // A keeper outlives the call that started it: no caller directory, no caller stdio.

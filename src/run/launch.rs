@@ -2,7 +2,8 @@
 //! list; each step is a call into the module named after its facility.
 //!
 //! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
-//! → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
+//! → named fds taken over (`--secrets-fd`, `--status-fd`, the kept fds of `--keep-fd` and
+//! `--listen-fd`, checked by [`crate::plan::fds`]) → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
 //! secrets (refused when the context takes none; split into variables and `secrets.files`) →
 //! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
 //! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
@@ -13,20 +14,21 @@
 //! non-dumpable → new session → close fds → mounts and private /proc → secret files → loopback →
 //! working directory → fork the target → reap and forward.
 //!
-//! Target ([`crate::run::target`]): new session → close fds → caps (and the setuid caller's
-//! identity) → no_new_privs → Landlock → seccomp → exec.
+//! Target ([`crate::run::target`]): new session → kept fds onto 3.. → close the others → caps
+//! (and the setuid caller's identity) → no_new_privs → Landlock → seccomp → LISTEN_PID → exec.
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 
 use crate::cli::RunArgs;
 use crate::model::{self, Context};
 use crate::plan::env::TargetEnv;
+use crate::plan::fds::{self, Activation, Passed};
 use crate::plan::launch::{self, Sandbox, Target};
 use crate::plan::request;
 use crate::plan::secret_files::Files;
@@ -70,7 +72,9 @@ fn run_in(
     ctx.timeout = request::timeout(ctx_name, &ctx, args.timeout)?;
     let ctx = &ctx;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
-    let (secrets_fd, status) = named_fds(args)?;
+    let passed = passed_fds(args)?;
+    let (secrets_fd, status, kept) = named_fds(args, &passed.fds)?;
+    check_passed(ctx_name, ctx, loaded, &passed, &kept)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
     secret_names.extend(secret_set.iter().map(|s| s.name.clone()));
@@ -88,6 +92,7 @@ fn run_in(
         sandbox.cwd = Some(request::cwd(dir, &here));
     }
     sandbox.creds = creds;
+    launch::add_passed_fds(&mut sandbox, &mut target, &passed);
     launch::add_userns(&mut sandbox, userns);
     if let Some(s) = setuid {
         launch::add_setuid(&mut sandbox, &mut target, s)?;
@@ -179,18 +184,67 @@ fn one_shot(
     Ok(code)
 }
 
-/// Take over `--secrets-fd` and `--status-fd` before anything else opens an fd.
-fn named_fds(args: &RunArgs) -> Result<(Option<OwnedFd>, Option<StatusFd>)> {
-    let names: Vec<RawFd> = args.secrets_fd.into_iter().chain(args.status_fd).collect();
+/// The fds `--listen-fd` and `--keep-fd` pass to the target, resolved against the caller's
+/// socket activation (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES meant for this process).
+pub fn passed_fds(args: &RunArgs) -> Result<Passed> {
+    let activation = Activation::from_env(&privilege::caller_env(), std::process::id());
+    fds::select(activation.as_ref(), &args.keep_fd, &args.listen_fd).map_err(|e| anyhow!(e))
+}
+
+/// Take over `--secrets-fd`, `--status-fd` and the kept fds before anything else opens an fd.
+fn named_fds(
+    args: &RunArgs,
+    kept: &[RawFd],
+) -> Result<(Option<OwnedFd>, Option<StatusFd>, Vec<OwnedFd>)> {
+    let names: Vec<RawFd> = args
+        .secrets_fd
+        .into_iter()
+        .chain(args.status_fd)
+        .chain(kept.iter().copied())
+        .collect();
     let mut owned = crate::sys::claim_named_fds(&names)
-        .map_err(|e| anyhow::anyhow!(e))?
+        .map_err(|e| anyhow!(e))?
         .into_iter();
     let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
     let status = match args.status_fd {
         Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
         None => None,
     };
-    Ok((secrets, status))
+    let mut fds = Vec::new();
+    for (&fd, got) in kept.iter().zip(owned) {
+        let got = got
+            .with_context(|| format!("--keep-fd/--listen-fd: file descriptor {fd} is not open"))?;
+        // Only the target gets it (placed on 3.. without close-on-exec); nothing else execs it.
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .with_context(|| format!("cannot mark file descriptor {fd} close-on-exec"))?;
+        fds.push(got);
+    }
+    Ok((secrets, status, fds))
+}
+
+/// Kept fds: socket activation passes on listening sockets only; a socket on a reserved port goes
+/// only to a context whose `listen` names it; control mode passes its own ports and none else.
+fn check_passed(
+    ctx_name: &str,
+    ctx: &Context,
+    loaded: &model::Loaded,
+    passed: &Passed,
+    kept: &[OwnedFd],
+) -> Result<()> {
+    if ctx.supervise.is_some() && !kept.is_empty() {
+        bail!("--keep-fd/--listen-fd cannot be used with control mode ([supervise]), which hands the control plane its own reserved ports");
+    }
+    let reserved = fds::reserved_ports(&loaded.policy);
+    for (&fd, owned) in passed.fds.iter().zip(kept) {
+        let facts = crate::sys::fd_facts(owned);
+        let as_listen = passed.listen_names.is_some();
+        fds::check(fd, facts, as_listen, &reserved, ctx_name, &ctx.listen)
+            .map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
 }
 
 fn read_secrets(
