@@ -149,12 +149,15 @@ pub fn add_passed_fds(
     target: &mut Target,
     passed: &crate::plan::fds::Passed,
 ) {
-    target.listen_pid = crate::plan::fds::set_env(&mut target.env, passed);
-    if passed.fds.is_empty() {
-        return;
-    }
     sandbox.keep_fds = passed.fds.clone();
     sandbox.keep_fds.sort_unstable();
+    pass_fds(target, passed);
+}
+
+/// The target places `passed` on 3, 4, ... just before exec, and gets their LISTEN_* variables
+/// (the caller's are always removed).
+pub fn pass_fds(target: &mut Target, passed: &crate::plan::fds::Passed) {
+    target.listen_pid = crate::plan::fds::set_env(&mut target.env, passed);
     target.pass_fds = passed.fds.clone();
     target.keep_fds = (3..3 + passed.fds.len() as RawFd).collect();
 }

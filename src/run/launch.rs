@@ -107,7 +107,13 @@ fn run_in(
                 &format!("{{\"child-pid\":{}}}", pid.as_raw()),
             )
         };
-        let code = crate::run::control::run(ctx_name, sup, target, on_start)?;
+        // Services are launched with the same --policy file (absolute: control's cwd may differ
+        // from theirs); the system file or the embedded default they find themselves.
+        let policy = match &loaded.source {
+            model::Source::Flag(path) => Some(std::path::absolute(path).unwrap_or(path.clone())),
+            _ => None,
+        };
+        let code = crate::run::control::run(ctx_name, sup, target, policy.as_deref(), on_start)?;
         report(status.as_ref(), &format!("{{\"exit-code\":{code}}}"));
         return Ok(code);
     }

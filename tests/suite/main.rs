@@ -79,6 +79,7 @@ fn main() {
         g3_control::sigterm_stops_gracefully_then_kills,
         g3_control::gives_up_after_max_restarts,
         g3_control::as_pid1_it_reaps_adopted_zombies,
+        g3_control::services_get_their_ports_and_restart,
         g3_bun::bun_control_plane_end_to_end,
         g3_keep_fd::listening_socket_reaches_the_target_as_fd_3,
         g3_keep_fd::keep_fd_refuses_what_it_must_not_pass,
