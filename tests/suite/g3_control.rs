@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use crate::harness::*;
 
 /// A control plane in Python that adopts LISTEN_FDS and answers each connection with its pid.
-const SERVER: &str = r#"
+pub const SERVER: &str = r#"
 import os, socket, sys, signal, selectors
 n = int(os.environ.get("LISTEN_FDS", "0"))
 # The handler first: the test sends SIGTERM as soon as it reads the LISTEN line.
@@ -132,7 +132,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn ask(addr: &str, port: u16) -> Result<String, String> {
+pub fn ask(addr: &str, port: u16) -> Result<String, String> {
     let mut s =
         TcpStream::connect((addr, port)).map_err(|e| format!("connect {addr}:{port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -351,7 +351,7 @@ while True:
 
 /// The pid of the process whose argv is `python3 SCRIPT ... MARK` (the service itself, not the
 /// sbx-exec processes around it, whose argv also holds the marker).
-fn python_with(mark: &str) -> Option<i32> {
+pub fn python_with(mark: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: i32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
