@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod limits;
 pub mod load;
+mod services;
 pub mod validate;
 pub mod values;
 
