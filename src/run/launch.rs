@@ -3,12 +3,13 @@
 //!
 //! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
 //! → named fds taken over (`--secrets-fd`, `--status-fd`, the kept fds of `--keep-fd` and
-//! `--listen-fd`, checked by [`crate::plan::fds`]) → environment → command resolved and checked against `[exec]` as the caller (126/127 early) →
-//! secrets (refused when the context takes none; split into variables and `secrets.files`) →
-//! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
-//! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
-//! persistent context's keeper joined (`persist`), or a one-shot sandbox ([`one_shot`]: output
-//! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit line.
+//! `--listen-fd`, checked by [`crate::plan::fds`]) → environment → command resolved and checked
+//! against `[exec]` as the caller (126/127 early) → secrets (refused when the context takes none;
+//! split into variables and `secrets.files`) → plans ([`crate::plan::launch`]: mounts, caps,
+//! seccomp, Landlock, user namespace in rootless mode, the caller's identity in setuid mode) →
+//! block signals → control mode (`control`), or a persistent context's keeper joined (`persist`),
+//! or a one-shot sandbox ([`one_shot`]: output masking, then [`crate::run::init`] in fresh
+//! namespaces) → supervise → status → audit line.
 //!
 //! Sandbox pid 1 ([`crate::run::init`]): id maps (rootless) → die with the outer process →
 //! non-dumpable → new session → close fds → mounts and private /proc → secret files → loopback →
