@@ -95,7 +95,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --timeout --help --version policy probe ctx help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --timeout --keep-fd --listen-fd --help --version policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,6 +126,14 @@ _sbx__exec() {
                     return 0
                     ;;
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen-fd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -14,7 +14,7 @@ end
 
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sbx_exec_global_optspecs
-    string join \n policy= ctx= secrets-fd= status-fd= env= cwd= timeout= h/help V/version
+    string join \n policy= ctx= secrets-fd= status-fd= env= cwd= timeout= keep-fd= listen-fd= h/help V/version
 end
 
 function __fish_sbx_exec_needs_command
@@ -45,6 +45,8 @@ complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write J
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l env -d 'Set a variable for this call (repeatable); only names the context lists in env.caller, never an injection variable (LD_*, NODE_OPTIONS...) or a name it takes as a secret' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l cwd -d 'Run the command in this directory instead of the current one (it must be visible in the context, e.g. under /workspace)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l timeout -d 'Stop the command after this many seconds (exit 124); at most the context\'s own timeout' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l keep-fd -d 'Keep this inherited file descriptor open in the command (repeatable); the kept fds are renumbered 3, 4, ... in order. When the caller\'s LISTEN_FDS/LISTEN_PID describe them, they are passed on as listening sockets with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID rewritten' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l listen-fd -d 'Pass on the caller\'s socket-activation fds named NAME in LISTEN_FDNAMES (repeatable; placed before the --keep-fd ones); each must be a listening socket, and one on a reserved port only reaches a context whose `listen` names that port' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s V -l version -d 'Print version'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "policy" -d 'Check a policy file, or show the effective policy'

@@ -25,6 +25,9 @@ Examples:
   sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
       in a context with persist = true: the server keeps running after the call,
       and later calls (ps, kill, curl localhost:3000) see it
+  sbx-exec --ctx notebook --listen-fd 8888 -- python3 serve.py
+      with LISTEN_FDS from the caller (control mode, systemd): the server gets the
+      listening socket named 8888 as fd 3 and never binds the port itself
   sbx-exec ctx list
   sbx-exec ctx stop user
       end a persistent context and everything in it
@@ -90,6 +93,18 @@ pub struct RunArgs {
     /// Stop the command after this many seconds (exit 124); at most the context's own timeout
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_TIMEOUT_SECS))]
     pub timeout: Option<u64>,
+
+    /// Keep this inherited file descriptor open in the command (repeatable); the kept fds are
+    /// renumbered 3, 4, ... in order. When the caller's LISTEN_FDS/LISTEN_PID describe them, they
+    /// are passed on as listening sockets with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID rewritten
+    #[arg(long = "keep-fd", value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
+    pub keep_fd: Vec<RawFd>,
+
+    /// Pass on the caller's socket-activation fds named NAME in LISTEN_FDNAMES (repeatable;
+    /// placed before the --keep-fd ones); each must be a listening socket, and one on a reserved
+    /// port only reaches a context whose `listen` names that port
+    #[arg(long = "listen-fd", value_name = "NAME")]
+    pub listen_fd: Vec<String>,
 
     /// The command and its arguments (after `--`, or from the first word that is not an option)
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]

@@ -27,11 +27,14 @@ pub fn main() -> ! {
         }
     };
     if privilege::is_setuid() {
+        // The kept fds too (a bad --keep-fd/--listen-fd is reported by the launch itself).
+        let kept = run::launch::passed_fds(&cli.run).map_or(cli.run.keep_fd.clone(), |p| p.fds);
         let named: Vec<i32> = cli
             .run
             .secrets_fd
             .into_iter()
             .chain(cli.run.status_fd)
+            .chain(kept)
             .collect();
         if let Err(e) = privilege::close_caller_fds(&named) {
             eprintln!("sbx-exec: {e:#}");

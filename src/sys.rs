@@ -312,29 +312,66 @@ pub fn landlock_abi() -> i32 {
     }
 }
 
-/// Place `fds` on 3, 4, ... in order, without close-on-exec (for the LISTEN_FDS protocol).
-/// They are first moved above the target range so that no dup2 clobbers one still to be moved.
-pub fn arrange_fds(fds: &[RawFd]) -> io::Result<()> {
-    let high_base = 3 + fds.len() as RawFd + 64;
-    let mut high = Vec::with_capacity(fds.len());
-    for &fd in fds {
-        // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor >= high_base.
-        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, high_base) };
-        if h < 0 {
+/// Place `fds` on 3, 4, ... in order, without close-on-exec (for the LISTEN_FDS protocol and
+/// `--keep-fd`), allocating nothing (it runs between fork and exec). They are first copied above
+/// every number involved, so that no dup2 clobbers one still to be moved; every other fd is
+/// closed by the caller afterwards. `keep` (the program's handle) is neither moved nor
+/// overwritten: the copies go above it too.
+pub fn arrange_fds(fds: &[RawFd], keep: RawFd) -> io::Result<()> {
+    let n = fds.len() as RawFd;
+    let base = fds.iter().copied().max().unwrap_or(0).max(2 + n).max(keep) + 1;
+    for (i, &fd) in fds.iter().enumerate() {
+        // SAFETY: dup3 only makes `base + i` a close-on-exec copy of `fd`. Nothing this process
+        // still needs lives there: `base` is above every source fd, every destination and `keep`,
+        // and the process is about to exec, keeping only 0-2, the destinations and `keep`.
+        if unsafe { libc::dup3(fd, base + i as RawFd, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        high.push(h);
     }
-    for (i, &h) in high.iter().enumerate() {
+    for i in 0..n {
         // SAFETY: dup2 onto 3+i replaces whatever was there (this process is about to exec and
         // keeps nothing else on those numbers); the new fd has no close-on-exec flag.
-        if unsafe { libc::dup2(h, 3 + i as RawFd) } < 0 {
+        if unsafe { libc::dup2(base + i, 3 + i) } < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `h` is a duplicate made above and owned by nothing else.
-        unsafe { libc::close(h) };
+        // SAFETY: `base + i` is the copy made above, owned by nothing else.
+        unsafe { libc::close(base + i) };
     }
     Ok(())
+}
+
+/// What a kept fd is (fstat, SO_ACCEPTCONN, getsockname).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FdFacts {
+    pub is_socket: bool,
+    /// A listening stream socket (SO_ACCEPTCONN).
+    pub listening: bool,
+    /// The bound port of an IPv4 or IPv6 socket.
+    pub port: Option<u16>,
+}
+
+/// What a kept fd is: a socket? listening? bound to which IPv4/IPv6 port?
+pub fn fd_facts(fd: &OwnedFd) -> FdFacts {
+    use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrLike, SockaddrStorage};
+    use nix::sys::stat::{fstat, SFlag};
+    let is_socket = fstat(fd.as_raw_fd())
+        .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFSOCK);
+    if !is_socket {
+        return Default::default();
+    }
+    let listening = getsockopt(fd, sockopt::AcceptConn).unwrap_or(false);
+    let port = getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|a| match a.family() {
+            Some(nix::sys::socket::AddressFamily::Inet) => a.as_sockaddr_in().map(|a| a.port()),
+            Some(nix::sys::socket::AddressFamily::Inet6) => a.as_sockaddr_in6().map(|a| a.port()),
+            _ => None,
+        });
+    FdFacts {
+        is_socket,
+        listening,
+        port,
+    }
 }
 
 /// Reset `sig` to its default action (Rust ignores SIGPIPE; a target must not inherit that).
@@ -375,7 +412,8 @@ unsafe fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Take over the fds named on the command line (`--secrets-fd`, `--status-fd`), once per
+/// Take over the fds named on the command line (`--secrets-fd`, `--status-fd`, `--keep-fd`,
+/// `--listen-fd`), once per
 /// process, as the first thing a launch does: `None` for a name that is not an open fd ≥ 3.
 /// Two options naming the same fd are refused.
 pub fn claim_named_fds(fds: &[RawFd]) -> Result<Vec<Option<OwnedFd>>, String> {
@@ -384,7 +422,7 @@ pub fn claim_named_fds(fds: &[RawFd]) -> Result<Vec<Option<OwnedFd>>, String> {
     for (i, fd) in fds.iter().enumerate() {
         if fds[..i].contains(fd) {
             return Err(format!(
-                "file descriptor {fd} is named twice (--secrets-fd and --status-fd must differ)"
+                "file descriptor {fd} is named twice (--secrets-fd, --status-fd and the kept fds must differ)"
             ));
         }
     }

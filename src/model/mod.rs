@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod env_names;
 pub mod limits;
 pub mod load;
+mod services;
 pub mod trust;
 pub mod validate;
 pub mod values;
@@ -111,6 +112,11 @@ pub struct Context {
     /// Control mode: supervise the command as a control plane, holding reserved ports.
     #[serde(default)]
     pub supervise: Option<Supervise>,
+    /// Reserved ports (a control context's `supervise.ports`) this context may be handed as an
+    /// inherited listening socket (`--listen-fd`, `--keep-fd`); a socket on any other reserved
+    /// port is refused. Default: none.
+    #[serde(default)]
+    pub listen: Vec<u16>,
     /// Keep the context's namespaces between calls (a keeper process is their pid 1); later calls
     /// join them, so processes of one call are seen by the next. Needs "pid" and "mount".
     #[serde(default)]
@@ -172,6 +178,26 @@ pub struct Supervise {
     /// Seconds between SIGTERM and SIGKILL when stopping (default 10).
     #[serde(default = "default_stop_timeout", deserialize_with = "values::seconds")]
     pub stop_timeout: u64,
+    /// Further services started after the control plane, each confined in its own context with
+    /// some of the reserved ports (the control plane gets the others); stopped in reverse order.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+/// A service control mode runs besides the control plane: `sbx-exec --ctx CTX --listen-fd PORT
+/// ... -- CMD`, restarted with backoff while control keeps holding its ports.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// A name for messages (e.g. "jupyter").
+    pub name: String,
+    /// The context it runs in; it must list every port of the service in `listen`.
+    pub ctx: ContextName,
+    /// The command: an absolute program path and its arguments.
+    pub cmd: Vec<String>,
+    /// Reserved ports (from `supervise.ports`) handed to this service instead of the control plane.
+    #[serde(default)]
+    pub ports: Vec<u16>,
 }
 
 fn default_max_restarts() -> u32 {

@@ -28,6 +28,10 @@ impl Policy {
                     bail!("invalid policy {origin}:{line}: context \"{name}\": {why}");
                 }
             }
+            if let Err(why) = self.services_rules(ctx) {
+                let line = find_line(text, &format!("[context.{name}")).unwrap_or(0);
+                bail!("invalid policy {origin}:{line}: context \"{name}\": {why}");
+            }
         }
         Ok(())
     }
@@ -183,6 +187,12 @@ fn no_port_zero(ctx: &Context) -> std::result::Result<(), String> {
     let sec = &ctx.security;
     if sec.deny_bind.contains(&0) || sec.deny_connect.contains(&0) {
         return Err("port 0 cannot be denied (it means \"any free port\"); list real ports".into());
+    }
+    if ctx.listen.contains(&0) {
+        return Err(
+            "listen cannot contain port 0; list the reserved ports this context may be handed"
+                .into(),
+        );
     }
     Ok(())
 }

@@ -102,6 +102,22 @@ pub fn build(
 }
 
 impl TargetEnv {
+    /// Remove one variable, if present.
+    pub fn remove(&mut self, name: &str) {
+        let name = name.as_bytes();
+        self.entries
+            .retain(|e| !(e.starts_with(name) && e.get(name.len()) == Some(&b'=')));
+    }
+
+    /// The index of `name`'s entry in [`TargetEnv::as_ptrs`] (allocates nothing: used just before
+    /// exec to fill in LISTEN_PID).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        let name = name.as_bytes();
+        self.entries
+            .iter()
+            .position(|e| e.starts_with(name) && e.get(name.len()) == Some(&b'='))
+    }
+
     /// Set one variable (replacing it if present).
     pub fn set_var(&mut self, name: &str, value: &str) {
         self.set(name.as_bytes(), value.as_bytes());

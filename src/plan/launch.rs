@@ -35,6 +35,8 @@ pub struct Sandbox {
     pub creds: Option<Files>,
     /// Rootless mode: the user namespace's id map, written first by pid 1.
     pub userns: Option<IdMap>,
+    /// Inherited fds pid 1 keeps open for the target (`--keep-fd`, `--listen-fd`), sorted.
+    pub keep_fds: Vec<RawFd>,
 }
 
 impl Sandbox {
@@ -84,6 +86,10 @@ pub struct Target {
     pub sigmask: SigSet,
     /// Fds besides 0, 1, 2 that reach the target (sorted).
     pub keep_fds: Vec<RawFd>,
+    /// Inherited fds placed on 3, 4, ... in this order just before exec (`--keep-fd`).
+    pub pass_fds: Vec<RawFd>,
+    /// Fill in LISTEN_PID with the target's own pid (as it sees it) just before exec.
+    pub listen_pid: bool,
     /// Setuid mode: become this user for good (after cutting the whole bounding set).
     pub drop_to: Option<Identity>,
     /// Setuid mode: the working directory, entered as the caller after `drop_to`.
@@ -118,6 +124,7 @@ pub fn prepare(
         degrade: ctx.degrade,
         creds: None,
         userns: None,
+        keep_fds: Vec::new(),
     };
     let target = Target {
         path: CString::new(program.shown.as_os_str().as_bytes())
@@ -132,6 +139,8 @@ pub fn prepare(
         landlock: crate::plan::landlock_rules::plan(&ctx.security, ctx.degrade),
         seccomp,
         sigmask: SigSet::empty(),
+        pass_fds: Vec::new(),
+        listen_pid: false,
         drop_to: None,
         chdir_after_drop: None,
     };
@@ -139,8 +148,9 @@ pub fn prepare(
 }
 
 impl Target {
-    /// Renumber the program's handle to `min` or above (control mode places the ports on 3.. and
-    /// must not overwrite it); `keep_fds` becomes `others` (sorted, all below `min`) and it.
+    /// Renumber the program's handle to `min` or above (passed fds and control mode's ports are
+    /// placed on 3.. and must not overwrite it); `keep_fds` becomes `others` (sorted, all below
+    /// `min`) and it.
     pub fn move_program_above(&mut self, min: RawFd, others: Vec<RawFd>) -> std::io::Result<()> {
         if self.program.as_raw_fd() < min {
             self.program = crate::sys::dup_cloexec_above(self.program.as_raw_fd(), min)?;
@@ -149,6 +159,27 @@ impl Target {
         self.keep_fds.push(self.program.as_raw_fd());
         Ok(())
     }
+}
+
+/// Inherited fds for the target: pid 1 keeps them, the target places them on 3, 4, ... and, for
+/// socket activation, fills in LISTEN_PID.
+pub fn add_passed_fds(
+    sandbox: &mut Sandbox,
+    target: &mut Target,
+    passed: &crate::plan::fds::Passed,
+) -> std::io::Result<()> {
+    sandbox.keep_fds = passed.fds.clone();
+    sandbox.keep_fds.sort_unstable();
+    pass_fds(target, passed)
+}
+
+/// The target places `passed` on 3, 4, ... just before exec, and gets their LISTEN_* variables
+/// (the caller's are always removed). The program's handle moves above them.
+pub fn pass_fds(target: &mut Target, passed: &crate::plan::fds::Passed) -> std::io::Result<()> {
+    target.listen_pid = crate::plan::fds::set_env(&mut target.env, passed);
+    target.pass_fds = passed.fds.clone();
+    let top = 3 + passed.fds.len() as RawFd;
+    target.move_program_above(top, (3..top).collect())
 }
 
 /// Who owns secret files: the setuid caller, the rootless caller (mapped to itself; uid 0 does
@@ -212,6 +243,7 @@ mod tests {
             degrade: false,
             creds: None,
             userns: None,
+            keep_fds: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod egress;
 pub mod env;
 pub mod exec;
+pub mod fds;
 pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;

@@ -116,13 +116,18 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             .context("cannot map ids in the user namespace")?;
     }
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
-    let keeper = matches!(role, Role::Keeper { .. });
+    let is_keeper = matches!(role, Role::Keeper { .. });
     let keep: Vec<i32> = match &role {
         Role::OneShot { alive, program } => {
             if has_pidns {
                 die_with_outer(alive)?;
             }
-            vec![*program]
+            // The program's checked handle and the fds passed to the target (`--keep-fd`); a
+            // keeper never holds them.
+            let mut keep = sandbox.keep_fds.clone();
+            keep.push(*program);
+            keep.sort_unstable();
+            keep
         }
         Role::Keeper { ready } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
@@ -144,7 +149,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     if sandbox.loopback {
         sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
     }
-    if !keeper {
+    if !is_keeper {
         enter_cwd(sandbox)?;
     } else {
         // A keeper outlives the call that started it: no caller directory, no caller stdio.

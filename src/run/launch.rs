@@ -2,32 +2,34 @@
 //! list; each step is a call into the module named after its facility.
 //!
 //! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
-//! → environment → command resolved, checked against `[exec]` and opened once as the caller
-//! (126/127 early; the target runs that handle) →
+//! → named fds taken over (`--secrets-fd`, `--status-fd`, the kept fds of `--keep-fd` and
+//! `--listen-fd`, checked by [`crate::plan::fds`]) → environment → command resolved, checked
+//! against `[exec]` and opened once as the caller (126/127 early; the target runs that handle) →
 //! secrets (refused when the context takes none; split into variables and `secrets.files`) →
 //! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
 //! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
 //! persistent context's keeper joined (`persist`), or a one-shot sandbox ([`one_shot`]: output
-//! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit line.
+//! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit records.
 //!
 //! Sandbox pid 1 ([`crate::run::init`]): id maps (rootless) → die with the outer process →
 //! non-dumpable → new session → close fds → mounts and private /proc → secret files → loopback →
 //! working directory → fork the target → reap and forward.
 //!
-//! Target ([`crate::run::target`]): new session → close fds → caps (and the setuid caller's
-//! identity) → no_new_privs → Landlock → seccomp → exec.
+//! Target ([`crate::run::target`]): new session → kept fds onto 3.. → close the others → caps
+//! (and the setuid caller's identity) → no_new_privs → Landlock → seccomp → LISTEN_PID → exec.
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 
 use crate::cli::RunArgs;
 use crate::model::{self, Context};
 use crate::plan::env::TargetEnv;
+use crate::plan::fds::{self, Activation, Passed};
 use crate::plan::launch::{self, Sandbox, Target};
 use crate::plan::request;
 use crate::plan::secret_files::Files;
@@ -42,8 +44,14 @@ pub fn run(args: RunArgs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
     // The named fds are taken over first, before anything else opens an fd; the status stream
     // is then open, so every later refusal (a bad policy, an unknown context) is recorded there.
-    let (secrets_fd, status) = named_fds(&args)?;
-    let r = audited(&args, ctx_name, secrets_fd, status.as_ref());
+    let passed = passed_fds(&args)?;
+    let (secrets, status, kept) = named_fds(&args, &passed.fds)?;
+    let fds = Inherited {
+        secrets,
+        passed,
+        kept,
+    };
+    let r = audited(&args, ctx_name, fds, status.as_ref());
     if let Err(e) = &r {
         let code = crate::error::exit_code_of(e);
         report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
@@ -56,7 +64,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
 fn audited(
     args: &RunArgs,
     ctx_name: &str,
-    secrets_fd: Option<OwnedFd>,
+    fds: Inherited,
     status: Option<&StatusFd>,
 ) -> Result<i32> {
     let mode = privilege::mode();
@@ -70,13 +78,20 @@ fn audited(
         loaded: &loaded,
         status,
     };
-    let result = run_in(&call, secrets_fd, &mut audit);
+    let result = run_in(&call, fds, &mut audit);
     let (code, error) = match &result {
         Ok(code) => (*code, None),
         Err(e) => (crate::error::exit_code_of(e), Some(format!("{e:#}"))),
     };
     audit.finish(code, error, mode.caller().is_some());
     result
+}
+
+/// The caller's fds this launch took over: the secrets fd, and the fds passed to the target.
+struct Inherited {
+    secrets: Option<OwnedFd>,
+    passed: Passed,
+    kept: Vec<OwnedFd>,
 }
 
 /// What every step of one launch reads.
@@ -89,11 +104,7 @@ struct Call<'a> {
 }
 
 /// The steps of one launch after the policy is loaded.
-fn run_in(
-    call: &Call,
-    secrets_fd: Option<OwnedFd>,
-    audit: &mut crate::run::audit::Audit,
-) -> Result<i32> {
+fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> Result<i32> {
     let Call {
         args,
         ctx_name,
@@ -105,8 +116,9 @@ fn run_in(
     ctx.timeout = request::timeout(ctx_name, &ctx, args.timeout)?;
     let ctx = &ctx;
     let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
+    check_passed(ctx_name, ctx, loaded, &fds.passed, &fds.kept)?;
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
-    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
+    let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, fds.secrets)?;
     audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
@@ -122,6 +134,8 @@ fn run_in(
         sandbox.cwd = Some(request::cwd(dir, &here));
     }
     sandbox.creds = creds;
+    launch::add_passed_fds(&mut sandbox, &mut target, &fds.passed)
+        .context("cannot keep the program's handle above the passed fds")?;
     launch::add_userns(&mut sandbox, userns);
     if let Some(s) = setuid {
         launch::add_setuid(&mut sandbox, &mut target, s)?;
@@ -137,8 +151,14 @@ fn run_in(
     if let Some(sup) = &ctx.supervise {
         let on_start =
             |pid: nix::unistd::Pid| report(status, &format!("{{\"child-pid\":{}}}", pid.as_raw()));
+        // Services are launched with the same --policy file (absolute: control's cwd may differ
+        // from theirs); the system file or the embedded default they find themselves.
+        let policy = match &loaded.source {
+            model::Source::Flag(path) => Some(std::path::absolute(path).unwrap_or(path.clone())),
+            _ => None,
+        };
         let started = Instant::now();
-        let code = crate::run::control::run(ctx_name, sup, target, on_start)?;
+        let code = crate::run::control::run(ctx_name, sup, target, policy.as_deref(), on_start)?;
         let end = End {
             code,
             wall_ms: started.elapsed().as_millis() as u64,
@@ -296,18 +316,67 @@ impl CallCgroup {
     }
 }
 
-/// Take over `--secrets-fd` and `--status-fd` before anything else opens an fd.
-fn named_fds(args: &RunArgs) -> Result<(Option<OwnedFd>, Option<StatusFd>)> {
-    let names: Vec<RawFd> = args.secrets_fd.into_iter().chain(args.status_fd).collect();
+/// The fds `--listen-fd` and `--keep-fd` pass to the target, resolved against the caller's
+/// socket activation (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES meant for this process).
+pub fn passed_fds(args: &RunArgs) -> Result<Passed> {
+    let activation = Activation::from_env(&privilege::caller_env(), std::process::id());
+    fds::select(activation.as_ref(), &args.keep_fd, &args.listen_fd).map_err(|e| anyhow!(e))
+}
+
+/// Take over `--secrets-fd`, `--status-fd` and the kept fds before anything else opens an fd.
+fn named_fds(
+    args: &RunArgs,
+    kept: &[RawFd],
+) -> Result<(Option<OwnedFd>, Option<StatusFd>, Vec<OwnedFd>)> {
+    let names: Vec<RawFd> = args
+        .secrets_fd
+        .into_iter()
+        .chain(args.status_fd)
+        .chain(kept.iter().copied())
+        .collect();
     let mut owned = crate::sys::claim_named_fds(&names)
-        .map_err(|e| anyhow::anyhow!(e))?
+        .map_err(|e| anyhow!(e))?
         .into_iter();
     let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
     let status = match args.status_fd {
         Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
         None => None,
     };
-    Ok((secrets, status))
+    let mut fds = Vec::new();
+    for (&fd, got) in kept.iter().zip(owned) {
+        let got = got
+            .with_context(|| format!("--keep-fd/--listen-fd: file descriptor {fd} is not open"))?;
+        // Only the target gets it (placed on 3.. without close-on-exec); nothing else execs it.
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .with_context(|| format!("cannot mark file descriptor {fd} close-on-exec"))?;
+        fds.push(got);
+    }
+    Ok((secrets, status, fds))
+}
+
+/// Kept fds: socket activation passes on listening sockets only; a socket on a reserved port goes
+/// only to a context whose `listen` names it; control mode passes its own ports and none else.
+fn check_passed(
+    ctx_name: &str,
+    ctx: &Context,
+    loaded: &model::Loaded,
+    passed: &Passed,
+    kept: &[OwnedFd],
+) -> Result<()> {
+    if ctx.supervise.is_some() && !kept.is_empty() {
+        bail!("--keep-fd/--listen-fd cannot be used with control mode ([supervise]), which hands the control plane its own reserved ports");
+    }
+    let reserved = fds::reserved_ports(&loaded.policy);
+    for (&fd, owned) in passed.fds.iter().zip(kept) {
+        let facts = crate::sys::fd_facts(owned);
+        let as_listen = passed.listen_names.is_some();
+        fds::check(fd, facts, as_listen, &reserved, ctx_name, &ctx.listen)
+            .map_err(|e| anyhow!(e))?;
+    }
+    Ok(())
 }
 
 fn read_secrets(

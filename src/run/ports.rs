@@ -38,25 +38,38 @@ impl ReservedPorts {
         Ok(ReservedPorts { sockets })
     }
 
-    pub fn fds(&self) -> Vec<RawFd> {
-        self.sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect()
+    /// The sockets of `ports` (IPv4 and IPv6), or with `except`, those of every other port, in
+    /// order, with their `LISTEN_FDNAMES` names: the port number for IPv4, the port number and
+    /// `v6` for IPv6.
+    pub fn handed(&self, ports: &[u16], except: bool) -> Handed {
+        let mut h = Handed::default();
+        for (fd, name) in &self.sockets {
+            let port: u16 = name.trim_end_matches("v6").parse().unwrap_or(0);
+            if ports.contains(&port) != except {
+                h.fds.push(fd.as_raw_fd());
+                h.names.push(name.clone());
+            }
+        }
+        h
     }
+}
 
-    /// `LISTEN_FDNAMES`: the port number for IPv4, the port number and `v6` for IPv6.
-    pub fn names(&self) -> String {
-        self.sockets
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(":")
-    }
+/// Some of the reserved sockets, as handed to one process (fds 3.. in this order).
+#[derive(Debug, Clone, Default)]
+pub struct Handed {
+    pub fds: Vec<RawFd>,
+    pub names: Vec<String>,
+}
 
-    pub fn len(&self) -> usize {
-        self.sockets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.sockets.is_empty()
+impl Handed {
+    /// Hand them to `target`: placed on 3.. just before exec, with LISTEN_FDS, LISTEN_FDNAMES and
+    /// LISTEN_PID (filled in with the target's pid) in its environment.
+    pub fn give_to(&self, target: &mut crate::plan::launch::Target) -> std::io::Result<()> {
+        let passed = crate::plan::fds::Passed {
+            fds: self.fds.clone(),
+            listen_names: (!self.fds.is_empty()).then(|| self.names.clone()),
+        };
+        crate::plan::launch::pass_fds(target, &passed)
     }
 }
 

@@ -27,7 +27,16 @@ impl Target {
             .map(|a| a.as_ptr())
             .chain(std::iter::once(std::ptr::null()))
             .collect();
-        let envp = self.env.as_ptrs();
+        let mut envp = self.env.as_ptrs();
+        // LISTEN_PID is this process's pid as the target sees it (in a pid namespace, not the
+        // number sbx-exec sees), written into a stack buffer: nothing allocated after the fork.
+        let mut listen_pid = [0u8; 32];
+        if self.listen_pid {
+            if let Some(i) = self.env.position("LISTEN_PID") {
+                pid_entry(&mut listen_pid, std::process::id());
+                envp[i] = listen_pid.as_ptr().cast();
+            }
+        }
         // The handle checked before the launch, not the path: a link swapped since runs nothing
         // else. (Close-on-exec: it is gone once the program runs.)
         let err = sys::execveat_fd(self.program.as_raw_fd(), &argv, &envp);
@@ -46,7 +55,11 @@ impl Target {
         use anyhow::Context as _;
         // A new session: no controlling terminal to push keystrokes into (TIOCSTI).
         nix::unistd::setsid().context("cannot start a new session")?;
-        // Only fds 0, 1 and 2 reach the target.
+        // Kept fds move to 3, 4, ...; only they and 0, 1, 2 reach the target.
+        if !self.pass_fds.is_empty() {
+            sys::arrange_fds(&self.pass_fds, self.program.as_raw_fd())
+                .context("cannot pass the kept file descriptors")?;
+        }
         sys::close_fds_from(3, &self.keep_fds, false)
             .context("cannot close inherited file descriptors")?;
         // Rust ignores SIGPIPE for itself; the target gets the default back.
@@ -72,5 +85,38 @@ impl Target {
             crate::run::apply::seccomp::install(prog)?;
         }
         Ok(())
+    }
+}
+
+/// Write `LISTEN_PID=<pid>\0` into `buf` (large enough for any pid).
+fn pid_entry(buf: &mut [u8; 32], pid: u32) {
+    const NAME: &[u8] = b"LISTEN_PID=";
+    buf[..NAME.len()].copy_from_slice(NAME);
+    let mut digits = [0u8; 10];
+    let (mut n, mut len) = (pid, 0);
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[NAME.len() + i] = digits[len - 1 - i];
+    }
+    buf[NAME.len() + len] = 0;
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pid_entry_is_a_c_string() {
+        for (pid, want) in [(2, "LISTEN_PID=2"), (4_194_304, "LISTEN_PID=4194304")] {
+            let mut buf = [0xffu8; 32];
+            super::pid_entry(&mut buf, pid);
+            let got = std::ffi::CStr::from_bytes_until_nul(&buf).unwrap();
+            assert_eq!(got.to_str().unwrap(), want);
+        }
     }
 }

@@ -13,7 +13,7 @@ use nix::unistd::Pid;
 use crate::harness::*;
 
 /// A control plane in Python that adopts LISTEN_FDS and answers each connection with its pid.
-const SERVER: &str = r#"
+pub const SERVER: &str = r#"
 import os, socket, sys, signal, selectors
 n = int(os.environ.get("LISTEN_FDS", "0"))
 # The handler first: the test sends SIGTERM as soon as it reads the LISTEN line.
@@ -132,7 +132,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn ask(addr: &str, port: u16) -> Result<String, String> {
+pub fn ask(addr: &str, port: u16) -> Result<String, String> {
     let mut s =
         TcpStream::connect((addr, port)).map_err(|e| format!("connect {addr}:{port}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -351,4 +351,84 @@ pub fn as_pid1_it_reaps_adopted_zombies() -> Result<(), String> {
             r.show()
         )
     })
+}
+
+/// A confined service: answers each connection on its inherited socket with `svc PID`.
+const SERVICE: &str = r#"
+import os, socket, selectors
+sel = selectors.DefaultSelector()
+for i in range(int(os.environ["LISTEN_FDS"])):
+    sel.register(socket.socket(fileno=3 + i), selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        c, _ = key.fileobj.accept()
+        c.sendall(b"svc %d %s\n" % (os.getpid(), os.environ["LISTEN_FDNAMES"].encode()))
+        c.close()
+"#;
+
+/// The pid of the process whose argv is `python3 SCRIPT ... MARK` (the service itself, not the
+/// sbx-exec processes around it, whose argv also holds the marker).
+pub fn python_with(mark: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        (args.first() == Some(&&b"/usr/bin/python3"[..]) && args.contains(&mark.as_bytes()))
+            .then_some(pid)
+    })
+}
+
+/// `supervise.services`: a service runs confined (pid 2 of its own namespace, `net = "none"`) with
+/// only its port, the control plane gets the others; a killed service is restarted on the same
+/// socket with no connection refused meanwhile; SIGTERM stops both.
+pub fn services_get_their_ports_and_restart() -> Result<(), String> {
+    needs_isolation()?;
+    let (main, svc) = free_ports();
+    let scripts = TempDir::new("service");
+    let script = scripts.file("service.py", SERVICE);
+    let mark = marker("svc");
+    let extra = format!(
+        "stop_timeout = 5\n\
+         [[context.control.supervise.services]]\nname = \"echo\"\nctx = \"svc\"\n\
+         cmd = [\"/usr/bin/python3\", \"{}\", \"{mark}\"]\nports = [{svc}]\n\
+         [context.svc]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\nnet = \"none\"\n\
+         listen = [{svc}]\nenv.allow = [\"PATH\"]\nsecurity.seccomp = \"default\"\n",
+        script.display()
+    );
+    let mut cp = ControlPlane::start(&[main, svc], &extra, &[]);
+    let (n, _, pid, names) = cp.listen_line();
+    check(n == 2 && names == format!("{main}:{main}v6"), || {
+        format!("the control plane got {n} sockets: {names}")
+    })?;
+    check(ask("127.0.0.1", main)? == format!("pid {pid}"), || {
+        "the control plane does not answer on its port".into()
+    })?;
+    let want = format!("svc 2 {svc}:{svc}v6");
+    let answered = wait_until(Duration::from_secs(10), || {
+        ask("127.0.0.1", svc).is_ok_and(|a| a == want)
+    });
+    check(answered, || format!("service: {:?}", ask("127.0.0.1", svc)))?;
+    check(ask("::1", svc)? == want, || "service on IPv6".into())?;
+
+    let first = python_with(&mark).ok_or("the service process is not running")?;
+    kill(Pid::from_raw(first), Signal::SIGKILL).map_err(|e| e.to_string())?;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Each connection waits in the held socket's queue until the new service accepts it.
+        let a = ask("127.0.0.1", svc)?;
+        if a == want && python_with(&mark).is_some_and(|p| p != first) {
+            break;
+        }
+        check(Instant::now() < end, || format!("not restarted: {a:?}"))?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check(ask("127.0.0.1", main)? == format!("pid {pid}"), || {
+        "the control plane changed".into()
+    })?;
+    let (code, _) = cp.stop();
+    check(code == Some(3), || format!("stop status {code:?}"))?;
+    check(
+        wait_until(Duration::from_secs(5), || python_with(&mark).is_none()),
+        || "the service survived the stop".into(),
+    )
 }

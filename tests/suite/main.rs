@@ -8,6 +8,8 @@ mod g1_tools;
 mod g2_visibility;
 mod g3_bun;
 mod g3_control;
+mod g3_jupyter;
+mod g3_keep_fd;
 mod g4_landlock;
 mod g5_launcher;
 mod g5_request;
@@ -81,7 +83,11 @@ fn main() {
         g3_control::sigterm_stops_gracefully_then_kills,
         g3_control::gives_up_after_max_restarts,
         g3_control::as_pid1_it_reaps_adopted_zombies,
+        g3_control::services_get_their_ports_and_restart,
         g3_bun::bun_control_plane_end_to_end,
+        g3_jupyter::jupyter_serves_the_held_port_confined,
+        g3_keep_fd::listening_socket_reaches_the_target_as_fd_3,
+        g3_keep_fd::keep_fd_refuses_what_it_must_not_pass,
         attacks::system_files_cannot_be_written,
         attacks::ld_so_preload_cannot_be_created,
         attacks::launcher_and_policy_are_read_only_in_platform_too,
