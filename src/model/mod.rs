@@ -270,7 +270,8 @@ pub struct FsPolicy {
     /// Made read-only, recursively (`"/"` makes everything read-only).
     #[serde(default)]
     pub read_only: Vec<AbsPath>,
-    /// Made writable again below a read-only path (paths that do not exist are skipped).
+    /// Made writable again below a read-only path, nosuid and nodev there (paths that do not exist
+    /// are skipped).
     #[serde(default)]
     pub writable: Vec<AbsPath>,
     /// A fresh, empty, private tmpfs mounted here (nosuid, nodev).

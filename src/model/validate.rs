@@ -315,6 +315,45 @@ mod tests {
     }
 
     #[test]
+    fn private_dev_is_the_default_for_confined_contexts_and_devices_are_checked() {
+        let p = parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(p.context("user").unwrap().private_dev());
+        assert!(p.context("platform").unwrap().private_dev());
+        assert!(!p.context("control").unwrap().private_dev());
+        let ctx = |ns: &str, fs: &str| {
+            format!("version = 1\n[context.c]\nnamespaces = [{ns}]\n[context.c.fs]\n{fs}\n")
+        };
+        let confined = "\"pid\", \"mount\"";
+        let c = parse(&ctx(confined, "")).unwrap();
+        assert!(c.context("c").unwrap().private_dev());
+        let c = parse(&ctx("\"mount\"", "")).unwrap();
+        assert!(!c.context("c").unwrap().private_dev());
+        let c = parse(&ctx(confined, "dev = \"host\"")).unwrap();
+        assert!(!c.context("c").unwrap().private_dev());
+        parse(&ctx(
+            confined,
+            "devices = [\"/dev/fuse\", \"/dev/net/tun\"]",
+        ))
+        .unwrap();
+        for (ns, fs, want) in [
+            ("", "dev = \"private\"", "\"mount\""),
+            (confined, "dev = \"shared\"", "unknown variant"),
+            (
+                confined,
+                "dev = \"host\"\ndevices = [\"/dev/fuse\"]",
+                "fs.dev",
+            ),
+            (confined, "devices = [\"/dev\"]", "below /dev"),
+            (confined, "devices = [\"/devx/fuse\"]", "below /dev"),
+            (confined, "devices = [\"/dev/pts/0\"]", "not /dev/pts"),
+            (confined, "devices = [\"/dev/shm\"]", "not /dev/pts"),
+        ] {
+            let err = parse(&ctx(ns, fs)).unwrap_err().to_string();
+            assert!(err.contains(want), "{fs}: {err}");
+        }
+    }
+
+    #[test]
     fn secrets_files_redact_and_audit_are_validated() {
         let ok = "version = 1\naudit = \"/var/log/sbx/audit.jsonl\"\n[context.p]\nnamespaces = [\"mount\"]\n[context.p.secrets]\nallow = [\"PG*\"]\nfiles = [\"PGPASSFILE\"]\nredact = true\n";
         let p = parse(ok).unwrap();

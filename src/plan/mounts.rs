@@ -15,7 +15,7 @@ pub enum Step {
     MakePrivate,
     /// Make `path` and everything below it read-only.
     ReadOnly(CString),
-    /// Make `path` and everything below it writable again (skipped when missing).
+    /// Make `path` and everything below it writable again, nosuid and nodev (skipped when missing).
     Writable(CString),
     /// Mount a fresh tmpfs (nosuid, nodev) with this mode (skipped when missing).
     Tmpfs(CString, u32),

@@ -368,3 +368,52 @@ pub fn setuid_and_device_nodes_in_shared_areas_are_inert() -> Result<(), String>
     .run();
     check(m.stdout.trim() == "refused", || m.show())
 }
+
+/// `fs.devices` adds a host character device on purpose; a block device or a missing one is
+/// refused at launch with 125, naming it.
+pub fn fs_devices_are_checked_at_launch() -> Result<(), String> {
+    needs_isolation()?;
+    let chr = ["/dev/fuse", "/dev/net/tun", "/dev/kmsg"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let blk = ["/dev/loop0", "/dev/vda", "/dev/sda"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let dir = TempDir::new("g7-devices");
+    let launch = |device: &str| {
+        let policy = crate::policy_tests::write_policy(
+            dir.path(),
+            &format!(
+                "version = 1\n[context.t]\nnamespaces = [\"pid\", \"mount\"]\n\
+                 [context.t.fs]\ndevices = [\"{device}\"]\n"
+            ),
+        );
+        Cmd::sbx([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            "t",
+            "--",
+            "ls",
+            "-lR",
+            "/dev",
+        ])
+        .run()
+    };
+    if let Some(chr) = chr {
+        let r = launch(chr);
+        r.expect_code(0, chr)?;
+        let name = Path::new(chr).file_name().unwrap().to_string_lossy();
+        check(r.stdout.contains(&*name), || {
+            format!("{chr} was not added: {}", r.show())
+        })?;
+    }
+    if let Some(blk) = blk {
+        let r = launch(blk);
+        r.expect_code(125, blk)?;
+        check(r.stderr.contains("block device"), || r.show())?;
+    }
+    let r = launch("/dev/sbx-no-such-device");
+    r.expect_code(125, "a missing device")?;
+    check(r.stderr.contains("/dev/sbx-no-such-device"), || r.show())
+}

@@ -97,6 +97,7 @@ fn main() {
         g7_channels::own_ptys_work,
         g7_channels::standard_devices_work,
         g7_channels::setuid_and_device_nodes_in_shared_areas_are_inert,
+        g7_channels::fs_devices_are_checked_at_launch,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
         g8_modes::setuid_caller_runs_as_itself_without_capabilities,
