@@ -25,6 +25,8 @@ struct Host {
     seccomp: bool,
     cgroup: crate::plan::cgroup::CgroupInfo,
     legacy_tiocsti: Option<bool>,
+    /// A private /dev (tmpfs, device binds, devpts newinstance) can be mounted.
+    private_dev: bool,
 }
 
 /// One context's verdict.
@@ -88,6 +90,14 @@ fn host() -> Host {
             .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
         cgroup: crate::plan::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
+        private_dev: crate::run::apply::dev::can_mount_private(
+            (rootless && userns)
+                .then(|| crate::privilege::userns::IdMap {
+                    uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
+                })
+                .as_ref(),
+        ),
     }
 }
 
@@ -135,6 +145,11 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         if !any {
             v.missing.push("namespaces together".into());
         }
+    }
+    if ctx.private_dev() && !host.private_dev {
+        v.missing.push(
+            "a private /dev (tmpfs, device binds, devpts newinstance); or fs.dev = \"host\"".into(),
+        );
     }
     let sec = &ctx.security;
     let need = if sec.scope {
@@ -217,6 +232,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "seccomp": h.seccomp,
             "cgroup": h.cgroup,
             "legacy_tiocsti": h.legacy_tiocsti,
+            "private_dev": h.private_dev,
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
             "secure": all_full,
@@ -255,6 +271,14 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                         "0"
                     }
                 })
+        );
+        println!(
+            "private /dev:    {}",
+            if h.private_dev {
+                "yes (devpts newinstance)"
+            } else {
+                "no"
+            }
         );
         println!("policy:          {}", loaded.source);
         if *h.mode == Mode::Rootless {

@@ -192,3 +192,36 @@ fn make_dir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd> {
     .with_context(|| format!("cannot open /dev/…/{}", name.to_string_lossy()))?;
     Ok(sys::own_fd(fd))
 }
+
+/// Can a private /dev be made here (`sbx-exec probe`)? The very same [`mount_private`], in a
+/// throwaway child in a new mount namespace (and, with `userns`, a user namespace with these ids
+/// mapped, as a rootless launch makes) that exits at once.
+pub fn can_mount_private(userns: Option<&crate::privilege::userns::IdMap>) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let flags = libc::CLONE_NEWNS
+        | if userns.is_some() {
+            libc::CLONE_NEWUSER
+        } else {
+            0
+        };
+    match sys::clone_fork(flags) {
+        Ok(None) => {
+            if let Some(map) = userns {
+                if crate::privilege::userns::write_id_maps(map).is_err() {
+                    sys::exit_now(1);
+                }
+            }
+            let private = mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            );
+            let ok = private.is_ok() && mount_private(&[]).is_ok();
+            sys::exit_now(if ok { 0 } else { 1 })
+        }
+        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
+        Err(_) => false,
+    }
+}
