@@ -133,6 +133,8 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     if userns {
         kinds.insert(0, namespaces::USER);
     }
+    // Without its mount namespace a context has no mounts at all: nothing more to say about /dev.
+    let mut mounts_missing = false;
     if !kinds.is_empty() && !clone_ok(namespaces::flags(&kinds)) {
         let extra = if userns { libc::CLONE_NEWUSER } else { 0 };
         let mut any = false;
@@ -140,13 +142,15 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             if !clone_ok(k.flag | extra) {
                 v.missing.push(format!("{} namespace", k.name));
                 any = true;
+                mounts_missing |= *k == namespaces::MOUNT;
             }
         }
         if !any {
             v.missing.push("namespaces together".into());
+            mounts_missing = true;
         }
     }
-    if ctx.private_dev() && !host.private_dev {
+    if ctx.private_dev() && !host.private_dev && !mounts_missing {
         v.missing.push(
             "a private /dev (tmpfs, device binds, devpts newinstance); or fs.dev = \"host\"".into(),
         );
