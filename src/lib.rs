@@ -11,8 +11,9 @@
 //!   │        and `probe`, which asks the same planning a launch does
 //! run        mechanisms applying a plan: launch (one-shot), init (the one sandbox pid 1 for
 //!   │        one-shot calls and persistent keepers), target (caps → nnp → Landlock → seccomp →
-//!   │        exec), control, persist/{join, keeper, state, ctl}, apply/{mounts, procfs,
-//!   │        namespaces, capabilities, cgroup, secret_files, landlock, seccomp}, masking, audit
+//!   │        exec), control, persist/{join, keeper, state, ctl}, apply/{mounts, dev,
+//!   │        procfs, namespaces, capabilities, cgroup, secret_files, landlock, seccomp},
+//!   │        masking, audit
 //! plan       pure functions from (policy, request, privilege mode, host facts) to what will be
 //!   │        done: namespaces, mounts, environment, exec checks, capabilities, seccomp program,
 //!   │        Landlock rules, cgroup plan, secret files, the whole launch (plan::launch)

@@ -25,6 +25,8 @@ struct Host {
     seccomp: bool,
     cgroup: crate::plan::cgroup::CgroupInfo,
     legacy_tiocsti: Option<bool>,
+    /// A private /dev (tmpfs, device binds, devpts newinstance) can be mounted.
+    private_dev: bool,
 }
 
 /// One context's verdict.
@@ -90,6 +92,14 @@ fn host() -> Host {
             .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
         cgroup: crate::plan::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
+        private_dev: crate::run::apply::dev::can_mount_private(
+            (rootless && userns)
+                .then(|| crate::privilege::userns::IdMap {
+                    uid: nix::unistd::geteuid().as_raw(),
+                    gid: nix::unistd::getegid().as_raw(),
+                })
+                .as_ref(),
+        ),
     }
 }
 
@@ -137,6 +147,8 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     if userns {
         kinds.insert(0, namespaces::USER);
     }
+    // Without its mount namespace a context has no mounts at all: nothing more to say about /dev.
+    let mut mounts_missing = false;
     if !kinds.is_empty() && !clone_ok(namespaces::flags(&kinds)) {
         let extra = if userns { libc::CLONE_NEWUSER } else { 0 };
         let mut any = false;
@@ -144,11 +156,18 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             if !clone_ok(k.flag | extra) {
                 v.missing.push(format!("{} namespace", k.name));
                 any = true;
+                mounts_missing |= *k == namespaces::MOUNT;
             }
         }
         if !any {
             v.missing.push("namespaces together".into());
+            mounts_missing = true;
         }
+    }
+    if ctx.private_dev() && !host.private_dev && !mounts_missing {
+        v.missing.push(
+            "a private /dev (tmpfs, device binds, devpts newinstance); or fs.dev = \"host\"".into(),
+        );
     }
     let sec = &ctx.security;
     let need = if sec.scope {
@@ -249,6 +268,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "limits": limits,
             "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
             "legacy_tiocsti": h.legacy_tiocsti,
+            "private_dev": h.private_dev,
             "policy": loaded.source.to_string(),
             "contexts": ctxs,
             "secure": all_full,
@@ -303,6 +323,14 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                         "0"
                     }
                 })
+        );
+        println!(
+            "private /dev:    {}",
+            if h.private_dev {
+                "yes (devpts newinstance)"
+            } else {
+                "no"
+            }
         );
         println!("policy:          {}", loaded.source);
         if *h.mode == Mode::Rootless {

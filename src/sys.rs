@@ -125,6 +125,8 @@ pub fn fd_path(fd: &OwnedFd) -> CString {
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
@@ -140,7 +142,10 @@ struct MountAttr {
 #[derive(Debug, Clone, Copy)]
 pub enum MountFlag {
     ReadOnly,
-    Writable,
+    /// Writable, where a setuid bit or a device node means nothing (a shared work area).
+    WritableNoSuidNoDev,
+    /// No setuid bit and no program runs from here (a device node bound into a private /dev).
+    NoSuidNoExec,
     /// Nothing on it can be executed or mapped executable.
     NoExec,
     /// Symlinks on it are not followed (a link planted there cannot redirect a write).
@@ -150,31 +155,18 @@ pub enum MountFlag {
 /// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE)`: change the flags of the mount at `fd`
 /// and every mount below it, in this mount namespace only.
 pub fn mount_setattr(fd: &OwnedFd, flag: MountFlag) -> io::Result<()> {
-    let attr = match flag {
-        MountFlag::ReadOnly => MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        },
-        MountFlag::Writable => MountAttr {
-            attr_set: 0,
-            attr_clr: MOUNT_ATTR_RDONLY,
-            propagation: 0,
-            userns_fd: 0,
-        },
-        MountFlag::NoExec => MountAttr {
-            attr_set: MOUNT_ATTR_NOEXEC,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        },
-        MountFlag::NoSymFollow => MountAttr {
-            attr_set: MOUNT_ATTR_NOSYMFOLLOW,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        },
+    let (attr_set, attr_clr) = match flag {
+        MountFlag::ReadOnly => (MOUNT_ATTR_RDONLY, 0),
+        MountFlag::WritableNoSuidNoDev => (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY),
+        MountFlag::NoSuidNoExec => (MOUNT_ATTR_NOSUID | MOUNT_ATTR_NOEXEC, 0),
+        MountFlag::NoExec => (MOUNT_ATTR_NOEXEC, 0),
+        MountFlag::NoSymFollow => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+    };
+    let attr = MountAttr {
+        attr_set,
+        attr_clr,
+        propagation: 0,
+        userns_fd: 0,
     };
     // SAFETY: fd is open, the empty path is a valid C string, and `attr` is a valid mount_attr
     // whose size is passed; the kernel only reads it.

@@ -227,6 +227,16 @@ impl Context {
     pub fn has(&self, ns: Namespace) -> bool {
         self.namespaces.contains(&ns)
     }
+
+    /// Whether the context gets a private /dev: `fs.dev`, or by default when it has its own pid
+    /// and mount namespaces (a confined context).
+    pub fn private_dev(&self) -> bool {
+        match self.fs.dev {
+            Some(DevMode::Private) => true,
+            Some(DevMode::Host) => false,
+            None => self.has(Namespace::Pid) && self.has(Namespace::Mount),
+        }
+    }
 }
 
 /// The environment of the target: cleared, then rebuilt from this.
@@ -302,7 +312,8 @@ pub struct FsPolicy {
     /// Made read-only, recursively (`"/"` makes everything read-only).
     #[serde(default)]
     pub read_only: Vec<AbsPath>,
-    /// Made writable again below a read-only path (paths that do not exist are skipped).
+    /// Made writable again below a read-only path, nosuid and nodev there (paths that do not exist
+    /// are skipped).
     #[serde(default)]
     pub writable: Vec<AbsPath>,
     /// A fresh, empty, private tmpfs mounted here (nosuid, nodev).
@@ -319,6 +330,15 @@ pub struct FsPolicy {
     /// planted there cannot redirect a write of the trusted tool.
     #[serde(default)]
     pub nosymfollow: Vec<AbsPath>,
+    /// "private": a fresh /dev with only null, zero, full, random, urandom, tty, a new devpts
+    /// instance (its own ptys), /dev/shm and the fd links; no host device node or pty. "host":
+    /// the host's /dev. Absent: "private" when the context has the "pid" and "mount" namespaces.
+    #[serde(default)]
+    pub dev: Option<DevMode>,
+    /// Host character devices added to the private /dev on purpose, at the same path
+    /// (e.g. `["/dev/fuse"]`); each is checked to be a character device at launch.
+    #[serde(default)]
+    pub devices: Vec<AbsPath>,
 }
 
 impl FsPolicy {
@@ -329,7 +349,17 @@ impl FsPolicy {
             && self.hide.is_empty()
             && self.noexec.is_empty()
             && self.nosymfollow.is_empty()
+            && self.dev != Some(DevMode::Private)
+            && self.devices.is_empty()
     }
+}
+
+/// Which /dev a context sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DevMode {
+    Private,
+    Host,
 }
 
 /// Privilege settings applied to the target just before exec.

@@ -1,6 +1,7 @@
 //! Checks that span several keys of a context, each a named rule, run after parsing.
 
 use anyhow::{bail, Context as _, Result};
+use std::path::Path;
 
 use super::*;
 
@@ -63,6 +64,7 @@ type Rule = fn(&Context) -> std::result::Result<(), String>;
 const RULES: &[Rule] = &[
     pid_needs_mount,
     fs_needs_mount,
+    dev_rules,
     all_caps_alone,
     seccomp_needs_no_new_privs,
     confined_caps,
@@ -108,6 +110,34 @@ fn fs_needs_mount(ctx: &Context) -> std::result::Result<(), String> {
         return Err(
             "[fs] settings need the \"mount\" namespace; add \"mount\" to namespaces".into(),
         );
+    }
+    Ok(())
+}
+
+/// `fs.devices` go into the private /dev, below /dev, and not where the private /dev already
+/// puts its own (its devpts and /dev/shm).
+fn dev_rules(ctx: &Context) -> std::result::Result<(), String> {
+    if ctx.fs.devices.is_empty() {
+        return Ok(());
+    }
+    if !ctx.private_dev() {
+        return Err("fs.devices adds devices to the private /dev; set fs.dev = \"private\" (with the \"pid\" and \"mount\" namespaces it is the default)".into());
+    }
+    for d in &ctx.fs.devices {
+        let p = d.as_path();
+        let rel = p.strip_prefix("/dev").unwrap_or(Path::new(""));
+        let first = rel.components().next().map(|c| c.as_os_str().to_owned());
+        if rel.as_os_str().is_empty()
+            || matches!(
+                first.as_deref().and_then(|f| f.to_str()),
+                Some("pts" | "shm")
+            )
+        {
+            return Err(format!(
+                "fs.devices: {} is not a device path the private /dev can add; give a node below /dev such as \"/dev/fuse\" or \"/dev/net/tun\" (not /dev/pts or /dev/shm, which it makes itself)",
+                p.display()
+            ));
+        }
     }
     Ok(())
 }
@@ -296,6 +326,45 @@ mod tests {
         let user = p.context("user").unwrap();
         assert!(user.secrets.allow.is_empty(), "user must take no secrets");
         assert!(user.has(Namespace::Pid) && user.has(Namespace::Mount));
+    }
+
+    #[test]
+    fn private_dev_is_the_default_for_confined_contexts_and_devices_are_checked() {
+        let p = parse(EMBEDDED_DEFAULT).unwrap();
+        assert!(p.context("user").unwrap().private_dev());
+        assert!(p.context("platform").unwrap().private_dev());
+        assert!(!p.context("control").unwrap().private_dev());
+        let ctx = |ns: &str, fs: &str| {
+            format!("version = 1\n[context.c]\nnamespaces = [{ns}]\n[context.c.fs]\n{fs}\n")
+        };
+        let confined = "\"pid\", \"mount\"";
+        let c = parse(&ctx(confined, "")).unwrap();
+        assert!(c.context("c").unwrap().private_dev());
+        let c = parse(&ctx("\"mount\"", "")).unwrap();
+        assert!(!c.context("c").unwrap().private_dev());
+        let c = parse(&ctx(confined, "dev = \"host\"")).unwrap();
+        assert!(!c.context("c").unwrap().private_dev());
+        parse(&ctx(
+            confined,
+            "devices = [\"/dev/fuse\", \"/dev/net/tun\"]",
+        ))
+        .unwrap();
+        for (ns, fs, want) in [
+            ("", "dev = \"private\"", "\"mount\""),
+            (confined, "dev = \"shared\"", "unknown variant"),
+            (
+                confined,
+                "dev = \"host\"\ndevices = [\"/dev/fuse\"]",
+                "fs.dev",
+            ),
+            (confined, "devices = [\"/dev\"]", "below /dev"),
+            (confined, "devices = [\"/devx/fuse\"]", "below /dev"),
+            (confined, "devices = [\"/dev/pts/0\"]", "not /dev/pts"),
+            (confined, "devices = [\"/dev/shm\"]", "not /dev/pts"),
+        ] {
+            let err = parse(&ctx(ns, fs)).unwrap_err().to_string();
+            assert!(err.contains(want), "{fs}: {err}");
+        }
     }
 
     #[test]

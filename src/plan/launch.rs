@@ -106,7 +106,12 @@ pub fn prepare(
     let mounts = ctx.has(Namespace::Mount).then(|| {
         let exe = std::env::current_exe().ok();
         let protect: Vec<&Path> = exe.as_deref().into_iter().chain(source.path()).collect();
-        mounts::plan(&ctx.fs, &protect, ctx.has(Namespace::Pid))
+        mounts::plan(
+            &ctx.fs,
+            &protect,
+            ctx.has(Namespace::Pid),
+            ctx.private_dev(),
+        )
     });
     let seccomp = match ctx.security.seccomp {
         SeccompMode::Default => Some(crate::plan::seccomp::build(&ctx.security)?),
@@ -252,7 +257,7 @@ mod tests {
         // The value itself is fixed: a keeper recorded by one build is recognised by the next.
         assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
         assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
-        let plan = mounts::plan(&model::FsPolicy::default(), &[], true);
+        let plan = mounts::plan(&model::FsPolicy::default(), &[], true, false);
         let a = sandbox(Some(plan.clone()), false);
         assert_eq!(
             a.fingerprint(),

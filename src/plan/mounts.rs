@@ -15,7 +15,7 @@ pub enum Step {
     MakePrivate,
     /// Make `path` and everything below it read-only.
     ReadOnly(CString),
-    /// Make `path` and everything below it writable again (skipped when missing).
+    /// Make `path` and everything below it writable again, nosuid and nodev (skipped when missing).
     Writable(CString),
     /// Mount a fresh tmpfs (nosuid, nodev) with this mode (skipped when missing).
     Tmpfs(CString, u32),
@@ -25,6 +25,10 @@ pub enum Step {
     NoSymFollow(CString),
     /// Hide: a directory becomes an empty read-only tmpfs, a file is covered by `/dev/null`.
     Hide(CString),
+    /// A private /dev (tmpfs, nosuid, nodev, noexec): the host's null, zero, full, random,
+    /// urandom and tty bound in (nosuid, noexec), a new devpts instance, /dev/ptmx, /dev/shm and
+    /// the fd links, plus these host character devices (`fs.devices`).
+    PrivateDev(Vec<CString>),
     /// Mount a fresh procfs on /proc (needs the pid namespace) and mask it like Docker does.
     PrivateProc,
 }
@@ -44,6 +48,15 @@ impl Plan {
         for step in &self.steps {
             let (tag, path, mode) = match step {
                 Step::MakePrivate => ("private", None, 0),
+                Step::PrivateDev(extra) => {
+                    out.push_str("dev");
+                    for d in extra {
+                        out.push(' ');
+                        out.push_str(&d.to_string_lossy());
+                    }
+                    out.push('\n');
+                    continue;
+                }
                 Step::ReadOnly(p) => ("ro", Some(p), 0),
                 Step::Writable(p) => ("rw", Some(p), 0),
                 Step::Tmpfs(p, m) => ("tmpfs", Some(p), *m),
@@ -73,13 +86,24 @@ fn c(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("policy paths contain no NUL")
 }
 
-/// Build the plan: private propagation, the policy's read-only, writable, tmpfs and hidden paths,
-/// `protect` (the sbx-exec binary and the policy file: always read-only), then a private /proc.
-pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool) -> Plan {
+/// Build the plan: private propagation, the policy's read-only paths, the private /dev (if
+/// `private_dev`), the writable, tmpfs and hidden paths, `protect` (the sbx-exec binary and the
+/// policy file: always read-only), then a private /proc.
+///
+/// The private /dev comes after the read-only paths (a new tmpfs is writable even under a
+/// read-only "/", as its devpts must be for new ptys) and before the others, so a policy path
+/// below /dev applies to the private /dev, not to the host's one it covers. A tmpfs on /dev/shm is
+/// then not planned: the private /dev has its own.
+pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool, private_dev: bool) -> Plan {
     let mut steps = vec![Step::MakePrivate];
     steps.extend(fs.read_only.iter().map(|p| Step::ReadOnly(c(p.as_path()))));
+    if private_dev {
+        let extra = fs.devices.iter().map(|p| c(p.as_path())).collect();
+        steps.push(Step::PrivateDev(extra));
+    }
     steps.extend(fs.writable.iter().map(|p| Step::Writable(c(p.as_path()))));
-    steps.extend(fs.tmpfs.iter().map(|p| {
+    let own_shm = |p: &&crate::model::AbsPath| !(private_dev && p.0 == "/dev/shm");
+    steps.extend(fs.tmpfs.iter().filter(own_shm).map(|p| {
         let mode = if p.0 == "/tmp" || p.0 == "/var/tmp" || p.0 == "/dev/shm" {
             0o1777
         } else {
@@ -120,7 +144,11 @@ pub fn sys_already_read_only(steps: &[Step]) -> bool {
     for step in steps {
         match step {
             Step::ReadOnly(p) if p.to_bytes() == b"/" => read_only = true,
-            Step::ReadOnly(_) | Step::MakePrivate | Step::NoExec(_) | Step::NoSymFollow(_) => {}
+            Step::ReadOnly(_)
+            | Step::MakePrivate
+            | Step::NoExec(_)
+            | Step::NoSymFollow(_)
+            | Step::PrivateDev(_) => {}
             Step::Writable(p) | Step::Tmpfs(p, _) | Step::Hide(p) if touches_sys(p) => {
                 read_only = false
             }
@@ -149,8 +177,9 @@ mod tests {
             hide: paths(&["/run/sbx"]),
             noexec: paths(&["/workspace"]),
             nosymfollow: paths(&["/workspace"]),
+            ..Default::default()
         };
-        let p = plan(&fs, &[Path::new("/usr/bin/sbx-exec")], true);
+        let p = plan(&fs, &[Path::new("/usr/bin/sbx-exec")], true, false);
         assert_eq!(
             p.steps,
             vec![
@@ -170,7 +199,7 @@ mod tests {
 
     #[test]
     fn no_proc_without_pid_namespace() {
-        let p = plan(&FsPolicy::default(), &[], false);
+        let p = plan(&FsPolicy::default(), &[], false, false);
         assert_eq!(p.steps, vec![Step::MakePrivate]);
     }
 
@@ -181,7 +210,7 @@ mod tests {
             writable: v(writable),
             tmpfs: v(tmpfs),
             hide: v(&["/run/sbx"]),
-            ..FsPolicy::default()
+            ..Default::default()
         }
     }
 
@@ -194,15 +223,19 @@ mod tests {
             &["/workspace", "/home"],
             &["/tmp", "/root", "/dev/shm"],
         );
-        assert!(sys_already_read_only(&plan(&user, &protect, true).steps));
+        assert!(sys_already_read_only(
+            &plan(&user, &protect, true, true).steps
+        ));
         // The platform context: / stays writable, so /sys must be remounted.
         let platform = fs(&[], &[], &["/root"]);
         assert!(!sys_already_read_only(
-            &plan(&platform, &protect, true).steps
+            &plan(&platform, &protect, true, true).steps
         ));
         // Read-only parts that do not cover /sys do not count.
         let usr = fs(&["/usr", "/sysroot"], &[], &[]);
-        assert!(!sys_already_read_only(&plan(&usr, &protect, true).steps));
+        assert!(!sys_already_read_only(
+            &plan(&usr, &protect, true, true).steps
+        ));
     }
 
     #[test]
@@ -213,11 +246,11 @@ mod tests {
             (&["/"], &[]),
             (&[], &["/sys/kernel"]),
         ] {
-            let p = plan(&fs(&["/"], writable, tmpfs), &[], true);
+            let p = plan(&fs(&["/"], writable, tmpfs), &[], true, true);
             assert!(!sys_already_read_only(&p.steps), "{writable:?} {tmpfs:?}");
         }
         // A sibling that merely starts with the same letters is not below /sys.
-        let p = plan(&fs(&["/"], &["/sysroot"], &["/system"]), &[], true);
+        let p = plan(&fs(&["/"], &["/sysroot"], &["/system"]), &[], true, true);
         assert!(sys_already_read_only(&p.steps));
     }
 
@@ -229,5 +262,34 @@ mod tests {
             Step::ReadOnly(c"/".into()),
         ];
         assert!(!sys_already_read_only(&steps));
+    }
+
+    #[test]
+    fn private_dev_comes_after_read_only_and_before_the_rest() {
+        let mut f = fs(&["/"], &["/workspace"], &["/tmp", "/dev/shm"]);
+        f.devices = paths(&["/dev/fuse"]);
+        let p = plan(&f, &[Path::new("/usr/bin/sbx-exec")], true, true);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step::MakePrivate,
+                Step::ReadOnly(c"/".into()),
+                Step::PrivateDev(vec![c"/dev/fuse".into()]),
+                Step::Writable(c"/workspace".into()),
+                // No tmpfs on /dev/shm: the private /dev has its own.
+                Step::Tmpfs(c"/tmp".into(), 0o1777),
+                Step::Hide(c"/run/sbx".into()),
+                Step::ReadOnly(c"/usr/bin/sbx-exec".into()),
+                Step::PrivateProc,
+            ]
+        );
+        assert!(p.canonical().contains("\ndev /dev/fuse\n"));
+        // The host's /dev: no private /dev, and a /dev/shm tmpfs stays planned.
+        let host = plan(&f, &[], true, false);
+        assert!(!host.steps.iter().any(|s| matches!(s, Step::PrivateDev(_))));
+        assert!(host
+            .steps
+            .contains(&Step::Tmpfs(c"/dev/shm".into(), 0o1777)));
+        assert_ne!(host.canonical(), p.canonical());
     }
 }

@@ -14,6 +14,7 @@ mod g4_landlock;
 mod g5_launcher;
 mod g5_request;
 mod g6_fail_closed;
+mod g7_channels;
 mod g8_deputy;
 mod g8_modes;
 mod harness;
@@ -106,6 +107,12 @@ fn main() {
         attacks::platform_refuses_tampered_programs,
         attacks::platform_refuses_programs_user_code_can_write,
         attacks::run_as_switches_user_for_good,
+        g7_channels::host_pty_input_cannot_be_read,
+        g7_channels::host_device_nodes_are_unreachable,
+        g7_channels::own_ptys_work,
+        g7_channels::standard_devices_work,
+        g7_channels::setuid_and_device_nodes_in_shared_areas_are_inert,
+        g7_channels::fs_devices_are_checked_at_launch,
         g4_landlock::abstract_unix_sockets_outside_are_unreachable,
         g4_landlock::denied_ports_cannot_be_bound_or_called,
         g8_deputy::links_where_user_code_writes_are_refused,

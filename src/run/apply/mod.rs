@@ -3,6 +3,7 @@
 
 pub mod capabilities;
 pub mod cgroup;
+pub mod dev;
 pub mod fs;
 pub mod landlock;
 pub mod mounts;

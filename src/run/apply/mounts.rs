@@ -47,8 +47,8 @@ fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
         }
         Step::Writable(p) => match open(p)? {
             None => Ok(()),
-            Some(fd) => set_flag_on_bind(p, fd, MountFlag::Writable)
-                .with_context(|| format!("cannot make {} writable", show(p))),
+            Some(fd) => set_flag_on_bind(p, fd, MountFlag::WritableNoSuidNoDev)
+                .with_context(|| format!("cannot make {} writable (nosuid, nodev)", show(p))),
         },
         Step::Tmpfs(p, mode) => match open(p)? {
             None => Ok(()),
@@ -73,6 +73,7 @@ fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
             None => Ok(()),
             Some(fd) => hide(&fd).with_context(|| format!("cannot hide {}", show(p))),
         },
+        Step::PrivateDev(extra) => crate::run::apply::dev::mount_private(extra),
         Step::PrivateProc => crate::run::apply::procfs::mount_private(sys_read_only),
     }
 }

@@ -1,0 +1,207 @@
+//! A private /dev for a confined context (G7: no host device node, no host pseudo-terminal), the
+//! way bubblewrap's `--dev` makes one, without /dev/console:
+//!
+//! - a tmpfs on /dev (mode 0755, nosuid, nodev, noexec);
+//! - the host's null, zero, full, random, urandom and tty bound in (nosuid, noexec), each opened
+//!   without following symlinks and checked to be the character device it should be;
+//! - the devices of `fs.devices`, each checked to be a character device (block devices refused);
+//! - a new devpts instance on /dev/pts (`newinstance,ptmxmode=0666,mode=0620`): the context's own
+//!   ptys, none of the host's; /dev/ptmx → pts/ptmx;
+//! - /dev/shm, a tmpfs (mode 1777, nosuid, nodev);
+//! - /dev/fd → /proc/self/fd and /dev/std{in,out,err} → /proc/self/fd/{0,1,2}.
+//!
+//! Every host node is opened before the tmpfs covers /dev; every new node is made relative to the
+//! new tmpfs's handle and mounted through `/proc/self/fd/N`.
+
+use std::ffi::{CStr, CString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::stat::{fstat, mkdirat, Mode, SFlag};
+use nix::unistd::symlinkat;
+
+use super::fs::{open, show, tmpfs};
+use crate::sys::{self, MountFlag};
+
+/// The host devices every private /dev has: (path, major, minor).
+pub const STANDARD: &[(&CStr, u32, u32)] = &[
+    (c"/dev/null", 1, 3),
+    (c"/dev/zero", 1, 5),
+    (c"/dev/full", 1, 7),
+    (c"/dev/random", 1, 8),
+    (c"/dev/urandom", 1, 9),
+    (c"/dev/tty", 5, 0),
+];
+
+/// Options of the context's own devpts: a new instance (not the host's ptys), /dev/pts/ptmx usable
+/// by anyone, new ptys readable and writable by their owner, writable by the group.
+pub const DEVPTS_OPTIONS: &CStr = c"newinstance,ptmxmode=0666,mode=0620";
+
+/// The links of a private /dev: (name, target).
+const LINKS: &[(&CStr, &CStr)] = &[
+    (c"ptmx", c"pts/ptmx"),
+    (c"fd", c"/proc/self/fd"),
+    (c"stdin", c"/proc/self/fd/0"),
+    (c"stdout", c"/proc/self/fd/1"),
+    (c"stderr", c"/proc/self/fd/2"),
+];
+
+/// Mount the private /dev on /dev, with the host character devices `extra` added at their paths.
+pub fn mount_private(extra: &[CString]) -> Result<()> {
+    // The host's nodes, opened (and checked) while they are still reachable.
+    let mut nodes = Vec::with_capacity(STANDARD.len() + extra.len());
+    for (path, major, minor) in STANDARD {
+        let fd = open(path)?.ok_or_else(|| anyhow!("{} does not exist", show(path)))?;
+        check_char_device(&fd, path, Some((*major, *minor)))?;
+        nodes.push((*path, fd));
+    }
+    for path in extra {
+        let fd = open(path)?.ok_or_else(|| {
+            anyhow!(
+                "fs.devices: {} does not exist here; remove it from the context's fs.devices or make the device available",
+                show(path)
+            )
+        })?;
+        check_char_device(&fd, path, None)?;
+        nodes.push((path.as_c_str(), fd));
+    }
+
+    let dev = open(c"/dev")?.ok_or_else(|| anyhow!("/dev does not exist"))?;
+    tmpfs(&dev, 0o755, MsFlags::MS_NOEXEC).context("cannot mount a tmpfs on /dev")?;
+    drop(dev);
+    // Reopen: the handle must name the new tmpfs, not the host's /dev under it.
+    let dev = open(c"/dev")?.ok_or_else(|| anyhow!("/dev vanished during setup"))?;
+
+    for (path, src) in &nodes {
+        bind_node(&dev, path, src).with_context(|| format!("cannot bind {}", show(path)))?;
+    }
+    drop(nodes);
+
+    let pts = make_dir(&dev, c"pts")?;
+    mount(
+        Some(c"devpts"),
+        sys::fd_path(&pts).as_c_str(),
+        Some(c"devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some(DEVPTS_OPTIONS),
+    )
+    .context("cannot mount a new devpts instance on /dev/pts (the kernel must allow devpts newinstance); or set fs.dev = \"host\" for this context")?;
+    let shm = make_dir(&dev, c"shm")?;
+    tmpfs(&shm, 0o1777, MsFlags::empty()).context("cannot mount a tmpfs on /dev/shm")?;
+    for (name, target) in LINKS {
+        symlinkat(*target, Some(dev.as_raw_fd()), *name)
+            .with_context(|| format!("cannot create /dev/{}", name.to_string_lossy()))?;
+    }
+    Ok(())
+}
+
+/// Fail unless `fd` is a character device (with this major:minor, when given).
+fn check_char_device(fd: &OwnedFd, path: &CStr, want: Option<(u32, u32)>) -> Result<()> {
+    let st = fstat(fd.as_raw_fd())?;
+    let kind = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT;
+    if kind == SFlag::S_IFBLK {
+        bail!(
+            "{} is a block device; a private /dev takes only character devices (remove it from fs.devices)",
+            show(path)
+        );
+    }
+    if kind != SFlag::S_IFCHR {
+        bail!(
+            "{} is not a character device (mode {:o}); refusing to put it in the private /dev",
+            show(path),
+            st.st_mode
+        );
+    }
+    let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+    if let Some((m, n)) = want {
+        if (major, minor) != (m, n) {
+            bail!(
+                "{} is device {major}:{minor}, not {m}:{n}; refusing to put it in the private /dev",
+                show(path)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Bind the host node `src` at the same path below the private /dev, then make that bind nosuid
+/// and noexec (never nodev: it is a device).
+fn bind_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<()> {
+    let rel = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()))
+        .strip_prefix("/dev")
+        .map_err(|_| anyhow!("{} is not below /dev", show(path)))?;
+    let mut dir = sys::dup_cloexec(dev.as_raw_fd())?;
+    let mut parts = rel.iter().peekable();
+    while let Some(part) = parts.next() {
+        let name = CString::new(part.as_bytes()).expect("no NUL in a path");
+        if parts.peek().is_some() {
+            dir = make_dir(&dir, &name)?;
+            continue;
+        }
+        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+        let target = sys::openat_nofollow(&dir, name.as_c_str(), flags, 0)
+            .context("cannot create the mount point")?;
+        mount(
+            Some(sys::fd_path(src).as_c_str()),
+            sys::fd_path(&target).as_c_str(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .context("bind mount")?;
+        drop(target);
+        // Reopen: the handle must name the new bind mount, not the file under it.
+        let bound = sys::openat_nofollow(&dir, name.as_c_str(), OFlag::O_PATH, 0)
+            .context("cannot reopen the bound device")?;
+        sys::mount_setattr(&bound, MountFlag::NoSuidNoExec).context("mount_setattr")?;
+    }
+    Ok(())
+}
+
+/// `mkdir` (mode 0755, an existing directory is fine) below `dir`, opened without following links.
+fn make_dir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd> {
+    match mkdirat(Some(dir.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => bail!("cannot create /dev/…/{}: {e}", name.to_string_lossy()),
+    }
+    sys::openat_nofollow(dir, name, OFlag::O_PATH | OFlag::O_DIRECTORY, 0)
+        .with_context(|| format!("cannot open /dev/…/{}", name.to_string_lossy()))
+}
+
+/// Can a private /dev be made here (`sbx-exec probe`)? The very same [`mount_private`], in a
+/// throwaway child in a new mount namespace (and, with `userns`, a user namespace with these ids
+/// mapped, as a rootless launch makes) that exits at once.
+pub fn can_mount_private(userns: Option<&crate::privilege::userns::IdMap>) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let flags = libc::CLONE_NEWNS
+        | if userns.is_some() {
+            libc::CLONE_NEWUSER
+        } else {
+            0
+        };
+    match sys::clone_fork(flags) {
+        Ok(None) => {
+            if let Some(map) = userns {
+                if crate::privilege::userns::write_id_maps(map).is_err() {
+                    sys::exit_now(1);
+                }
+            }
+            let private = mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            );
+            let ok = private.is_ok() && mount_private(&[]).is_ok();
+            sys::exit_now(if ok { 0 } else { 1 })
+        }
+        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
+        Err(_) => false,
+    }
+}
