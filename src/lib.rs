@@ -7,22 +7,25 @@
 //! on every `use crate::` line):
 //!
 //! ```text
-//! commands   the entry point: setuid stage 1, the command line, dispatch (commands.rs, cli.rs)
-//!   │        and `probe`, which asks the same planning a launch does
+//! commands   the entry point: setuid stage 1, dispatch (commands.rs) and `probe`, which asks the
+//!   │        same planning a launch does
 //! run        mechanisms applying a plan: launch (one-shot), init (the one sandbox pid 1 for
-//!   │        one-shot calls and persistent keepers), target (caps → nnp → Landlock → seccomp →
-//!   │        exec), control, persist/{join, keeper, state, ctl}, apply/{mounts, dev,
-//!   │        procfs, namespaces, capabilities, cgroup, secret_files, landlock, seccomp},
-//!   │        masking, audit
+//!   │        one-shot calls and persistent keepers), target (kept fds → caps → nnp → Landlock →
+//!   │        seccomp → exec by handle), control/{mod, service} (supervised PID 1), persist/{join,
+//!   │        keeper, state, ctl}, proxy/ (the egress proxy), apply/{mounts, fs, procfs, dev,
+//!   │        namespaces, capabilities, cgroup, secret_files, landlock, seccomp}, masking, audit,
+//!   │        status, ports, reaper
 //! plan       pure functions from (policy, request, privilege mode, host facts) to what will be
-//!   │        done: namespaces, mounts, environment, exec checks, capabilities, seccomp program,
-//!   │        Landlock rules, cgroup plan, secret files, the whole launch (plan::launch)
-//! privilege  how sbx-exec was started (Mode), the setuid stages, the trust rule for files,
-//!   │        rootless id maps: one folder to audit
-//! secrets    the secrets read from --secrets-fd (zeroized) and the pure output mask
+//!   │        done: namespaces, mounts, environment, exec checks (one checked handle), per-call
+//!   │        requests (--env/--cwd/--timeout), passed fds, capabilities, seccomp program,
+//!   │        Landlock rules, cgroup plan, egress destination policy, secret files, and the whole
+//!   │        launch (plan::launch)
+//! privilege  how sbx-exec was started (Mode), the setuid stages, dropping privileges for good,
+//!   │        the trust rule for files, rootless id maps: one folder to audit
+//! secrets    the secrets read from --secrets-fd (one-pass JSON, zeroized) and the output mask
 //!   │
-//! model      the policy: types, parsing, validation, cross-key rules (pure data)
-//!   │
+//! model, cli the policy (types, parsing, validation, cross-key rules: pure data) and the
+//!   │        command line
 //! sys, error raw system calls (all `unsafe` lives in sys.rs) and exit codes
 //! ```
 
