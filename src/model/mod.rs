@@ -1,6 +1,6 @@
 //! The TOML policy: its types ([`Policy`], [`Context`] and one struct per table), strict parsing
 //! and validation ([`validate`]), the checked value types ([`values`]), limits ([`limits`]) and
-//! where the effective policy comes from ([`load`]). Pure data: nothing here imports anything but
+//! where the effective policy comes from ([`mod@load`]). Pure data: nothing here imports anything but
 //! other `model` files.
 //!
 //! Every field type validates itself while it is deserialized, so a bad value is reported by `toml`

@@ -179,7 +179,7 @@ fn base_of(root: &Path, hier: &str, own: &str) -> (PathBuf, bool) {
 }
 
 /// Build the plan (pure): a directory `<base>/sbx/<leaf>` in each hierarchy the limits need,
-/// where base is this process's own cgroup (see [`base_of`]). Errors name the missing controller.
+/// where base is this process's own cgroup (see `base_of`). Errors name the missing controller.
 pub fn plan(
     info: &CgroupInfo,
     self_cgroup: &str,

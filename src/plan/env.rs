@@ -74,7 +74,7 @@ impl TargetEnv {
 }
 
 /// Build the environment from the caller's variables and the context's env policy; secrets are
-/// added later with [`TargetEnv::add_secrets`]. Variables with `=` in the name are skipped.
+/// added later with `TargetEnv::add_secrets` (tests) or [`TargetEnv::add_secrets_except`]. Variables with `=` in the name are skipped.
 pub fn build(
     caller: impl IntoIterator<Item = (OsString, OsString)>,
     policy: &EnvPolicy,
@@ -131,7 +131,7 @@ impl TargetEnv {
         }
     }
 
-    /// [`TargetEnv::add_secrets`], leaving out those for which `skip` says yes (delivered as files).
+    /// `TargetEnv::add_secrets` (tests) or [`TargetEnv::add_secrets_except`], leaving out those for which `skip` says yes (delivered as files).
     pub fn add_secrets_except(&mut self, secrets: &SecretSet, skip: impl Fn(&str) -> bool) {
         for s in secrets.iter().filter(|s| !skip(&s.name)) {
             self.set(s.name.as_bytes(), expose(s).as_bytes());

@@ -17,7 +17,7 @@
 //! 4. [`SetuidLaunch::plan`]: `allow_callers`, no control mode, the identity to drop to.
 //! 5. [`as_caller`]: every lookup of a path the caller named (the command, `exec` rules) runs with
 //!    the caller's filesystem uid/gid, so root's access never answers a caller's question.
-//! 6. [`drop_privs`], in the target just before the capability sets are emptied: the whole
+//! 6. [`crate::privilege::drop::drop_privs`], in the target just before the capability sets are emptied: the whole
 //!    bounding set cut, supplementary groups, gid and uid switched for good, then verified.
 //!    Only then does the target `chdir` into the caller's directory (as the caller).
 

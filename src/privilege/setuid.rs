@@ -146,7 +146,7 @@ pub fn as_caller<T>(mode: &Mode, f: impl FnOnce() -> Result<T>) -> Result<T> {
     out
 }
 
-/// `chdir` as the caller, after [`drop_privs`]: the directory is looked up with the caller's
+/// `chdir` as the caller, after [`crate::privilege::drop::drop_privs`]: the directory is looked up with the caller's
 /// access, inside the sandbox's mount namespace.
 pub fn chdir_as_caller(dir: &CString) -> Result<()> {
     nix::unistd::chdir(dir.as_c_str()).with_context(|| {

@@ -1,14 +1,14 @@
 //! One launch, top to bottom. Like nsjail's `containProc`, the whole sequence reads as one ordered
 //! list; each step is a call into the module named after its facility.
 //!
-//! Outer process ([`run_in`]): privilege mode and policy (`privilege`) → context and caller checks
+//! Outer process (`run_in`): privilege mode and policy (`privilege`) → context and caller checks
 //! → named fds taken over (`--secrets-fd`, `--status-fd`, the kept fds of `--keep-fd` and
 //! `--listen-fd`, checked by [`crate::plan::fds`]) → environment → command resolved, checked
 //! against `[exec]` and opened once as the caller (126/127 early; the target runs that handle) →
 //! secrets (refused when the context takes none; split into variables and `secrets.files`) →
 //! plans ([`crate::plan::launch`]: mounts, caps, seccomp, Landlock, user namespace in rootless
 //! mode, the caller's identity in setuid mode) → block signals → control mode (`control`), or a
-//! persistent context's keeper joined (`persist`), or a one-shot sandbox ([`one_shot`]: output
+//! persistent context's keeper joined (`persist`), or a one-shot sandbox (`one_shot`: output
 //! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit records.
 //!
 //! Sandbox pid 1 ([`crate::run::init`]): id maps (rootless) → die with the outer process →

@@ -46,7 +46,7 @@ pub const READ_ONLY: &[&CStr] = &[
 ];
 
 /// Mount a fresh procfs on /proc, then apply the masks. With `sys_read_only` (from
-/// [`sys_already_read_only`]) /sys is left as it is.
+/// [`crate::plan::mounts::sys_already_read_only`]) /sys is left as it is.
 pub fn mount_private(sys_read_only: bool) -> Result<()> {
     let proc_dir = open(c"/proc")?.ok_or_else(|| anyhow!("/proc does not exist"))?;
     let at = sys::fd_path(&proc_dir);
