@@ -430,6 +430,42 @@ pub fn claim_named_fds(fds: &[RawFd]) -> Result<Vec<Option<OwnedFd>>, String> {
         .collect())
 }
 
+/// `chdir` to the absolute `path` resolved inside this process's root directory
+/// (`openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` from `/`, then `fchdir`): no `..` or
+/// symlink climbs out of the root, and no magic link such as `/proc/PID/root` leads into another
+/// mount namespace. Then the runc CVE-2024-21626 check: the new directory must be reachable from
+/// the root (`getcwd` answers with a path). Allocation-free: runs between fork and exec.
+pub fn chdir_in_root(path: &CStr) -> io::Result<()> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let root = nix::fcntl::open(c"/", flags, nix::sys::stat::Mode::empty())?;
+    // SAFETY: the kernel just returned this new fd; this OwnedFd is its only owner.
+    let root = unsafe { OwnedFd::from_raw_fd(root) };
+    let bytes = path.to_bytes_with_nul();
+    let skip = bytes.iter().take_while(|&&b| b == b'/').count();
+    let rel = match CStr::from_bytes_with_nul(&bytes[skip..]) {
+        Ok(r) if !r.is_empty() => r,
+        _ => c".",
+    };
+    let how = OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let dir = nix::fcntl::openat2(root.as_raw_fd(), rel, how)?;
+    // SAFETY: the kernel just returned this new fd; this OwnedFd is its only owner.
+    let dir = unsafe { OwnedFd::from_raw_fd(dir) };
+    nix::unistd::fchdir(dir.as_raw_fd())?;
+    let mut buf = [0u8; 4096];
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes; getcwd writes at most that many.
+    let got = unsafe { libc::getcwd(buf.as_mut_ptr().cast(), buf.len()) };
+    if got.is_null() || buf[0] != b'/' {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "the directory is not reachable from the context's root",
+        ));
+    }
+    Ok(())
+}
+
 /// Write `bytes` to the file at `path` (opened write-only, close-on-exec, not following a final
 /// symlink), in one `write`. Allocation-free: safe between fork and exec.
 pub fn write_path(path: &CStr, bytes: &[u8]) -> io::Result<()> {

@@ -94,6 +94,10 @@ pub struct Target {
     pub drop_to: Option<Identity>,
     /// Setuid mode: the working directory, entered as the caller after `drop_to`.
     pub chdir_after_drop: Option<CString>,
+    /// A join of a persistent context: the working directory, entered after the capabilities are
+    /// dropped and resolved inside the context's root without magic links (a link through
+    /// `/proc/PID/root` planted by code in the context leads nowhere).
+    pub cwd_in_root: Option<CString>,
 }
 
 /// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
@@ -148,6 +152,7 @@ pub fn prepare(
         listen_pid: false,
         drop_to: None,
         chdir_after_drop: None,
+        cwd_in_root: None,
     };
     Ok((sandbox, target))
 }

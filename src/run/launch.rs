@@ -170,7 +170,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     }
     if ctx.persist {
         let rep = |line: &str| report(status, line);
-        return crate::run::persist::run(ctx_name, ctx, &sandbox, &target, &rep);
+        return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep);
     }
     one_shot(ctx_name, ctx, sandbox, &target, secret_set, status)
 }

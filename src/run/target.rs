@@ -78,6 +78,16 @@ impl Target {
         if self.no_new_privs {
             crate::run::apply::capabilities::set_no_new_privs()?;
         }
+        if let Some(dir) = &self.cwd_in_root {
+            sys::chdir_in_root(dir).map_err(|e| {
+                anyhow::anyhow!(
+                    "the working directory {} does not exist inside the context, or is not reachable there ({e}): \
+                     a private tmpfs or hidden path covers it, or a link on the way leaves the context; run sbx-exec \
+                     from a directory the context shares, such as /workspace",
+                    dir.to_string_lossy()
+                )
+            })?;
+        }
         if let Some(plan) = &self.landlock {
             crate::run::apply::landlock::install(plan)?;
         }

@@ -160,6 +160,7 @@ fn main() {
         persist::killed_launcher_takes_its_command_but_not_background,
         persist::persist_policy_is_validated,
         persist::forged_sigterm_from_inside_does_not_stop_the_keeper,
+        persist::freeze_and_swap_cannot_steer_a_join_outside,
         limits::one_shot_fork_loop_stops_at_pids_max,
         limits::oom_ends_the_call_not_the_control_plane,
         limits::confined_processes_have_a_high_oom_score_adj,

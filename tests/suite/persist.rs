@@ -613,3 +613,116 @@ sys.exit(0 if r == 0 else 3)\n";
         || "ctx stop left the sleeper running".to_string(),
     )
 }
+
+/// The freeze-and-swap escape, 20 times: code left running in a persistent context stops the next
+/// joining call as soon as it is visible and swaps the following call's working directory for a
+/// link through `/proc/<stopped>/root/run/sbx` (the container's runtime state, hidden in the
+/// context). A joining call is visible only once it is inside every namespace of the context, and
+/// the working directory is resolved inside the context's root without magic links, so the
+/// following call is refused (125) and sees nothing of the outside; the same call with a real
+/// directory runs there (control).
+pub fn freeze_and_swap_cannot_steer_a_join_outside() -> Result<(), String> {
+    runtime()?;
+    require_tool("python3")?;
+    let d = TempDir::new("persist-swap");
+    let pol = policy(&d, &["swap"], None);
+    let work = d.path().join("work");
+    let real = work.join("real");
+    std::fs::create_dir_all(&real).map_err(|e| e.to_string())?;
+    let watcher = d.file(
+        "watcher.py",
+        r#"import os, signal, sys, time
+work = sys.argv[1]
+known = {int(p) for p in os.listdir("/proc") if p.isdigit()}
+open(os.path.join(work, "ready"), "w").close()
+end = time.time() + 10
+while time.time() < end:
+    for p in os.listdir("/proc"):
+        if not p.isdigit() or int(p) in known:
+            continue
+        pid = int(p)
+        known.add(pid)
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            continue
+        tmp = os.path.join(work, "proj.new")
+        os.symlink("/proc/%d/root/run/sbx" % pid, tmp)
+        os.rename(tmp, os.path.join(work, "proj"))
+        open(os.path.join(work, "frozen"), "w").write(str(pid))
+        sys.exit(0)
+    time.sleep(0.0002)
+"#,
+    );
+    let (w, proj) = (work.display().to_string(), work.join("proj"));
+    let proj_s = proj.display().to_string();
+    let script = format!("python3 {} {w} >/dev/null 2>&1 &", watcher.display());
+    for round in 0..20 {
+        for f in ["ready", "frozen", "proj", "proj.new"] {
+            let _ = std::fs::remove_file(work.join(f));
+        }
+        std::os::unix::fs::symlink(&real, &proj).map_err(|e| e.to_string())?;
+        run_in(&pol, "swap", &["sh", "-c", &script]).expect_code(0, "start the watcher")?;
+        if !wait_until(Duration::from_secs(10), || work.join("ready").exists()) {
+            return Err(format!("round {round}: the watcher did not start"));
+        }
+        // The victim: a joining call the watcher stops as soon as it sees it.
+        let mut victim = std::process::Command::new(bin())
+            .args(["--policy", &pol, "--ctx", "swap", "--", "true"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let frozen = wait_until(Duration::from_secs(10), || work.join("frozen").exists());
+        // The next call, in the swapped directory: refused, and nothing of /run/sbx outside seen.
+        let r = Cmd::sbx([
+            "--policy", &pol, "--ctx", "swap", "--cwd", &proj_s, "--", "ls", "-a",
+        ])
+        .run();
+        // Let the stopped call go on (from inside the context, where its pid means something).
+        let stopped = std::fs::read_to_string(work.join("frozen")).unwrap_or_default();
+        if !stopped.is_empty() {
+            run_in(&pol, "swap", &["kill", "-CONT", stopped.trim()]);
+        }
+        let done = wait_until(Duration::from_secs(10), || {
+            victim.try_wait().is_ok_and(|s| s.is_some())
+        });
+        if !done {
+            let _ = victim.kill();
+            let _ = victim.wait();
+        }
+        check(frozen, || {
+            format!("round {round}: the watcher never stopped the joining call")
+        })?;
+        r.expect_code(
+            125,
+            &format!("round {round}: cwd through a stopped call's /proc root"),
+        )?;
+        check(
+            !r.stdout.contains(".state") && !r.stdout.contains(".lock"),
+            || {
+                format!(
+                    "round {round}: the call saw the container's /run/sbx: {}",
+                    r.show()
+                )
+            },
+        )?;
+    }
+    // Control: a real directory of the context is entered as asked.
+    let real_s = real.display().to_string();
+    let r = Cmd::sbx([
+        "--policy", &pol, "--ctx", "swap", "--cwd", &real_s, "--", "pwd",
+    ])
+    .run();
+    r.expect_code(0, "cwd in a real directory")?;
+    check(r.stdout.trim() == real_s, || r.show())?;
+    // And outside the context, the same link does lead into /run/sbx (what the attack aims at).
+    let c = Cmd::sh("ls -a /run/sbx").run();
+    check(c.stdout.contains("swap.state"), || {
+        format!("control: {}", c.show())
+    })?;
+    let ps = Cmd::sh("ps -eo pid,ppid,stat,wchan:24,args").run();
+    stop(&pol, "swap").expect_code(0, &format!("ctx stop\n{}", ps.stdout))?;
+    Ok(())
+}

@@ -68,6 +68,7 @@ impl<'a> Service<'a> {
             listen_pid: false,
             drop_to: None,
             chdir_after_drop: None,
+            cwd_in_root: None,
         };
         handed
             .give_to(&mut target)

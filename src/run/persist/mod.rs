@@ -6,12 +6,19 @@
 //! first call:  sbx-exec ─fork─> helper ─clone(NEW*)─> keeper (pid 1: mounts, /proc, reaps)
 //!                 │               └ exits at once, so the keeper is nobody's zombie
 //!                 └ waits for "ready", records the keeper in /run/sbx/NAME.state
-//! every call:  sbx-exec ─setns(pidfd, NEWPID)─fork─> target ─setns(pidfd, NS|IPC|UTS[|NET])─> exec
+//! every call:  sbx-exec ─fork─> joiner ─setns(pidfd, PID|NS|IPC|UTS[|NET])─fork─> target ─> exec
+//!                                  └ relays signals and the exit status (invisible in the context)
 //! ```
-//! The outer sbx-exec never enters the sandbox's mount namespace; only the target does, just
-//! before it drops its privileges exactly as a fresh launch does ([`Target`]). The keeper is
-//! identified by pid, start time and pid-namespace inode, re-checked after `pidfd_open`, so a
-//! recycled pid or a dead keeper is never joined.
+//! The outer sbx-exec never enters the sandbox's namespaces. The joiner, still in the outer pid
+//! namespace (so nothing in the context can see or signal it), enters every namespace of the
+//! context at once and only then forks the target: the first process of a call that the context
+//! can see is already inside its mount namespace, so `/proc/PID/root` of it leads nowhere outside
+//! (the freeze-and-swap escape: code in the context stopping a joining call that was still in the
+//! container's mount namespace, and steering a later call's working directory through it). The
+//! target enters its working directory after dropping its capabilities, resolved inside the
+//! context's root without magic links ([`Target::cwd_in_root`]), then execs like any launch. The
+//! keeper is identified by pid, start time and pid-namespace inode, re-checked after
+//! `pidfd_open`, so a recycled pid or a dead keeper is never joined.
 
 pub mod ctl;
 pub mod keeper;
@@ -46,38 +53,23 @@ pub fn run(
     ctx_name: &str,
     ctx: &Context,
     sandbox: &Sandbox,
-    target: &Target,
+    mut target: Target,
     report: &dyn Fn(&str),
 ) -> Result<i32> {
     let started = std::time::Instant::now();
     let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox)?;
-    let cwd = sandbox
+    target.cwd_in_root = sandbox
         .cwd
         .as_ref()
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .transpose()
         .context("the working directory contains a NUL byte")?;
-    let join_flags =
-        CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds) & !libc::CLONE_NEWPID);
-    // Only this process's future children land in the context's pid namespace.
-    nix::sched::setns(keeper.pidfd.as_fd(), CloneFlags::CLONE_NEWPID).with_context(|| {
-        format!(
-            "cannot join the pid namespace of context {ctx_name:?} (keeper pid {})",
-            keeper.state.pid
-        )
-    })?;
+    let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let child = match sys::fork().context("cannot fork the command")? {
         ForkResult::Child => {
             drop(alive_w);
-            in_target(
-                ctx_name,
-                &keeper,
-                join_flags,
-                cwd.as_deref(),
-                alive_r,
-                target,
-            )
+            joiner(ctx_name, &keeper, join_flags, alive_r, &target)
         }
         ForkResult::Parent { child } => child,
     };
@@ -111,13 +103,13 @@ pub fn run(
     Ok(code)
 }
 
-/// The forked target: die with sbx-exec, enter the context's cgroups and namespaces, then drop
-/// privileges and exec like any launch. Never returns.
-fn in_target(
+/// The joiner: die with sbx-exec, enter the context's cgroups and, in one `setns`, all its
+/// namespaces (the pid namespace for its children), then fork the target and relay signals and
+/// its exit status. Never returns.
+fn joiner(
     ctx_name: &str,
     keeper: &Keeper,
     flags: CloneFlags,
-    cwd: Option<&std::ffi::CStr>,
     alive: OwnedFd,
     target: &Target,
 ) -> ! {
@@ -144,17 +136,14 @@ fn in_target(
             &e,
         );
     }
-    if let Some(cwd) = cwd {
-        if let Err(e) = nix::unistd::chdir(cwd) {
-            fail(
-                &format!(
-                    "the working directory {} does not exist inside context {ctx_name:?} (a private tmpfs or hidden path covers it); \
-                     run sbx-exec from a directory the context shares, such as /workspace",
-                    cwd.to_string_lossy()
-                ),
-                &e,
-            );
+    match sys::fork() {
+        Ok(ForkResult::Child) => {
+            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
+                fail("cannot set the parent-death signal", &e);
+            }
+            target.exec()
         }
+        Ok(ForkResult::Parent { child }) => reaper::pid1(child),
+        Err(e) => fail("cannot fork the command", &e),
     }
-    target.exec()
 }
