@@ -110,7 +110,8 @@ fn run_in(
     audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
-    let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), ctx);
+    let identity = privilege::userns::identity_plan(mode, ctx);
+    let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
     let creds = Files::split(&secret_set, &ctx.secrets.files, owner);
     env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
     for (name, path) in creds.iter().flat_map(Files::variables) {
@@ -123,6 +124,7 @@ fn run_in(
     }
     sandbox.creds = creds;
     launch::add_userns(&mut sandbox, userns);
+    launch::add_identity(&mut sandbox, &mut target, identity);
     if let Some(s) = setuid {
         launch::add_setuid(&mut sandbox, &mut target, s)?;
     }

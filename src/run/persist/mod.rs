@@ -82,6 +82,11 @@ pub fn run(
         ForkResult::Parent { child } => child,
     };
     drop(alive_r);
+    if let Some(m) = &target.identity {
+        if let Some(code) = crate::run::apply::identity::map_child(child, &m.range)? {
+            return Ok(code);
+        }
+    }
     report(&format!("{{\"child-pid\":{}}}", child.as_raw()));
     // The context's cgroup counts every call: this call's share is the difference.
     let version = crate::plan::cgroup::detect().version;
