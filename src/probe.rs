@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::model::{Context, SeccompMode};
 use crate::plan::namespaces::{self, Kind};
+use crate::privilege::userns::identity_plan;
 use crate::privilege::{self, Mode};
 
 /// What the host offers, independent of any policy.
@@ -189,6 +190,12 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             None => {}
         }
     }
+    if identity_plan(mode, ctx).is_some() && !host.userns {
+        v.missing.push(
+            "user namespace for identity (with degrade: the command runs as the identity's host uid, without capabilities, not root inside)"
+                .into(),
+        );
+    }
     if let Some(ids) = sec.run_as {
         let me = nix::unistd::geteuid().as_raw();
         if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
@@ -197,6 +204,24 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         }
     }
     v
+}
+
+/// How a context's `identity` applies here: what a peer outside sees its commands as.
+fn identity_status(host: &Host, ctx: &Context) -> Option<String> {
+    let ids = ctx.identity?;
+    Some(match host.mode {
+        Mode::Root if host.userns => format!(
+            "mapped: root inside is host uid {} (gid {}), {} ids",
+            ids.uid, ids.gid, ids.count
+        ),
+        Mode::Root if ctx.degrade => format!(
+            "degraded: no user namespace; runs as host uid {} without capabilities",
+            ids.uid
+        ),
+        Mode::Root => "unavailable: no user namespace (refused, exit 125)".into(),
+        Mode::Setuid { .. } => "not used: setuid mode runs the caller's own uid".into(),
+        _ => "not used: rootless mode maps the caller to itself".into(),
+    })
 }
 
 /// `sbx-exec probe [--json] [--policy FILE]`.
@@ -208,6 +233,12 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         .context
         .iter()
         .map(|(n, c)| (n.0.clone(), assess(&h, &n.0, c)))
+        .collect();
+    let identities: std::collections::BTreeMap<&str, Option<String>> = loaded
+        .policy
+        .context
+        .iter()
+        .map(|(n, c)| (n.0.as_str(), identity_status(&h, c)))
         .collect();
     let all_full = verdicts.iter().all(|(_, v)| v.status() == "full");
     let enforceable = crate::plan::cgroup::enforceable();
@@ -235,7 +266,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 (
                     n.clone(),
                     json!({"status": v.status(), "missing": why, "degrade": v.degrade,
-                           "runs_without": v.skipped}),
+                           "runs_without": v.skipped, "identity": identities.get(n.as_str())}),
                 )
             })
             .collect();
@@ -314,6 +345,12 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             why.extend(v.missing.iter().cloned());
             why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
             println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
+        }
+        for (n, id) in identities
+            .iter()
+            .filter_map(|(n, i)| Some((n, i.as_ref()?)))
+        {
+            println!("identity of {n}: {id}");
         }
     }
     Ok(if all_full { 0 } else { 1 })

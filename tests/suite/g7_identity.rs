@@ -362,3 +362,50 @@ impl Args for Cmd {
         self
     }
 }
+
+/// A persistent context with `identity`: every call (the first, which starts the keeper, and one
+/// that joins it) runs in a user namespace mapped by its parent, and what it writes lands as the
+/// mapped uid.
+pub fn persistent_calls_are_mapped_too() -> Result<(), String> {
+    needs_isolation()?;
+    let w = Work::new("g7keep");
+    let name = format!("g7keep{}", std::process::id());
+    let text = format!(
+        "version = 1\n[context.{name}]\nnamespaces = [\"pid\", \"mount\"]\npersist = true\n\
+         identity = {{ uid = 200000, gid = 200000, count = 65536 }}\n\
+         fs.read_only = [\"/\"]\nfs.writable = [\"{dir}\"]\nfs.tmpfs = [\"/tmp\"]\nfs.hide = [\"/run/sbx\"]\n\
+         security.caps = [\"CHOWN\", \"SETUID\", \"SETGID\", \"KILL\"]\nsecurity.seccomp = \"default\"\n",
+        dir = w.dir.display()
+    );
+    std::os::unix::fs::chown(&w.dir, Some(200000), Some(200000)).unwrap();
+    let keep = TempDir::new("g7keep-policy");
+    let policy = write_policy(keep.path(), &text);
+    let policy = policy.to_str().unwrap();
+    let call = |n: u32| {
+        let script = format!("id -u; cat /proc/self/uid_map; echo {n} > call{n}");
+        let mut c = Cmd::sbx([
+            "--policy", policy, "--ctx", &name, "--", "/bin/sh", "-c", &script,
+        ]);
+        c.command().current_dir(&w.dir);
+        c.limit(Duration::from_secs(60)).run()
+    };
+    let result = (|| {
+        for n in [1, 2] {
+            let r = call(n);
+            r.expect_code(0, &format!("call {n}"))?;
+            let lines: Vec<&str> = r.stdout.lines().collect();
+            let map: Vec<&str> = lines.get(1).unwrap_or(&"").split_whitespace().collect();
+            check(
+                lines.first() == Some(&"0") && map == ["0", "200000", "65536"],
+                || r.show(),
+            )?;
+            let m = std::fs::metadata(w.dir.join(format!("call{n}"))).map_err(|e| e.to_string())?;
+            check(m.uid() == 200000, || {
+                format!("call {n} wrote as uid {}", m.uid())
+            })?;
+        }
+        Ok(())
+    })();
+    let _ = Cmd::sbx(["ctx", "stop", "--policy", policy, &name]).run();
+    result
+}

@@ -82,6 +82,7 @@ fn main() {
         g7_identity::work_area_is_shared_with_the_control_side,
         g7_identity::inside_it_is_still_root,
         g7_identity::python_pip_and_git_work,
+        g7_identity::persistent_calls_are_mapped_too,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,
