@@ -409,3 +409,65 @@ pub fn persistent_calls_are_mapped_too() -> Result<(), String> {
     let _ = Cmd::sbx(["ctx", "stop", "--policy", policy, &name]).run();
     result
 }
+
+/// Where the kernel refuses user namespaces (here: sbx-exec run inside a sandbox whose seccomp
+/// filter denies them), a context with `identity` and `degrade = true` runs the command as the
+/// range's host uid with no capabilities: the same identity outside, not root inside; probe says
+/// so. The same context without `degrade` is refused (125).
+pub fn without_user_namespaces_degrade_runs_as_the_host_uid() -> Result<(), String> {
+    needs_isolation()?;
+    let w = Work::new("g7degrade");
+    let keep = TempDir::new("g7degrade-policy");
+    let outer = keep.path().join("outer.toml");
+    std::fs::write(
+        &outer,
+        "version = 1\n[context.outer]\nsecurity.caps = [\"ALL\"]\nsecurity.seccomp = \"default\"\n",
+    )
+    .unwrap();
+    let ids = "identity = { uid = 100000, gid = 100000, count = 65536 }";
+    let inner = keep.path().join("inner.toml");
+    std::fs::write(
+        &inner,
+        format!(
+            "version = 1\n[context.soft]\nnamespaces = [\"pid\", \"mount\"]\ndegrade = true\n{ids}\n\
+             security.caps = [\"CHOWN\", \"SETUID\", \"DAC_OVERRIDE\"]\n\
+             [context.strict]\nnamespaces = [\"pid\", \"mount\"]\n{ids}\n"
+        ),
+    )
+    .unwrap();
+    let (outer, inner) = (outer.to_str().unwrap(), inner.to_str().unwrap());
+    let nested = |args: &[&str]| {
+        let mut all = vec!["--policy", outer, "--ctx", "outer", "--", bin()];
+        all.extend(args);
+        let mut c = Cmd::sbx(all);
+        c.command().current_dir(&w.dir);
+        c.limit(Duration::from_secs(60)).run()
+    };
+    let r = nested(&[
+        "--policy",
+        inner,
+        "--ctx",
+        "soft",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; grep CapEff /proc/self/status; echo x > degraded.txt",
+    ]);
+    r.expect_code(0, "degraded identity")?;
+    check(
+        r.stdout.starts_with("100000\n")
+            && r.stdout.contains("CapEff:\t0000000000000000")
+            && r.stderr.contains("no user namespace"),
+        || r.show(),
+    )?;
+    let m = std::fs::metadata(w.dir.join("degraded.txt")).map_err(|e| e.to_string())?;
+    check(m.uid() == MAPPED, || format!("written as uid {}", m.uid()))?;
+    let r = nested(&["--policy", inner, "--ctx", "strict", "--", "true"]);
+    r.expect_code(125, "identity without user namespaces and without degrade")?;
+    let p = nested(&["probe", "--policy", inner]);
+    check(
+        p.stdout.contains("identity of soft: degraded")
+            && p.stdout.contains("identity of strict: unavailable"),
+        || p.show(),
+    )
+}

@@ -83,6 +83,7 @@ fn main() {
         g7_identity::inside_it_is_still_root,
         g7_identity::python_pip_and_git_work,
         g7_identity::persistent_calls_are_mapped_too,
+        g7_identity::without_user_namespaces_degrade_runs_as_the_host_uid,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,
