@@ -37,6 +37,8 @@ struct Verdict {
     /// What a context runs without by its own choice (`limits.required = false`).
     skipped: Vec<String>,
     degrade: bool,
+    /// How its `identity` applies here (absent: it has none).
+    identity: Option<String>,
 }
 
 impl Verdict {
@@ -122,10 +124,11 @@ pub const ROOTLESS_LOSES: &[&str] = &[
 /// Judge one context as a launch in this mode would treat it.
 fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     let mut v = Verdict {
-        missing: Vec::new(),
+        missing: identity_gap(host, ctx).into_iter().collect(),
         blocked: Vec::new(),
         skipped: Vec::new(),
         degrade: ctx.degrade,
+        identity: identity_status(host, ctx),
     };
     let mode = host.mode;
     if let Mode::Setuid { .. } = mode {
@@ -190,12 +193,6 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             None => {}
         }
     }
-    if identity_plan(mode, ctx).is_some() && !host.userns {
-        v.missing.push(
-            "user namespace for identity (with degrade: the command runs as the identity's host uid, without capabilities, not root inside)"
-                .into(),
-        );
-    }
     if let Some(ids) = sec.run_as {
         let me = nix::unistd::geteuid().as_raw();
         if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
@@ -204,6 +201,14 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         }
     }
     v
+}
+
+/// What an `identity` context misses where the kernel refuses user namespaces.
+fn identity_gap(host: &Host, ctx: &Context) -> Option<String> {
+    (identity_plan(host.mode, ctx).is_some() && !host.userns).then(|| {
+        "user namespace for identity (with degrade: the command runs as the identity's host uid, without capabilities, not root inside)"
+            .to_string()
+    })
 }
 
 /// How a context's `identity` applies here: what a peer outside sees its commands as.
@@ -234,12 +239,6 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         .iter()
         .map(|(n, c)| (n.0.clone(), assess(&h, &n.0, c)))
         .collect();
-    let identities: std::collections::BTreeMap<&str, Option<String>> = loaded
-        .policy
-        .context
-        .iter()
-        .map(|(n, c)| (n.0.as_str(), identity_status(&h, c)))
-        .collect();
     let all_full = verdicts.iter().all(|(_, v)| v.status() == "full");
     let enforceable = crate::plan::cgroup::enforceable();
     let limits: serde_json::Map<String, Value> = enforceable
@@ -266,7 +265,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 (
                     n.clone(),
                     json!({"status": v.status(), "missing": why, "degrade": v.degrade,
-                           "runs_without": v.skipped, "identity": identities.get(n.as_str())}),
+                           "runs_without": v.skipped, "identity": v.identity}),
                 )
             })
             .collect();
@@ -345,12 +344,9 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             why.extend(v.missing.iter().cloned());
             why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
             println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
-        }
-        for (n, id) in identities
-            .iter()
-            .filter_map(|(n, i)| Some((n, i.as_ref()?)))
-        {
-            println!("identity of {n}: {id}");
+            if let Some(id) = &v.identity {
+                println!("identity of {n}: {id}");
+            }
         }
     }
     Ok(if all_full { 0 } else { 1 })
@@ -367,6 +363,7 @@ mod tests {
             blocked: b.iter().map(|s| s.to_string()).collect(),
             skipped: Vec::new(),
             degrade: d,
+            identity: None,
         };
         assert_eq!(v(&[], &[], false).status(), "full");
         assert_eq!(v(&["pid namespace"], &[], true).status(), "degraded");
