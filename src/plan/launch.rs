@@ -50,6 +50,11 @@ impl Sandbox {
         text.push('|');
         if let Some(m) = &self.mounts {
             text.push_str(&m.canonical());
+            // Who owns the private tmpfs mounts (identity): a keeper made for another owner
+            // would give the call a HOME it cannot write. Absent: the text is as before.
+            if let Some((uid, gid)) = m.tmpfs_owner {
+                text.push_str(&format!("|owner {uid}:{gid}"));
+            }
         }
         text.push_str(if self.loopback { "|lo" } else { "|-" });
         fnv1a(text.as_bytes())
@@ -268,5 +273,8 @@ mod tests {
         let mut other = sandbox(Some(plan), false);
         other.kinds.push(namespaces::IPC);
         assert_ne!(a.fingerprint(), other.fingerprint());
+        let mut owned = sandbox(a.mounts.clone(), false);
+        owned.mounts.as_mut().unwrap().tmpfs_owner = Some((100000, 100000));
+        assert_ne!(a.fingerprint(), owned.fingerprint());
     }
 }
