@@ -66,8 +66,11 @@ RUN mkdir -p /etc/sbx \
 # The example server imports the client package by relative path: keep the repository layout.
 COPY clients/bun/src/ /opt/sbx/clients/bun/src/
 COPY examples/bun-server/ /opt/sbx/examples/bun-server/
+# The user context's root is host uid/gid 100000 (identity in the policy): the work areas it
+# writes belong to that uid; root (the control plane) still reads and writes everything there.
 RUN chmod 0755 /usr/local/bin/sbx-exec && chmod 0644 /etc/sbx/policy.toml \
     && mkdir -p /workspace /run/secrets \
+    && chown 100000:100000 /workspace /home \
     && command -v bun >/dev/null \
     && sbx-exec policy check /etc/sbx/policy.toml
 WORKDIR /opt/sbx/examples/bun-server

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use crate::model::{Context, SeccompMode};
 use crate::plan::namespaces::{self, Kind};
+use crate::privilege::userns::identity_plan;
 use crate::privilege::{self, Mode};
 
 /// What the host offers, independent of any policy.
@@ -38,6 +39,8 @@ struct Verdict {
     /// What a context runs without by its own choice (`limits.required = false`).
     skipped: Vec<String>,
     degrade: bool,
+    /// How its `identity` applies here (absent: it has none).
+    identity: Option<String>,
 }
 
 impl Verdict {
@@ -131,10 +134,11 @@ pub const ROOTLESS_LOSES: &[&str] = &[
 /// Judge one context as a launch in this mode would treat it.
 fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     let mut v = Verdict {
-        missing: Vec::new(),
+        missing: identity_gap(host, ctx).into_iter().collect(),
         blocked: Vec::new(),
         skipped: Vec::new(),
         degrade: ctx.degrade,
+        identity: identity_status(host, ctx),
     };
     let mode = host.mode;
     if let Mode::Setuid { .. } = mode {
@@ -218,6 +222,32 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
     v
 }
 
+/// What an `identity` context misses where the kernel refuses user namespaces.
+fn identity_gap(host: &Host, ctx: &Context) -> Option<String> {
+    (identity_plan(host.mode, ctx).is_some() && !host.userns).then(|| {
+        "user namespace for identity (with degrade: the command runs as the identity's host uid, without capabilities, not root inside)"
+            .to_string()
+    })
+}
+
+/// How a context's `identity` applies here: what a peer outside sees its commands as.
+fn identity_status(host: &Host, ctx: &Context) -> Option<String> {
+    let ids = ctx.identity?;
+    Some(match host.mode {
+        Mode::Root if host.userns => format!(
+            "mapped: root inside is host uid {} (gid {}), {} ids",
+            ids.uid, ids.gid, ids.count
+        ),
+        Mode::Root if ctx.degrade => format!(
+            "degraded: no user namespace; runs as host uid {} without capabilities",
+            ids.uid
+        ),
+        Mode::Root => "unavailable: no user namespace (refused, exit 125)".into(),
+        Mode::Setuid { .. } => "not used: setuid mode runs the caller's own uid".into(),
+        _ => "not used: rootless mode maps the caller to itself".into(),
+    })
+}
+
 /// `sbx-exec probe [--json] [--policy FILE]`.
 pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
     let loaded = privilege::load_policy(privilege::mode(), policy_file)?;
@@ -254,7 +284,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 (
                     n.clone(),
                     json!({"status": v.status(), "missing": why, "degrade": v.degrade,
-                           "runs_without": v.skipped}),
+                           "runs_without": v.skipped, "identity": v.identity}),
                 )
             })
             .collect();
@@ -342,6 +372,9 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             why.extend(v.missing.iter().cloned());
             why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
             println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
+            if let Some(id) = &v.identity {
+                println!("identity of {n}: {id}");
+            }
         }
     }
     Ok(if all_full { 0 } else { 1 })
@@ -358,6 +391,7 @@ mod tests {
             blocked: b.iter().map(|s| s.to_string()).collect(),
             skipped: Vec::new(),
             degrade: d,
+            identity: None,
         };
         assert_eq!(v(&[], &[], false).status(), "full");
         assert_eq!(v(&["pid namespace"], &[], true).status(), "degraded");

@@ -133,6 +133,23 @@ pub struct Context {
     /// the kernel allows it; "never" does not (the launch is then refused unless `degrade`).
     #[serde(default)]
     pub userns: UserNs,
+    /// Root mode: the target runs in a user namespace mapping its ids 0..count to the host ids
+    /// uid..uid+count (gid likewise), so what it does outside (files, SO_PEERCRED, setuid bits)
+    /// carries an unprivileged host id; inside it is still root. Needs "pid" (and so "mount").
+    #[serde(default)]
+    pub identity: Option<IdRange>,
+}
+
+/// A range of host ids a context's user namespace maps its ids 0.. onto (`identity`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdRange {
+    /// The host uid the sandbox's uid 0 becomes.
+    pub uid: u32,
+    /// The host gid the sandbox's gid 0 becomes.
+    pub gid: u32,
+    /// How many ids are mapped (the sandbox's 0..count); 65536 covers `nobody` (65534).
+    pub count: u32,
 }
 
 /// Setuid mode: the callers allowed to use a context.

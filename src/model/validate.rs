@@ -76,6 +76,7 @@ const RULES: &[Rule] = &[
     ptrace_needs_seccomp,
     persist_rules,
     limits_rules,
+    identity_rules,
 ];
 
 /// Where persistent contexts keep their state; a persistent context must hide it.
@@ -296,6 +297,33 @@ fn limits_rules(ctx: &Context) -> std::result::Result<(), String> {
 }
 
 /// 1-based line and column of a byte offset.
+fn identity_rules(ctx: &Context) -> std::result::Result<(), String> {
+    let Some(ids) = ctx.identity else {
+        return Ok(());
+    };
+    if ids.count == 0 {
+        return Err("identity.count must be at least 1 (65536 maps every id a system uses)".into());
+    }
+    if ids.uid == 0 || ids.gid == 0 {
+        return Err("identity maps the sandbox's root onto a host id, which must not be 0 (root outside); pick a range no account uses, e.g. identity = { uid = 100000, gid = 100000, count = 65536 }".into());
+    }
+    if ids.uid.checked_add(ids.count).is_none() || ids.gid.checked_add(ids.count).is_none() {
+        return Err("identity: uid + count and gid + count must stay below 4294967296".into());
+    }
+    if !ctx.has(Namespace::Pid) {
+        return Err("identity needs the \"pid\" namespace (its pid 1 maps the target's ids); add \"pid\" and \"mount\" to namespaces".into());
+    }
+    if ctx.supervise.is_some() {
+        return Err("identity does not apply to a control-mode context ([supervise]): the control plane is trusted; remove identity".into());
+    }
+    if let Some(r) = ctx.security.run_as {
+        if r.uid >= ids.count || r.gid >= ids.count {
+            return Err("with identity, security.run_as names ids inside the sandbox, which must be below identity.count".into());
+        }
+    }
+    Ok(())
+}
+
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
@@ -458,6 +486,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("mount"), "{err}");
+    }
+
+    #[test]
+    fn identity_rules() {
+        let ctx = |extra: &str| {
+            format!("version = 1\n[context.x]\nnamespaces = [\"pid\", \"mount\"]\n{extra}\n")
+        };
+        let ok = parse(&ctx(
+            "identity = { uid = 100000, gid = 100000, count = 65536 }",
+        ))
+        .unwrap();
+        assert_eq!(ok.context("x").unwrap().identity.unwrap().count, 65536);
+        for (bad, says) in [
+            ("identity = { uid = 0, gid = 100000, count = 10 }", "must not be 0"),
+            ("identity = { uid = 1, gid = 1, count = 0 }", "at least 1"),
+            ("identity = { uid = 4294967295, gid = 1, count = 2 }", "below"),
+            ("identity = { uid = 1, gid = 1 }", "count"),
+            (
+                "identity = { uid = 9, gid = 9, count = 5 }\nsecurity.run_as = { uid = 5, gid = 1 }",
+                "run_as",
+            ),
+        ] {
+            let err = parse(&ctx(bad)).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+        let err = parse("version = 1\n[context.x]\nidentity = { uid = 9, gid = 9, count = 5 }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"pid\""), "{err}");
     }
 
     #[test]

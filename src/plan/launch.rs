@@ -12,7 +12,7 @@ use caps::CapsHashSet;
 use nix::sys::signal::SigSet;
 use seccompiler::BpfProgram;
 
-use crate::model::{self, Context, Namespace, Net, RunAs, SeccompMode};
+use crate::model::{self, Context, IdRange, Namespace, Net, RunAs, SeccompMode};
 use crate::plan::env::TargetEnv;
 use crate::plan::mounts;
 use crate::plan::namespaces::{self, Kind};
@@ -52,6 +52,11 @@ impl Sandbox {
         text.push('|');
         if let Some(m) = &self.mounts {
             text.push_str(&m.canonical());
+            // Who owns the private tmpfs mounts (identity): a keeper made for another owner
+            // would give the call a HOME it cannot write. Absent: the text is as before.
+            if let Some((uid, gid)) = m.tmpfs_owner {
+                text.push_str(&format!("|owner {uid}:{gid}"));
+            }
         }
         text.push_str(if self.loopback { "|lo" } else { "|-" });
         fnv1a(text.as_bytes())
@@ -98,6 +103,17 @@ pub struct Target {
     /// dropped and resolved inside the context's root without magic links (a link through
     /// `/proc/PID/root` planted by code in the context leads nowhere).
     pub cwd_in_root: Option<CString>,
+    /// Root mode with `identity`: the target enters a user namespace of its own mapping its ids
+    /// onto this host range (its parent writes the maps); `degrade` as the context says.
+    pub identity: Option<Mapped>,
+}
+
+/// The target's user namespace (`identity`): the host range, and whether a kernel that refuses
+/// the namespace degrades to running as the range's host uid without capabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapped {
+    pub range: IdRange,
+    pub degrade: bool,
 }
 
 /// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
@@ -153,6 +169,7 @@ pub fn prepare(
         drop_to: None,
         chdir_after_drop: None,
         cwd_in_root: None,
+        identity: None,
     };
     Ok((sandbox, target))
 }
@@ -193,12 +210,21 @@ pub fn pass_fds(target: &mut Target, passed: &crate::plan::fds::Passed) -> std::
 }
 
 /// Who owns secret files: the setuid caller, the rootless caller (mapped to itself; uid 0 does
-/// not exist in its user namespace), or `security.run_as`.
+/// not exist in its user namespace), the host ids of the target under `identity`, or
+/// `security.run_as`.
 pub fn files_owner(
     setuid: Option<&SetuidLaunch>,
     userns: Option<&IdMap>,
+    identity: Option<&IdRange>,
     ctx: &Context,
 ) -> Option<RunAs> {
+    if let Some(range) = identity {
+        let inside = ctx.security.run_as.unwrap_or(RunAs { uid: 0, gid: 0 });
+        return Some(RunAs {
+            uid: range.uid + inside.uid,
+            gid: range.gid + inside.gid,
+        });
+    }
     match (setuid, userns) {
         (Some(s), _) => Some(RunAs {
             uid: s.identity.uid,
@@ -218,6 +244,19 @@ pub fn add_userns(sandbox: &mut Sandbox, map: Option<IdMap>) {
         sandbox.kinds.insert(0, namespaces::USER);
         sandbox.userns = Some(map);
     }
+}
+
+/// Root mode with `identity`: the target gets a user namespace of its own, and the private tmpfs
+/// mounts it writes (HOME) belong to its root's host ids.
+pub fn add_identity(sandbox: &mut Sandbox, target: &mut Target, range: Option<IdRange>) {
+    let Some(range) = range else { return };
+    if let Some(m) = &mut sandbox.mounts {
+        m.tmpfs_owner = Some((range.uid, range.gid));
+    }
+    target.identity = Some(Mapped {
+        range,
+        degrade: sandbox.degrade,
+    });
 }
 
 /// Setuid mode: the target becomes the caller for good, with no capabilities; it enters the
@@ -276,5 +315,8 @@ mod tests {
         let mut other = sandbox(Some(plan), false);
         other.kinds.push(namespaces::IPC);
         assert_ne!(a.fingerprint(), other.fingerprint());
+        let mut owned = sandbox(a.mounts.clone(), false);
+        owned.mounts.as_mut().unwrap().tmpfs_owner = Some((100000, 100000));
+        assert_ne!(a.fingerprint(), owned.fingerprint());
     }
 }

@@ -96,12 +96,25 @@ fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
         eprintln!("sbx-exec: {e:#}");
         sys::exit_now(EXIT_SBX);
     }
-    if !has_pidns {
+    // A target that maps its own user namespace needs a parent to write the maps: pid 1.
+    if !has_pidns && target.identity.is_none() {
         target.exec();
     }
     match sys::fork() {
         Ok(ForkResult::Child) => target.exec(),
-        Ok(ForkResult::Parent { child }) => reaper::pid1(child),
+        Ok(ForkResult::Parent { child }) => {
+            if let Some(m) = &target.identity {
+                match apply::identity::map_child(child, &m.range) {
+                    Ok(None) => {}
+                    Ok(Some(code)) => sys::exit_now(code),
+                    Err(e) => {
+                        eprintln!("sbx-exec: {e:#}");
+                        sys::exit_now(EXIT_SBX);
+                    }
+                }
+            }
+            reaper::pid1(child)
+        }
         Err(e) => {
             eprintln!("sbx-exec: cannot fork the command: {e}");
             sys::exit_now(EXIT_SBX)

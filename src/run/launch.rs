@@ -122,7 +122,8 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
-    let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), ctx);
+    let identity = privilege::userns::identity_plan(mode, ctx);
+    let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
     let creds = Files::split(&secret_set, &ctx.secrets.files, owner);
     env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
     for (name, path) in creds.iter().flat_map(Files::variables) {
@@ -137,6 +138,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     launch::add_passed_fds(&mut sandbox, &mut target, &fds.passed)
         .context("cannot keep the program's handle above the passed fds")?;
     launch::add_userns(&mut sandbox, userns);
+    launch::add_identity(&mut sandbox, &mut target, identity);
     if let Some(s) = setuid {
         launch::add_setuid(&mut sandbox, &mut target, s)?;
     }

@@ -66,14 +66,31 @@ impl Target {
         sys::signal_default(Signal::SIGPIPE).context("cannot reset SIGPIPE")?;
         sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.sigmask), None)
             .context("cannot restore the signal mask")?;
+        // `identity`: a user namespace of its own, mapped by the parent (before the fds are
+        // closed: nothing here needs one). Refused by the kernel with `degrade`: the range's host
+        // ids, no capabilities.
+        let no_caps = caps::CapsHashSet::new();
+        let (mut keep, mut run_as) = (self.caps.as_ref(), self.run_as);
+        if let Some(m) = &self.identity {
+            if !crate::run::apply::identity::enter(m.degrade)? {
+                let inside = self
+                    .run_as
+                    .unwrap_or(crate::model::RunAs { uid: 0, gid: 0 });
+                run_as = Some(crate::model::RunAs {
+                    uid: m.range.uid + inside.uid,
+                    gid: m.range.gid + inside.gid,
+                });
+                keep = Some(&no_caps);
+            }
+        }
         if let Some(id) = &self.drop_to {
             crate::privilege::drop::drop_privs(id)?;
         }
         if let Some(dir) = &self.chdir_after_drop {
             crate::privilege::setuid::chdir_as_caller(dir)?;
         }
-        if let Some(keep) = &self.caps {
-            crate::run::apply::capabilities::drop_to(keep, self.no_new_privs, self.run_as)?;
+        if let Some(keep) = keep {
+            crate::run::apply::capabilities::drop_to(keep, self.no_new_privs, run_as)?;
         }
         if self.no_new_privs {
             crate::run::apply::capabilities::set_no_new_privs()?;

@@ -93,7 +93,7 @@ pub fn system_files_cannot_be_written() -> Result<(), String> {
     let r = probe_write(true, "user", &paths);
     r.expect_code(0, "probe")?;
     for p in &paths {
-        check(result_of(&r, p) == "EROFS", || {
+        check(refused(&r, p, "user"), || {
             format!("user can write {}: {}", p.display(), r.show())
         })?;
     }
@@ -159,13 +159,21 @@ pub fn launcher_and_policy_are_read_only_in_platform_too() -> Result<(), String>
         cmd.command().args(&paths);
         let r = cmd.run();
         for p in &paths {
-            if result.is_ok() && result_of(&r, p) != "EROFS" {
+            if result.is_ok() && !refused(&r, p, ctx) {
                 result = Err(format!("{ctx} can write {}: {}", p.display(), r.show()));
             }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The write to `p` was refused: EROFS (the read-only mount). In `user`, whose root is an
+/// unprivileged uid outside (`identity`), the permission check refuses first (EACCES) for files of
+/// the host's root; the read-only mount is then a second wall, proven with EROFS in `platform`.
+fn refused(r: &Run, p: &Path, ctx: &str) -> bool {
+    let got = result_of(r, p);
+    got == "EROFS" || (ctx == "user" && got == "EACCES")
 }
 
 pub fn proc_and_sys_cannot_be_written() -> Result<(), String> {
@@ -192,7 +200,7 @@ pub fn proc_and_sys_cannot_be_written() -> Result<(), String> {
     for ctx in ["user", "platform"] {
         let r = probe_write(true, ctx, &paths);
         for p in &paths {
-            check(result_of(&r, p) == "EROFS", || {
+            check(refused(&r, p, ctx), || {
                 format!("{ctx} can write {}: {}", p.display(), r.show())
             })?;
         }
@@ -659,6 +667,12 @@ impl ProgramDir {
     fn tool(&self) -> String {
         self.0.join("tool").display().to_string()
     }
+
+    fn give_to(&self, id: u32) {
+        for p in [self.0.clone(), self.0.join("tool")] {
+            std::os::unix::fs::chown(&p, Some(id), Some(id)).unwrap();
+        }
+    }
 }
 
 impl Drop for ProgramDir {
@@ -708,6 +722,8 @@ pub fn platform_refuses_programs_user_code_can_write() -> Result<(), String> {
         return Err(format!("{SKIP}no /home here"));
     }
     let d = ProgramDir::new("/home");
+    // The image hands /home to the uid user code is outside (the shipped identity's).
+    d.give_to(100000);
     // Control: user code can write there (and so could have planted this program).
     let u = Cmd::sbx([
         "--ctx",

@@ -576,10 +576,10 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     r.expect_code(125, "userns = never")?;
     check(r.stderr.contains("userns = \"never\""), || r.show())?;
     let probe = as_plain_user(&["probe", "--json", "--policy", p]);
+    let json: serde_json::Value = serde_json::from_str(&probe.stdout).unwrap_or_default();
+    let user = &json["contexts"]["user"];
     check(
-        probe
-            .stdout
-            .contains("\"user\":{\"degrade\":false,\"missing\":[\"pid namespace\""),
+        user["degrade"] == false && user["missing"][0] == "pid namespace",
         || probe.show(),
     )
 }

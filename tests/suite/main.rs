@@ -15,6 +15,7 @@ mod g5_launcher;
 mod g5_request;
 mod g6_fail_closed;
 mod g7_channels;
+mod g7_identity;
 mod g8_deputy;
 mod g8_modes;
 mod harness;
@@ -79,6 +80,13 @@ fn main() {
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,
+        g7_identity::socket_peers_see_the_mapped_uid,
+        g7_identity::setuid_bits_set_inside_are_not_root_outside,
+        g7_identity::work_area_is_shared_with_the_control_side,
+        g7_identity::inside_it_is_still_root,
+        g7_identity::python_pip_and_git_work,
+        g7_identity::persistent_calls_are_mapped_too,
+        g7_identity::without_user_namespaces_degrade_runs_as_the_host_uid,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,

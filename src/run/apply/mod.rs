@@ -5,6 +5,7 @@ pub mod capabilities;
 pub mod cgroup;
 pub mod dev;
 pub mod fs;
+pub mod identity;
 pub mod landlock;
 pub mod mounts;
 pub mod namespaces;

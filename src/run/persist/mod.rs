@@ -27,7 +27,7 @@ pub mod state;
 pub use ctl::{list, stop};
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
@@ -66,14 +66,28 @@ pub fn run(
         .context("the working directory contains a NUL byte")?;
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    // `identity`: the joiner says the target's pid, so this process (which sees it in /proc) can
+    // map the target's user namespace.
+    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     let child = match sys::fork().context("cannot fork the command")? {
         ForkResult::Child => {
             drop(alive_w);
-            joiner(ctx_name, &keeper, join_flags, alive_r, &target)
+            drop(pid_r);
+            let tell = target.identity.is_some().then_some(pid_w);
+            joiner(ctx_name, &keeper, join_flags, alive_r, tell, &target)
         }
         ForkResult::Parent { child } => child,
     };
     drop(alive_r);
+    drop(pid_w);
+    if let Some(m) = &target.identity {
+        let mut buf = [0u8; 4];
+        if nix::unistd::read(pid_r.as_raw_fd(), &mut buf).unwrap_or(0) == 4 {
+            let pid = nix::unistd::Pid::from_raw(i32::from_ne_bytes(buf));
+            crate::run::apply::identity::map_stopped(pid, &m.range)?;
+        }
+    }
+    drop(pid_r);
     report(&format!("{{\"child-pid\":{}}}", child.as_raw()));
     // The context's cgroup counts every call: this call's share is the difference.
     let version = crate::plan::cgroup::detect().version;
@@ -105,12 +119,14 @@ pub fn run(
 
 /// The joiner: die with sbx-exec, enter the context's cgroups and, in one `setns`, all its
 /// namespaces (the pid namespace for its children), then fork the target and relay signals and
-/// its exit status. Never returns.
+/// its exit status; with `tell`, write the target's pid there (for `identity`'s maps). Never
+/// returns.
 fn joiner(
     ctx_name: &str,
     keeper: &Keeper,
     flags: CloneFlags,
     alive: OwnedFd,
+    tell: Option<OwnedFd>,
     target: &Target,
 ) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
@@ -143,7 +159,12 @@ fn joiner(
             }
             target.exec()
         }
-        Ok(ForkResult::Parent { child }) => reaper::pid1(child),
+        Ok(ForkResult::Parent { child }) => {
+            if let Some(tell) = tell {
+                let _ = nix::unistd::write(&tell, &child.as_raw().to_ne_bytes());
+            }
+            reaper::pid1(child)
+        }
         Err(e) => fail("cannot fork the command", &e),
     }
 }
