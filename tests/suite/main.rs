@@ -12,6 +12,7 @@ mod g4_landlock;
 mod g5_launcher;
 mod g5_request;
 mod g6_fail_closed;
+mod g7_net;
 mod g8_deputy;
 mod g8_modes;
 mod harness;
@@ -76,6 +77,13 @@ fn main() {
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,
+        g7_net::egress_reaches_allowed_hosts_only_through_the_proxy,
+        g7_net::internal_destinations_are_refused_in_every_spelling,
+        g7_net::user_cannot_squat_a_port_platform_connects_to,
+        g7_net::abstract_sockets_and_connections_of_the_host_are_invisible,
+        g7_net::published_port_serves_from_the_sandbox,
+        g7_net::no_proxy_thread_without_allow,
+        g7_net::net_policy_errors_name_the_place,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,
