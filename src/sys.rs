@@ -686,7 +686,8 @@ pub fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
     let data = [1u8];
     let iov = [io::IoSlice::new(&data)];
     let cmsg = [ControlMessage::ScmRights(fds)];
-    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
+    let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock, &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
     Ok(())
 }
 

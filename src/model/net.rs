@@ -41,8 +41,9 @@ impl NetMode {
     }
 }
 
-/// The network of a context.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The network of a context: `net = "MODE"` or the table `[context.NAME.net]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "Spelling")]
 pub struct Net {
     pub mode: NetMode,
     /// Destinations the egress proxy may connect to (empty: no egress and no proxy at all).
@@ -170,7 +171,17 @@ fn private() -> NetMode {
     NetMode::Private
 }
 
-impl<'de> Deserialize<'de> for Net {
+/// `net` as written: a mode string or a table (read by hand rather than `untagged`, so that an
+/// error inside the table keeps its own message and position).
+struct Spelling(Net);
+
+impl From<Spelling> for Net {
+    fn from(s: Spelling) -> Net {
+        s.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Spelling {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
@@ -201,7 +212,7 @@ impl<'de> Deserialize<'de> for Net {
                 })
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V).map(Spelling)
     }
 }
 
@@ -270,4 +281,80 @@ pub fn check_reserved(policy: &crate::model::Policy) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{NetMode, Policy};
+
+    fn parse(net: &str) -> anyhow::Result<Policy> {
+        Policy::parse(&format!("version = 1\n[context.c]\n{net}\n"), "t.toml")
+    }
+
+    #[test]
+    fn string_and_table_forms() {
+        for (text, mode) in [
+            ("net = \"host\"", NetMode::Host),
+            ("net = \"none\"", NetMode::None),
+            ("net = \"private\"", NetMode::Private),
+            ("net = { allow = [\"pypi.org\"] }", NetMode::Private),
+            (
+                "[context.c.net]\nmode = \"private\"\npublish = [3000, \"5173-5175\"]",
+                NetMode::Private,
+            ),
+        ] {
+            let p = parse(text).unwrap();
+            assert_eq!(p.context("c").unwrap().net.mode, mode, "{text}");
+        }
+        let p = parse("net = { publish = [3000, \"5173-5175\"] }").unwrap();
+        assert_eq!(
+            p.context("c").unwrap().net.published_ports(),
+            vec![3000, 5173, 5174, 5175]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_line_and_column() {
+        for (text, want) in [
+            ("net = \"bridge\"", "t.toml:3:7"),
+            (
+                "[context.c.net]\nallow = [\"ok.org\", \"10.0.0.0/33\"]",
+                "t.toml:4:9",
+            ),
+            ("[context.c.net]\npublish = [0]", "t.toml:4:"),
+            ("[context.c.net]\npublish = [\"9-3\"]", "t.toml:4:"),
+            ("[context.c.net]\nproxy = 1", "unknown field"),
+        ] {
+            let e = format!("{:#}", parse(text).unwrap_err());
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn cross_key_rules() {
+        let e = parse("net = { mode = \"host\", allow = [\"a.org\"] }").unwrap_err();
+        assert!(e.to_string().contains("mode = \"private\""), "{e}");
+        let e = parse("net = { allow = [\"a.org\"], publish = [3128] }").unwrap_err();
+        assert!(e.to_string().contains("3128"), "{e}");
+        let e = parse("net = { publish = [3000, \"2999-3001\"] }").unwrap_err();
+        assert!(e.to_string().contains("twice"), "{e}");
+        let text = "version = 1\n[context.a.supervise]\nports = [8080]\n[context.b]\nnet = { publish = [8080] }\n";
+        let e = Policy::parse(text, "t.toml").unwrap_err();
+        assert!(
+            e.to_string().contains("reserved for the control plane"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn serialized_back_the_same_way() {
+        let p = parse("net = { allow = [\"*.pypi.org:443\"], publish = [\"5173-5180\"] }").unwrap();
+        let back = toml::to_string(&p).unwrap();
+        assert!(
+            back.contains("*.pypi.org:443") && back.contains("5173-5180"),
+            "{back}"
+        );
+        let again = Policy::parse(&back, "back.toml").unwrap();
+        assert_eq!(again.context("c").unwrap().net, p.context("c").unwrap().net);
+    }
 }

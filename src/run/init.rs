@@ -57,6 +57,14 @@ pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
             if missing.contains(&namespaces::USER) {
                 sandbox.userns = None;
             }
+            if missing.contains(&namespaces::NET) {
+                // No namespace to bind the proxy in: pid 1 hands out nothing (the outer warns).
+                sandbox.loopback = false;
+                if let Some(net) = &mut sandbox.net {
+                    net.egress = None;
+                    net.publish.clear();
+                }
+            }
             sandbox.kinds = ok;
             apply::namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")
         }

@@ -88,11 +88,17 @@ impl Bridge {
         } = self;
         drop(inner); // pid 1 holds the other copy: its exit is end of file here
         let want = usize::from(plan.egress.is_some()) + usize::from(!published.is_empty());
-        let mut fds = sys::recv_fds(outer.as_raw_fd(), want)
-            .context(
-                "the sandbox did not hand out its network sockets (its setup failed; see above)",
-            )?
-            .into_iter();
+        let fds = sys::recv_fds(outer.as_raw_fd(), want).context(
+            "the sandbox did not hand out its network sockets (its setup failed; see above)",
+        )?;
+        if fds.is_empty() && want > 0 {
+            // degrade = true and the kernel refused the network namespace: the target shares the
+            // container's network, and nothing of the proxy or the published ports runs; the proxy
+            // variables lead nowhere.
+            // (The degrade warning already named the missing "net" namespace.)
+            return Ok(Running { _proxy: None });
+        }
+        let mut fds = fds.into_iter();
         let proxy = match plan.egress {
             Some(mut egress) => {
                 let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
