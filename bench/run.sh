@@ -152,11 +152,15 @@ ifaces=$("$SBX" --policy "$NETNONE" --ctx user -- cat /proc/net/dev | tail -n +3
 #    the "/bin/true" line is the cost of a bare fork+exec of true (dash vforks, then execs); the
 #    fd-3 redirection of the platform line needs that shell.
 # ---------------------------------------------------------------------------------------------
+# The default `user` has its own network namespace with the egress proxy (net.mode = "private"):
+# the comparable bwrap unshares everything, net included.
+BWRAP_ALL_ARGS="--unshare-all --dev /dev --proc /proc --ro-bind / / --tmpfs /tmp --die-with-parent --new-session --clearenv --cap-drop ALL"
 BWRAP_ARGS="--unshare-pid --unshare-ipc --unshare-uts --ro-bind / / --proc /proc --dev /dev --tmpfs /tmp --die-with-parent --new-session --clearenv --cap-drop ALL"
 names=(
     "bare /bin/true"
     "unshare pid+mount+ipc+uts"
     "bwrap"
+    "bwrap --unshare-all (with net)"
     "sbx-exec user"
     "sbx-exec platform, 10 secrets"
     "sbx-exec user, net=none"
@@ -167,6 +171,7 @@ cmds=(
     "/bin/true"
     "unshare --pid --mount --ipc --uts --fork --mount-proc true"
     "bwrap $BWRAP_ARGS true"
+    "bwrap $BWRAP_ALL_ARGS true"
     "$(q "$SBX") --ctx user -- true"
     "$(q "$SBX") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"

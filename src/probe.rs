@@ -284,7 +284,8 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 (
                     n.clone(),
                     json!({"status": v.status(), "missing": why, "degrade": v.degrade,
-                           "runs_without": v.skipped, "identity": v.identity}),
+                           "runs_without": v.skipped, "identity": v.identity,
+                           "net": net_json(loaded.policy.context(n).ok().map(|c| &c.net))}),
                 )
             })
             .collect();
@@ -376,8 +377,45 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
                 println!("identity of {n}: {id}");
             }
         }
+        println!("\n{:<16} NETWORK", "CONTEXT");
+        for (n, c) in &loaded.policy.context {
+            println!("{:<16} {}", n.0, net_text(&c.net));
+        }
     }
     Ok(if all_full { 0 } else { 1 })
+}
+
+/// A context's network as `probe --json` reports it: mode, the proxy's address inside (null
+/// when no proxy runs), the allowlist and the published ports.
+fn net_json(net: Option<&crate::model::Net>) -> Value {
+    let Some(net) = net else { return Value::Null };
+    let allow: Vec<&str> = net.allow.iter().map(|r| r.text.as_str()).collect();
+    json!({
+        "mode": net.mode.name(),
+        "proxy": net.proxied().then(|| format!("127.0.0.1:{}", crate::model::net::PROXY_PORT)),
+        "allow": allow,
+        "publish": net.published_ports(),
+    })
+}
+
+fn net_text(net: &crate::model::Net) -> String {
+    let mut out = net.mode.name().to_string();
+    if net.mode == crate::model::NetMode::Private {
+        let allow: Vec<&str> = net.allow.iter().map(|r| r.text.as_str()).collect();
+        match net.proxied() {
+            true => out.push_str(&format!(
+                "; egress proxy 127.0.0.1:{} to {}",
+                crate::model::net::PROXY_PORT,
+                allow.join(", ")
+            )),
+            false => out.push_str("; no egress (no proxy)"),
+        }
+        let ports: Vec<String> = net.published_ports().iter().map(u16::to_string).collect();
+        if !ports.is_empty() {
+            out.push_str(&format!("; published on 127.0.0.1: {}", ports.join(", ")));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

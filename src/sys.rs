@@ -744,3 +744,43 @@ mod sender_tests {
         assert!(!s(0, -60).is_outside());
     }
 }
+
+/// Send `fds` (with one byte of data) over the unix socket `sock` (`SCM_RIGHTS`).
+pub fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    // No unsafe: nix builds the control message (its buffer sized by CMSG_SPACE) itself.
+    let data = [1u8];
+    let iov = [io::IoSlice::new(&data)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(sock, &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
+    Ok(())
+}
+
+/// Receive up to `max` fds sent by [`send_fds`] (close-on-exec, owned); end of file (the peer
+/// closed without sending) is an error of kind `UnexpectedEof`.
+pub fn recv_fds(sock: RawFd, max: usize) -> io::Result<Vec<OwnedFd>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut data = [0u8; 1];
+    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut space = nix::cmsg_space!([RawFd; 8]);
+    let max = max.min(8);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+    if msg.bytes == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let mut out = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for this message
+                // (SCM_RIGHTS); nothing else refers to it, so it is owned here exactly once.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                if out.len() < max {
+                    out.push(owned);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -11,15 +11,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod egress;
 pub mod env_names;
 pub mod limits;
 pub mod load;
+pub mod net;
 mod services;
 pub mod trust;
 pub mod validate;
 pub mod values;
 
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
+pub use net::{Net, NetMode, NetRule, PortRange};
 pub use trust::trust_warnings;
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
 
@@ -90,7 +93,8 @@ pub struct Context {
     /// New namespaces: any of "pid", "mount", "ipc", "uts".
     #[serde(default)]
     pub namespaces: Vec<Namespace>,
-    /// "host" shares the network; "none" gives an empty network namespace with loopback up.
+    /// "host" shares the network; "none" gives an empty network namespace with loopback up;
+    /// "private" adds egress through sbx-exec's proxy (`allow`) and published ports (`publish`).
     #[serde(default)]
     pub net: Net,
     /// Run even when the kernel cannot give some isolation, warning on stderr (default: refuse).
@@ -482,15 +486,6 @@ pub enum Namespace {
     Mount,
     Ipc,
     Uts,
-}
-
-/// The network a context gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Net {
-    #[default]
-    Host,
-    None,
 }
 
 /// Which seccomp filter to install.

@@ -34,6 +34,10 @@ impl Policy {
                 bail!("invalid policy {origin}:{line}: context \"{name}\": {why}");
             }
         }
+        if let Err(why) = net::check_reserved(self) {
+            let line = find_line(text, "publish").unwrap_or(0);
+            bail!("invalid policy {origin}:{line}: {why}");
+        }
         Ok(())
     }
 
@@ -77,6 +81,7 @@ const RULES: &[Rule] = &[
     persist_rules,
     limits_rules,
     identity_rules,
+    net::check_context,
 ];
 
 /// Where persistent contexts keep their state; a persistent context must hide it.
@@ -177,7 +182,7 @@ fn supervise_rules(ctx: &Context) -> std::result::Result<(), String> {
     let Some(sup) = &ctx.supervise else {
         return Ok(());
     };
-    if !ctx.namespaces.is_empty() || ctx.net != Net::Host {
+    if !ctx.namespaces.is_empty() || ctx.net.own_namespace() {
         return Err("[supervise] (control mode) runs the control plane in the container's own namespaces, where it is not hidden from what it supervises; remove namespaces/net from this context".into());
     }
     if sup.ports.contains(&0) {

@@ -12,7 +12,7 @@ use caps::CapsHashSet;
 use nix::sys::signal::SigSet;
 use seccompiler::BpfProgram;
 
-use crate::model::{self, Context, IdRange, Namespace, Net, RunAs, SeccompMode};
+use crate::model::{self, Context, IdRange, Namespace, RunAs, SeccompMode};
 use crate::plan::env::TargetEnv;
 use crate::plan::mounts;
 use crate::plan::namespaces::{self, Kind};
@@ -27,6 +27,9 @@ pub struct Sandbox {
     pub mounts: Option<mounts::Plan>,
     /// Bring up `lo` in the new network namespace.
     pub loopback: bool,
+    /// `net = "private"` with egress or published ports: what the outer process runs for it
+    /// (pid 1 binds the proxy's listener inside when `egress` is set).
+    pub net: Option<crate::plan::net::Plan>,
     /// The working directory pid 1 enters; `None` with mounts: `/` (setuid mode enters the
     /// caller's directory later, in the target, as the caller).
     pub cwd: Option<PathBuf>,
@@ -59,6 +62,10 @@ impl Sandbox {
             }
         }
         text.push_str(if self.loopback { "|lo" } else { "|-" });
+        if let Some(net) = &self.net {
+            text.push_str("|net:");
+            text.push_str(&net.canonical());
+        }
         fnv1a(text.as_bytes())
     }
 }
@@ -118,10 +125,11 @@ pub struct Mapped {
 
 /// Turn the context into plans: what pid 1 mounts, and what the target drops before exec.
 pub fn prepare(
+    ctx_name: &str,
     ctx: &Context,
     source: &model::Source,
     program: crate::plan::exec::Program,
-    env: TargetEnv,
+    mut env: TargetEnv,
 ) -> Result<(Sandbox, Target)> {
     let mounts = ctx.has(Namespace::Mount).then(|| {
         let exe = std::env::current_exe().ok();
@@ -141,10 +149,17 @@ pub fn prepare(
         true => Some(std::env::current_dir().context("cannot read the current directory")?),
         false => None,
     };
+    let net = crate::plan::net::plan(ctx_name, ctx);
+    if net.as_ref().is_some_and(|n| n.egress.is_some()) {
+        for (name, value) in crate::plan::net::proxy_env() {
+            env.set_var(name, &value);
+        }
+    }
     let sandbox = Sandbox {
         kinds: namespaces::wanted(ctx),
         mounts,
-        loopback: ctx.net == Net::None,
+        loopback: ctx.net.own_namespace(),
+        net,
         cwd,
         degrade: ctx.degrade,
         creds: None,
@@ -288,6 +303,7 @@ mod tests {
             kinds: vec![namespaces::PID, namespaces::MOUNT],
             mounts,
             loopback,
+            net: None,
             cwd: None,
             degrade: false,
             creds: None,

@@ -12,6 +12,7 @@ pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;
 pub mod namespaces;
+pub mod net;
 pub mod request;
 pub mod seccomp;
 pub mod secret_files;

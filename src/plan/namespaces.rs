@@ -1,6 +1,6 @@
 //! Which namespaces a context gets (pure; [`crate::run::apply::namespaces`] creates them).
 
-use crate::model::{Context, Namespace, Net};
+use crate::model::{Context, Namespace};
 
 /// A namespace sbx-exec can create, with its clone flag and its name in the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub fn wanted(ctx: &Context) -> Vec<Kind> {
             Namespace::Uts => UTS,
         })
         .collect();
-    if ctx.net == Net::None {
+    if ctx.net.own_namespace() {
         kinds.push(NET);
     }
     kinds

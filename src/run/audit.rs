@@ -125,6 +125,16 @@ pub struct Audit<'a> {
 }
 
 impl<'a> Audit<'a> {
+    /// Where the egress proxy of this call logs its refusals (`None` without `audit`).
+    pub fn egress_log(&self) -> Option<EgressLog> {
+        Some(EgressLog {
+            to: self.to?.clone(),
+            call: format!("{:016x}", self.start.call),
+            uid: self.start.uid,
+            context: self.context.to_string(),
+        })
+    }
+
     pub fn new(
         to: Option<&'a AuditTarget>,
         context: &'a str,
@@ -168,6 +178,54 @@ impl<'a> Audit<'a> {
     }
 }
 
+/// The egress proxy's log of one call: an `"event":"egress-refused"` line per refused
+/// destination, with the call id, context, protocol, host, port and the reason (a destination and
+/// a policy key, never data of the request).
+#[derive(Clone)]
+pub struct EgressLog {
+    to: AuditTarget,
+    call: String,
+    uid: u32,
+    context: String,
+}
+
+#[derive(Serialize)]
+struct EgressRecord<'a> {
+    event: &'static str,
+    call: &'a str,
+    time: String,
+    uid: u32,
+    context: &'a str,
+    protocol: &'a str,
+    host: &'a str,
+    port: u16,
+    reason: &'a str,
+}
+
+impl EgressLog {
+    pub fn refused(&self, protocol: &str, host: &str, port: u16, reason: &str) {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let record = EgressRecord {
+            event: "egress-refused",
+            call: &self.call,
+            time: rfc3339(since),
+            uid: self.uid,
+            context: &self.context,
+            protocol,
+            host,
+            port,
+            reason,
+        };
+        let mut line = serde_json::to_vec(&record).expect("a record always serializes");
+        line.push(b'\n');
+        if let Err(e) = write_line(&self.to, &line) {
+            warn(&e, true);
+        }
+    }
+}
+
 /// Warn about an audit failure on stderr; `hide_path` (setuid mode) leaves out the message, which
 /// names the root-only log path.
 pub fn warn(e: &anyhow::Error, hide_path: bool) {
@@ -180,14 +238,22 @@ pub fn warn(e: &anyhow::Error, hide_path: bool) {
 
 /// Write one record to `target`.
 pub fn write(target: &AuditTarget, record: &Record) -> Result<()> {
-    let line = record.line();
+    write_line(target, &record.line())
+}
+
+/// Serializes this process's writes: the egress proxy's threads log too, and the file size limit
+/// and SIGXFSZ disposition lifted around a write are process-wide.
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn write_line(target: &AuditTarget, line: &[u8]) -> Result<()> {
+    let _one_at_a_time = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     match target {
         AuditTarget::Stderr => {
-            let _ = std::io::stderr().lock().write_all(&line);
+            let _ = std::io::stderr().lock().write_all(line);
             Ok(())
         }
-        AuditTarget::File(path) => append(path, &line),
-        AuditTarget::Syslog => syslog(&line),
+        AuditTarget::File(path) => append(path, line),
+        AuditTarget::Syslog => syslog(line),
     }
 }
 

@@ -27,7 +27,12 @@ pub enum Role<'a> {
     /// One-shot pid 1: `alive` is the read end of a pipe the outer process holds open for its
     /// life; end of file means it died.
     /// `program` is the target's checked program handle, kept for the target's `execveat`.
-    OneShot { alive: OwnedFd, program: RawFd },
+    /// `net`: the socket to hand the private network's sockets out on ([`crate::run::net`]).
+    OneShot {
+        alive: OwnedFd,
+        program: RawFd,
+        net: Option<RawFd>,
+    },
     /// A persistent context's keeper: detached from the caller; `ready` is the only fd it keeps.
     Keeper { ready: &'a OwnedFd },
 }
@@ -52,6 +57,14 @@ pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
             if missing.contains(&namespaces::USER) {
                 sandbox.userns = None;
             }
+            if missing.contains(&namespaces::NET) {
+                // No namespace to bind the proxy in: pid 1 hands out nothing (the outer warns).
+                sandbox.loopback = false;
+                if let Some(net) = &mut sandbox.net {
+                    net.egress = None;
+                    net.publish.clear();
+                }
+            }
             sandbox.kinds = ok;
             apply::namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")
         }
@@ -68,6 +81,7 @@ pub fn start(
     mut sandbox: Sandbox,
     target: &Target,
     cgroup: &[OwnedFd],
+    net: Option<&OwnedFd>,
 ) -> Result<Pid> {
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
     match enter(ctx_name, &mut sandbox)? {
@@ -83,16 +97,21 @@ pub fn start(
                 eprintln!("sbx-exec: cannot enter the call's cgroup ([limits]): {e}");
                 sys::exit_now(EXIT_SBX);
             }
-            one_shot_pid1(&sandbox, target, alive_r)
+            one_shot_pid1(&sandbox, target, alive_r, net.map(AsRawFd::as_raw_fd))
         }
     }
 }
 
 /// The first process of a one-shot sandbox. Never returns.
-fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd) -> ! {
+fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option<RawFd>) -> ! {
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
     let program = target.program.as_raw_fd();
-    if let Err(e) = setup(sandbox, Role::OneShot { alive, program }) {
+    let role = Role::OneShot {
+        alive,
+        program,
+        net,
+    };
+    if let Err(e) = setup(sandbox, role) {
         eprintln!("sbx-exec: {e:#}");
         sys::exit_now(EXIT_SBX);
     }
@@ -130,15 +149,22 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     }
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
     let is_keeper = matches!(role, Role::Keeper { .. });
+    let mut net_sock = None;
     let keep: Vec<i32> = match &role {
-        Role::OneShot { alive, program } => {
+        Role::OneShot {
+            alive,
+            program,
+            net,
+        } => {
             if has_pidns {
                 die_with_outer(alive)?;
             }
-            // The program's checked handle and the fds passed to the target (`--keep-fd`); a
-            // keeper never holds them.
+            net_sock = *net;
+            // The program's checked handle, the fds passed to the target (`--keep-fd`) and the
+            // net socket; a keeper never holds them.
             let mut keep = sandbox.keep_fds.clone();
             keep.push(*program);
+            keep.extend(*net);
             keep.sort_unstable();
             keep
         }
@@ -160,7 +186,12 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     sys::close_fds_from(3, &keep, false).context("cannot close inherited file descriptors")?;
     filesystem(sandbox)?;
     if sandbox.loopback {
-        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\"); use net = \"host\" if the context needs no network isolation")?;
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\" or \"private\"); use net = \"host\" if the context needs no network isolation")?;
+    }
+    if let (Some(plan), Some(sock)) = (&sandbox.net, net_sock) {
+        crate::run::net::hand_out(sock, plan)?;
+        // Kept through the fd cleanup above for this; closed once used: the target never has it.
+        let _ = nix::unistd::close(sock);
     }
     if !is_keeper {
         enter_cwd(sandbox)?;

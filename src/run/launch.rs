@@ -129,7 +129,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     for (name, path) in creds.iter().flat_map(Files::variables) {
         env.set_var(&name, &path);
     }
-    let (mut sandbox, mut target) = launch::prepare(ctx, &loaded.source, program, env)?;
+    let (mut sandbox, mut target) = launch::prepare(ctx_name, ctx, &loaded.source, program, env)?;
     if let Some(dir) = &args.cwd {
         let here = std::env::current_dir().context("cannot read the current directory")?;
         sandbox.cwd = Some(request::cwd(dir, &here));
@@ -174,7 +174,10 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
         let rep = |line: &str| report(status, line);
         return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep);
     }
-    one_shot(ctx_name, ctx, sandbox, &target, secret_set, status)
+    let egress_log = audit.egress_log();
+    one_shot(
+        ctx_name, ctx, sandbox, &target, secret_set, status, egress_log,
+    )
 }
 
 /// The environment, and the command resolved in its PATH (127 / 126 before anything starts),
@@ -223,6 +226,7 @@ fn one_shot(
     target: &Target,
     secret_set: SecretSet,
     status: Option<&StatusFd>,
+    egress_log: Option<crate::run::audit::EgressLog>,
 ) -> Result<i32> {
     // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
     let masking = match ctx.secrets.redact && secret_set.iter().next().is_some() {
@@ -233,10 +237,26 @@ fn one_shot(
     let cgroup = CallCgroup::create(ctx_name, ctx)?;
     let wall = Instant::now();
     let cpu_before = children_cpu_ms();
-    let started = crate::run::init::start(ctx_name, sandbox, target, cgroup.procs());
+    // After the masking fork (which must not hold pid 1's socket), before the clone.
+    let bridge = sandbox
+        .net
+        .as_ref()
+        .map(crate::run::net::Bridge::prepare)
+        .transpose()?;
+    let inner = bridge.as_ref().map(crate::run::net::Bridge::inner);
+    let started = crate::run::init::start(ctx_name, sandbox, target, cgroup.procs(), inner);
     if let Some(m) = &masking {
         m.detach();
     }
+    // Threads start only now, after the clone: the proxy and the published ports' forwarders.
+    let _net = match (&started, bridge) {
+        (Ok(child), Some(b)) => Some(b.start(egress_log).inspect_err(|_| {
+            // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
+            let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(*child, None);
+        })?),
+        _ => None,
+    };
     let child = match started {
         Ok(child) => child,
         Err(e) => {

@@ -9,6 +9,7 @@ pub mod control;
 pub mod init;
 pub mod launch;
 pub mod masking;
+pub mod net;
 pub mod persist;
 pub mod ports;
 pub mod proxy;

@@ -79,18 +79,31 @@ pub fn net_none_has_only_loopback() -> Result<(), String> {
          l=socket.socket(); l.bind((\"127.0.0.1\",0)); l.listen(); c=socket.create_connection(l.getsockname(),2); print(\"loopback ok\")'"
     );
     // Control: with the host network, the listener outside is reachable.
-    let host = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &probe]).run();
+    let hd = TempDir::new("nethost");
+    let hp = write_policy(
+        hd.path(),
+        &crate::g7_net::user_net_policy("mode = \"host\"", ""),
+    );
+    let host = Cmd::sbx([
+        "--policy",
+        hp.to_str().unwrap(),
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &probe,
+    ])
+    .run();
     host.expect_code(0, "host net")?;
     check(host.stdout.contains("connect 0"), || {
         format!("control could not connect: {}", host.show())
     })?;
     let d = TempDir::new("netnone");
-    let text = DEFAULT_TOML.replacen("[context.user]\n", "[context.user]\n# test: no network\n", 1)
-        .replace("namespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\nnet = \"host\"\n\n[context.user.env]", "namespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\nnet = \"none\"\n\n[context.user.env]");
-    check(text.contains("net = \"none\""), || {
-        "could not build the net = none policy".into()
-    })?;
-    let p = write_policy(d.path(), &text);
+    let p = write_policy(
+        d.path(),
+        &crate::g7_net::user_net_policy("mode = \"none\"", ""),
+    );
     let r = Cmd::sbx([
         "--policy",
         p.to_str().unwrap(),

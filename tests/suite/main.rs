@@ -16,6 +16,7 @@ mod g5_request;
 mod g6_fail_closed;
 mod g7_channels;
 mod g7_identity;
+mod g7_net;
 mod g8_deputy;
 mod g8_modes;
 mod harness;
@@ -87,6 +88,13 @@ fn main() {
         g7_identity::python_pip_and_git_work,
         g7_identity::persistent_calls_are_mapped_too,
         g7_identity::without_user_namespaces_degrade_runs_as_the_host_uid,
+        g7_net::egress_reaches_allowed_hosts_only_through_the_proxy,
+        g7_net::internal_destinations_are_refused_in_every_spelling,
+        g7_net::user_cannot_squat_a_port_platform_connects_to,
+        g7_net::abstract_sockets_and_connections_of_the_host_are_invisible,
+        g7_net::published_port_serves_from_the_sandbox,
+        g7_net::no_proxy_thread_without_allow,
+        g7_net::net_policy_errors_name_the_place,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,

@@ -142,7 +142,7 @@ pub fn bad_policies_name_file_line_column() -> Result<(), String> {
     let d = TempDir::new("badpolicy");
     let cases = [
         ("version = 1\n[context.x]\nnamespacez = []\n", "policy.toml:3:1", "unknown field"),
-        ("version = 1\n[context.x]\nnet = \"maybe\"\n", "policy.toml:3:", "unknown variant"),
+        ("version = 1\n[context.x]\nnet = \"maybe\"\n", "policy.toml:3:", "invalid net"),
         ("version = 1\n[context.x]\ntimeout = \"soon\"\n", "policy.toml:3:", "invalid type"),
         ("version = 1\n[context.x]\nnamespaces = [\"pid\"]\n", "policy.toml:2", "\"mount\""),
         ("version = 1\n[context.x.security]\ncaps = [\"SYS_ADMIN\"]\n[context.x]\nnamespaces = [\"pid\", \"mount\"]\n", "policy.toml", "SYS_ADMIN"),

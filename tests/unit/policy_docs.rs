@@ -1,5 +1,5 @@
 //! Checks that the policy documentation covers every key the parser accepts: each field of the
-//! serde structs in `src/model/mod.rs` and `src/model/limits.rs` must be documented in `man/sbx-exec-policy.5` (as a `.B key`
+//! serde structs in `src/model/mod.rs`, `src/model/limits.rs` and `src/model/net.rs` must be documented in `man/sbx-exec-policy.5` (as a `.B key`
 //! item under the `.SS` heading of its table, e.g. `[context.NAME.env]`) and appear in README.md's
 //! policy section. The keys are read from the source text, so fields added by any branch are
 //! found without touching this file; a failure lists exactly what is undocumented.
@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 const POLICY_RS: &str = concat!(
     include_str!("../../src/model/mod.rs"),
-    include_str!("../../src/model/limits.rs")
+    include_str!("../../src/model/limits.rs"),
+    include_str!("../../src/model/net.rs")
 );
 const POLICY_MAN: &str = include_str!("../../man/sbx-exec-policy.5");
 const README: &str = include_str!("../../README.md");

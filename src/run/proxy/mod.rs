@@ -479,7 +479,8 @@ pub mod request;
 pub mod socks;
 
 use request::http;
-use socks::{socks5, splice};
+use socks::socks5;
+pub use socks::splice;
 
 #[cfg(test)]
 mod tests;

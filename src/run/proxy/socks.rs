@@ -71,7 +71,7 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
 /// Copy both ways until both directions end. A direction that ends (EOF) is passed on as a
 /// half-close; an error ends both. With `end_with_upstream` (plain HTTP: one request per
 /// connection) the end of the response ends the connection.
-pub(super) fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool) {
+pub fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool) {
     let mut buf = vec![0u8; SPLICE_BUF];
     let mut up_open = true; // client → upstream still flowing
     let mut down_open = true; // upstream → client still flowing

@@ -1,0 +1,105 @@
+//! The network of a `net = "private"` context, as data (pure; [`crate::run::net`] applies it):
+//! whether pid 1 binds the egress proxy's listener inside the new namespace, the egress rules
+//! the proxy enforces, the ports published on the container's loopback, and the variables that
+//! point the target's tools at the proxy.
+
+use crate::model::egress::EgressPolicy;
+use crate::model::net::PROXY_PORT;
+use crate::model::{Context, NetMode};
+
+/// What the outer sbx-exec runs for the sandbox's network.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The egress rules (`None`: `net.allow` is empty, so no proxy, no listener, no variables).
+    /// `self_addrs` is filled in by the outer process from the container's interfaces.
+    pub egress: Option<EgressPolicy>,
+    /// Sandbox ports forwarded from the container's `127.0.0.1`.
+    pub publish: Vec<u16>,
+}
+
+impl Plan {
+    /// A canonical text for the persistent context's fingerprint.
+    pub fn canonical(&self) -> String {
+        let allow = match &self.egress {
+            Some(_) => "proxy",
+            None => "-",
+        };
+        let ports: Vec<String> = self.publish.iter().map(u16::to_string).collect();
+        format!("{allow};{}", ports.join(","))
+    }
+}
+
+/// The plan for `ctx`: `None` unless it is `private` with something to run outside.
+pub fn plan(ctx_name: &str, ctx: &Context) -> Option<Plan> {
+    if ctx.net.mode != NetMode::Private {
+        return None;
+    }
+    let egress = ctx.net.proxied().then(|| EgressPolicy {
+        context: ctx_name.to_string(),
+        allow: ctx.net.allow.iter().map(|r| r.rule.clone()).collect(),
+        self_addrs: Vec::new(),
+    });
+    let publish = ctx.net.published_ports();
+    (egress.is_some() || !publish.is_empty()).then_some(Plan { egress, publish })
+}
+
+/// The proxy's URL inside the sandbox.
+pub fn proxy_url(scheme: &str) -> String {
+    format!("{scheme}://127.0.0.1:{PROXY_PORT}")
+}
+
+/// The variables that send HTTP(S) clients through the proxy (only when `net.allow` names
+/// something): upper and lower case, since tools read one or the other; `socks5h` so that names
+/// are resolved by the proxy, never inside the sandbox (where there is no resolver to reach).
+pub fn proxy_env() -> Vec<(&'static str, String)> {
+    let http = proxy_url("http");
+    let socks = proxy_url("socks5h");
+    let no_proxy = "localhost,127.0.0.1,::1".to_string();
+    vec![
+        ("HTTP_PROXY", http.clone()),
+        ("HTTPS_PROXY", http.clone()),
+        ("http_proxy", http.clone()),
+        ("https_proxy", http),
+        ("ALL_PROXY", socks.clone()),
+        ("all_proxy", socks),
+        ("NO_PROXY", no_proxy.clone()),
+        ("no_proxy", no_proxy),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(text: &str) -> Context {
+        let p = crate::model::Policy::parse(
+            &format!("version = 1\n[context.c]\n{text}\n"),
+            "test.toml",
+        )
+        .unwrap();
+        p.context("c").unwrap().clone()
+    }
+
+    #[test]
+    fn proxy_only_with_allow() {
+        assert!(plan("c", &ctx("net = \"host\"")).is_none());
+        assert!(plan("c", &ctx("net = \"none\"")).is_none());
+        assert!(plan("c", &ctx("net = \"private\"")).is_none());
+        let p = plan("c", &ctx("net = { allow = [], publish = [3000] }")).unwrap();
+        assert!(p.egress.is_none());
+        assert_eq!(p.publish, vec![3000]);
+        let p = plan("c", &ctx("net = { allow = [\"pypi.org\"] }")).unwrap();
+        assert_eq!(p.egress.unwrap().allow.len(), 1);
+        assert!(p.publish.is_empty());
+    }
+
+    #[test]
+    fn env_points_at_the_proxy() {
+        let env = proxy_env();
+        assert!(env.contains(&("HTTPS_PROXY", "http://127.0.0.1:3128".into())));
+        assert!(env.contains(&("all_proxy", "socks5h://127.0.0.1:3128".into())));
+        assert!(env
+            .iter()
+            .any(|(k, v)| *k == "NO_PROXY" && v.contains("::1")));
+    }
+}

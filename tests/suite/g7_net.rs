@@ -1,0 +1,396 @@
+//! G7, the network: a `net = "private"` context shares no network channel with the trusted side.
+//! Its egress goes only through sbx-exec's proxy and only to what `net.allow` names; the
+//! container's loopback services, the metadata address, its own addresses, abstract unix sockets
+//! and connections are out of reach; a port it listens on is not one trusted tools connect to;
+//! published ports still serve.
+//!
+//! No packet leaves this machine: every scenario runs inside a network namespace the test makes
+//! (`unshare --net`), where a fake "internet" host (192.0.2.10, TEST-NET-1), a host the policy
+//! does not name (192.0.2.20), a fake metadata server (169.254.169.254), a stand-in for the
+//! control API (127.0.0.1:18080, dual-stack) and for PostgreSQL (127.0.0.1:15432) are addresses
+//! on that namespace's `lo`. Each check has its control: the same request from outside the
+//! sandbox (in the test's namespace) does reach the service.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::*;
+use crate::policy_tests::{write_policy, DEFAULT_TOML};
+
+/// The default policy with `user`'s `[context.user.net]` table replaced by `net` (a TOML body
+/// for that table) and `extra` lines added to `[context.user]` and at the top.
+pub fn user_net_policy(net: &str, top: &str) -> String {
+    let start = DEFAULT_TOML
+        .find("[context.user.net]")
+        .expect("the default policy has [context.user.net]");
+    let end = start
+        + DEFAULT_TOML[start..]
+            .find("[context.user.env]")
+            .expect("[context.user.env] follows");
+    let text = format!(
+        "{}[context.user.net]\n{net}\n\n{}",
+        &DEFAULT_TOML[..start],
+        &DEFAULT_TOML[end..]
+    );
+    text.replacen("version = 1\n", &format!("version = 1\n{top}\n"), 1)
+}
+
+/// What every scenario starts with, in the test's own network namespace: `lo` up, the fake
+/// addresses, one HTTP server per service (each serves a file `who` naming it), waited for.
+fn prelude(dir: &Path) -> String {
+    for (name, who) in [
+        ("net", "internet"),
+        ("other", "unlisted"),
+        ("meta", "metadata"),
+        ("ctl", "control-api"),
+    ] {
+        std::fs::create_dir_all(dir.join(name)).unwrap();
+        std::fs::write(dir.join(name).join("who"), format!("{who}\n")).unwrap();
+    }
+    let d = dir.display();
+    format!(
+        r#"set -u
+ip link set lo up
+ip addr add 192.0.2.10/32 dev lo
+ip addr add 192.0.2.20/32 dev lo
+ip addr add 169.254.169.254/32 dev lo
+PIDS=""
+serve() {{ python3 -m http.server --bind "$1" --directory "{d}/$2" "$3" >/dev/null 2>&1 & PIDS="$PIDS $!"; }}
+serve 192.0.2.10 net 80
+serve 192.0.2.20 other 80
+serve 169.254.169.254 meta 80
+serve :: ctl 18080
+trap 'kill $PIDS 2>/dev/null' EXIT
+for u in 192.0.2.10:80 192.0.2.20:80 169.254.169.254:80 127.0.0.1:18080; do
+  i=0; until curl -s -o /dev/null "http://$u/who"; do i=$((i+1)); [ $i -gt 100 ] && echo "no server $u" && exit 3; sleep 0.05; done
+done
+"#
+    )
+}
+
+/// Run `script` after the prelude in a new network namespace; the result of the whole script.
+fn in_test_netns(dir: &Path, script: &str) -> Run {
+    let full = format!("{}{script}", prelude(dir));
+    let mut c = Cmd::new("unshare");
+    c.command().args(["--net", "--", "sh", "-c", &full]);
+    c.limit(Duration::from_secs(90)).run()
+}
+
+fn tools() -> Result<(), String> {
+    needs_isolation()?;
+    for t in ["curl", "ip", "python3", "unshare"] {
+        require_tool(t)?;
+    }
+    Ok(())
+}
+
+fn policy(dir: &Path, net: &str, top: &str) -> PathBuf {
+    write_policy(dir, &user_net_policy(net, top))
+}
+
+fn user(policy: &Path, script: &str) -> String {
+    format!(
+        "{} --policy {} --ctx user -- sh -c '{}'",
+        bin(),
+        policy.display(),
+        script
+    )
+}
+
+pub fn egress_reaches_allowed_hosts_only_through_the_proxy() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7egress");
+    let p = policy(
+        d.path(),
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]",
+        "",
+    );
+    let inside = user(
+        &p,
+        "echo curl:$(curl -s -m 5 http://192.0.2.10/who); \
+         python3 -c \"import urllib.request as u; print(\\\"urllib:\\\" + u.urlopen(\\\"http://192.0.2.10/who\\\", timeout=5).read().decode().strip())\"; \
+         echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused)",
+    );
+    let script =
+        format!("echo outside:$(curl -s -m 5 --noproxy '*' http://192.0.2.10/who)\n{inside}\n");
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "egress scenario")?;
+    // Control: the host is there, and reachable directly outside.
+    check(r.stdout.contains("outside:internet"), || r.show())?;
+    // Through the proxy (curl and Python's urllib read HTTP_PROXY)...
+    check(r.stdout.contains("curl:internet"), || r.show())?;
+    check(r.stdout.contains("urllib:internet"), || r.show())?;
+    // ...but not around it: the sandbox has no route.
+    check(r.stdout.contains("direct:refused"), || r.show())
+}
+
+/// Every spelling of an internal destination, asked through the proxy.
+const REFUSED: &[&str] = &[
+    "http://169.254.169.254/who",
+    "http://127.0.0.1:18080/who",
+    "http://2130706433:18080/who",
+    "http://0177.0.0.1:18080/who",
+    "http://127.1:18080/who",
+    "http://[::ffff:127.0.0.1]:18080/who",
+    "http://[::]:18080/who",
+    "http://0.0.0.0:18080/who",
+    "http://192.0.2.20/who",
+];
+
+pub fn internal_destinations_are_refused_in_every_spelling() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7refuse");
+    let log = d.path().join("audit.jsonl");
+    let top = format!("audit = \"{}\"", log.display());
+    let p = policy(
+        d.path(),
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]",
+        &top,
+    );
+    let mut script = String::new();
+    for url in REFUSED {
+        let q = format!("{url}?token=SECRET-IN-URL");
+        script.push_str(&format!(
+            "echo \"outside {url} $(curl -s -m 5 --noproxy '*' '{q}')\"\n"
+        ));
+        let cmd = format!(
+            "echo \"inside {url} $(curl -s -m 5 --noproxy \"\" -w \" code=%{{http_code}}\" \"{q}\" | tr \"\\n\" \" \")\""
+        );
+        script.push_str(&user(&p, &cmd));
+        script.push('\n');
+    }
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "refusal scenario")?;
+    for url in REFUSED {
+        let line = |side: &str| {
+            r.stdout
+                .lines()
+                .find(|l| l.starts_with(&format!("{side} {url} ")))
+                .unwrap_or("")
+                .to_string()
+        };
+        let (outside, inside) = (line("outside"), line("inside"));
+        // Control: from the test's namespace the service answers.
+        check(
+            ["internet", "unlisted", "metadata", "control-api"]
+                .iter()
+                .any(|w| outside.ends_with(w)),
+            || format!("{url} not reachable outside (control): {}", r.show()),
+        )?;
+        check(inside.contains("code=403"), || {
+            format!("{url} not refused inside: {inside:?}\n{}", r.show())
+        })?;
+        check(
+            inside.contains("not allowed from a sandbox") || inside.contains("not in net.allow"),
+            || format!("{url}: no reason in the 403 body: {inside:?}"),
+        )?;
+        check(
+            !inside.contains("control-api") && !inside.contains("metadata"),
+            || format!("{url} reached the service: {inside:?}"),
+        )?;
+    }
+    // The audit log has a refusal line per request, with host and port, never the URL's data.
+    let audit = std::fs::read_to_string(&log).unwrap_or_default();
+    let refusals = audit
+        .lines()
+        .filter(|l| l.contains("\"egress-refused\""))
+        .count();
+    check(refusals >= REFUSED.len(), || {
+        format!("{refusals} refusal lines in the audit log:\n{audit}")
+    })?;
+    check(
+        audit.contains("\"host\":\"169.254.169.254\"") && audit.contains("\"port\":18080"),
+        || format!("audit lines lack host/port:\n{audit}"),
+    )?;
+    check(!audit.contains("SECRET-IN-URL"), || {
+        format!("the audit log holds request data:\n{audit}")
+    })
+}
+
+/// A listener of `user` on 127.0.0.1:15432 waiting 4 s; prints whether anything connected.
+const SQUAT: &str = "python3 -c \"import socket; l=socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind((\\\"127.0.0.1\\\",15432)); l.listen(); l.settimeout(4)\ntry:\n c,_=l.accept(); print(\\\"CAPTURED\\\", c.recv(100))\nexcept socket.timeout: print(\\\"nothing-captured\\\")\"";
+
+/// `platform` (net = host) connects to 127.0.0.1:15432 and sends its "password".
+fn platform_client(p: &Path) -> String {
+    format!(
+        "{} --policy {} --ctx platform -- python3 -c 'import socket,time\nfor i in range(40):\n try:\n  s=socket.create_connection((\"127.0.0.1\",15432),1); s.sendall(b\"PGPASSWORD=hunter2\"); print(\"platform-got\", s.recv(100)); break\n except OSError: time.sleep(0.1)'",
+        bin(),
+        p.display()
+    )
+}
+
+pub fn user_cannot_squat_a_port_platform_connects_to() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7squat");
+    let private = policy(d.path(), "mode = \"private\"", "");
+    let hd = TempDir::new("g7squathost");
+    let host = policy(hd.path(), "mode = \"host\"", "");
+    let real_pg = "python3 -c 'import socket; l=socket.socket(); l.bind((\"127.0.0.1\",15432)); l.listen(); c,_=l.accept(); c.recv(100); c.sendall(b\"REAL-PG\")' &\nsleep 0.3\n";
+    let script = format!(
+        "{real_pg}{} > {dir}/user.out &\nU=$!\nsleep 0.5\n{}\nwait $U; cat {dir}/user.out\n",
+        user(&private, SQUAT),
+        platform_client(&private),
+        dir = d.path().display()
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "squat scenario")?;
+    check(r.stdout.contains("platform-got b'REAL-PG'"), || r.show())?;
+    check(
+        r.stdout.contains("nothing-captured") && !r.stdout.contains("CAPTURED"),
+        || format!("user captured platform's connection: {}", r.show()),
+    )?;
+    // Control: with net = "host" (the old default) and the service down, user code captures it.
+    let script = format!(
+        "{} > {dir}/user.out &\nU=$!\nsleep 0.8\n{}\nwait $U; cat {dir}/user.out\n",
+        user(&host, SQUAT),
+        platform_client(&host),
+        dir = hd.path().display()
+    );
+    let r = in_test_netns(hd.path(), &script);
+    check(r.stdout.contains("CAPTURED b'PGPASSWORD=hunter2'"), || {
+        format!(
+            "control: the squat did not work with net = host: {}",
+            r.show()
+        )
+    })
+}
+
+pub fn abstract_sockets_and_connections_of_the_host_are_invisible() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7abstract");
+    // scope = false: the network namespace alone separates abstract sockets (Landlock's scope
+    // is a second wall where the kernel has it).
+    let text = user_net_policy("mode = \"private\"\nallow = [\"192.0.2.10/32\"]", "")
+        .replace("scope = true ", "scope = false ");
+    let p = write_policy(d.path(), &text);
+    let listen = "python3 -c 'import socket,time; s=socket.socket(socket.AF_UNIX); s.bind(b\"\\0sbx-g7-host\"); s.listen(); time.sleep(20)' &\nPIDS=\"$PIDS $!\"\nsleep 0.3\n";
+    let probe = "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(b\\\"\\\\0sbx-g7-host\\\"); print(\\\"abstract-connected\\\")\nexcept OSError as e: print(\\\"abstract-refused\\\", e)\"";
+    let hold = "python3 -c 'import socket,time; s=socket.create_connection((\"127.0.0.1\",18080)); time.sleep(20)' &\nPIDS=\"$PIDS $!\"\nsleep 0.3\n";
+    let script = format!(
+        "{listen}{hold}echo outside:; sh -c '{probe}'; cat /proc/net/tcp /proc/net/tcp6 | grep -c ':46A0 ' | sed s/^/outside-18080-rows=/\n{}\n",
+        user(
+            &p,
+            &format!("echo inside:; {probe}; echo inside-tcp:; cat /proc/net/tcp /proc/net/tcp6; ss -tan")
+        )
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "abstract scenario")?;
+    let (outside, inside) = r.stdout.split_once("inside:").ok_or_else(|| r.show())?;
+    check(outside.contains("abstract-connected"), || {
+        format!(
+            "control: the abstract socket is not reachable outside: {}",
+            r.show()
+        )
+    })?;
+    check(inside.contains("abstract-refused"), || {
+        format!(
+            "the host's abstract socket is reachable inside: {}",
+            r.show()
+        )
+    })?;
+    // Outside, the held connection to 18080 is listed; inside, nothing of the host (only the
+    // proxy's listener, 127.0.0.1:3128 = 0100007F:0C38).
+    check(!outside.contains("outside-18080-rows=0"), || r.show())?;
+    let (_, tcp) = inside.split_once("inside-tcp:").ok_or_else(|| r.show())?;
+    check(!tcp.contains(":46A0") && !tcp.contains(":18080"), || {
+        format!("a host connection is visible inside: {tcp}")
+    })?;
+    check(tcp.contains("0100007F:0C38"), || {
+        format!("no proxy listener: {tcp}")
+    })
+}
+
+pub fn published_port_serves_from_the_sandbox() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7publish");
+    let p = policy(d.path(), "mode = \"private\"\npublish = [3000]", "");
+    let serve = "mkdir -p /tmp/site && echo served-from-sandbox > /tmp/site/who && timeout 5 python3 -m http.server --bind 127.0.0.1 --directory /tmp/site 3000 >/dev/null 2>&1; echo env:$(env | grep -ci proxy)";
+    let script = format!(
+        "echo before:$(curl -s -m 2 http://127.0.0.1:3000/who || echo none)\n{} > {dir}/s.out &\nS=$!\n\
+         i=0; until out=$(curl -s -m 2 http://127.0.0.1:3000/who) && [ -n \"$out\" ]; do i=$((i+1)); [ $i -gt 60 ] && break; sleep 0.1; done\n\
+         echo published:$out\nwait $S; cat {dir}/s.out\n",
+        user(&p, serve),
+        dir = d.path().display()
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "publish scenario")?;
+    check(r.stdout.contains("before:none"), || r.show())?;
+    check(r.stdout.contains("published:served-from-sandbox"), || {
+        r.show()
+    })?;
+    // allow = []: no proxy variables.
+    check(r.stdout.contains("env:0"), || r.show())
+}
+
+/// Tasks (threads) of a running sbx-exec whose target sleeps.
+fn tasks_while_running(p: &Path) -> Result<usize, String> {
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "--policy",
+            p.to_str().unwrap(),
+            "--ctx",
+            "user",
+            "--",
+            "sleep",
+            "2",
+        ])
+        .env_clear()
+        .env("PATH", SUITE_PATH)
+        .current_dir("/")
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(900));
+    let n = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let _ = child.wait();
+    Ok(n)
+}
+
+pub fn no_proxy_thread_without_allow() -> Result<(), String> {
+    needs_isolation()?;
+    let d = TempDir::new("g7tasks");
+    let none = policy(d.path(), "mode = \"private\"\nallow = []", "");
+    check(tasks_while_running(&none)? == 1, || {
+        "a context with net.allow = [] has more than one thread in sbx-exec".into()
+    })?;
+    // Control: with egress the proxy's accept thread exists.
+    let d2 = TempDir::new("g7tasks2");
+    let some = policy(
+        d2.path(),
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]",
+        "",
+    );
+    let n = tasks_while_running(&some)?;
+    check(n == 2, || {
+        format!("with net.allow: {n} threads, expected 2")
+    })
+}
+
+pub fn net_policy_errors_name_the_place() -> Result<(), String> {
+    let d = TempDir::new("g7policy");
+    let cases = [
+        (
+            "mode = \"private\"\nallow = [\"10.0.0.0/33\"]",
+            "net.allow entry",
+        ),
+        (
+            "mode = \"private\"\npublish = [8080]",
+            "reserved for the control plane",
+        ),
+        ("mode = \"private\"\nproxy = 1", "unknown field"),
+        (
+            "mode = \"host\"\nallow = [\"pypi.org\"]",
+            "need mode = \"private\"",
+        ),
+    ];
+    for (net, want) in cases {
+        let p = policy(d.path(), net, "");
+        let r = Cmd::sbx(["policy".as_ref(), "check".as_ref(), p.as_os_str()]).run();
+        check(!r.ok() && r.stderr.contains(want), || {
+            format!("{net:?}: expected an error with {want:?}: {}", r.show())
+        })?;
+        check(r.stderr.contains("policy.toml:"), || r.show())?;
+    }
+    Ok(())
+}
