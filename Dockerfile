@@ -22,8 +22,9 @@
 # mount). README.md, "As the container's ENTRYPOINT", says more.
 #
 # Offline / CI builds (tests/container/run.sh): the base images are build arguments, and
-# SBX_BIN=prebuilt takes an sbx-exec already built on the host (target/release/sbx-exec, the only
-# file of target/ in the build context, see .dockerignore) instead of compiling it again:
+# SBX_BIN=prebuilt takes an sbx-exec already built on the host (target/release/sbx-exec, with
+# target/sbx-jupyter/ all of target/ in the build context, see .dockerignore) instead of compiling
+# it again:
 #
 #   docker build --build-arg RUNTIME_IMAGE=my/bun-bookworm --build-arg SBX_BIN=prebuilt -t sbx-demo .
 #
