@@ -4,12 +4,16 @@
 # Starts a private dockerd (its own socket, data root and exec root under a temp dir, no iptables,
 # no forwarding, no masquerading), makes a Debian bookworm base image with debootstrap from the apt
 # mirror (cached as a `docker save` file under /var/cache/sbx-ci/), adds the `bun` that npm
-# installed, builds the repository's Dockerfile with that base and the sbx-exec built here
-# (SBX_BIN=prebuilt), and checks the documented `docker run` flags end to end. Ports are published
+# installed, builds the repository's Dockerfile with that base, the sbx-exec built here
+# (SBX_BIN=prebuilt) and the host's Jupyter venv /opt/sbx-jupyter (SBX_JUPYTER=prebuilt, staged as
+# target/sbx-jupyter/: containers here have no network, so no pip install), and checks the
+# documented `docker run` flags end to end: the Bun control plane on 8080 and the confined Jupyter
+# server on 8888, both on the sockets sbx-exec holds. Ports are published
 # on 127.0.0.1 only. Each check prints PASS: or FAIL:; the exit status is 1 if any failed. A trap
 # removes the containers, stops dockerd by its pid and removes what it left, on any exit.
 #
-# Run as root: bash tests/container/run.sh   (.ci/run runs it after cargo test)
+# Run as root: bash tests/container/run.sh   (.ci/run runs it after cargo test, having installed
+# /opt/sbx-jupyter; without it the script fails under CI=true and skips otherwise)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$PWD
@@ -24,6 +28,12 @@ IMG=sbx-ci/sbx-demo:test
 # Flags under test (README.md, Docker): namespaces need SYS_ADMIN (Docker's default seccomp
 # profile then allows unshare/mount/setns); the persistent `user` context needs SYS_PTRACE.
 CAPS=(--cap-add SYS_ADMIN --cap-add SYS_PTRACE)
+# The Jupyter venv the image gets (made by .ci/run on Debian bookworm's /usr/bin/python3, as the
+# image has it), and the host-side client of its REST API and kernel websocket (websocket-client).
+JUPYTER_VENV=/opt/sbx-jupyter
+JPY=$JUPYTER_VENV/bin/python3
+JUPYTER_INSTALL="/usr/bin/python3 -m venv $JUPYTER_VENV && $JUPYTER_VENV/bin/pip install jupyter_server ipykernel"
+STAGE=$REPO/target/sbx-jupyter
 
 FAILS=0
 pass() { echo "PASS: $* [$(elapsed)]"; }
@@ -38,6 +48,14 @@ elapsed() { echo "$(((($(date +%s%N) - T0) / 1000000)))" | awk '{printf "%.1f s"
     echo "FAIL: tests/container/run.sh needs root (dockerd, debootstrap)"
     exit 1
 }
+if ! PYTHONDONTWRITEBYTECODE=1 timeout 60 "$JPY" -c 'import jupyter_server, ipykernel, websocket' >/dev/null 2>&1; then
+    if [ "${CI:-}" = true ]; then
+        echo "FAIL: $JPY with jupyter_server, ipykernel and websocket-client is missing and CI=true: .ci/run must install it first ($JUPYTER_INSTALL)"
+        exit 1
+    fi
+    echo "SKIP: no Jupyter venv at $JUPYTER_VENV (the image's Jupyter service is copied from it); install it with: $JUPYTER_INSTALL"
+    exit 0
+fi
 
 # ------------------------------------------------------------------ tools
 missing=()
@@ -99,7 +117,7 @@ cleanup() {
             done
         done
     fi
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$STAGE"
     echo "container: total time $(elapsed)"
     exit "$rc"
 }
@@ -213,7 +231,20 @@ else
     fail "the host-built sbx-exec needs glibc $need_glibc (host $host_glibc), newer than bookworm's 2.36: build it in bookworm (docker build without SBX_BIN=prebuilt, or cargo in a bookworm rootfs)"
     exit 1
 fi
-if ! "$DOCKER" build -q --build-arg RUNTIME_IMAGE="$BUN_IMG" --build-arg SBX_BIN=prebuilt -t "$IMG" . >"$WORK/build.log" 2>&1; then
+# The Jupyter venv into the build context (target/sbx-jupyter, the one directory .dockerignore
+# lets in besides the binary). It works in the image only on the same python: bookworm's 3.11 at
+# /usr/bin/python3 (the venv's bin/python3 links there, pyvenv.cfg says home = /usr/bin).
+venv_home=$(sed -n 's/^home = //p' "$JUPYTER_VENV/pyvenv.cfg")
+venv_ver=$(sed -n 's/^version = //p' "$JUPYTER_VENV/pyvenv.cfg")
+if [ "$venv_home" != /usr/bin ] || [ "$(readlink "$JUPYTER_VENV/bin/python3")" != /usr/bin/python3 ]; then
+    fail "$JUPYTER_VENV is not a venv on /usr/bin/python3 (home = $venv_home, bin/python3 -> $(readlink "$JUPYTER_VENV/bin/python3")): remake it ($JUPYTER_INSTALL)"
+    exit 1
+fi
+rm -rf "$STAGE"
+cp -a "$JUPYTER_VENV" "$STAGE"
+info "staged $JUPYTER_VENV (python $venv_ver, $(du -sh "$STAGE" | cut -f1)) as target/sbx-jupyter ($(elapsed))"
+if ! "$DOCKER" build -q --build-arg RUNTIME_IMAGE="$BUN_IMG" --build-arg SBX_BIN=prebuilt \
+    --build-arg SBX_JUPYTER=prebuilt -t "$IMG" . >"$WORK/build.log" 2>&1; then
     cat "$WORK/build.log"
     echo "FAIL: docker build"
     exit 1
@@ -225,9 +256,20 @@ if [ "$got" = "$want" ]; then
 else
     fail "the image's sbx-exec is \"$got\", not the one built here (\"$want\")"
 fi
+rm -rf "$STAGE"
+img_py=$("$DOCKER" run --rm --network none --entrypoint /opt/sbx-jupyter/bin/python3 -e PYTHONDONTWRITEBYTECODE=1 "$IMG" \
+    -c 'import platform, jupyter_server, ipykernel; print(platform.python_version(), jupyter_server.__version__, ipykernel.__version__)' 2>&1) || true
+if [[ "$img_py" == "${venv_ver%.*}".*" "* ]]; then
+    read -r py_v js_v ik_v <<<"$img_py"
+    pass "the image's /opt/sbx-jupyter (SBX_JUPYTER=prebuilt, made for python $venv_ver) runs on its python $py_v: jupyter_server $js_v, ipykernel $ik_v"
+else
+    fail "the image's /opt/sbx-jupyter does not run on its python3 (venv made for $venv_ver): $img_py"
+fi
 
 # ------------------------------------------------------------------ containers
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Jupyter's token: from the run-time environment (serve.py reads only JUPYTER_TOKEN), never the image.
+JTOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 install -m 0600 /dev/null "$WORK/token"
 printf '%s\n' "$TOKEN" >"$WORK/token"
 # A stand-in for the AWS CLI, at a path the policy's platform exec.allow lists: it prints the one
@@ -243,11 +285,13 @@ A=sbx-ci-full-$$
 B=sbx-ci-nocap-$$
 CONTAINERS=("$A" "$B")
 # (stderr: dockerd warns that IPv4 forwarding is off, which is what this test wants)
-"$DOCKER" run -d --name "$A" -p 127.0.0.1::8080 "${CAPS[@]}" "${MOUNTS[@]}" "$IMG" >/dev/null 2>>"$WORK/run.log"
+"$DOCKER" run -d --name "$A" -p 127.0.0.1::8080 -p 127.0.0.1::8888 "${CAPS[@]}" "${MOUNTS[@]}" \
+    -e JUPYTER_TOKEN="$JTOKEN" "$IMG" >/dev/null 2>>"$WORK/run.log"
 "$DOCKER" run -d --name "$B" -p 127.0.0.1::8080 "${MOUNTS[@]}" "$IMG" >/dev/null 2>>"$WORK/run.log"
-port_of() { "$DOCKER" port "$1" 8080/tcp | grep -oE '127\.0\.0\.1:[0-9]+' | head -n 1 | cut -d: -f2; }
+port_of() { "$DOCKER" port "$1" "${2:-8080}/tcp" | grep -oE '127\.0\.0\.1:[0-9]+' | head -n 1 | cut -d: -f2; }
 PA=$(port_of "$A")
 PB=$(port_of "$B")
+PJ=$(port_of "$A" 8888)
 dx() { timeout 60 "$DOCKER" exec "$@"; }
 
 health() { curl -s --max-time 5 "http://127.0.0.1:$1/health"; }
@@ -274,6 +318,108 @@ fi
 SERVER=$(pid_of "$PA")
 info "server pid $SERVER (in the container) ($(elapsed))"
 
+# 1b. Jupyter (the `jupyter` service, confined in `notebook`) answers on the published 8888 with
+# its token, refuses without it, and serves the very sockets sbx-exec (pid 1) bound.
+jstatus() { # [token] -> HTTP status of GET /api/status ("000": no answer)
+    local auth=()
+    [ -n "${1:-}" ] && auth=(-H "Authorization: token $1")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 30 "${auth[@]}" "http://127.0.0.1:$PJ/api/status" || true
+}
+jstarted() { curl -s --max-time 30 -H "Authorization: token $JTOKEN" "http://127.0.0.1:$PJ/api/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["started"])' 2>/dev/null; }
+wait_jupyter() { # up to 90 s (a cold start of jupyter_server takes a few seconds on 2 cores)
+    local end=$(($(date +%s) + 90))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        [ "$(jstatus "$JTOKEN")" = 200 ] && return 0
+        sleep 0.3
+    done
+    return 1
+}
+# The Jupyter server process itself, as the container sees it (not its sbx-exec launcher, nor kernels).
+serve_pid() { dx "$A" pgrep -f '^/opt/sbx-jupyter/bin/python3 /usr/share/sbx/examples/jupyter/serve.py' 2>/dev/null | head -n 1; }
+# The listening sockets of port 8888 (inodes from /proc/net/tcp{,6}) that pid 1 (sbx-exec) and
+# the given pid hold.
+HELD='
+import os, sys
+port = 8888
+listen = set()
+for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for line in open(f).readlines()[1:]:
+        p = line.split()
+        if p[3] == "0A" and int(p[1].rsplit(":", 1)[1], 16) == port:
+            listen.add(p[9])
+def socks(pid):
+    out = set()
+    for fd in os.listdir("/proc/%s/fd" % pid):
+        try:
+            link = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out & listen
+print("|".join(",".join(sorted(x)) for x in (listen, socks(1), socks(sys.argv[1]))))
+'
+held() { dx "$A" python3 -c "$HELD" "$1" 2>&1; }
+ok=no
+wait_jupyter && ok=yes
+JSERVE=$(serve_pid)
+with=$(jstatus "$JTOKEN")
+without=$(jstatus)
+HELD0=$(held "${JSERVE:-0}")
+IFS='|' read -r h_listen h_init h_serve <<<"$HELD0"
+if [ "$ok" = yes ] && [ "$with" = 200 ] && [ "$without" = 403 ] && [ -n "$JSERVE" ] &&
+    [ -n "$h_listen" ] && [ "$h_listen" = "$h_init" ] && [ "$h_serve" = "$h_listen" ]; then
+    pass "Jupyter answers GET /api/status on 127.0.0.1:$PJ with its token (200), 403 without; serve.py (pid $JSERVE) serves the 8888 sockets sbx-exec (pid 1) bound (socket inodes $h_listen, IPv4 and IPv6)"
+else
+    fail "Jupyter on 127.0.0.1:$PJ: up=$ok, with token $with, without $without, serve.py pid '${JSERVE}', 8888 sockets listen|pid 1|serve.py: $HELD0"
+    "$DOCKER" logs "$A" 2>&1 | tail -n 20
+fi
+
+# 1c. A kernel runs a cell, driven from the host over the REST API and the kernel websocket.
+cat >"$WORK/cell.py" <<'PY'
+import json, sys, uuid, urllib.request
+import websocket
+port, token, code = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+def api(method, path, body=None):
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": "token " + token, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return json.loads(r.read() or b"null")
+kernel = api("POST", "/api/kernels", {"name": "python3"})
+ws = websocket.create_connection("ws://127.0.0.1:%d/api/kernels/%s/channels" % (port, kernel["id"]),
+    header=["Authorization: token " + token], timeout=60)
+msg_id = uuid.uuid4().hex
+ws.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
+    "session": uuid.uuid4().hex, "version": "5.3"}, "parent_header": {}, "metadata": {},
+    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+    "allow_stdin": False, "stop_on_error": True}, "channel": "shell"}))
+out, err = [], []
+while True:
+    m = json.loads(ws.recv())
+    if m.get("parent_header", {}).get("msg_id") != msg_id:
+        continue
+    t = m["msg_type"]
+    if t == "stream":
+        out.append(m["content"]["text"])
+    elif t == "execute_result":
+        out.append(m["content"]["data"].get("text/plain", ""))
+    elif t == "error":
+        err.append(m["content"]["ename"] + ": " + m["content"]["evalue"])
+    elif t == "status" and m["content"]["execution_state"] == "idle":
+        break
+ws.close()
+api("DELETE", "/api/kernels/" + kernel["id"])
+print(json.dumps({"stdout": "".join(out), "error": err}))
+PY
+cell() { timeout 120 "$JPY" "$WORK/cell.py" "$PJ" "$JTOKEN" "$1" 2>&1 | tail -n 1; }
+out=$(cell 'print(6*7)')
+if [ "$out" = '{"stdout": "42\n", "error": []}' ]; then
+    pass "a Jupyter kernel runs print(6*7) -> 42 (REST + kernel websocket from the host via 127.0.0.1:$PJ)"
+else
+    fail "the cell print(6*7) gave: $out"
+fi
+
 # 2. `user` sees only itself.
 out=$(dx "$A" sbx-exec --ctx user -- ps aux 2>&1) || true
 n=$(printf '%s\n' "$out" | tail -n +2 | grep -c . || true)
@@ -282,6 +428,19 @@ if [ "$n" = 2 ] && ! grep -q bun <<<"$out"; then
 else
     fail "sbx-exec --ctx user -- ps aux shows $n processes:"
     printf '%s\n' "$out"
+fi
+
+# 2b. The image ships policies/sandbox-sdk.toml unchanged, [context.user.limits] included: they
+# say `required = false`, so where Docker's cgroup tree is read-only `user` runs without them
+# (check 2 ran there) and probe says so.
+same_policy=no
+pol=$(dx "$A" cat /etc/sbx/policy.toml) && [ "$pol" = "$(cat policies/sandbox-sdk.toml)" ] && same_policy=yes
+probe=$(dx "$A" sbx-exec probe 2>&1) || true
+user_line=$(grep -E '^user ' <<<"$probe" | tr -s ' ' || true)
+if [ "$same_policy" = yes ] && [ "$n" = 2 ] && [ -n "$user_line" ] && ! grep -q unavailable <<<"$user_line"; then
+    pass "/etc/sbx/policy.toml is sandbox-sdk.toml unchanged (user limits required = false); user calls run; probe: $user_line; $(grep -E '^(cgroup|limits):' <<<"$probe" | tr -s ' ' | sed -E 's/ \(\/sys\/fs\/cgroup[^,]*//g' | paste -sd ';' -) (read-only cgroup mount)"
+else
+    fail "policy unchanged: $same_policy; user ps: $n processes; probe: $probe"
 fi
 
 # 3. Attacks from `user` on the control plane: each fails, the server keeps its pid.
@@ -352,7 +511,7 @@ for f in glob.glob("/proc/[0-9]*/environ"):
     except OSError:
         continue
     readable += 1
-    for marker in (b"LISTEN_FDS=", b"SBX_API_TOKEN_FILE=", sys.argv[1].encode()):
+    for marker in [b"LISTEN_FDS=", b"SBX_API_TOKEN_FILE=", b"JUPYTER_TOKEN="] + [a.encode() for a in sys.argv[1:]]:
         if marker in data:
             found.append(f + ": " + marker.decode())
 print("readable=%d" % readable)
@@ -360,7 +519,7 @@ if found:
     print("FOUND " + " ".join(found)); sys.exit(1)
 '
 rc=0
-out=$(dx "$A" sbx-exec --ctx user -- python3 -c "$ENVIRON" "$TOKEN" 2>&1) || rc=$?
+out=$(dx "$A" sbx-exec --ctx user -- python3 -c "$ENVIRON" "$TOKEN" "$JTOKEN" 2>&1) || rc=$?
 rc2=0
 dx "$A" sbx-exec --ctx user -- cat "/proc/$SERVER/environ" >/dev/null 2>&1 || rc2=$?
 if [ "$rc" = 0 ] && [ "$rc2" != 0 ] && same_server; then
@@ -372,6 +531,16 @@ if same_server && [ "$("$DOCKER" inspect -f '{{.State.Running}}' "$A")" = true ]
     pass "after the attacks the server still has pid $SERVER and the container runs"
 else
     fail "after the attacks the server's pid is $(pid_of "$PA") (was $SERVER)"
+fi
+
+# 3b. Attacks from a Jupyter cell (user code in `notebook`) on the control plane: no effect.
+out=$(cell 'import subprocess
+print(subprocess.run("kill -9 1; echo kill=$?; pkill -9 bun; echo pkill=$?", shell=True, capture_output=True, text=True).stdout.split())')
+sleep 0.3
+if grep -q "pkill=1" <<<"$out" && same_server && wait_health "$PA" && [ "$(jstatus "$JTOKEN")" = 200 ]; then
+    pass "Jupyter cell: kill -9 1, pkill -9 bun: no effect ($out), the Bun server keeps pid $SERVER, /health and Jupyter still answer"
+else
+    fail "Jupyter cell attacks: $out; Bun pid now $(pid_of "$PA") (was $SERVER), Jupyter status $(jstatus "$JTOKEN")"
 fi
 
 # 4. A platform call through the API receives a secret on --secrets-fd (execSecure in sbx.ts).
@@ -409,6 +578,39 @@ else
 fi
 "$DOCKER" logs "$A" 2>&1 | sed -n 's/^\(.*restarting in.*\)/container: log: \1/p'
 
+# 5b. Killing the Jupyter server from inside the container: control restarts it on the sockets it
+# still holds; requests meanwhile wait in the listen queue (none refused).
+JSERVE=$(serve_pid)
+STARTED=$(jstarted)
+JPOLL=$WORK/jpoll
+: >"$JPOLL"
+(
+    end=$(($(date +%s) + 90))
+    while [ "$(date +%s)" -lt "$end" ]; do
+        body=$(curl -s --max-time 60 -w ' %{http_code}' -H "Authorization: token $JTOKEN" "http://127.0.0.1:$PJ/api/status") || body="curl-error-$?"
+        echo "$body" >>"$JPOLL"
+        [[ "$body" == *' 200' ]] && ! grep -qF "\"started\": \"$STARTED\"" <<<"$body" && ! grep -qF "\"started\":\"$STARTED\"" <<<"$body" && break
+        sleep 0.1
+    done
+) &
+JPOLLER=$!
+sleep 0.3
+t=$(date +%s%N)
+dx "$A" kill -9 "${JSERVE:-0}" || true
+wait "$JPOLLER" || true
+ms=$((($(date +%s%N) - t) / 1000000))
+NEWJ=$(serve_pid)
+HELD1=$(held "${NEWJ:-0}")
+IFS='|' read -r n_listen n_init n_serve <<<"$HELD1"
+errors=$(grep -c -v ' 200$' "$JPOLL" || true)
+if [ -n "$NEWJ" ] && [ "$NEWJ" != "$JSERVE" ] && [ "$(jstarted)" != "$STARTED" ] && [ "$errors" = 0 ] &&
+    [ "$n_listen" = "$h_listen" ] && [ "$n_init" = "$h_init" ] && [ "$n_serve" = "$h_listen" ]; then
+    pass "kill -9 of the Jupyter server (serve.py pid $JSERVE, docker exec): restarted as $NEWJ in ~$ms ms on the same held 8888 sockets ($h_listen), $(wc -l <"$JPOLL") polls of /api/status during the restart, none refused or failed"
+else
+    fail "Jupyter restart: serve.py pid '${NEWJ}' (was $JSERVE), $errors failed polls of $(wc -l <"$JPOLL"): $(grep -v ' 200$' "$JPOLL" | sort | uniq -c | head -n 3 | tr '\n' ' '); 8888 sockets before: $HELD0, after: $HELD1"
+fi
+"$DOCKER" logs "$A" 2>&1 | sed -n 's/^\(.*service "jupyter".*\)/container: log: \1/p'
+
 # 6. docker stop: graceful, with the server's status, no zombie left behind.
 zombies=$(dx "$A" ps -eo stat=,pid=,comm= | awk '$1 ~ /^Z/' || true)
 t=$(date +%s%N)
@@ -416,11 +618,14 @@ t=$(date +%s%N)
 ms=$((($(date +%s%N) - t) / 1000000))
 code=$("$DOCKER" inspect -f '{{.State.ExitCode}}' "$A")
 logs=$("$DOCKER" logs "$A" 2>&1)
-if [ -z "$zombies" ] && [ "$code" = 0 ] && [ "$ms" -lt 9000 ] && grep -q 'SIGTERM, stopping' <<<"$logs"; then
-    pass "docker stop: the server stopped on SIGTERM, the container exited with its status 0 in $ms ms, no zombie before"
+# Both gracefully: Jupyter first (it logs jupyter_server's "received signal 15, stopping"), then
+# Bun, each well within stop_timeout (10 s, after which sbx-exec would SIGKILL it).
+jstops=$(grep -c 'received signal 15, stopping' <<<"$logs" || true)
+if [ -z "$zombies" ] && [ "$code" = 0 ] && [ "$ms" -lt 9000 ] && grep -q 'SIGTERM, stopping' <<<"$logs" && [ "$jstops" -ge 1 ]; then
+    pass "docker stop: Jupyter and then the Bun server stopped on SIGTERM, the container exited with the server's status 0 in $ms ms, no zombie before"
 else
-    fail "docker stop: exit $code after $ms ms; zombies: ${zombies:-none}"
-    tail -n 5 <<<"$logs"
+    fail "docker stop: exit $code after $ms ms; Jupyter's SIGTERM messages: $jstops; zombies: ${zombies:-none}"
+    tail -n 10 <<<"$logs"
 fi
 
 # 7. Without --cap-add SYS_ADMIN: probe says what is missing, user/platform exit 125 naming the
