@@ -28,8 +28,12 @@ pub enum Role<'a> {
     /// life; end of file means it died.
     /// `program` is the target's checked program handle, kept for the target's `execveat`.
     OneShot { alive: OwnedFd, program: RawFd },
-    /// A persistent context's keeper: detached from the caller; `ready` is the only fd it keeps.
-    Keeper { ready: &'a OwnedFd },
+    /// A persistent context's keeper: detached from the caller; `ready` and `commit` (the read
+    /// end of the pipe its first call commits it on) are the only fds it keeps.
+    Keeper {
+        ready: &'a OwnedFd,
+        commit: &'a OwnedFd,
+    },
 }
 
 /// Clone the sandbox's first process into the plan's namespaces. When the kernel refuses, find
@@ -124,9 +128,11 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             }
             vec![*program]
         }
-        Role::Keeper { ready } => {
+        Role::Keeper { ready, commit } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
-            vec![ready.as_raw_fd()]
+            let mut keep = vec![ready.as_raw_fd(), commit.as_raw_fd()];
+            keep.sort_unstable();
+            keep
         }
     };
     // Under memory pressure the kernel kills the sandbox before the trusted side; the target and

@@ -299,9 +299,16 @@ impl CallCgroup {
 /// Take over `--secrets-fd` and `--status-fd` before anything else opens an fd.
 fn named_fds(args: &RunArgs) -> Result<(Option<OwnedFd>, Option<StatusFd>)> {
     let names: Vec<RawFd> = args.secrets_fd.into_iter().chain(args.status_fd).collect();
-    let mut owned = crate::sys::claim_named_fds(&names)
-        .map_err(|e| anyhow::anyhow!(e))?
-        .into_iter();
+    let owned = crate::sys::claim_named_fds(&names).map_err(|e| anyhow::anyhow!(e))?;
+    if args.secrets_fd.is_some() {
+        // While the secrets are read, sbx-exec holds no fd but stdio and the named ones: a copy
+        // of the pipe's write end inherited from the caller would otherwise keep it open (the
+        // target never sees inherited fds anyway).
+        let mut keep: Vec<RawFd> = names.clone();
+        keep.sort_unstable();
+        crate::sys::close_inherited_fds(&keep).context("cannot close inherited file descriptors")?;
+    }
+    let mut owned = owned.into_iter();
     let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
     let status = match args.status_fd {
         Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
@@ -325,7 +332,7 @@ fn read_secrets(
              run trusted tools that need secrets in a context with [context.NAME.secrets] allow, e.g. --ctx platform"
         );
     }
-    let set = secrets::read_fd(fd, owned)?;
+    let set = secrets::read_fd(fd, owned, ctx.secrets.read_timeout())?;
     set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
