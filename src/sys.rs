@@ -225,6 +225,14 @@ pub fn close_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
     close_fds_from(3, keep, false)
 }
 
+/// Does the kernel have seccomp? (`prctl(PR_GET_SECCOMP)`: EINVAL without CONFIG_SECCOMP.) Asked
+/// without /proc, so a missing /proc is not taken for a missing seccomp.
+pub fn seccomp_supported() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer and only returns this thread's seccomp mode.
+    let ret = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    ret >= 0
+}
+
 /// Bring the loopback interface up in a fresh network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain socket(2) call; the returned fd is owned by the OwnedFd below.

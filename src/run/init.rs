@@ -42,6 +42,12 @@ pub enum Role<'a> {
 pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
     match apply::namespaces::enter(&sandbox.kinds) {
         Ok(c) => Ok(c),
+        // A limit, not a refusal of namespaces: say which, and do not probe (which would fail
+        // the same way and be taken for a missing namespace).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => Err(anyhow!(
+            "cannot start the sandbox: clone: {}",
+            crate::error::cause(&e)
+        )),
         Err(_) if !sandbox.kinds.is_empty() => {
             let (ok, missing) =
                 apply::namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)?;

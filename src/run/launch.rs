@@ -43,12 +43,25 @@ pub fn run(args: RunArgs) -> Result<i32> {
     // The named fds are taken over first, before anything else opens an fd; the status stream
     // is then open, so every later refusal (a bad policy, an unknown context) is recorded there.
     let (secrets_fd, status) = named_fds(&args)?;
-    let r = audited(&args, ctx_name, secrets_fd, status.as_ref());
+    let r = proc_mounted().and_then(|()| audited(&args, ctx_name, secrets_fd, status.as_ref()));
     if let Err(e) = &r {
         let code = crate::error::exit_code_of(e);
         report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
     }
     r
+}
+
+/// sbx-exec reads /proc/self (the checked program's handle, its own status) and gives each sandbox
+/// a /proc of its own: without procfs on /proc, say so first, not what fails later for lack of it.
+fn proc_mounted() -> Result<()> {
+    match std::fs::metadata("/proc/self/stat") {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "/proc is not mounted (or is empty) in sbx-exec's mount namespace: /proc/self/stat: {}; \
+             sbx-exec needs procfs there (mount -t proc proc /proc); nothing was run",
+            crate::error::cause(&e)
+        ),
+    }
 }
 
 /// Load the policy, launch, and write the audit records (policy key `audit`): a start record
@@ -306,7 +319,8 @@ fn named_fds(args: &RunArgs) -> Result<(Option<OwnedFd>, Option<StatusFd>)> {
         // target never sees inherited fds anyway).
         let mut keep: Vec<RawFd> = names.clone();
         keep.sort_unstable();
-        crate::sys::close_inherited_fds(&keep).context("cannot close inherited file descriptors")?;
+        crate::sys::close_inherited_fds(&keep)
+            .context("cannot close inherited file descriptors")?;
     }
     let mut owned = owned.into_iter();
     let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());

@@ -333,9 +333,13 @@ mod tests {
     #[test]
     fn reads_exactly_and_stops_past_the_limit() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let got = read_zeroizing(&mut &data[..], 200_000, &mut || Ok(())).unwrap().unwrap();
+        let got = read_zeroizing(&mut &data[..], 200_000, &mut || Ok(()))
+            .unwrap()
+            .unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert!(read_zeroizing(&mut &data[..], 99_999, &mut || Ok(())).unwrap().is_none());
+        assert!(read_zeroizing(&mut &data[..], 99_999, &mut || Ok(()))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

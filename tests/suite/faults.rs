@@ -92,8 +92,7 @@ pub fn snapshot() -> Snapshot {
     Snapshot {
         procs,
         zombies,
-        mounts: std::fs::read_to_string("/proc/self/mountinfo")
-            .map_or(0, |m| m.lines().count()),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| m.lines().count()),
         cgroups: sbx_cgroups(),
         state,
     }
@@ -263,7 +262,9 @@ pub fn killed_first_caller_leaves_no_orphan_keeper() -> Result<(), String> {
             let left: Vec<i32> = keepers().difference(&known).copied().collect();
             orphans.push(format!(
                 "run {i} (killed at {ms} ms): keepers {left:?} cgroups {:?}; ctx stop said: {}",
-                sbx_cgroups().difference(&before.cgroups).collect::<Vec<_>>(),
+                sbx_cgroups()
+                    .difference(&before.cgroups)
+                    .collect::<Vec<_>>(),
                 r.stderr.trim()
             ));
             for k in left {
@@ -293,7 +294,11 @@ pub fn transient_errors_never_forget_a_live_keeper() -> Result<(), String> {
     run_in(
         &pol,
         "fkfds",
-        &["bash", "-c", &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &")],
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
+        ],
     )
     .expect_code(0, "first call")?;
     let keeper = recorded_keeper("fkfds").ok_or("no keeper recorded")?;
@@ -326,7 +331,10 @@ pub fn transient_errors_never_forget_a_live_keeper() -> Result<(), String> {
     println!("    refusals under a small fd limit: {seen:?}");
     let ps = run_in(&pol, "fkfds", &["ps", "-eo", "args"]);
     check(ps.ok() && ps.stdout.contains(&mark), || {
-        format!("a later call does not see the context's process: {}", ps.show())
+        format!(
+            "a later call does not see the context's process: {}",
+            ps.show()
+        )
     })?;
     stop(&pol, "fkfds").expect_code(0, "ctx stop")?;
     nothing_left(&before, "after joins with few fds")
@@ -350,7 +358,10 @@ pub fn killed_one_shot_and_join_calls_leave_nothing() -> Result<(), String> {
     let keeper = recorded_keeper("fkjoin");
     for _ in 0..20 {
         let ms = Duration::from_millis(rng.below(21));
-        kill_after(&["--policy", &pol, "--ctx", "fkjoin", "--", "sleep", "5"], ms);
+        kill_after(
+            &["--policy", &pol, "--ctx", "fkjoin", "--", "sleep", "5"],
+            ms,
+        );
     }
     let r = run_in(&pol, "fkjoin", &["ps", "-eo", "args"]);
     r.expect_code(0, "a call after the killed joins")?;
@@ -358,7 +369,10 @@ pub fn killed_one_shot_and_join_calls_leave_nothing() -> Result<(), String> {
         "the keeper changed".into()
     })?;
     check(!r.stdout.contains("sleep 5"), || {
-        format!("a killed join's command outlived its launcher: {}", r.show())
+        format!(
+            "a killed join's command outlived its launcher: {}",
+            r.show()
+        )
     })?;
     stop(&pol, "fkjoin").expect_code(0, "ctx stop")?;
     nothing_left(&before, "after killed joins")

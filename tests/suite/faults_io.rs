@@ -39,7 +39,8 @@ pub fn secrets_writers_cannot_hang_the_call() -> Result<(), String> {
     }
     r.expect_code(125, "a writer that never closes")?;
     check(
-        r.stderr.contains("did not close --secrets-fd within 2 s") && took < Duration::from_secs(6),
+        r.stderr.contains("did not close --secrets-fd 3 within 2 s")
+            && took < Duration::from_secs(6),
         || format!("took {took:?}: {}", r.show()),
     )?;
     // The caller's own process holds the only other write end: sbx-exec inherited it.
@@ -55,7 +56,9 @@ pub fn secrets_writers_cannot_hang_the_call() -> Result<(), String> {
     for (what, writer) in [("nothing", "true"), ("half a line", "printf A")] {
         let t = Instant::now();
         let r = bash(
-            &format!("exec 3< <({writer}); exec \"$0\" --policy \"$1\" --ctx sec --secrets-fd 3 -- true"),
+            &format!(
+                "exec 3< <({writer}); exec \"$0\" --policy \"$1\" --ctx sec --secrets-fd 3 -- true"
+            ),
             &pol,
             10,
         );
@@ -96,7 +99,9 @@ sys.stderr.write(p.stderr.decode())
     let f: Vec<&str> = r.stdout.split_whitespace().collect();
     check(f.len() == 6 && f[1] == "0", || r.show())?;
     let took: f64 = f[3].parse().unwrap_or(99.0);
-    check(took < 5.0, || format!("the exit waited {took} s: {}", r.show()))?;
+    check(took < 5.0, || {
+        format!("the exit waited {took} s: {}", r.show())
+    })?;
     check(f[5] == "True", || {
         format!("the caller's pipe was made non-blocking: {}", r.show())
     })?;
@@ -106,33 +111,23 @@ sys.stderr.write(p.stderr.decode())
     nothing_left(&before, "after a full status pipe")
 }
 
-/// Start `sbx-exec --status-fd 3 ... -- CMD` in the background with fd 3 on `status`.
+/// Start `sbx-exec --status-fd 3 ... -- CMD` in the background with fd 3 on the file `status`.
 fn in_flight(pol: &str, ctx: &str, status: &std::path::Path, cmd: &[&str]) -> std::process::Child {
-    let f = std::fs::File::create(status).unwrap();
     let mut c = Command::new("/bin/sh");
-    c.args(["-c", "exec \"$0\" --status-fd 3 \"$@\" 3>&5 5>&-", bin()])
-        .args(["--policy", pol, "--ctx", ctx, "--"])
-        .args(cmd)
-        .env_clear()
-        .env("PATH", SUITE_PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let raw = f.as_raw_fd();
-    // SAFETY (test): dup2 between fork and exec is async-signal-safe.
-    unsafe {
-        c.pre_exec(move || {
-            if libc::dup2(raw, 5) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = c.spawn().unwrap();
-    drop(f);
-    child
+    c.args([
+        "-c",
+        "s=$1; shift; exec \"$0\" --status-fd 3 \"$@\" 3>\"$s\"",
+        bin(),
+    ])
+    .arg(status)
+    .args(["--policy", pol, "--ctx", ctx, "--"])
+    .args(cmd)
+    .env_clear()
+    .env("PATH", SUITE_PATH)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c.spawn().unwrap()
 }
 
 fn finish(child: std::process::Child, limit: Duration) -> Result<(Option<i32>, String), String> {
@@ -147,9 +142,13 @@ fn finish(child: std::process::Child, limit: Duration) -> Result<(Option<i32>, S
         return Err(format!("an in-flight call did not end within {limit:?}"));
     }
     let out = waiter.join().unwrap().map_err(|e| e.to_string())?;
-    Ok((out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned()))
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
+#[allow(clippy::zombie_processes)] // the call is waited in `finish`, or killed with the suite
 /// Regression (#19, "silent ends"): `ctx stop` sticks (calls arriving while it runs get 125 and
 /// start no keeper), and a call in flight says on stderr and in its end record that it was stopped.
 pub fn stop_sticks_and_tells_calls_in_flight() -> Result<(), String> {
@@ -181,7 +180,9 @@ pub fn stop_sticks_and_tells_calls_in_flight() -> Result<(), String> {
         "a call during ctx stop started a new keeper".into()
     })?;
     let (code, err) = finish(call, Duration::from_secs(10))?;
-    check(code.is_some_and(|c| c > 128), || format!("in flight: {code:?} {err}"))?;
+    check(code.is_some_and(|c| c > 128), || {
+        format!("in flight: {code:?} {err}")
+    })?;
     check(
         err.contains("context \"fkstop\" was stopped (ctx stop) while this command ran"),
         || format!("in flight, no message: {code:?} {err}"),
@@ -193,6 +194,7 @@ pub fn stop_sticks_and_tells_calls_in_flight() -> Result<(), String> {
     nothing_left(&before, "after ctx stop with a call in flight")
 }
 
+#[allow(clippy::zombie_processes)] // the calls are waited in `finish`, or killed with the suite
 /// A keeper killed with joins in flight: they end with a message naming the cause, and the next
 /// call starts a new keeper.
 pub fn killed_keeper_ends_calls_in_flight_with_a_message() -> Result<(), String> {
@@ -221,9 +223,10 @@ pub fn killed_keeper_ends_calls_in_flight_with_a_message() -> Result<(), String>
         check(records.contains("\"reason\":\"keeper_died\""), || records)?;
     }
     run_in(&pol, "fkkeep", &["true"]).expect_code(0, "the next call")?;
-    check(recorded_keeper("fkkeep").is_some_and(|k| k != keeper), || {
-        "no new keeper".into()
-    })?;
+    check(
+        recorded_keeper("fkkeep").is_some_and(|k| k != keeper),
+        || "no new keeper".into(),
+    )?;
     stop(&pol, "fkkeep").expect_code(0, "ctx stop")?;
     nothing_left(&before, "after a keeper killed with calls in flight")
 }
@@ -250,8 +253,16 @@ pub fn runtime_dir_faults_name_their_cause() -> Result<(), String> {
              \"$0\" ctx stop fkrun --policy \"$1\" >/dev/null 2>&1; ls -A /run/sbx | grep -v -e '^fill$' -e '[.]lock$'; echo end"
         );
         let mut c = Cmd::new("unshare");
-        c.command()
-            .args(["--mount", "--propagation", "private", "/bin/sh", "-c", &script, bin(), &pol]);
+        c.command().args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            &script,
+            bin(),
+            &pol,
+        ]);
         let r = c.limit(Duration::from_secs(20)).run();
         let left: Vec<&str> = r
             .stdout
@@ -261,14 +272,20 @@ pub fn runtime_dir_faults_name_their_cause() -> Result<(), String> {
             .take_while(|l| *l != "end")
             .collect();
         if cause.is_empty() {
-            check(r.stdout.contains("rc=0"), || format!("{what}: {}", r.show()))?;
+            check(r.stdout.contains("rc=0"), || {
+                format!("{what}: {}", r.show())
+            })?;
         } else {
             check(
-                r.stdout.contains("rc=125") && r.stderr.contains(cause) && r.stderr.contains("/run/sbx"),
+                r.stdout.contains("rc=125")
+                    && r.stderr.contains(cause)
+                    && r.stderr.contains("/run/sbx"),
                 || format!("{what}: {}", r.show()),
             )?;
         }
-        check(left.is_empty(), || format!("{what}: left in /run/sbx: {left:?}"))?;
+        check(left.is_empty(), || {
+            format!("{what}: left in /run/sbx: {left:?}")
+        })?;
         nothing_left(&before, what)?;
     }
     Ok(())
@@ -284,33 +301,53 @@ pub fn limits_and_missing_proc_name_the_real_cause() -> Result<(), String> {
     let before = snapshot();
     let cg = "/sys/fs/cgroup/pids/faults-pids";
     let v2 = "/sys/fs/cgroup/faults-pids";
-    let base = if std::path::Path::new("/sys/fs/cgroup/pids").is_dir() { cg } else { v2 };
+    let base = if std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+        cg
+    } else {
+        v2
+    };
     if std::fs::create_dir(base).is_err() && !std::path::Path::new(base).is_dir() {
         return Err(format!("{SKIP_HOST}cannot make a pids cgroup at {base}"));
     }
     std::fs::write(format!("{base}/pids.max"), "1").map_err(|e| format!("pids.max: {e}"))?;
-    let script = format!("echo $$ > {base}/cgroup.procs && exec \"$0\" --policy \"$1\" --ctx once -- true");
+    let script =
+        format!("echo $$ > {base}/cgroup.procs && exec \"$0\" --policy \"$1\" --ctx once -- true");
     let r = bash(&script, &pol, 10);
     let _ = std::fs::remove_dir(base);
     r.expect_code(125, "no pids left")?;
     check(
-        r.stderr.contains("EAGAIN") && !r.stderr.contains("EPERM") && !r.stderr.contains("run sbx-exec as root"),
+        r.stderr.contains("EAGAIN")
+            && !r.stderr.contains("EPERM")
+            && !r.stderr.contains("run sbx-exec as root"),
         || format!("pids limit blamed on something else: {}", r.show()),
     )?;
     let script = "mount -t tmpfs none /proc || exit 99; \"$0\" --policy \"$1\" --ctx once -- true; echo rc=$?; \"$0\" probe";
     let mut c = Cmd::new("unshare");
-    c.command()
-        .args(["--mount", "--propagation", "private", "/bin/sh", "-c", script, bin(), &pol]);
+    c.command().args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        bin(),
+        &pol,
+    ]);
     let r = c.limit(Duration::from_secs(20)).run();
-    check(r.stdout.contains("rc=125") && r.stderr.contains("/proc"), || {
-        format!("empty /proc: {}", r.show())
-    })?;
+    check(
+        r.stdout.contains("rc=125") && r.stderr.contains("/proc"),
+        || format!("empty /proc: {}", r.show()),
+    )?;
     check(
         !r.stderr.contains("/workspace") && !r.stderr.contains("/root"),
         || format!("empty /proc blamed on a directory: {}", r.show()),
     )?;
     check(
-        r.stdout.contains("no /proc") && !r.stdout.lines().any(|l| l.starts_with("seccomp:") && l.ends_with("no")),
+        r.stdout.contains("no /proc")
+            && !r
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("seccomp:") && l.ends_with("no")),
         || format!("probe with an empty /proc: {}", r.show()),
     )?;
     nothing_left(&before, "after limits and an empty /proc")

@@ -102,7 +102,11 @@ fn examine(dir: &Path, name: &str) -> Result<Option<(state::State, String)>> {
         lifecycle::end(dir, name, &state)?;
         eprintln!(
             "sbx-exec: context {name:?}: ended what a {} that died left behind",
-            if state.phase == Phase::Starting { "first call" } else { "ctx stop" }
+            if state.phase == Phase::Starting {
+                "first call"
+            } else {
+                "ctx stop"
+            }
         );
         return Ok(None);
     }

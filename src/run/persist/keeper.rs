@@ -186,8 +186,8 @@ fn spawn_keeper(
     let (info_r, info_w) = pipe()?;
     let (ready_r, ready_w) = pipe()?;
     let (commit_r, commit_w) = pipe()?;
-    let forked =
-        sys::fork().map_err(|e| anyhow::anyhow!("cannot fork: {}", crate::error::errno_cause(e)))?;
+    let forked = sys::fork()
+        .map_err(|e| anyhow::anyhow!("cannot fork: {}", crate::error::errno_cause(e)))?;
     let helper = match forked {
         ForkResult::Child => {
             drop(info_r);

@@ -42,8 +42,9 @@ pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
         Err(e) => return Err(failed("pidfd_open", &e)),
     };
     let (run_state, start) = match read_proc(pid, "stat", std::fs::read_to_string) {
-        Ok(Some(text)) => parse_stat(&text)
-            .ok_or_else(|| anyhow::anyhow!("cannot parse /proc/{pid}/stat"))?,
+        Ok(Some(text)) => {
+            parse_stat(&text).ok_or_else(|| anyhow::anyhow!("cannot parse /proc/{pid}/stat"))?
+        }
         Ok(None) => return Ok(None),
         Err(e) => return Err(failed(&format!("/proc/{pid}/stat"), &e)),
     };

@@ -101,7 +101,9 @@ pub fn run(
         "; processes it started in the background keep running",
     );
     drop(alive_w);
-    let context_ended = (code > 128).then(|| ended_under(ctx_name, &keeper)).flatten();
+    let context_ended = (code > 128)
+        .then(|| ended_under(ctx_name, &keeper))
+        .flatten();
     let after = counted();
     let end = End {
         code,
