@@ -352,3 +352,72 @@ pub fn limits_and_missing_proc_name_the_real_cause() -> Result<(), String> {
     )?;
     nothing_left(&before, "after limits and an empty /proc")
 }
+
+/// A control plane in a crash loop: while it restarts, the reserved port stays bound by sbx-exec
+/// (nobody outside can bind it, and a connection is still taken into its backlog); when
+/// control mode gives up, nothing is left and the port is free again.
+pub fn control_crash_loop_keeps_the_port() -> Result<(), String> {
+    needs_isolation()?;
+    let before = snapshot();
+    let (port, _) = crate::g3_control::free_ports();
+    let dir = TempDir::new("faults-control");
+    let text = format!(
+        "version = 1\n[context.control]\nenv.allow = [\"*\"]\nenv.hygiene = false\nsecurity.caps = [\"ALL\"]\n\
+         security.no_new_privs = false\n[context.control.supervise]\nports = [{port}]\nmax_restarts = 4\nrestart_delay_ms = 20\n"
+    );
+    let pol = dir.file("policy.toml", &text).display().to_string();
+    let mut child = Command::new(bin())
+        .args([
+            "--policy",
+            &pol,
+            "--ctx",
+            "control",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.05; exit 3",
+        ])
+        .env_clear()
+        .env("PATH", SUITE_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let (mut probes, mut stolen, mut refused) = (0, 0, 0);
+    std::thread::sleep(Duration::from_millis(30));
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() && Instant::now() < end {
+        probes += 1;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            || std::net::TcpListener::bind(("::", port)).is_ok()
+        {
+            stolen += 1;
+        }
+        // Connecting once shows the port is still listening (nobody accepts: the backlog
+        // would fill if every probe connected).
+        if probes == 1 {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+                refused += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    check(out.status.code() == Some(3), || {
+        format!(
+            "control mode ended with {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    check(probes >= 10 && stolen == 0 && refused == 0, || {
+        format!("{probes} probes during the restarts: the port was bound from outside {stolen} times, refused {refused} times")
+    })?;
+    check(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        || "control: the port is not free after control mode ended".into(),
+    )?;
+    nothing_left(&before, "after a control-plane crash loop")
+}

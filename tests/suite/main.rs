@@ -164,5 +164,6 @@ fn main() {
         faults_io::killed_keeper_ends_calls_in_flight_with_a_message,
         faults_io::runtime_dir_faults_name_their_cause,
         faults_io::limits_and_missing_proc_name_the_real_cause,
+        faults_io::control_crash_loop_keeps_the_port,
     ]);
 }
