@@ -24,6 +24,8 @@ struct Host {
     max_user_namespaces: Option<u64>,
     landlock_abi: i32,
     seccomp: bool,
+    /// Is procfs mounted on /proc (sbx-exec reads /proc/self, and mounts a private /proc)?
+    proc: bool,
     cgroup: crate::plan::cgroup::CgroupInfo,
     legacy_tiocsti: Option<bool>,
     /// A private /dev (tmpfs, device binds, devpts newinstance) can be mounted.
@@ -91,8 +93,8 @@ fn host() -> Host {
         max_user_namespaces: read_trimmed("/proc/sys/user/max_user_namespaces")
             .and_then(|s| s.parse().ok()),
         landlock_abi: crate::plan::landlock_rules::kernel_abi(),
-        seccomp: read_trimmed("/proc/self/status")
-            .is_some_and(|s| s.lines().any(|l| l.starts_with("Seccomp:"))),
+        seccomp: crate::sys::seccomp_supported(),
+        proc: std::fs::metadata("/proc/self/stat").is_ok(),
         cgroup: crate::plan::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
         private_dev: crate::run::apply::dev::can_mount_private(
@@ -295,6 +297,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "user_namespaces": {"creatable": h.userns, "max_user_namespaces": h.max_user_namespaces},
             "landlock_abi": h.landlock_abi,
             "seccomp": h.seccomp,
+            "proc": h.proc,
             "cgroup": h.cgroup,
             "limits": limits,
             "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
@@ -323,6 +326,9 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             }
         );
         println!("seccomp:         {}", yes(h.seccomp));
+        if !h.proc {
+            println!("proc:            no /proc (procfs is not mounted on /proc here; mount it: mount -t proc proc /proc)");
+        }
         println!(
             "cgroup:          {} ({})",
             h.cgroup.version.name(),

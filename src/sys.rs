@@ -210,6 +210,21 @@ fn close_range(lo: libc::c_uint, hi: libc::c_uint, flags: libc::c_int) -> io::Re
     check(ret).map(drop)
 }
 
+/// Close every fd from 3 up except `keep` (sorted ascending), at the start of a launch, right
+/// after [`claim_named_fds`]: the fds closed are those the caller left open, which nothing in
+/// sbx-exec owns (the named ones are in `keep`).
+pub fn close_inherited_fds(keep: &[RawFd]) -> io::Result<()> {
+    close_fds_from(3, keep, false)
+}
+
+/// Does the kernel have seccomp? (`prctl(PR_GET_SECCOMP)`: EINVAL without CONFIG_SECCOMP.) Asked
+/// without /proc, so a missing /proc is not taken for a missing seccomp.
+pub fn seccomp_supported() -> bool {
+    // SAFETY: PR_GET_SECCOMP takes no pointer and only returns this thread's seccomp mode.
+    let ret = unsafe { libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0) };
+    ret >= 0
+}
+
 /// Bring the loopback interface up in a fresh network namespace.
 pub fn loopback_up() -> io::Result<()> {
     // SAFETY: a plain socket(2) call; the returned fd is owned by the OwnedFd below.

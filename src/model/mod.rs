@@ -305,6 +305,24 @@ pub struct SecretsPolicy {
     /// Replace secret values (and their base64 form) in the target's stdout/stderr.
     #[serde(default)]
     pub redact: bool,
+    /// Seconds the writer of `--secrets-fd` has to send everything and close it (default 10,
+    /// at least 1); after that the call is refused with 125 instead of waiting for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout: Option<u64>,
+}
+
+impl SecretsPolicy {
+    /// The default of `secrets.read_timeout`, in seconds.
+    pub const DEFAULT_READ_TIMEOUT: u64 = 10;
+
+    /// How long `--secrets-fd` is read before the call is refused.
+    pub fn read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.read_timeout
+                .unwrap_or(Self::DEFAULT_READ_TIMEOUT)
+                .max(1),
+        )
+    }
 }
 
 /// Which programs may be run.

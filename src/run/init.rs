@@ -33,8 +33,12 @@ pub enum Role<'a> {
         program: RawFd,
         net: Option<RawFd>,
     },
-    /// A persistent context's keeper: detached from the caller; `ready` is the only fd it keeps.
-    Keeper { ready: &'a OwnedFd },
+    /// A persistent context's keeper: detached from the caller; `ready` and `commit` (the read
+    /// end of the pipe its first call commits it on) are the only fds it keeps.
+    Keeper {
+        ready: &'a OwnedFd,
+        commit: &'a OwnedFd,
+    },
 }
 
 /// Clone the sandbox's first process into the plan's namespaces. When the kernel refuses, find
@@ -43,6 +47,12 @@ pub enum Role<'a> {
 pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
     match apply::namespaces::enter(&sandbox.kinds) {
         Ok(c) => Ok(c),
+        // A limit, not a refusal of namespaces: say which, and do not probe (which would fail
+        // the same way and be taken for a missing namespace).
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => Err(anyhow!(
+            "cannot start the sandbox: clone: {}",
+            crate::error::cause(&e)
+        )),
         Err(_) if !sandbox.kinds.is_empty() => {
             let (ok, missing) =
                 apply::namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)?;
@@ -168,9 +178,11 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             keep.sort_unstable();
             keep
         }
-        Role::Keeper { ready } => {
+        Role::Keeper { ready, commit } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
-            vec![ready.as_raw_fd()]
+            let mut keep = vec![ready.as_raw_fd(), commit.as_raw_fd()];
+            keep.sort_unstable();
+            keep
         }
     };
     // Under memory pressure the kernel kills the sandbox before the trusted side; the target and

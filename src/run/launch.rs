@@ -51,12 +51,25 @@ pub fn run(args: RunArgs) -> Result<i32> {
         passed,
         kept,
     };
-    let r = audited(&args, ctx_name, fds, status.as_ref());
+    let r = proc_mounted().and_then(|()| audited(&args, ctx_name, fds, status.as_ref()));
     if let Err(e) = &r {
         let code = crate::error::exit_code_of(e);
         report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
     }
     r
+}
+
+/// sbx-exec reads /proc/self (the checked program's handle, its own status) and gives each sandbox
+/// a /proc of its own: without procfs on /proc, say so first, not what fails later for lack of it.
+fn proc_mounted() -> Result<()> {
+    match std::fs::metadata("/proc/self/stat") {
+        Ok(_) => Ok(()),
+        Err(e) => bail!(
+            "/proc is not mounted (or is empty) in sbx-exec's mount namespace: /proc/self/stat: {}; \
+             sbx-exec needs procfs there (mount -t proc proc /proc); nothing was run",
+            crate::error::cause(&e)
+        ),
+    }
 }
 
 /// Load the policy, launch, and write the audit records (policy key `audit`): a start record
@@ -356,9 +369,17 @@ fn named_fds(
         .chain(args.status_fd)
         .chain(kept.iter().copied())
         .collect();
-    let mut owned = crate::sys::claim_named_fds(&names)
-        .map_err(|e| anyhow!(e))?
-        .into_iter();
+    let owned = crate::sys::claim_named_fds(&names).map_err(|e| anyhow!(e))?;
+    if args.secrets_fd.is_some() {
+        // While the secrets are read, sbx-exec holds no fd but stdio and the named ones: a copy
+        // of the pipe's write end inherited from the caller would otherwise keep it open (the
+        // target never sees inherited fds anyway).
+        let mut keep: Vec<RawFd> = names.clone();
+        keep.sort_unstable();
+        crate::sys::close_inherited_fds(&keep)
+            .context("cannot close inherited file descriptors")?;
+    }
+    let mut owned = owned.into_iter();
     let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
     let status = match args.status_fd {
         Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
@@ -416,7 +437,7 @@ fn read_secrets(
              run trusted tools that need secrets in a context with [context.NAME.secrets] allow, e.g. --ctx platform"
         );
     }
-    let set = secrets::read_fd(fd, owned)?;
+    let set = secrets::read_fd(fd, owned, ctx.secrets.read_timeout())?;
     set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)

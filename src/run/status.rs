@@ -5,12 +5,36 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::MsgFlags;
 
 use anyhow::{bail, Context as _, Result};
 
-/// The status stream (a private duplicate of the caller's fd, close-on-exec).
-pub struct StatusFd(File);
+/// The status stream (the caller's fd, close-on-exec). Writing to it never blocks the call: a
+/// pipe or FIFO is reopened through /proc/self/fd with `O_NONBLOCK` (a description of sbx-exec's
+/// own, so the caller's stays as it was), a socket is written with `MSG_DONTWAIT`; a record that
+/// does not fit (nobody reads) is dropped with a warning on stderr.
+pub struct StatusFd {
+    file: File,
+    fd: RawFd,
+    how: Writes,
+}
+
+/// How records are written without blocking.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    /// A regular file or a terminal: a plain write.
+    Plain,
+    /// Our own non-blocking description of the caller's pipe.
+    NonBlocking,
+    /// A pipe that could not be reopened: written only when `poll` says there is room.
+    WhenWritable,
+    /// A socket: `send` with `MSG_DONTWAIT`.
+    Socket,
+}
 
 impl StatusFd {
     /// The status stream on fd `fd`, taken over by [`crate::sys::claim_named_fds`]: made
@@ -24,12 +48,61 @@ impl StatusFd {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
         .with_context(|| format!("--status-fd {fd}"))?;
-        Ok(StatusFd(File::from(owned)))
+        let kind = nix::sys::stat::fstat(owned.as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT)
+            .unwrap_or(0);
+        let (file, how) = match kind {
+            libc::S_IFIFO => match reopen_nonblocking(fd) {
+                Some(f) => (f, Writes::NonBlocking),
+                None => (File::from(owned), Writes::WhenWritable),
+            },
+            libc::S_IFSOCK => (File::from(owned), Writes::Socket),
+            _ => (File::from(owned), Writes::Plain),
+        };
+        Ok(StatusFd { file, fd, how })
     }
 
     pub fn line(&self, json: &str) {
-        let _ = (&self.0).write_all(format!("{json}\n").as_bytes());
+        let data = format!("{json}\n");
+        let raw = self.file.as_raw_fd();
+        let written = match self.how {
+            Writes::Plain => (&self.file).write_all(data.as_bytes()).map(|()| data.len()),
+            Writes::NonBlocking => (&self.file).write(data.as_bytes()),
+            Writes::WhenWritable => {
+                let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::ZERO) {
+                    Ok(n) if n > 0 => (&self.file).write(data.as_bytes()),
+                    _ => Err(std::io::ErrorKind::WouldBlock.into()),
+                }
+            }
+            Writes::Socket => {
+                let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+                nix::sys::socket::send(raw, data.as_bytes(), flags).map_err(Into::into)
+            }
+        };
+        match written {
+            Ok(n) if n == data.len() => {}
+            Ok(_) => eprintln!(
+                "sbx-exec: warning: --status-fd {}: a status record was cut short (the reader is not keeping up)",
+                self.fd
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => eprintln!(
+                "sbx-exec: warning: --status-fd {}: the pipe is full (nobody reads it); a status record was dropped",
+                self.fd
+            ),
+            // A reader that went away (EPIPE) or a closed stream: nothing to tell anyone.
+            Err(_) => {}
+        }
     }
+}
+
+/// A write-only, non-blocking, close-on-exec description of the pipe on `fd` of sbx-exec's own.
+fn reopen_nonblocking(fd: RawFd) -> Option<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{fd}"))
+        .ok()
 }
 
 /// Write `json` to the status stream, if there is one.
@@ -47,6 +120,10 @@ pub enum Reason {
     Timeout,
     Oom,
     PidsLimit,
+    /// A persistent context was stopped (`ctx stop`) while the command ran.
+    Stopped,
+    /// A persistent context's keeper died (was killed) while the command ran.
+    KeeperDied,
 }
 
 impl Reason {
@@ -57,6 +134,8 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::Oom => "oom",
             Reason::PidsLimit => "pids_limit",
+            Reason::Stopped => "stopped",
+            Reason::KeeperDied => "keeper_died",
         }
     }
 }
@@ -73,6 +152,8 @@ pub struct End {
     pub wall_ms: u64,
     pub cpu_ms: u64,
     pub peak_memory: Option<u64>,
+    /// Set when the call's context ended under it ([`Reason::Stopped`], [`Reason::KeeperDied`]).
+    pub context_ended: Option<Reason>,
 }
 
 impl End {
@@ -81,7 +162,9 @@ impl End {
     /// failed), then the signal, else a plain exit.
     pub fn reason(&self) -> (Reason, Option<i32>) {
         let signal = (self.code > 128 && self.code < 128 + 65).then_some(self.code - 128);
-        let reason = if self.timed_out {
+        let reason = if let Some(r) = self.context_ended {
+            r
+        } else if self.timed_out {
             Reason::Timeout
         } else if self.oom_kills > 0 {
             Reason::Oom

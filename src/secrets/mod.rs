@@ -9,7 +9,10 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
@@ -81,13 +84,37 @@ impl SecretSet {
 
 /// Read every byte of the secrets fd numbered `fd` (taken over by [`crate::sys::claim_named_fds`];
 /// closed on return, before any child exists, so it never reaches the target) and parse it.
-pub fn read_fd(fd: RawFd, owned: Option<OwnedFd>) -> Result<SecretSet> {
+/// The writer has `timeout` to send everything and close its end: each read waits (`poll`) only
+/// until that deadline, so a writer that never closes (or a copy of the write end left open
+/// somewhere) costs a 125, not a hang.
+pub fn read_fd(fd: RawFd, owned: Option<OwnedFd>, timeout: Duration) -> Result<SecretSet> {
     let Some(owned) = owned else {
         bail!("--secrets-fd {fd}: file descriptor {fd} is not open; pass the read end of a pipe, e.g. `3<<<\"$SECRETS\"` in a shell");
     };
-    let mut file = File::from(owned);
-    let buf = read_zeroizing(&mut file, MAX_BYTES)
-        .map_err(|e| anyhow::anyhow!("--secrets-fd {fd}: cannot read: {e}"))?;
+    let deadline = Instant::now() + timeout;
+    let file = File::from(owned);
+    let mut wait = || -> std::io::Result<()> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, ms) {
+                Ok(0) => return Err(std::io::ErrorKind::TimedOut.into()),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    };
+    let buf = match read_zeroizing(&mut &file, MAX_BYTES, &mut wait) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => bail!(
+            "the secrets writer did not close --secrets-fd {fd} within {} s (secrets.read_timeout); \
+             write everything, then close the write end (and pass no copy of it to sbx-exec); nothing was run",
+            timeout.as_secs()
+        ),
+        Err(e) => bail!("--secrets-fd {fd}: cannot read: {}", crate::error::cause(&e)),
+    };
     let Some(buf) = buf else {
         bail!("--secrets-fd {fd}: more than {MAX_BYTES} bytes of secrets; send fewer or smaller secrets");
     };
@@ -98,10 +125,16 @@ pub fn read_fd(fd: RawFd, owned: Option<OwnedFd>) -> Result<SecretSet> {
 /// The buffer grows by doubling into a fresh zeroizing allocation, so every outgrown copy is
 /// wiped when dropped (a plain `Vec` reallocation would leave copies behind), and memory stays
 /// proportional to what was sent.
-fn read_zeroizing(r: &mut impl Read, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+/// `wait` runs before each read (a deadline; tests pass a no-op).
+fn read_zeroizing(
+    r: &mut impl Read,
+    max: usize,
+    wait: &mut dyn FnMut() -> std::io::Result<()>,
+) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
     let mut buf = Zeroizing::new(Vec::with_capacity(4096));
     let mut chunk = Zeroizing::new([0u8; 4096]);
     loop {
+        wait()?;
         let n = match r.read(&mut chunk[..]) {
             Ok(0) => return Ok(Some(buf)),
             Ok(n) => n,
@@ -300,9 +333,13 @@ mod tests {
     #[test]
     fn reads_exactly_and_stops_past_the_limit() {
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
-        let got = read_zeroizing(&mut &data[..], 200_000).unwrap().unwrap();
+        let got = read_zeroizing(&mut &data[..], 200_000, &mut || Ok(()))
+            .unwrap()
+            .unwrap();
         assert_eq!(&got[..], &data[..]);
-        assert!(read_zeroizing(&mut &data[..], 99_999).unwrap().is_none());
+        assert!(read_zeroizing(&mut &data[..], 99_999, &mut || Ok(()))
+            .unwrap()
+            .is_none());
     }
 
     #[test]

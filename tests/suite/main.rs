@@ -3,6 +3,8 @@
 
 mod attacks;
 mod docs_tests;
+mod faults;
+mod faults_io;
 mod g1_secrets;
 mod g1_tools;
 mod g2_visibility;
@@ -183,5 +185,15 @@ fn main() {
         limits::no_call_leaves_a_cgroup_behind,
         limits::cgroup_v2_for_real,
         limits::status_fd_names_the_reason,
+        faults::killed_first_caller_leaves_no_orphan_keeper,
+        faults::transient_errors_never_forget_a_live_keeper,
+        faults::killed_one_shot_and_join_calls_leave_nothing,
+        faults_io::secrets_writers_cannot_hang_the_call,
+        faults_io::full_status_pipe_does_not_delay_the_exit,
+        faults_io::stop_sticks_and_tells_calls_in_flight,
+        faults_io::killed_keeper_ends_calls_in_flight_with_a_message,
+        faults_io::runtime_dir_faults_name_their_cause,
+        faults_io::limits_and_missing_proc_name_the_real_cause,
+        faults_io::control_crash_loop_keeps_the_port,
     ]);
 }

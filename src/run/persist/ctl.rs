@@ -1,16 +1,13 @@
 //! `sbx-exec ctx list` and `ctx stop`: root-only management of persistent contexts.
 
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
 
-use super::keeper::{now_secs, pidns_inode, verify};
-use super::state;
-use crate::run::apply::cgroup;
+use super::lifecycle::{self, now_secs, pidns_inode, verify, wait_exit};
+use super::state::{self, Phase};
 use crate::sys;
 
 /// `ctx stop` of a context that is not running exits with this status.
@@ -32,6 +29,7 @@ fn checked_name(name: &str) -> Result<&str> {
 struct Row {
     name: String,
     running: bool,
+    status: String,
     pid: i32,
     processes: usize,
     age: u64,
@@ -47,11 +45,12 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
     let mut rows = Vec::new();
     if let Some(dir) = state::dir(false)? {
         for name in state::names(&dir)? {
-            let Some(state) = state::read(&dir, &name)? else {
+            let Some((state, status)) = examine(&dir, &name)? else {
                 continue;
             };
-            let running = verify(&state).is_some();
+            let running = status == "running" || status == "stopping";
             rows.push(Row {
+                status,
                 processes: if running {
                     count_in(state.pidns) - 1
                 } else {
@@ -69,7 +68,7 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
             .iter()
             .map(|r| {
                 serde_json::json!({"name": r.name, "running": r.running, "keeper_pid": r.pid,
-                                   "processes": r.processes, "age_secs": r.age})
+                                   "processes": r.processes, "age_secs": r.age, "status": r.status})
             })
             .collect();
         println!("{}", serde_json::Value::Array(v));
@@ -79,18 +78,44 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
             "CONTEXT", "KEEPER", "PROCESSES", "AGE(s)"
         );
         for r in &rows {
-            let status = if r.running {
-                "running"
-            } else {
-                "dead (cleaned up on next use)"
-            };
             println!(
-                "{:<20} {:>8} {:>10} {:>9}  {status}",
-                r.name, r.pid, r.processes, r.age
+                "{:<20} {:>8} {:>10} {:>9}  {}",
+                r.name, r.pid, r.processes, r.age, r.status
             );
         }
     }
     Ok(0)
+}
+
+/// One context's state and status for `ctx list`. A record left `starting` or `stopping` by a
+/// call or stop that died (nobody holds the lock) is ended here, and not listed.
+fn examine(dir: &Path, name: &str) -> Result<Option<(state::State, String)>> {
+    let lock = state::try_lock(dir, name)?;
+    let Some(state) = state::read(dir, name)? else {
+        return Ok(None);
+    };
+    if state.phase != Phase::Running {
+        if lock.is_none() {
+            let phase = state.phase.name().to_string();
+            return Ok(Some((state, phase)));
+        }
+        lifecycle::end(dir, name, &state)?;
+        eprintln!(
+            "sbx-exec: context {name:?}: ended what a {} that died left behind",
+            if state.phase == Phase::Starting {
+                "first call"
+            } else {
+                "ctx stop"
+            }
+        );
+        return Ok(None);
+    }
+    let status = match verify(&state) {
+        Ok(Some(_)) => "running".to_string(),
+        Ok(None) => "dead (cleaned up on next use)".to_string(),
+        Err(e) => format!("unknown: {e:#}"),
+    };
+    Ok(Some((state, status)))
 }
 
 /// Processes (in sbx-exec's own /proc) whose pid namespace is `pidns`.
@@ -123,14 +148,25 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
         return not_running();
     };
     let _lock = state::lock(&dir, name)?;
-    let Some(state) = state::read(&dir, name)? else {
+    let Some(mut state) = state::read(&dir, name)? else {
         return not_running();
     };
-    let Some(pidfd) = verify(&state) else {
-        state::remove(&dir, name);
-        cgroup::remove(&cgroup::Host, &state.cgroups);
+    if state.phase == Phase::Starting {
+        // Its first call died while starting it (it held this lock): end what it left.
+        lifecycle::end(&dir, name, &state)?;
+        eprintln!("sbx-exec: context {name:?}: stopped what a first call that died had started");
+        return Ok(0);
+    }
+    let Some(pidfd) = verify(&state)? else {
+        lifecycle::end(&dir, name, &state)?;
         return not_running();
     };
+    // Calls arriving from now on are refused (they see this under the lock we hold), and calls
+    // in flight learn why their command ended.
+    state.phase = Phase::Stopping;
+    if let Err(e) = state::write(&dir, name, &state) {
+        eprintln!("sbx-exec: warning: cannot mark context {name:?} as stopping: {e:#}");
+    }
     sys::pidfd_send_signal(&pidfd, Signal::SIGTERM).context("cannot signal the keeper")?;
     if !wait_exit(&pidfd, Duration::from_secs(timeout)) {
         let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
@@ -143,27 +179,7 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
             );
         }
     }
+    lifecycle::remove_cgroups(name, &state.cgroups)?;
     state::remove(&dir, name);
-    for _ in 0..50 {
-        cgroup::remove(&cgroup::Host, &state.cgroups);
-        if state.cgroups.iter().all(|p| !p.exists()) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
     Ok(0)
-}
-
-/// Wait until the process behind `pidfd` has exited (for a keeper: after the kernel has killed
-/// and released everything else in its pid namespace).
-fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-    loop {
-        match poll(&mut fds, ms) {
-            Ok(n) => return n > 0,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
 }

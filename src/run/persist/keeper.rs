@@ -2,9 +2,8 @@
 //! nobody's zombie) with the one sandbox init ([`crate::run::init::setup`]), then reaping forever.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use nix::fcntl::OFlag;
@@ -13,7 +12,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
-use super::state::{self, State};
+use super::lifecycle::{self, now_secs, pidns_inode, proc_stat, verify};
+use super::state::{self, Phase, State};
 use crate::error::EXIT_SBX;
 use crate::model::Context;
 use crate::plan::launch::Sandbox;
@@ -31,13 +31,38 @@ pub struct Keeper {
     pub cgroup_procs: Vec<OwnedFd>,
 }
 
-/// Under the context's lock: the recorded keeper if it is alive and the same one, else a new one.
+/// The recorded keeper if it is alive and the same one, else a new one. A call that finds the
+/// lock taken and the context `stopping` is refused at once; one that waited while the context
+/// was stopped is refused too (a stop sticks while callers are active). Under the lock, a record
+/// left `starting` or `stopping` by a call or stop that died is ended first.
 pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result<Keeper> {
     let dir = state::dir(true)?.context("no runtime directory")?;
-    let _lock = state::lock(&dir, ctx_name)?;
+    let (_lock, seen) = match state::try_lock(&dir, ctx_name)? {
+        Some(lock) => (lock, None),
+        None => {
+            let seen = state::read(&dir, ctx_name).ok().flatten();
+            if seen.as_ref().is_some_and(|s| s.phase == Phase::Stopping) {
+                bail!("{}", being_stopped(ctx_name));
+            }
+            (state::lock(&dir, ctx_name)?, seen)
+        }
+    };
     let fp = sandbox.fingerprint();
-    if let Some(state) = state::read(&dir, ctx_name)? {
-        match verify(&state) {
+    match state::read(&dir, ctx_name)? {
+        None if seen.is_some_and(|s| s.phase != Phase::Starting) => bail!(
+            "context {ctx_name:?} was stopped (sbx-exec ctx stop) while this call waited for it; nothing was run"
+        ),
+        None => {}
+        Some(state) if state.phase == Phase::Stopping => {
+            // The stop that wrote this died (it held the lock): finish it, and refuse.
+            lifecycle::end(&dir, ctx_name, &state)?;
+            bail!("{}", being_stopped(ctx_name));
+        }
+        // The first call that wrote this died (it held the lock): end what it left.
+        Some(state) if state.phase == Phase::Starting => lifecycle::end(&dir, ctx_name, &state)?,
+        Some(state) => match verify(&state)
+            .with_context(|| format!("cannot join context {ctx_name:?}"))?
+        {
             Some(pidfd) if state.policy == fp => {
                 let cgroup_procs = cgroup::open_procs(&state.cgroups)?;
                 return Ok(Keeper {
@@ -50,57 +75,24 @@ pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result
                 "context {ctx_name:?} is running with different namespaces or filesystem settings than this policy gives it \
                  (the policy or the sbx-exec binary changed since its keeper started); stop it with `sbx-exec ctx stop {ctx_name}` and retry"
             ),
-            None => {
-                // The keeper died (or its pid was reused): forget it; the kernel already killed
-                // everything that was in its pid namespace.
-                state::remove(&dir, ctx_name);
-                cgroup::remove(&cgroup::Host, &state.cgroups);
-            }
-        }
+            // The keeper died (or its pid was reused): forget it; the kernel already killed
+            // everything that was in its pid namespace.
+            None => lifecycle::end(&dir, ctx_name, &state)?,
+        },
     }
     start_keeper(ctx_name, ctx, sandbox, &dir, fp)
 }
 
-/// The pidfd of the recorded keeper if, after opening it, the process is still that keeper:
-/// alive (not a zombie), same start time, same pid namespace.
-pub fn verify(state: &State) -> Option<OwnedFd> {
-    let pidfd = sys::pidfd_open(Pid::from_raw(state.pid)).ok()?;
-    let (run_state, start) = proc_stat(state.pid)?;
-    if matches!(run_state, 'Z' | 'X' | 'x') || start != state.start {
-        return None;
-    }
-    // A keeper on its way out has already let go of its mount namespace.
-    std::fs::metadata(format!("/proc/{}/ns/mnt", state.pid)).ok()?;
-    (pidns_inode(state.pid)? == state.pidns).then_some(pidfd)
+fn being_stopped(ctx_name: &str) -> String {
+    format!(
+        "context {ctx_name:?} is being stopped (sbx-exec ctx stop); nothing was run. Retry once the stop has finished"
+    )
 }
 
-/// State letter and start time (field 22) from /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_stat(&text)
-}
-
-fn parse_stat(text: &str) -> Option<(char, u64)> {
-    let rest = &text[text.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((state, start))
-}
-
-pub fn pidns_inode(pid: i32) -> Option<u64> {
-    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
-        .ok()
-        .map(|m| m.ino())
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-/// Start a keeper and record it. Runs under the context's lock.
+/// Start a keeper and record it. Runs under the context's lock. The record comes first
+/// (`starting`, with the cgroups it is about to create), then the keeper's identity as soon as it
+/// exists, then `running`; only then does the keeper get its commit byte. A keeper whose caller
+/// dies before that ends itself, and the next call ends what the record names.
 fn start_keeper(
     ctx_name: &str,
     ctx: &Context,
@@ -108,11 +100,42 @@ fn start_keeper(
     dir: &Path,
     fp: u64,
 ) -> Result<Keeper> {
-    let mut cg_plan = match &ctx.limits {
+    let cg_plan = match &ctx.limits {
         Some(l) if !l.is_empty() => crate::plan::cgroup::plan_for(ctx_name, l, ctx.degrade)?,
         _ => None,
     };
-    let cgroup_procs = match (&cg_plan, &ctx.limits) {
+    let mut state = State {
+        phase: Phase::Starting,
+        pid: 0,
+        start: 0,
+        pidns: 0,
+        created: now_secs(),
+        policy: fp,
+        cgroups: cg_plan
+            .iter()
+            .flat_map(|p| p.dirs.iter().map(|d| d.path.clone()))
+            .collect(),
+    };
+    state::write(dir, ctx_name, &state)?;
+    let r = start_recorded(ctx_name, ctx, sandbox, dir, cg_plan.as_ref(), &mut state);
+    if r.is_err() {
+        if let Err(e) = lifecycle::end(dir, ctx_name, &state) {
+            eprintln!("sbx-exec: warning: {e:#}");
+        }
+    }
+    r
+}
+
+/// The part of [`start_keeper`] after the first record: cgroups, keeper, records, commit.
+fn start_recorded(
+    ctx_name: &str,
+    ctx: &Context,
+    sandbox: &Sandbox,
+    dir: &Path,
+    cg_plan: Option<&crate::plan::cgroup::Plan>,
+    state: &mut State,
+) -> Result<Keeper> {
+    let cgroup_procs = match (cg_plan, &ctx.limits) {
         (Some(p), Some(l)) => match cgroup::create(&cgroup::Host, p) {
             Ok(procs) => procs,
             Err(e) => {
@@ -120,69 +143,56 @@ fn start_keeper(
                 let why = format!("{e:#}");
                 crate::plan::cgroup::unavailable(ctx_name, l, ctx.degrade, &why)
                     .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?;
-                cg_plan = None;
                 Vec::new()
             }
         },
         _ => Vec::new(),
     };
-    let cg_paths: Vec<PathBuf> = cg_plan
-        .iter()
-        .flat_map(|p| p.dirs.iter().map(|d| d.path.clone()))
-        .collect();
-    let r = spawn_keeper(ctx_name, sandbox, &cgroup_procs).and_then(|(pid, pidfd)| {
-        let record = || -> Result<State> {
-            let (_, start) = proc_stat(pid.as_raw()).context("the new keeper vanished")?;
-            let state = State {
-                pid: pid.as_raw(),
-                start,
-                pidns: pidns_inode(pid.as_raw())
-                    .context("cannot read the keeper's pid namespace")?,
-                created: now_secs(),
-                policy: fp,
-                cgroups: cg_paths.clone(),
-            };
-            state::write(dir, ctx_name, &state)?;
-            Ok(state)
-        };
-        match record() {
-            Ok(state) => Ok(Keeper {
-                state,
-                pidfd,
-                cgroup_procs,
-            }),
-            Err(e) => {
-                let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
-                Err(e)
-            }
-        }
-    });
-    if r.is_err() {
-        // Wait briefly for a killed keeper to leave its cgroups, then remove them.
-        for _ in 0..50 {
-            cgroup::remove(&cgroup::Host, &cg_paths);
-            if cg_paths.iter().all(|p| !p.exists()) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let mut record = |pid: Pid| -> Result<()> {
+        let (_, start) = proc_stat(pid.as_raw()).context("the new keeper vanished")?;
+        state.pid = pid.as_raw();
+        state.start = start;
+        state.pidns =
+            pidns_inode(pid.as_raw()).context("cannot read the keeper's pid namespace")?;
+        state::write(dir, ctx_name, state)
+    };
+    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, &mut record)?;
+    state.phase = Phase::Running;
+    state::write(dir, ctx_name, state)?;
+    if nix::unistd::write(&commit, b"C") != Ok(1) {
+        bail!("the keeper of context {ctx_name:?} ended before it was committed");
     }
-    r
+    Ok(Keeper {
+        state: state.clone(),
+        pidfd,
+        cgroup_procs,
+    })
 }
 
 /// Fork a helper that creates the keeper in new namespaces and exits at once; wait until the
 /// keeper says it is ready. Returns its pid and a pidfd on it.
+/// `record` runs as soon as the keeper's pid is known, before it is ready. Returns a pidfd on it
+/// and the write end of its commit pipe.
 fn spawn_keeper(
     ctx_name: &str,
     sandbox: &Sandbox,
     cgroup_procs: &[OwnedFd],
-) -> Result<(Pid, OwnedFd)> {
-    let (info_r, info_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let helper = match sys::fork().context("cannot fork")? {
+    record: &mut dyn FnMut(Pid) -> Result<()>,
+) -> Result<(OwnedFd, OwnedFd)> {
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| anyhow::anyhow!("cannot make a pipe: {}", crate::error::errno_cause(e)))
+    };
+    let (info_r, info_w) = pipe()?;
+    let (ready_r, ready_w) = pipe()?;
+    let (commit_r, commit_w) = pipe()?;
+    let forked = sys::fork()
+        .map_err(|e| anyhow::anyhow!("cannot fork: {}", crate::error::errno_cause(e)))?;
+    let helper = match forked {
         ForkResult::Child => {
             drop(info_r);
             drop(ready_r);
+            drop(commit_w);
             if let Err(e) = cgroup::join(cgroup_procs) {
                 eprintln!("sbx-exec: cannot enter the context's cgroup: {e}");
                 sys::exit_now(EXIT_SBX);
@@ -195,7 +205,7 @@ fn spawn_keeper(
                 }
                 Ok(None) => {
                     drop(info_w);
-                    keeper_main(&sandbox, ready_w)
+                    keeper_main(&sandbox, ready_w, commit_r)
                 }
                 Err(e) => {
                     eprintln!("sbx-exec: {e:#}");
@@ -207,6 +217,7 @@ fn spawn_keeper(
     };
     drop(info_w);
     drop(ready_w);
+    drop(commit_r);
     let status = waitpid(helper, None).context("cannot wait for the keeper's helper")?;
     if status == WaitStatus::Exited(helper, EXIT_SBX) {
         bail!("cannot start the keeper of context {ctx_name:?} (see the message above)");
@@ -218,6 +229,10 @@ fn spawn_keeper(
     }
     let pid = Pid::from_raw(i32::from_ne_bytes(buf));
     let pidfd = sys::pidfd_open(pid).context("pidfd_open on the new keeper")?;
+    if let Err(e) = record(pid) {
+        let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
+        return Err(e);
+    }
     let mut fds = [PollFd::new(ready_r.as_fd(), PollFlags::POLLIN)];
     let ms = PollTimeout::try_from(READY_TIMEOUT).unwrap_or(PollTimeout::MAX);
     let ready = poll(&mut fds, ms).unwrap_or(0) > 0
@@ -227,20 +242,34 @@ fn spawn_keeper(
         let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
         bail!("the keeper of context {ctx_name:?} failed to set up its sandbox (see the message above)");
     }
-    Ok((pid, pidfd))
+    Ok((pidfd, commit_w))
 }
 
 /// The keeper: pid 1 of the context. Sets up the sandbox with the same init as a one-shot pid 1,
 /// detached from the caller (new session, stdio on /dev/null, no other fds, working directory
-/// `/`), says "ready", then reaps forever.
-fn keeper_main(sandbox: &Sandbox, ready: OwnedFd) -> ! {
-    let role = crate::run::init::Role::Keeper { ready: &ready };
+/// `/`), says "ready", waits for the caller's commit (the caller has recorded it by then; end of
+/// file instead means the caller died first, and the keeper ends, taking its namespaces with it),
+/// then reaps forever.
+fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd) -> ! {
+    let role = crate::run::init::Role::Keeper {
+        ready: &ready,
+        commit: &commit,
+    };
     if let Err(e) = crate::run::init::setup(sandbox, role) {
         eprintln!("sbx-exec: keeper: {e:#}");
         sys::exit_now(EXIT_SBX);
     }
     let _ = nix::unistd::write(&ready, b"R");
     drop(ready);
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(commit.as_raw_fd(), &mut byte) {
+            Ok(1) if byte[0] == b'C' => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => sys::exit_now(EXIT_SBX),
+        }
+    }
+    drop(commit);
     keeper_loop()
 }
 
@@ -279,17 +308,4 @@ fn others_alive() -> bool {
         };
         pid != 1 && proc_stat(pid).is_some_and(|(s, _)| !matches!(s, 'Z' | 'X' | 'x'))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_fields_are_read_after_the_last_paren() {
-        // comm may contain spaces and parens.
-        let line = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
-        assert_eq!(parse_stat(line), Some(('S', 987654)));
-        assert_eq!(parse_stat("garbage"), None);
-    }
 }

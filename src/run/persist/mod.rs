@@ -22,6 +22,7 @@
 
 pub mod ctl;
 pub mod keeper;
+pub mod lifecycle;
 pub mod state;
 
 pub use ctl::{list, stop};
@@ -44,7 +45,7 @@ use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::run::apply::cgroup;
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, End};
+use crate::run::status::{children_cpu_ms, End, Reason};
 use crate::sys;
 use keeper::Keeper;
 
@@ -65,11 +66,18 @@ pub fn run(
         .transpose()
         .context("the working directory contains a NUL byte")?;
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
-    let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
+    let pipe = || {
+        nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| anyhow::anyhow!("cannot make a pipe: {}", crate::error::errno_cause(e)))
+    };
+    let (alive_r, alive_w) = pipe()?;
     // `identity`: the joiner says the target's pid, so this process (which sees it in /proc) can
     // map the target's user namespace.
-    let (pid_r, pid_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    let child = match sys::fork().context("cannot fork the command")? {
+    let (pid_r, pid_w) = pipe()?;
+    let forked = sys::fork().map_err(|e| {
+        anyhow::anyhow!("cannot fork the command: {}", crate::error::errno_cause(e))
+    })?;
+    let child = match forked {
         ForkResult::Child => {
             drop(alive_w);
             drop(pid_r);
@@ -102,6 +110,9 @@ pub fn run(
         "; processes it started in the background keep running",
     );
     drop(alive_w);
+    let context_ended = (code > 128)
+        .then(|| ended_under(ctx_name, &keeper))
+        .flatten();
     let after = counted();
     let end = End {
         code,
@@ -112,9 +123,36 @@ pub fn run(
         cpu_ms: children_cpu_ms(),
         // The context's peak, not this call's: left out.
         peak_memory: None,
+        context_ended,
     };
     report(&end.json());
     Ok(code)
+}
+
+/// Did the context end under this call (its command died by a signal)? Stopped if the state says
+/// `stopping` or is gone while the keeper exits; the keeper died if it exits while its state still
+/// says `running`. Says so on stderr.
+fn ended_under(ctx_name: &str, keeper: &Keeper) -> Option<Reason> {
+    let exiting = lifecycle::exiting(&keeper.pidfd, keeper.state.pid);
+    let dir = std::path::Path::new(state::RUNTIME_DIR);
+    let now = state::read(dir, ctx_name).ok().flatten();
+    let same = now.as_ref().filter(|s| s.pid == keeper.state.pid);
+    let reason = match same {
+        Some(s) if s.phase == state::Phase::Stopping => Reason::Stopped,
+        Some(_) if exiting => Reason::KeeperDied,
+        None if exiting => Reason::Stopped,
+        _ => return None,
+    };
+    match reason {
+        Reason::Stopped => eprintln!(
+            "sbx-exec: context {ctx_name:?} was stopped (ctx stop) while this command ran"
+        ),
+        _ => eprintln!(
+            "sbx-exec: the keeper of context {ctx_name:?} died while this command ran (it was killed; \
+             everything in the context ended with it); the next call starts a new one"
+        ),
+    }
+    Some(reason)
 }
 
 /// The joiner: die with sbx-exec, enter the context's cgroups and, in one `setns`, all its

@@ -14,9 +14,33 @@ use nix::fcntl::{Flock, FlockArg};
 /// Where persistent contexts keep their state.
 pub const RUNTIME_DIR: &str = "/run/sbx";
 
-/// What is recorded about a running keeper.
+/// Where a context's keeper is in its life. A first call records `Starting` (with its cgroups,
+/// then the keeper's identity) before it creates anything, under the context's lock, so a caller
+/// killed at any instant leaves a record the next one finds; `ctx stop` records `Stopping` before
+/// it signals, so calls arriving meanwhile are refused instead of starting a new keeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Phase {
+    Starting,
+    #[default]
+    Running,
+    Stopping,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Running => "running",
+            Phase::Stopping => "stopping",
+        }
+    }
+}
+
+/// What is recorded about a keeper. While `Starting`, `pid`, `start` and `pidns` may be 0 (no
+/// keeper yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct State {
+    pub phase: Phase,
     /// The keeper's pid, in sbx-exec's own pid namespace.
     pub pid: i32,
     /// Its start time (field 22 of /proc/PID/stat), against pid reuse.
@@ -34,8 +58,13 @@ pub struct State {
 impl State {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "pid={}\nstart={}\npidns={}\ncreated={}\npolicy={:016x}\n",
-            self.pid, self.start, self.pidns, self.created, self.policy
+            "phase={}\npid={}\nstart={}\npidns={}\ncreated={}\npolicy={:016x}\n",
+            self.phase.name(),
+            self.pid,
+            self.start,
+            self.pidns,
+            self.created,
+            self.policy
         );
         for c in &self.cgroups {
             s.push_str(&format!("cgroup={}\n", c.display()));
@@ -48,6 +77,7 @@ impl State {
         let (mut pid, mut start, mut pidns, mut created, mut policy) =
             (None, None, None, None, None);
         let mut cgroups = Vec::new();
+        let mut phase = None;
         for line in text.lines() {
             let (k, v) = line
                 .split_once('=')
@@ -57,6 +87,16 @@ impl State {
                     .map_err(|_| format!("bad value for {k}: {v:?}"))
             };
             let slot = match k {
+                "phase" => {
+                    let p = [Phase::Starting, Phase::Running, Phase::Stopping]
+                        .into_iter()
+                        .find(|p| p.name() == v)
+                        .ok_or_else(|| format!("bad phase {v:?}"))?;
+                    if phase.replace(p).is_some() {
+                        return Err("phase given twice".into());
+                    }
+                    continue;
+                }
                 "pid" => &mut pid,
                 "start" => &mut start,
                 "pidns" => &mut pidns,
@@ -83,10 +123,13 @@ impl State {
         }
         let need = |v: Option<u64>, k: &str| v.ok_or_else(|| format!("missing {k}"));
         let pid = need(pid, "pid")?;
+        // Files written before phases existed are running keepers.
+        let phase = phase.unwrap_or_default();
         Ok(State {
+            phase,
             pid: i32::try_from(pid)
                 .ok()
-                .filter(|p| *p > 1)
+                .filter(|p| *p > 1 || (*p == 0 && phase == Phase::Starting))
                 .ok_or("bad pid")?,
             start: need(start, "start")?,
             pidns: need(pidns, "pidns")?,
@@ -105,11 +148,10 @@ pub fn dir(create: bool) -> Result<Option<PathBuf>> {
         match std::fs::DirBuilder::new().mode(0o700).create(p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot create the runtime directory {RUNTIME_DIR} (persistent contexts need it; run as root)")
-                })
-            }
+            Err(e) => bail!(
+                "cannot create the runtime directory {RUNTIME_DIR}: {} (persistent contexts need it, writable by root)",
+                crate::error::cause(&e)
+            ),
         }
     }
     let meta = match std::fs::symlink_metadata(p) {
@@ -133,6 +175,16 @@ pub fn dir(create: bool) -> Result<Option<PathBuf>> {
 pub struct Lock(#[allow(dead_code)] Flock<File>);
 
 pub fn lock(dir: &Path, ctx: &str) -> Result<Lock> {
+    lock_with(dir, ctx, FlockArg::LockExclusive)?.context("the lock was not taken")
+}
+
+/// The lock if nobody holds it now; `None` if someone does (a first call starting the keeper, or
+/// `ctx stop`).
+pub fn try_lock(dir: &Path, ctx: &str) -> Result<Option<Lock>> {
+    lock_with(dir, ctx, FlockArg::LockExclusiveNonblock)
+}
+
+fn lock_with(dir: &Path, ctx: &str, how: FlockArg) -> Result<Option<Lock>> {
     let path = dir.join(format!("{ctx}.lock"));
     let f = OpenOptions::new()
         .read(true)
@@ -141,11 +193,24 @@ pub fn lock(dir: &Path, ctx: &str) -> Result<Lock> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
-    let locked = Flock::lock(f, FlockArg::LockExclusive)
-        .map_err(|(_, e)| e)
-        .with_context(|| format!("cannot lock {}", path.display()))?;
-    Ok(Lock(locked))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot open {}: {}",
+                path.display(),
+                crate::error::cause(&e)
+            )
+        })?;
+    match Flock::lock(f, how) {
+        Ok(locked) => Ok(Some(Lock(locked))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) if how == FlockArg::LockExclusiveNonblock => {
+            Ok(None)
+        }
+        Err((_, e)) => bail!(
+            "cannot lock {}: {}",
+            path.display(),
+            crate::error::errno_cause(e)
+        ),
+    }
 }
 
 fn state_path(dir: &Path, ctx: &str) -> PathBuf {
@@ -162,7 +227,11 @@ pub fn read(dir: &Path, ctx: &str) -> Result<Option<State>> {
     {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        Err(e) => bail!(
+            "cannot open {}: {}",
+            path.display(),
+            crate::error::cause(&e)
+        ),
     };
     let mut text = String::new();
     Read::by_ref(&mut f)
@@ -174,22 +243,36 @@ pub fn read(dir: &Path, ctx: &str) -> Result<Option<State>> {
         .map_err(|why| anyhow::anyhow!("corrupt state file {}: {why}", path.display()))
 }
 
-/// Write a context's state atomically (a temporary file renamed over the old one).
+/// Write a context's state atomically (a temporary file renamed over the old one). On any error
+/// the temporary file is removed: a failed write leaves the old state, or none, and nothing else.
 pub fn write(dir: &Path, ctx: &str, state: &State) -> Result<()> {
     let tmp = dir.join(format!(".{ctx}.state.tmp"));
     let _ = std::fs::remove_file(&tmp);
+    let io = |what: &str, e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot {what} {}: {}",
+            tmp.display(),
+            crate::error::cause(&e)
+        )
+    };
     let mut f = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    f.write_all(state.render().as_bytes())
+        .map_err(|e| io("create", e))?;
+    let written = f
+        .write_all(state.render().as_bytes())
         .and_then(|()| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, state_path(dir, ctx))
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))
+        .map_err(|e| io("write", e))
+        .and_then(|()| {
+            std::fs::rename(&tmp, state_path(dir, ctx)).map_err(|e| io("rename into place", e))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 pub fn remove(dir: &Path, ctx: &str) {
@@ -220,6 +303,7 @@ mod tests {
     #[test]
     fn state_round_trips() {
         let s = State {
+            phase: Phase::Running,
             pid: 4242,
             start: 123456,
             pidns: 4026532000,
@@ -232,7 +316,13 @@ mod tests {
             cgroups: vec![],
             ..s
         };
-        assert_eq!(State::parse(&none.render()), Ok(none));
+        assert_eq!(State::parse(&none.render()), Ok(none.clone()));
+        let starting = State {
+            phase: Phase::Starting,
+            pid: 0,
+            ..none
+        };
+        assert_eq!(State::parse(&starting.render()), Ok(starting));
     }
 
     #[test]

@@ -1,0 +1,185 @@
+//! Is a recorded keeper alive, and ending one: what a call, `ctx list` and `ctx stop` share.
+//!
+//! Only a definite answer counts as "dead": no such process (ESRCH / ENOENT), a different start
+//! time (the pid was reused), a zombie, or a different pid namespace. Anything else that stops the
+//! check (EMFILE, ENFILE, ENOMEM, EACCES...) is an error naming its cause; a live keeper is never
+//! forgotten because its check failed.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::state::{self, State};
+use crate::run::apply::cgroup;
+use crate::sys;
+
+/// How long the cgroups of an ended keeper may take to empty (its processes being reaped).
+const CGROUP_GRACE: Duration = Duration::from_secs(3);
+
+/// The pidfd of the recorded keeper if, after opening it, the process is still that keeper:
+/// alive (not a zombie), same start time, same pid namespace. `Ok(None)`: definitely not (gone,
+/// or another process). `Err`: the check itself failed, with its cause.
+pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
+    if state.pid <= 1 {
+        return Ok(None);
+    }
+    let pid = state.pid;
+    let failed = |what: &str, e: &std::io::Error| {
+        anyhow::anyhow!(
+            "cannot tell whether the keeper (pid {pid}) is alive: {what}: {}; nothing was changed",
+            crate::error::cause(e)
+        )
+    };
+    let pidfd = match sys::pidfd_open(Pid::from_raw(pid)) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(failed("pidfd_open", &e)),
+    };
+    let (run_state, start) = match read_proc(pid, "stat", std::fs::read_to_string) {
+        Ok(Some(text)) => {
+            parse_stat(&text).ok_or_else(|| anyhow::anyhow!("cannot parse /proc/{pid}/stat"))?
+        }
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(failed(&format!("/proc/{pid}/stat"), &e)),
+    };
+    if matches!(run_state, 'Z' | 'X' | 'x') || start != state.start {
+        return Ok(None);
+    }
+    // A keeper on its way out has already let go of its mount namespace.
+    match read_proc(pid, "ns/mnt", std::fs::metadata) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(failed(&format!("/proc/{pid}/ns/mnt"), &e)),
+    }
+    match read_proc(pid, "ns/pid", std::fs::metadata) {
+        Ok(Some(m)) if m.ino() == state.pidns => Ok(Some(pidfd)),
+        Ok(_) => Ok(None),
+        Err(e) => Err(failed(&format!("/proc/{pid}/ns/pid"), &e)),
+    }
+}
+
+/// Read /proc/PID/WHAT; `Ok(None)` when the process (or that file of an exiting one) is gone.
+fn read_proc<T>(
+    pid: i32,
+    what: &str,
+    f: impl FnOnce(String) -> std::io::Result<T>,
+) -> std::io::Result<Option<T>> {
+    match f(format!("/proc/{pid}/{what}")) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)) => {
+            // An empty /proc (not mounted) is not a dead keeper.
+            if std::fs::metadata("/proc/self/stat").is_err() {
+                return Err(std::io::Error::other(
+                    "/proc is not mounted (or empty) in sbx-exec's mount namespace",
+                ));
+            }
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// State letter and start time (field 22) from /proc/PID/stat.
+pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+pub fn parse_stat(text: &str) -> Option<(char, u64)> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+pub fn pidns_inode(pid: i32) -> Option<u64> {
+    std::fs::metadata(format!("/proc/{pid}/ns/pid"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// End what a state records, under the context's lock: SIGKILL its keeper if that still runs,
+/// wait for it, remove its cgroups (once empty), then the state file. For a keeper whose first
+/// call died before recording it, the keeper ends itself (it never got its "commit") and its
+/// cgroups empty within [`CGROUP_GRACE`].
+pub fn end(dir: &Path, ctx_name: &str, state: &State) -> Result<()> {
+    if let Some(pidfd) = verify(state)? {
+        let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
+        if !wait_exit(&pidfd, Duration::from_secs(30)) {
+            bail!(
+                "the keeper of context {ctx_name:?} (pid {}) did not finish within 30 s of SIGKILL: the kernel ends a context only once \
+                 every process of it has been reaped, and a command whose sbx-exec was killed is reaped by the container's init; \
+                 run under an init that reaps orphans (sbx-exec control mode, tini, docker run --init)",
+                state.pid
+            );
+        }
+    }
+    remove_cgroups(ctx_name, &state.cgroups)?;
+    state::remove(dir, ctx_name);
+    Ok(())
+}
+
+/// Remove `paths` once they are empty (a killed keeper's processes take a moment to leave).
+pub fn remove_cgroups(ctx_name: &str, paths: &[PathBuf]) -> Result<()> {
+    let end = Instant::now() + CGROUP_GRACE;
+    loop {
+        cgroup::remove(&cgroup::Host, paths);
+        let left: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= end {
+            bail!(
+                "the cgroups of context {ctx_name:?} still hold processes after {} s: {left:?}; retry once they have ended",
+                CGROUP_GRACE.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until the process behind `pidfd` has exited (for a keeper: after the kernel has killed
+/// and released everything else in its pid namespace).
+pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+    loop {
+        match poll(&mut fds, ms) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Has the keeper behind `pidfd` (pid `pid`) exited or begun to exit?
+pub fn exiting(pidfd: &OwnedFd, pid: i32) -> bool {
+    wait_exit(pidfd, Duration::ZERO)
+        || matches!(read_proc(pid, "ns/mnt", std::fs::metadata), Ok(None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_read_after_the_last_paren() {
+        // comm may contain spaces and parens.
+        let line = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_stat(line), Some(('S', 987654)));
+        assert_eq!(parse_stat("garbage"), None);
+    }
+}

@@ -1,0 +1,423 @@
+//! Nothing lost under faults (issue #19), continued: what callers control (the secrets writer, the
+//! status pipe, fd and pids limits), `ctx stop` and keeper deaths with calls in flight, and a
+//! runtime directory or /proc that is not what sbx-exec expects. See [`crate::faults`].
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::faults::{nothing_left, policy, recorded_keeper, run_in, snapshot, stop};
+use crate::harness::*;
+
+/// `bash -c SCRIPT` with `$0` = sbx-exec and `$1` = the policy.
+fn bash(script: &str, pol: &str, limit: u64) -> Run {
+    let mut c = Cmd::new("/bin/bash");
+    c.command().args(["-c", script, bin(), pol]);
+    c.limit(Duration::from_secs(limit)).run()
+}
+
+/// Regression (#19, "hangs"): a secrets writer that never closes its pipe gets 125 within
+/// `secrets.read_timeout`; one that closes early is an answer, not a hang; and a write end that
+/// sbx-exec itself inherited does not deadlock it (it closes inherited fds before reading).
+pub fn secrets_writers_cannot_hang_the_call() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("faults-secrets");
+    let pol = policy(&dir, &[], "secrets.read_timeout = 2\n");
+    let before = snapshot();
+    let mark = marker("writer");
+    let t = Instant::now();
+    let r = bash(
+        &format!("exec 3< <(echo A=1; exec -a {mark} sleep 30 2>/dev/null); exec \"$0\" --policy \"$1\" --ctx sec --secrets-fd 3 -- true"),
+        &pol,
+        20,
+    );
+    let took = t.elapsed();
+    if let Some(p) = process_argv0(&mark) {
+        let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
+    }
+    r.expect_code(125, "a writer that never closes")?;
+    check(
+        r.stderr.contains("did not close --secrets-fd 3 within 2 s")
+            && took < Duration::from_secs(6),
+        || format!("took {took:?}: {}", r.show()),
+    )?;
+    // The caller's own process holds the only other write end: sbx-exec inherited it.
+    let fifo = dir.path().join("fifo");
+    let script = format!(
+        "mkfifo {f}; exec 4<>{f} 3<{f}; echo A=inherited >&4; exec \"$0\" --policy \"$1\" --ctx sec --secrets-fd 3 -- sh -c 'echo \"$A\"'",
+        f = fifo.display()
+    );
+    let r = bash(&script, &pol, 10);
+    r.expect_code(0, "a write end sbx-exec inherited")?;
+    check(r.stdout.trim() == "inherited", || r.show())?;
+    // Early close: nothing, or half a line.
+    for (what, writer) in [("nothing", "true"), ("half a line", "printf A")] {
+        let t = Instant::now();
+        let r = bash(
+            &format!(
+                "exec 3< <({writer}); exec \"$0\" --policy \"$1\" --ctx sec --secrets-fd 3 -- true"
+            ),
+            &pol,
+            10,
+        );
+        check(
+            matches!(r.code, Some(0) | Some(125)) && t.elapsed() < Duration::from_secs(3),
+            || format!("writer that sends {what}: {}", r.show()),
+        )?;
+    }
+    nothing_left(&before, "after the secrets writers")
+}
+
+/// Regression (#19, "hangs"): `--status-fd` on a full pipe nobody reads does not delay the exit,
+/// the records that do not fit are dropped with a warning, and the caller's pipe stays blocking.
+pub fn full_status_pipe_does_not_delay_the_exit() -> Result<(), String> {
+    needs_isolation()?;
+    let python = require_tool("/usr/bin/python3")?;
+    let before = snapshot();
+    let script = r#"
+import fcntl, os, subprocess, sys, time
+r, w = os.pipe()
+os.set_blocking(w, False)
+try:
+    while True:
+        os.write(w, b"x" * 4096)
+except BlockingIOError:
+    pass
+os.set_blocking(w, True)
+t = time.time()
+p = subprocess.run([sys.argv[1], "--status-fd", str(w), "--ctx", "user", "--", "true"],
+                   pass_fds=(w,), stderr=subprocess.PIPE, timeout=30)
+print("rc", p.returncode, "took", round(time.time() - t, 2),
+      "blocking", os.get_blocking(w))
+sys.stderr.write(p.stderr.decode())
+"#;
+    let mut c = Cmd::new(python);
+    c.command().args(["-c", script, bin()]);
+    let r = c.limit(Duration::from_secs(40)).run();
+    let f: Vec<&str> = r.stdout.split_whitespace().collect();
+    check(f.len() == 6 && f[1] == "0", || r.show())?;
+    let took: f64 = f[3].parse().unwrap_or(99.0);
+    check(took < 5.0, || {
+        format!("the exit waited {took} s: {}", r.show())
+    })?;
+    check(f[5] == "True", || {
+        format!("the caller's pipe was made non-blocking: {}", r.show())
+    })?;
+    check(r.stderr.contains("--status-fd"), || {
+        format!("no warning about the dropped records: {}", r.show())
+    })?;
+    nothing_left(&before, "after a full status pipe")
+}
+
+/// Start `sbx-exec --status-fd 3 ... -- CMD` in the background with fd 3 on the file `status`.
+fn in_flight(pol: &str, ctx: &str, status: &std::path::Path, cmd: &[&str]) -> std::process::Child {
+    let mut c = Command::new("/bin/sh");
+    c.args([
+        "-c",
+        "s=$1; shift; exec \"$0\" --status-fd 3 \"$@\" 3>\"$s\"",
+        bin(),
+    ])
+    .arg(status)
+    .args(["--policy", pol, "--ctx", ctx, "--"])
+    .args(cmd)
+    .env_clear()
+    .env("PATH", SUITE_PATH)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    c.spawn().unwrap()
+}
+
+fn finish(child: std::process::Child, limit: Duration) -> Result<(Option<i32>, String), String> {
+    let end = Instant::now() + limit;
+    let pid = child.id() as i32;
+    let waiter = std::thread::spawn(move || child.wait_with_output());
+    while !waiter.is_finished() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !waiter.is_finished() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        return Err(format!("an in-flight call did not end within {limit:?}"));
+    }
+    let out = waiter.join().unwrap().map_err(|e| e.to_string())?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[allow(clippy::zombie_processes)] // the call is waited in `finish`, or killed with the suite
+/// Regression (#19, "silent ends"): `ctx stop` sticks (calls arriving while it runs get 125 and
+/// start no keeper), and a call in flight says on stderr and in its end record that it was stopped.
+pub fn stop_sticks_and_tells_calls_in_flight() -> Result<(), String> {
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    let dir = TempDir::new("faults-stop");
+    let pol = policy(&dir, &["fkstop"], "");
+    let before = snapshot();
+    run_in(&pol, "fkstop", &["true"]).expect_code(0, "first call")?;
+    let status = dir.path().join("status");
+    let call = in_flight(
+        &pol,
+        "fkstop",
+        &status,
+        &["sh", "-c", "trap '' TERM; sleep 30 & wait; wait"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let stopper = std::thread::spawn({
+        let pol = pol.clone();
+        move || stop(&pol, "fkstop")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let late = run_in(&pol, "fkstop", &["true"]);
+    let s = stopper.join().unwrap();
+    s.expect_code(0, "ctx stop")?;
+    late.expect_code(125, "a call during ctx stop")?;
+    check(late.stderr.contains("is being stopped"), || late.show())?;
+    check(recorded_keeper("fkstop").is_none(), || {
+        "a call during ctx stop started a new keeper".into()
+    })?;
+    let (code, err) = finish(call, Duration::from_secs(10))?;
+    check(code.is_some_and(|c| c > 128), || {
+        format!("in flight: {code:?} {err}")
+    })?;
+    check(
+        err.contains("context \"fkstop\" was stopped (ctx stop) while this command ran"),
+        || format!("in flight, no message: {code:?} {err}"),
+    )?;
+    let records = std::fs::read_to_string(&status).unwrap_or_default();
+    check(records.contains("\"reason\":\"stopped\""), || {
+        format!("status records: {records}")
+    })?;
+    nothing_left(&before, "after ctx stop with a call in flight")
+}
+
+#[allow(clippy::zombie_processes)] // the calls are waited in `finish`, or killed with the suite
+/// A keeper killed with joins in flight: they end with a message naming the cause, and the next
+/// call starts a new keeper.
+pub fn killed_keeper_ends_calls_in_flight_with_a_message() -> Result<(), String> {
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    let dir = TempDir::new("faults-keeper");
+    let pol = policy(&dir, &["fkkeep"], "");
+    let before = snapshot();
+    run_in(&pol, "fkkeep", &["true"]).expect_code(0, "first call")?;
+    let keeper = recorded_keeper("fkkeep").ok_or("no keeper")?;
+    let calls: Vec<_> = (0..3)
+        .map(|i| {
+            let st = dir.path().join(format!("status{i}"));
+            (in_flight(&pol, "fkkeep", &st, &["sleep", "30"]), st)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    kill(Pid::from_raw(keeper), Signal::SIGKILL).map_err(|e| e.to_string())?;
+    for (call, st) in calls {
+        let (code, err) = finish(call, Duration::from_secs(10))?;
+        check(code == Some(137), || format!("in flight: {code:?} {err}"))?;
+        check(err.contains("keeper of context \"fkkeep\" died"), || {
+            format!("no message: {err}")
+        })?;
+        let records = std::fs::read_to_string(&st).unwrap_or_default();
+        check(records.contains("\"reason\":\"keeper_died\""), || records)?;
+    }
+    run_in(&pol, "fkkeep", &["true"]).expect_code(0, "the next call")?;
+    check(
+        recorded_keeper("fkkeep").is_some_and(|k| k != keeper),
+        || "no new keeper".into(),
+    )?;
+    stop(&pol, "fkkeep").expect_code(0, "ctx stop")?;
+    nothing_left(&before, "after a keeper killed with calls in flight")
+}
+
+/// /run/sbx read-only, full, or missing (each in a mount namespace of its own): a clear 125 naming
+/// the file and the errno, no temporary file, no keeper; a missing one is created.
+pub fn runtime_dir_faults_name_their_cause() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("faults-rundir");
+    let pol = policy(&dir, &["fkrun"], "");
+    let before = snapshot();
+    let cases = [
+        ("read-only", "mount -t tmpfs -o ro,mode=0700 x /run/sbx", "Read-only file system"),
+        (
+            "full",
+            "mount -t tmpfs -o size=8k,mode=0700 x /run/sbx && (dd if=/dev/zero of=/run/sbx/fill bs=1k 2>/dev/null; true)",
+            "No space left on device",
+        ),
+        ("missing", "mount -t tmpfs x /run && ! [ -e /run/sbx ]", ""),
+    ];
+    for (what, setup, cause) in cases {
+        let script = format!(
+            "mkdir -p /run/sbx && {setup} || exit 99; \"$0\" --policy \"$1\" --ctx fkrun -- true; echo rc=$?; \
+             \"$0\" ctx stop fkrun --policy \"$1\" >/dev/null 2>&1; ls -A /run/sbx | grep -v -e '^fill$' -e '[.]lock$'; echo end"
+        );
+        let mut c = Cmd::new("unshare");
+        c.command().args([
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            &script,
+            bin(),
+            &pol,
+        ]);
+        let r = c.limit(Duration::from_secs(20)).run();
+        let left: Vec<&str> = r
+            .stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("rc="))
+            .skip(1)
+            .take_while(|l| *l != "end")
+            .collect();
+        if cause.is_empty() {
+            check(r.stdout.contains("rc=0"), || {
+                format!("{what}: {}", r.show())
+            })?;
+        } else {
+            check(
+                r.stdout.contains("rc=125")
+                    && r.stderr.contains(cause)
+                    && r.stderr.contains("/run/sbx"),
+                || format!("{what}: {}", r.show()),
+            )?;
+        }
+        check(left.is_empty(), || {
+            format!("{what}: left in /run/sbx: {left:?}")
+        })?;
+        nothing_left(&before, what)?;
+    }
+    Ok(())
+}
+
+/// Regression (#19, "wrong causes"): no pids left for the caller is EAGAIN and named as a process
+/// limit, not a permission problem; an empty /proc is named as such, and `probe` says "no /proc",
+/// not "no seccomp".
+pub fn limits_and_missing_proc_name_the_real_cause() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("faults-causes");
+    let pol = policy(&dir, &[], "");
+    let before = snapshot();
+    let cg = "/sys/fs/cgroup/pids/faults-pids";
+    let v2 = "/sys/fs/cgroup/faults-pids";
+    let base = if std::path::Path::new("/sys/fs/cgroup/pids").is_dir() {
+        cg
+    } else {
+        v2
+    };
+    if std::fs::create_dir(base).is_err() && !std::path::Path::new(base).is_dir() {
+        return Err(format!("{SKIP_HOST}cannot make a pids cgroup at {base}"));
+    }
+    std::fs::write(format!("{base}/pids.max"), "1").map_err(|e| format!("pids.max: {e}"))?;
+    let script =
+        format!("echo $$ > {base}/cgroup.procs && exec \"$0\" --policy \"$1\" --ctx once -- true");
+    let r = bash(&script, &pol, 10);
+    let _ = std::fs::remove_dir(base);
+    r.expect_code(125, "no pids left")?;
+    check(
+        r.stderr.contains("EAGAIN")
+            && !r.stderr.contains("EPERM")
+            && !r.stderr.contains("run sbx-exec as root"),
+        || format!("pids limit blamed on something else: {}", r.show()),
+    )?;
+    let script = "mount -t tmpfs none /proc || exit 99; \"$0\" --policy \"$1\" --ctx once -- true; echo rc=$?; \"$0\" probe";
+    let mut c = Cmd::new("unshare");
+    c.command().args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        bin(),
+        &pol,
+    ]);
+    let r = c.limit(Duration::from_secs(20)).run();
+    check(
+        r.stdout.contains("rc=125") && r.stderr.contains("/proc"),
+        || format!("empty /proc: {}", r.show()),
+    )?;
+    check(
+        !r.stderr.contains("/workspace") && !r.stderr.contains("/root"),
+        || format!("empty /proc blamed on a directory: {}", r.show()),
+    )?;
+    check(
+        r.stdout.contains("no /proc")
+            && !r
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("seccomp:") && l.ends_with("no")),
+        || format!("probe with an empty /proc: {}", r.show()),
+    )?;
+    nothing_left(&before, "after limits and an empty /proc")
+}
+
+/// A control plane in a crash loop: while it restarts, the reserved port stays bound by sbx-exec
+/// (nobody outside can bind it, and a connection is still taken into its backlog); when
+/// control mode gives up, nothing is left and the port is free again.
+pub fn control_crash_loop_keeps_the_port() -> Result<(), String> {
+    needs_isolation()?;
+    let before = snapshot();
+    let (port, _) = crate::g3_control::free_ports();
+    let dir = TempDir::new("faults-control");
+    let text = format!(
+        "version = 1\n[context.control]\nenv.allow = [\"*\"]\nenv.hygiene = false\nsecurity.caps = [\"ALL\"]\n\
+         security.no_new_privs = false\n[context.control.supervise]\nports = [{port}]\nmax_restarts = 4\nrestart_delay_ms = 20\n"
+    );
+    let pol = dir.file("policy.toml", &text).display().to_string();
+    let mut child = Command::new(bin())
+        .args([
+            "--policy",
+            &pol,
+            "--ctx",
+            "control",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.05; exit 3",
+        ])
+        .env_clear()
+        .env("PATH", SUITE_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let (mut probes, mut stolen, mut refused) = (0, 0, 0);
+    std::thread::sleep(Duration::from_millis(30));
+    let end = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() && Instant::now() < end {
+        probes += 1;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            || std::net::TcpListener::bind(("::", port)).is_ok()
+        {
+            stolen += 1;
+        }
+        // Connecting once shows the port is still listening (nobody accepts: the backlog
+        // would fill if every probe connected).
+        if probes == 1 {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err() {
+                refused += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    check(out.status.code() == Some(3), || {
+        format!(
+            "control mode ended with {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    check(probes >= 10 && stolen == 0 && refused == 0, || {
+        format!("{probes} probes during the restarts: the port was bound from outside {stolen} times, refused {refused} times")
+    })?;
+    check(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        || "control: the port is not free after control mode ended".into(),
+    )?;
+    nothing_left(&before, "after a control-plane crash loop")
+}
