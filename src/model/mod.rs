@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bind;
 pub mod env_names;
 pub mod limits;
 pub mod load;
@@ -248,6 +249,10 @@ pub struct SecretsPolicy {
     /// Replace secret values (and their base64 form) in the target's stdout/stderr.
     #[serde(default)]
     pub redact: bool,
+    /// Secrets bound to hosts (`[[context.NAME.secrets.bind]]`): the target gets a placeholder,
+    /// the egress proxy adds the real value only on its way to a bound host ([`bind`]).
+    #[serde(default)]
+    pub bind: Vec<bind::Bind>,
 }
 
 /// Which programs may be run.

@@ -108,6 +108,7 @@ fn run_in(
     let (mut env, program) = command(args, ctx_name, ctx, mode, setuid.is_some())?;
     let secret_set = read_secrets(ctx_name, ctx, args.secrets_fd, secrets_fd)?;
     audit.secrets = secret_set.iter().map(|s| s.name.clone()).collect();
+    refuse_bound_without_proxy(ctx_name, ctx, &secret_set)?;
     let userns =
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
     let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), ctx);
@@ -329,6 +330,21 @@ fn read_secrets(
     set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
+}
+
+/// Bound secrets (`secrets.bind`) work only through the egress proxy of `net = "private"`, which
+/// puts the real value into requests to the bound hosts; until a launch starts that proxy, a
+/// handed bound secret is refused rather than delivered in the clear.
+// TODO(net-private): replace with `crate::run::proxy::bound::prepare_call` (placeholders in the
+// environment, the CA bundle in the credential files, the interceptor to `serve_bound`).
+fn refuse_bound_without_proxy(ctx_name: &str, ctx: &Context, set: &SecretSet) -> Result<()> {
+    let bound = ctx.secrets.bind.iter().flat_map(|b| b.names());
+    if let Some(name) = bound.into_iter().find(|n| set.iter().any(|s| s.name == *n)) {
+        bail!(
+            "secret {name} is bound to hosts in [[context.{ctx_name}.secrets.bind]], which needs the egress proxy of net = \"private\"; this build does not start it yet, so nothing was run"
+        );
+    }
+    Ok(())
 }
 
 /// The outer process holds secrets in memory: no core dumps, no ptrace by non-privileged peers.
