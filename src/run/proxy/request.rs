@@ -170,10 +170,16 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
             Ok(hp) => hp,
             Err(d) => return respond(client, d.status, &d.reason),
         };
+        if let Some(b) = &shared.bound {
+            b.check_host(shared, Protocol::Connect, host, port);
+        }
         let upstream = match open_upstream(shared, id, Protocol::Connect, host, port) {
             Ok(u) => u,
             Err(d) => return respond(client, d.status, &d.reason),
         };
+        if let Some(b) = shared.bound.as_ref().filter(|b| b.intercepts(host)) {
+            return bound::intercept::connect(shared, b, client, upstream, (host, port), leftover);
+        }
         let _ = client.set_read_timeout(None);
         if (&*client)
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -192,13 +198,39 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         Ok(hp) => hp,
         Err(d) => return respond(client, d.status, &d.reason),
     };
+    if let Some(b) = &shared.bound {
+        b.check_host(shared, Protocol::Http, host, port);
+    }
     let upstream = match open_upstream(shared, id, Protocol::Http, host, port) {
         Ok(u) => u,
         Err(d) => return respond(client, d.status, &d.reason),
     };
     let head = origin_head(&request, authority, &path);
     let _ = client.set_read_timeout(None);
-    if (&upstream).write_all(head.as_bytes()).is_ok() && (&upstream).write_all(leftover).is_ok() {
-        splice(client, &upstream, true);
+    if (&upstream).write_all(head.as_bytes()).is_err() {
+        return;
+    }
+    match &shared.bound {
+        // Placeholders in plain HTTP (head and body) are reported; nothing is replaced.
+        Some(b) => {
+            let mut scan = bound::rewrite::Scanner::new(b.bound.swaps().collect());
+            let host = bound::normalize(host);
+            let mut watch = |data: &[u8]| {
+                for name in scan.feed(data) {
+                    let how = "in a plain-HTTP request";
+                    shared.emit(bound::exfiltration(Protocol::Http, &host, port, name, how));
+                }
+            };
+            watch(&inb.buf[..end]);
+            if (&upstream).write_all(leftover).is_ok() {
+                watch(leftover);
+                splice_watched(client, &upstream, true, &mut watch);
+            }
+        }
+        None => {
+            if (&upstream).write_all(leftover).is_ok() {
+                splice(client, &upstream, true);
+            }
+        }
     }
 }
