@@ -33,6 +33,10 @@ impl TestCa {
     pub(super) fn new() -> TestCa {
         let mut p = CertificateParams::default();
         p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // A subject of its own: OpenSSL takes a leaf whose issuer equals its subject for
+        // self-signed (rcgen's default name is the same for both).
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "sbx-exec test CA");
         TestCa(CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap())
     }
 
