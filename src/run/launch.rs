@@ -336,7 +336,7 @@ fn read_secrets(
 /// puts the real value into requests to the bound hosts; until a launch starts that proxy, a
 /// handed bound secret is refused rather than delivered in the clear.
 // TODO(net-private): replace with `crate::run::proxy::bound::prepare_call` (placeholders in the
-// environment, the CA bundle in the credential files, the interceptor to `serve_bound`).
+// environment, the CA bundle in the credential files, the interceptor to `run::proxy::bound::serve`).
 fn refuse_bound_without_proxy(ctx_name: &str, ctx: &Context, set: &SecretSet) -> Result<()> {
     let bound = ctx.secrets.bind.iter().flat_map(|b| b.names());
     if let Some(name) = bound.into_iter().find(|n| set.iter().any(|s| s.name == *n)) {

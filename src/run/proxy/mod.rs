@@ -125,7 +125,7 @@ struct Shared {
     outbound: Outbound,
     limits: Limits,
     stopping: AtomicBool,
-    /// Bound secrets: the interceptor of `CONNECT`s to bound hosts (None: nothing is intercepted).
+    /// Bound secrets: the interceptor of `CONNECT`s to bound hosts ([`bound::serve`]).
     bound: Option<Arc<bound::Interceptor>>,
     /// Every open connection's sockets (client, then upstream), to count and to shut down.
     open: Mutex<HashMap<u64, Vec<TcpStream>>>,
@@ -153,28 +153,6 @@ pub fn serve(
         outbound,
         Limits::default(),
         None,
-    )
-}
-
-/// [`serve`] for a call with bound secrets (`secrets.bind`): `CONNECT`s to bound hosts are
-/// intercepted by `bound` (see [`bound`]), placeholders elsewhere are reported.
-pub fn serve_bound(
-    listener: TcpListener,
-    policy: Arc<EgressPolicy>,
-    on_event: EventSink,
-    bound: Arc<bound::Interceptor>,
-) -> io::Result<ProxyHandle> {
-    let outbound = Outbound {
-        resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
-        connect: Box::new(TcpStream::connect_timeout),
-    };
-    serve_with(
-        listener,
-        policy,
-        on_event,
-        outbound,
-        Limits::default(),
-        Some(bound),
     )
 }
 
@@ -497,25 +475,6 @@ fn open_upstream(
         Some((addr, e)) => fail(502, 0x01, format!("cannot connect to {host} ({addr}): {e}")),
         None => fail(504, 0x04, format!("connecting to {host} timed out")),
     })
-}
-
-fn respond(client: &TcpStream, status: u16, reason: &str) {
-    let phrase = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    };
-    let body = format!("sbx-exec egress proxy: {reason}\n");
-    let msg = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = (&*client).write_all(msg.as_bytes());
-    let _ = client.shutdown(Shutdown::Write);
 }
 
 pub mod bound;

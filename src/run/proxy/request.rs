@@ -211,26 +211,30 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         return;
     }
     match &shared.bound {
-        // Placeholders in plain HTTP (head and body) are reported; nothing is replaced.
-        Some(b) => {
-            let mut scan = bound::rewrite::Scanner::new(b.bound.swaps().collect());
-            let host = bound::normalize(host);
-            let mut watch = |data: &[u8]| {
-                for name in scan.feed(data) {
-                    let how = "in a plain-HTTP request";
-                    shared.emit(bound::exfiltration(Protocol::Http, &host, port, name, how));
-                }
-            };
-            watch(&inb.buf[..end]);
-            if (&upstream).write_all(leftover).is_ok() {
-                watch(leftover);
-                splice_watched(client, &upstream, true, &mut watch);
-            }
-        }
+        Some(b) => b.forward_plain(shared, client, &upstream, (host, port), &inb.buf),
         None => {
             if (&upstream).write_all(leftover).is_ok() {
                 splice(client, &upstream, true);
             }
         }
     }
+}
+
+fn respond(client: &TcpStream, status: u16, reason: &str) {
+    let phrase = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let body = format!("sbx-exec egress proxy: {reason}\n");
+    let msg = format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = (&*client).write_all(msg.as_bytes());
+    let _ = client.shutdown(Shutdown::Write);
 }

@@ -132,26 +132,14 @@ fn forward(
     head_bytes: &[u8],
     rest: Vec<u8>,
 ) -> Result<(), Refusal> {
-    let mut head = Head::parse(head_bytes).map_err(|e| (400, e))?;
-    if !head.target.starts_with('/') {
-        return Err((400, "expected an origin-form request (GET /path)".into()));
-    }
-    let named = head
-        .get("host")
-        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n));
-    if named.map(normalize).as_deref() != Some(host) {
-        return Err((421, format!("the Host header does not name {host}")));
-    }
+    let mut head = checked_head(head_bytes, host)?;
     let mut scan = Scanner::new(rewrite::foreign(&ic.bound, host));
-    for name in scan.feed(head_bytes) {
-        shared.emit(exfiltration(
-            Protocol::Connect,
-            host,
-            port,
-            name,
-            "in the request head",
-        ));
-    }
+    let on_found = |names: Vec<&str>, how: &str| {
+        for name in names {
+            shared.emit(exfiltration(Protocol::Connect, host, port, name, how));
+        }
+    };
+    on_found(scan.feed(head_bytes), "in the request head");
     if head
         .get("expect")
         .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
@@ -166,26 +154,10 @@ fn forward(
         pos: 0,
         inner: tls,
     };
-    let mut buffered = None;
-    if rewrite::needs_body_hash(&head, host, &ic.bound) {
-        let Body::Length(n) = body else {
-            return Err((
-                411,
-                "re-signing needs x-amz-content-sha256 or a Content-Length body".into(),
-            ));
-        };
-        if n > MAX_HASHED_BODY {
-            return Err((
-                413,
-                "body too large to hash for re-signing; send x-amz-content-sha256".into(),
-            ));
-        }
-        let mut b = vec![0u8; n as usize];
-        input
-            .read_exact(&mut b)
-            .map_err(|e| (400, format!("reading the body: {e}")))?;
-        buffered = Some(b);
-    }
+    let buffered = match rewrite::needs_body_hash(&head, host, &ic.bound) {
+        true => Some(body_to_hash(&body, &mut input)?),
+        false => None,
+    };
     let hash = buffered.as_deref().map(super::sigv4::sha256_hex);
     let used = rewrite::apply(&mut head, host, &ic.bound, hash.as_deref()).map_err(|e| (501, e))?;
     let mut up = open_tls(ic, host, upstream)?;
@@ -203,29 +175,51 @@ fn forward(
             secret: Some(name),
         });
     }
-    let mut on_found = |names: Vec<&str>| {
-        for name in names {
-            shared.emit(exfiltration(
-                Protocol::Connect,
-                host,
-                port,
-                name,
-                "in the request body",
-            ));
-        }
-    };
+    let mut found = |names: Vec<&str>| on_found(names, "in the request body");
     match (buffered, body) {
         (Some(b), _) => {
-            on_found(scan.feed(&b));
+            found(scan.feed(&b));
             up.write_all(&b).map_err(|e| (502, e.to_string()))?;
         }
         (None, Body::None) => {}
-        (None, Body::Length(n)) => copy_n(&mut input, &mut up, n, &mut scan, &mut on_found)?,
-        (None, Body::Chunked) => copy_chunked(&mut input, &mut up, &mut scan, &mut on_found)?,
+        (None, Body::Length(n)) => copy_n(&mut input, &mut up, n, &mut scan, &mut found)?,
+        (None, Body::Chunked) => copy_chunked(&mut input, &mut up, &mut scan, &mut found)?,
     }
     up.flush().map_err(|e| (502, e.to_string()))?;
     relay(&mut up, input.inner);
     Ok(())
+}
+
+/// The request head, parsed: origin-form, and its `Host` naming the host connected to.
+fn checked_head(head_bytes: &[u8], host: &str) -> Result<Head, Refusal> {
+    let head = Head::parse(head_bytes).map_err(|e| (400, e))?;
+    if !head.target.starts_with('/') {
+        return Err((400, "expected an origin-form request (GET /path)".into()));
+    }
+    let named = head
+        .get("host")
+        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n));
+    if named.map(normalize).as_deref() != Some(host) {
+        return Err((421, format!("the Host header does not name {host}")));
+    }
+    Ok(head)
+}
+
+/// The whole body, read to hash it for SigV4 (only a Content-Length body, up to 16 MiB).
+fn body_to_hash(body: &Body, input: &mut impl Read) -> Result<Vec<u8>, Refusal> {
+    let Body::Length(n) = *body else {
+        let why = "re-signing needs x-amz-content-sha256 or a Content-Length body";
+        return Err((411, why.into()));
+    };
+    if n > MAX_HASHED_BODY {
+        let why = "body too large to hash for re-signing; send x-amz-content-sha256";
+        return Err((413, why.into()));
+    }
+    let mut b = vec![0u8; n as usize];
+    input
+        .read_exact(&mut b)
+        .map_err(|e| (400, format!("reading the body: {e}")))?;
+    Ok(b)
 }
 
 /// TLS to the real host, its certificate verified for `host` against the proxy's roots.

@@ -17,6 +17,7 @@
 //!
 //! A context without bound secrets creates none of this: no CA, no TLS configuration.
 
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -24,9 +25,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use super::{Event, Protocol, Shared, Verdict};
+use super::{
+    serve_with, Event, EventSink, Limits, Outbound, Protocol, ProxyHandle, Shared, Verdict,
+};
 use crate::model::{Context, RunAs};
 use crate::plan::bound::Bound;
+use crate::plan::egress::EgressPolicy;
 use crate::plan::secret_files::Files;
 use crate::secrets::SecretSet;
 
@@ -107,6 +111,59 @@ impl Interceptor {
     }
 }
 
+/// [`super::serve`] for a call with bound secrets (`secrets.bind`): `CONNECT`s to bound hosts are
+/// intercepted by `bound`, placeholders elsewhere are reported.
+pub fn serve(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    on_event: EventSink,
+    bound: Arc<Interceptor>,
+) -> std::io::Result<ProxyHandle> {
+    let outbound = Outbound {
+        resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
+        connect: Box::new(TcpStream::connect_timeout),
+    };
+    serve_with(
+        listener,
+        policy,
+        on_event,
+        outbound,
+        Limits::default(),
+        Some(bound),
+    )
+}
+
+impl Interceptor {
+    /// A plain-HTTP request (head already sent): the rest of it and the response, with every
+    /// byte from the client searched for placeholders (reported, never replaced: a real value
+    /// never goes out in plain text). `received` is all the client sent so far (head and more).
+    pub(super) fn forward_plain(
+        &self,
+        shared: &Shared,
+        client: &TcpStream,
+        upstream: &TcpStream,
+        (host, port): (&str, u16),
+        received: &[u8],
+    ) {
+        let mut scan = rewrite::Scanner::new(self.bound.swaps().collect());
+        let host = normalize(host);
+        let mut watch = |data: &[u8]| {
+            for name in scan.feed(data) {
+                let how = "in a plain-HTTP request";
+                shared.emit(exfiltration(Protocol::Http, &host, port, name, how));
+            }
+        };
+        watch(received);
+        let head_len = received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(received.len(), |p| p + 4);
+        if std::io::Write::write_all(&mut &*upstream, &received[head_len..]).is_ok() {
+            super::splice_watched(client, upstream, true, &mut watch);
+        }
+    }
+}
+
 /// `host` as bindings match it: lowercase, no trailing dot.
 pub fn normalize(host: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
@@ -145,7 +202,7 @@ pub fn system_roots() -> Result<(RootCertStore, Vec<u8>)> {
     Ok((roots, pem))
 }
 
-/// What a launch with bound secrets gets: the interceptor for [`super::serve_bound`], the
+/// What a launch with bound secrets gets: the interceptor for [`serve`], the
 /// placeholders for the environment, and the credential files with the CA bundle added.
 pub struct BoundCall {
     pub interceptor: Arc<Interceptor>,
