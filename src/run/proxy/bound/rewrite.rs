@@ -283,3 +283,121 @@ impl<'a> Scanner<'a> {
         new
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(secrets: &str, binds: &str) -> Bound {
+        #[derive(serde::Deserialize)]
+        struct B {
+            bind: Vec<crate::model::bind::Bind>,
+        }
+        let binds = toml::from_str::<B>(binds).unwrap().bind;
+        let set = crate::secrets::parse(secrets.as_bytes()).unwrap();
+        let mut fill = |b: &mut [u8]| getrandom::getrandom(b).unwrap();
+        Bound::split(&set, &binds, &mut fill).unwrap().unwrap()
+    }
+
+    const AWS: &str = "[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n";
+    const REAL_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+    const REAL_SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    #[test]
+    fn sigv4_is_re_signed_with_the_real_key_and_only_when_signed_with_the_placeholder() {
+        let b = bound(
+            &format!("AWS_ACCESS_KEY_ID={REAL_ID}\nAWS_SECRET_ACCESS_KEY={REAL_SECRET}\nAWS_SESSION_TOKEN=FwoGZXIvYXdzEXAMPLETOKEN0123456789\n"),
+            AWS,
+        );
+        let vars = b.variables();
+        let (ph_id, ph_secret, ph_token) = (&vars[0].1, &vars[1].1, &vars[2].1);
+        let mut headers = vec![
+            (
+                "Host".to_string(),
+                "examplebucket.s3.amazonaws.com".to_string(),
+            ),
+            (
+                "x-amz-content-sha256".to_string(),
+                "UNSIGNED-PAYLOAD".to_string(),
+            ),
+            ("x-amz-date".to_string(), "20130524T000000Z".to_string()),
+            ("X-Amz-Security-Token".to_string(), ph_token.clone()),
+        ];
+        let scope = "20130524/us-east-1/s3/aws4_request";
+        let signed = "host;x-amz-content-sha256;x-amz-date;x-amz-security-token";
+        let mut auth = Authorization::parse(&format!(
+            "AWS4-HMAC-SHA256 Credential={ph_id}/{scope}, SignedHeaders={signed}, Signature=x"
+        ))
+        .unwrap();
+        let sign = |h: &[(String, String)], a: &Authorization, secret: &str| {
+            let req = Signable {
+                method: "GET",
+                target: "/test.txt?x=1",
+                headers: h,
+                payload_hash: "UNSIGNED-PAYLOAD",
+            };
+            sigv4::signature(&req, a, "20130524T000000Z", secret)
+        };
+        auth.signature = sign(&headers, &auth, ph_secret);
+        headers.push(("Authorization".into(), auth.header_value()));
+        let mut head = Head {
+            method: "GET".into(),
+            target: "/test.txt?x=1".into(),
+            version: "HTTP/1.1".into(),
+            headers: headers.clone(),
+        };
+        // Another host: untouched.
+        assert!(apply(&mut head, "example.com", &b, None)
+            .unwrap()
+            .is_empty());
+        let used = apply(&mut head, "examplebucket.s3.amazonaws.com", &b, None).unwrap();
+        assert_eq!(used, ["AWS_ACCESS_KEY_ID"]);
+        let got = Authorization::parse(head.get("authorization").unwrap()).unwrap();
+        assert_eq!(got.key_id, REAL_ID);
+        assert_eq!(
+            head.get("x-amz-security-token"),
+            Some("FwoGZXIvYXdzEXAMPLETOKEN0123456789")
+        );
+        // What AWS would compute with the real key over what is sent.
+        let mut check = got.clone();
+        check.signature = String::new();
+        assert_eq!(got.signature, sign(&head.headers, &check, REAL_SECRET));
+        // Signed with some other key: left alone.
+        let mut other = Head {
+            method: "GET".into(),
+            target: "/".into(),
+            version: "HTTP/1.1".into(),
+            headers: vec![("Authorization".into(), format!("AWS4-HMAC-SHA256 Credential=AKIAOTHER/{scope}, SignedHeaders=host, Signature=abc"))],
+        };
+        assert!(apply(&mut other, "s3.amazonaws.com", &b, None)
+            .unwrap()
+            .is_empty());
+        // Streaming signed payloads are refused, not forwarded with a bad signature.
+        head.headers = headers;
+        for (n, v) in head.headers.iter_mut() {
+            if n == "x-amz-content-sha256" {
+                *v = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD".into();
+            }
+        }
+        assert!(apply(&mut head, "s3.amazonaws.com", &b, None).is_err());
+    }
+
+    #[test]
+    fn the_scanner_finds_a_placeholder_split_across_chunks_once() {
+        let b = bound(
+            "K=sk-ant-api03-0123456789abcdefghijklmnop\n",
+            "[[bind]]\nname = \"K\"\nhosts = [\"a.example\"]\nheader = \"x-api-key\"\n",
+        );
+        let ph = b.variables()[0].1.clone();
+        let mut s = Scanner::new(foreign(&b, "other.example"));
+        let (x, y) = ph.split_at(10);
+        assert!(s.feed(format!("aaa{x}").as_bytes()).is_empty());
+        assert_eq!(s.feed(format!("{y}bbb").as_bytes()), ["K"]);
+        assert!(s.feed(ph.as_bytes()).is_empty(), "reported once");
+        assert!(Scanner::new(foreign(&b, "a.example"))
+            .feed(ph.as_bytes())
+            .is_empty());
+        let mut head = Head::parse(b"GET / HTTP/1.1\r\nx-api-key: other\r\n\r\n").unwrap();
+        assert!(apply(&mut head, "a.example", &b, None).unwrap().is_empty());
+    }
+}
