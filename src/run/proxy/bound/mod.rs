@@ -149,8 +149,17 @@ impl Interceptor {
         let host = normalize(host);
         let mut watch = |data: &[u8]| {
             for name in scan.feed(data) {
-                let how = "in a plain-HTTP request";
-                shared.emit(exfiltration(Protocol::Http, &host, port, name, how));
+                let own = self
+                    .bound
+                    .swaps()
+                    .any(|(b, s)| s.name == name && b.covers(&host));
+                let mut ev =
+                    exfiltration(Protocol::Http, &host, port, name, "in a plain-HTTP request");
+                if own {
+                    // Its own host, but in plain text: still not replaced (never sent in clear).
+                    ev.reason = format!("the placeholder of {name} was sent to {host} in plain HTTP; a real value is only added over verified TLS, so it was passed on unchanged");
+                }
+                shared.emit(ev);
             }
         };
         watch(received);

@@ -95,3 +95,28 @@ fn a_placeholder_elsewhere_arrives_as_the_placeholder_and_is_reported() {
     // The OpenAI key was not used (its placeholder was not sent); nothing was added anywhere.
     assert!(p.of(Verdict::SecretAdded).is_empty());
 }
+
+#[test]
+fn plain_http_to_the_bound_host_gets_no_real_value() {
+    let ca = TestCa::new();
+    let api = origin(None);
+    let p = proxy(
+        &["api.anthropic.com"],
+        SECRETS,
+        BINDS,
+        &[("api.anthropic.com", api.port)],
+        ca.roots(),
+    );
+    let key = placeholder_of(&p, "ANTHROPIC_API_KEY");
+    let req = format!("GET http://api.anthropic.com/v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nx-api-key: {key}\r\n\r\n");
+    assert!(plain(&p, &req).ends_with("ok"));
+    let seen = api.seen.lock().unwrap()[0].clone();
+    assert!(
+        seen.contains(&key) && !seen.contains(&real("ANTHROPIC_API_KEY")),
+        "{seen}"
+    );
+    let ev = p.of(Verdict::Exfiltration);
+    assert_eq!(ev.len(), 1);
+    assert!(ev[0].reason.contains("plain HTTP"), "{:?}", ev[0]);
+    assert!(p.of(Verdict::SecretAdded).is_empty());
+}
