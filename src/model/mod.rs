@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub mod bind;
 pub mod egress;
 pub mod env_names;
 pub mod limits;
@@ -305,6 +306,10 @@ pub struct SecretsPolicy {
     /// Replace secret values (and their base64 form) in the target's stdout/stderr.
     #[serde(default)]
     pub redact: bool,
+    /// Secrets bound to hosts (`[[context.NAME.secrets.bind]]`): the target gets a placeholder,
+    /// the egress proxy adds the real value only on its way to a bound host ([`bind`]).
+    #[serde(default)]
+    pub bind: Vec<bind::Bind>,
     /// Seconds the writer of `--secrets-fd` has to send everything and close it (default 10,
     /// at least 1); after that the call is refused with 125 instead of waiting for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]

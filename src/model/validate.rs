@@ -77,6 +77,7 @@ const RULES: &[Rule] = &[
     run_as_keeps_no_caps,
     no_port_zero,
     secret_files_rules,
+    bind_rules,
     ptrace_needs_seccomp,
     persist_rules,
     limits_rules,
@@ -246,6 +247,41 @@ fn secret_files_rules(ctx: &Context) -> std::result::Result<(), String> {
         Some(f) => Err(format!("secrets.files lists {f}, which secrets.allow does not admit; add it to secrets.allow or remove it from files")),
         None => Ok(()),
     }
+}
+
+/// Bound secrets: each entry well-formed, every name admitted by `secrets.allow`, none also a
+/// file or bound twice, the mount namespace for the per-call CA's file, and the egress proxy of
+/// `net = "private"` (a bound secret only works through it).
+fn bind_rules(ctx: &Context) -> std::result::Result<(), String> {
+    let binds = &ctx.secrets.bind;
+    if !binds.is_empty() && !ctx.net.proxied() {
+        return Err("secrets.bind works only through the egress proxy: set [context.NAME.net] mode = \"private\" with the bound hosts in net.allow".into());
+    }
+    if !binds.is_empty() && !ctx.has(Namespace::Mount) {
+        return Err("secrets.bind installs a per-call CA certificate on a private tmpfs, which needs the \"mount\" namespace; add \"mount\" to namespaces".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for b in binds {
+        b.check()?;
+        let names = b.names();
+        // The session token is optional; the key pair and a value's name must be admitted.
+        for n in names.iter().filter(|n| **n != bind::AWS_TOKEN) {
+            if !ctx.secrets.allow.iter().any(|p| p.matches(n)) {
+                return Err(format!("secrets.bind names {n}, which secrets.allow does not admit; add it to secrets.allow"));
+            }
+        }
+        for n in names {
+            if ctx.secrets.files.iter().any(|f| f.0 == n) {
+                return Err(format!("{n} is both in secrets.files and secrets.bind; a bound secret never enters the sandbox, so remove it from files"));
+            }
+            if !seen.insert(n) {
+                return Err(format!(
+                    "{n} is bound twice in secrets.bind; list all its hosts in one entry"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ptrace_needs_seccomp(ctx: &Context) -> std::result::Result<(), String> {

@@ -2,6 +2,7 @@
 //! will do. Nothing here changes the process or the system; `probe` and launches ask the same
 //! functions, so they cannot disagree. Each file is one facility; `launch` puts them together.
 
+pub mod bound;
 pub mod capabilities;
 pub mod cgroup;
 pub mod egress;

@@ -16,6 +16,11 @@ use crate::secrets::{expose, SecretSet};
 /// The directory `CREDENTIALS_DIRECTORY` names.
 pub const DIR: &str = "/run/credentials/sbx";
 
+/// The CA bundle of a call with bound secrets (system CAs + the per-call CA), next to the
+/// credential files; [`crate::plan::bound::CA_VARIABLES`] name it. Not an environment name, so
+/// no secret can take its place.
+pub const CA_BUNDLE: &str = "ca-bundle.pem";
+
 /// The secrets to write as files, and who owns them.
 #[derive(Clone)]
 pub struct Files {
@@ -59,13 +64,34 @@ impl Files {
             .is_some_and(|f| f.entries.iter().any(|(n, _)| n == name))
     }
 
-    /// The variables the target gets: NAME=path for each file, and CREDENTIALS_DIRECTORY.
-    pub fn variables(&self) -> Vec<(String, String)> {
-        let mut v: Vec<(String, String)> = self
+    /// Add the CA bundle of a call with bound secrets ([`CA_BUNDLE`]) to the files written on the
+    /// private tmpfs (creating the set if there are no secret files).
+    pub fn with_ca_bundle(files: Option<Files>, owner: Option<RunAs>, pem: Vec<u8>) -> Files {
+        let (uid, gid) = owner.map_or((0, 0), |r| (r.uid, r.gid));
+        let mut files = files.unwrap_or(Files {
+            entries: Vec::new(),
+            uid,
+            gid,
+        });
+        files
             .entries
-            .iter()
-            .map(|(n, _)| (n.clone(), format!("{DIR}/{n}")))
-            .collect();
+            .push((CA_BUNDLE.to_string(), Zeroizing::new(pem)));
+        files
+    }
+
+    /// The variables the target gets: NAME=path for each file (the CA variables for the CA
+    /// bundle), and CREDENTIALS_DIRECTORY.
+    pub fn variables(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = Vec::new();
+        for (n, _) in &self.entries {
+            let path = format!("{DIR}/{n}");
+            if n == CA_BUNDLE {
+                let ca = crate::plan::bound::CA_VARIABLES.iter();
+                v.extend(ca.map(|var| (var.to_string(), path.clone())));
+            } else {
+                v.push((n.clone(), path));
+            }
+        }
         v.push(("CREDENTIALS_DIRECTORY".into(), DIR.into()));
         v
     }
@@ -104,5 +130,18 @@ mod tests {
         assert!(Files::split(&set, &[EnvName("OTHER".into())], None).is_none());
         let f = Files::split(&set, &files, None).unwrap();
         assert_eq!((f.uid, f.gid), (0, 0));
+    }
+
+    #[test]
+    fn the_ca_bundle_is_named_by_the_ca_variables() {
+        let owner = Some(RunAs { uid: 7, gid: 8 });
+        let f = Files::with_ca_bundle(None, owner, b"PEM".to_vec());
+        assert_eq!((f.uid, f.gid), (7, 8));
+        let vars = f.variables();
+        let path = format!("{DIR}/{CA_BUNDLE}");
+        assert!(vars.contains(&("SSL_CERT_FILE".to_string(), path.clone())));
+        assert!(vars.contains(&("AWS_CA_BUNDLE".to_string(), path)));
+        assert_eq!(vars.len(), crate::plan::bound::CA_VARIABLES.len() + 1);
+        assert!(!Files::is_file(&Some(f), "SSL_CERT_FILE"));
     }
 }

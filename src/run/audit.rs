@@ -203,12 +203,20 @@ struct EgressRecord<'a> {
 }
 
 impl EgressLog {
+    /// A destination the proxy refused.
     pub fn refused(&self, protocol: &str, host: &str, port: u16, reason: &str) {
+        self.event("egress-refused", protocol, host, port, reason);
+    }
+
+    /// One event of the proxy: `egress-refused`, `secret-added` (a bound secret's value put into
+    /// a request to its host; `reason` names the secret) or `secret-exfiltration` (its
+    /// placeholder on its way elsewhere). Names only, never values.
+    pub fn event(&self, event: &'static str, protocol: &str, host: &str, port: u16, reason: &str) {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         let record = EgressRecord {
-            event: "egress-refused",
+            event,
             call: &self.call,
             time: rfc3339(since),
             uid: self.uid,

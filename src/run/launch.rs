@@ -137,8 +137,24 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
     let identity = privilege::userns::identity_plan(mode, ctx);
     let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
-    let creds = Files::split(&secret_set, &ctx.secrets.files, owner);
-    env.add_secrets_except(&secret_set, |name| Files::is_file(&creds, name));
+    let files = Files::split(&secret_set, &ctx.secrets.files, owner);
+    // Bound secrets: placeholders inside; the real values stay in the proxy's interceptor.
+    let bound = crate::run::proxy::bound::prepare_call(&secret_set, ctx, owner, files.clone())?;
+    let is_bound = |n: &str| {
+        bound
+            .as_ref()
+            .is_some_and(|b| b.variables.iter().any(|(v, _)| v == n))
+    };
+    let creds = match &bound {
+        Some(b) => Some(b.files.clone()),
+        None => files,
+    };
+    env.add_secrets_except(&secret_set, |name| {
+        Files::is_file(&creds, name) || is_bound(name)
+    });
+    for (name, value) in bound.iter().flat_map(|b| &b.variables) {
+        env.set_var(name, value);
+    }
     for (name, path) in creds.iter().flat_map(Files::variables) {
         env.set_var(&name, &path);
     }
@@ -187,9 +203,12 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
         let rep = |line: &str| report(status, line);
         return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep);
     }
-    let egress_log = audit.egress_log();
+    let proxying = crate::run::net::Proxying {
+        log: audit.egress_log(),
+        bound: bound.map(|b| b.interceptor),
+    };
     one_shot(
-        ctx_name, ctx, sandbox, &target, secret_set, status, egress_log,
+        ctx_name, ctx, sandbox, &target, secret_set, status, proxying,
     )
 }
 
@@ -239,7 +258,7 @@ fn one_shot(
     target: &Target,
     secret_set: SecretSet,
     status: Option<&StatusFd>,
-    egress_log: Option<crate::run::audit::EgressLog>,
+    proxying: crate::run::net::Proxying,
 ) -> Result<i32> {
     // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
     let masking = match ctx.secrets.redact && secret_set.iter().next().is_some() {
@@ -263,7 +282,7 @@ fn one_shot(
     }
     // Threads start only now, after the clone: the proxy and the published ports' forwarders.
     let _net = match (&started, bridge) {
-        (Ok(child), Some(b)) => Some(b.start(egress_log).inspect_err(|_| {
+        (Ok(child), Some(b)) => Some(b.start(proxying).inspect_err(|_| {
             // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
             let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(*child, None);

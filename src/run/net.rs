@@ -29,10 +29,19 @@ use crate::model::net::PROXY_PORT;
 use crate::plan::egress::{local_addrs, EgressPolicy};
 use crate::plan::net::Plan;
 use crate::run::audit::EgressLog;
+use crate::run::proxy::bound::Interceptor;
 use crate::run::proxy::{self, Event, EventSink, ProxyHandle, Verdict};
 use crate::sys;
 
 const THREAD_STACK: usize = 256 * 1024;
+
+/// What the call's proxy adds to forwarding: the audit log of its events, and the interceptor of
+/// the bound secrets the call was handed.
+#[derive(Default)]
+pub struct Proxying {
+    pub log: Option<EgressLog>,
+    pub bound: Option<Arc<Interceptor>>,
+}
 
 /// The outer side of a sandbox's network, before the clone.
 pub struct Bridge {
@@ -79,7 +88,7 @@ impl Bridge {
     }
 
     /// After the clone: receive pid 1's sockets, then start the proxy and the forwarders.
-    pub fn start(self, log: Option<EgressLog>) -> Result<Running> {
+    pub fn start(self, proxying: Proxying) -> Result<Running> {
         let Bridge {
             plan,
             outer,
@@ -104,7 +113,7 @@ impl Bridge {
                 let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
                 egress.self_addrs =
                     local_addrs().context("cannot list the container's addresses")?;
-                Some(serve_proxy(TcpListener::from(listener), egress, log)?)
+                Some(serve_proxy(TcpListener::from(listener), egress, proxying)?)
             }
             None => None,
         };
@@ -136,24 +145,39 @@ pub fn hand_out(sock: std::os::fd::RawFd, plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// The proxy, with the bound secrets' interceptor when the call was handed any; its refusals and
+/// bound-secret events go to the audit log (names only).
 fn serve_proxy(
     listener: TcpListener,
     egress: EgressPolicy,
-    log: Option<EgressLog>,
+    proxying: Proxying,
 ) -> Result<ProxyHandle> {
+    let Proxying { log, bound } = proxying;
     let sink: EventSink = Arc::new(move |e: &Event| {
-        if e.verdict == Verdict::Refused {
-            if let Some(log) = &log {
-                log.refused(
-                    &format!("{:?}", e.protocol).to_lowercase(),
-                    &e.host,
-                    e.port,
-                    &e.reason,
-                );
-            }
+        let event = match e.verdict {
+            Verdict::Refused => "egress-refused",
+            Verdict::SecretAdded => "secret-added",
+            Verdict::Exfiltration => "secret-exfiltration",
+            _ => return,
+        };
+        if let Some(log) = &log {
+            let protocol = format!("{:?}", e.protocol).to_lowercase();
+            let why = match (&e.secret, e.verdict) {
+                (Some(name), Verdict::SecretAdded) => format!("bound secret {name} added"),
+                (Some(name), Verdict::Exfiltration) => {
+                    format!("placeholder of bound secret {name} sent to a host it is not bound to")
+                }
+                _ => e.reason.clone(),
+            };
+            log.event(event, &protocol, &e.host, e.port, &why);
         }
     });
-    proxy::serve(listener, Arc::new(egress), sink).context("cannot start the egress proxy")
+    let policy = Arc::new(egress);
+    match bound {
+        Some(b) => proxy::bound::serve(listener, policy, sink, b),
+        None => proxy::serve(listener, policy, sink),
+    }
+    .context("cannot start the egress proxy")
 }
 
 /// A request to the inside thread: connect to the sandbox's 127.0.0.1:port.

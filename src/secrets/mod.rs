@@ -23,6 +23,7 @@ use crate::model::{is_env_name, EnvName, EnvPattern};
 
 pub mod json;
 pub mod mask;
+pub mod placeholder;
 
 /// Most bytes read from the secrets fd.
 pub const MAX_BYTES: usize = 1 << 20;

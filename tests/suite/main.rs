@@ -5,6 +5,7 @@ mod attacks;
 mod docs_tests;
 mod faults;
 mod faults_io;
+mod g1_bound;
 mod g1_secrets;
 mod g1_tools;
 mod g2_visibility;
@@ -42,6 +43,7 @@ fn main() {
         policy_tests::show_one_context,
         policy_tests::bad_policies_name_file_line_column,
         policy_tests::version_flag,
+        g1_bound::bound_secret_is_never_delivered_in_clear,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,

@@ -76,6 +76,12 @@ pub enum Verdict {
     Refused,
     /// Allowed, but resolution or the connection failed.
     Failed,
+    /// A bound secret's real value was put into a request to a host it is bound to (`secret`
+    /// names it; see [`bound`]).
+    SecretAdded,
+    /// A bound secret's placeholder was seen on its way to a host it is not bound to; it was
+    /// passed on unchanged (`secret` names it).
+    Exfiltration,
 }
 
 /// One decision of the proxy, for the audit hook.
@@ -88,6 +94,8 @@ pub struct Event {
     /// The address connected to (Allowed) or refused (Refused after resolution).
     pub addr: Option<SocketAddr>,
     pub reason: String,
+    /// The bound secret concerned (`SecretAdded`, `Exfiltration`): its name, never its value.
+    pub secret: Option<String>,
 }
 
 /// The audit hook: called once per destination decision, from the connection's thread (so it
@@ -117,6 +125,8 @@ struct Shared {
     outbound: Outbound,
     limits: Limits,
     stopping: AtomicBool,
+    /// Bound secrets: the interceptor of `CONNECT`s to bound hosts ([`bound::serve`]).
+    bound: Option<Arc<bound::Interceptor>>,
     /// Every open connection's sockets (client, then upstream), to count and to shut down.
     open: Mutex<HashMap<u64, Vec<TcpStream>>>,
     next_id: AtomicU64,
@@ -136,7 +146,14 @@ pub fn serve(
         resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
         connect: Box::new(TcpStream::connect_timeout),
     };
-    serve_with(listener, policy, on_event, outbound, Limits::default())
+    serve_with(
+        listener,
+        policy,
+        on_event,
+        outbound,
+        Limits::default(),
+        None,
+    )
 }
 
 fn serve_with(
@@ -145,6 +162,7 @@ fn serve_with(
     on_event: EventSink,
     outbound: Outbound,
     limits: Limits,
+    bound: Option<Arc<bound::Interceptor>>,
 ) -> io::Result<ProxyHandle> {
     listener.set_nonblocking(false)?;
     let shared = Arc::new(Shared {
@@ -154,6 +172,7 @@ fn serve_with(
         outbound,
         limits,
         stopping: AtomicBool::new(false),
+        bound,
         open: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
     });
@@ -253,6 +272,7 @@ fn accept_loop(shared: &Arc<Shared>) {
                         "too many proxy connections (limit {})",
                         shared.limits.max_connections
                     ),
+                    secret: None,
                 });
                 continue; // `client` is dropped: closed
             }
@@ -383,6 +403,7 @@ fn open_upstream(
         port,
         addr,
         reason: reason.to_string(),
+        secret: None,
     };
     let refuse = |addr, reason: String| {
         shared.emit(event(Verdict::Refused, addr, &reason));
@@ -456,31 +477,13 @@ fn open_upstream(
     })
 }
 
-fn respond(client: &TcpStream, status: u16, reason: &str) {
-    let phrase = match status {
-        400 => "Bad Request",
-        403 => "Forbidden",
-        408 => "Request Timeout",
-        431 => "Request Header Fields Too Large",
-        502 => "Bad Gateway",
-        504 => "Gateway Timeout",
-        _ => "Error",
-    };
-    let body = format!("sbx-exec egress proxy: {reason}\n");
-    let msg = format!(
-        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = (&*client).write_all(msg.as_bytes());
-    let _ = client.shutdown(Shutdown::Write);
-}
-
+pub mod bound;
 pub mod request;
 pub mod socks;
 
 use request::http;
-use socks::socks5;
 pub use socks::splice;
+use socks::{socks5, splice_watched};
 
 #[cfg(test)]
 mod tests;

@@ -170,10 +170,16 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
             Ok(hp) => hp,
             Err(d) => return respond(client, d.status, &d.reason),
         };
+        if let Some(b) = &shared.bound {
+            b.check_host(shared, Protocol::Connect, host, port);
+        }
         let upstream = match open_upstream(shared, id, Protocol::Connect, host, port) {
             Ok(u) => u,
             Err(d) => return respond(client, d.status, &d.reason),
         };
+        if let Some(b) = shared.bound.as_ref().filter(|b| b.intercepts(host)) {
+            return bound::intercept::connect(shared, b, client, upstream, (host, port), leftover);
+        }
         let _ = client.set_read_timeout(None);
         if (&*client)
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
@@ -192,13 +198,43 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         Ok(hp) => hp,
         Err(d) => return respond(client, d.status, &d.reason),
     };
+    if let Some(b) = &shared.bound {
+        b.check_host(shared, Protocol::Http, host, port);
+    }
     let upstream = match open_upstream(shared, id, Protocol::Http, host, port) {
         Ok(u) => u,
         Err(d) => return respond(client, d.status, &d.reason),
     };
     let head = origin_head(&request, authority, &path);
     let _ = client.set_read_timeout(None);
-    if (&upstream).write_all(head.as_bytes()).is_ok() && (&upstream).write_all(leftover).is_ok() {
-        splice(client, &upstream, true);
+    if (&upstream).write_all(head.as_bytes()).is_err() {
+        return;
     }
+    match &shared.bound {
+        Some(b) => b.forward_plain(shared, client, &upstream, (host, port), &inb.buf),
+        None => {
+            if (&upstream).write_all(leftover).is_ok() {
+                splice(client, &upstream, true);
+            }
+        }
+    }
+}
+
+fn respond(client: &TcpStream, status: u16, reason: &str) {
+    let phrase = match status {
+        400 => "Bad Request",
+        403 => "Forbidden",
+        408 => "Request Timeout",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    };
+    let body = format!("sbx-exec egress proxy: {reason}\n");
+    let msg = format!(
+        "HTTP/1.1 {status} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = (&*client).write_all(msg.as_bytes());
+    let _ = client.shutdown(Shutdown::Write);
 }

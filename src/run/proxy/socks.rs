@@ -56,6 +56,9 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     if port == 0 {
         return reply(0x01);
     }
+    if let Some(b) = &shared.bound {
+        b.check_host(shared, Protocol::Socks5, &host, port);
+    }
     let upstream = match open_upstream(shared, id, Protocol::Socks5, &host, port) {
         Ok(u) => u,
         Err(d) => return reply(d.socks),
@@ -72,6 +75,16 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
 /// half-close; an error ends both. With `end_with_upstream` (plain HTTP: one request per
 /// connection) the end of the response ends the connection.
 pub fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool) {
+    splice_watched(client, upstream, end_with_upstream, &mut |_| {});
+}
+
+/// [`splice`], showing `watch` every byte going from the client to the upstream.
+pub(super) fn splice_watched(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    end_with_upstream: bool,
+    watch: &mut dyn FnMut(&[u8]),
+) {
     let mut buf = vec![0u8; SPLICE_BUF];
     let mut up_open = true; // client → upstream still flowing
     let mut down_open = true; // upstream → client still flowing
@@ -99,10 +112,10 @@ pub fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool)
                 ready_down = it.next().is_some_and(ready);
             }
         }
-        if ready_up && !pump(client, upstream, &mut buf, &mut up_open) {
+        if ready_up && !pump(client, upstream, &mut buf, &mut up_open, watch) {
             break;
         }
-        if ready_down && !pump(upstream, client, &mut buf, &mut down_open) {
+        if ready_down && !pump(upstream, client, &mut buf, &mut down_open, &mut |_| {}) {
             break;
         }
         if end_with_upstream && !down_open {
@@ -120,6 +133,7 @@ pub(super) fn pump(
     mut to: &TcpStream,
     buf: &mut [u8],
     open: &mut bool,
+    watch: &mut dyn FnMut(&[u8]),
 ) -> bool {
     match from.read(buf) {
         Ok(0) => {
@@ -127,7 +141,10 @@ pub(super) fn pump(
             let _ = to.shutdown(Shutdown::Write);
             true
         }
-        Ok(n) => to.write_all(&buf[..n]).is_ok(),
+        Ok(n) => {
+            watch(&buf[..n]);
+            to.write_all(&buf[..n]).is_ok()
+        }
         Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
         Err(_) => false,
     }

@@ -87,7 +87,7 @@ fn proxy(rules: &[&str], limits: Limits) -> Proxy {
     let listener = TcpListener::bind((LOCAL, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let sink: EventSink = Arc::new(move |ev: &Event| e.lock().unwrap().push(ev.clone()));
-    let handle = serve_with(listener, policy, sink, outbound, limits).unwrap();
+    let handle = serve_with(listener, policy, sink, outbound, limits, None).unwrap();
     Proxy {
         handle,
         addr,

@@ -1,0 +1,257 @@
+//! Bound secrets in the egress proxy (`[[context.NAME.secrets.bind]]`): the sandbox holds
+//! placeholders; the proxy, outside it, holds the real values ([`crate::plan::bound::Bound`]).
+//!
+//! - `CONNECT` to a bound host is intercepted ([`intercept`]): TLS from the client is terminated
+//!   with a leaf for that host signed by the per-call CA ([`ca`]; the sandbox trusts it through
+//!   the CA bundle, [`crate::plan::bound::CA_VARIABLES`]); the proxy opens its own TLS to the
+//!   host, verifying the host's certificate against the system roots (a certificate not valid
+//!   for the name is refused: 502, no fallback to plain text or to the client's judgement),
+//!   replaces the placeholder in the bound header / `Authorization` scheme / query parameter,
+//!   or re-signs a SigV4 request ([`sigv4`]), and forwards one HTTP/1.1 request.
+//! - Every other destination is tunnelled untouched, so it only ever sees placeholders.
+//! - A placeholder seen on its way to a host it is not bound to (in a plain-HTTP request's
+//!   head or body, in a host name asked for, or in an intercepted request to another bound host)
+//!   is reported as [`Verdict::Exfiltration`] and sent on unchanged.
+//! - Each use of a real value is reported as [`Verdict::SecretAdded`] with the secret's name and
+//!   the host (never a value).
+//!
+//! A context without bound secrets creates none of this: no CA, no TLS configuration.
+
+use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+
+use super::{
+    serve_with, Event, EventSink, Limits, Outbound, Protocol, ProxyHandle, Shared, Verdict,
+};
+use crate::model::{Context, RunAs};
+use crate::plan::bound::Bound;
+use crate::plan::egress::EgressPolicy;
+use crate::plan::secret_files::Files;
+use crate::secrets::SecretSet;
+
+pub mod ca;
+pub mod intercept;
+pub mod rewrite;
+pub mod sigv4;
+
+/// The system CA bundle: what the proxy verifies upstreams against and what the sandbox's bundle
+/// starts with.
+pub const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+];
+
+/// The proxy side of a call's bound secrets.
+pub struct Interceptor {
+    pub bound: Bound,
+    ca: ca::Ca,
+    upstream: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Interceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Interceptor({:?})", self.bound)
+    }
+}
+
+pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Interceptor {
+    /// A fresh per-call CA for `bound`'s hosts; upstreams are verified against `roots`.
+    pub fn new(bound: Bound, roots: RootCertStore) -> Result<Interceptor> {
+        let hosts: Vec<_> = bound.bindings.iter().flat_map(|b| &b.hosts).collect();
+        let ca = ca::Ca::new(&hosts).context("cannot create the per-call CA for bound secrets")?;
+        let upstream = ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS configuration")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Interceptor {
+            bound,
+            ca,
+            upstream: Arc::new(upstream),
+        })
+    }
+
+    /// The per-call CA certificate (PEM).
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// The sandbox's CA bundle: the system CAs, then the per-call CA.
+    pub fn bundle(&self, system_pem: &[u8]) -> Vec<u8> {
+        let mut out = system_pem.to_vec();
+        if !out.is_empty() && !out.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+        out.extend_from_slice(self.ca_pem().as_bytes());
+        out
+    }
+
+    /// Is a `CONNECT` to `host` intercepted?
+    pub fn intercepts(&self, host: &str) -> bool {
+        self.bound.binds_host(&normalize(host))
+    }
+
+    /// Report placeholders inside a host name asked for (DNS exfiltration); the request goes on.
+    pub(super) fn check_host(&self, shared: &Shared, protocol: Protocol, host: &str, port: u16) {
+        let h = normalize(host);
+        let mut scan = rewrite::Scanner::new(self.bound.swaps().collect());
+        for name in scan.feed(h.as_bytes()) {
+            shared.emit(exfiltration(protocol, host, port, name, "in the host name"));
+        }
+    }
+}
+
+/// [`super::serve`] for a call with bound secrets (`secrets.bind`): `CONNECT`s to bound hosts are
+/// intercepted by `bound`, placeholders elsewhere are reported.
+pub fn serve(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    on_event: EventSink,
+    bound: Arc<Interceptor>,
+) -> std::io::Result<ProxyHandle> {
+    let outbound = Outbound {
+        resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
+        connect: Box::new(TcpStream::connect_timeout),
+    };
+    serve_with(
+        listener,
+        policy,
+        on_event,
+        outbound,
+        Limits::default(),
+        Some(bound),
+    )
+}
+
+impl Interceptor {
+    /// A plain-HTTP request (head already sent): the rest of it and the response, with every
+    /// byte from the client searched for placeholders (reported, never replaced: a real value
+    /// never goes out in plain text). `received` is all the client sent so far (head and more).
+    pub(super) fn forward_plain(
+        &self,
+        shared: &Shared,
+        client: &TcpStream,
+        upstream: &TcpStream,
+        (host, port): (&str, u16),
+        received: &[u8],
+    ) {
+        let mut scan = rewrite::Scanner::new(self.bound.swaps().collect());
+        let host = normalize(host);
+        let mut watch = |data: &[u8]| {
+            for name in scan.feed(data) {
+                let own = self
+                    .bound
+                    .swaps()
+                    .any(|(b, s)| s.name == name && b.covers(&host));
+                let mut ev =
+                    exfiltration(Protocol::Http, &host, port, name, "in a plain-HTTP request");
+                if own {
+                    // Its own host, but in plain text: still not replaced (never sent in clear).
+                    ev.reason = format!("the placeholder of {name} was sent to {host} in plain HTTP; a real value is only added over verified TLS, so it was passed on unchanged");
+                }
+                shared.emit(ev);
+            }
+        };
+        watch(received);
+        let head_len = received
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(received.len(), |p| p + 4);
+        if std::io::Write::write_all(&mut &*upstream, &received[head_len..]).is_ok() {
+            super::splice_watched(client, upstream, true, &mut watch);
+        }
+    }
+}
+
+/// `host` as bindings match it: lowercase, no trailing dot.
+pub fn normalize(host: &str) -> String {
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+pub(super) fn exfiltration(
+    protocol: Protocol,
+    host: &str,
+    port: u16,
+    name: &str,
+    how: &str,
+) -> Event {
+    Event {
+        verdict: Verdict::Exfiltration,
+        protocol,
+        host: host.to_string(),
+        port,
+        addr: None,
+        reason: format!(
+            "the placeholder of {name} was sent toward {host}, where it is not bound ({how}); passed on unchanged"
+        ),
+        secret: Some(name.to_string()),
+    }
+}
+
+/// Read the system CA bundle: the roots the proxy trusts for upstreams, and its PEM text.
+pub fn system_roots() -> Result<(RootCertStore, Vec<u8>)> {
+    let (path, pem) = SYSTEM_CA_FILES
+        .iter()
+        .find_map(|p| std::fs::read(p).ok().map(|b| (*p, b)))
+        .context("no system CA bundle (ca-certificates) found; bound secrets need it to verify upstream hosts")?;
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(|c| c.ok());
+    let (added, _) = roots.add_parsable_certificates(certs);
+    anyhow::ensure!(added > 0, "{path} holds no usable CA certificate");
+    Ok((roots, pem))
+}
+
+/// What a launch with bound secrets gets: the interceptor for [`serve`], the
+/// placeholders for the environment, and the credential files with the CA bundle added.
+pub struct BoundCall {
+    pub interceptor: Arc<Interceptor>,
+    pub variables: Vec<(String, String)>,
+    pub files: Files,
+}
+
+/// For a launch: the handed secrets `ctx` binds get placeholders (from getrandom); `None` when
+/// none is bound (nothing is created then). The caller leaves the bound names out of the
+/// environment ([`Bound::is_bound`]), sets `variables` and the files' variables, and passes the
+/// interceptor to the proxy.
+pub fn prepare_call(
+    set: &SecretSet,
+    ctx: &Context,
+    owner: Option<RunAs>,
+    files: Option<Files>,
+) -> Result<Option<BoundCall>> {
+    let mut failed = None;
+    let mut fill = |buf: &mut [u8]| {
+        if let Err(e) = getrandom::getrandom(buf) {
+            failed = Some(e);
+        }
+    };
+    let bound = Bound::split(set, &ctx.secrets.bind, &mut fill)?;
+    if let Some(e) = failed {
+        anyhow::bail!("cannot draw random placeholders for bound secrets: {e}");
+    }
+    let Some(bound) = bound else {
+        return Ok(None);
+    };
+    let (roots, system_pem) = system_roots()?;
+    let variables = bound.variables();
+    let interceptor = Interceptor::new(bound, roots)?;
+    let files = Files::with_ca_bundle(files, owner, interceptor.bundle(&system_pem));
+    Ok(Some(BoundCall {
+        interceptor: Arc::new(interceptor),
+        variables,
+        files,
+    }))
+}
+
+#[cfg(test)]
+mod tests;
