@@ -250,7 +250,8 @@ fn identity_status(host: &Host, ctx: &Context) -> Option<String> {
     })
 }
 
-/// `sbx-exec probe [--json] [--policy FILE]`.
+/// `sbx-exec probe`: what this host can isolate and, for each context, whether it runs as
+/// written; exit 0 when every context does, 1 otherwise.
 pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
     let loaded = privilege::load_policy(privilege::mode(), policy_file)?;
     let h = host();
@@ -261,37 +262,64 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         .map(|(n, c)| (n.0.clone(), assess(&h, &n.0, c)))
         .collect();
     let all_full = verdicts.iter().all(|(_, v)| v.status() == "full");
-    let enforceable = crate::plan::cgroup::enforceable();
-    let limits: serde_json::Map<String, Value> = enforceable
-        .iter()
-        .map(|(k, why)| {
-            let v = match why {
-                None => json!({"enforceable": true}),
-                Some(w) => json!({"enforceable": false, "why": w}),
-            };
-            (k.to_string(), v)
-        })
-        .collect();
+    let report = Report {
+        h: &h,
+        loaded: &loaded,
+        verdicts: &verdicts,
+        enforceable: crate::plan::cgroup::enforceable(),
+        secure: all_full,
+    };
     if as_json {
+        println!("{}", report.json());
+    } else {
+        report.print_text();
+    }
+    Ok(if all_full { 0 } else { 1 })
+}
+
+/// Everything `probe` found, to print as JSON or as text.
+struct Report<'a> {
+    h: &'a Host,
+    loaded: &'a crate::model::Loaded,
+    verdicts: &'a [(String, Verdict)],
+    enforceable: Vec<(&'static str, Option<String>)>,
+    secure: bool,
+}
+
+impl Report<'_> {
+    fn json(&self) -> Value {
+        let h = self.h;
+        let limits: serde_json::Map<String, Value> = self
+            .enforceable
+            .iter()
+            .map(|(k, why)| {
+                let v = match why {
+                    None => json!({"enforceable": true}),
+                    Some(w) => json!({"enforceable": false, "why": w}),
+                };
+                (k.to_string(), v)
+            })
+            .collect();
         let ns: serde_json::Map<String, Value> = h
             .namespaces
             .iter()
             .map(|(n, ok)| (n.to_string(), Value::Bool(*ok)))
             .collect();
-        let ctxs: serde_json::Map<String, Value> = verdicts
+        let ctxs: serde_json::Map<String, Value> = self
+            .verdicts
             .iter()
             .map(|(n, v)| {
                 let mut why = v.blocked.clone();
                 why.extend(v.missing.iter().cloned());
+                let net = net_json(self.loaded.policy.context(n).ok().map(|c| &c.net));
                 (
                     n.clone(),
                     json!({"status": v.status(), "missing": why, "degrade": v.degrade,
-                           "runs_without": v.skipped, "identity": v.identity,
-                           "net": net_json(loaded.policy.context(n).ok().map(|c| &c.net))}),
+                           "runs_without": v.skipped, "identity": v.identity, "net": net}),
                 )
             })
             .collect();
-        let out = json!({
+        json!({
             "mode": h.mode.name(),
             "namespaces": ns,
             "user_namespaces": {"creatable": h.userns, "max_user_namespaces": h.max_user_namespaces},
@@ -303,13 +331,16 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
             "legacy_tiocsti": h.legacy_tiocsti,
             "private_dev": h.private_dev,
-            "policy": loaded.source.to_string(),
+            "policy": self.loaded.source.to_string(),
             "contexts": ctxs,
-            "secure": all_full,
+            "secure": self.secure,
             "rootless_loses": if *h.mode == Mode::Rootless { ROOTLESS_LOSES } else { &[] },
-        });
-        println!("{out}");
-    } else {
+        })
+    }
+
+    /// The host's facts, one line each.
+    fn print_host(&self) {
+        let h = self.h;
         let yes = |b: bool| if b { "yes" } else { "no" };
         println!("mode:            {}", h.mode.name());
         let ns: Vec<String> = h
@@ -318,13 +349,11 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             .map(|(n, ok)| format!("{n} {}", yes(*ok)))
             .collect();
         println!("namespaces:      {}", ns.join(", "));
-        println!(
-            "landlock:        {}",
-            match h.landlock_abi {
-                0 => "no".to_string(),
-                n => format!("ABI {n}"),
-            }
-        );
+        let landlock = match h.landlock_abi {
+            0 => "no".to_string(),
+            n => format!("ABI {n}"),
+        };
+        println!("landlock:        {landlock}");
         println!("seccomp:         {}", yes(h.seccomp));
         if !h.proc {
             println!("proc:            no /proc (procfs is not mounted on /proc here; mount it: mount -t proc proc /proc)");
@@ -334,7 +363,8 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             h.cgroup.version.name(),
             h.cgroup.controllers.join(", ")
         );
-        let lim: Vec<String> = enforceable
+        let lim: Vec<String> = self
+            .enforceable
             .iter()
             .map(|(k, why)| match why {
                 None => format!("{k} yes"),
@@ -342,39 +372,37 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             })
             .collect();
         println!("limits:          {}", lim.join(", "));
-        println!(
-            "oom_score_adj:   confined +500; control -900 {}",
-            if can_lower_oom_score() {
-                "yes"
-            } else {
-                "no (needs CAP_SYS_RESOURCE)"
-            }
-        );
-        println!(
-            "legacy_tiocsti:  {}",
-            h.legacy_tiocsti
-                .map_or("absent (old kernel: TIOCSTI works)", |b| {
-                    if b {
-                        "1 (TIOCSTI works; sbx-exec blocks it with setsid and seccomp)"
-                    } else {
-                        "0"
-                    }
-                })
-        );
-        println!(
-            "private /dev:    {}",
-            if h.private_dev {
-                "yes (devpts newinstance)"
-            } else {
-                "no"
-            }
-        );
-        println!("policy:          {}", loaded.source);
-        if *h.mode == Mode::Rootless {
+        let control = match can_lower_oom_score() {
+            true => "yes",
+            false => "no (needs CAP_SYS_RESOURCE)",
+        };
+        println!("oom_score_adj:   confined +500; control -900 {control}");
+        let tiocsti = h
+            .legacy_tiocsti
+            .map_or("absent (old kernel: TIOCSTI works)", |b| {
+                if b {
+                    "1 (TIOCSTI works; sbx-exec blocks it with setsid and seccomp)"
+                } else {
+                    "0"
+                }
+            });
+        println!("legacy_tiocsti:  {tiocsti}");
+        let dev = if h.private_dev {
+            "yes (devpts newinstance)"
+        } else {
+            "no"
+        };
+        println!("private /dev:    {dev}");
+    }
+
+    fn print_text(&self) {
+        self.print_host();
+        println!("policy:          {}", self.loaded.source);
+        if *self.h.mode == Mode::Rootless {
             println!("rootless loses:  {}", ROOTLESS_LOSES.join("; "));
         }
         println!("\n{:<16} {:<12} MISSING", "CONTEXT", "STATUS");
-        for (n, v) in &verdicts {
+        for (n, v) in self.verdicts {
             let mut why = v.blocked.clone();
             why.extend(v.missing.iter().cloned());
             why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
@@ -384,11 +412,10 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
             }
         }
         println!("\n{:<16} NETWORK", "CONTEXT");
-        for (n, c) in &loaded.policy.context {
+        for (n, c) in &self.loaded.policy.context {
             println!("{:<16} {}", n.0, net_text(&c.net));
         }
     }
-    Ok(if all_full { 0 } else { 1 })
 }
 
 /// A context's network as `probe --json` reports it: mode, the proxy's address inside (null

@@ -190,14 +190,29 @@ fn joiner(
             &e,
         );
     }
+    // The target dies with the joiner; if the joiner is already gone when that is set up (its
+    // copy of this pipe closed), the target stops there.
+    let (up_r, up_w) = match nix::unistd::pipe2(OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => fail("cannot make a pipe", &e),
+    };
     match sys::fork() {
         Ok(ForkResult::Child) => {
+            drop(up_w);
             if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
                 fail("cannot set the parent-death signal", &e);
             }
+            let mut fds = [PollFd::new(up_r.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+                sys::exit_now(EXIT_SBX);
+            }
+            drop(up_r);
             target.exec()
         }
         Ok(ForkResult::Parent { child }) => {
+            drop(up_r);
+            // up_w stays open in the joiner until it exits.
+            std::mem::forget(up_w);
             if let Some(tell) = tell {
                 let _ = nix::unistd::write(&tell, &child.as_raw().to_ne_bytes());
             }
