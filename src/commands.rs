@@ -28,7 +28,7 @@ pub fn main() -> ! {
     };
     if privilege::is_setuid() {
         // The kept fds too (a bad --keep-fd/--listen-fd is reported by the launch itself).
-        let kept = run::launch::passed_fds(&cli.run).map_or(cli.run.keep_fd.clone(), |p| p.fds);
+        let kept = run::inherited::passed_fds(&cli.run).map_or(cli.run.keep_fd.clone(), |p| p.fds);
         let named: Vec<i32> = cli
             .run
             .secrets_fd

@@ -23,18 +23,18 @@ use std::os::fd::{OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
 
 use crate::cli::RunArgs;
 use crate::model::{self, Context};
 use crate::plan::env::TargetEnv;
-use crate::plan::fds::{self, Activation, Passed};
 use crate::plan::launch::{self, Sandbox, Target};
 use crate::plan::request;
 use crate::plan::secret_files::Files;
 use crate::privilege::{self, Mode, SetuidLaunch};
 use crate::run::apply::cgroup;
+use crate::run::inherited::{check_passed, named_fds, passed_fds, Inherited};
 use crate::run::reaper;
 use crate::run::status::{children_cpu_ms, refused_json, report, End, StatusFd};
 use crate::secrets::{self, SecretSet};
@@ -100,13 +100,6 @@ fn audited(
     result
 }
 
-/// The caller's fds this launch took over: the secrets fd, and the fds passed to the target.
-struct Inherited {
-    secrets: Option<OwnedFd>,
-    passed: Passed,
-    kept: Vec<OwnedFd>,
-}
-
 /// What every step of one launch reads.
 struct Call<'a> {
     args: &'a RunArgs,
@@ -137,27 +130,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
         privilege::userns::userns_plan(mode, ctx, !crate::plan::namespaces::wanted(ctx).is_empty());
     let identity = privilege::userns::identity_plan(mode, ctx);
     let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
-    let files = Files::split(&secret_set, &ctx.secrets.files, owner);
-    // Bound secrets: placeholders inside; the real values stay in the proxy's interceptor.
-    let bound = crate::run::proxy::bound::prepare_call(&secret_set, ctx, owner, files.clone())?;
-    let is_bound = |n: &str| {
-        bound
-            .as_ref()
-            .is_some_and(|b| b.variables.iter().any(|(v, _)| v == n))
-    };
-    let creds = match &bound {
-        Some(b) => Some(b.files.clone()),
-        None => files,
-    };
-    env.add_secrets_except(&secret_set, |name| {
-        Files::is_file(&creds, name) || is_bound(name)
-    });
-    for (name, value) in bound.iter().flat_map(|b| &b.variables) {
-        env.set_var(name, value);
-    }
-    for (name, path) in creds.iter().flat_map(Files::variables) {
-        env.set_var(&name, &path);
-    }
+    let (creds, bound) = deliver_secrets(&mut env, &secret_set, ctx, owner)?;
     let (mut sandbox, mut target) = launch::prepare(ctx_name, ctx, &loaded.source, program, env)?;
     if let Some(dir) = &args.cwd {
         let here = std::env::current_dir().context("cannot read the current directory")?;
@@ -180,24 +153,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     })?;
 
     if let Some(sup) = &ctx.supervise {
-        let on_start =
-            |pid: nix::unistd::Pid| report(status, &format!("{{\"child-pid\":{}}}", pid.as_raw()));
-        // Services are launched with the same --policy file (absolute: control's cwd may differ
-        // from theirs); the system file or the embedded default they find themselves.
-        let policy = match &loaded.source {
-            model::Source::Flag(path) => Some(std::path::absolute(path).unwrap_or(path.clone())),
-            _ => None,
-        };
-        let started = Instant::now();
-        let code = crate::run::control::run(ctx_name, sup, target, policy.as_deref(), on_start)?;
-        let end = End {
-            code,
-            wall_ms: started.elapsed().as_millis() as u64,
-            cpu_ms: children_cpu_ms(),
-            ..End::default()
-        };
-        report(status, &end.json());
-        return Ok(code);
+        return control(ctx_name, sup, target, &loaded.source, status);
     }
     if ctx.persist {
         let rep = |line: &str| report(status, line);
@@ -210,6 +166,66 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     one_shot(
         ctx_name, ctx, sandbox, &target, secret_set, status, proxying,
     )
+}
+
+/// The secrets into the environment: each as its variable, or as a file (`secrets.files`, the
+/// variable holds the path), or bound (`secrets.bind`: a placeholder inside, the real value kept
+/// for the proxy's interceptor). Returns the files to write and the bound call.
+fn deliver_secrets(
+    env: &mut TargetEnv,
+    secret_set: &SecretSet,
+    ctx: &Context,
+    owner: Option<model::RunAs>,
+) -> Result<(Option<Files>, Option<crate::run::proxy::bound::BoundCall>)> {
+    let files = Files::split(secret_set, &ctx.secrets.files, owner);
+    let bound = crate::run::proxy::bound::prepare_call(secret_set, ctx, owner, files.clone())?;
+    let is_bound = |n: &str| {
+        bound
+            .as_ref()
+            .is_some_and(|b| b.variables.iter().any(|(v, _)| v == n))
+    };
+    let creds = match &bound {
+        Some(b) => Some(b.files.clone()),
+        None => files,
+    };
+    env.add_secrets_except(secret_set, |name| {
+        Files::is_file(&creds, name) || is_bound(name)
+    });
+    for (name, value) in bound.iter().flat_map(|b| &b.variables) {
+        env.set_var(name, value);
+    }
+    for (name, path) in creds.iter().flat_map(Files::variables) {
+        env.set_var(&name, &path);
+    }
+    Ok((creds, bound))
+}
+
+/// Control mode: supervise the control plane (and its services) as the container's PID 1.
+fn control(
+    ctx_name: &str,
+    sup: &model::Supervise,
+    target: Target,
+    source: &model::Source,
+    status: Option<&StatusFd>,
+) -> Result<i32> {
+    let on_start =
+        |pid: nix::unistd::Pid| report(status, &format!("{{\"child-pid\":{}}}", pid.as_raw()));
+    // Services are launched with the same --policy file (absolute: control's cwd may differ
+    // from theirs); the system file or the embedded default they find themselves.
+    let policy = match source {
+        model::Source::Flag(path) => Some(std::path::absolute(path).unwrap_or(path.clone())),
+        _ => None,
+    };
+    let started = Instant::now();
+    let code = crate::run::control::run(ctx_name, sup, target, policy.as_deref(), on_start)?;
+    let end = End {
+        code,
+        wall_ms: started.elapsed().as_millis() as u64,
+        cpu_ms: children_cpu_ms(),
+        ..End::default()
+    };
+    report(status, &end.json());
+    Ok(code)
 }
 
 /// The environment, and the command resolved in its PATH (127 / 126 before anything starts),
@@ -368,77 +384,6 @@ impl CallCgroup {
     fn remove(self) {
         cgroup::remove_when_empty(&self.paths());
     }
-}
-
-/// The fds `--listen-fd` and `--keep-fd` pass to the target, resolved against the caller's
-/// socket activation (LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES meant for this process).
-pub fn passed_fds(args: &RunArgs) -> Result<Passed> {
-    let activation = Activation::from_env(&privilege::caller_env(), std::process::id());
-    fds::select(activation.as_ref(), &args.keep_fd, &args.listen_fd).map_err(|e| anyhow!(e))
-}
-
-/// Take over `--secrets-fd`, `--status-fd` and the kept fds before anything else opens an fd.
-fn named_fds(
-    args: &RunArgs,
-    kept: &[RawFd],
-) -> Result<(Option<OwnedFd>, Option<StatusFd>, Vec<OwnedFd>)> {
-    let names: Vec<RawFd> = args
-        .secrets_fd
-        .into_iter()
-        .chain(args.status_fd)
-        .chain(kept.iter().copied())
-        .collect();
-    let owned = crate::sys::claim_named_fds(&names).map_err(|e| anyhow!(e))?;
-    if args.secrets_fd.is_some() {
-        // While the secrets are read, sbx-exec holds no fd but stdio and the named ones: a copy
-        // of the pipe's write end inherited from the caller would otherwise keep it open (the
-        // target never sees inherited fds anyway).
-        let mut keep: Vec<RawFd> = names.clone();
-        keep.sort_unstable();
-        crate::sys::close_inherited_fds(&keep)
-            .context("cannot close inherited file descriptors")?;
-    }
-    let mut owned = owned.into_iter();
-    let secrets = args.secrets_fd.and_then(|_| owned.next().flatten());
-    let status = match args.status_fd {
-        Some(fd) => Some(StatusFd::open(fd, owned.next().flatten())?),
-        None => None,
-    };
-    let mut fds = Vec::new();
-    for (&fd, got) in kept.iter().zip(owned) {
-        let got = got
-            .with_context(|| format!("--keep-fd/--listen-fd: file descriptor {fd} is not open"))?;
-        // Only the target gets it (placed on 3.. without close-on-exec); nothing else execs it.
-        nix::fcntl::fcntl(
-            fd,
-            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-        )
-        .with_context(|| format!("cannot mark file descriptor {fd} close-on-exec"))?;
-        fds.push(got);
-    }
-    Ok((secrets, status, fds))
-}
-
-/// Kept fds: socket activation passes on listening sockets only; a socket on a reserved port goes
-/// only to a context whose `listen` names it; control mode passes its own ports and none else.
-fn check_passed(
-    ctx_name: &str,
-    ctx: &Context,
-    loaded: &model::Loaded,
-    passed: &Passed,
-    kept: &[OwnedFd],
-) -> Result<()> {
-    if ctx.supervise.is_some() && !kept.is_empty() {
-        bail!("--keep-fd/--listen-fd cannot be used with control mode ([supervise]), which hands the control plane its own reserved ports");
-    }
-    let reserved = fds::reserved_ports(&loaded.policy);
-    for (&fd, owned) in passed.fds.iter().zip(kept) {
-        let facts = crate::sys::fd_facts(owned);
-        let as_listen = passed.listen_names.is_some();
-        fds::check(fd, facts, as_listen, &reserved, ctx_name, &ctx.listen)
-            .map_err(|e| anyhow!(e))?;
-    }
-    Ok(())
 }
 
 fn read_secrets(

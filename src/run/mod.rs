@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod audit;
 pub mod control;
+pub mod inherited;
 pub mod init;
 pub mod launch;
 pub mod masking;
