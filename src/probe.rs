@@ -175,6 +175,21 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             "a private /dev (tmpfs, device binds, devpts newinstance); or fs.dev = \"host\"".into(),
         );
     }
+    kernel_gaps(host, name, ctx, userns, &mut v);
+    if let Some(ids) = ctx.security.run_as {
+        let me = nix::unistd::geteuid().as_raw();
+        if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
+            v.blocked
+                .push(format!("security.run_as uid {} (needs root)", ids.uid));
+        }
+    }
+    v
+}
+
+/// What the kernel, the privilege mode and the cgroup tree cannot give the context's security
+/// settings and limits.
+fn kernel_gaps(host: &Host, name: &str, ctx: &Context, userns: bool, v: &mut Verdict) {
+    let mode = host.mode;
     let sec = &ctx.security;
     let need = if sec.scope {
         6
@@ -214,14 +229,6 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             None => {}
         }
     }
-    if let Some(ids) = sec.run_as {
-        let me = nix::unistd::geteuid().as_raw();
-        if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
-            v.blocked
-                .push(format!("security.run_as uid {} (needs root)", ids.uid));
-        }
-    }
-    v
 }
 
 /// What an `identity` context misses where the kernel refuses user namespaces.

@@ -387,103 +387,15 @@ fn handle(shared: &Shared, id: u64, client: TcpStream) {
     }
 }
 
-/// Check `host:port`, resolve a name, check every address, connect to a checked one. Reports
-/// the outcome to the audit hook.
-fn open_upstream(
-    shared: &Shared,
-    id: u64,
-    protocol: Protocol,
-    host: &str,
-    port: u16,
-) -> Result<TcpStream, Denial> {
-    let event = |verdict, addr, reason: &str| Event {
-        verdict,
-        protocol,
-        host: host.to_string(),
-        port,
-        addr,
-        reason: reason.to_string(),
-        secret: None,
-    };
-    let refuse = |addr, reason: String| {
-        shared.emit(event(Verdict::Refused, addr, &reason));
-        Denial {
-            status: 403,
-            socks: 0x02,
-            reason,
-        }
-    };
-    let fail = |status, socks, reason: String| {
-        shared.emit(event(Verdict::Failed, None, &reason));
-        Denial {
-            status,
-            socks,
-            reason,
-        }
-    };
-    let policy = &shared.policy;
-    let addrs = match policy.check_name(host, port) {
-        Err(r) => return Err(refuse(None, r.reason)),
-        // Connect to exactly what was checked; an IPv4-mapped address as the IPv4 address.
-        Ok(Host::Ip(ip)) => vec![SocketAddr::new(ip.to_canonical(), port)],
-        Ok(Host::Name(name)) => {
-            let addrs = match (shared.outbound.resolve)(&name, port) {
-                Ok(a) if !a.is_empty() => a,
-                Ok(_) => return Err(fail(502, 0x04, format!("{name}: no address"))),
-                Err(e) => return Err(fail(502, 0x04, format!("cannot resolve {name}: {e}"))),
-            };
-            // Every address must pass: one internal address among public ones is a rebinding.
-            for a in &addrs {
-                if let Err(r) = policy.check_addr(Some(&name), a.ip(), port) {
-                    return Err(refuse(Some(*a), r.reason));
-                }
-            }
-            addrs
-                .into_iter()
-                .map(|a| SocketAddr::new(a.ip().to_canonical(), port))
-                .collect()
-        }
-    };
-    let deadline = Instant::now() + shared.limits.connect_timeout;
-    let mut last = None;
-    for addr in &addrs {
-        let Some(left) = deadline
-            .checked_duration_since(Instant::now())
-            .filter(|d| !d.is_zero())
-        else {
-            break;
-        };
-        match (shared.outbound.connect)(addr, left) {
-            Ok(s) => {
-                shared.track(id, &s);
-                let _ = s.set_nodelay(true);
-                shared.emit(event(Verdict::Allowed, Some(*addr), ""));
-                return Ok(s);
-            }
-            Err(e) => last = Some((*addr, e)),
-        }
-    }
-    Err(match last {
-        Some((addr, e)) if e.kind() == io::ErrorKind::TimedOut => fail(
-            504,
-            0x04,
-            format!("connecting to {host} ({addr}) timed out"),
-        ),
-        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            fail(502, 0x05, format!("{host} ({addr}) refused the connection"))
-        }
-        Some((addr, e)) => fail(502, 0x01, format!("cannot connect to {host} ({addr}): {e}")),
-        None => fail(504, 0x04, format!("connecting to {host} timed out")),
-    })
-}
-
 pub mod bound;
 pub mod request;
 pub mod socks;
+pub mod upstream;
 
 use request::http;
 pub use socks::splice;
 use socks::{socks5, splice_watched};
+use upstream::open_upstream;
 
 #[cfg(test)]
 mod tests;
