@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 const POLICY_RS: &str = concat!(
     include_str!("../../src/model/mod.rs"),
     include_str!("../../src/model/limits.rs"),
-    include_str!("../../src/model/net.rs")
+    include_str!("../../src/model/supervise.rs"),
+    include_str!("../../src/model/net.rs"),
+    include_str!("../../src/model/bind.rs")
 );
 const POLICY_MAN: &str = include_str!("../../man/sbx-exec-policy.5");
 const README: &str = include_str!("../../README.md");
