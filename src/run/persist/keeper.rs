@@ -143,6 +143,9 @@ fn start_recorded(
                 let why = format!("{e:#}");
                 crate::plan::cgroup::unavailable(ctx_name, l, ctx.degrade, &why)
                     .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?;
+                // Running without them: later calls must not look for cgroups never made.
+                state.cgroups.clear();
+                state::write(dir, ctx_name, state)?;
                 Vec::new()
             }
         },
