@@ -44,6 +44,7 @@ fn main() {
         policy_tests::bad_policies_name_file_line_column,
         policy_tests::version_flag,
         g1_bound::bound_secret_is_never_delivered_in_clear,
+        g1_bound::real_launch_adds_the_key_for_its_host_only,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,
