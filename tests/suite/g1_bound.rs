@@ -123,6 +123,8 @@ def handle(c):
             c = ctx.wrap_socket(c, server_side=True)
         f = c.makefile("rb")
         head = [f.readline()]
+        if not head[0]:
+            raise EOFError("connection closed before a request")
         length = 0
         while True:
             line = f.readline()
@@ -480,4 +482,128 @@ echo "control=$(curl -sS -m 15 --noproxy '*' --cacert "$D/ca.crt" https://api.an
     check(!audit.contains(&s.key), || {
         format!("the audit log holds the real key: {}", show())
     })
+}
+
+/// (e) A stand-in on api.anthropic.com's address whose certificate is valid for another name
+/// (other.example.test, from the same trusted test CA) is refused by the proxy: the client gets an
+/// error and the stand-in never receives a request, so the key goes nowhere. Control: the server
+/// is there and answers a client that skips verification.
+pub fn real_launch_refuses_a_bound_host_with_a_wrong_certificate() -> Result<(), String> {
+    let s = Stage::new("g1e2ecert", "")?;
+    s.inside(
+        "agent",
+        r#"out=$(curl -sS -m 15 -w ' code=%{http_code}' https://api.anthropic.com/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{}' 2>&1); echo "curl-rc=$?"
+echo "curl=$out" | tr '\n' ' '; echo
+python3 -c 'import os, urllib.request as u
+try:
+    u.urlopen(u.Request("https://api.anthropic.com/v1/messages", data=b"{}", headers={"x-api-key": os.environ["ANTHROPIC_API_KEY"]}), timeout=15)
+    print("urllib=accepted")
+except Exception as e:
+    print("urllib=refused", e)'
+"#,
+    );
+    let script = r#"sbx agent
+echo "control=$(curl -sS -m 15 -k --noproxy '*' https://api.anthropic.com/v1/control 2>&1)"
+curl -sS -m 15 --noproxy '*' --cacert "$D/ca.crt" https://api.anthropic.com/v1/control >/dev/null 2>&1; echo "verified-rc=$?"
+"#;
+    let r = s.run(&[(ANTHROPIC_IP, 443, "other", "wrong.log")], script);
+    let out = s.read("agent.out");
+    let show = || s.show(&r);
+    check(r.ok() && r.stdout.contains("agent exit 0"), show)?;
+    check(
+        field(&out, "curl-rc") != "0" || field(&out, "curl").contains("code=502"),
+        || format!("curl was not refused: {}", show()),
+    )?;
+    check(!field(&out, "curl").contains("stand-in"), show)?;
+    check(field(&out, "urllib").starts_with("refused"), show)?;
+    // The stand-in got only the control (and the outside client that verifies fails too).
+    let got = s.read("wrong.log");
+    check(
+        got.starts_with("GET /v1/control ") && got.matches("\n---\n").count() == 1,
+        || format!("the stand-in received more than the control: {}", show()),
+    )?;
+    check(!got.contains(&s.key), show)?;
+    check(r.stdout.contains("control=stand-in 192.0.2.10 ok"), show)?;
+    check(!matches!(field(&r.stdout, "verified-rc"), "" | "0"), show)?;
+    check(!s.read("audit.jsonl").contains("\"secret-added\""), || {
+        format!("a secret was added for a refused host: {}", show())
+    })
+}
+
+/// (d) The real AWS CLI inside a real launch of the agent context, holding only placeholder
+/// credentials, creates and lists a bucket on moto_server (signature checking on after the three
+/// setup actions) behind TLS on s3.amazonaws.com's stand-in address: the proxy re-signs with the
+/// real key (`kind = "aws-sigv4"`). The sandbox's output never holds the real secret key; the
+/// same calls outside the sandbox with the placeholders are refused by moto.
+pub fn real_launch_re_signs_the_aws_cli_for_moto() -> Result<(), String> {
+    let aws = require_tool("/opt/sbx-test-venv/bin/aws")?;
+    let moto = require_tool("/opt/sbx-test-venv/bin/moto_server")?;
+    let s = Stage::new("g1e2eaws", "")?;
+    s.inside(
+        "agent",
+        &format!(
+            r#"export AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+echo "AKID=$AWS_ACCESS_KEY_ID"
+echo "ASK=$AWS_SECRET_ACCESS_KEY"
+{aws} s3 mb s3://sbx-e2e 2>&1; echo "mb-rc=$?"
+{aws} s3 ls 2>&1; echo "ls-rc=$?"
+"#
+        ),
+    );
+    let script = format!(
+        r#"INITIAL_NO_AUTH_ACTION_COUNT=3 {moto} -H {S3_IP} -p 443 -c "$D/s3.crt" -k "$D/s3.key" >"$D/moto.stderr" 2>&1 & PIDS="$PIDS $!"
+i=0; until python3 -c 'import socket; socket.create_connection(("{S3_IP}", 443), 1)' 2>/dev/null; do i=$((i+1)); [ $i -gt 300 ] && echo "no moto" && exit 3; sleep 0.1; done
+setup() {{ HOME="$D" AWS_CONFIG_FILE="$D/none" AWS_SHARED_CREDENTIALS_FILE="$D/none" AWS_DEFAULT_REGION=us-east-1 \
+  AWS_EC2_METADATA_DISABLED=true AWS_CA_BUNDLE="$D/ca.crt" {aws} --endpoint-url https://s3.amazonaws.com "$@"; }}
+export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=setup
+setup iam create-user --user-name agent >/dev/null || exit 4
+setup iam create-access-key --user-name agent --query 'AccessKey.[AccessKeyId,SecretAccessKey]' --output text > "$D/aws-real" || exit 4
+setup iam put-user-policy --user-name agent --policy-name all --policy-document '{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":"*","Resource":"*"}}]}}' || exit 4
+read -r KID KSECRET < "$D/aws-real"
+printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$KID" "$KSECRET" >> "$D/secrets"
+unset AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+sbx agent
+AKID=$(sed -n 's/^AKID=//p' "$D/agent.out"); ASK=$(sed -n 's/^ASK=//p' "$D/agent.out")
+AWS_ACCESS_KEY_ID="$AKID" AWS_SECRET_ACCESS_KEY="$ASK" setup s3 ls >/dev/null 2>&1; echo "placeholders-outside-rc=$?"
+AWS_ACCESS_KEY_ID="$KID" AWS_SECRET_ACCESS_KEY="$KSECRET" setup s3 ls 2>&1 | grep -c sbx-e2e | sed 's/^/real-outside-sees=/'
+"#
+    );
+    let r = s.run(&[], &script);
+    let out = s.read("agent.out");
+    let real = s.read("aws-real");
+    let (kid, ksecret) = real.trim().split_once('\t').unwrap_or(("", ""));
+    let show = || s.show(&r).replace(ksecret, "<REAL SECRET>");
+    check(
+        r.ok() && r.stdout.contains("agent exit 0") && !ksecret.is_empty(),
+        show,
+    )?;
+    check(!out.contains(ksecret) && !out.contains(kid), || {
+        format!("the real AWS key reached the sandbox: {}", show())
+    })?;
+    let (akid, ask) = (field(&out, "AKID"), field(&out, "ASK"));
+    check(
+        akid.starts_with("AKIA") && akid.len() == kid.len() && ask.len() == ksecret.len(),
+        || format!("not placeholders of the same shape: {}", show()),
+    )?;
+    check(
+        field(&out, "mb-rc") == "0" && field(&out, "ls-rc") == "0",
+        show,
+    )?;
+    check(
+        out.contains("make_bucket: sbx-e2e") && out.contains(" sbx-e2e\n"),
+        show,
+    )?;
+    // Controls: moto checks signatures (the placeholders alone are refused), and the bucket the
+    // sandbox made is really there.
+    check(field(&r.stdout, "placeholders-outside-rc") != "0", || {
+        format!("moto accepted the placeholders: {}", show())
+    })?;
+    check(field(&r.stdout, "real-outside-sees") == "1", show)?;
+    let audit = s.read("audit.jsonl");
+    let added = audit
+        .lines()
+        .filter(|l| l.contains("\"secret-added\"") && l.contains("AWS_ACCESS_KEY_ID"))
+        .count();
+    check(added >= 2, || format!("secret-added lines: {}", show()))?;
+    check(!audit.contains(ksecret), show)
 }

@@ -45,6 +45,8 @@ fn main() {
         policy_tests::version_flag,
         g1_bound::bound_secret_is_never_delivered_in_clear,
         g1_bound::real_launch_adds_the_key_for_its_host_only,
+        g1_bound::real_launch_refuses_a_bound_host_with_a_wrong_certificate,
+        g1_bound::real_launch_re_signs_the_aws_cli_for_moto,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,
