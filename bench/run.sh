@@ -98,12 +98,19 @@ for line in lines:
     m = re.match(r"\s*\[([^\]]+)\]", line)
     if m:
         section = m.group(1)
-    if section == "context.user" and re.match(r"\s*net\s*=\s*\"host\"", line):
-        line = re.sub(r"\"host\"", "\"none\"", line, count=1)
+    if section == "context.user" and re.match(r"\s*net\s*=\s*\"(host|private)\"", line):
+        line = re.sub(r"\"(host|private)\"", "\"none\"", line, count=1)
         done += 1
+    if section == "context.user.net":
+        # The default user has [context.user.net] mode = "private" with allow/publish lists.
+        if re.match(r"\s*mode\s*=", line):
+            line = "mode = \"none\"\n"
+            done += 1
+        elif re.match(r"\s*(allow|publish)\s*=", line):
+            continue
     out.append(line)
 if done != 1:
-    sys.exit("bench: expected exactly one net = \"host\" in [context.user], replaced %d" % done)
+    sys.exit("bench: expected exactly one network mode in [context.user], replaced %d" % done)
 sys.stdout.write("".join(out))
 ' >"$NETNONE"
 "$SBX" policy check "$NETNONE" >/dev/null || die "$NETNONE does not validate"
@@ -126,10 +133,13 @@ for line in lines:
         section = m.group(1)
     if section and section.startswith("context.user"):
         line = line.replace("[context.user", "[context.benchpersist", 1)
-        if section == "context.user" and re.match(r"\s*net\s*=", line):
+        if section == "context.user" and re.match(r"\s*namespaces\s*=", line):
             line += "persist = true\n"
         if section == "context.user.security" and re.match(r"\s*scope\s*=", line):
             line = "scope = false\n"
+        # Persistent contexts take net = "private" without allow/publish (loopback only) for now.
+        if section == "context.user.net" and re.match(r"\s*(allow|publish)\s*=", line):
+            continue
     out.append(line)
 sys.stdout.write("".join(out))
 ' >"$PERSIST"
@@ -140,7 +150,16 @@ trap '"$SBX" ctx stop benchpersist --timeout 2 >/dev/null 2>&1 || true' EXIT
 "$SBX" --policy "$PERSIST" --ctx benchpersist -- true || die "cannot start the persistent context"
 "$SBX" ctx list | grep -q '^benchpersist ' || die "no keeper for benchpersist after its first call"
 
+# The sandbox SDK policy's `agent` context (net = "private" with an allow list): launched with one
+# bound secret (secrets.bind: a placeholder inside, a per-call CA, the proxy's TLS interceptor) and
+# without (the same context otherwise), to time what binding a secret adds to a launch.
+SDK="$ROOT/policies/sandbox-sdk.toml"
+BOUND="$OUT/bound.env"
+printf 'ANTHROPIC_API_KEY=sk-ant-api03-bench-0123456789abcdef0123456789abcdef\n' >"$BOUND"
+
 # Sanity checks, so that each variant measures what its name says ------------------------------
+ph=$("$SBX" --policy "$SDK" --ctx agent --secrets-fd 3 -- sh -c 'printf %s "$ANTHROPIC_API_KEY"' 3<"$BOUND")
+case "$ph" in sk-ant-api03-bench-*|"") die "agent context did not get a placeholder for the bound secret" ;; esac
 n=$("$SBX" --ctx platform --secrets-fd 3 -- env 3<"$SECRETS" | grep -c '^BENCH_SECRET_' || true)
 [ "$n" = 10 ] || die "platform context received $n of the 10 secrets"
 ifaces=$("$SBX" --policy "$NETNONE" --ctx user -- cat /proc/net/dev | tail -n +3 | awk -F: '{gsub(/ /,"",$1); print $1}' | tr '\n' ' ')
@@ -166,6 +185,8 @@ names=(
     "sbx-exec user, net=none"
     "sbx-exec platform, 10 secrets, redact"
     "sbx-exec user, persistent (join)"
+    "sbx-exec agent (net private), no secret"
+    "sbx-exec agent (net private), 1 bound secret"
 )
 cmds=(
     "/bin/true"
@@ -177,6 +198,8 @@ cmds=(
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
     "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$PERSIST") --ctx benchpersist -- true"
+    "$(q "$SBX") --policy $(q "$SDK") --ctx agent -- true"
+    "$(q "$SBX") --policy $(q "$SDK") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
 )
 hf_args=()
 for i in "${!cmds[@]}"; do hf_args+=(--command-name "${names[$i]}" "${cmds[$i]}"); done
