@@ -394,6 +394,17 @@ if os.path.exists(E["BENCH_PROFILING"]):
         for l in f.read().rstrip("\n").split("\n"):
             w("#" + l if l.startswith("#") else l)
 
+# The load figures come from bench/load.sh (a separate, longer run): kept from the previous report.
+if os.path.exists(E["BENCH_REPORT"]):
+    with open(E["BENCH_REPORT"]) as f:
+        old = f.read()
+    i = old.find("\n## Load (bench/load.sh)")
+    if i >= 0:
+        rest = old[i + 1:]
+        j = rest.find("\n## ", 3)
+        lines.append("")
+        lines.extend((rest if j < 0 else rest[:j]).rstrip("\n").split("\n"))
+
 with open(E["BENCH_REPORT"], "w") as f:
     f.write("\n".join(lines) + "\n")
 PY
