@@ -87,6 +87,13 @@ impl Bridge {
         &self.inner
     }
 
+    /// Every fd this holds (a persistent context's net helper keeps them through its fd cleanup).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut v = vec![self.outer.as_raw_fd(), self.inner.as_raw_fd()];
+        v.extend(self.published.iter().map(|(_, l)| l.as_raw_fd()));
+        v
+    }
+
     /// After the clone: receive pid 1's sockets, then start the proxy and the forwarders.
     pub fn start(self, proxying: Proxying) -> Result<Running> {
         let Bridge {
