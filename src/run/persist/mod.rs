@@ -5,7 +5,9 @@
 //! ```text
 //! first call:  sbx-exec ─fork─> helper ─clone(NEW*)─> keeper (pid 1: mounts, /proc, reaps)
 //!                 │               └ exits at once, so the keeper is nobody's zombie
-//!                 └ waits for "ready", records the keeper in /run/sbx/NAME.state
+//!                 ├ waits for "ready", records the keeper in /run/sbx/NAME.state
+//!                 └ net = "private" with allow/publish: starts the net helper (proxy, forwarders)
+//!                   outside the context's network namespace, records it too (nethelper.rs)
 //! every call:  sbx-exec ─fork─> joiner ─setns(pidfd, PID|NS|IPC|UTS[|NET])─fork─> target ─> exec
 //!                                  └ relays signals and the exit status (invisible in the context)
 //! ```
