@@ -68,7 +68,7 @@ complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l policy -d 'P
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l json -d 'One JSON object instead of the table'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -s h -l help -d 'Print help'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "list" -d 'List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from list" -l policy -d 'Policy file to validate first (the list comes from /run/sbx, not from the policy)' -r -F
@@ -77,7 +77,7 @@ complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_s
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds between SIGTERM and SIGKILL' -r
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -l policy -d 'Policy file to validate first' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "list" -d 'List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe ctx help" -f -a "policy" -d 'Check a policy file, or show the effective policy'
@@ -86,6 +86,6 @@ complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_s
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe ctx help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from ctx" -f -a "list" -d 'List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from ctx" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from ctx" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
 complete -c sbx-exec -n 'test (commandline -opc)[-1] = --ctx' -f -a '(__sbx_exec_contexts)'

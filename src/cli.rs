@@ -133,7 +133,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum CtxCommand {
-    /// List persistent contexts: name, keeper pid, processes besides the keeper, age in seconds,
+    /// List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds,
     /// and whether the keeper is running
     List {
         /// Print a JSON array instead of a table

@@ -12,7 +12,7 @@
 //! run        mechanisms applying a plan: launch (one-shot), init (the one sandbox pid 1 for
 //!   │        one-shot calls and persistent keepers), target (kept fds → caps → nnp → Landlock →
 //!   │        seccomp → exec by handle), control/{mod, service} (supervised PID 1), persist/{join,
-//!   │        keeper, state, ctl}, proxy/ (the egress proxy), apply/{mounts, fs, procfs, dev,
+//!   │        keeper, nethelper, state, ctl}, proxy/ (the egress proxy), apply/{mounts, fs, procfs, dev,
 //!   │        namespaces, capabilities, cgroup, secret_files, landlock, seccomp}, masking, audit,
 //!   │        status, ports, reaper
 //! plan       pure functions from (policy, request, privilege mode, host facts) to what will be

@@ -254,10 +254,6 @@ pub fn check_context(ctx: &crate::model::Context) -> Result<(), String> {
             "net.publish cannot list {PROXY_PORT}: it is the egress proxy's port inside the sandbox"
         ));
     }
-    if ctx.persist && !(net.allow.is_empty() && net.publish.is_empty()) {
-        return Err("net.allow and net.publish are not available with persist = true yet (the proxy and the forwarders live as long as \
-                    one call, not as long as the keeper); use them in a one-shot context, or net = \"private\" alone (loopback only)".into());
-    }
     Ok(())
 }
 

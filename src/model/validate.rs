@@ -313,6 +313,10 @@ fn persist_rules(ctx: &Context) -> std::result::Result<(), String> {
             "persist = true needs fs.hide to include {RUNTIME_DIR} (the keepers' state must be invisible to the context's code, which outlives each call); add it to [fs] hide"
         ));
     }
+    if !ctx.secrets.bind.is_empty() {
+        return Err("persist = true cannot be combined with secrets.bind: bound secrets are values of one call (the proxy adds them \
+                    for that call only), while a persistent context's network helper serves every call; use a one-shot context (like `agent`) for bound secrets".into());
+    }
     if !ctx.secrets.allow.is_empty() {
         return Err("persist = true cannot be combined with secrets.allow: processes of a persistent context outlive the call, \
                     so a secret handed to one call would stay reachable by every later call's code; use a one-shot context for secrets".into());
@@ -599,6 +603,19 @@ mod tests {
         ))
         .unwrap();
         assert!(ok.context("x").unwrap().persist);
+        // The keeper's net helper runs the proxy and the forwarders for the context's life.
+        let net = parse(&format!(
+            "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\nnet = {{ allow = [\"0.0.0.0/0\"], publish = [3000, \"5173-5180\"] }}\n"
+        ))
+        .unwrap();
+        assert_eq!(net.context("x").unwrap().net.published_ports().len(), 9);
+        // Bound secrets are one call's values: one-shot only.
+        let e = parse(&format!(
+            "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\nnet = {{ allow = [\"api.example.com\"] }}\n\
+             [context.x.secrets]\nallow = [\"K\"]\n[[context.x.secrets.bind]]\nname = \"K\"\nhosts = [\"api.example.com\"]\nheader = \"x-api-key\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("secrets.bind"), "{e}");
         let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_max = \"lots\"\n")).unwrap_err();
         assert!(e.to_string().contains("t.toml:"), "{e}");
     }

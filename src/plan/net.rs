@@ -15,14 +15,17 @@ pub struct Plan {
     pub egress: Option<EgressPolicy>,
     /// Sandbox ports forwarded from the container's `127.0.0.1`.
     pub publish: Vec<u16>,
+    /// The `net.allow` entries as written (a persistent context's net helper enforces the rules
+    /// its keeper started with, so they are part of its fingerprint).
+    pub allow_text: Vec<String>,
 }
 
 impl Plan {
     /// A canonical text for the persistent context's fingerprint.
     pub fn canonical(&self) -> String {
         let allow = match &self.egress {
-            Some(_) => "proxy",
-            None => "-",
+            Some(_) => format!("proxy({})", self.allow_text.join(" ")),
+            None => "-".to_string(),
         };
         let ports: Vec<String> = self.publish.iter().map(u16::to_string).collect();
         format!("{allow};{}", ports.join(","))
@@ -40,7 +43,12 @@ pub fn plan(ctx_name: &str, ctx: &Context) -> Option<Plan> {
         self_addrs: Vec::new(),
     });
     let publish = ctx.net.published_ports();
-    (egress.is_some() || !publish.is_empty()).then_some(Plan { egress, publish })
+    let allow_text = ctx.net.allow.iter().map(|r| r.text.clone()).collect();
+    (egress.is_some() || !publish.is_empty()).then_some(Plan {
+        egress,
+        publish,
+        allow_text,
+    })
 }
 
 /// The proxy's URL inside the sandbox.

@@ -33,11 +33,13 @@ pub enum Role<'a> {
         program: RawFd,
         net: Option<RawFd>,
     },
-    /// A persistent context's keeper: detached from the caller; `ready` and `commit` (the read
-    /// end of the pipe its first call commits it on) are the only fds it keeps.
+    /// A persistent context's keeper: detached from the caller; `ready`, `commit` (the read
+    /// end of the pipe its first call commits it on) and `net` (as for one-shot; the net helper
+    /// receives the sockets) are the only fds it keeps.
     Keeper {
         ready: &'a OwnedFd,
         commit: &'a OwnedFd,
+        net: Option<RawFd>,
     },
 }
 
@@ -159,7 +161,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     }
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
     let is_keeper = matches!(role, Role::Keeper { .. });
-    let mut net_sock = None;
+    let net_sock: Option<RawFd>;
     let keep: Vec<i32> = match &role {
         Role::OneShot {
             alive,
@@ -178,9 +180,11 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             keep.sort_unstable();
             keep
         }
-        Role::Keeper { ready, commit } => {
+        Role::Keeper { ready, commit, net } => {
             let _ = nix::sys::prctl::set_name(c"sbx-keeper");
+            net_sock = *net;
             let mut keep = vec![ready.as_raw_fd(), commit.as_raw_fd()];
+            keep.extend(*net);
             keep.sort_unstable();
             keep
         }

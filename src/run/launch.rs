@@ -157,7 +157,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     }
     if ctx.persist {
         let rep = |line: &str| report(status, line);
-        return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep);
+        return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep, audit.egress_log());
     }
     let proxying = crate::run::net::Proxying {
         log: audit.egress_log(),

@@ -13,7 +13,8 @@
 //! [`Bridge::prepare`] runs before the clone (the outer process is still single-threaded there:
 //! the clone is a plain fork); [`Bridge::start`] after it, and only then are threads started. With
 //! `net.allow = []` no listener is made and no proxy thread exists; without `publish` no
-//! forwarder. Everything ends with the outer process.
+//! forwarder. Everything ends with the outer process. A persistent context's keeper hands out the
+//! same way, to a net helper that lives as long as the keeper ([`crate::run::persist::nethelper`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -85,6 +86,13 @@ impl Bridge {
     /// Pid 1's end of the socket pair (kept through its fd cleanup; closed here after the clone).
     pub fn inner(&self) -> &OwnedFd {
         &self.inner
+    }
+
+    /// Every fd this holds (a persistent context's net helper keeps them through its fd cleanup).
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        let mut v = vec![self.outer.as_raw_fd(), self.inner.as_raw_fd()];
+        v.extend(self.published.iter().map(|(_, l)| l.as_raw_fd()));
+        v
     }
 
     /// After the clone: receive pid 1's sockets, then start the proxy and the forwarders.

@@ -394,3 +394,202 @@ pub fn net_policy_errors_name_the_place() -> Result<(), String> {
     }
     Ok(())
 }
+
+// Persistent contexts: the keeper's network namespace and ONE net helper (proxy and forwarders,
+// outside that namespace) live as long as the keeper; joins reuse them.
+
+/// The default policy with `user` renamed `name`, persistent (scope = false, which persist
+/// needs), its net table `net`, and `top` lines at the top.
+fn persistent_policy(dir: &Path, name: &str, net: &str, top: &str) -> PathBuf {
+    let text = user_net_policy(net, top)
+        .replace("[context.user", &format!("[context.{name}"))
+        .replacen(
+            &format!("[context.{name}]\n"),
+            &format!("[context.{name}]\npersist = true\n"),
+            1,
+        )
+        .replace("scope = true ", "scope = false ");
+    write_policy(dir, &text)
+}
+
+/// Shell functions for the scenarios: `call SCRIPT` (a call of the persistent context), `stop`,
+/// `field KEY` (of its `ctx list --json` entry), `alive PID` (exists and is not a zombie), and
+/// `port` (whether 127.0.0.1:3000 accepts a connection here).
+fn persistent_shell(p: &Path, name: &str) -> String {
+    let (b, p) = (bin(), p.display());
+    format!(
+        r#"call() {{ {b} --policy {p} --ctx {name} -- sh -c "$1"; }}
+stop() {{ {b} ctx stop {name} --timeout 2 --policy {p}; }}
+field() {{ {b} ctx list --json | python3 -c "import json,sys; print(([e for e in json.load(sys.stdin) if e['name']=='{name}'] or [{{}}])[0].get('$1'))"; }}
+alive() {{ s=$(sed 's/.*) //' /proc/$1/stat 2>/dev/null | cut -c1); [ -n "$s" ] && [ "$s" != Z ] && [ "$s" != X ]; }}
+port() {{ python3 -c "import socket; socket.create_connection(('127.0.0.1',3000),1)" 2>/dev/null && echo open || echo closed; }}
+"#
+    )
+}
+
+/// Start a dev server on 3000 in the context (in the background, outliving the call).
+const DEV_SERVER: &str = "mkdir -p /tmp/site && echo persistent-dev-server > /tmp/site/who && (python3 -m http.server 3000 --bind 127.0.0.1 --directory /tmp/site >/dev/null 2>&1 &); echo started";
+
+/// Wait (up to 6 s) until 127.0.0.1:3000 serves `who`; sets OUT.
+const WAIT_SERVED: &str = "i=0; until OUT=$(curl -s -m 2 http://127.0.0.1:3000/who) && [ -n \"$OUT\" ]; do i=$((i+1)); [ $i -gt 60 ] && break; sleep 0.1; done\n";
+
+fn persistent_tools() -> Result<(), String> {
+    tools()?;
+    crate::persist::runtime()
+}
+
+pub fn persistent_context_publishes_a_dev_server_to_every_call() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7ppub");
+    let p = persistent_policy(
+        d.path(),
+        "pnetpub",
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]\npublish = [3000]",
+        "",
+    );
+    let script = format!(
+        "{}echo before:$(port)\ncall '{DEV_SERVER}'\n{WAIT_SERVED}echo published:$OUT\n\
+         echo listing:$(curl -s -m 2 http://127.0.0.1:3000/ | grep -c 'href=\"who\"')\n\
+         call 'echo join-curl:$(curl -s -m 2 http://127.0.0.1:3000/who); python3 -c \"import urllib.request as u; print(\\\"join-py:\\\" + u.urlopen(\\\"http://127.0.0.1:3000/who\\\", timeout=2).read().decode().strip())\"'\n\
+         NET=$(field net_pid); echo net:$NET; alive $NET && echo net-alive\n\
+         stop; echo stop:$?\necho after:$(port)\nalive $NET || echo net-gone\n",
+        persistent_shell(&p, "pnetpub")
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "persistent publish scenario")?;
+    // Control: nothing listened on 3000 before the first call.
+    check(r.stdout.contains("before:closed"), || r.show())?;
+    check(r.stdout.contains("published:persistent-dev-server"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("listing:1"), || r.show())?;
+    // A join sees the server the first call started (NO_PROXY keeps 127.0.0.1 direct).
+    check(r.stdout.contains("join-curl:persistent-dev-server"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("join-py:persistent-dev-server"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("net-alive"), || r.show())?;
+    check(r.stdout.contains("stop:0"), || r.show())?;
+    // ctx stop ended the keeper AND the net helper: the published port is closed.
+    check(r.stdout.contains("after:closed"), || r.show())?;
+    check(r.stdout.contains("net-gone"), || r.show())
+}
+
+pub fn persistent_join_egresses_through_the_keepers_proxy() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7pegress");
+    let log = d.path().join("audit.jsonl");
+    let top = format!("audit = \"{}\"", log.display());
+    let p = persistent_policy(
+        d.path(),
+        "pnetegr",
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]",
+        &top,
+    );
+    let script = format!(
+        "{}call 'echo first'\nK=$(field keeper_pid)\n\
+         call 'echo join:$(curl -s -m 5 http://192.0.2.10/who); echo meta:$(curl -s -m 5 -w \" code=%{{http_code}}\" http://169.254.169.254/who | tr \"\\n\" \" \"); echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused)'\n\
+         [ \"$(field keeper_pid)\" = \"$K\" ] && echo same-keeper\nstop; echo stop:$?\n",
+        persistent_shell(&p, "pnetegr")
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "persistent egress scenario")?;
+    check(r.stdout.contains("same-keeper"), || r.show())?;
+    // The join reaches the allowlisted stand-in through the keeper's proxy...
+    check(r.stdout.contains("join:internet"), || r.show())?;
+    // ...is refused the metadata address with 403, and has no route around the proxy.
+    check(
+        r.stdout.contains("meta:") && r.stdout.contains("code=403"),
+        || r.show(),
+    )?;
+    check(!r.stdout.contains("metadata"), || r.show())?;
+    check(r.stdout.contains("direct:refused"), || r.show())?;
+    check(r.stdout.contains("stop:0"), || r.show())?;
+    // The net helper logs the refusal to the audit log.
+    let audit = std::fs::read_to_string(&log).unwrap_or_default();
+    check(
+        audit
+            .lines()
+            .any(|l| l.contains("\"egress-refused\"") && l.contains("169.254.169.254")),
+        || format!("no refusal in the audit log:\n{audit}"),
+    )
+}
+
+pub fn killed_keeper_takes_its_net_helper() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7pkill");
+    let p = persistent_policy(
+        d.path(),
+        "pnetkill",
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]\npublish = [3000]",
+        "",
+    );
+    let script = format!(
+        "{}call '{DEV_SERVER}'\n{WAIT_SERVED}echo served:$OUT\n\
+         K=$(field keeper_pid); NET=$(field net_pid); echo keeper:$K net:$NET\n\
+         alive $NET && echo net-alive; echo comm:$(cat /proc/$NET/comm)\n\
+         kill -9 $K\ni=0; while alive $NET; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done\n\
+         alive $NET && echo net-survived || echo net-gone\necho after-kill:$(port)\n\
+         call 'echo again'; N2=$(field net_pid); [ \"$N2\" != \"$NET\" ] && alive $N2 && echo new-helper\n\
+         stop; echo stop:$?\n",
+        persistent_shell(&p, "pnetkill")
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "killed keeper scenario")?;
+    check(r.stdout.contains("served:persistent-dev-server"), || {
+        r.show()
+    })?;
+    // ctx list shows the helper while it runs.
+    check(
+        r.stdout.contains("net-alive") && r.stdout.contains("comm:sbx-net"),
+        || r.show(),
+    )?;
+    check(
+        !r.stdout.contains("net:None") && !r.stdout.contains("net:0 "),
+        || r.show(),
+    )?;
+    // The keeper's death ends the helper, and with it the published port.
+    check(r.stdout.contains("net-gone"), || r.show())?;
+    check(r.stdout.contains("after-kill:closed"), || r.show())?;
+    // The next call starts a new keeper with a new helper.
+    check(
+        r.stdout.contains("again") && r.stdout.contains("new-helper"),
+        || r.show(),
+    )?;
+    check(r.stdout.contains("stop:0"), || r.show())
+}
+
+pub fn persistent_net_stop_leaves_nothing_behind() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7psnap");
+    let p = persistent_policy(
+        d.path(),
+        "pnetsnap",
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]\npublish = [3000, \"5173-5175\"]",
+        "",
+    );
+    // A snapshot: listening TCP sockets of this namespace, and live sbx-net / sbx-keeper processes.
+    let snap = "{ ss -Hltn | awk '{print $4}' | sort; for p in /proc/[0-9]*; do c=$(cat $p/comm 2>/dev/null); case $c in sbx-net|sbx-keeper) alive ${p#/proc/} && echo proc:$c:${p#/proc/};; esac; done; } ";
+    let script = format!(
+        "{}{snap}> {dir}/before\ncall '{DEV_SERVER}'\n{WAIT_SERVED}echo served:$OUT\n\
+         {snap}> {dir}/during\nstop; echo stop:$?\n{snap}> {dir}/after\n\
+         echo during-3000:$(grep -c '127.0.0.1:3000$' {dir}/during) during-5174:$(grep -c '127.0.0.1:5174$' {dir}/during)\n\
+         diff {dir}/before {dir}/after && echo same-as-before\necho after:$(port)\n",
+        persistent_shell(&p, "pnetsnap"),
+        dir = d.path().display()
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "snapshot scenario")?;
+    check(r.stdout.contains("served:persistent-dev-server"), || {
+        r.show()
+    })?;
+    // Control: while the context ran, the published ports listened in this namespace.
+    check(r.stdout.contains("during-3000:1 during-5174:1"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("stop:0"), || r.show())?;
+    check(r.stdout.contains("same-as-before"), || r.show())?;
+    check(r.stdout.contains("after:closed"), || r.show())
+}

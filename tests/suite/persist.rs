@@ -59,7 +59,7 @@ fn stop(pol: &str, ctx: &str) -> Run {
 }
 
 /// Alive = exists and is not a zombie (killed keepers stay zombies of the suite's pid 1).
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 1..].trim_start().to_string()))

@@ -31,12 +31,15 @@ struct Row {
     running: bool,
     status: String,
     pid: i32,
+    /// The net helper's pid (0: none), and whether it runs.
+    net_pid: i32,
+    net_running: bool,
     processes: usize,
     age: u64,
 }
 
-/// `sbx-exec ctx list`: every context with a state, whether its keeper runs, its process count
-/// (besides the keeper) and age.
+/// `sbx-exec ctx list`: every context with a state, whether its keeper runs, its net helper (if
+/// any), its process count (besides the keeper) and age.
 pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
     require_root("list")?;
     if policy.is_some() {
@@ -49,7 +52,10 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
                 continue;
             };
             let running = status == "running" || status == "stopping";
+            let net_running = matches!(lifecycle::verify_net(&state), Ok(Some(_)));
             rows.push(Row {
+                net_pid: state.net_pid,
+                net_running,
                 status,
                 processes: if running {
                     count_in(state.pidns) - 1
@@ -67,20 +73,27 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
         let v: Vec<serde_json::Value> = rows
             .iter()
             .map(|r| {
+                let net_pid = (r.net_pid != 0).then_some(r.net_pid);
                 serde_json::json!({"name": r.name, "running": r.running, "keeper_pid": r.pid,
+                                   "net_pid": net_pid, "net_running": r.net_running,
                                    "processes": r.processes, "age_secs": r.age, "status": r.status})
             })
             .collect();
         println!("{}", serde_json::Value::Array(v));
     } else {
         println!(
-            "{:<20} {:>8} {:>10} {:>9}  STATUS",
-            "CONTEXT", "KEEPER", "PROCESSES", "AGE(s)"
+            "{:<20} {:>8} {:>8} {:>10} {:>9}  STATUS",
+            "CONTEXT", "KEEPER", "NET", "PROCESSES", "AGE(s)"
         );
         for r in &rows {
+            let net = match (r.net_pid, r.net_running) {
+                (0, _) => "-".to_string(),
+                (pid, true) => pid.to_string(),
+                (_, false) => "gone".to_string(),
+            };
             println!(
-                "{:<20} {:>8} {:>10} {:>9}  {}",
-                r.name, r.pid, r.processes, r.age, r.status
+                "{:<20} {:>8} {:>8} {:>10} {:>9}  {}",
+                r.name, r.pid, net, r.processes, r.age, r.status
             );
         }
     }
@@ -179,6 +192,8 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
             );
         }
     }
+    // The net helper exits once the keeper has; end it now, so its ports are closed on return.
+    lifecycle::end_net(name, &state)?;
     lifecycle::remove_cgroups(name, &state.cgroups)?;
     state::remove(&dir, name);
     Ok(0)

@@ -1,7 +1,7 @@
 //! The keeper of a persistent context: found and verified, or started (through a helper, so it is
 //! nobody's zombie) with the one sandbox init ([`crate::run::init::setup`]), then reaping forever.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -13,11 +13,14 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::lifecycle::{self, now_secs, pidns_inode, proc_stat, verify};
+use super::nethelper;
 use super::state::{self, Phase, State};
 use crate::error::EXIT_SBX;
 use crate::model::Context;
 use crate::plan::launch::Sandbox;
 use crate::run::apply::cgroup;
+use crate::run::audit::EgressLog;
+use crate::run::net::Bridge;
 use crate::run::reaper;
 use crate::sys;
 
@@ -35,7 +38,12 @@ pub struct Keeper {
 /// lock taken and the context `stopping` is refused at once; one that waited while the context
 /// was stopped is refused too (a stop sticks while callers are active). Under the lock, a record
 /// left `starting` or `stopping` by a call or stop that died is ended first.
-pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result<Keeper> {
+pub fn ensure_keeper(
+    ctx_name: &str,
+    ctx: &Context,
+    sandbox: &Sandbox,
+    log: Option<EgressLog>,
+) -> Result<Keeper> {
     let dir = state::dir(true)?.context("no runtime directory")?;
     let (_lock, seen) = match state::try_lock(&dir, ctx_name)? {
         Some(lock) => (lock, None),
@@ -64,6 +72,7 @@ pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result
             .with_context(|| format!("cannot join context {ctx_name:?}"))?
         {
             Some(pidfd) if state.policy == fp => {
+                net_alive(ctx_name, &state)?;
                 let cgroup_procs = cgroup::open_procs(&state.cgroups)?;
                 return Ok(Keeper {
                     state,
@@ -80,7 +89,20 @@ pub fn ensure_keeper(ctx_name: &str, ctx: &Context, sandbox: &Sandbox) -> Result
             None => lifecycle::end(&dir, ctx_name, &state)?,
         },
     }
-    start_keeper(ctx_name, ctx, sandbox, &dir, fp)
+    start_keeper(ctx_name, ctx, sandbox, &dir, fp, log)
+}
+
+/// A running keeper whose net helper is definitely gone has no proxy and no published ports any
+/// more: refused, naming the fix (a failed check is an error too, never "gone").
+fn net_alive(ctx_name: &str, state: &State) -> Result<()> {
+    if state.net_pid == 0 || lifecycle::verify_net(state)?.is_some() {
+        return Ok(());
+    }
+    bail!(
+        "the net helper of context {ctx_name:?} (pid {}) is gone, so its egress proxy and published ports no longer run; \
+         stop the context with `sbx-exec ctx stop {ctx_name}` and retry (the next call starts it anew)",
+        state.net_pid
+    )
 }
 
 fn being_stopped(ctx_name: &str) -> String {
@@ -99,6 +121,7 @@ fn start_keeper(
     sandbox: &Sandbox,
     dir: &Path,
     fp: u64,
+    log: Option<EgressLog>,
 ) -> Result<Keeper> {
     let cg_plan = match &ctx.limits {
         Some(l) if !l.is_empty() => crate::plan::cgroup::plan_for(ctx_name, l, ctx.degrade)?,
@@ -115,9 +138,12 @@ fn start_keeper(
             .iter()
             .flat_map(|p| p.dirs.iter().map(|d| d.path.clone()))
             .collect(),
+        net_pid: 0,
+        net_start: 0,
     };
     state::write(dir, ctx_name, &state)?;
-    let r = start_recorded(ctx_name, ctx, sandbox, dir, cg_plan.as_ref(), &mut state);
+    let cg = cg_plan.as_ref();
+    let r = start_recorded(ctx_name, ctx, sandbox, dir, cg, &mut state, log);
     if r.is_err() {
         if let Err(e) = lifecycle::end(dir, ctx_name, &state) {
             eprintln!("sbx-exec: warning: {e:#}");
@@ -126,7 +152,8 @@ fn start_keeper(
     r
 }
 
-/// The part of [`start_keeper`] after the first record: cgroups, keeper, records, commit.
+/// The part of [`start_keeper`] after the first record: published ports, cgroups, keeper, net
+/// helper, records, commit. A published port in use fails here, before anything runs.
 fn start_recorded(
     ctx_name: &str,
     ctx: &Context,
@@ -134,7 +161,9 @@ fn start_recorded(
     dir: &Path,
     cg_plan: Option<&crate::plan::cgroup::Plan>,
     state: &mut State,
+    log: Option<EgressLog>,
 ) -> Result<Keeper> {
+    let bridge = sandbox.net.as_ref().map(Bridge::prepare).transpose()?;
     let cgroup_procs = match (cg_plan, &ctx.limits) {
         (Some(p), Some(l)) => match cgroup::create(&cgroup::Host, p) {
             Ok(procs) => procs,
@@ -159,7 +188,16 @@ fn start_recorded(
             pidns_inode(pid.as_raw()).context("cannot read the keeper's pid namespace")?;
         state::write(dir, ctx_name, state)
     };
-    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, &mut record)?;
+    let net = bridge.as_ref().map(|b| b.inner().as_raw_fd());
+    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, net, &mut record)?;
+    if let Some(bridge) = bridge {
+        let mut record_net = |pid: i32, start: u64| -> Result<()> {
+            state.net_pid = pid;
+            state.net_start = start;
+            state::write(dir, ctx_name, state)
+        };
+        nethelper::start(ctx_name, bridge, &pidfd, log, &mut record_net)?;
+    }
     state.phase = Phase::Running;
     state::write(dir, ctx_name, state)?;
     if nix::unistd::write(&commit, b"C") != Ok(1) {
@@ -180,6 +218,7 @@ fn spawn_keeper(
     ctx_name: &str,
     sandbox: &Sandbox,
     cgroup_procs: &[OwnedFd],
+    net: Option<RawFd>,
     record: &mut dyn FnMut(Pid) -> Result<()>,
 ) -> Result<(OwnedFd, OwnedFd)> {
     let pipe = || {
@@ -208,7 +247,7 @@ fn spawn_keeper(
                 }
                 Ok(None) => {
                     drop(info_w);
-                    keeper_main(&sandbox, ready_w, commit_r)
+                    keeper_main(&sandbox, ready_w, commit_r, net)
                 }
                 Err(e) => {
                     eprintln!("sbx-exec: {e:#}");
@@ -253,10 +292,11 @@ fn spawn_keeper(
 /// `/`), says "ready", waits for the caller's commit (the caller has recorded it by then; end of
 /// file instead means the caller died first, and the keeper ends, taking its namespaces with it),
 /// then reaps forever.
-fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd) -> ! {
+fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd, net: Option<RawFd>) -> ! {
     let role = crate::run::init::Role::Keeper {
         ready: &ready,
         commit: &commit,
+        net,
     };
     if let Err(e) = crate::run::init::setup(sandbox, role) {
         eprintln!("sbx-exec: keeper: {e:#}");

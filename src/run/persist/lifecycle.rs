@@ -64,6 +64,53 @@ pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
     }
 }
 
+/// The pidfd of the recorded net helper if, after opening it, the process is still that helper
+/// (alive, same start time). `Ok(None)`: none recorded, or definitely gone. `Err`: the check
+/// itself failed, with its cause.
+pub fn verify_net(state: &State) -> Result<Option<OwnedFd>> {
+    let pid = state.net_pid;
+    if pid <= 1 {
+        return Ok(None);
+    }
+    let failed = |what: &str, e: &std::io::Error| {
+        anyhow::anyhow!(
+            "cannot tell whether the net helper (pid {pid}) is alive: {what}: {}; nothing was changed",
+            crate::error::cause(e)
+        )
+    };
+    let pidfd = match sys::pidfd_open(Pid::from_raw(pid)) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
+        Err(e) => return Err(failed("pidfd_open", &e)),
+    };
+    match read_proc(pid, "stat", std::fs::read_to_string) {
+        Ok(Some(text)) => match parse_stat(&text) {
+            Some((run, start)) if !matches!(run, 'Z' | 'X' | 'x') && start == state.net_start => {
+                Ok(Some(pidfd))
+            }
+            Some(_) => Ok(None),
+            None => bail!("cannot parse /proc/{pid}/stat"),
+        },
+        Ok(None) => Ok(None),
+        Err(e) => Err(failed(&format!("/proc/{pid}/stat"), &e)),
+    }
+}
+
+/// End the recorded net helper, if it still runs: SIGKILL (it holds nothing of the context's
+/// own; it would exit by itself once the keeper has) and wait until its ports are closed.
+pub fn end_net(ctx_name: &str, state: &State) -> Result<()> {
+    if let Some(pidfd) = verify_net(state)? {
+        let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
+        if !wait_exit(&pidfd, Duration::from_secs(10)) {
+            bail!(
+                "the net helper of context {ctx_name:?} (pid {}) did not end within 10 s of SIGKILL",
+                state.net_pid
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Read /proc/PID/WHAT; `Ok(None)` when the process (or that file of an exiting one) is gone.
 fn read_proc<T>(
     pid: i32,
@@ -112,7 +159,7 @@ pub fn now_secs() -> u64 {
 }
 
 /// End what a state records, under the context's lock: SIGKILL its keeper if that still runs,
-/// wait for it, remove its cgroups (once empty), then the state file. For a keeper whose first
+/// wait for it, end its net helper, remove its cgroups (once empty), then the state file. For a keeper whose first
 /// call died before recording it, the keeper ends itself (it never got its "commit") and its
 /// cgroups empty within [`CGROUP_GRACE`].
 pub fn end(dir: &Path, ctx_name: &str, state: &State) -> Result<()> {
@@ -127,6 +174,7 @@ pub fn end(dir: &Path, ctx_name: &str, state: &State) -> Result<()> {
             );
         }
     }
+    end_net(ctx_name, state)?;
     remove_cgroups(ctx_name, &state.cgroups)?;
     state::remove(dir, ctx_name);
     Ok(())

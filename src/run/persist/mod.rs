@@ -5,7 +5,9 @@
 //! ```text
 //! first call:  sbx-exec ─fork─> helper ─clone(NEW*)─> keeper (pid 1: mounts, /proc, reaps)
 //!                 │               └ exits at once, so the keeper is nobody's zombie
-//!                 └ waits for "ready", records the keeper in /run/sbx/NAME.state
+//!                 ├ waits for "ready", records the keeper in /run/sbx/NAME.state
+//!                 └ net = "private" with allow/publish: starts the net helper (proxy, forwarders)
+//!                   outside the context's network namespace, records it too (nethelper.rs)
 //! every call:  sbx-exec ─fork─> joiner ─setns(pidfd, PID|NS|IPC|UTS[|NET])─fork─> target ─> exec
 //!                                  └ relays signals and the exit status (invisible in the context)
 //! ```
@@ -23,6 +25,7 @@
 pub mod ctl;
 pub mod keeper;
 pub mod lifecycle;
+pub mod nethelper;
 pub mod state;
 
 pub use ctl::{list, stop};
@@ -50,15 +53,17 @@ use crate::sys;
 use keeper::Keeper;
 
 /// A persistent launch: find or start the keeper, join it, run the command, report its status.
+/// `egress_log`: where a new keeper's net helper logs its proxy's events (the audit log).
 pub fn run(
     ctx_name: &str,
     ctx: &Context,
     sandbox: &Sandbox,
     mut target: Target,
     report: &dyn Fn(&str),
+    egress_log: Option<crate::run::audit::EgressLog>,
 ) -> Result<i32> {
     let started = std::time::Instant::now();
-    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox)?;
+    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, egress_log)?;
     target.cwd_in_root = sandbox
         .cwd
         .as_ref()

@@ -53,6 +53,10 @@ pub struct State {
     pub policy: u64,
     /// Its cgroup directories (none without limits).
     pub cgroups: Vec<PathBuf>,
+    /// The net helper (`net = "private"` with `allow` or `publish`): its pid in sbx-exec's pid
+    /// namespace and start time; 0 and 0 without one (or before it is started).
+    pub net_pid: i32,
+    pub net_start: u64,
 }
 
 impl State {
@@ -69,13 +73,21 @@ impl State {
         for c in &self.cgroups {
             s.push_str(&format!("cgroup={}\n", c.display()));
         }
+        if self.net_pid != 0 {
+            s.push_str(&format!(
+                "net_pid={}\nnet_start={}\n",
+                self.net_pid, self.net_start
+            ));
+        }
         s
     }
 
-    /// Parse a state file; every key is required once (cgroup: any number), unknown keys refused.
+    /// Parse a state file; every key is required once (cgroup: any number; net_pid and net_start:
+    /// both or neither), unknown keys refused.
     pub fn parse(text: &str) -> std::result::Result<State, String> {
         let (mut pid, mut start, mut pidns, mut created, mut policy) =
             (None, None, None, None, None);
+        let (mut net_pid, mut net_start) = (None, None);
         let mut cgroups = Vec::new();
         let mut phase = None;
         for line in text.lines() {
@@ -101,6 +113,8 @@ impl State {
                 "start" => &mut start,
                 "pidns" => &mut pidns,
                 "created" => &mut created,
+                "net_pid" => &mut net_pid,
+                "net_start" => &mut net_start,
                 "policy" => {
                     let n = u64::from_str_radix(v, 16).map_err(|_| format!("bad policy {v:?}"))?;
                     if policy.replace(n).is_some() {
@@ -123,6 +137,11 @@ impl State {
         }
         let need = |v: Option<u64>, k: &str| v.ok_or_else(|| format!("missing {k}"));
         let pid = need(pid, "pid")?;
+        let (net_pid, net_start) = match (net_pid, net_start) {
+            (None, None) => (0, 0),
+            (Some(p), Some(s)) if p > 1 => (i32::try_from(p).map_err(|_| "bad net_pid")?, s),
+            _ => return Err("net_pid and net_start go together (net_pid above 1)".into()),
+        };
         // Files written before phases existed are running keepers.
         let phase = phase.unwrap_or_default();
         Ok(State {
@@ -136,6 +155,8 @@ impl State {
             created: need(created, "created")?,
             policy: need(policy, "policy")?,
             cgroups,
+            net_pid,
+            net_start,
         })
     }
 }
@@ -310,10 +331,14 @@ mod tests {
             created: 1_700_000_000,
             policy: 0xdead_beef,
             cgroups: vec![PathBuf::from("/sys/fs/cgroup/pids/sbx-user-1")],
+            net_pid: 4250,
+            net_start: 123460,
         };
         assert_eq!(State::parse(&s.render()), Ok(s.clone()));
         let none = State {
             cgroups: vec![],
+            net_pid: 0,
+            net_start: 0,
             ..s
         };
         assert_eq!(State::parse(&none.render()), Ok(none.clone()));
@@ -338,6 +363,8 @@ mod tests {
             "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=relative\n",
             "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/etc\n",
             "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/sys/fs/cgroup/../../etc\n",
+            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nnet_pid=12\n", // no net_start
+            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nnet_pid=1\nnet_start=5\n",
             "garbage\n",
         ] {
             assert!(State::parse(bad).is_err(), "{bad:?}");
