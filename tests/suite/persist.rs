@@ -657,7 +657,16 @@ while time.time() < end:
     let (w, proj) = (work.display().to_string(), work.join("proj"));
     let proj_s = proj.display().to_string();
     let script = format!("python3 {} {w} >/dev/null 2>&1 &", watcher.display());
-    for round in 0..20 {
+    // 20 rounds in which the watcher did stop the joining call (under heavy load it may miss one:
+    // such a round proves nothing and is run again, at most 20 more times).
+    let (mut round, mut attempts) = (0, 0);
+    while round < 20 {
+        attempts += 1;
+        if attempts > 40 {
+            return Err(format!(
+                "the watcher stopped only {round} joining calls in 40 tries"
+            ));
+        }
         for f in ["ready", "frozen", "proj", "proj.new"] {
             let _ = std::fs::remove_file(work.join(f));
         }
@@ -668,13 +677,18 @@ while time.time() < end:
         }
         // The victim: a joining call the watcher stops as soon as it sees it.
         let mut victim = std::process::Command::new(bin())
-            .args(["--policy", &pol, "--ctx", "swap", "--", "true"])
+            .args(["--policy", &pol, "--ctx", "swap", "--", "sleep", "0.5"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .map_err(|e| e.to_string())?;
-        let frozen = wait_until(Duration::from_secs(10), || work.join("frozen").exists());
+        let frozen = wait_until(Duration::from_secs(5), || work.join("frozen").exists());
+        if !frozen {
+            run_in(&pol, "swap", &["pkill", "-f", "watcher.py"]);
+            let _ = victim.wait();
+            continue;
+        }
         // The next call, in the swapped directory: refused, and nothing of /run/sbx outside seen.
         let r = Cmd::sbx([
             "--policy", &pol, "--ctx", "swap", "--cwd", &proj_s, "--", "ls", "-a",
@@ -692,9 +706,6 @@ while time.time() < end:
             let _ = victim.kill();
             let _ = victim.wait();
         }
-        check(frozen, || {
-            format!("round {round}: the watcher never stopped the joining call")
-        })?;
         r.expect_code(
             125,
             &format!("round {round}: cwd through a stopped call's /proc root"),
@@ -708,6 +719,7 @@ while time.time() < end:
                 )
             },
         )?;
+        round += 1;
     }
     // Control: a real directory of the context is entered as asked.
     let real_s = real.display().to_string();
@@ -722,7 +734,6 @@ while time.time() < end:
     check(c.stdout.contains("swap.state"), || {
         format!("control: {}", c.show())
     })?;
-    let ps = Cmd::sh("ps -eo pid,ppid,stat,wchan:24,args").run();
-    stop(&pol, "swap").expect_code(0, &format!("ctx stop\n{}", ps.stdout))?;
+    stop(&pol, "swap").expect_code(0, "ctx stop")?;
     Ok(())
 }
