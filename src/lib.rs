@@ -26,7 +26,7 @@
 //!   │
 //! model, cli the policy (types, parsing, validation, cross-key rules: pure data) and the
 //!   │        command line
-//! sys, error raw system calls (all `unsafe` lives in sys.rs) and exit codes
+//! sys, error raw system calls (all `unsafe` lives in sys/) and exit codes
 //! ```
 
 pub mod cli;

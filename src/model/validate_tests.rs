@@ -1,0 +1,244 @@
+//! Tests of policy parsing and of every cross-key rule: errors name the file, line and column and
+//! the fix.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Policy> {
+    Policy::parse(text, "test.toml")
+}
+
+#[test]
+fn embedded_default_parses_and_has_the_three_contexts() {
+    let p = parse(EMBEDDED_DEFAULT).unwrap();
+    for name in ["control", "platform", "user"] {
+        p.context(name).unwrap();
+    }
+    let user = p.context("user").unwrap();
+    assert!(user.secrets.allow.is_empty(), "user must take no secrets");
+    assert!(user.has(Namespace::Pid) && user.has(Namespace::Mount));
+}
+
+#[test]
+fn private_dev_is_the_default_for_confined_contexts_and_devices_are_checked() {
+    let p = parse(EMBEDDED_DEFAULT).unwrap();
+    assert!(p.context("user").unwrap().private_dev());
+    assert!(p.context("platform").unwrap().private_dev());
+    assert!(!p.context("control").unwrap().private_dev());
+    let ctx = |ns: &str, fs: &str| {
+        format!("version = 1\n[context.c]\nnamespaces = [{ns}]\n[context.c.fs]\n{fs}\n")
+    };
+    let confined = "\"pid\", \"mount\"";
+    let c = parse(&ctx(confined, "")).unwrap();
+    assert!(c.context("c").unwrap().private_dev());
+    let c = parse(&ctx("\"mount\"", "")).unwrap();
+    assert!(!c.context("c").unwrap().private_dev());
+    let c = parse(&ctx(confined, "dev = \"host\"")).unwrap();
+    assert!(!c.context("c").unwrap().private_dev());
+    parse(&ctx(
+        confined,
+        "devices = [\"/dev/fuse\", \"/dev/net/tun\"]",
+    ))
+    .unwrap();
+    for (ns, fs, want) in [
+        ("", "dev = \"private\"", "\"mount\""),
+        (confined, "dev = \"shared\"", "unknown variant"),
+        (
+            confined,
+            "dev = \"host\"\ndevices = [\"/dev/fuse\"]",
+            "fs.dev",
+        ),
+        (confined, "devices = [\"/dev\"]", "below /dev"),
+        (confined, "devices = [\"/devx/fuse\"]", "below /dev"),
+        (confined, "devices = [\"/dev/pts/0\"]", "not /dev/pts"),
+        (confined, "devices = [\"/dev/shm\"]", "not /dev/pts"),
+    ] {
+        let err = parse(&ctx(ns, fs)).unwrap_err().to_string();
+        assert!(err.contains(want), "{fs}: {err}");
+    }
+}
+
+#[test]
+fn secrets_files_redact_and_audit_are_validated() {
+    let ok = "version = 1\naudit = \"/var/log/sbx/audit.jsonl\"\n[context.p]\nnamespaces = [\"mount\"]\n[context.p.secrets]\nallow = [\"PG*\"]\nfiles = [\"PGPASSFILE\"]\nredact = true\n";
+    let p = parse(ok).unwrap();
+    assert_eq!(
+        p.audit,
+        Some(AuditTarget::File("/var/log/sbx/audit.jsonl".into()))
+    );
+    let c = p.context("p").unwrap();
+    assert!(c.secrets.redact && c.secrets.files[0].0 == "PGPASSFILE");
+    for a in ["stderr", "syslog"] {
+        parse(&format!("version = 1\naudit = \"{a}\"\n")).unwrap();
+    }
+    let err = parse("version = 1\naudit = \"relative.log\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:2:") && err.contains("absolute"),
+        "{err}"
+    );
+    let err = parse(&ok.replace("namespaces = [\"mount\"]", "namespaces = []"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"mount\" namespace"), "{err}");
+    let err = parse(&ok.replace("allow = [\"PG*\"]", "allow = [\"AWS_*\"]"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PGPASSFILE") && err.contains("secrets.allow"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_names_line_and_column() {
+    let err = parse("version = 1\n[context.x]\nnamespacez = []\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test.toml:3:1"), "{err}");
+    assert!(err.contains("unknown field `namespacez`"), "{err}");
+    assert!(
+        err.contains("namespaces"),
+        "should list what is allowed: {err}"
+    );
+}
+
+#[test]
+fn wrong_type_and_bad_values_are_refused_with_position() {
+    let err = parse("version = 1\n[context.x]\ndegrade = \"yes\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("test.toml:3:"), "{err}");
+    let err = parse("version = 1\n[context.x]\nnamespaces = [\"pid\", \"time\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:3:") && err.contains("time"),
+        "{err}"
+    );
+    let err = parse("version = 1\n[context.x]\nnamespaces = [\"mount\"]\n[context.x.fs]\nread_only = [\"usr\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:5:") && err.contains("absolute"),
+        "{err}"
+    );
+    let err = parse("version = 1\n[context.x.security]\ncaps = [\"SYS_WIZARD\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown capability"), "{err}");
+    let err = parse("version = 2\n").unwrap_err().to_string();
+    assert!(err.contains("version"), "{err}");
+    let err = parse("version = 1\n[context.Bad]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context name"), "{err}");
+}
+
+#[test]
+fn cross_key_rules() {
+    let err = parse("version = 1\n[context.x]\nnamespaces = [\"pid\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:2") && err.contains("\"mount\""),
+        "{err}"
+    );
+    let err = parse("version = 1\n[context.x.fs]\ntmpfs = [\"/tmp\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("mount"), "{err}");
+}
+
+#[test]
+fn identity_rules() {
+    let ctx = |extra: &str| {
+        format!("version = 1\n[context.x]\nnamespaces = [\"pid\", \"mount\"]\n{extra}\n")
+    };
+    let ok = parse(&ctx(
+        "identity = { uid = 100000, gid = 100000, count = 65536 }",
+    ))
+    .unwrap();
+    assert_eq!(ok.context("x").unwrap().identity.unwrap().count, 65536);
+    for (bad, says) in [
+        (
+            "identity = { uid = 0, gid = 100000, count = 10 }",
+            "must not be 0",
+        ),
+        ("identity = { uid = 1, gid = 1, count = 0 }", "at least 1"),
+        (
+            "identity = { uid = 4294967295, gid = 1, count = 2 }",
+            "below",
+        ),
+        ("identity = { uid = 1, gid = 1 }", "count"),
+        (
+            "identity = { uid = 9, gid = 9, count = 5 }\nsecurity.run_as = { uid = 5, gid = 1 }",
+            "run_as",
+        ),
+    ] {
+        let err = parse(&ctx(bad)).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    let err = parse("version = 1\n[context.x]\nidentity = { uid = 9, gid = 9, count = 5 }\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"pid\""), "{err}");
+}
+
+#[test]
+fn unknown_context_lists_known_ones() {
+    let p = parse(EMBEDDED_DEFAULT).unwrap();
+    let err = p.context("nope").unwrap_err().to_string();
+    assert!(err.contains("control") && err.contains("user"), "{err}");
+}
+
+#[test]
+fn persist_rules() {
+    let parse = |t: &str| crate::model::Policy::parse(t, "t.toml");
+    let base = "version = 1\n[context.x]\n";
+    let e = parse(&format!(
+        "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("fs.hide"), "{e}");
+    let base = "version = 1\n[context.x]\nfs.hide = [\"/run/sbx\"]\n";
+    let e = parse(&format!("{base}persist = true\nnamespaces = [\"mount\"]\n")).unwrap_err();
+    assert!(e.to_string().contains("\"pid\" and \"mount\""), "{e}");
+    let e = parse(
+        "version = 1\n[context.x]\npersist = true\nnamespaces = []\n[context.x.supervise]\nports = [1]\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("[supervise]"), "{e}");
+    let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.security]\nscope = true\n")).unwrap_err();
+    assert!(e.to_string().contains("scope"), "{e}");
+    let one_shot = parse(&format!(
+        "{base}namespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\n"
+    ))
+    .unwrap();
+    assert!(one_shot.context("x").unwrap().limits.is_some());
+    let e = parse(&format!(
+        "{base}namespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_swap_max = \"1G\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("needs limits.memory_max"), "{e}");
+    let ok = parse(&format!(
+        "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\npids_max = 3\nmemory_max = \"64M\"\n"
+    ))
+    .unwrap();
+    assert!(ok.context("x").unwrap().persist);
+    // The keeper's net helper runs the proxy and the forwarders for the context's life.
+    let net = parse(&format!(
+        "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\nnet = {{ allow = [\"0.0.0.0/0\"], publish = [3000, \"5173-5180\"] }}\n"
+    ))
+    .unwrap();
+    assert_eq!(net.context("x").unwrap().net.published_ports().len(), 9);
+    // Bound secrets are one call's values: one-shot only.
+    let e = parse(&format!(
+        "{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\nnet = {{ allow = [\"api.example.com\"] }}\n\
+         [context.x.secrets]\nallow = [\"K\"]\n[[context.x.secrets.bind]]\nname = \"K\"\nhosts = [\"api.example.com\"]\nheader = \"x-api-key\"\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("secrets.bind"), "{e}");
+    let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_max = \"lots\"\n")).unwrap_err();
+    assert!(e.to_string().contains("t.toml:"), "{e}");
+}
