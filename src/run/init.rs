@@ -273,7 +273,7 @@ fn enter_cwd(sandbox: &Sandbox) -> Result<()> {
 }
 
 /// A keeper outlives its caller: its stdio goes to /dev/null.
-fn detach_stdio() -> Result<()> {
+pub fn detach_stdio() -> Result<()> {
     let null = nix::fcntl::open(
         c"/dev/null",
         OFlag::O_RDWR | OFlag::O_CLOEXEC,

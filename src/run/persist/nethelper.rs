@@ -151,15 +151,7 @@ fn detach(bridge: &Bridge, keeper: &OwnedFd, report: &OwnedFd) -> Result<()> {
         nix::unistd::setresuid(root_u, root_u, root_u).context("setresuid")?;
     }
     std::env::set_current_dir("/").context("cannot change to /")?;
-    let null = nix::fcntl::open(
-        c"/dev/null",
-        OFlag::O_RDWR | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .context("cannot open /dev/null")?;
-    for fd in 0..3 {
-        nix::unistd::dup2(null, fd).context("cannot put stdio on /dev/null")?;
-    }
+    crate::run::init::detach_stdio()?;
     let mut keep = bridge.fds();
     keep.push(keeper.as_raw_fd());
     keep.push(report.as_raw_fd());

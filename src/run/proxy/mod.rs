@@ -142,6 +142,17 @@ pub fn serve(
     policy: Arc<EgressPolicy>,
     on_event: EventSink,
 ) -> io::Result<ProxyHandle> {
+    serve_resolving(listener, policy, on_event, None)
+}
+
+/// [`serve`] with the system resolver and real connects, and the bound secrets' interceptor if
+/// the call has one ([`bound::serve`]).
+fn serve_resolving(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    on_event: EventSink,
+    bound: Option<Arc<bound::Interceptor>>,
+) -> io::Result<ProxyHandle> {
     let outbound = Outbound {
         resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
         connect: Box::new(TcpStream::connect_timeout),
@@ -152,7 +163,7 @@ pub fn serve(
         on_event,
         outbound,
         Limits::default(),
-        None,
+        bound,
     )
 }
 

@@ -17,7 +17,7 @@
 //!
 //! A context without bound secrets creates none of this: no CA, no TLS configuration.
 
-use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
@@ -25,9 +25,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
-use super::{
-    serve_with, Event, EventSink, Limits, Outbound, Protocol, ProxyHandle, Shared, Verdict,
-};
+use super::{Event, EventSink, Protocol, ProxyHandle, Shared, Verdict};
 use crate::model::{Context, RunAs};
 use crate::plan::bound::Bound;
 use crate::plan::egress::EgressPolicy;
@@ -119,18 +117,7 @@ pub fn serve(
     on_event: EventSink,
     bound: Arc<Interceptor>,
 ) -> std::io::Result<ProxyHandle> {
-    let outbound = Outbound {
-        resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
-        connect: Box::new(TcpStream::connect_timeout),
-    };
-    serve_with(
-        listener,
-        policy,
-        on_event,
-        outbound,
-        Limits::default(),
-        Some(bound),
-    )
+    super::serve_resolving(listener, policy, on_event, Some(bound))
 }
 
 impl Interceptor {
