@@ -5,7 +5,7 @@
 #   docker build -t sbx-demo .
 #   (umask 077 && openssl rand -hex 32 > token && echo "JUPYTER_TOKEN=$(openssl rand -hex 32)" > jupyter.env)
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8888:8888 \
-#     --cap-add SYS_ADMIN --cap-add SYS_PTRACE \
+#     --cap-add SYS_ADMIN --cap-add SYS_PTRACE --cap-add NET_ADMIN \
 #     -v "$PWD/token:/run/secrets/sbx_api_token:ro" --env-file jupyter.env sbx-demo
 #
 # Two services, as policies/sandbox-sdk.toml says: the Bun control plane (API on 8080) runs

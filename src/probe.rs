@@ -30,6 +30,8 @@ struct Host {
     legacy_tiocsti: Option<bool>,
     /// A private /dev (tmpfs, device binds, devpts newinstance) can be mounted.
     private_dev: bool,
+    /// `lo` can be brought up in a new network namespace (CAP_NET_ADMIN, or a user namespace).
+    net_admin: bool,
 }
 
 /// One context's verdict.
@@ -97,6 +99,9 @@ fn host() -> Host {
         proc: std::fs::metadata("/proc/self/stat").is_ok(),
         cgroup: crate::plan::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
+        net_admin: rootless
+            || crate::sys::capget()
+                .is_ok_and(|c| c.effective & caps::Capability::CAP_NET_ADMIN.bitmask() != 0),
         private_dev: crate::run::apply::dev::can_mount_private(
             (rootless && userns)
                 .then(|| crate::privilege::userns::IdMap {
@@ -190,6 +195,12 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
 /// settings and limits.
 fn kernel_gaps(host: &Host, name: &str, ctx: &Context, userns: bool, v: &mut Verdict) {
     let mode = host.mode;
+    if ctx.net.own_namespace() && !host.net_admin {
+        v.missing.push(
+            "CAP_NET_ADMIN to bring up lo in its own network namespace (docker run --cap-add NET_ADMIN)"
+                .into(),
+        );
+    }
     let sec = &ctx.security;
     let need = if sec.scope {
         6

@@ -202,7 +202,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
     sys::close_fds_from(3, &keep, false).context("cannot close inherited file descriptors")?;
     filesystem(sandbox)?;
     if sandbox.loopback {
-        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\" or \"private\"); use net = \"host\" if the context needs no network isolation")?;
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\" or \"private\"): it needs CAP_NET_ADMIN (in a container: docker run --cap-add NET_ADMIN, which acts only on the container's own network); or use net = \"host\" if the context needs no network isolation")?;
     }
     if let (Some(plan), Some(sock)) = (&sandbox.net, net_sock) {
         crate::run::net::hand_out(sock, plan)?;
