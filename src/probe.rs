@@ -195,7 +195,12 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
 /// settings and limits.
 fn kernel_gaps(host: &Host, name: &str, ctx: &Context, userns: bool, v: &mut Verdict) {
     let mode = host.mode;
-    if ctx.net.own_namespace() && !host.net_admin {
+    // Only where the network namespace itself can be made (else that is what is missing).
+    let net_missing = v
+        .missing
+        .iter()
+        .any(|m| m == "net namespace" || m == "namespaces together");
+    if ctx.net.own_namespace() && !host.net_admin && !net_missing {
         v.missing.push(
             "CAP_NET_ADMIN to bring up lo in its own network namespace (docker run --cap-add NET_ADMIN)"
                 .into(),
