@@ -11,12 +11,15 @@
 //! persistent context's keeper joined (`persist`), or a one-shot sandbox (`one_shot`: output
 //! masking, then [`crate::run::init`] in fresh namespaces) → supervise → status → audit records.
 //!
-//! Sandbox pid 1 ([`crate::run::init`]): id maps (rootless) → die with the outer process →
-//! non-dumpable → new session → close fds → mounts and private /proc → secret files → loopback →
-//! working directory → fork the target → reap and forward.
+//! Sandbox pid 1 ([`crate::run::init`], after joining the call's cgroup): id maps (rootless) → die
+//! with the outer process → oom_score_adj → non-dumpable → new session → close fds → mounts,
+//! private /dev and /proc → secret files → loopback, and the private network's sockets handed
+//! out → working directory → fork the target (`identity`: map its user namespace) → reap and
+//! forward.
 //!
-//! Target ([`crate::run::target`]): new session → kept fds onto 3.. → close the others → caps
-//! (and the setuid caller's identity) → no_new_privs → Landlock → seccomp → LISTEN_PID → exec.
+//! Target ([`crate::run::target`]): new session → (`identity`) its own user namespace → kept fds
+//! onto 3.. → close the others → caps (and the setuid caller's identity) → no_new_privs → working
+//! directory (joins) → Landlock → seccomp → LISTEN_PID → exec of the checked handle.
 
 use std::ffi::OsString;
 use std::os::fd::{OwnedFd, RawFd};
