@@ -46,7 +46,7 @@ pub fn openat_nofollow(
 
 /// Open the program at `path` (a canonical path: no symlink in it) as an `O_PATH | O_CLOEXEC`
 /// handle, refusing any symlink or magic link on the way: the handle names exactly the file the
-/// exec checks looked at, and the target executes it through [`execveat_fd`].
+/// exec checks looked at, and the target executes it through [`super::execveat_fd`].
 pub fn open_program(path: &CStr) -> io::Result<OwnedFd> {
     openat2_nofollow(path, libc::O_PATH | libc::O_CLOEXEC)
 }

@@ -161,7 +161,7 @@ pub fn now_secs() -> u64 {
 /// End what a state records, under the context's lock: SIGKILL its keeper if that still runs,
 /// wait for it, end its net helper, remove its cgroups (once empty), then the state file. For a keeper whose first
 /// call died before recording it, the keeper ends itself (it never got its "commit") and its
-/// cgroups empty within [`CGROUP_GRACE`].
+/// cgroups empty within `CGROUP_GRACE`.
 pub fn end(dir: &Path, ctx_name: &str, state: &State) -> Result<()> {
     if let Some(pidfd) = verify(state)? {
         let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
