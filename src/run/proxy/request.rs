@@ -119,26 +119,38 @@ pub(super) fn split_host_port(
     Ok((host, port))
 }
 
+/// Whether a header of this request is hop-by-hop (RFC 9110 7.6.1), so a proxy does not forward
+/// it: `Connection`, the headers it names, `Keep-Alive`, `TE`, `Upgrade`, and every `Proxy-*`.
+pub(super) fn hop_by_hop<N: AsRef<str>, V: AsRef<str>>(
+    headers: &[(N, V)],
+) -> impl Fn(&str) -> bool {
+    let named: Vec<String> = headers
+        .iter()
+        .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.as_ref().split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    move |name: &str| {
+        let lower = name.to_ascii_lowercase();
+        lower.starts_with("proxy-")
+            || matches!(
+                lower.as_str(),
+                "connection" | "keep-alive" | "te" | "upgrade"
+            )
+            || named.contains(&lower)
+    }
+}
+
 /// The request as the origin gets it: origin-form target, `Host` from the URL, no `Proxy-*` or
 /// hop-by-hop headers, `Connection: close`.
 pub(super) fn origin_head(req: &Request<'_>, authority: &str, path: &str) -> String {
-    let hop: Vec<String> = req
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+    let hop = hop_by_hop(&req.headers);
     let mut out = format!(
         "{} {path} {}\r\nHost: {authority}\r\n",
         req.method, req.version
     );
     for (name, value) in &req.headers {
-        let lower = name.to_ascii_lowercase();
-        let drop = lower.starts_with("proxy-")
-            || matches!(lower.as_str(), "host" | "connection" | "keep-alive")
-            || hop.contains(&lower);
-        if !drop {
+        if !name.eq_ignore_ascii_case("host") && !hop(name) {
             out.push_str(&format!("{name}: {value}\r\n"));
         }
     }

@@ -54,13 +54,7 @@ impl Head {
     /// The head as sent upstream: hop-by-hop and `Proxy-*` headers dropped,
     /// `Connection: close` (one request per connection).
     pub fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
-        let hop: Vec<String> = self
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-            .flat_map(|(_, v)| v.split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect();
+        let hop = crate::run::proxy::request::hop_by_hop(&self.headers);
         let mut out = Zeroizing::new(Vec::with_capacity(1024));
         let mut put = |s: &str| crate::secrets::extend_zeroizing(&mut out, s.as_bytes());
         put(&self.method);
@@ -70,14 +64,7 @@ impl Head {
         put(&self.version);
         put("\r\n");
         for (name, value) in &self.headers {
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("proxy-")
-                || matches!(
-                    lower.as_str(),
-                    "connection" | "keep-alive" | "te" | "upgrade"
-                )
-                || hop.contains(&lower)
-            {
+            if hop(name) {
                 continue;
             }
             put(name);
