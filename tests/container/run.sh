@@ -376,43 +376,7 @@ else
 fi
 
 # 1c. A kernel runs a cell, driven from the host over the REST API and the kernel websocket.
-cat >"$WORK/cell.py" <<'PY'
-import json, sys, uuid, urllib.request
-import websocket
-port, token, code = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-def api(method, path, body=None):
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": "token " + token, "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        return json.loads(r.read() or b"null")
-kernel = api("POST", "/api/kernels", {"name": "python3"})
-ws = websocket.create_connection("ws://127.0.0.1:%d/api/kernels/%s/channels" % (port, kernel["id"]),
-    header=["Authorization: token " + token], timeout=60)
-msg_id = uuid.uuid4().hex
-ws.send(json.dumps({"header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "test",
-    "session": uuid.uuid4().hex, "version": "5.3"}, "parent_header": {}, "metadata": {},
-    "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-    "allow_stdin": False, "stop_on_error": True}, "channel": "shell"}))
-out, err = [], []
-while True:
-    m = json.loads(ws.recv())
-    if m.get("parent_header", {}).get("msg_id") != msg_id:
-        continue
-    t = m["msg_type"]
-    if t == "stream":
-        out.append(m["content"]["text"])
-    elif t == "execute_result":
-        out.append(m["content"]["data"].get("text/plain", ""))
-    elif t == "error":
-        err.append(m["content"]["ename"] + ": " + m["content"]["evalue"])
-    elif t == "status" and m["content"]["execution_state"] == "idle":
-        break
-ws.close()
-api("DELETE", "/api/kernels/" + kernel["id"])
-print(json.dumps({"stdout": "".join(out), "error": err}))
-PY
-cell() { timeout 120 "$JPY" "$WORK/cell.py" "$PJ" "$JTOKEN" "$1" 2>&1 | tail -n 1; }
+cell() { timeout 120 "$JPY" tests/jupyter_cell.py "$PJ" "$JTOKEN" "$1" 2>&1 | tail -n 1; }
 out=$(cell 'print(6*7)')
 if [ "$out" = '{"stdout": "42\n", "error": []}' ]; then
     pass "a Jupyter kernel runs print(6*7) -> 42 (REST + kernel websocket from the host via 127.0.0.1:$PJ)"
