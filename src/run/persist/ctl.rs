@@ -182,15 +182,7 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
     }
     sys::pidfd_send_signal(&pidfd, Signal::SIGTERM).context("cannot signal the keeper")?;
     if !wait_exit(&pidfd, Duration::from_secs(timeout)) {
-        let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
-        if !wait_exit(&pidfd, Duration::from_secs(30)) {
-            bail!(
-                "the keeper of context {name:?} (pid {}) did not finish within 30 s of SIGKILL: the kernel ends a context only once \
-                 every process of it has been reaped, and a command whose sbx-exec was killed is reaped by the container's init; \
-                 run under an init that reaps orphans (sbx-exec control mode, tini, docker run --init)",
-                state.pid
-            );
-        }
+        lifecycle::kill_keeper(&pidfd, name, state.pid)?;
     }
     // The net helper exits once the keeper has; end it now, so its ports are closed on return.
     lifecycle::end_net(name, &state)?;

@@ -164,15 +164,7 @@ pub fn now_secs() -> u64 {
 /// cgroups empty within `CGROUP_GRACE`.
 pub fn end(dir: &Path, ctx_name: &str, state: &State) -> Result<()> {
     if let Some(pidfd) = verify(state)? {
-        let _ = sys::pidfd_send_signal(&pidfd, Signal::SIGKILL);
-        if !wait_exit(&pidfd, Duration::from_secs(30)) {
-            bail!(
-                "the keeper of context {ctx_name:?} (pid {}) did not finish within 30 s of SIGKILL: the kernel ends a context only once \
-                 every process of it has been reaped, and a command whose sbx-exec was killed is reaped by the container's init; \
-                 run under an init that reaps orphans (sbx-exec control mode, tini, docker run --init)",
-                state.pid
-            );
-        }
+        kill_keeper(&pidfd, ctx_name, state.pid)?;
     }
     end_net(ctx_name, state)?;
     remove_cgroups(ctx_name, &state.cgroups)?;
@@ -197,6 +189,19 @@ pub fn remove_cgroups(ctx_name: &str, paths: &[PathBuf]) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// SIGKILL a keeper and wait (30 s at most) until it is gone; an error that says why it may not be.
+pub fn kill_keeper(pidfd: &OwnedFd, ctx_name: &str, pid: i32) -> Result<()> {
+    let _ = sys::pidfd_send_signal(pidfd, Signal::SIGKILL);
+    if !wait_exit(pidfd, Duration::from_secs(30)) {
+        bail!(
+            "the keeper of context {ctx_name:?} (pid {pid}) did not finish within 30 s of SIGKILL: the kernel ends a context only once \
+             every process of it has been reaped, and a command whose sbx-exec was killed is reaped by the container's init; \
+             run under an init that reaps orphans (sbx-exec control mode, tini, docker run --init)"
+        );
+    }
+    Ok(())
 }
 
 /// Wait until the process behind `pidfd` has exited (for a keeper: after the kernel has killed
