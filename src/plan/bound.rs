@@ -181,17 +181,32 @@ impl Bound {
     }
 }
 
+/// The `[[bind]]` tables of `toml_text` (for tests).
+#[cfg(test)]
+pub(crate) fn test_binds(toml_text: &str) -> Vec<Bind> {
+    #[derive(serde::Deserialize)]
+    struct T {
+        bind: Vec<Bind>,
+    }
+    toml::from_str::<T>(toml_text).unwrap().bind
+}
+
+/// `secrets` (KEY=VALUE lines) split by the `[[bind]]` tables of `binds`, with random
+/// placeholders (for tests; at least one secret must be bound).
+#[cfg(test)]
+pub(crate) fn test_bound(secrets: &str, binds: &str) -> Bound {
+    let set = crate::secrets::parse(secrets.as_bytes()).unwrap();
+    let mut fill = |b: &mut [u8]| getrandom::getrandom(b).unwrap();
+    Bound::split(&set, &test_binds(binds), &mut fill)
+        .unwrap()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn binds(toml_text: &str) -> Vec<Bind> {
-        #[derive(serde::Deserialize)]
-        struct T {
-            bind: Vec<Bind>,
-        }
-        toml::from_str::<T>(toml_text).unwrap().bind
-    }
+    use super::test_binds as binds;
 
     const BINDS: &str = "[[bind]]\nname = \"ANTHROPIC_API_KEY\"\nhosts = [\"api.anthropic.com\"]\nheader = \"x-api-key\"\n[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n[[bind]]\nname = \"UNUSED\"\nhosts = [\"x.example\"]\nquery = \"key\"\n";
 

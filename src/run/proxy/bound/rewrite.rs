@@ -275,16 +275,7 @@ impl<'a> Scanner<'a> {
 mod tests {
     use super::*;
 
-    fn bound(secrets: &str, binds: &str) -> Bound {
-        #[derive(serde::Deserialize)]
-        struct B {
-            bind: Vec<crate::model::bind::Bind>,
-        }
-        let binds = toml::from_str::<B>(binds).unwrap().bind;
-        let set = crate::secrets::parse(secrets.as_bytes()).unwrap();
-        let mut fill = |b: &mut [u8]| getrandom::getrandom(b).unwrap();
-        Bound::split(&set, &binds, &mut fill).unwrap().unwrap()
-    }
+    use crate::plan::bound::test_bound as bound;
 
     const AWS: &str = "[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n";
     const REAL_ID: &str = "AKIAIOSFODNN7EXAMPLE";

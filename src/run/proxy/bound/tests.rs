@@ -167,14 +167,7 @@ pub(super) fn proxy(
     names: &[(&str, u16)],
     roots: RootCertStore,
 ) -> Proxy {
-    #[derive(serde::Deserialize)]
-    struct B {
-        bind: Vec<crate::model::bind::Bind>,
-    }
-    let binds = toml::from_str::<B>(binds).unwrap().bind;
-    let set = crate::secrets::parse(secrets.as_bytes()).unwrap();
-    let mut fill = |b: &mut [u8]| getrandom::getrandom(b).unwrap();
-    let bound = Bound::split(&set, &binds, &mut fill).unwrap().unwrap();
+    let bound = crate::plan::bound::test_bound(secrets, binds);
     let ic = Arc::new(Interceptor::new(bound, roots).unwrap());
     // "name" maps every port, "name:port" that port only.
     let mut ips: HashMap<String, IpAddr> = HashMap::new();
