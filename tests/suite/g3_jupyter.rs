@@ -106,7 +106,7 @@ fn need_jupyter() -> Result<(), String> {
         return Ok(());
     }
     let install = "python3 -m venv /opt/sbx-jupyter && /opt/sbx-jupyter/bin/pip install jupyter_server ipykernel";
-    if std::env::var("CI").as_deref() == Ok("true") {
+    if in_ci() {
         Err(format!("{PYTHON} with jupyter_server, ipykernel and websocket-client is missing and CI=true: .ci/run must install it ({install})"))
     } else {
         Err(format!(

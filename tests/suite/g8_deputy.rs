@@ -385,18 +385,8 @@ pub fn platform_does_not_write_through_planted_links() -> Result<(), String> {
 /// the same commit outside does run it.
 pub fn planted_git_hook_does_not_run_in_platform() -> Result<(), String> {
     needs_isolation()?;
-    let git = ["/usr/bin/git", "/usr/local/bin/git"]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-    let Some(git) = git else {
-        return if std::env::var("CI").as_deref() == Ok("true") {
-            Err("git is missing and CI=true: .ci/run must install it (apt-get install git)".into())
-        } else {
-            Err(format!(
-                "{SKIP}git is missing; install it with: apt-get install git"
-            ))
-        };
-    };
+    let git = require_tool("git")?;
+    let git = git.as_str();
     let work = Dir::new("/var/lib", "g8git");
     let keep = TempDir::new("g8git");
     let policy = default_with_workspace(&keep, &work.path());

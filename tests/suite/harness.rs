@@ -82,6 +82,7 @@ pub fn require_tool(name: &str) -> Result<String, String> {
             "python3 -m venv /opt/sbx-test-venv && /opt/sbx-test-venv/bin/pip install awscli 'moto[server]'"
         }
         "bun" => "npm install -g bun",
+        "git" => "apt-get install git",
         "groff" => "apt-get install groff-base",
         "man" => "apt-get install man-db",
         "ps" | "pkill" | "pgrep" => "apt-get install procps",

@@ -13,9 +13,15 @@ fn scratch(tag: &str) -> PathBuf {
     d
 }
 
+/// Is `tool` installed? If not: a skip with a message, or a failure under `CI=true` (.ci/run
+/// installs curl and the /opt/sbx-test-venv venv).
 fn have(tool: &str) -> bool {
     let found = Path::new(tool).exists();
     if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is not installed and CI=true: .ci/run must install it"
+        );
         eprintln!("skipped: {tool} is not installed");
     }
     found
