@@ -26,41 +26,20 @@ const CGROUP_GRACE: Duration = Duration::from_secs(3);
 /// alive (not a zombie), same start time, same pid namespace. `Ok(None)`: definitely not (gone,
 /// or another process). `Err`: the check itself failed, with its cause.
 pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
-    if state.pid <= 1 {
-        return Ok(None);
-    }
     let pid = state.pid;
-    let failed = |what: &str, e: &std::io::Error| {
-        anyhow::anyhow!(
-            "cannot tell whether the keeper (pid {pid}) is alive: {what}: {}; nothing was changed",
-            crate::error::cause(e)
-        )
-    };
-    let pidfd = match sys::pidfd_open(Pid::from_raw(pid)) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
-        Err(e) => return Err(failed("pidfd_open", &e)),
-    };
-    let (run_state, start) = match read_proc(pid, "stat", std::fs::read_to_string) {
-        Ok(Some(text)) => {
-            parse_stat(&text).ok_or_else(|| anyhow::anyhow!("cannot parse /proc/{pid}/stat"))?
-        }
-        Ok(None) => return Ok(None),
-        Err(e) => return Err(failed(&format!("/proc/{pid}/stat"), &e)),
-    };
-    if matches!(run_state, 'Z' | 'X' | 'x') || start != state.start {
+    let Some(pidfd) = open_same(pid, state.start, "keeper")? else {
         return Ok(None);
-    }
+    };
     // A keeper on its way out has already let go of its mount namespace.
     match read_proc(pid, "ns/mnt", std::fs::metadata) {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(None),
-        Err(e) => return Err(failed(&format!("/proc/{pid}/ns/mnt"), &e)),
+        Err(e) => return Err(unknown("keeper", pid, &format!("/proc/{pid}/ns/mnt"), &e)),
     }
     match read_proc(pid, "ns/pid", std::fs::metadata) {
         Ok(Some(m)) if m.ino() == state.pidns => Ok(Some(pidfd)),
         Ok(_) => Ok(None),
-        Err(e) => Err(failed(&format!("/proc/{pid}/ns/pid"), &e)),
+        Err(e) => Err(unknown("keeper", pid, &format!("/proc/{pid}/ns/pid"), &e)),
     }
 }
 
@@ -68,32 +47,38 @@ pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
 /// (alive, same start time). `Ok(None)`: none recorded, or definitely gone. `Err`: the check
 /// itself failed, with its cause.
 pub fn verify_net(state: &State) -> Result<Option<OwnedFd>> {
-    let pid = state.net_pid;
+    open_same(state.net_pid, state.net_start, "net helper")
+}
+
+/// The pidfd of `pid` if, after opening it, it is still the process (`who`) that started at
+/// `start` and is not a zombie. `Ok(None)`: none recorded (pid 0 or 1), or definitely not that
+/// process. `Err`: the check itself failed, with its cause.
+fn open_same(pid: i32, start: u64, who: &str) -> Result<Option<OwnedFd>> {
     if pid <= 1 {
         return Ok(None);
     }
-    let failed = |what: &str, e: &std::io::Error| {
-        anyhow::anyhow!(
-            "cannot tell whether the net helper (pid {pid}) is alive: {what}: {}; nothing was changed",
-            crate::error::cause(e)
-        )
-    };
     let pidfd = match sys::pidfd_open(Pid::from_raw(pid)) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(None),
-        Err(e) => return Err(failed("pidfd_open", &e)),
+        Err(e) => return Err(unknown(who, pid, "pidfd_open", &e)),
     };
     match read_proc(pid, "stat", std::fs::read_to_string) {
         Ok(Some(text)) => match parse_stat(&text) {
-            Some((run, start)) if !matches!(run, 'Z' | 'X' | 'x') && start == state.net_start => {
-                Ok(Some(pidfd))
-            }
+            Some((run, s)) if !matches!(run, 'Z' | 'X' | 'x') && s == start => Ok(Some(pidfd)),
             Some(_) => Ok(None),
             None => bail!("cannot parse /proc/{pid}/stat"),
         },
         Ok(None) => Ok(None),
-        Err(e) => Err(failed(&format!("/proc/{pid}/stat"), &e)),
+        Err(e) => Err(unknown(who, pid, &format!("/proc/{pid}/stat"), &e)),
     }
+}
+
+/// Why it is not known whether `who` (pid `pid`) still runs: `step` failed with `e`.
+fn unknown(who: &str, pid: i32, step: &str, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot tell whether the {who} (pid {pid}) is alive: {step}: {}; nothing was changed",
+        crate::error::cause(e)
+    )
 }
 
 /// End the recorded net helper, if it still runs: SIGKILL (it holds nothing of the context's
