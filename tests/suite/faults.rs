@@ -14,6 +14,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::harness::*;
+use crate::persist::keepers;
 
 /// What a case may leave behind, seen from the suite's pid 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,24 +193,6 @@ pub fn recorded_keeper(name: &str) -> Option<i32> {
         .find_map(|l| l.strip_prefix("pid="))
         .and_then(|p| p.parse().ok())
         .filter(|p| *p > 0)
-}
-
-/// Live keepers (pid 1 of their own namespace, named sbx-keeper) in the suite's namespace.
-pub fn keepers() -> BTreeSet<i32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-            status.lines().any(|l| l == "Name:\tsbx-keeper")
-                && status
-                    .lines()
-                    .any(|l| l.starts_with("NSpid:") && l.ends_with("\t1"))
-                && stat_of(*pid).is_some_and(|(s, _)| s != 'Z')
-        })
-        .collect()
 }
 
 /// Start `sbx-exec ARGS` and SIGKILL it after `delay`; returns once it is reaped.

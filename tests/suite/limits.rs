@@ -67,11 +67,11 @@ fn run_status(pol: &str, ctx: &str, cmd: &[&str]) -> (Run, serde_json::Value) {
 
 /// A bounded fork loop: up to 80 background sleeps (dash stops at the first failed fork);
 /// prints how many started.
-fn bomb(tag: &str) -> String {
+pub fn bomb(tag: &str) -> String {
     format!("i=0; while [ $i -lt 80 ]; do sleep {tag} >/dev/null 2>&1 & i=$((i+1)); echo $i; done")
 }
 
-fn started(r: &Run) -> usize {
+pub fn started(r: &Run) -> usize {
     r.stdout
         .lines()
         .last()

@@ -5,10 +5,12 @@
 //! Every test uses its own context names and stops them at the end. The runtime dir /run/sbx is a
 //! private tmpfs mounted in the suite's throwaway mount namespace, so the host's is never touched.
 
+use std::collections::BTreeSet;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::limits::{bomb, started};
 
 /// Mount a private tmpfs (0700) on /run/sbx, once, inside the suite's throwaway namespace: every
 /// test that starts a persistent context calls this first, so keepers and their state never reach
@@ -98,12 +100,12 @@ fn keeper_of(name: &str) -> Result<i32, String> {
     }
 }
 
-/// Keepers in the suite's namespace: processes named sbx-keeper that are pid 1 of their own.
-fn keepers() -> Vec<i32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.flatten()
+/// Keepers in the suite's namespace: live processes named sbx-keeper that are pid 1 of their own.
+pub fn keepers() -> BTreeSet<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -324,20 +326,6 @@ pub fn dead_keeper_is_replaced() -> Result<(), String> {
     })?;
     stop(&pol, "phoenix").expect_code(0, "ctx stop")?;
     Ok(())
-}
-
-/// A bounded fork loop: up to 80 background sleeps (dash stops at the first failed fork); prints
-/// how many started.
-fn bomb(tag: &str) -> String {
-    format!("i=0; while [ $i -lt 80 ]; do sleep {tag} >/dev/null 2>&1 & i=$((i+1)); echo $i; done")
-}
-
-fn started(r: &Run) -> usize {
-    r.stdout
-        .lines()
-        .last()
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 pub fn fork_bomb_hits_pids_max() -> Result<(), String> {
