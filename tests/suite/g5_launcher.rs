@@ -214,7 +214,20 @@ pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
-        let found = wait_until(Duration::from_secs(5), || process_argv0(&mark).is_some());
+        // Read once sleep sits in its nanosleep: while the loader and setlocale run, it holds
+        // fds of its own for a moment.
+        let asleep = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|s| {
+                let nr = s
+                    .split(' ')
+                    .next()
+                    .and_then(|n| n.parse::<libc::c_long>().ok());
+                nr == Some(libc::SYS_nanosleep) || nr == Some(libc::SYS_clock_nanosleep)
+            })
+        };
+        let found = wait_until(Duration::from_secs(5), || {
+            process_argv0(&mark).is_some_and(asleep)
+        });
         let fds = process_argv0(&mark).map(|pid| {
             let mut v: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
                 .map(|d| {
