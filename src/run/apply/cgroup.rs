@@ -26,7 +26,8 @@ pub trait CgroupFs {
     fn read(&self, path: &Path) -> std::io::Result<String>;
     /// Names of the entries of a directory.
     fn list(&self, path: &Path) -> std::io::Result<Vec<String>>;
-    /// An open, write-only `cgroup.procs` of a cgroup (a process joins by writing "0" to it).
+    /// The open, write-only file a single-threaded process joins a cgroup by writing "0" to:
+    /// `tasks` on cgroup v1, `cgroup.procs` on v2 (see [`join`]).
     fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd>;
     /// How long ago a directory was made (its modification time); `None` if unknown.
     fn age(&self, path: &Path) -> Option<Duration>;
@@ -74,7 +75,13 @@ impl CgroupFs for Host {
             .collect())
     }
     fn open_procs(&self, cgroup: &Path) -> std::io::Result<OwnedFd> {
-        open_write(&cgroup.join("cgroup.procs")).map(OwnedFd::from)
+        // Only a v1 hierarchy has `tasks`.
+        match open_write(&cgroup.join("tasks")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                open_write(&cgroup.join("cgroup.procs")).map(OwnedFd::from)
+            }
+            r => r.map(OwnedFd::from),
+        }
     }
     fn age(&self, path: &Path) -> Option<Duration> {
         std::fs::symlink_metadata(path)
@@ -201,19 +208,24 @@ pub fn create(fs: &dyn CgroupFs, plan: &Plan) -> Result<Vec<OwnedFd>> {
     r
 }
 
-/// Open the `cgroup.procs` files of existing cgroups (a context's, recorded in its state).
+/// Open the join files ([`CgroupFs::open_procs`]) of existing cgroups (a context's, recorded in
+/// its state).
 pub fn open_procs(paths: &[PathBuf]) -> Result<Vec<OwnedFd>> {
     paths
         .iter()
         .map(|p| {
             Host.open_procs(p)
-                .with_context(|| format!("cannot open {}/cgroup.procs", p.display()))
+                .with_context(|| format!("cannot open {}/tasks or cgroup.procs", p.display()))
         })
         .collect()
 }
 
-/// Move the calling process into each cgroup (write "0" to its `cgroup.procs`). Allocation-free:
-/// safe between fork and exec.
+/// Move the calling process into each cgroup: write "0" to the files of [`open_procs`]. The
+/// caller must be single-threaded (every caller is a process just forked or cloned, before it
+/// starts a thread): on cgroup v1 the file is `tasks`, which moves the calling thread. That is on
+/// purpose: a thread moving itself is the one migration the kernel does without its global
+/// threadgroup lock, whose RCU grace period (`cgroup.procs`) made one launch in ten wait 5 to 25
+/// ms on a v1 host. Allocation-free: safe between fork and exec.
 pub fn join(procs: &[OwnedFd]) -> std::io::Result<()> {
     for fd in procs {
         let mut f = File::from(fd.try_clone()?);
