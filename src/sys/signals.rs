@@ -155,3 +155,46 @@ mod sender_tests {
         assert!(!s(0, -60).is_outside());
     }
 }
+
+/// The part of Rust's runtime start-up that sbx-exec needs, done by hand (main.rs defines C's
+/// `main` and skips the rest of it, which reads /proc/self/maps for a stack guard and installs
+/// stack-overflow handlers: a measurable part of every launch). As the runtime does: fds 0, 1
+/// and 2 are made open (on /dev/null when the caller closed one, so no file sbx-exec opens lands
+/// there and is written as output), and SIGPIPE is ignored (a write to a closed pipe is an EPIPE
+/// error to report, not death; the target gets the default back).
+pub fn startup() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    loop {
+        // SAFETY: `fds` is a valid array of 3 pollfd for the duration of the call.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+        if r >= 0 {
+            break;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // poll itself failed (no memory): check each fd instead.
+            _ => {
+                for p in &mut fds {
+                    // SAFETY: F_GETFD only queries the fd's flags.
+                    if unsafe { libc::fcntl(p.fd, libc::F_GETFD) } == -1 {
+                        p.revents = libc::POLLNVAL;
+                    }
+                }
+                break;
+            }
+        }
+    }
+    for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+        // SAFETY: a NUL-terminated path and plain flags; the result is checked below.
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if got != p.fd {
+            // Nothing can be reported safely without the standard fds: stop, as Rust's runtime does.
+            std::process::abort();
+        }
+    }
+    let _ = set_signal_handler(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
+}
