@@ -182,19 +182,85 @@ pub fn host_device_nodes_are_unreachable() -> Result<(), String> {
             == "fd full null ptmx pts random shm stderr stdin stdout tty urandom zero | ptmx",
         || format!("user's /dev is not the private one: {}", ls.show()),
     )?;
-    // The bound nodes are the right devices, and nosuid, noexec (never nodev: they must open).
+    // The nodes are made in the private /dev (no host node is mounted there), which is read-only,
+    // nosuid and noexec (never nodev: they must open).
     let mi = Cmd::sbx(["--ctx", "user", "--", "cat", "/proc/self/mountinfo"]).run();
+    let dev = mi
+        .stdout
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some("/dev"))
+        .last()
+        .map(|l| l.split(' ').nth(5).unwrap_or("").to_string());
+    check(
+        dev.as_ref().is_some_and(|o| {
+            let has = |f: &str| o.split(',').any(|x| x == f);
+            has("ro") && has("nosuid") && has("noexec") && !has("nodev")
+        }),
+        || format!("the private /dev is not ro,nosuid,noexec without nodev: {dev:?}"),
+    )?;
     for node in ["null", "zero", "full", "random", "urandom", "tty"] {
         let mount_point = format!(" /dev/{node} ");
-        let line = mi.stdout.lines().find(|l| l.contains(&mount_point));
+        check(!mi.stdout.lines().any(|l| l.contains(&mount_point)), || {
+            format!(
+                "/dev/{node} is a mount (a host node bound in): {}",
+                mi.show()
+            )
+        })?;
+    }
+    // Each is the character device it should be and works (control); root in `user` cannot add a
+    // node or a file there, not even a copy of /dev/null (the attack).
+    const NODES: &str = r#"
+import os, stat
+for n in ["null", "zero", "full", "random", "urandom", "tty"]:
+    st = os.stat("/dev/" + n)
+    print(n, stat.S_ISCHR(st.st_mode), os.major(st.st_rdev), os.minor(st.st_rdev))
+with open("/dev/null", "w") as f:
+    f.write("x")
+with open("/dev/zero", "rb") as f:
+    print("zero-read", len(f.read(4)))
+for what, make in [
+    ("mknod", lambda: os.mknod("/dev/sbx-planted", stat.S_IFCHR | 0o666, os.makedev(1, 3))),
+    ("create", lambda: open("/dev/sbx-planted", "w")),
+    ("unlink", lambda: os.unlink("/dev/null")),
+]:
+    try:
+        make()
+        print(what, "DONE")
+    except OSError as e:
+        print(what, "refused", e.errno)
+"#;
+    let nodes = Cmd::sbx(["--ctx", "user", "--", "python3", "-c", NODES]).run();
+    nodes.expect_code(0, "device nodes in user")?;
+    let want = [
+        "null True 1 3",
+        "zero True 1 5",
+        "full True 1 7",
+        "random True 1 8",
+        "urandom True 1 9",
+        "tty True 5 0",
+        "zero-read 4",
+    ];
+    for w in want {
+        check(nodes.stdout.lines().any(|l| l == w), || {
+            format!("control: no {w:?} in user: {}", nodes.show())
+        })?;
+    }
+    for what in ["mknod", "create", "unlink"] {
         check(
-            line.is_some_and(|l| {
-                let opts = l.split(' ').nth(5).unwrap_or("");
-                opts.contains("nosuid") && opts.contains("noexec") && !opts.contains("nodev")
-            }),
-            || format!("/dev/{node} is not a nosuid,noexec bind: {line:?}"),
+            nodes
+                .stdout
+                .lines()
+                .any(|l| l.starts_with(&format!("{what} refused"))),
+            || format!("{what} in user's /dev was not refused: {}", nodes.show()),
         )?;
     }
+    // Root with DAC_OVERRIDE and no identity (`platform`) meets the read-only mount itself.
+    let plat = Cmd::sbx(["--ctx", "platform", "--", "python3", "-c", NODES]).run();
+    plat.expect_code(0, "device nodes in platform")?;
+    let erofs = format!("create refused {}", libc::EROFS);
+    check(plat.stdout.lines().any(|l| l == erofs), || {
+        format!("platform's /dev is not read-only: {}", plat.show())
+    })?;
     Ok(())
 }
 

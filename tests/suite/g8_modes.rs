@@ -525,7 +525,11 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
         "--",
         "sh",
         "-c",
-        &format!("{probe}; echo uid_map $(cat /proc/self/uid_map); id -u; ps -e -o pid=,comm="),
+        &format!(
+            "{probe}; echo uid_map $(cat /proc/self/uid_map); id -u; \
+             echo x > /dev/null && echo devnull-ok; grep ' /dev/null ' /proc/self/mountinfo | cut -d' ' -f6; \
+             ps -e -o pid=,comm="
+        ),
     ]);
     let _ = cleanup();
     check(o.stdout.contains("WRITABLE"), || {
@@ -544,6 +548,23 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     check(
         inside.stdout.lines().any(|l| l.trim() == ROOTLESS_UID),
         || format!("the target is not uid {ROOTLESS_UID}: {}", inside.show()),
+    )?;
+    // No CAP_MKNOD in a user namespace: the private /dev binds the host's nodes instead (each
+    // nosuid, noexec), and they work.
+    check(inside.stdout.lines().any(|l| l == "devnull-ok"), || {
+        format!("/dev/null does not work rootless: {}", inside.show())
+    })?;
+    check(
+        inside
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ro,") && l.contains("nosuid") && l.contains("noexec")),
+        || {
+            format!(
+                "rootless /dev/null is not a nosuid,noexec bind: {}",
+                inside.show()
+            )
+        },
     )?;
     // ps inside shows the sandbox only: its pid 1 (sbx-exec), the shell and ps.
     let procs: Vec<&str> = inside

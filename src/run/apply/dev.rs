@@ -1,17 +1,21 @@
 //! A private /dev for a confined context (G7: no host device node, no host pseudo-terminal), the
 //! way bubblewrap's `--dev` makes one, without /dev/console:
 //!
-//! - a tmpfs on /dev (mode 0755, nosuid, nodev, noexec);
-//! - the host's null, zero, full, random, urandom and tty bound in (nosuid, noexec), each opened
-//!   without following symlinks and checked to be the character device it should be;
-//! - the devices of `fs.devices`, each checked to be a character device (block devices refused);
+//! - a tmpfs on /dev (mode 0755, nosuid, noexec), made read-only (this mount only) once filled,
+//!   before anything of the sandbox runs: no node, file or link can be added or replaced there;
+//! - null, zero, full, random, urandom and tty: each host node opened without following symlinks
+//!   and checked to be the character device it should be, then made anew with its device number,
+//!   mode and owner (mknod: no mount per node); where sbx-exec cannot mknod (rootless), the host
+//!   node is bound in instead (nosuid, noexec) and the /dev tmpfs is also nodev;
+//! - the devices of `fs.devices`, each checked to be a character device (block devices refused),
+//!   made the same way;
 //! - a new devpts instance on /dev/pts (`newinstance,ptmxmode=0666,mode=0620`): the context's own
 //!   ptys, none of the host's; /dev/ptmx → pts/ptmx;
 //! - /dev/shm, a tmpfs (mode 1777, nosuid, nodev);
 //! - /dev/fd → /proc/self/fd and /dev/std{in,out,err} → /proc/self/fd/{0,1,2}.
 //!
 //! Every host node is opened before the tmpfs covers /dev; every new node is made relative to the
-//! new tmpfs's handle and mounted through `/proc/self/fd/N`.
+//! new tmpfs's handle, and every mount goes through `/proc/self/fd/N`.
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -72,17 +76,47 @@ pub fn mount_private(extra: &[CString]) -> Result<()> {
     }
 
     let dev = open(c"/dev")?.ok_or_else(|| anyhow!("/dev does not exist"))?;
-    tmpfs(&dev, 0o755, MsFlags::MS_NOEXEC).context("cannot mount a tmpfs on /dev")?;
+    // Not nodev: the nodes below are made in it (mknod). It is made read-only before anything of
+    // the sandbox runs, so nobody can add a node, whatever capabilities a context has.
+    tmpfs_dev(&dev, MsFlags::empty()).context("cannot mount a tmpfs on /dev")?;
     drop(dev);
     // Reopen: the handle must name the new tmpfs, not the host's /dev under it.
     let dev = open(c"/dev")?.ok_or_else(|| anyhow!("/dev vanished during setup"))?;
 
+    // Each node made anew with the host node's device number, mode and owner (one mknod, no
+    // mount); without CAP_MKNOD in the host's user namespace (rootless), the host node is bound.
+    let mut nodev = false;
     for (path, src) in &nodes {
-        bind_node(&dev, path, src).with_context(|| format!("cannot bind {}", show(path)))?;
+        let made = match nodev {
+            false => {
+                make_node(&dev, path, src).with_context(|| format!("cannot make {}", show(path)))?
+            }
+            true => false,
+        };
+        if !made {
+            nodev = true;
+            bind_node(&dev, path, src).with_context(|| format!("cannot bind {}", show(path)))?;
+        }
     }
     drop(nodes);
 
     let pts = make_dir(&dev, c"pts")?;
+    let shm = make_dir(&dev, c"shm")?;
+    for (name, target) in LINKS {
+        symlinkat(*target, Some(dev.as_raw_fd()), *name)
+            .with_context(|| format!("cannot create /dev/{}", name.to_string_lossy()))?;
+    }
+    // Read-only from here on (this mount only; pts and shm are mounted on it next): no node,
+    // file or link can be added or replaced. With bound nodes, nodev as well (nothing was made).
+    let extra = match nodev {
+        true => MsFlags::MS_NODEV,
+        false => MsFlags::empty(),
+    };
+    tmpfs_dev(
+        &dev,
+        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | extra,
+    )
+    .context("cannot make the private /dev read-only")?;
     mount(
         Some(c"devpts"),
         sys::fd_path(&pts).as_c_str(),
@@ -91,13 +125,75 @@ pub fn mount_private(extra: &[CString]) -> Result<()> {
         Some(DEVPTS_OPTIONS),
     )
     .context("cannot mount a new devpts instance on /dev/pts (the kernel must allow devpts newinstance); or set fs.dev = \"host\" for this context")?;
-    let shm = make_dir(&dev, c"shm")?;
     tmpfs(&shm, 0o1777, MsFlags::empty()).context("cannot mount a tmpfs on /dev/shm")?;
-    for (name, target) in LINKS {
-        symlinkat(*target, Some(dev.as_raw_fd()), *name)
-            .with_context(|| format!("cannot create /dev/{}", name.to_string_lossy()))?;
-    }
     Ok(())
+}
+
+/// Mount the /dev tmpfs at `fd` (mode 0755, nosuid, noexec, never suid or exec), or with
+/// `MS_REMOUNT | MS_BIND` change its flags to these.
+fn tmpfs_dev(fd: &OwnedFd, extra: MsFlags) -> std::io::Result<()> {
+    let at = sys::fd_path(fd);
+    mount(
+        Some(c"tmpfs"),
+        at.as_c_str(),
+        Some(c"tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | extra,
+        Some(c"mode=755,size=64k"),
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// Make the node `path` below the private /dev with the device number, permission bits and
+/// owner of the checked host node `src`. `false` (nothing made) without CAP_MKNOD.
+fn make_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<bool> {
+    let (dir, name) = parent_of(dev, path)?;
+    let st = fstat(src.as_raw_fd())?;
+    let perm = Mode::from_bits_truncate(st.st_mode & 0o777);
+    match nix::sys::stat::mknodat(
+        Some(dir.as_raw_fd()),
+        name.as_c_str(),
+        SFlag::S_IFCHR,
+        perm,
+        st.st_rdev,
+    ) {
+        Ok(()) => {}
+        Err(Errno::EPERM) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    }
+    // mknod applied the umask: set the bits exactly, and the host node's owner (tty: group tty).
+    nix::sys::stat::fchmodat(
+        Some(dir.as_raw_fd()),
+        name.as_c_str(),
+        perm,
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )?;
+    if (st.st_uid, st.st_gid) != (0, 0) {
+        nix::unistd::fchownat(
+            Some(dir.as_raw_fd()),
+            name.as_c_str(),
+            Some(st.st_uid.into()),
+            Some(st.st_gid.into()),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )?;
+    }
+    Ok(true)
+}
+
+/// The directory (made as needed) and last name of `path` below the private /dev.
+fn parent_of(dev: &OwnedFd, path: &CStr) -> Result<(OwnedFd, CString)> {
+    let rel = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()))
+        .strip_prefix("/dev")
+        .map_err(|_| anyhow!("{} is not below /dev", show(path)))?;
+    let mut dir = sys::dup_cloexec(dev.as_raw_fd())?;
+    let mut parts = rel.iter().peekable();
+    while let Some(part) = parts.next() {
+        let name = CString::new(part.as_bytes()).expect("no NUL in a path");
+        if parts.peek().is_none() {
+            return Ok((dir, name));
+        }
+        dir = make_dir(&dir, &name)?;
+    }
+    bail!("{} names no node below /dev", show(path))
 }
 
 /// Fail unless `fd` is a character device (with this major:minor, when given).
@@ -132,34 +228,23 @@ fn check_char_device(fd: &OwnedFd, path: &CStr, want: Option<(u32, u32)>) -> Res
 /// Bind the host node `src` at the same path below the private /dev, then make that bind nosuid
 /// and noexec (never nodev: it is a device).
 fn bind_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<()> {
-    let rel = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()))
-        .strip_prefix("/dev")
-        .map_err(|_| anyhow!("{} is not below /dev", show(path)))?;
-    let mut dir = sys::dup_cloexec(dev.as_raw_fd())?;
-    let mut parts = rel.iter().peekable();
-    while let Some(part) = parts.next() {
-        let name = CString::new(part.as_bytes()).expect("no NUL in a path");
-        if parts.peek().is_some() {
-            dir = make_dir(&dir, &name)?;
-            continue;
-        }
-        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
-        let target = sys::openat_nofollow(&dir, name.as_c_str(), flags, 0)
-            .context("cannot create the mount point")?;
-        mount(
-            Some(sys::fd_path(src).as_c_str()),
-            sys::fd_path(&target).as_c_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .context("bind mount")?;
-        drop(target);
-        // Reopen: the handle must name the new bind mount, not the file under it.
-        let bound = sys::openat_nofollow(&dir, name.as_c_str(), OFlag::O_PATH, 0)
-            .context("cannot reopen the bound device")?;
-        sys::mount_setattr(&bound, MountFlag::NoSuidNoExec).context("mount_setattr")?;
-    }
+    let (dir, name) = parent_of(dev, path)?;
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+    let target = sys::openat_nofollow(&dir, name.as_c_str(), flags, 0)
+        .context("cannot create the mount point")?;
+    mount(
+        Some(sys::fd_path(src).as_c_str()),
+        sys::fd_path(&target).as_c_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("bind mount")?;
+    drop(target);
+    // Reopen: the handle must name the new bind mount, not the file under it.
+    let bound = sys::openat_nofollow(&dir, name.as_c_str(), OFlag::O_PATH, 0)
+        .context("cannot reopen the bound device")?;
+    sys::mount_setattr(&bound, MountFlag::NoSuidNoExec).context("mount_setattr")?;
     Ok(())
 }
 
