@@ -159,6 +159,33 @@ pub fn sys_already_read_only(steps: &[Step]) -> bool {
     read_only
 }
 
+/// Whether the steps before it already leave `path` read-only, so that a read-only bind of it (the
+/// launcher and the policy file under a read-only "/", a `read_only` path inside another) would
+/// only add a mount to make and to tear down: the last step on `path` or a directory above it
+/// made it read-only, and no step changed anything below it.
+///
+/// Only valid when every step succeeded, i.e. not under `degrade` (which skips failed steps).
+pub fn already_read_only(before: &[Step], path: &CStr) -> bool {
+    let path = Path::new(std::ffi::OsStr::from_bytes(path.to_bytes()));
+    let mut read_only = false;
+    for step in before {
+        let (at, makes_read_only) = match step {
+            Step::ReadOnly(q) => (q.as_c_str(), true),
+            Step::Writable(q) | Step::Tmpfs(q, _) | Step::Hide(q) => (q.as_c_str(), false),
+            Step::PrivateDev(_) => (c"/dev", false),
+            Step::PrivateProc => (c"/proc", false),
+            Step::MakePrivate | Step::NoExec(_) | Step::NoSymFollow(_) => continue,
+        };
+        let at = Path::new(std::ffi::OsStr::from_bytes(at.to_bytes()));
+        if path.starts_with(at) {
+            read_only = makes_read_only;
+        } else if at.starts_with(path) && !makes_read_only {
+            return false;
+        }
+    }
+    read_only
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,5 +318,36 @@ mod tests {
             .steps
             .contains(&Step::Tmpfs(c"/dev/shm".into(), 0o1777)));
         assert_ne!(host.canonical(), p.canonical());
+    }
+
+    #[test]
+    fn a_path_already_read_only_needs_no_bind() {
+        let f = fs(&["/"], &["/workspace", "/home"], &["/tmp"]);
+        let p = plan(&f, &[], true, true);
+        let proc_at = p.steps.len() - 1;
+        let before = &p.steps[..proc_at];
+        // Under the read-only "/", untouched by any later step: already read-only.
+        assert!(already_read_only(before, c"/usr/bin/sbx-exec"));
+        assert!(already_read_only(before, c"/etc/sbx/policy.toml"));
+        // Made writable, covered by a tmpfs or by the private /dev afterwards: it needs the bind.
+        assert!(!already_read_only(before, c"/workspace/sbx-exec"));
+        assert!(!already_read_only(before, c"/home/u/policy.toml"));
+        assert!(!already_read_only(before, c"/tmp/x"));
+        assert!(!already_read_only(before, c"/dev/x"));
+        // A path with a writable mount below it: a read-only bind would change that mount.
+        assert!(!already_read_only(before, c"/"));
+        // Nothing made read-only: every path needs it.
+        assert!(!already_read_only(
+            &[Step::MakePrivate],
+            c"/usr/bin/sbx-exec"
+        ));
+        // A later read-only step over a writable one counts again.
+        let steps = [
+            Step::ReadOnly(c"/".into()),
+            Step::Writable(c"/srv".into()),
+            Step::ReadOnly(c"/srv/app".into()),
+        ];
+        assert!(already_read_only(&steps, c"/srv/app/bin"));
+        assert!(!already_read_only(&steps, c"/srv/data"));
     }
 }

@@ -8,7 +8,7 @@ use nix::mount::{mount, MsFlags};
 use nix::unistd::{Gid, Uid};
 
 use super::fs::{hide, open, read_only, set_flag_on_bind, show, tmpfs};
-use crate::plan::mounts::{sys_already_read_only, Plan, Step};
+use crate::plan::mounts::{already_read_only, sys_already_read_only, Plan, Step};
 use crate::sys::MountFlag;
 
 /// Apply the plan in this (new, private) mount namespace. Stops at the first failure unless
@@ -16,7 +16,12 @@ use crate::sys::MountFlag;
 pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     // Under degrade a failed step is skipped, so what the plan says is not what was done.
     let sys_read_only = !degrade && sys_already_read_only(&plan.steps);
-    for step in &plan.steps {
+    for (i, step) in plan.steps.iter().enumerate() {
+        if let Step::ReadOnly(p) = step {
+            if p.to_bytes() != b"/" && !degrade && already_read_only(&plan.steps[..i], p) {
+                continue;
+            }
+        }
         let done = apply_step(step, sys_read_only);
         if let (Ok(()), Step::Tmpfs(p, 0o755), Some((uid, gid))) = (&done, step, plan.tmpfs_owner) {
             give_new_tmpfs(p, uid, gid)?;
