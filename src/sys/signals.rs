@@ -134,28 +134,6 @@ pub fn wait_signal_from(
     }
 }
 
-#[cfg(test)]
-mod sender_tests {
-    use super::Sender;
-
-    #[test]
-    fn only_kill_from_outside_or_the_kernel_counts() {
-        let s = |pid, code| Sender { pid, code };
-        assert!(s(0, libc::SI_USER).is_outside());
-        assert!(s(0, libc::SI_KERNEL).is_outside());
-        assert!(
-            !s(7, libc::SI_USER).is_outside(),
-            "a sender inside has a pid"
-        );
-        assert!(
-            !s(0, libc::SI_QUEUE).is_outside(),
-            "forged by rt_sigqueueinfo"
-        );
-        assert!(!s(0, libc::SI_TKILL).is_outside());
-        assert!(!s(0, -60).is_outside());
-    }
-}
-
 /// The part of Rust's runtime start-up that sbx-exec needs, done by hand (main.rs defines C's
 /// `main` and skips the rest of it, which reads /proc/self/maps for a stack guard and installs
 /// stack-overflow handlers: a measurable part of every launch). As the runtime does: fds 0, 1
@@ -197,4 +175,26 @@ pub fn startup() {
         }
     }
     let _ = set_signal_handler(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigIgn);
+}
+
+#[cfg(test)]
+mod sender_tests {
+    use super::Sender;
+
+    #[test]
+    fn only_kill_from_outside_or_the_kernel_counts() {
+        let s = |pid, code| Sender { pid, code };
+        assert!(s(0, libc::SI_USER).is_outside());
+        assert!(s(0, libc::SI_KERNEL).is_outside());
+        assert!(
+            !s(7, libc::SI_USER).is_outside(),
+            "a sender inside has a pid"
+        );
+        assert!(
+            !s(0, libc::SI_QUEUE).is_outside(),
+            "forged by rt_sigqueueinfo"
+        );
+        assert!(!s(0, libc::SI_TKILL).is_outside());
+        assert!(!s(0, -60).is_outside());
+    }
 }

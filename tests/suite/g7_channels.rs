@@ -188,8 +188,7 @@ pub fn host_device_nodes_are_unreachable() -> Result<(), String> {
     let dev = mi
         .stdout
         .lines()
-        .filter(|l| l.split(' ').nth(4) == Some("/dev"))
-        .last()
+        .rfind(|l| l.split(' ').nth(4) == Some("/dev"))
         .map(|l| l.split(' ').nth(5).unwrap_or("").to_string());
     check(
         dev.as_ref().is_some_and(|o| {
