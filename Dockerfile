@@ -22,9 +22,9 @@
 # mount). README.md, "As the container's ENTRYPOINT", says more.
 #
 # Offline / CI builds (tests/container/run.sh): the base images are build arguments, and
-# SBX_BIN=prebuilt takes an sbx-exec already built on the host (target/release/sbx-exec, with
-# target/sbx-jupyter/ all of target/ in the build context, see .dockerignore) instead of compiling
-# it again:
+# SBX_BIN=prebuilt takes an sbx-exec already built on the host and staged as
+# target/sbx-bin/sbx-exec (with target/sbx-jupyter/ all of target/ in the build context, see
+# .dockerignore) instead of compiling it again:
 #
 #   docker build --build-arg RUNTIME_IMAGE=my/bun-bookworm --build-arg SBX_BIN=prebuilt -t sbx-demo .
 #
@@ -52,14 +52,15 @@ FROM ${BUILD_IMAGE} AS build
 ARG SBX_GIT_REV=
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+COPY .cargo ./.cargo
 COPY src ./src
 COPY policies ./policies
 RUN SBX_GIT_REV="$SBX_GIT_REV" cargo build --release --locked \
-    && install -D -m 0755 target/release/sbx-exec /out/sbx-exec
+    && install -D -m 0755 target/*/release/sbx-exec /out/sbx-exec
 
 FROM scratch AS prebuilt
-# Built on a glibc no newer than bookworm's 2.36 (tests/container/run.sh checks).
-COPY target/release/sbx-exec /out/sbx-exec
+# Static-pie (.cargo/config.toml): it needs no libc of the image (tests/container/run.sh checks).
+COPY target/sbx-bin/sbx-exec /out/sbx-exec
 
 FROM ${SBX_BIN} AS sbx-bin
 

@@ -26,7 +26,7 @@ if [ "${LOAD_INNER:-}" != 1 ]; then
 fi
 
 mkdir -p /run/sbx && mount -t tmpfs -o mode=0700 sbx-load /run/sbx
-BIN="$ROOT/target/release/sbx-exec"
+BIN="$ROOT/target/$(rustc -vV | sed -n 's/^host: //p')/release/sbx-exec"   # .cargo/config.toml
 POLICY="$OUT/load-policy.toml"
 cat >"$POLICY" <<'EOF'
 version = 1

@@ -68,12 +68,14 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust >= 1.80 w
 # ---------------------------------------------------------------------------------------------
 # 2. Build sbx-exec (release, as shipped: LTO, panic=abort, stripped).
 #    CARGO_TARGET_DIR is honoured; a relative one is relative to the repo root, as for cargo.
+#    The binary is static-pie (.cargo/config.toml), as installed.
 # ---------------------------------------------------------------------------------------------
 log "cargo build --release"
 cargo build --release --quiet
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
-SBX="$TARGET_DIR/release/sbx-exec"
+# .cargo/config.toml builds for the host tuple (static-pie): binaries are under target/<tuple>/.
+SBX="$TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release/sbx-exec"
 [ -x "$SBX" ] || die "no binary at $SBX after the build"
 
 mkdir -p "$OUT"

@@ -117,7 +117,7 @@ cleanup() {
             done
         done
     fi
-    rm -rf "$WORK" "$STAGE"
+    rm -rf "$WORK" "$STAGE" "$REPO/target/sbx-bin"
     echo "container: total time $(elapsed)"
     exit "$rc"
 }
@@ -221,15 +221,21 @@ info "bun $("$DOCKER" run --rm --network none "$BUN_IMG" bun --version) from $BU
 # ------------------------------------------------------------------ sbx-exec and the image
 info "cargo build --release"
 cargo build --release --locked -q
-SBX=$REPO/target/release/sbx-exec
-# The binary runs in Debian bookworm (glibc 2.36): it must need no newer glibc symbol.
+# .cargo/config.toml builds static-pie for the host tuple: the binary is under target/<tuple>/.
+SBX=$REPO/target/$(rustc -vV | sed -n 's/^host: //p')/release/sbx-exec
+# The binary runs in Debian bookworm (glibc 2.36): static, it needs none of the image's libraries;
+# were it dynamic, it must need no newer glibc symbol.
 host_glibc=$(ldd --version 2>&1 | head -n 1 | grep -oE '[0-9]+\.[0-9]+$' || true)
-need_glibc=$(grep -aoE 'GLIBC_2\.[0-9]+' "$SBX" | sort -uV | tail -n 1 | sed 's/GLIBC_//')
-if [ "$(printf '%s\n2.36\n' "$need_glibc" | sort -V | tail -n 1)" = 2.36 ]; then
-    pass "the host-built sbx-exec needs glibc $need_glibc (host $host_glibc), bookworm has 2.36"
+if ! readelf -l "$SBX" | grep -q 'program interpreter'; then
+    pass "the host-built sbx-exec is static (no program interpreter): it needs no glibc of the image"
 else
-    fail "the host-built sbx-exec needs glibc $need_glibc (host $host_glibc), newer than bookworm's 2.36: build it in bookworm (docker build without SBX_BIN=prebuilt, or cargo in a bookworm rootfs)"
-    exit 1
+    need_glibc=$(grep -aoE 'GLIBC_2\.[0-9]+' "$SBX" | sort -uV | tail -n 1 | sed 's/GLIBC_//')
+    if [ "$(printf '%s\n2.36\n' "$need_glibc" | sort -V | tail -n 1)" = 2.36 ]; then
+        pass "the host-built sbx-exec needs glibc $need_glibc (host $host_glibc), bookworm has 2.36"
+    else
+        fail "the host-built sbx-exec needs glibc $need_glibc (host $host_glibc), newer than bookworm's 2.36: build it in bookworm (docker build without SBX_BIN=prebuilt, or cargo in a bookworm rootfs)"
+        exit 1
+    fi
 fi
 # The Jupyter venv into the build context (target/sbx-jupyter, the one directory .dockerignore
 # lets in besides the binary). It works in the image only on the same python: bookworm's 3.11 at
@@ -240,8 +246,9 @@ if [ "$venv_home" != /usr/bin ] || [ "$(readlink "$JUPYTER_VENV/bin/python3")" !
     fail "$JUPYTER_VENV is not a venv on /usr/bin/python3 (home = $venv_home, bin/python3 -> $(readlink "$JUPYTER_VENV/bin/python3")): remake it ($JUPYTER_INSTALL)"
     exit 1
 fi
-rm -rf "$STAGE"
+rm -rf "$STAGE" "$REPO/target/sbx-bin"
 cp -a "$JUPYTER_VENV" "$STAGE"
+install -D -m 0755 "$SBX" "$REPO/target/sbx-bin/sbx-exec"
 info "staged $JUPYTER_VENV (python $venv_ver, $(du -sh "$STAGE" | cut -f1)) as target/sbx-jupyter ($(elapsed))"
 if ! "$DOCKER" build -q --build-arg RUNTIME_IMAGE="$BUN_IMG" --build-arg SBX_BIN=prebuilt \
     --build-arg SBX_JUPYTER=prebuilt -t "$IMG" . >"$WORK/build.log" 2>&1; then
@@ -256,7 +263,7 @@ if [ "$got" = "$want" ]; then
 else
     fail "the image's sbx-exec is \"$got\", not the one built here (\"$want\")"
 fi
-rm -rf "$STAGE"
+rm -rf "$STAGE" "$REPO/target/sbx-bin"
 img_py=$("$DOCKER" run --rm --network none --entrypoint /opt/sbx-jupyter/bin/python3 -e PYTHONDONTWRITEBYTECODE=1 "$IMG" \
     -c 'import platform, jupyter_server, ipykernel; print(platform.python_version(), jupyter_server.__version__, ipykernel.__version__)' 2>&1) || true
 if [[ "$img_py" == "${venv_ver%.*}".*" "* ]]; then

@@ -1,11 +1,21 @@
-// @sbx/client against the real sbx-exec (as root): SBX_EXEC, default ../../target/debug/sbx-exec.
+// @sbx/client against the real sbx-exec (as root): SBX_EXEC, default ../../target/<tuple>/debug/sbx-exec.
 // Without the binary or root the tests are skipped locally and FAIL under CI=true.
 //
 // Tests marked [flags] use --env / --cwd / --timeout and the policy key env.caller, which sbx-exec
 // does not have yet on this branch: they fail until it does.
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import { accessSync, chmodSync, constants, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import {
@@ -28,10 +38,20 @@ import {
 } from "../src/index.ts";
 
 const HERE = import.meta.dir;
-const BIN = resolve(process.env.SBX_EXEC ?? join(HERE, "../../../target/debug/sbx-exec"));
+const BIN = resolve(process.env.SBX_EXEC ?? defaultBin());
 const POLICY = join(HERE, "policy.toml");
 const FLAGS_POLICY = join(HERE, "policy-flags.toml");
 const CI = process.env.CI === "true";
+
+/** The debug build under target/<host tuple>/ (the repository's .cargo/config.toml puts it there). */
+function defaultBin(): string {
+  const target = join(HERE, "../../../target");
+  const tuples = existsSync(target) ? readdirSync(target) : [];
+  const found = tuples
+    .map((t) => join(target, t, "debug/sbx-exec"))
+    .find((p) => existsSync(p) && !p.includes("/target/debug/"));
+  return found ?? join(target, "<host tuple>/debug/sbx-exec");
+}
 
 function missing(): string | undefined {
   try {
