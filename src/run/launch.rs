@@ -329,7 +329,8 @@ fn one_shot(
         cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
         ..End::default()
     };
-    cgroup.finish(&mut end);
+    // The counters go only to the status stream: without one, they are not read.
+    cgroup.finish(status.is_some().then_some(&mut end));
     if let Some(m) = masking {
         m.wait();
     }
@@ -370,9 +371,10 @@ impl CallCgroup {
             .collect()
     }
 
-    /// Add the cgroup's counters to the end record, then remove the cgroup.
-    fn finish(self, end: &mut End) {
-        if let Some((plan, _)) = &self.0 {
+    /// Add the cgroup's counters to the end record (if there is one to report), then remove the
+    /// cgroup.
+    fn finish(self, end: Option<&mut End>) {
+        if let (Some((plan, _)), Some(end)) = (&self.0, end) {
             let s = cgroup::stats(&cgroup::Host, plan);
             end.oom_kills = s.oom_kills;
             end.pids_refused = s.pids_refused;
