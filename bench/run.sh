@@ -366,19 +366,25 @@ for l in head + rows[:15] + (["..."] if len(rows) > 15 else []) + total:
 w("```\n")
 
 # Targets: the project's goals, checked against the numbers above.
+# Each context against the bwrap line of comparable isolation: `user` has its own network
+# namespace (and private /dev, identity, limits), so `bwrap --unshare-all`; `platform` shares the
+# container's network, so the bwrap line without --unshare-net.
 user, plat = by_name["sbx-exec user"], by_name["sbx-exec platform, 10 secrets"]
+bwrap_all = by_name["bwrap --unshare-all (with net)"]
 checks = []
-for label, r in (("user", user), ("platform", plat)):
-    ratio = r["mean"] / bwrap["mean"]
-    checks.append(("%s launch <= 0.8x bwrap" % label, "%.2fx" % ratio, ratio <= 0.8))
+for label, r, ref, ref_name in (("user", user, bwrap_all, "bwrap --unshare-all"),
+                                ("platform", plat, bwrap, "bwrap")):
+    ratio = r["mean"] / ref["mean"]
+    checks.append(("%s launch <= 0.8x %s" % (label, ref_name), "%.2fx" % ratio, ratio <= 0.8))
     d = ms(r["mean"] - bare["mean"])
     checks.append(("%s launch within 2 ms of bare fork+exec of true" % label, "%+.2f ms" % d, d <= 2.0))
 for label, k in (("user", "USER"), ("platform", "PLATFORM")):
     checks.append(("%s peak RSS <= 4 MiB" % label, "%.2f MiB" % mib(rss[k]), rss[k] <= 4096))
 w("## Targets\n")
-w("The project's goals for a launch (goals, not guarantees): the user and platform launches take at")
-w("most 0.8x the time of the bwrap line and at most 2 ms more than a bare fork+exec of `true`; peak")
-w("RSS is at most 4 MiB.\n")
+w("The project's goals for a launch (goals, not guarantees): each launch takes at most 0.8x the time")
+w("of the bwrap line of comparable isolation (`user`, with its own network namespace: `bwrap")
+w("--unshare-all`; `platform`, on the container's network: `bwrap`) and at most 2 ms more than a bare")
+w("fork+exec of `true`; peak RSS is at most 4 MiB.\n")
 w("| goal | measured | met |")
 w("|---|---:|---|")
 for g, v, ok in checks:
