@@ -406,12 +406,22 @@ if os.path.exists(E["BENCH_PROFILING"]):
 if os.path.exists(E["BENCH_REPORT"]):
     with open(E["BENCH_REPORT"]) as f:
         old = f.read()
-    i = old.find("\n## Load (bench/load.sh)")
-    if i >= 0:
-        rest = old[i + 1:]
-        j = rest.find("\n## ", 3)
+    # From bench/load.sh's begin marker (or, in a report without one, its heading) through its
+    # end marker, markers included, so that the next bench/load.sh replaces it in place.
+    begin, end = "<!-- load:begin -->", "<!-- load:end -->"
+    i = old.find(begin)
+    if i < 0:
+        i = old.find("\n## Load (bench/load.sh)") + 1
+    if i > 0 or old.startswith(begin):
+        rest = old[i:]
+        j = rest.find(end)
+        if j >= 0:
+            rest = rest[:j + len(end)]
+        else:
+            k = rest.find("\n## ", 3)
+            rest = rest if k < 0 else rest[:k]
         lines.append("")
-        lines.extend((rest if j < 0 else rest[:j]).rstrip("\n").split("\n"))
+        lines.extend(rest.rstrip("\n").split("\n"))
 
 with open(E["BENCH_REPORT"], "w") as f:
     f.write("\n".join(lines) + "\n")
