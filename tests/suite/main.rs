@@ -123,6 +123,7 @@ fn main() {
         attacks::kernel_files_are_masked,
         perf_walls::caps_are_cut_to_the_kept_set,
         perf_walls::every_sys_mount_is_read_only,
+        perf_walls::the_launcher_loads_no_shared_library,
         attacks::cgroups_cannot_be_created,
         attacks::mount_fails_inside,
         attacks::pid1_of_sandbox_is_untouchable,

@@ -1,8 +1,8 @@
 //! Walls that the launch-cost work (bench/PROFILING.md) touched: the capability sets after the
-//! batched drop, and a read-only /sys in every context, whether sbx-exec remounted it or the
-//! read-only root already covered it.
+//! batched drop, a read-only /sys in every context, whether sbx-exec remounted it or the
+//! read-only root already covered it, and the binary's own hardening after the static build.
 
-use crate::harness::{check, needs_isolation, Cmd, Run};
+use crate::harness::{bin, check, needs_isolation, Cmd, Run};
 
 /// The default policy's kept capabilities (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID,
 /// SETUID, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, AUDIT_WRITE) as /proc/PID/status shows them.
@@ -87,4 +87,48 @@ pub fn every_sys_mount_is_read_only() -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// What an ELF file's program headers say: (position-independent, has a program interpreter,
+/// has GNU_RELRO, stack executable). `None` if it is not a 64-bit little-endian ELF file.
+fn elf_facts(path: &str) -> Option<(bool, bool, bool, bool)> {
+    let b = std::fs::read(path).ok()?;
+    if b.get(..6)? != b"\x7fELF\x02\x01" {
+        return None;
+    }
+    let u16_at = |o: usize| Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(b.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?));
+    let pie = u16_at(16)? == 3; // e_type ET_DYN
+    let (phoff, phentsize, phnum) = (u64_at(32)? as usize, u16_at(54)? as usize, u16_at(56)?);
+    let (mut interp, mut relro, mut exec_stack) = (false, false, true);
+    for i in 0..phnum as usize {
+        let at = phoff + i * phentsize;
+        match u32_at(at)? {
+            3 => interp = true,                                   // PT_INTERP
+            0x6474_e552 => relro = true,                          // PT_GNU_RELRO
+            0x6474_e551 => exec_stack = u32_at(at + 4)? & 1 != 0, // PT_GNU_STACK, PF_X
+            _ => {}
+        }
+    }
+    Some((pie, interp, relro, exec_stack))
+}
+
+/// The launcher is static-pie (.cargo/config.toml): no program interpreter, so no dynamic loader,
+/// library path or preload can reach it (setuid or not), and it keeps its hardening: position-
+/// independent (ASLR), RELRO, a non-executable stack. Control: the same reading of a dynamic
+/// program (`true`) finds its interpreter.
+pub fn the_launcher_loads_no_shared_library() -> Result<(), String> {
+    let true_path = ["/usr/bin/true", "/bin/true"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .unwrap_or("/usr/bin/true");
+    let control = elf_facts(true_path);
+    check(control.is_some_and(|(_, interp, _, _)| interp), || {
+        format!("control: no interpreter found in {true_path}: {control:?}")
+    })?;
+    let facts = elf_facts(bin());
+    check(facts == Some((true, false, true, false)), || {
+        format!("{} is not a static-pie with RELRO and a non-executable stack (pie, interp, relro, exec stack) = {facts:?}", bin())
+    })
 }
