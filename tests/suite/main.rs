@@ -124,6 +124,7 @@ fn main() {
         perf_walls::caps_are_cut_to_the_kept_set,
         perf_walls::every_sys_mount_is_read_only,
         perf_walls::the_launcher_loads_no_shared_library,
+        perf_walls::a_policy_through_a_symlink_is_still_refused,
         attacks::cgroups_cannot_be_created,
         attacks::mount_fails_inside,
         attacks::pid1_of_sandbox_is_untouchable,

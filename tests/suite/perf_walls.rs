@@ -132,3 +132,43 @@ pub fn the_launcher_loads_no_shared_library() -> Result<(), String> {
         format!("{} is not a static-pie with RELRO and a non-executable stack (pie, interp, relro, exec stack) = {facts:?}", bin())
     })
 }
+
+/// A read-only path needs no bind of its own (`plan::mounts::already_read_only`), but a policy
+/// file given through a symlink still goes to the bind, which refuses a path that goes through a
+/// link (its target could be in a writable area the bind would not protect). Control: the same
+/// policy by its real path runs.
+pub fn a_policy_through_a_symlink_is_still_refused() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = std::path::PathBuf::from(format!("/var/tmp/sbx-suite-{}-polink", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let real = dir.join("policy.toml");
+    let link = dir.join("link.toml");
+    let shown = Cmd::sbx(["policy", "show"]).run();
+    let text: String = shown
+        .stdout
+        .lines()
+        .skip(1)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let made = std::fs::write(&real, text).and_then(|()| std::os::unix::fs::symlink(&real, &link));
+    let run = |p: &std::path::Path| {
+        Cmd::sbx([
+            "--policy",
+            &p.display().to_string(),
+            "--ctx",
+            "user",
+            "--",
+            "true",
+        ])
+        .run()
+    };
+    let (direct, linked) = (run(&real), run(&link));
+    let _ = std::fs::remove_dir_all(&dir);
+    made.map_err(|e| e.to_string())?;
+    direct.expect_code(0, "control: the policy by its real path")?;
+    linked.expect_code(125, "the policy through a symlink")?;
+    check(linked.stderr.contains("symbolic link"), || {
+        format!("the refusal does not name the link: {}", linked.show())
+    })
+}

@@ -17,8 +17,14 @@ pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     // Under degrade a failed step is skipped, so what the plan says is not what was done.
     let sys_read_only = !degrade && sys_already_read_only(&plan.steps);
     for (i, step) in plan.steps.iter().enumerate() {
+        // A path already read-only needs no bind of its own; one that is or goes through a
+        // symlink (its target may be anywhere) still goes to `read_only`, which refuses it.
         if let Step::ReadOnly(p) = step {
-            if p.to_bytes() != b"/" && !degrade && already_read_only(&plan.steps[..i], p) {
+            if p.to_bytes() != b"/"
+                && !degrade
+                && already_read_only(&plan.steps[..i], p)
+                && open(p).is_ok()
+            {
                 continue;
             }
         }
