@@ -84,17 +84,13 @@ pub fn mount_private(extra: &[CString]) -> Result<()> {
     let dev = open(c"/dev")?.ok_or_else(|| anyhow!("/dev vanished during setup"))?;
 
     // Each node made anew with the host node's device number, mode and owner (one mknod, no
-    // mount); without CAP_MKNOD in the host's user namespace (rootless), the host node is bound.
-    let mut nodev = false;
+    // mount); where mknod is refused (rootless: no CAP_MKNOD in the host's user namespace; or a
+    // device cgroup), the host node is bound instead.
+    let mut made_any = false;
     for (path, src) in &nodes {
-        let made = match nodev {
-            false => {
-                make_node(&dev, path, src).with_context(|| format!("cannot make {}", show(path)))?
-            }
-            true => false,
-        };
-        if !made {
-            nodev = true;
+        if make_node(&dev, path, src).with_context(|| format!("cannot make {}", show(path)))? {
+            made_any = true;
+        } else {
             bind_node(&dev, path, src).with_context(|| format!("cannot bind {}", show(path)))?;
         }
     }
@@ -107,10 +103,11 @@ pub fn mount_private(extra: &[CString]) -> Result<()> {
             .with_context(|| format!("cannot create /dev/{}", name.to_string_lossy()))?;
     }
     // Read-only from here on (this mount only; pts and shm are mounted on it next): no node,
-    // file or link can be added or replaced. With bound nodes, nodev as well (nothing was made).
-    let extra = match nodev {
-        true => MsFlags::MS_NODEV,
-        false => MsFlags::empty(),
+    // file or link can be added or replaced. Nodev as well when no node was made on it (each
+    // bound node is a mount of its own, which this does not change).
+    let extra = match made_any {
+        false => MsFlags::MS_NODEV,
+        true => MsFlags::empty(),
     };
     tmpfs_dev(
         &dev,
