@@ -259,6 +259,51 @@ pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
     })
 }
 
+/// A caller that closed fds 0-2: sbx-exec puts /dev/null there first (`sys::startup`, as Rust's
+/// runtime start-up did), so no file it opens (the checked program, a policy, a pipe) lands on
+/// them and becomes the target's stdio. The target finds the null device on its fds 0, 1 and 2.
+/// Control: given open stdio, it finds the caller's (not the null device).
+pub fn closed_standard_fds_are_reopened_on_dev_null() -> Result<(), String> {
+    needs_isolation()?;
+    let target =
+        r#"for fd in 0 1 2; do echo "fd$fd $(stat -L -c "%F %t:%T" /proc/$$/fd/$fd)" >&3; done"#;
+    let run = |pre: &str| {
+        let mut c = Cmd::new("sh");
+        c.command().args([
+            "-c",
+            &format!(
+                "exec 3>&1 4</dev/zero; {pre} {} --ctx user --keep-fd 3 -- sh -c '{target}'; echo \"rc=$?\" >&3",
+                bin()
+            ),
+        ]);
+        c.run()
+    };
+    let null = |r: &Run, fd: u32| {
+        r.stdout
+            .contains(&format!("fd{fd} character special file 1:3"))
+    };
+    let control = run("exec 0<&4 1>/dev/zero 2>/dev/zero;");
+    check(
+        control.stdout.contains("fd0 character special file 1:5") && !null(&control, 1),
+        || {
+            format!(
+                "control: the target's stdio is not the caller's: {}",
+                control.show()
+            )
+        },
+    )?;
+    let closed = run("exec 0<&- 1>&- 2>&-;");
+    check(
+        closed.stdout.contains("rc=0") && (0..3).all(|fd| null(&closed, fd)),
+        || {
+            format!(
+                "with fds 0-2 closed, the target's stdio is not /dev/null: {}",
+                closed.show()
+            )
+        },
+    )
+}
+
 pub fn stdio_streams_unbuffered() -> Result<(), String> {
     needs_isolation()?;
     let mut child = Command::new(bin())

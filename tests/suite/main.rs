@@ -77,6 +77,7 @@ fn main() {
         g5_launcher::sigkill_of_launcher_leaves_no_process,
         g5_launcher::zombies_are_reaped,
         g5_launcher::only_stdio_fds_reach_the_target,
+        g5_launcher::closed_standard_fds_are_reopened_on_dev_null,
         g5_launcher::stdio_streams_unbuffered,
         g5_launcher::status_fd_reports_json,
         g5_launcher::timeout_gives_124,
