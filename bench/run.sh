@@ -62,7 +62,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust >= 1.80 with rustup)"
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust >= 1.91 with rustup)"
 [ "$(id -u)" = 0 ] || die "run as root: the sandboxes need to create namespaces"
 
 # ---------------------------------------------------------------------------------------------
