@@ -180,7 +180,7 @@ pub fn swapped_link_never_runs_in_place_of_the_checked_program() -> Result<(), S
             let tmp = bin.join("tool.new");
             let mut n = 0usize;
             while !stop.load(Ordering::SeqCst) || n < 1000 {
-                let target = if n % 2 == 0 {
+                let target = if n.is_multiple_of(2) {
                     evil.as_str()
                 } else {
                     "/usr/bin/true"

@@ -33,7 +33,7 @@ fn suid_capable(dir: &Path) -> bool {
         let (Some(mp), Some(opts)) = (f.get(4), f.get(5)) else {
             continue;
         };
-        if dir.starts_with(mp) && best.map_or(true, |(len, _)| mp.len() >= len) {
+        if dir.starts_with(mp) && best.is_none_or(|(len, _)| mp.len() >= len) {
             best = Some((mp.len(), opts.split(',').any(|o| o == "nosuid")));
         }
     }
