@@ -225,8 +225,8 @@ fn body_to_hash(body: &Body, input: &mut impl Read) -> Result<Vec<u8>, Refusal> 
 /// TLS to the real host, its certificate verified for `host` against the proxy's roots.
 fn open_tls(ic: &Interceptor, host: &str, sock: TcpStream) -> Result<Upstream, Refusal> {
     let name = ServerName::try_from(host.to_string()).map_err(|e| (400, format!("{host}: {e}")))?;
-    let conn =
-        ClientConnection::new(ic.upstream.clone(), name).map_err(|e| (502, e.to_string()))?;
+    let config = ic.upstream().map_err(|e| (502, e))?;
+    let conn = ClientConnection::new(config, name).map_err(|e| (502, e.to_string()))?;
     let mut up = StreamOwned::new(conn, sock);
     while up.conn.is_handshaking() {
         up.conn

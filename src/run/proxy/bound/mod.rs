@@ -18,7 +18,7 @@
 //! A context without bound secrets creates none of this: no CA, no TLS configuration.
 
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context as _, Result};
 use rustls::pki_types::pem::PemObject;
@@ -45,11 +45,22 @@ pub const SYSTEM_CA_FILES: &[&str] = &[
     "/etc/ssl/cert.pem",
 ];
 
+/// The roots upstream hosts are verified against.
+pub enum Roots {
+    /// Ready (tests).
+    Store(RootCertStore),
+    /// The system bundle's PEM text, parsed when the first intercepted connection needs it (about
+    /// 0.5 ms for ~140 certificates: a launch whose command never connects does not pay it).
+    Pem(Arc<Vec<u8>>),
+}
+
 /// The proxy side of a call's bound secrets.
 pub struct Interceptor {
     pub bound: Bound,
     ca: ca::Ca,
-    upstream: Arc<ClientConfig>,
+    roots: std::sync::Mutex<Option<Roots>>,
+    /// The TLS configuration for upstreams, made from `roots` once (or why it could not be).
+    upstream: OnceLock<Result<Arc<ClientConfig>, String>>,
 }
 
 impl std::fmt::Debug for Interceptor {
@@ -64,19 +75,40 @@ pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 impl Interceptor {
     /// A fresh per-call CA for `bound`'s hosts; upstreams are verified against `roots`.
-    pub fn new(bound: Bound, roots: RootCertStore) -> Result<Interceptor> {
+    pub fn new(bound: Bound, roots: Roots) -> Result<Interceptor> {
         let hosts: Vec<_> = bound.bindings.iter().flat_map(|b| &b.hosts).collect();
         let ca = ca::Ca::new(&hosts).context("cannot create the per-call CA for bound secrets")?;
-        let upstream = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .context("TLS configuration")?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
         Ok(Interceptor {
             bound,
             ca,
-            upstream: Arc::new(upstream),
+            roots: std::sync::Mutex::new(Some(roots)),
+            upstream: OnceLock::new(),
         })
+    }
+
+    /// The TLS configuration for upstreams: made on first use (the roots parsed then), the same
+    /// one after. An error (no usable certificate in the bundle) is the same for every use.
+    pub(super) fn upstream(&self) -> Result<Arc<ClientConfig>, String> {
+        self.upstream
+            .get_or_init(|| {
+                let roots = self
+                    .roots
+                    .lock()
+                    .map_err(|_| "roots lock poisoned".to_string())?
+                    .take();
+                let roots = match roots {
+                    Some(Roots::Store(store)) => store,
+                    Some(Roots::Pem(pem)) => parse_roots(&pem)?,
+                    None => return Err("upstream roots already taken".to_string()),
+                };
+                let config = ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(|e| format!("TLS configuration: {e}"))?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Ok(Arc::new(config))
+            })
+            .clone()
     }
 
     /// The per-call CA certificate (PEM).
@@ -185,17 +217,35 @@ pub(super) fn exfiltration(
     }
 }
 
-/// Read the system CA bundle: the roots the proxy trusts for upstreams, and its PEM text.
-pub fn system_roots() -> Result<(RootCertStore, Vec<u8>)> {
+/// Read the system CA bundle (PEM): what the proxy verifies upstreams against (parsed on first
+/// use, [`Interceptor::upstream`]) and what the sandbox's bundle starts with. A bundle without a
+/// single certificate block is refused here, before the launch.
+pub fn system_roots() -> Result<Vec<u8>> {
     let (path, pem) = SYSTEM_CA_FILES
         .iter()
         .find_map(|p| std::fs::read(p).ok().map(|b| (*p, b)))
         .context("no system CA bundle (ca-certificates) found; bound secrets need it to verify upstream hosts")?;
+    anyhow::ensure!(
+        has_certificate_block(&pem),
+        "{path} holds no CA certificate"
+    );
+    Ok(pem)
+}
+
+/// Whether a PEM text has at least one certificate block (parsed or not).
+fn has_certificate_block(pem: &[u8]) -> bool {
+    pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----")
+}
+
+/// The certificates of a PEM bundle as roots; an error if none is usable.
+pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_slice_iter(&pem).filter_map(|c| c.ok());
+    let certs = CertificateDer::pem_slice_iter(pem).filter_map(|c| c.ok());
     let (added, _) = roots.add_parsable_certificates(certs);
-    anyhow::ensure!(added > 0, "{path} holds no usable CA certificate");
-    Ok((roots, pem))
+    match added {
+        0 => Err("the system CA bundle holds no usable CA certificate".to_string()),
+        _ => Ok(roots),
+    }
 }
 
 /// What a launch with bound secrets gets: the interceptor for [`serve`], the
@@ -229,9 +279,9 @@ pub fn prepare_call(
     let Some(bound) = bound else {
         return Ok(None);
     };
-    let (roots, system_pem) = system_roots()?;
+    let system_pem = Arc::new(system_roots()?);
     let variables = bound.variables();
-    let interceptor = Interceptor::new(bound, roots)?;
+    let interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
     let files = Files::with_ca_bundle(files, owner, interceptor.bundle(&system_pem));
     Ok(Some(BoundCall {
         interceptor: Arc::new(interceptor),

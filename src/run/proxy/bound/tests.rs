@@ -19,6 +19,7 @@ use crate::run::proxy::{serve_with, Event, EventSink, Limits, Outbound, ProxyHan
 
 pub(super) mod clients;
 pub(super) mod leaks;
+mod roots;
 
 pub(super) const T: Duration = Duration::from_secs(5);
 const LOCAL: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
@@ -168,7 +169,7 @@ pub(super) fn proxy(
     roots: RootCertStore,
 ) -> Proxy {
     let bound = crate::plan::bound::test_bound(secrets, binds);
-    let ic = Arc::new(Interceptor::new(bound, roots).unwrap());
+    let ic = Arc::new(Interceptor::new(bound, Roots::Store(roots)).unwrap());
     // "name" maps every port, "name:port" that port only.
     let mut ips: HashMap<String, IpAddr> = HashMap::new();
     let mut back: HashMap<(IpAddr, Option<u16>), u16> = HashMap::new();
