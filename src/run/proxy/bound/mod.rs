@@ -58,7 +58,7 @@ pub enum Roots {
 pub struct Interceptor {
     pub bound: Bound,
     ca: ca::Ca,
-    roots: std::sync::Mutex<Option<Roots>>,
+    roots: Roots,
     /// The TLS configuration for upstreams, made from `roots` once (or why it could not be).
     upstream: OnceLock<Result<Arc<ClientConfig>, String>>,
 }
@@ -81,7 +81,7 @@ impl Interceptor {
         Ok(Interceptor {
             bound,
             ca,
-            roots: std::sync::Mutex::new(Some(roots)),
+            roots,
             upstream: OnceLock::new(),
         })
     }
@@ -91,15 +91,9 @@ impl Interceptor {
     pub(super) fn upstream(&self) -> Result<Arc<ClientConfig>, String> {
         self.upstream
             .get_or_init(|| {
-                let roots = self
-                    .roots
-                    .lock()
-                    .map_err(|_| "roots lock poisoned".to_string())?
-                    .take();
-                let roots = match roots {
-                    Some(Roots::Store(store)) => store,
-                    Some(Roots::Pem(pem)) => parse_roots(&pem)?,
-                    None => return Err("upstream roots already taken".to_string()),
+                let roots = match &self.roots {
+                    Roots::Store(store) => store.clone(),
+                    Roots::Pem(pem) => parse_roots(pem)?,
                 };
                 let config = ClientConfig::builder_with_provider(provider())
                     .with_safe_default_protocol_versions()
@@ -220,7 +214,7 @@ pub(super) fn exfiltration(
 /// Read the system CA bundle (PEM): what the proxy verifies upstreams against (parsed on first
 /// use, [`Interceptor::upstream`]) and what the sandbox's bundle starts with. A bundle without a
 /// single certificate block is refused here, before the launch.
-pub fn system_roots() -> Result<Vec<u8>> {
+pub fn system_bundle() -> Result<Vec<u8>> {
     let (path, pem) = SYSTEM_CA_FILES
         .iter()
         .find_map(|p| std::fs::read(p).ok().map(|b| (*p, b)))
@@ -279,7 +273,7 @@ pub fn prepare_call(
     let Some(bound) = bound else {
         return Ok(None);
     };
-    let system_pem = Arc::new(system_roots()?);
+    let system_pem = Arc::new(system_bundle()?);
     let variables = bound.variables();
     let interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
     let files = Files::with_ca_bundle(files, owner, interceptor.bundle(&system_pem));
