@@ -22,7 +22,7 @@ pub fn enter_setuid_mode() -> Result<()> {
     // Nobody may ptrace this process or read its memory while it holds privilege (the kernel
     // already makes a setuid exec non-dumpable; say it explicitly, it never changes back).
     nix::sys::prctl::set_dumpable(false).context("cannot make sbx-exec non-dumpable")?;
-    ensure_stdio_open()?;
+    // Fds 0, 1 and 2 are already open: `sys::startup`, before `main` calls anything else.
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     // No core file of a process holding privilege or secrets, in it or in anything it starts.
     setrlimit(Resource::RLIMIT_CORE, 0, 0).context("cannot disable core dumps")?;
@@ -68,23 +68,6 @@ pub fn raise_stack_limit() {
             crate::sys::exit_now(crate::error::EXIT_SBX);
         }
     }
-}
-
-/// Make sure fds 0, 1 and 2 are open (on /dev/null if the caller closed them), so no file that
-/// sbx-exec opens can land on them and be written as "stdout".
-fn ensure_stdio_open() -> Result<()> {
-    use nix::fcntl::{fcntl, open, FcntlArg, OFlag};
-    for fd in 0..3 {
-        if fcntl(fd, FcntlArg::F_GETFD).is_ok() {
-            continue;
-        }
-        let got = open("/dev/null", OFlag::O_RDWR, nix::sys::stat::Mode::empty())
-            .context("cannot open /dev/null for a closed standard fd")?;
-        if got != fd {
-            bail!("standard fd {fd} was closed and /dev/null landed on {got}");
-        }
-    }
-    Ok(())
 }
 
 /// The caller's environment, for the context's allowlist only.
