@@ -88,10 +88,11 @@ pub fn mount_private(extra: &[CString]) -> Result<()> {
     // device cgroup), the host node is bound instead.
     let mut made_any = false;
     for (path, src) in &nodes {
-        if make_node(&dev, path, src).with_context(|| format!("cannot make {}", show(path)))? {
+        let (dir, name) = parent_of(&dev, path)?;
+        if make_node(&dir, &name, src).with_context(|| format!("cannot make {}", show(path)))? {
             made_any = true;
         } else {
-            bind_node(&dev, path, src).with_context(|| format!("cannot bind {}", show(path)))?;
+            bind_node(&dir, &name, src).with_context(|| format!("cannot bind {}", show(path)))?;
         }
     }
     drop(nodes);
@@ -140,15 +141,15 @@ fn tmpfs_dev(fd: &OwnedFd, extra: MsFlags) -> std::io::Result<()> {
     .map_err(std::io::Error::from)
 }
 
-/// Make the node `path` below the private /dev with the device number, permission bits and
-/// owner of the checked host node `src`. `false` (nothing made) without CAP_MKNOD.
-fn make_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<bool> {
-    let (dir, name) = parent_of(dev, path)?;
+/// Make the node `name` in `dir` (below the private /dev, [`parent_of`]) with the device number,
+/// permission bits and owner of the checked host node `src`. `false` (nothing made) when mknod is
+/// refused.
+fn make_node(dir: &OwnedFd, name: &CStr, src: &OwnedFd) -> Result<bool> {
     let st = fstat(src.as_raw_fd())?;
     let perm = Mode::from_bits_truncate(st.st_mode & 0o777);
     match nix::sys::stat::mknodat(
         Some(dir.as_raw_fd()),
-        name.as_c_str(),
+        name,
         SFlag::S_IFCHR,
         perm,
         st.st_rdev,
@@ -160,14 +161,14 @@ fn make_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<bool> {
     // mknod applied the umask: set the bits exactly, and the host node's owner (tty: group tty).
     nix::sys::stat::fchmodat(
         Some(dir.as_raw_fd()),
-        name.as_c_str(),
+        name,
         perm,
         nix::sys::stat::FchmodatFlags::FollowSymlink,
     )?;
     if (st.st_uid, st.st_gid) != (0, 0) {
         nix::unistd::fchownat(
             Some(dir.as_raw_fd()),
-            name.as_c_str(),
+            name,
             Some(st.st_uid.into()),
             Some(st.st_gid.into()),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
@@ -222,13 +223,12 @@ fn check_char_device(fd: &OwnedFd, path: &CStr, want: Option<(u32, u32)>) -> Res
     Ok(())
 }
 
-/// Bind the host node `src` at the same path below the private /dev, then make that bind nosuid
-/// and noexec (never nodev: it is a device).
-fn bind_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<()> {
-    let (dir, name) = parent_of(dev, path)?;
+/// Bind the host node `src` as `name` in `dir` (below the private /dev, [`parent_of`]), then make
+/// that bind nosuid and noexec (never nodev: it is a device).
+fn bind_node(dir: &OwnedFd, name: &CStr, src: &OwnedFd) -> Result<()> {
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
-    let target = sys::openat_nofollow(&dir, name.as_c_str(), flags, 0)
-        .context("cannot create the mount point")?;
+    let target =
+        sys::openat_nofollow(dir, name, flags, 0).context("cannot create the mount point")?;
     mount(
         Some(sys::fd_path(src).as_c_str()),
         sys::fd_path(&target).as_c_str(),
@@ -239,7 +239,7 @@ fn bind_node(dev: &OwnedFd, path: &CStr, src: &OwnedFd) -> Result<()> {
     .context("bind mount")?;
     drop(target);
     // Reopen: the handle must name the new bind mount, not the file under it.
-    let bound = sys::openat_nofollow(&dir, name.as_c_str(), OFlag::O_PATH, 0)
+    let bound = sys::openat_nofollow(dir, name, OFlag::O_PATH, 0)
         .context("cannot reopen the bound device")?;
     sys::mount_setattr(&bound, MountFlag::NoSuidNoExec).context("mount_setattr")?;
     Ok(())
