@@ -299,9 +299,10 @@ fn one_shot(
     if let Some(m) = &masking {
         m.detach();
     }
-    // Threads start only now, after the clone: the proxy and the published ports' forwarders.
-    let _net = match (&started, bridge) {
-        (Ok(child), Some(b)) => Some(b.start(proxying).inspect_err(|_| {
+    // Threads start only now, after the clone: the published ports' forwarders, and the proxy on
+    // its first connection (SIGIO, taken while waiting below).
+    let mut net = match (&started, bridge) {
+        (Ok(child), Some(b)) => Some(b.start(proxying, true).inspect_err(|_| {
             // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
             let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::wait::waitpid(*child, None);
@@ -320,7 +321,17 @@ fn one_shot(
     };
     report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let outcome = reaper::supervise(child, timeout);
+    let lazy_proxy = net
+        .as_ref()
+        .is_some_and(crate::run::net::Running::waits_for_traffic);
+    let mut start_proxy = || {
+        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
+            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
+        }
+    };
+    let on_io: Option<&mut dyn FnMut()> = lazy_proxy.then_some(&mut start_proxy);
+    let outcome = reaper::supervise(child, timeout, on_io);
+    drop(net);
     let code = reaper::exit_code(ctx_name, ctx, outcome, "");
     let mut end = End {
         code,
@@ -421,14 +432,13 @@ fn harden_outer() -> Result<()> {
 }
 
 /// Block the forwarded signals now: from here on none is lost, and the children inherit the
-/// mask. Returns the caller's mask, which the target restores.
+/// mask. Returns the caller's mask, which the target restores. SIGIO too: it tells of the egress
+/// proxy's first connection ([`crate::run::net::Running`]); its default action would end sbx-exec.
 fn block_forwarded_signals() -> Result<SigSet> {
     let mut caller_mask = SigSet::empty();
-    sigprocmask(
-        SigmaskHow::SIG_BLOCK,
-        Some(&reaper::blocked_set()),
-        Some(&mut caller_mask),
-    )
-    .context("cannot block signals")?;
+    let mut set = reaper::blocked_set();
+    set.add(nix::sys::signal::Signal::SIGIO);
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut caller_mask))
+        .context("cannot block signals")?;
     Ok(caller_mask)
 }

@@ -11,9 +11,9 @@
 //! ```
 //!
 //! [`Bridge::prepare`] runs before the clone (the outer process is still single-threaded there:
-//! the clone is a plain fork); [`Bridge::start`] after it, and only then are threads started. With
-//! `net.allow = []` no listener is made and no proxy thread exists; without `publish` no
-//! forwarder. Everything ends with the outer process. A persistent context's keeper hands out the
+//! the clone is a plain fork); [`Bridge::start`] after it, and only then are threads started: the
+//! proxy's on the sandbox's first connection to it ([`Running`]). With `net.allow = []` no
+//! listener is made and no proxy thread exists; without `publish` no forwarder. Everything ends with the outer process. A persistent context's keeper hands out the
 //! same way, to a net helper that lives as long as the keeper ([`crate::run::persist::nethelper`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -53,8 +53,62 @@ pub struct Bridge {
 }
 
 /// What runs for the sandbox's network: stopped when dropped (with the outer process).
+///
+/// The egress proxy starts on its first connection, not at launch: until then its listener only
+/// queues connections (the kernel does that), and the outer process is told of the first one by
+/// SIGIO, which it takes in its wait ([`crate::run::reaper::supervise`]) and answers with
+/// [`Running::start_proxy`]. A call that never uses the network pays for no thread and no address
+/// listing.
 pub struct Running {
-    _proxy: Option<ProxyHandle>,
+    proxy: Option<ProxyHandle>,
+    pending: Option<Pending>,
+}
+
+/// A proxy not started yet: its listener (armed for SIGIO) and what it will serve with.
+struct Pending {
+    listener: TcpListener,
+    egress: EgressPolicy,
+    proxying: Proxying,
+}
+
+impl Running {
+    /// Whether the proxy waits for its first connection (the caller takes SIGIO until then).
+    pub fn waits_for_traffic(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Start the proxy if it has not started: on SIGIO, or at once where nothing waits for that
+    /// signal (a persistent context's net helper). On failure the listener is closed: the
+    /// sandbox's clients find their connections refused, as with no egress.
+    pub fn start_proxy(&mut self) -> Result<()> {
+        let Some(Pending {
+            listener,
+            mut egress,
+            proxying,
+        }) = self.pending.take()
+        else {
+            return Ok(());
+        };
+        let _ = sys::notify_on_input(listener.as_fd(), false);
+        egress.self_addrs = local_addrs().context("cannot list the container's addresses")?;
+        self.proxy = Some(serve_proxy(listener, egress, proxying)?);
+        Ok(())
+    }
+}
+
+/// Ask for SIGIO on the proxy's first connection; true if it must be waited for. One may already
+/// be queued (the target runs while the outer process receives the listener): then no signal
+/// comes, and the proxy starts at once.
+fn arm(listener: &TcpListener) -> Result<bool> {
+    sys::notify_on_input(listener.as_fd(), true)
+        .context("cannot watch the egress proxy's listener")?;
+    let mut fds = [nix::poll::PollFd::new(
+        listener.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
+        .context("cannot poll the egress proxy's listener")?;
+    Ok(ready == 0)
 }
 
 impl Bridge {
@@ -95,8 +149,9 @@ impl Bridge {
         v
     }
 
-    /// After the clone: receive pid 1's sockets, then start the proxy and the forwarders.
-    pub fn start(self, proxying: Proxying) -> Result<Running> {
+    /// After the clone: receive pid 1's sockets, then start the forwarders, and the proxy: at
+    /// once, or with `lazy` on its first connection (the caller has SIGIO blocked and takes it).
+    pub fn start(self, proxying: Proxying, lazy: bool) -> Result<Running> {
         let Bridge {
             plan,
             outer,
@@ -113,23 +168,34 @@ impl Bridge {
             // container's network, and nothing of the proxy or the published ports runs; the proxy
             // variables lead nowhere.
             // (The degrade warning already named the missing "net" namespace.)
-            return Ok(Running { _proxy: None });
+            return Ok(Running {
+                proxy: None,
+                pending: None,
+            });
         }
         let mut fds = fds.into_iter();
-        let proxy = match plan.egress {
-            Some(mut egress) => {
-                let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
-                egress.self_addrs =
-                    local_addrs().context("cannot list the container's addresses")?;
-                Some(serve_proxy(TcpListener::from(listener), egress, proxying)?)
-            }
-            None => None,
+        let mut running = Running {
+            proxy: None,
+            pending: None,
         };
+        if let Some(egress) = plan.egress {
+            let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
+            let listener = TcpListener::from(listener);
+            let wait = lazy && arm(&listener)?;
+            running.pending = Some(Pending {
+                listener,
+                egress,
+                proxying,
+            });
+            if !wait {
+                running.start_proxy()?;
+            }
+        }
         if !published.is_empty() {
             let netns = fds.next().ok_or_else(|| anyhow!("no network namespace"))?;
             forward(published, netns)?;
         }
-        Ok(Running { _proxy: proxy })
+        Ok(running)
     }
 }
 

@@ -91,9 +91,17 @@ pub enum Outcome {
 pub const TIMEOUT_GRACE: Duration = Duration::from_secs(5);
 
 /// The outer process: forward signals to `child` until it ends; on `timeout`, SIGTERM it, then
-/// SIGKILL after [`TIMEOUT_GRACE`].
-pub fn supervise(child: Pid, timeout: Option<Duration>) -> Outcome {
-    let set = blocked_set();
+/// SIGKILL after [`TIMEOUT_GRACE`]. With `on_io`, SIGIO (blocked by the caller) is taken too and
+/// calls it: the egress proxy starts on its first connection ([`crate::run::net::Running`]).
+pub fn supervise(
+    child: Pid,
+    timeout: Option<Duration>,
+    mut on_io: Option<&mut dyn FnMut()>,
+) -> Outcome {
+    let mut set = blocked_set();
+    if on_io.is_some() {
+        set.add(Signal::SIGIO);
+    }
     let start = Instant::now();
     let mut deadline = timeout.map(|t| start + t);
     let mut timed_out = false;
@@ -113,6 +121,12 @@ pub fn supervise(child: Pid, timeout: Option<Duration>) -> Outcome {
                 continue;
             }
             Ok(Some(Signal::SIGCHLD)) | Err(_) => {}
+            Ok(Some(Signal::SIGIO)) => {
+                if let Some(f) = on_io.as_mut() {
+                    f();
+                }
+                continue;
+            }
             Ok(Some(sig)) => {
                 let _ = kill(child, sig);
                 continue;

@@ -1,7 +1,7 @@
 //! Signals: waiting for them synchronously, their dispositions, pidfds, and who sent one.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
@@ -132,6 +132,21 @@ pub fn wait_signal_from(
             _ => return Err(err),
         }
     }
+}
+
+/// Ask for SIGIO (to this process) when `fd` turns readable — for a listening socket, when a
+/// connection is queued — or stop asking (`on = false`). The caller blocks SIGIO first and takes it
+/// with [`wait_signal`]: its default action would end the process.
+pub fn notify_on_input(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    if on {
+        // SAFETY: F_SETOWN takes an fd and a pid and only changes who the fd's signals go to.
+        check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETOWN, libc::getpid()) }.into())?;
+    }
+    let mut flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
+    flags.set(OFlag::O_ASYNC, on);
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags))?;
+    Ok(())
 }
 
 /// The part of Rust's runtime start-up that sbx-exec needs, done by hand (main.rs defines C's

@@ -107,7 +107,7 @@ pub fn run(
     let counted = || cgroup::stats_of(&cgroup::Host, version, &keeper.state.cgroups);
     let before = counted();
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let outcome = reaper::supervise(child, timeout);
+    let outcome = reaper::supervise(child, timeout, None);
     let code = reaper::exit_code(
         ctx_name,
         ctx,

@@ -121,7 +121,7 @@ fn helper_main(bridge: Bridge, keeper: &OwnedFd, report: OwnedFd, log: Option<Eg
         fail(e.context("cannot detach"));
     }
     let proxying = Proxying { log, bound: None };
-    let running = match bridge.start(proxying) {
+    let running = match bridge.start(proxying, false) {
         Ok(r) => r,
         Err(e) => fail(e),
     };
