@@ -116,6 +116,47 @@ if done != 1:
 sys.stdout.write("".join(out))
 ' >"$NETNONE"
 "$SBX" policy check "$NETNONE" >/dev/null || die "$NETNONE does not validate"
+# What the user context's features cost: the embedded default with them taken away one after the
+# other (cumulative), in the order of their cost. Step 1 drops [context.user.limits] (no per-call
+# cgroup); 2 also sets net.allow = [] (no proxy listener; the network namespace stays); 3 also
+# drops identity (no user namespace for the target); 4 also sets seccomp = "none" and scope =
+# false (no seccomp filter, no Landlock scoping). Only for measuring: each step removes a wall.
+ABLATE_STEPS=(
+    "no limits"
+    "no limits, allow = []"
+    "no limits, allow = [], no identity"
+    "no limits, allow = [], no identity, no seccomp/Landlock"
+)
+for step in 1 2 3 4; do
+    "$SBX" policy show | python3 -c '
+import re, sys
+step = int(sys.argv[1])
+lines = sys.stdin.read().splitlines(keepends=True)[1:]
+out, section, changed = [], None, set()
+for line in lines:
+    m = re.match(r"\s*\[([^\]]+)\]", line)
+    if m:
+        section = m.group(1)
+    if section == "context.user.limits":
+        changed.add(1)
+        continue
+    if step >= 2 and section == "context.user.net" and re.match(r"\s*allow\s*=", line):
+        line, _ = "allow = []\n", changed.add(2)
+    if step >= 3 and section == "context.user" and re.match(r"\s*identity\s*=", line):
+        changed.add(3)
+        continue
+    if step >= 4 and section == "context.user.security":
+        if re.match(r"\s*seccomp\s*=", line):
+            line, _ = "seccomp = \"none\"\n", changed.add(4)
+        elif re.match(r"\s*scope\s*=", line):
+            line = "scope = false\n"
+    out.append(line)
+if changed != set(range(1, step + 1)):
+    sys.exit("bench: ablation step %d changed only %s" % (step, sorted(changed)))
+sys.stdout.write("".join(out))
+' "$step" >"$OUT/ablate$step.toml" || die "cannot make ablation step $step"
+    "$SBX" policy check "$OUT/ablate$step.toml" >/dev/null || die "$OUT/ablate$step.toml does not validate"
+done
 # The embedded default policy with output masking on in the platform context (secrets.redact):
 # the target's stdout/stderr then pass through the masking process (one pipe hop each).
 REDACT="$OUT/redact.toml"
@@ -190,6 +231,7 @@ names=(
     "sbx-exec agent (net private), no secret"
     "sbx-exec agent (net private), 1 bound secret"
 )
+for step in 1 2 3 4; do names+=("sbx-exec user, ${ABLATE_STEPS[$((step - 1))]}"); done
 cmds=(
     "/bin/true"
     "unshare --pid --mount --ipc --uts --fork --mount-proc true"
@@ -203,6 +245,7 @@ cmds=(
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
 )
+for step in 1 2 3 4; do cmds+=("$(q "$SBX") --policy $(q "$OUT/ablate$step.toml") --ctx user -- true"); done
 hf_args=()
 for i in "${!cmds[@]}"; do hf_args+=(--command-name "${names[$i]}" "${cmds[$i]}"); done
 
@@ -331,9 +374,27 @@ for name, cmd in zip(E["BENCH_NAMES"].split("\n"), E["BENCH_CMDS"].split("\n")):
     w("%-30s %s" % (name + ":", disp(cmd)))
 w("```")
 w("`%s/secrets.env` holds 10 `NAME=value` lines of fake values; `%s/netnone.toml` is" % (E["BENCH_OUT_REL"], E["BENCH_OUT_REL"]))
-w("`sbx-exec policy show` without its first comment line, with the user context's `net = \"host\"`")
-w("replaced by `net = \"none\"` (an empty network namespace). The script checks that the platform")
+w("`sbx-exec policy show` without its first comment line, with the user context's network mode")
+w("replaced by `\"none\"` (an empty network namespace, no proxy). The script checks that the platform")
 w("command receives all 10 secrets and that the net=none context sees only `lo`.\n")
+
+# What the user context's features cost: the cumulative ablation (bench/run.sh, ABLATE_STEPS).
+abl = [by_name["sbx-exec user"]] + [r for r in results if r["command"].startswith("sbx-exec user, no limits")]
+ref = by_name["bwrap --unshare-all (with net)"]
+w("## What the user context's features cost\n")
+w("The `user` line above, then the same context with its features taken away one after the other")
+w("(cumulative; `%s/ablate1.toml` to `ablate4.toml`, made from the embedded default). Only for" % E["BENCH_OUT_REL"])
+w("measuring: each step removes a wall. What stays in every line: the namespaces of `bwrap")
+w("--unshare-all` plus a private /proc with Docker's masks, a private /dev, a read-only root,")
+w("capabilities cut to the context's list, and the wait for the sandbox to be gone.\n")
+w("| `user` | mean (ms) | × bwrap --unshare-all | Δ vs the line before (ms) |")
+w("|---|---:|---:|---:|")
+prev = None
+for r in abl:
+    w("| %s | %.2f | %.2f | %s |" % (r["command"].replace("sbx-exec user, ", "") if r is not abl[0] else "as shipped",
+        ms(r["mean"]), r["mean"] / ref["mean"], "" if prev is None else "%+.2f" % ms(r["mean"] - prev["mean"])))
+    prev = r
+w("")
 
 rss = {k: int(E["BENCH_RSS_" + k]) for k in ("USER", "PLATFORM", "TRUE", "BWRAP")}
 mib = lambda kib: kib / 1024.0
