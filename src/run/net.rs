@@ -13,8 +13,9 @@
 //! [`Bridge::prepare`] runs before the clone (the outer process is still single-threaded there:
 //! the clone is a plain fork); [`Bridge::start`] after it, and only then are threads started: the
 //! proxy's on the sandbox's first connection to it ([`Running`]). With `net.allow = []` no
-//! listener is made and no proxy thread exists; without `publish` no forwarder. Everything ends with the outer process. A persistent context's keeper hands out the
-//! same way, to a net helper that lives as long as the keeper ([`crate::run::persist::nethelper`]).
+//! listener is made and no proxy thread exists; without `publish` no forwarder. Everything ends
+//! with the outer process. A persistent context's keeper hands out the same way, to a net helper
+//! that lives as long as the keeper ([`crate::run::persist::nethelper`]).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
