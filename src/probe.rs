@@ -30,6 +30,8 @@ struct Host {
     legacy_tiocsti: Option<bool>,
     /// A private /dev (tmpfs, device binds, devpts newinstance) can be mounted.
     private_dev: bool,
+    /// A private /sys (a fresh sysfs in a new network namespace) can be mounted.
+    private_sys: bool,
     /// `lo` can be brought up in a new network namespace (CAP_NET_ADMIN, or a user namespace).
     net_admin: bool,
 }
@@ -88,6 +90,11 @@ fn host() -> Host {
         })
         .collect();
     ns.push(("user", userns));
+    // Rootless launches map the caller's own ids in a user namespace: the mount trials do too.
+    let map = (rootless && userns).then(|| crate::privilege::userns::IdMap {
+        uid: nix::unistd::geteuid().as_raw(),
+        gid: nix::unistd::getegid().as_raw(),
+    });
     Host {
         mode,
         namespaces: ns,
@@ -102,14 +109,8 @@ fn host() -> Host {
         net_admin: rootless
             || crate::sys::capget()
                 .is_ok_and(|c| c.effective & caps::Capability::CAP_NET_ADMIN.bitmask() != 0),
-        private_dev: crate::run::apply::dev::can_mount_private(
-            (rootless && userns)
-                .then(|| crate::privilege::userns::IdMap {
-                    uid: nix::unistd::geteuid().as_raw(),
-                    gid: nix::unistd::getegid().as_raw(),
-                })
-                .as_ref(),
-        ),
+        private_dev: crate::run::apply::dev::can_mount_private(map.as_ref()),
+        private_sys: crate::run::apply::sysfs::can_mount_private(map.as_ref()),
     }
 }
 
@@ -179,6 +180,10 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         v.missing.push(
             "a private /dev (tmpfs, device binds, devpts newinstance); or fs.dev = \"host\"".into(),
         );
+    }
+    if ctx.private_sys() && !host.private_sys && !mounts_missing {
+        v.missing
+            .push("a private /sys (a sysfs mount); or fs.sys = \"host\"".into());
     }
     kernel_gaps(host, name, ctx, userns, &mut v);
     if let Some(ids) = ctx.security.run_as {
@@ -354,6 +359,7 @@ impl Report<'_> {
             "oom_score_adj": {"confined": 500, "control": -900, "control_applies": can_lower_oom_score()},
             "legacy_tiocsti": h.legacy_tiocsti,
             "private_dev": h.private_dev,
+            "private_sys": h.private_sys,
             "policy": self.loaded.source.to_string(),
             "contexts": ctxs,
             "secure": self.secure,
@@ -416,6 +422,8 @@ impl Report<'_> {
             "no"
         };
         println!("private /dev:    {dev}");
+        let sys = if h.private_sys { "yes" } else { "no" };
+        println!("private /sys:    {sys}");
     }
 
     fn print_text(&self) {
@@ -475,21 +483,5 @@ fn net_text(net: &crate::model::Net) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_from_verdict() {
-        let v = |m: &[&str], b: &[&str], d| Verdict {
-            missing: m.iter().map(|s| s.to_string()).collect(),
-            blocked: b.iter().map(|s| s.to_string()).collect(),
-            skipped: Vec::new(),
-            degrade: d,
-            identity: None,
-        };
-        assert_eq!(v(&[], &[], false).status(), "full");
-        assert_eq!(v(&["pid namespace"], &[], true).status(), "degraded");
-        assert_eq!(v(&["pid namespace"], &[], false).status(), "unavailable");
-        assert_eq!(v(&[], &["allow_callers"], true).status(), "unavailable");
-    }
-}
+#[path = "probe_tests.rs"]
+mod tests;

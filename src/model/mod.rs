@@ -192,6 +192,11 @@ impl Context {
             None => self.has(Namespace::Pid) && self.has(Namespace::Mount),
         }
     }
+
+    /// Whether the context gets a private /sys: `fs.sys = "private"` (default: the host's).
+    pub fn private_sys(&self) -> bool {
+        self.fs.sys == Some(SysMode::Private)
+    }
 }
 
 /// The environment of the target: cleared, then rebuilt from this.
@@ -316,6 +321,12 @@ pub struct FsPolicy {
     /// (e.g. `["/dev/fuse"]`); each is checked to be a character device at launch.
     #[serde(default)]
     pub devices: Vec<AbsPath>,
+    /// "private": a fresh read-only sysfs of the context's own network namespace on /sys (its
+    /// /sys/class/net shows only its interfaces), whose /sys/fs/cgroup shows only the call's own
+    /// cgroups, read-only; nothing of the container's or other calls' cgroups. "host" (the
+    /// default): the container's /sys.
+    #[serde(default)]
+    pub sys: Option<SysMode>,
 }
 
 impl FsPolicy {
@@ -328,6 +339,7 @@ impl FsPolicy {
             && self.nosymfollow.is_empty()
             && self.dev != Some(DevMode::Private)
             && self.devices.is_empty()
+            && self.sys != Some(SysMode::Private)
     }
 }
 
@@ -335,6 +347,14 @@ impl FsPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DevMode {
+    Private,
+    Host,
+}
+
+/// Which /sys a context sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SysMode {
     Private,
     Host,
 }

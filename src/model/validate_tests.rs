@@ -34,6 +34,14 @@ fn private_dev_is_the_default_for_confined_contexts_and_devices_are_checked() {
     assert!(!c.context("c").unwrap().private_dev());
     let c = parse(&ctx(confined, "dev = \"host\"")).unwrap();
     assert!(!c.context("c").unwrap().private_dev());
+    // fs.sys: the host's unless asked for; "private" needs the mount namespace.
+    assert!(!parse(&ctx(confined, ""))
+        .unwrap()
+        .context("c")
+        .unwrap()
+        .private_sys());
+    let c = parse(&ctx(confined, "sys = \"private\"")).unwrap();
+    assert!(c.context("c").unwrap().private_sys());
     parse(&ctx(
         confined,
         "devices = [\"/dev/fuse\", \"/dev/net/tun\"]",
@@ -41,6 +49,8 @@ fn private_dev_is_the_default_for_confined_contexts_and_devices_are_checked() {
     .unwrap();
     for (ns, fs, want) in [
         ("", "dev = \"private\"", "\"mount\""),
+        ("", "sys = \"private\"", "\"mount\""),
+        (confined, "sys = \"none\"", "unknown variant"),
         (confined, "dev = \"shared\"", "unknown variant"),
         (
             confined,

@@ -29,6 +29,10 @@ pub enum Step {
     /// urandom and tty bound in (nosuid, noexec), a new devpts instance, /dev/ptmx, /dev/shm and
     /// the fd links, plus these host character devices (`fs.devices`).
     PrivateDev(Vec<CString>),
+    /// A fresh read-only sysfs on /sys (`fs.sys = "private"`; of pid 1's network namespace), with
+    /// a read-only tmpfs on /sys/fs/cgroup that shows these cgroup directories of the host, at
+    /// the same paths, read-only: the call's own (filled in when they exist, [`Plan::show_cgroups`]).
+    PrivateSys(Vec<CString>),
     /// Mount a fresh procfs on /proc (needs the pid namespace) and mask it like Docker does.
     PrivateProc,
 }
@@ -64,6 +68,8 @@ impl Plan {
                 Step::NoExec(p) => ("noexec", Some(p), 0),
                 Step::NoSymFollow(p) => ("nosymfollow", Some(p), 0),
                 Step::PrivateProc => ("proc", None, 0),
+                // The cgroups shown differ per call: not part of what a keeper is built from.
+                Step::PrivateSys(_) => ("sys", None, 0),
             };
             out.push_str(tag);
             if let Some(p) = path {
@@ -80,6 +86,20 @@ impl Plan {
         }
         out
     }
+
+    /// Show these cgroup directories (the call's, or a persistent context's) in the private /sys,
+    /// if the plan has one. Only directories below /sys/fs/cgroup can be shown.
+    pub fn show_cgroups(&mut self, dirs: &[std::path::PathBuf]) {
+        for step in &mut self.steps {
+            if let Step::PrivateSys(shown) = step {
+                *shown = dirs
+                    .iter()
+                    .filter(|d| d.starts_with("/sys/fs/cgroup/") && d.is_absolute())
+                    .map(|d| c(d))
+                    .collect();
+            }
+        }
+    }
 }
 
 fn c(p: &Path) -> CString {
@@ -88,13 +108,14 @@ fn c(p: &Path) -> CString {
 
 /// Build the plan: private propagation, the policy's read-only paths, the private /dev (if
 /// `private_dev`), the writable, tmpfs and hidden paths, `protect` (the sbx-exec binary and the
-/// policy file: always read-only), then a private /proc.
+/// policy file: always read-only), then a private /sys (if `private_sys`) and a private /proc.
 ///
 /// The private /dev comes after the read-only paths (a new tmpfs is writable even under a
 /// read-only "/", as its devpts must be for new ptys) and before the others, so a policy path
 /// below /dev applies to the private /dev, not to the host's one it covers. A tmpfs on /dev/shm is
 /// then not planned: the private /dev has its own.
 pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool, private_dev: bool) -> Plan {
+    let private_sys = fs.sys == Some(crate::model::SysMode::Private);
     let mut steps = vec![Step::MakePrivate];
     steps.extend(fs.read_only.iter().map(|p| Step::ReadOnly(c(p.as_path()))));
     if private_dev {
@@ -119,6 +140,9 @@ pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool, private_dev: b
     );
     steps.extend(fs.hide.iter().map(|p| Step::Hide(c(p.as_path()))));
     steps.extend(protect.iter().map(|p| Step::ReadOnly(c(p))));
+    if private_sys {
+        steps.push(Step::PrivateSys(Vec::new()));
+    }
     if private_proc {
         steps.push(Step::PrivateProc);
     }
@@ -130,7 +154,8 @@ pub fn plan(fs: &FsPolicy, protect: &[&Path], private_proc: bool, private_dev: b
 
 /// Whether the mount steps before the private /proc already leave `/sys` and every mount below it
 /// read-only: "/" was made read-only recursively (which covers /sys and its submounts) and no
-/// later step made writable, or mounted a tmpfs on, /sys, a path below it or "/" again. Binding
+/// later step made writable, or mounted a tmpfs on, /sys, a path below it or "/" again; or a
+/// private /sys (mounted read-only) came after those. Binding
 /// /sys onto itself a second time would then only copy its ~15 mounts for nothing.
 ///
 /// Only valid when every step succeeded, i.e. not under `degrade` (which skips failed steps).
@@ -153,6 +178,8 @@ pub fn sys_already_read_only(steps: &[Step]) -> bool {
                 read_only = false
             }
             Step::Writable(_) | Step::Tmpfs(..) | Step::Hide(_) => {}
+            // A fresh sysfs mounted read-only, nothing writable below it.
+            Step::PrivateSys(_) => read_only = true,
             Step::PrivateProc => break,
         }
     }
@@ -173,6 +200,7 @@ pub fn already_read_only(before: &[Step], path: &CStr) -> bool {
             Step::ReadOnly(q) => (q.as_c_str(), true),
             Step::Writable(q) | Step::Tmpfs(q, _) | Step::Hide(q) => (q.as_c_str(), false),
             Step::PrivateDev(_) => (c"/dev", false),
+            Step::PrivateSys(_) => (c"/sys", true),
             Step::PrivateProc => (c"/proc", false),
             Step::MakePrivate | Step::NoExec(_) | Step::NoSymFollow(_) => continue,
         };
@@ -289,6 +317,40 @@ mod tests {
             Step::ReadOnly(c"/".into()),
         ];
         assert!(!sys_already_read_only(&steps));
+    }
+
+    #[test]
+    fn private_sys_comes_last_before_proc_and_shows_only_cgroup_dirs() {
+        let mut f = fs(&["/workspace"], &[], &[]);
+        f.sys = Some(crate::model::SysMode::Private);
+        let mut p = plan(&f, &[Path::new("/usr/bin/sbx-exec")], true, false);
+        assert_eq!(
+            &p.steps[p.steps.len() - 3..],
+            &[
+                Step::ReadOnly(c"/usr/bin/sbx-exec".into()),
+                Step::PrivateSys(Vec::new()),
+                Step::PrivateProc,
+            ]
+        );
+        // A writable "/" still leaves /sys read-only: the fresh sysfs is mounted so.
+        assert!(sys_already_read_only(&p.steps));
+        let before = p.canonical();
+        p.show_cgroups(&[
+            "/sys/fs/cgroup/pids/sbx/sbx-user-7".into(),
+            "/elsewhere/memory/sbx/sbx-user-7".into(),
+            "sys/fs/cgroup/relative".into(),
+        ]);
+        assert!(p.steps.contains(&Step::PrivateSys(vec![
+            c"/sys/fs/cgroup/pids/sbx/sbx-user-7".into()
+        ])));
+        // The cgroups shown differ per call: a keeper's fingerprint does not change with them.
+        assert_eq!(p.canonical(), before);
+        assert!(before.contains("\nsys\n"));
+        // Without fs.sys = "private": no step, and showing cgroups changes nothing.
+        let mut host = plan(&fs(&["/"], &[], &[]), &[], true, false);
+        let steps = host.steps.clone();
+        host.show_cgroups(&["/sys/fs/cgroup/pids/x".into()]);
+        assert_eq!(host.steps, steps);
     }
 
     #[test]

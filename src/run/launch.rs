@@ -286,6 +286,10 @@ fn one_shot(
     };
     drop(secret_set);
     let cgroup = CallCgroup::create(ctx_name, ctx)?;
+    let mut sandbox = sandbox;
+    if let Some(m) = sandbox.mounts.as_mut() {
+        m.show_cgroups(&cgroup.paths());
+    }
     let wall = Instant::now();
     let cpu_before = children_cpu_ms();
     // After the masking fork (which must not hold pid 1's socket), before the clone.

@@ -229,14 +229,7 @@ fn bind_node(dir: &OwnedFd, name: &CStr, src: &OwnedFd) -> Result<()> {
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
     let target =
         sys::openat_nofollow(dir, name, flags, 0).context("cannot create the mount point")?;
-    mount(
-        Some(sys::fd_path(src).as_c_str()),
-        sys::fd_path(&target).as_c_str(),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .context("bind mount")?;
+    super::fs::bind(src, &target)?;
     drop(target);
     // Reopen: the handle must name the new bind mount, not the file under it.
     let bound = sys::openat_nofollow(dir, name, OFlag::O_PATH, 0)
@@ -259,31 +252,5 @@ fn make_dir(dir: &OwnedFd, name: &CStr) -> Result<OwnedFd> {
 /// throwaway child in a new mount namespace (and, with `userns`, a user namespace with these ids
 /// mapped, as a rootless launch makes) that exits at once.
 pub fn can_mount_private(userns: Option<&crate::privilege::userns::IdMap>) -> bool {
-    use nix::sys::wait::{waitpid, WaitStatus};
-    let flags = libc::CLONE_NEWNS
-        | if userns.is_some() {
-            libc::CLONE_NEWUSER
-        } else {
-            0
-        };
-    match sys::clone_fork(flags) {
-        Ok(None) => {
-            if let Some(map) = userns {
-                if crate::privilege::userns::write_id_maps(map).is_err() {
-                    sys::exit_now(1);
-                }
-            }
-            let private = mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            );
-            let ok = private.is_ok() && mount_private(&[]).is_ok();
-            sys::exit_now(if ok { 0 } else { 1 })
-        }
-        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
-        Err(_) => false,
-    }
+    super::fs::can_mount(0, userns, || mount_private(&[]))
 }

@@ -69,6 +69,18 @@ pub fn tmpfs(fd: &OwnedFd, mode: u32, extra: MsFlags) -> io::Result<()> {
     .map_err(io::Error::from)
 }
 
+/// Bind what `src` names onto `at` (both handles: no path is resolved again).
+pub fn bind(src: &OwnedFd, at: &OwnedFd) -> Result<()> {
+    mount(
+        Some(sys::fd_path(src).as_c_str()),
+        sys::fd_path(at).as_c_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .context("bind mount")
+}
+
 /// Cover a directory with an empty read-only tmpfs, or a file with `/dev/null`.
 pub fn hide(fd: &OwnedFd) -> Result<()> {
     let st = fstat(fd.as_raw_fd())?;
@@ -76,18 +88,7 @@ pub fn hide(fd: &OwnedFd) -> Result<()> {
         tmpfs(fd, 0o755, MsFlags::MS_RDONLY | MsFlags::MS_NOEXEC)?;
         return Ok(());
     }
-    let null = dev_null()?;
-    let src = sys::fd_path(&null);
-    let at = sys::fd_path(fd);
-    mount(
-        Some(src.as_c_str()),
-        at.as_c_str(),
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .context("bind /dev/null")?;
-    Ok(())
+    bind(&dev_null()?, fd).context("bind /dev/null")
 }
 
 /// `/dev/null`, checked to really be the null device (not a file or link planted in its place).
@@ -102,4 +103,40 @@ fn dev_null() -> Result<OwnedFd> {
         );
     }
     Ok(fd)
+}
+
+/// Whether `mount_it` succeeds here (for `probe`): tried in a throwaway child with a new mount
+/// namespace, the namespaces in `extra` and, rootless, a user namespace mapped by `userns`, after
+/// making propagation private. Nothing outside the child changes.
+pub fn can_mount(
+    extra: libc::c_int,
+    userns: Option<&crate::privilege::userns::IdMap>,
+    mount_it: impl FnOnce() -> Result<()>,
+) -> bool {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let user = if userns.is_some() {
+        libc::CLONE_NEWUSER
+    } else {
+        0
+    };
+    match sys::clone_fork(libc::CLONE_NEWNS | extra | user) {
+        Ok(None) => {
+            if let Some(map) = userns {
+                if crate::privilege::userns::write_id_maps(map).is_err() {
+                    sys::exit_now(1);
+                }
+            }
+            let private = mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+                None::<&str>,
+            );
+            let ok = private.is_ok() && mount_it().is_ok();
+            sys::exit_now(if ok { 0 } else { 1 })
+        }
+        Ok(Some(pid)) => matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))),
+        Err(_) => false,
+    }
 }

@@ -12,3 +12,4 @@ pub mod namespaces;
 pub mod procfs;
 pub mod seccomp;
 pub mod secret_files;
+pub mod sysfs;

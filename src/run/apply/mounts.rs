@@ -16,6 +16,7 @@ use crate::sys::MountFlag;
 pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     // Under degrade a failed step is skipped, so what the plan says is not what was done.
     let sys_read_only = !degrade && sys_already_read_only(&plan.steps);
+    let mut private_sys = false;
     for (i, step) in plan.steps.iter().enumerate() {
         // A path already read-only needs no bind of its own; one that is or goes through a
         // symlink (its target may be anywhere) still goes to `read_only`, which refuses it.
@@ -28,7 +29,7 @@ pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
                 continue;
             }
         }
-        let done = apply_step(step, sys_read_only);
+        let done = apply_step(step, sys_read_only, &mut private_sys);
         if let (Ok(()), Step::Tmpfs(p, 0o755), Some((uid, gid))) = (&done, step, plan.tmpfs_owner) {
             give_new_tmpfs(p, uid, gid)?;
         }
@@ -43,7 +44,8 @@ pub fn apply(plan: &Plan, degrade: bool) -> Result<()> {
     Ok(())
 }
 
-fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
+/// `private_sys` is set once a private /sys is mounted (its empty mount points need no mask).
+fn apply_step(step: &Step, sys_read_only: bool, private_sys: &mut bool) -> Result<()> {
     match step {
         Step::MakePrivate => mount(
             None::<&str>,
@@ -85,7 +87,12 @@ fn apply_step(step: &Step, sys_read_only: bool) -> Result<()> {
             Some(fd) => hide(&fd).with_context(|| format!("cannot hide {}", show(p))),
         },
         Step::PrivateDev(extra) => crate::run::apply::dev::mount_private(extra),
-        Step::PrivateProc => crate::run::apply::procfs::mount_private(sys_read_only),
+        Step::PrivateSys(cgroups) => {
+            crate::run::apply::sysfs::mount_private(cgroups)?;
+            *private_sys = true;
+            Ok(())
+        }
+        Step::PrivateProc => crate::run::apply::procfs::mount_private(sys_read_only, *private_sys),
     }
 }
 

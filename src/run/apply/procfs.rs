@@ -45,9 +45,14 @@ pub const READ_ONLY: &[&CStr] = &[
     c"/sys",
 ];
 
+/// In a fresh sysfs (`fs.sys = "private"`) these are empty directories, where the host mounts
+/// securityfs and debugfs: nothing to mask.
+const EMPTY_IN_PRIVATE_SYS: &[&CStr] = &[c"/sys/kernel/security", c"/sys/kernel/debug"];
+
 /// Mount a fresh procfs on /proc, then apply the masks. With `sys_read_only` (from
-/// [`crate::plan::mounts::sys_already_read_only`]) /sys is left as it is.
-pub fn mount_private(sys_read_only: bool) -> Result<()> {
+/// [`crate::plan::mounts::sys_already_read_only`]) /sys is left as it is; with `private_sys` (a
+/// fresh sysfs is on /sys) its empty mount points are not masked.
+pub fn mount_private(sys_read_only: bool, private_sys: bool) -> Result<()> {
     let proc_dir = open(c"/proc")?.ok_or_else(|| anyhow!("/proc does not exist"))?;
     let at = sys::fd_path(&proc_dir);
     mount(
@@ -67,6 +72,9 @@ pub fn mount_private(sys_read_only: bool) -> Result<()> {
         read_only(path).with_context(|| format!("cannot make {} read-only", show(path)))?;
     }
     for path in MASKED {
+        if private_sys && EMPTY_IN_PRIVATE_SYS.contains(path) {
+            continue;
+        }
         let Some(fd) = open(path)? else { continue };
         hide(&fd).with_context(|| format!("cannot mask {}", show(path)))?;
     }

@@ -189,7 +189,13 @@ fn start_recorded(
         state::write(dir, ctx_name, state)
     };
     let net = bridge.as_ref().map(|b| b.inner().as_raw_fd());
-    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, net, &mut record)?;
+    // The context's cgroups, shown in a private /sys (none if they could not be made).
+    let mut sandbox = sandbox.clone();
+    if let (Some(m), Some(p)) = (sandbox.mounts.as_mut(), cg_plan) {
+        let made: Vec<_> = p.dirs.iter().map(|d| d.path.clone()).collect();
+        m.show_cgroups(if cgroup_procs.is_empty() { &[] } else { &made });
+    }
+    let (pidfd, commit) = spawn_keeper(ctx_name, &sandbox, &cgroup_procs, net, &mut record)?;
     if let Some(bridge) = bridge {
         let mut record_net = |pid: i32, start: u64| -> Result<()> {
             state.net_pid = pid;

@@ -1,0 +1,118 @@
+//! G7 (no shared channel), /sys: `user` (`fs.sys = "private"`) gets a fresh sysfs. The
+//! container's /sys showed its network interfaces and their counters, and under /sys/fs/cgroup the
+//! counters of every cgroup: the control plane's, the container's, every other call's. Inside,
+//! /sys/class/net shows only the sandbox's own `lo`, and /sys/fs/cgroup only the call's own
+//! cgroups, read-only (runtimes still find their limits). Each attack has its control: the same
+//! look from outside the sandbox does see the interface or the other call's cgroup.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A network interface the sandbox must not see: a veth pair made in a network namespace of the
+/// test's own (no packet is sent), with a sysfs of that namespace on /sys in a mount namespace
+/// of the test's own, as a container has it.
+pub fn sys_shows_only_the_sandboxs_own_network() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("ip")?;
+    require_tool("unshare")?;
+    let script = format!(
+        "set -u\nip link add sbxmark0 type veth peer name sbxmark1 || exit 3\nmount -t sysfs sysfs /sys || exit 4\n\
+         echo outside:$(ls /sys/class/net | tr '\\n' ' ')\n\
+         {} --ctx user -- sh -c 'echo inside:$(ls /sys/class/net | tr \"\\n\" \" \")'\n",
+        bin()
+    );
+    let mut c = Cmd::new("unshare");
+    c.command()
+        .args(["--net", "--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", &script]);
+    let r = c.limit(Duration::from_secs(30)).run();
+    r.expect_code(0, "the /sys network scenario")?;
+    // Control: outside the sandbox the interface is there.
+    check(
+        r.stdout.contains("outside:") && r.stdout.contains("sbxmark0"),
+        || r.show(),
+    )?;
+    check(
+        r.stdout.lines().any(|l| l.trim_end() == "inside:lo"),
+        || {
+            format!(
+                "user sees more than its own lo in /sys/class/net:\n{}",
+                r.show()
+            )
+        },
+    )
+}
+
+/// What `user` finds of its own cgroups and of the others' in /sys/fs/cgroup.
+const CGROUP_LOOK: &str = r#"
+own=$(awk -F: '$2=="pids" || $2=="" {print $3; exit}' /proc/self/cgroup)
+f=/sys/fs/cgroup/pids$own/pids.max
+[ -e "$f" ] || f=/sys/fs/cgroup$own/pids.max
+echo "limit:$(cat "$f")"
+python3 -c '
+import os, sys
+try:
+    os.close(os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND))
+    print("write:ok")
+except OSError as e:
+    print("write:errno" + str(e.errno))
+' "$f"
+find /sys/fs/cgroup -type d -name 'sbx-*' | sed 's/^/seen:/'
+"#;
+
+/// Another call's cgroup, and the container's counters, are not in `user`'s /sys; its own limit
+/// is, read-only.
+pub fn sys_shows_only_the_calls_own_cgroups() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("python3")?;
+    let mut other = std::process::Command::new(bin())
+        .args(["--ctx", "user", "--", "sleep", "5"])
+        .env_clear()
+        .env("PATH", SUITE_PATH)
+        .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the other call: {e}"))?;
+    let leaf = format!("sbx-user-{}", other.id());
+    let find_outside = || {
+        Cmd::sh(&format!("find /sys/fs/cgroup -type d -name {leaf}"))
+            .run()
+            .stdout
+    };
+    // Control: outside, the other call's cgroup is there (this host makes per-call cgroups).
+    let seen_outside = wait_until(Duration::from_secs(5), || !find_outside().is_empty());
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", CGROUP_LOOK]).run();
+    let _ = other.kill();
+    let _ = other.wait();
+    check(seen_outside, || {
+        format!("no cgroup {leaf} outside the sandbox: this host made none for the call")
+    })?;
+    r.expect_code(0, "the /sys cgroup look")?;
+    check(r.stdout.contains("limit:1024\n"), || {
+        format!("user cannot read its own pids limit:\n{}", r.show())
+    })?;
+    check(
+        r.stdout.contains("write:errno") && !r.stdout.contains("write:ok"),
+        || {
+            format!(
+                "user could open its own cgroup limit for writing:\n{}",
+                r.show()
+            )
+        },
+    )?;
+    let seen: Vec<&str> = r
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("seen:"))
+        .collect();
+    check(!seen.iter().any(|p| p.contains(&leaf)), || {
+        format!("user sees the other call's cgroup {leaf}:\n{}", r.show())
+    })?;
+    // Only its own leaf (one name, in each hierarchy it was made in) and nothing of the others.
+    let names: std::collections::BTreeSet<&str> =
+        seen.iter().filter_map(|p| p.rsplit('/').next()).collect();
+    check(names.len() == 1, || {
+        format!("user sees cgroups other than its own:\n{}", r.show())
+    })
+}
