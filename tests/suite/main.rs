@@ -20,6 +20,7 @@ mod g6_fail_closed;
 mod g7_channels;
 mod g7_identity;
 mod g7_net;
+mod g7_run;
 mod g7_sys;
 mod g8_deputy;
 mod g8_modes;
@@ -108,6 +109,7 @@ fn main() {
         g7_net::persistent_join_egresses_through_the_keepers_proxy,
         g7_net::killed_keeper_takes_its_net_helper,
         g7_net::persistent_net_stop_leaves_nothing_behind,
+        g7_run::run_holds_no_secret_or_socket_of_the_container,
         g7_sys::sys_shows_only_the_sandboxs_own_network,
         g7_sys::sys_shows_only_the_calls_own_cgroups,
         g3_control::ports_are_held_and_handed_over,

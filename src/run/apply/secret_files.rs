@@ -39,8 +39,13 @@ pub fn prepare_mount_point() -> Result<()> {
 /// In pid 1, after the policy's mounts: mount the private tmpfs, write the files, then make the
 /// tmpfs read-only.
 pub fn install(files: &Files) -> Result<()> {
+    // A private tmpfs on /run (`fs.tmpfs`) covered the mount point made before the mounts: make it
+    // again there (pid 1's own tmpfs; a read-only hide on /run refuses).
+    if fs::open(MOUNT_AT)?.is_none() {
+        prepare_mount_point()?;
+    }
     let at = fs::open(MOUNT_AT)?.context(
-        "/run/credentials is covered by the context's [fs] settings (a tmpfs or hide on /run); \
+        "/run/credentials is covered by the context's [fs] settings (a hide on /run); \
          secrets.files mounts its private tmpfs there, so leave /run/credentials visible",
     )?;
     fs::tmpfs(&at, 0o755, nix::mount::MsFlags::MS_NOEXEC)

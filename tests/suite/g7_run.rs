@@ -1,0 +1,93 @@
+//! G7 (no shared channel), /run: the container's runtime directory holds what the trusted side
+//! keeps for itself: Docker and Compose secrets (/run/secrets, mode 0444 by default), the pod's
+//! Kubernetes service-account token (/var/run/secrets/kubernetes.io, /var/run being a link to
+//! /run), and the unix sockets of local services (PostgreSQL's is 0777). Under a read-only "/"
+//! `user` could still read and connect to all of them. Its /run is now a private, empty, writable
+//! tmpfs: the attack reads nothing and reaches no socket, the control outside does both, and user
+//! code can still write its own pid file there.
+//!
+//! The test's /run is a tmpfs of its own, in a mount namespace of its own, where it plants a
+//! sentinel secret and a one-connection unix socket service: nothing of the host's /run is touched.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// Connects to the unix socket in argv[1] and prints what it answers, or `refused:ERRNO`.
+const CONNECT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+    print(s.recv(64).decode())
+except OSError as e:
+    print("refused:" + str(e.errno))
+"#;
+
+/// A unix socket service at argv[1] (mode 0666) that answers every connection.
+const SERVE: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.listen(4)
+while True:
+    c, _ = s.accept()
+    c.send(b"svc-answered")
+    c.close()
+"#;
+
+pub fn run_holds_no_secret_or_socket_of_the_container() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("python3")?;
+    require_tool("unshare")?;
+    let inside = format!(
+        "cat /run/secrets/api_token 2>/dev/null || echo no-secret; \
+         python3 -c '{CONNECT}' /run/svc.sock; \
+         echo $$ > /run/app.pid && echo pid-written"
+    );
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o mode=0755 tmpfs /run || exit 3
+mkdir /run/secrets && echo sbx-planted-secret > /run/secrets/api_token && chmod 0444 /run/secrets/api_token
+python3 -c '{SERVE}' /run/svc.sock & S=$!
+trap 'kill $S' EXIT
+i=0; until [ -S /run/svc.sock ]; do i=$((i+1)); [ $i -gt 100 ] && exit 4; sleep 0.05; done
+echo outside-secret:$(cat /run/secrets/api_token)
+echo outside-sock:$(python3 -c '{CONNECT}' /run/svc.sock)
+{bin} --ctx user -- sh -c "{inside}" | sed 's/^/inside:/'
+"#,
+        bin = bin(),
+        inside = inside.replace('"', "\\\"")
+    );
+    let mut c = Cmd::new("unshare");
+    c.command()
+        .args(["--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", &script]);
+    let r = c.limit(Duration::from_secs(30)).run();
+    r.expect_code(0, "the /run scenario")?;
+    // Controls: outside the sandbox the secret reads and the service answers.
+    check(
+        r.stdout.contains("outside-secret:sbx-planted-secret"),
+        || r.show(),
+    )?;
+    check(r.stdout.contains("outside-sock:svc-answered"), || r.show())?;
+    // The attacks: nothing of either from user.
+    check(
+        !r.stdout.contains("inside:sbx-planted-secret") && r.stdout.contains("inside:no-secret"),
+        || format!("user read the container's /run/secrets:\n{}", r.show()),
+    )?;
+    check(
+        r.stdout.contains("inside:refused:") && !r.stdout.contains("inside:svc-answered"),
+        || {
+            format!(
+                "user reached a unix socket in the container's /run:\n{}",
+                r.show()
+            )
+        },
+    )?;
+    // Legitimate use: user code writes its own pid file in its own /run.
+    check(r.stdout.contains("inside:pid-written"), || {
+        format!("user cannot write its own /run:\n{}", r.show())
+    })
+}
