@@ -66,6 +66,15 @@ find /sys/fs/cgroup -type d -name 'sbx-*' | sed 's/^/seen:/'
 pub fn sys_shows_only_the_calls_own_cgroups() -> Result<(), String> {
     needs_isolation()?;
     require_tool("python3")?;
+    let (other, r) =
+        look_while_another_call_runs(&["--ctx", "user", "--", "sh", "-c", CGROUP_LOOK])?;
+    r.expect_code(0, "the /sys cgroup look")?;
+    sees_only_its_own(&r, "1024", &other)
+}
+
+/// Another call that runs while `look` runs in `args`: its cgroup, seen from outside first (the
+/// control), and what `look` printed.
+fn look_while_another_call_runs(args: &[&str]) -> Result<(String, Run), String> {
     let mut other = std::process::Command::new(bin())
         .args(["--ctx", "user", "--", "sleep", "5"])
         .env_clear()
@@ -80,23 +89,27 @@ pub fn sys_shows_only_the_calls_own_cgroups() -> Result<(), String> {
             .run()
             .stdout
     };
-    // Control: outside, the other call's cgroup is there (this host makes per-call cgroups).
     let seen_outside = wait_until(Duration::from_secs(5), || !find_outside().is_empty());
-    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", CGROUP_LOOK]).run();
+    let r = Cmd::sbx(args).run();
     let _ = other.kill();
     let _ = other.wait();
     check(seen_outside, || {
         format!("no cgroup {leaf} outside the sandbox: this host made none for the call")
     })?;
-    r.expect_code(0, "the /sys cgroup look")?;
-    check(r.stdout.contains("limit:1024\n"), || {
-        format!("user cannot read its own pids limit:\n{}", r.show())
+    Ok((leaf, r))
+}
+
+/// What `look_while_another_call_runs` must show: the own limit `limit`, read-only, and only one
+/// cgroup name (its own), not `other`.
+fn sees_only_its_own(r: &Run, limit: &str, other: &str) -> Result<(), String> {
+    check(r.stdout.contains(&format!("limit:{limit}\n")), || {
+        format!("the sandbox cannot read its own pids limit:\n{}", r.show())
     })?;
     check(
         r.stdout.contains("write:errno") && !r.stdout.contains("write:ok"),
         || {
             format!(
-                "user could open its own cgroup limit for writing:\n{}",
+                "the sandbox could open its own cgroup limit for writing:\n{}",
                 r.show()
             )
         },
@@ -106,13 +119,47 @@ pub fn sys_shows_only_the_calls_own_cgroups() -> Result<(), String> {
         .lines()
         .filter_map(|l| l.strip_prefix("seen:"))
         .collect();
-    check(!seen.iter().any(|p| p.contains(&leaf)), || {
-        format!("user sees the other call's cgroup {leaf}:\n{}", r.show())
+    check(!seen.iter().any(|p| p.contains(other)), || {
+        format!(
+            "the sandbox sees the other call's cgroup {other}:\n{}",
+            r.show()
+        )
     })?;
-    // Only its own leaf (one name, in each hierarchy it was made in) and nothing of the others.
     let names: std::collections::BTreeSet<&str> =
         seen.iter().filter_map(|p| p.rsplit('/').next()).collect();
     check(names.len() == 1, || {
-        format!("user sees cgroups other than its own:\n{}", r.show())
+        format!("the sandbox sees cgroups other than its own:\n{}", r.show())
     })
+}
+
+/// A persistent context (its keeper mounts the /sys) on the container's network (no network
+/// namespace: the same sysfs, without what is mounted below it): its own context cgroup only,
+/// with the limit it set, read-only; another call's cgroup is seen outside, not inside.
+pub fn persistent_context_on_the_host_network_sees_only_its_own_cgroups() -> Result<(), String> {
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    require_tool("python3")?;
+    let dir = TempDir::new("g7syspersist");
+    let pol = dir.file(
+        "policy.toml",
+        "version = 1\n[context.keep]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\npersist = true\n\
+         env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nfs.sys = \"private\"\n\
+         [context.keep.limits]\npids_max = 77\n",
+    );
+    let pol = pol.to_str().unwrap();
+    let looked = look_while_another_call_runs(&[
+        "--policy",
+        pol,
+        "--ctx",
+        "keep",
+        "--",
+        "sh",
+        "-c",
+        CGROUP_LOOK,
+    ]);
+    let stopped = Cmd::sbx(["ctx", "stop", "keep", "--timeout", "2", "--policy", pol]).run();
+    let (other, r) = looked?;
+    r.expect_code(0, "a call of the persistent context")?;
+    stopped.expect_code(0, "ctx stop keep")?;
+    sees_only_its_own(&r, "77", &other)
 }
