@@ -5,9 +5,9 @@
 //! the process that mounts it, which is the sandbox's own here, and has nothing mounted on
 //! /sys/fs/cgroup (nor on /sys/kernel/security or /sys/kernel/debug).
 //!
-//! Runtimes that size themselves from their cgroup limits (the JVM, Node, Go) find them through
-//! /proc/self/cgroup. So the call's own cgroup directories are shown, read-only, at the same
-//! paths: handles on them are taken while the host's /sys is still in view, and they are bound
+//! Runtimes that size themselves from their cgroup limits (the JVM, Node, Go) look for them at the
+//! paths /proc/self/cgroup names. So the call's own cgroup directories are shown, read-only, at
+//! those paths: handles on them are taken while the host's /sys is still in view, and they are bound
 //! into a read-only tmpfs on the new /sys/fs/cgroup.
 
 use std::ffi::CString;
