@@ -163,3 +163,23 @@ pub fn persistent_context_on_the_host_network_sees_only_its_own_cgroups() -> Res
     stopped.expect_code(0, "ctx stop keep")?;
     sees_only_its_own(&r, "77", &other)
 }
+
+/// Legitimate use: a runtime that sizes itself from its cgroup limits still finds `user`'s memory
+/// limit (2 GiB in the embedded default) in the private /sys: Bun's `process.constrainedMemory()`.
+pub fn a_runtime_still_finds_its_memory_limit() -> Result<(), String> {
+    needs_isolation()?;
+    let bun = require_tool("bun")?;
+    let r = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        bun.as_str(),
+        "-e",
+        "console.log('limit:' + process.constrainedMemory())",
+    ])
+    .run();
+    r.expect_code(0, "bun in user")?;
+    check(r.stdout.contains("limit:2147483648"), || {
+        format!("bun does not see user's 2 GiB memory limit:\n{}", r.show())
+    })
+}

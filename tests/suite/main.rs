@@ -113,6 +113,7 @@ fn main() {
         g7_sys::sys_shows_only_the_sandboxs_own_network,
         g7_sys::sys_shows_only_the_calls_own_cgroups,
         g7_sys::persistent_context_on_the_host_network_sees_only_its_own_cgroups,
+        g7_sys::a_runtime_still_finds_its_memory_limit,
         g3_control::ports_are_held_and_handed_over,
         g3_control::restart_keeps_the_ports,
         g3_control::sigterm_stops_gracefully_then_kills,
