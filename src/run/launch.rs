@@ -273,7 +273,7 @@ fn command(
 fn one_shot(
     ctx_name: &str,
     ctx: &Context,
-    sandbox: Sandbox,
+    mut sandbox: Sandbox,
     target: &Target,
     secret_set: SecretSet,
     status: Option<&StatusFd>,
@@ -286,7 +286,6 @@ fn one_shot(
     };
     drop(secret_set);
     let cgroup = CallCgroup::create(ctx_name, ctx)?;
-    let mut sandbox = sandbox;
     if let Some(m) = sandbox.mounts.as_mut() {
         m.show_cgroups(&cgroup.paths());
     }
@@ -325,16 +324,13 @@ fn one_shot(
     };
     report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let lazy_proxy = net
-        .as_ref()
-        .is_some_and(crate::run::net::Running::waits_for_traffic);
+    // SIGIO (blocked since start-up) starts the proxy; without one waiting it does nothing.
     let mut start_proxy = || {
         if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
             eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
         }
     };
-    let on_io: Option<&mut dyn FnMut()> = lazy_proxy.then_some(&mut start_proxy);
-    let outcome = reaper::supervise(child, timeout, on_io);
+    let outcome = reaper::supervise(child, timeout, Some(&mut start_proxy));
     drop(net);
     let code = reaper::exit_code(ctx_name, ctx, outcome, "");
     let mut end = End {

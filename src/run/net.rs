@@ -60,6 +60,7 @@ pub struct Bridge {
 /// SIGIO, which it takes in its wait ([`crate::run::reaper::supervise`]) and answers with
 /// [`Running::start_proxy`]. A call that never uses the network pays for no thread and no address
 /// listing.
+#[derive(Default)]
 pub struct Running {
     proxy: Option<ProxyHandle>,
     pending: Option<Pending>,
@@ -73,11 +74,6 @@ struct Pending {
 }
 
 impl Running {
-    /// Whether the proxy waits for its first connection (the caller takes SIGIO until then).
-    pub fn waits_for_traffic(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Start the proxy if it has not started: on SIGIO, or at once where nothing waits for that
     /// signal (a persistent context's net helper). On failure the listener is closed: the
     /// sandbox's clients find their connections refused, as with no egress.
@@ -169,16 +165,10 @@ impl Bridge {
             // container's network, and nothing of the proxy or the published ports runs; the proxy
             // variables lead nowhere.
             // (The degrade warning already named the missing "net" namespace.)
-            return Ok(Running {
-                proxy: None,
-                pending: None,
-            });
+            return Ok(Running::default());
         }
         let mut fds = fds.into_iter();
-        let mut running = Running {
-            proxy: None,
-            pending: None,
-        };
+        let mut running = Running::default();
         if let Some(egress) = plan.egress {
             let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
             let listener = TcpListener::from(listener);

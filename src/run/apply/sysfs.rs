@@ -42,14 +42,8 @@ pub fn mount_private(cgroups: &[CString]) -> Result<()> {
     let mounted = match mounted {
         // The kernel refuses a superblock on the very mount point where it already is: /sys is
         // already this network namespace's sysfs. The same, without what is mounted below it.
-        Err(nix::errno::Errno::EBUSY) => mount(
-            Some(at.as_c_str()),
-            at.as_c_str(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        ),
-        other => other,
+        Err(nix::errno::Errno::EBUSY) => bind(&sys_dir, &sys_dir),
+        other => other.map_err(Into::into),
     };
     mounted.context("cannot mount a private /sys (fs.sys = \"private\"): the container runtime must allow mounting sysfs (as for the private /proc), or set fs.sys = \"host\"")?;
     drop(sys_dir);
