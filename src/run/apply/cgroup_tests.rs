@@ -138,18 +138,19 @@ fn limits() -> crate::model::limits::Limits {
     }
 }
 
-fn v2_plan(self_cgroup: &str) -> Plan {
+/// The plan of leaf `leaf` with pids and memory on cgroup v2, for a process in `self_cgroup`.
+fn v2_plan(self_cgroup: &str, leaf: &str) -> Plan {
     let info = crate::plan::cgroup::CgroupInfo {
         version: Version::V2,
         controllers: vec!["pids".into(), "memory".into()],
     };
-    crate::plan::cgroup::plan(&info, self_cgroup, "sbx-user-1", &limits()).unwrap()
+    crate::plan::cgroup::plan(&info, self_cgroup, leaf, &limits()).unwrap()
 }
 
 #[test]
 fn v2_moves_itself_to_a_leaf_before_enabling_controllers() {
     let fs = fake("order");
-    let plan = v2_plan("0::/ctr\n");
+    let plan = v2_plan("0::/ctr\n", "sbx-user-1");
     // Enabling controllers while the parent holds processes is what the kernel refuses.
     assert_eq!(
         fs.write(
@@ -185,35 +186,13 @@ fn v2_moves_itself_to_a_leaf_before_enabling_controllers() {
     assert_eq!(moved, format!("{me}\n77\n"));
     // A later call runs in sbx-init already: nothing moves, controllers are on, a new leaf.
     fs.log.borrow_mut().clear();
-    let again = crate::plan::cgroup::plan(
-        &crate::plan::cgroup::CgroupInfo {
-            version: Version::V2,
-            controllers: vec!["pids".into(), "memory".into()],
-        },
-        "0::/ctr/sbx-init\n",
-        "sbx-user-2",
-        &limits(),
-    )
-    .unwrap();
+    let again = v2_plan("0::/ctr/sbx-init\n", "sbx-user-2");
     create(&fs, &again).unwrap();
     assert_eq!(fs.log.borrow()[0], "mkdir /ctr/sbx/sbx-user-2");
     // Stale leaves of dead creators are swept; live ones stay.
     let dead = fs.root.join("ctr/sbx/sbx-user-999999999");
     std::fs::create_dir(&dead).unwrap();
-    create(
-        &fs,
-        &crate::plan::cgroup::plan(
-            &crate::plan::cgroup::CgroupInfo {
-                version: Version::V2,
-                controllers: vec!["pids".into(), "memory".into()],
-            },
-            "0::/ctr/sbx-init\n",
-            "sbx-user-3",
-            &limits(),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    create(&fs, &v2_plan("0::/ctr/sbx-init\n", "sbx-user-3")).unwrap();
     assert!(!dead.exists());
     assert!(fs.root.join("ctr/sbx/sbx-user-2").exists());
     let _ = std::fs::remove_dir_all(&fs.root);
@@ -255,7 +234,7 @@ fn v2_in_the_real_root_cgroup_moves_nothing() {
     }
     let fs = RootFake(fake("root"));
     std::fs::write(fs.0.root.join("cgroup.procs"), "1\n").unwrap();
-    create(&fs, &v2_plan("0::/\n")).unwrap();
+    create(&fs, &v2_plan("0::/\n", "sbx-user-1")).unwrap();
     let log = fs.0.log.borrow().clone();
     assert_eq!(log[0], "write /cgroup.subtree_control +pids +memory");
     assert!(!log.iter().any(|l| l.contains("sbx-init")), "{log:?}");
@@ -265,7 +244,7 @@ fn v2_in_the_real_root_cgroup_moves_nothing() {
 #[test]
 fn v2_counters_are_read_from_the_leaf() {
     let fs = fake("stats");
-    let plan = v2_plan("0::/ctr\n");
+    let plan = v2_plan("0::/ctr\n", "sbx-user-1");
     create(&fs, &plan).unwrap();
     let leaf = fs.root.join("ctr/sbx/sbx-user-1");
     std::fs::write(
