@@ -25,9 +25,11 @@ Examples:
   sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
       in a context with persist = true: the server keeps running after the call,
       and later calls (ps, kill, curl localhost:3000) see it
-  sbx-exec --ctx notebook --listen-fd 8888 -- python3 serve.py
+  sbx-exec --policy policies/sandbox-sdk.toml --ctx notebook --listen-fd 8888 -- python3 serve.py
       with LISTEN_FDS from the caller (control mode, systemd): the server gets the
       listening socket named 8888 as fd 3 and never binds the port itself
+  sbx-exec --policy my-policy.toml ctx list
+      --policy works before any subcommand too, as git-style options do
   sbx-exec ctx list
   sbx-exec ctx stop user
       end a persistent context and everything in it
@@ -35,10 +37,16 @@ Examples:
       what this host can isolate; which contexts run as written
   sbx-exec policy show --ctx user
   sbx-exec policy check /etc/sbx/policy.toml
+  man 5 sbx-exec-policy
+      the policy reference (contexts, keys, defaults)
 
 Installed setuid root, sbx-exec serves non-root callers: only /etc/sbx/policy.toml
 (or the embedded default) applies, --policy is refused, and the command runs as the
 caller (or security.run_as) without capabilities.
+
+Working directory: the caller's, when the context shares it; otherwise (or with
+--in-workdir) the context's `workdir` (default: its first existing writable area,
+else /). A --cwd the context does not have is refused with 125.
 
 Exit status: the command's own; 128+N if it died of signal N; 124 timeout;
 125 sbx-exec refused or failed; 126 command not executable; 127 command not found.
@@ -55,6 +63,10 @@ ctx stop: 1 if the context was not running. probe: 1 if some context cannot run 
     subcommand_negates_reqs = true,
 )]
 pub struct Cli {
+    /// Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or
+    /// after a subcommand; refused in setuid mode)
+    #[arg(long, value_name = "FILE", global = true)]
+    pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
@@ -64,8 +76,8 @@ pub struct Cli {
 /// Running a command.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Policy file to use instead of /etc/sbx/policy.toml or the embedded default
-    #[arg(long, value_name = "FILE")]
+    /// The policy file (`--policy`, a global option; set from [`Cli::policy`] when parsed)
+    #[arg(skip)]
     pub policy: Option<PathBuf>,
 
     /// Context to run in (e.g. user, platform, control)
@@ -85,10 +97,16 @@ pub struct RunArgs {
     #[arg(long = "env", value_name = "NAME=VALUE")]
     pub env: Vec<String>,
 
-    /// Run the command in this directory instead of the current one (it must be visible in the
-    /// context, e.g. under /workspace)
-    #[arg(long, value_name = "DIR")]
+    /// Run the command in this directory instead of the current one; it must exist inside the
+    /// context (e.g. under /workspace), else the call is refused (125)
+    #[arg(long, value_name = "DIR", conflicts_with = "in_workdir")]
     pub cwd: Option<PathBuf>,
+
+    /// Start in the context's working directory (policy key `workdir`, default: its first
+    /// existing writable area, else /), whatever the caller's is (what programs calling
+    /// sbx-exec should pass unless they mean their own directory)
+    #[arg(long)]
+    pub in_workdir: bool,
 
     /// Stop the command after this many seconds (exit 124); at most the context's own timeout
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_TIMEOUT_SECS))]
@@ -122,9 +140,6 @@ pub enum Command {
         /// One JSON object instead of the table
         #[arg(long)]
         json: bool,
-        /// Policy file to judge instead of the effective one (refused in setuid mode)
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
     },
     /// List or stop persistent contexts (policy key persist = true); needs root
     #[command(subcommand)]
@@ -139,9 +154,6 @@ pub enum CtxCommand {
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
-        /// Policy file to validate first (the list comes from /run/sbx, not from the policy)
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
     },
     /// Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0
     /// when nothing of it runs any more, 1 if it was not running
@@ -151,26 +163,92 @@ pub enum CtxCommand {
         /// Seconds between SIGTERM and SIGKILL
         #[arg(long, value_name = "S", default_value_t = 10)]
         timeout: u64,
-        /// Policy file to validate first
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
     },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not
+    /// Validate a policy file; exit 0 if it is valid (warnings about weak contexts go to
+    /// stderr, with their line), 125 with the file, line and column if not
     Check {
-        /// The policy file
-        file: PathBuf,
+        /// The policy file (default: the one named by --policy)
+        file: Option<PathBuf>,
     },
-    /// Print the effective policy (or one context of it) and where it came from
+    /// Print the effective policy (or one context of it, `extends` resolved) and where it came from
     Show {
-        /// Policy file to show instead of the effective one
-        #[arg(long, value_name = "FILE")]
-        policy: Option<PathBuf>,
         /// Show only this context
         #[arg(long, value_name = "NAME")]
         ctx: Option<String>,
     },
+}
+
+/// The subcommands' names (and clap's `help`).
+const SUBCOMMANDS: &[&str] = &["policy", "probe", "ctx", "help"];
+
+/// Git-style global options: `--policy FILE` given before a subcommand (`sbx-exec --policy P ctx
+/// stop NAME`) is moved after the subcommand's name, where clap's global option takes it. A
+/// launch (`sbx-exec --policy P --ctx NAME -- CMD`) is left as it is.
+pub fn globals_after_subcommand(args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while let Some(a) = args.get(i) {
+        match a.to_str() {
+            Some("--policy") => i += 2,
+            Some(s) if s.starts_with("--policy=") => i += 1,
+            _ => break,
+        }
+    }
+    let is_sub = args
+        .get(i)
+        .and_then(|a| a.to_str())
+        .is_some_and(|s| SUBCOMMANDS.contains(&s));
+    if i == 1 || !is_sub || i > args.len() {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    out.push(args[0].clone());
+    out.push(args[i].clone());
+    out.extend_from_slice(&args[1..i]);
+    out.extend_from_slice(&args[i + 1..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn policy_before_a_subcommand_moves_after_it() {
+        assert_eq!(
+            globals_after_subcommand(os(&["sbx-exec", "--policy", "p.toml", "ctx", "stop", "u"])),
+            os(&["sbx-exec", "ctx", "--policy", "p.toml", "stop", "u"])
+        );
+        assert_eq!(
+            globals_after_subcommand(os(&["sbx-exec", "--policy=p.toml", "probe", "--json"])),
+            os(&["sbx-exec", "probe", "--policy=p.toml", "--json"])
+        );
+        for unchanged in [
+            &[
+                "sbx-exec", "--policy", "p.toml", "--ctx", "user", "--", "ctx",
+            ][..],
+            &["sbx-exec", "ctx", "list"],
+            &["sbx-exec", "--policy"],
+            &["sbx-exec", "--policy", "ctx"],
+        ] {
+            assert_eq!(globals_after_subcommand(os(unchanged)), os(unchanged));
+        }
+        // Parsed: the subcommand sees the policy.
+        let cli = Cli::try_parse_from(globals_after_subcommand(os(&[
+            "sbx-exec", "--policy", "p.toml", "ctx", "stop", "u",
+        ])))
+        .unwrap();
+        assert_eq!(cli.policy.as_deref(), Some(std::path::Path::new("p.toml")));
+        assert!(matches!(
+            cli.command,
+            Some(Command::Ctx(CtxCommand::Stop { .. }))
+        ));
+    }
 }

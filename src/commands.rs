@@ -18,7 +18,8 @@ pub fn main() -> ! {
         eprintln!("sbx-exec: {e:#}");
         std::process::exit(error::EXIT_SBX);
     }
-    let cli = match cli::Cli::try_parse() {
+    let args = cli::globals_after_subcommand(std::env::args_os().collect());
+    let mut cli = match <cli::Cli as Parser>::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let code = if e.use_stderr() { error::EXIT_SBX } else { 0 };
@@ -41,18 +42,21 @@ pub fn main() -> ! {
             std::process::exit(error::EXIT_SBX);
         }
     }
+    // `--policy` is global: given before or after a subcommand, it is the same option.
+    let policy = cli.policy.take();
     let result = match cli.command {
-        Some(cli::Command::Policy(cmd)) => policy_command(cmd),
-        Some(cli::Command::Probe { json, policy }) => probe::run(json, policy.as_deref()),
+        Some(cli::Command::Policy(cmd)) => policy_command(cmd, policy),
+        Some(cli::Command::Probe { json }) => probe::run(json, policy.as_deref()),
         Some(cli::Command::Ctx(cmd)) => match cmd {
-            cli::CtxCommand::List { json, policy } => run::persist::list(json, policy.as_deref()),
-            cli::CtxCommand::Stop {
-                name,
-                timeout,
-                policy,
-            } => run::persist::stop(&name, timeout, policy.as_deref()),
+            cli::CtxCommand::List { json } => run::persist::list(json, policy.as_deref()),
+            cli::CtxCommand::Stop { name, timeout } => {
+                run::persist::stop(&name, timeout, policy.as_deref())
+            }
         },
-        None => run::launch::run(cli.run),
+        None => {
+            cli.run.policy = policy;
+            run::launch::run(cli.run)
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -63,9 +67,23 @@ pub fn main() -> ! {
     }
 }
 
-fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
+fn policy_command(
+    cmd: cli::PolicyCommand,
+    policy: Option<std::path::PathBuf>,
+) -> anyhow::Result<i32> {
     match cmd {
         cli::PolicyCommand::Check { file } => {
+            let file = match (file, policy) {
+                (Some(f), Some(p)) if f != p => anyhow::bail!(
+                    "policy check takes one file: {} (argument) or {} (--policy); give one",
+                    f.display(),
+                    p.display()
+                ),
+                (Some(f), _) | (None, Some(f)) => f,
+                (None, None) => anyhow::bail!(
+                    "policy check needs a file: sbx-exec policy check FILE (or --policy FILE)"
+                ),
+            };
             // In setuid mode the caller's file is read with the caller's access, never root's.
             let p = privilege::as_caller(privilege::mode(), || model::check_file(&file))?;
             let names: Vec<&str> = p.context.keys().map(|k| k.0.as_str()).collect();
@@ -75,7 +93,8 @@ fn policy_command(cmd: cli::PolicyCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        cli::PolicyCommand::Show { policy: file, ctx } => {
+        cli::PolicyCommand::Show { ctx } => {
+            let file = policy;
             // In setuid mode the policy is read with the caller's access: a file root keeps
             // unreadable (mode 0600) is not shown to someone who could not read it.
             let mode = privilege::mode();

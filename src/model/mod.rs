@@ -145,6 +145,10 @@ pub struct Context {
     /// carries an unprivileged host id; inside it is still root. Needs "pid" (and so "mount").
     #[serde(default)]
     pub identity: Option<IdRange>,
+    /// Where a command starts when the caller's directory is not part of the context (or with
+    /// `--in-workdir`). Default: the first `fs.writable` area that exists inside, else `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<AbsPath>,
 }
 
 /// A range of host ids a context's user namespace maps its ids 0.. onto (`identity`).
@@ -196,6 +200,21 @@ impl Context {
     /// Whether the context gets a private /sys: `fs.sys = "private"` (default: the host's).
     pub fn private_sys(&self) -> bool {
         self.fs.sys == Some(SysMode::Private)
+    }
+
+    /// Where a command starts when the caller's directory is not used, in the order tried:
+    /// `workdir` alone when the policy names one; else the writable areas, then `/`.
+    pub fn workdir_candidates(&self) -> Vec<std::path::PathBuf> {
+        match &self.workdir {
+            Some(w) => vec![w.as_path().to_path_buf()],
+            None => self
+                .fs
+                .writable
+                .iter()
+                .map(|p| p.as_path().to_path_buf())
+                .chain(std::iter::once(std::path::PathBuf::from("/")))
+                .collect(),
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub struct Sandbox {
     pub net: Option<crate::plan::net::Plan>,
     /// The working directory pid 1 enters; `None` with mounts: `/` (setuid mode enters the
     /// caller's directory later, in the target, as the caller).
-    pub cwd: Option<PathBuf>,
+    pub cwd: Option<Workdir>,
     pub degrade: bool,
     /// Secrets written as files on a private tmpfs (`secrets.files`).
     pub creds: Option<Files>,
@@ -105,14 +105,99 @@ pub struct Target {
     /// Setuid mode: become this user for good (after cutting the whole bounding set).
     pub drop_to: Option<Identity>,
     /// Setuid mode: the working directory, entered as the caller after `drop_to`.
-    pub chdir_after_drop: Option<CString>,
+    pub chdir_after_drop: Option<Workdir<CString>>,
     /// A join of a persistent context: the working directory, entered after the capabilities are
     /// dropped and resolved inside the context's root without magic links (a link through
     /// `/proc/PID/root` planted by code in the context leads nowhere).
-    pub cwd_in_root: Option<CString>,
+    pub cwd_in_root: Option<Workdir<CString>>,
+    /// The write end of the pipe on which the target's own setup errors reach the outer process
+    /// (close-on-exec: gone once the program runs), so that a refusal is reported as one.
+    pub errors: Option<RawFd>,
     /// Root mode with `identity`: the target enters a user namespace of its own mapping its ids
     /// onto this host range (its parent writes the maps); `degrade` as the context says.
     pub identity: Option<Mapped>,
+}
+
+/// Where the command starts: the first of `candidates` that exists inside the context. With
+/// `requested` (`--cwd`) only the first counts, and its absence is a refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workdir<P = PathBuf> {
+    pub candidates: Vec<P>,
+    pub requested: bool,
+    /// The policy named the workdir (`workdir`): its absence is a refusal too.
+    pub named: bool,
+}
+
+impl Workdir {
+    /// The plan: `--cwd DIR` (made absolute) alone; else the caller's directory unless
+    /// `--in-workdir`, then the context's workdir candidates.
+    pub fn plan(ctx: &Context, requested: Option<PathBuf>, caller: Option<PathBuf>) -> Workdir {
+        if let Some(dir) = requested {
+            return Workdir {
+                candidates: vec![dir],
+                requested: true,
+                named: false,
+            };
+        }
+        Workdir {
+            candidates: caller.into_iter().chain(ctx.workdir_candidates()).collect(),
+            requested: false,
+            named: ctx.workdir.is_some(),
+        }
+    }
+
+    /// The same, as C strings for the target (which allocates nothing after the fork).
+    pub fn to_c(&self) -> Result<Workdir<CString>> {
+        let candidates = self
+            .candidates
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()))
+            .collect::<std::result::Result<_, _>>()
+            .context("the working directory contains a NUL byte")?;
+        Ok(Workdir {
+            candidates,
+            requested: self.requested,
+            named: self.named,
+        })
+    }
+}
+
+impl<P> Workdir<P> {
+    /// Enter the first candidate `enter` accepts. `Err` names the directory the caller asked for
+    /// (`--cwd`) or the policy's `workdir`, with the last error.
+    pub fn enter<E: std::fmt::Display>(
+        &self,
+        mut enter: impl FnMut(&P) -> std::result::Result<(), E>,
+        show: impl Fn(&P) -> String,
+    ) -> Result<()> {
+        let mut last = None;
+        for (i, dir) in self.candidates.iter().enumerate() {
+            match enter(dir) {
+                Ok(()) => return Ok(()),
+                Err(e) if self.requested => {
+                    anyhow::bail!(
+                        "--cwd {}: no such directory inside the context, or it cannot be entered there ({e}); \
+                         name a directory the context has (its workdir, a writable area such as /workspace), \
+                         or leave --cwd out to start in the context's workdir",
+                        show(dir)
+                    )
+                }
+                Err(e) => last = Some((i, e)),
+            }
+        }
+        match (last, self.candidates.last()) {
+            (Some((_, e)), Some(dir)) if self.named => anyhow::bail!(
+                "the context's workdir {} does not exist inside it, or cannot be entered ({e}); \
+                 create it, or change `workdir` in the policy",
+                show(dir)
+            ),
+            (Some((_, e)), Some(dir)) => anyhow::bail!(
+                "no working directory can be entered inside the context (the last tried, {}: {e})",
+                show(dir)
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The target's user namespace (`identity`): the host range, and whether a kernel that refuses
@@ -146,7 +231,11 @@ pub fn prepare(
         SeccompMode::None => None,
     };
     let cwd = match ctx.has(Namespace::Mount) {
-        true => Some(std::env::current_dir().context("cannot read the current directory")?),
+        true => Some(Workdir::plan(
+            ctx,
+            None,
+            Some(std::env::current_dir().context("cannot read the current directory")?),
+        )),
         false => None,
     };
     let net = crate::plan::net::plan(ctx_name, ctx);
@@ -184,6 +273,7 @@ pub fn prepare(
         drop_to: None,
         chdir_after_drop: None,
         cwd_in_root: None,
+        errors: None,
         identity: None,
     };
     Ok((sandbox, target))
@@ -199,7 +289,18 @@ impl Target {
         }
         self.keep_fds = others;
         self.keep_fds.push(self.program.as_raw_fd());
+        self.keep_fds.extend(self.errors);
+        self.keep_fds.sort_unstable();
         Ok(())
+    }
+
+    /// Hand the target the write end of the set-up error pipe (kept through its fd clean-up,
+    /// closed by its `exec`).
+    pub fn set_errors(&mut self, fd: Option<RawFd>) {
+        self.keep_fds.retain(|f| Some(*f) != self.errors);
+        self.errors = fd;
+        self.keep_fds.extend(fd);
+        self.keep_fds.sort_unstable();
     }
 }
 
@@ -285,12 +386,7 @@ pub fn add_setuid(sandbox: &mut Sandbox, target: &mut Target, s: SetuidLaunch) -
     target.caps = Some(Default::default());
     target.run_as = None;
     target.no_new_privs = true;
-    target.chdir_after_drop = sandbox
-        .cwd
-        .take()
-        .map(|d| CString::new(d.as_os_str().as_bytes()))
-        .transpose()
-        .context("the working directory contains a NUL byte")?;
+    target.chdir_after_drop = sandbox.cwd.take().map(|d| d.to_c()).transpose()?;
     Ok(())
 }
 
@@ -310,6 +406,56 @@ mod tests {
             userns: None,
             keep_fds: Vec::new(),
         }
+    }
+
+    #[test]
+    fn workdir_falls_back_unless_asked_for() {
+        let mut ctx = Context::default();
+        ctx.fs.writable = vec![
+            model::AbsPath("/workspace".into()),
+            model::AbsPath("/home".into()),
+        ];
+        let here = PathBuf::from("/root/repo");
+        let w = Workdir::plan(&ctx, None, Some(here.clone()));
+        let want: Vec<PathBuf> = ["/root/repo", "/workspace", "/home", "/"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        assert_eq!(w.candidates, want);
+        // The caller's directory and /workspace are missing inside: /home is entered.
+        let exists = |p: &PathBuf| match p.as_path() == Path::new("/home") {
+            true => Ok(()),
+            false => Err("missing"),
+        };
+        let mut entered = Vec::new();
+        w.enter(
+            |p| {
+                entered.push(p.clone());
+                exists(p)
+            },
+            |p| p.display().to_string(),
+        )
+        .unwrap();
+        assert_eq!(entered.last().unwrap(), Path::new("/home"));
+        // --cwd: only that, and missing is a refusal naming it.
+        let asked = Workdir::plan(&ctx, Some("/nope".into()), Some(here.clone()));
+        let e = asked
+            .enter(exists, |p| p.display().to_string())
+            .unwrap_err();
+        assert!(e.to_string().contains("--cwd /nope"), "{e}");
+        // --in-workdir: the caller's directory is not a candidate.
+        assert_eq!(
+            Workdir::plan(&ctx, None, None).candidates[0],
+            Path::new("/workspace")
+        );
+        // A named workdir alone; missing, it is refused by name.
+        ctx.workdir = Some(model::AbsPath("/srv/app".into()));
+        let named = Workdir::plan(&ctx, None, Some(here));
+        assert_eq!(named.candidates.len(), 2);
+        let e = named
+            .enter(exists, |p| p.display().to_string())
+            .unwrap_err();
+        assert!(e.to_string().contains("workdir /srv/app"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! fds (2), load the trusted policy (3), look paths up as the caller (5), drop to the caller for
 //! good (6, with [`super::drop`]) and enter its directory as it.
 
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::OnceLock;
@@ -127,16 +127,4 @@ pub fn as_caller<T>(mode: &Mode, f: impl FnOnce() -> Result<T>) -> Result<T> {
     setfsuid(nix::unistd::geteuid());
     setfsgid(nix::unistd::getegid());
     out
-}
-
-/// `chdir` as the caller, after [`crate::privilege::drop::drop_privs`]: the directory is looked up with the caller's
-/// access, inside the sandbox's mount namespace.
-pub fn chdir_as_caller(dir: &CString) -> Result<()> {
-    nix::unistd::chdir(dir.as_c_str()).with_context(|| {
-        format!(
-            "the working directory {} is not reachable by you inside the context (a private tmpfs or hidden path covers it, \
-             or you cannot enter it); run sbx-exec from a directory the context shares",
-            dir.to_string_lossy()
-        )
-    })
 }

@@ -32,6 +32,8 @@ pub enum Role<'a> {
         alive: OwnedFd,
         program: RawFd,
         net: Option<RawFd>,
+        /// The set-up error pipe ([`crate::run::status::SetupErrors`]).
+        errors: Option<RawFd>,
     },
     /// A persistent context's keeper: detached from the caller; `ready`, `commit` (the read
     /// end of the pipe its first call commits it on) and `net` (as for one-shot; the net helper
@@ -122,9 +124,12 @@ fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option
         alive,
         program,
         net,
+        errors: target.errors,
     };
     if let Err(e) = setup(sandbox, role) {
-        eprintln!("sbx-exec: {e:#}");
+        let msg = format!("{e:#}");
+        eprintln!("sbx-exec: {msg}");
+        crate::run::status::tell_setup_error(target.errors, &msg);
         sys::exit_now(EXIT_SBX);
     }
     // A target that maps its own user namespace needs a parent to write the maps: pid 1.
@@ -139,15 +144,23 @@ fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option
                     Ok(None) => {}
                     Ok(Some(code)) => sys::exit_now(code),
                     Err(e) => {
-                        eprintln!("sbx-exec: {e:#}");
+                        let msg = format!("{e:#}");
+                        eprintln!("sbx-exec: {msg}");
+                        crate::run::status::tell_setup_error(target.errors, &msg);
                         sys::exit_now(EXIT_SBX);
                     }
                 }
             }
+            // Only the target may still say why it gives up; pid 1 holds no copy of the pipe.
+            if let Some(fd) = target.errors {
+                let _ = nix::unistd::close(fd);
+            }
             reaper::pid1(child)
         }
         Err(e) => {
-            eprintln!("sbx-exec: cannot fork the command: {e}");
+            let msg = format!("cannot fork the command: {e}");
+            eprintln!("sbx-exec: {msg}");
+            crate::run::status::tell_setup_error(target.errors, &msg);
             sys::exit_now(EXIT_SBX)
         }
     }
@@ -167,6 +180,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             alive,
             program,
             net,
+            errors,
         } => {
             if has_pidns {
                 die_with_outer(alive)?;
@@ -177,6 +191,7 @@ pub fn setup(sandbox: &Sandbox, role: Role) -> Result<()> {
             let mut keep = sandbox.keep_fds.clone();
             keep.push(*program);
             keep.extend(*net);
+            keep.extend(*errors);
             keep.sort_unstable();
             keep
         }
@@ -259,12 +274,10 @@ fn filesystem(sandbox: &Sandbox) -> Result<()> {
 /// so pid 1 keeps no handle below a path the mounts may have covered.
 fn enter_cwd(sandbox: &Sandbox) -> Result<()> {
     match &sandbox.cwd {
-        Some(cwd) => std::env::set_current_dir(cwd).with_context(|| {
-            format!(
-                "the working directory {} does not exist inside the context (a private tmpfs or hidden path covers it); run sbx-exec from a directory the context shares, such as /workspace",
-                cwd.display()
-            )
-        }),
+        Some(cwd) => cwd.enter(
+            |p| std::env::set_current_dir(p),
+            |p| p.display().to_string(),
+        ),
         None if sandbox.mounts.is_some() => {
             std::env::set_current_dir("/").context("cannot change to / in the sandbox")
         }

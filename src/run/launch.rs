@@ -22,7 +22,7 @@
 //! directory (joins) → Landlock → seccomp → LISTEN_PID → exec of the checked handle.
 
 use std::ffi::OsString;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,7 @@ use crate::privilege::{self, Mode, SetuidLaunch};
 use crate::run::apply::cgroup;
 use crate::run::inherited::{check_passed, named_fds, passed_fds, Inherited};
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, refused_json, report, End, StatusFd};
+use crate::run::status::{children_cpu_ms, refused_json, report, End, SetupErrors, StatusFd};
 use crate::secrets::{self, SecretSet};
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
@@ -135,9 +135,10 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     let owner = launch::files_owner(setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
     let (creds, bound) = deliver_secrets(&mut env, &secret_set, ctx, owner)?;
     let (mut sandbox, mut target) = launch::prepare(ctx_name, ctx, &loaded.source, program, env)?;
-    if let Some(dir) = &args.cwd {
+    if args.cwd.is_some() || args.in_workdir {
         let here = std::env::current_dir().context("cannot read the current directory")?;
-        sandbox.cwd = Some(request::cwd(dir, &here));
+        let asked = args.cwd.as_deref().map(|d| request::cwd(d, &here));
+        sandbox.cwd = Some(launch::Workdir::plan(ctx, asked, None));
     }
     sandbox.creds = creds;
     launch::add_passed_fds(&mut sandbox, &mut target, &fds.passed)
@@ -158,17 +159,45 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     if let Some(sup) = &ctx.supervise {
         return control(ctx_name, sup, target, &loaded.source, status);
     }
+    // Where the sandbox's own set-up says why it gave up (a refusal, reported as one).
+    let errors = SetupErrors::new(target.program.as_raw_fd() + 1)?;
+    target.set_errors(errors.write_fd());
+    let limit = match args.timeout {
+        Some(_) => reaper::TimeoutSource::Call,
+        None => reaper::TimeoutSource::Policy,
+    };
     if ctx.persist {
         let rep = |line: &str| report(status, line);
-        return crate::run::persist::run(ctx_name, ctx, &sandbox, target, &rep, audit.egress_log());
+        let call = crate::run::persist::Call {
+            ctx_name,
+            ctx,
+            report: &rep,
+            errors,
+            limit,
+        };
+        return crate::run::persist::run(call, &sandbox, target, audit.egress_log());
     }
     let proxying = crate::run::net::Proxying {
         log: audit.egress_log(),
         bound: bound.map(|b| b.interceptor),
     };
-    one_shot(
-        ctx_name, ctx, sandbox, &target, secret_set, status, proxying,
-    )
+    let call = OneShot {
+        ctx_name,
+        ctx,
+        status,
+        errors,
+        limit,
+    };
+    one_shot(call, sandbox, &target, secret_set, proxying)
+}
+
+/// What a one-shot call reports to, besides its plans.
+struct OneShot<'a> {
+    ctx_name: &'a str,
+    ctx: &'a Context,
+    status: Option<&'a StatusFd>,
+    errors: SetupErrors,
+    limit: reaper::TimeoutSource,
 }
 
 /// The secrets into the environment: each as its variable, or as a file (`secrets.files`, the
@@ -271,14 +300,19 @@ fn command(
 
 /// A one-shot sandbox: output masking if asked, fresh namespaces, supervise, report.
 fn one_shot(
-    ctx_name: &str,
-    ctx: &Context,
+    call: OneShot,
     mut sandbox: Sandbox,
     target: &Target,
     secret_set: SecretSet,
-    status: Option<&StatusFd>,
     proxying: crate::run::net::Proxying,
 ) -> Result<i32> {
+    let OneShot {
+        ctx_name,
+        ctx,
+        status,
+        mut errors,
+        limit,
+    } = call;
     // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
     let masking = match ctx.secrets.redact && secret_set.iter().next().is_some() {
         true => Some(crate::run::masking::start(&secret_set)?),
@@ -299,6 +333,7 @@ fn one_shot(
         .transpose()?;
     let inner = bridge.as_ref().map(crate::run::net::Bridge::inner);
     let started = crate::run::init::start(ctx_name, sandbox, target, cgroup.procs(), inner);
+    errors.close_write();
     if let Some(m) = &masking {
         m.detach();
     }
@@ -332,7 +367,7 @@ fn one_shot(
     };
     let outcome = reaper::supervise(child, timeout, Some(&mut start_proxy));
     drop(net);
-    let code = reaper::exit_code(ctx_name, ctx, outcome, "");
+    let code = reaper::exit_code(ctx_name, ctx, outcome, limit, "");
     let mut end = End {
         code,
         timed_out: outcome == reaper::Outcome::TimedOut,
@@ -345,7 +380,7 @@ fn one_shot(
     if let Some(m) = masking {
         m.wait();
     }
-    report(status, &end.json());
+    report(status, &errors.end_json(&end));
     Ok(code)
 }
 

@@ -147,17 +147,37 @@ pub fn supervise(
         }
     }
 }
+
 /// The exit status sbx-exec reports for `outcome`: the command's, or 124 after the policy's
 /// timeout, said on stderr (`note` adds what happens to background processes).
-pub fn exit_code(ctx_name: &str, ctx: &crate::model::Context, outcome: Outcome, note: &str) -> i32 {
+pub fn exit_code(
+    ctx_name: &str,
+    ctx: &crate::model::Context,
+    outcome: Outcome,
+    limit: TimeoutSource,
+    note: &str,
+) -> i32 {
     match outcome {
         Outcome::Exited(code) => code,
         Outcome::TimedOut => {
+            let source = match limit {
+                TimeoutSource::Call => "--timeout",
+                TimeoutSource::Policy => "timeout in the policy",
+            };
             eprintln!(
-                "sbx-exec: context {ctx_name:?} timed out after {}s; the command was stopped (timeout in the policy{note})",
+                "sbx-exec: context {ctx_name:?} timed out after {}s; the command was stopped ({source}{note})",
                 ctx.timeout.unwrap_or(0)
             );
             crate::error::EXIT_TIMEOUT
         }
     }
+}
+
+/// Where a call's timeout came from, for the message when it runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutSource {
+    /// `--timeout`
+    Call,
+    /// The context's `timeout`
+    Policy,
 }

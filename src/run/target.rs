@@ -18,7 +18,9 @@ impl Target {
     /// 125 (setup), 126 or 127 (exec).
     pub fn exec(&self) -> ! {
         if let Err(e) = self.prepare() {
-            eprintln!("sbx-exec: {e:#}");
+            let msg = format!("{e:#}");
+            eprintln!("sbx-exec: {msg}");
+            crate::run::status::tell_setup_error(self.errors, &msg);
             sys::exit_now(crate::error::EXIT_SBX);
         }
         let argv: Vec<*const libc::c_char> = self
@@ -57,7 +59,8 @@ impl Target {
         nix::unistd::setsid().context("cannot start a new session")?;
         // Kept fds move to 3, 4, ...; only they and 0, 1, 2 reach the target.
         if !self.pass_fds.is_empty() {
-            sys::arrange_fds(&self.pass_fds, self.program.as_raw_fd())
+            let keep = [self.program.as_raw_fd(), self.errors.unwrap_or(-1)];
+            sys::arrange_fds(&self.pass_fds, &keep)
                 .context("cannot pass the kept file descriptors")?;
         }
         sys::close_fds_from(3, &self.keep_fds, false)
@@ -87,7 +90,10 @@ impl Target {
             crate::privilege::drop::drop_privs(id)?;
         }
         if let Some(dir) = &self.chdir_after_drop {
-            crate::privilege::setuid::chdir_as_caller(dir)?;
+            dir.enter(
+                |d| nix::unistd::chdir(d.as_c_str()),
+                |d| d.to_string_lossy().into_owned(),
+            )?;
         }
         if let Some(keep) = keep {
             crate::run::apply::capabilities::drop_to(keep, self.no_new_privs, run_as)?;
@@ -96,14 +102,11 @@ impl Target {
             crate::run::apply::capabilities::set_no_new_privs()?;
         }
         if let Some(dir) = &self.cwd_in_root {
-            sys::chdir_in_root(dir).map_err(|e| {
-                anyhow::anyhow!(
-                    "the working directory {} does not exist inside the context, or is not reachable there ({e}): \
-                     a private tmpfs or hidden path covers it, or a link on the way leaves the context; run sbx-exec \
-                     from a directory the context shares, such as /workspace",
-                    dir.to_string_lossy()
-                )
-            })?;
+            // Resolved inside the context's root: a link on the way that leaves it fails.
+            dir.enter(
+                |d| sys::chdir_in_root(d),
+                |d| d.to_string_lossy().into_owned(),
+            )?;
         }
         if let Some(plan) = &self.landlock {
             crate::run::apply::landlock::install(plan)?;

@@ -62,6 +62,16 @@ pub fn dup_cloexec_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
+/// One `write(2)` of `bytes` to a raw fd (which may be closed: EBADF), allocating nothing.
+pub fn write_raw(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads; the kernel checks the fd.
+    let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The magic-link path of an fd, for syscalls that only take paths (`mount`).
 pub fn fd_path(fd: &OwnedFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
@@ -115,11 +125,12 @@ pub fn dup_cloexec(fd: RawFd) -> io::Result<OwnedFd> {
 /// Place `fds` on 3, 4, ... in order, without close-on-exec (for the LISTEN_FDS protocol and
 /// `--keep-fd`), allocating nothing (it runs between fork and exec). They are first copied above
 /// every number involved, so that no dup2 clobbers one still to be moved; every other fd is
-/// closed by the caller afterwards. `keep` (the program's handle) is neither moved nor
-/// overwritten: the copies go above it too.
-pub fn arrange_fds(fds: &[RawFd], keep: RawFd) -> io::Result<()> {
+/// closed by the caller afterwards. `keep` (the program's handle, the set-up error pipe: all above
+/// the destinations) are neither moved nor overwritten: the copies go above them too.
+pub fn arrange_fds(fds: &[RawFd], keep: &[RawFd]) -> io::Result<()> {
     let n = fds.len() as RawFd;
-    let base = fds.iter().copied().max().unwrap_or(0).max(2 + n).max(keep) + 1;
+    let top = keep.iter().copied().max().unwrap_or(0);
+    let base = fds.iter().copied().max().unwrap_or(0).max(2 + n).max(top) + 1;
     for (i, &fd) in fds.iter().enumerate() {
         // SAFETY: dup3 only makes `base + i` a close-on-exec copy of `fd`. Nothing this process
         // still needs lives there: `base` is above every source fd, every destination and `keep`,

@@ -14,7 +14,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -199,7 +199,7 @@ fn start(
     plane_mark: &str,
 ) -> Result<(Control, BufReader<std::process::ChildStdout>), String> {
     let dir = TempDir::new("jupyter");
-    let serve = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/jupyter/serve.py");
+    let serve = PathBuf::from(serve_path());
     let text = SDK_TOML
         .replace("8080", &api.to_string())
         .replace("8888", &nb.to_string())
@@ -373,9 +373,10 @@ pub fn jupyter_serves_the_held_port_confined() -> Result<(), String> {
     })
 }
 
+/// serve.py where the confined `notebook` sees it (a clone under /root is not visible there).
 fn serve_path() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("examples/jupyter/serve.py")
+    crate::harness::staged("examples/jupyter/serve.py")
+        .unwrap_or_else(|e| panic!("{e}"))
         .display()
         .to_string()
 }

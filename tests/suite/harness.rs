@@ -20,9 +20,73 @@ use std::time::{Duration, Instant};
 
 pub type TestFn = fn() -> Result<(), String>;
 
-/// The binary under test.
+/// The binary under test: inside the suite's throwaway namespace, its copy on the staging tmpfs
+/// ([`stage`]), which every context sees wherever the repository is cloned (a clone under /root or
+/// /tmp is covered by the contexts' private tmpfs mounts); outside, the one cargo built.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_sbx-exec")
+    match STAGE.get() {
+        Some(Ok(dir)) => STAGED_BIN.get_or_init(|| format!("{dir}/bin/sbx-exec")),
+        _ => env!("CARGO_BIN_EXE_sbx-exec"),
+    }
+}
+
+/// The staging directory's path, or why there is none.
+static STAGE: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+static STAGED_BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Directories a staging tmpfs may cover in the suite's own mount namespace: present on most
+/// systems, empty or unused by the suite, and neither private nor hidden in any shipped context.
+const STAGE_DIRS: &[&str] = &["/mnt", "/srv", "/media"];
+
+/// In the throwaway namespace, before any test: a tmpfs (root-owned, 0755) on the first of
+/// [`STAGE_DIRS`] that exists, holding a copy of the binary under test. Tests then depend on
+/// nothing of where the repository lives; the host's directory is untouched (the mount exists only
+/// in the suite's namespace).
+fn stage() {
+    STAGE.get_or_init(|| {
+        let dir = STAGE_DIRS
+            .iter()
+            .find(|d| Path::new(d).is_dir())
+            .ok_or_else(|| format!("none of {STAGE_DIRS:?} exists to stage the binary on"))?;
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "mode=0755,size=256m",
+                "sbx-suite-stage",
+                dir,
+            ])
+            .status()
+            .map_err(|e| format!("mount(8): {e}"))?;
+        if !mounted.success() {
+            return Err(format!(
+                "cannot mount the staging tmpfs on {dir}: {mounted}"
+            ));
+        }
+        let to = Path::new(dir).join("bin");
+        std::fs::create_dir_all(&to).map_err(|e| format!("{}: {e}", to.display()))?;
+        std::fs::copy(env!("CARGO_BIN_EXE_sbx-exec"), to.join("sbx-exec"))
+            .map_err(|e| format!("copying the binary to {}: {e}", to.display()))?;
+        Ok(dir.to_string())
+    });
+}
+
+/// A file of the repository (`rel`, e.g. "examples/jupyter/serve.py") copied to the staging tmpfs,
+/// where every context sees it; outside the throwaway namespace, the repository's own.
+pub fn staged(rel: &str) -> Result<PathBuf, String> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
+    let Some(Ok(dir)) = STAGE.get() else {
+        return Ok(src);
+    };
+    let dst = Path::new(dir).join("repo").join(rel);
+    if !dst.exists() {
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::copy(&src, &dst).map_err(|e| format!("staging {rel}: {e}"))?;
+    }
+    Ok(dst)
 }
 
 /// Outcome of one test.
@@ -127,6 +191,13 @@ pub fn main(tests: &[(&str, TestFn)]) {
                 );
                 let _ = NOT_ISOLATED.set(why);
             }
+        }
+    }
+    if std::env::var_os(INNER).is_some() {
+        stage();
+        if let Some(Err(why)) = STAGE.get() {
+            eprintln!("cannot stage the binary: {why}");
+            std::process::exit(1);
         }
     }
     let (mut pass, mut fail, mut skipped) = (0, 0, 0);
@@ -477,6 +548,16 @@ impl Drop for TempDir {
 }
 
 /// A unique marker string for this test run (so `ps`/`grep` find only what this test started).
+/// A name no other run of the suite uses at the same time (`tag`, the suite's pid-namespace inode
+/// and a counter): for names that live outside the suite's namespaces (cgroups, contexts).
+pub fn unique_name(tag: &str) -> String {
+    let ns = std::fs::metadata("/proc/self/ns/pid").map_or(0, |m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino()
+    });
+    format!("{tag}{ns:x}{}", COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
 pub fn marker(tag: &str) -> String {
     format!(
         "sbxmark{}{}{}",

@@ -69,6 +69,7 @@ impl<'a> Service<'a> {
             drop_to: None,
             chdir_after_drop: None,
             cwd_in_root: None,
+            errors: None,
             identity: None,
         };
         handed

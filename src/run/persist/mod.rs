@@ -30,12 +30,10 @@ pub mod state;
 
 pub use ctl::{list, stop};
 
-use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
@@ -48,28 +46,39 @@ use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::run::apply::cgroup;
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, End, Reason};
+use crate::run::status::{children_cpu_ms, End, Reason, SetupErrors};
 use crate::sys;
 use keeper::Keeper;
+
+/// One call of a persistent context: what it reports to.
+pub struct Call<'a> {
+    pub ctx_name: &'a str,
+    pub ctx: &'a Context,
+    /// Writes a status record.
+    pub report: &'a dyn Fn(&str),
+    /// Where the joiner and the target say why they gave up before the command ran.
+    pub errors: SetupErrors,
+    pub limit: reaper::TimeoutSource,
+}
 
 /// A persistent launch: find or start the keeper, join it, run the command, report its status.
 /// `egress_log`: where a new keeper's net helper logs its proxy's events (the audit log).
 pub fn run(
-    ctx_name: &str,
-    ctx: &Context,
+    call: Call,
     sandbox: &Sandbox,
     mut target: Target,
-    report: &dyn Fn(&str),
     egress_log: Option<crate::run::audit::EgressLog>,
 ) -> Result<i32> {
+    let Call {
+        ctx_name,
+        ctx,
+        report,
+        mut errors,
+        limit,
+    } = call;
     let started = std::time::Instant::now();
     let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, egress_log)?;
-    target.cwd_in_root = sandbox
-        .cwd
-        .as_ref()
-        .map(|p| CString::new(p.as_os_str().as_bytes()))
-        .transpose()
-        .context("the working directory contains a NUL byte")?;
+    target.cwd_in_root = sandbox.cwd.as_ref().map(|w| w.to_c()).transpose()?;
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC)
@@ -93,6 +102,7 @@ pub fn run(
     };
     drop(alive_r);
     drop(pid_w);
+    errors.close_write();
     if let Some(m) = &target.identity {
         let mut buf = [0u8; 4];
         if nix::unistd::read(pid_r.as_raw_fd(), &mut buf).unwrap_or(0) == 4 {
@@ -112,6 +122,7 @@ pub fn run(
         ctx_name,
         ctx,
         outcome,
+        limit,
         "; processes it started in the background keep running",
     );
     drop(alive_w);
@@ -130,7 +141,7 @@ pub fn run(
         peak_memory: None,
         context_ended,
     };
-    report(&end.json());
+    report(&errors.end_json(&end));
     Ok(code)
 }
 
@@ -173,7 +184,9 @@ fn joiner(
     target: &Target,
 ) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
-        eprintln!("sbx-exec: {what}: {e}");
+        let msg = format!("{what}: {e}");
+        eprintln!("sbx-exec: {msg}");
+        crate::run::status::tell_setup_error(target.errors, &msg);
         sys::exit_now(EXIT_SBX)
     };
     if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
