@@ -85,10 +85,13 @@ fn policy_command(
                 ),
             };
             // In setuid mode the caller's file is read with the caller's access, never root's.
-            let p = privilege::as_caller(privilege::mode(), || model::check_file(&file))?;
+            let (p, text) = privilege::as_caller(privilege::mode(), || model::check_file(&file))?;
             let names: Vec<&str> = p.context.keys().map(|k| k.0.as_str()).collect();
             println!("{}: valid; contexts: {}", file.display(), names.join(", "));
             for w in model::trust_warnings(&p) {
+                eprintln!("sbx-exec: warning: {}: {w}", file.display());
+            }
+            for w in model::weak_warnings(&p, &text) {
                 eprintln!("sbx-exec: warning: {}: {w}", file.display());
             }
             Ok(0)

@@ -44,6 +44,9 @@ struct Verdict {
     blocked: Vec<String>,
     /// What a context runs without by its own choice (`limits.required = false`).
     skipped: Vec<String>,
+    /// Work areas (`fs.writable`) its code cannot write, each with the fix: it runs, but not
+    /// fully ([`crate::plan::workareas`]).
+    unwritable: Vec<String>,
     degrade: bool,
     /// How its `identity` applies here (absent: it has none).
     identity: Option<String>,
@@ -57,6 +60,7 @@ impl Verdict {
             self.degrade,
         ) {
             (false, _, _) => "unavailable",
+            (true, true, _) if !self.unwritable.is_empty() => "degraded",
             (true, true, _) => "full",
             (true, false, true) => "degraded",
             (true, false, false) => "unavailable",
@@ -145,6 +149,7 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         missing: identity_gap(host, ctx).into_iter().collect(),
         blocked: Vec::new(),
         skipped: Vec::new(),
+        unwritable: Vec::new(),
         degrade: ctx.degrade,
         identity: identity_status(host, ctx),
     };
@@ -186,6 +191,16 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
             .push("a private /sys (a sysfs mount); or fs.sys = \"host\"".into());
     }
     kernel_gaps(host, name, ctx, userns, &mut v);
+    if let Some(who) = crate::plan::workareas::grantee(ctx, *mode == Mode::Root) {
+        for (area, got) in crate::run::apply::workareas::ensure(&ctx.fs.writable, who, true) {
+            if let crate::run::apply::workareas::Area::Refused(why) = got {
+                v.unwritable.push(format!(
+                    "work area {} not writable inside: {why}",
+                    area.as_path().display()
+                ));
+            }
+        }
+    }
     if let Some(ids) = ctx.security.run_as {
         let me = nix::unistd::geteuid().as_raw();
         if !matches!(mode, Mode::Root | Mode::Setuid { .. }) && ids.uid != me {
@@ -339,6 +354,7 @@ impl Report<'_> {
             .map(|(n, v)| {
                 let mut why = v.blocked.clone();
                 why.extend(v.missing.iter().cloned());
+                why.extend(v.unwritable.iter().cloned());
                 let net = net_json(self.loaded.policy.context(n).ok().map(|c| &c.net));
                 (
                     n.clone(),
@@ -436,6 +452,7 @@ impl Report<'_> {
         for (n, v) in self.verdicts {
             let mut why = v.blocked.clone();
             why.extend(v.missing.iter().cloned());
+            why.extend(v.unwritable.iter().cloned());
             why.extend(v.skipped.iter().map(|s| format!("runs without {s}")));
             println!("{n:<16} {:<12} {}", v.status(), why.join("; "));
             if let Some(id) = &v.identity {

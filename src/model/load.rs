@@ -88,8 +88,10 @@ fn read_policy_file(path: &Path) -> Result<String> {
     })
 }
 
-/// Read and validate a policy file without running anything (`sbx-exec policy check`).
-pub fn check_file(path: &Path) -> Result<Policy> {
+/// Read and validate a policy file without running anything (`sbx-exec policy check`); the
+/// policy and its text (for the lines of warnings).
+pub fn check_file(path: &Path) -> Result<(Policy, String)> {
     let text = read_policy_file(path)?;
-    Policy::parse(&text, &path.display().to_string())
+    let p = Policy::parse(&text, &path.display().to_string())?;
+    Ok((p, text))
 }

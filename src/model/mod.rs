@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod bind;
 pub mod egress;
 pub mod env_names;
+pub mod extends;
 pub mod limits;
 pub mod load;
 pub mod net;
@@ -22,12 +23,14 @@ pub mod supervise;
 pub mod trust;
 pub mod validate;
 pub mod values;
+pub mod weak;
 
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
 pub use net::{Net, NetMode, NetRule, PortRange};
 pub use supervise::{Restart, Service, Supervise};
 pub use trust::trust_warnings;
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
+pub use weak::weak_warnings;
 
 /// The longest timeout a policy or `--timeout` may give (one year): durations stay far from any
 /// overflow.
@@ -90,6 +93,10 @@ impl From<AuditTarget> for String {
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Context {
+    /// Start from this context (of the same file, else of the embedded default) and override
+    /// its keys ([`extends`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
     /// What this context is for (shown by `policy show`).
     #[serde(default)]
     pub description: String,

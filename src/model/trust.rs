@@ -66,7 +66,7 @@ pub fn trust_warnings(policy: &Policy) -> Vec<String> {
 
 /// Whether the context's filesystem view leaves `dir` writable to it (as root: a context that
 /// runs as another user cannot write root's directories anyway).
-fn can_write(ctx: &Context, dir: &Path) -> bool {
+pub(super) fn can_write(ctx: &Context, dir: &Path) -> bool {
     if ctx.security.run_as.is_some_and(|r| r.uid != 0) {
         return false;
     }

@@ -15,6 +15,15 @@ impl Policy {
                 e.message().trim_end()
             )
         })?;
+        // Every key was checked as written; now each context's `extends` is merged in.
+        let policy = match policy.context.values().any(|c| c.extends.is_some()) {
+            true => toml::Value::Table(super::extends::resolve(text, origin)?)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("invalid policy {origin}: {}", e.message().trim_end())
+                })?,
+            false => policy,
+        };
         policy.validate(text, origin)?;
         Ok(policy)
     }
@@ -376,7 +385,7 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-fn find_line(text: &str, needle: &str) -> Option<usize> {
+pub(super) fn find_line(text: &str, needle: &str) -> Option<usize> {
     text.lines()
         .position(|l| l.trim_start().starts_with(needle))
         .map(|i| i + 1)

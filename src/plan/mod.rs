@@ -17,3 +17,4 @@ pub mod net;
 pub mod request;
 pub mod seccomp;
 pub mod secret_files;
+pub mod workareas;

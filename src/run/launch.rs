@@ -148,6 +148,7 @@ fn run_in(call: &Call, fds: Inherited, audit: &mut crate::run::audit::Audit) -> 
     if let Some(s) = setuid {
         launch::add_setuid(&mut sandbox, &mut target, s)?;
     }
+    grant_work_areas(ctx_name, ctx, mode);
     harden_outer()?;
     target.sigmask = block_forwarded_signals()?;
     // Every check has passed: the start record goes out before anything runs.
@@ -456,6 +457,23 @@ fn read_secrets(
     set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
     Ok(set)
+}
+
+/// Root mode, code that is not host root: its existing `fs.writable` areas get the ACL grant
+/// for its host ids ([`crate::plan::workareas`]); an area that cannot take it is named on stderr
+/// and stays as it is (the launch goes on: it is a convenience, not a wall).
+fn grant_work_areas(ctx_name: &str, ctx: &Context, mode: &Mode) {
+    let Some(who) = crate::plan::workareas::grantee(ctx, matches!(mode, Mode::Root)) else {
+        return;
+    };
+    for (area, got) in crate::run::apply::workareas::ensure(&ctx.fs.writable, who, false) {
+        if let crate::run::apply::workareas::Area::Refused(why) = got {
+            eprintln!(
+                "sbx-exec: warning: context {ctx_name:?}: work area {} is not writable inside: {why}",
+                area.as_path().display()
+            );
+        }
+    }
 }
 
 /// The outer process holds secrets in memory: no core dumps, no ptrace by non-privileged peers.

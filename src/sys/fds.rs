@@ -44,6 +44,49 @@ pub fn openat_nofollow(
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Open the directory at `path` for reading (`O_DIRECTORY`), refusing any symlink on the way.
+pub fn open_dir_nofollow(path: &CStr) -> io::Result<OwnedFd> {
+    openat2_nofollow(path, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
+}
+
+/// The value of extended attribute `name` of `fd`; `None` when it has none (`ENODATA`).
+pub fn fgetxattr(fd: &OwnedFd, name: &CStr) -> io::Result<Option<Vec<u8>>> {
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `buf` is valid for `buf.len()` bytes of writes; the kernel writes at most that many.
+    let n = unsafe {
+        libc::fgetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENODATA) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    buf.truncate(n as usize);
+    Ok(Some(buf))
+}
+
+/// Set extended attribute `name` of `fd` to `value`.
+pub fn fsetxattr(fd: &OwnedFd, name: &CStr, value: &[u8]) -> io::Result<()> {
+    // SAFETY: `value` is valid for `value.len()` bytes of reads; `name` is NUL-terminated.
+    let r = unsafe {
+        libc::fsetxattr(
+            fd.as_raw_fd(),
+            name.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    check(r as libc::c_long).map(drop)
+}
+
 /// Open the program at `path` (a canonical path: no symlink in it) as an `O_PATH | O_CLOEXEC`
 /// handle, refusing any symlink or magic link on the way: the handle names exactly the file the
 /// exec checks looked at, and the target executes it through [`super::execveat_fd`].

@@ -276,20 +276,33 @@ pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<
     needs_isolation()?;
     let p = root().join("policies/ci-runner.toml");
     let p = p.to_str().unwrap();
-    // build: only loopback; fetch: the host's interfaces (the control).
+    // build, fetch and test: only loopback (fetch and test reach out through the egress proxy);
+    // deploy: the host's interfaces (the control).
     let ifaces =
         |ctx: &str| Cmd::sbx(["--policy", p, "--ctx", ctx, "--", "cat", "/proc/net/dev"]).run();
-    let build = ifaces("build");
-    build.expect_code(0, "build")?;
-    let fetch = ifaces("fetch");
-    fetch.expect_code(0, "fetch")?;
     let count = |out: &str| out.lines().filter(|l| l.contains(':')).count();
-    check(
-        count(&build.stdout) == 1 && build.stdout.contains("lo:"),
-        || build.show(),
-    )?;
-    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
-    check(count(&fetch.stdout) == count(&host), || fetch.show())?;
+    for ctx in ["build", "fetch", "test"] {
+        let own = ifaces(ctx);
+        own.expect_code(0, ctx)?;
+        check(
+            count(&own.stdout) == 1 && own.stdout.contains("lo:"),
+            || format!("{ctx}: {}", own.show()),
+        )?;
+    }
+    let fetch_env = Cmd::sbx([
+        "--policy",
+        p,
+        "--ctx",
+        "fetch",
+        "--",
+        "printenv",
+        "HTTPS_PROXY",
+    ])
+    .run();
+    check(fetch_env.stdout.trim() == "http://127.0.0.1:3128", || {
+        fetch_env.show()
+    })?;
+
     // Secrets: refused in build, a listed name is taken by deploy, an unlisted one refused.
     let (c, _d) = sbx_with_secrets(
         "AWS_REGION=eu-west-1\n",
@@ -310,11 +323,23 @@ pub fn ci_runner_build_is_offline_and_deploy_takes_only_its_secrets() -> Result<
     let dir = TempDir::new("ci-runner");
     let text = std::fs::read_to_string(p).unwrap().replacen(
         "allow = [\"/usr/local/bin/aws\",",
-        "allow = [\"/usr/bin/printenv\", \"/usr/local/bin/aws\",",
+        "allow = [\"/usr/bin/printenv\", \"/usr/bin/cat\", \"/usr/local/bin/aws\",",
         1,
     );
     let copy = crate::policy_tests::write_policy(dir.path(), &text);
     let copy = copy.to_str().unwrap();
+    let deploy = Cmd::sbx([
+        "--policy",
+        copy,
+        "--ctx",
+        "deploy",
+        "--",
+        "cat",
+        "/proc/net/dev",
+    ])
+    .run();
+    let host = std::fs::read_to_string("/proc/net/dev").unwrap();
+    check(count(&deploy.stdout) == count(&host), || deploy.show())?;
     let deploy = |secrets: &str| {
         let args = [
             "--policy",

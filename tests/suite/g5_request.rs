@@ -2,6 +2,7 @@
 //! applied where the policy allows it and refused (125, naming the reason) where it does not; a
 //! bare command is found on PATH as the sandbox sees it; an unknown option is an error.
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
@@ -91,10 +92,76 @@ pub fn cwd_option_moves_the_command_or_refuses() -> Result<(), String> {
     .run();
     r.expect_code(125, "missing --cwd")?;
     check(
-        r.stderr.contains("does not exist inside the context"),
+        r.stderr
+            .contains("--cwd /nonexistent-sbx-dir: no such directory inside the context"),
         || r.show(),
     )?;
     Ok(())
+}
+
+/// A caller directory the context does not have (a clone under /root or /tmp, private there) is
+/// not a refusal: the command starts in the context's workdir, the first writable area that
+/// exists. `--in-workdir` starts there whatever the caller's directory is; a `--cwd` the context
+/// does not have is refused with a status record that says so.
+pub fn hidden_caller_directory_starts_in_workdir() -> Result<(), String> {
+    needs_isolation()?;
+    let d = TempDir::new("req-workdir");
+    // The work area outside /tmp (private in the context), made by root as a fresh one is.
+    let area = PathBuf::from(format!("/var/lib/{}", unique_name("workdir")));
+    std::fs::create_dir_all(&area).map_err(|e| e.to_string())?;
+    let text = format!(
+        "version = 1\n[context.app]\nextends = \"user\"\nfs.writable = [\"/nonexistent-area\", \"{}\"]\n",
+        area.display()
+    );
+    let p = crate::policy_tests::write_policy(d.path(), &text);
+    let p = p.to_str().unwrap();
+    let in_dir = |dir: &Path, args: &[&str]| {
+        let mut c = Cmd::sbx(args);
+        c.command().current_dir(dir);
+        c.run()
+    };
+    let hidden = in_dir(d.path(), &["--policy", p, "--ctx", "app", "--", "pwd"]);
+    let flag = Cmd::sbx(["--policy", p, "--ctx", "app", "--in-workdir", "--", "pwd"]).run();
+    let status = d.path().join("status.jsonl");
+    let mut c = Cmd::new("/bin/sh");
+    c.command()
+        .arg("-c")
+        .arg(format!(
+            "exec \"$0\" --policy {p} --ctx app --status-fd 3 --cwd /nonexistent-area -- pwd 3>{}",
+            status.display()
+        ))
+        .arg(bin());
+    let missing = c.run();
+    // Control: a caller directory the context shares is kept.
+    let shared = in_dir(
+        Path::new("/usr"),
+        &["--policy", p, "--ctx", "app", "--", "pwd"],
+    );
+    let _ = std::fs::remove_dir_all(&area);
+    hidden.expect_code(0, "hidden caller directory")?;
+    check(hidden.stdout.trim() == area.display().to_string(), || {
+        hidden.show()
+    })?;
+    flag.expect_code(0, "--in-workdir")?;
+    check(flag.stdout.trim() == area.display().to_string(), || {
+        flag.show()
+    })?;
+    missing.expect_code(125, "missing --cwd")?;
+    let last = std::fs::read_to_string(&status).unwrap_or_default();
+    let last: serde_json::Value = last
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    check(
+        last["reason"] == "refused"
+            && last["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("--cwd /nonexistent-area")),
+        || format!("status record {last}: {}", missing.show()),
+    )?;
+    shared.expect_code(0, "shared caller directory")?;
+    check(shared.stdout.trim() == "/usr", || shared.show())
 }
 
 pub fn timeout_option_is_at_most_the_policys() -> Result<(), String> {

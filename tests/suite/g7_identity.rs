@@ -256,6 +256,118 @@ pub fn work_area_is_shared_with_the_control_side() -> Result<(), String> {
     })
 }
 
+/// Work areas root made (0755, as `mkdir /workspace` leaves them on a fresh machine) are writable
+/// by user code with no chown: sbx-exec grants the context's host ids an ACL on the area, whose
+/// default entries files root puts there later inherit. What user code writes belongs to host uid
+/// 100000 (no root-owned or setuid-root file); the control side reads it.
+pub fn fresh_root_made_work_areas_are_writable() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("setpriv")?;
+    let areas: Vec<PathBuf> = ["ws", "home"]
+        .iter()
+        .map(|t| Path::new("/var/lib").join(unique_name(&format!("fresh{t}"))))
+        .collect();
+    for a in &areas {
+        std::fs::create_dir_all(a).unwrap();
+        std::fs::set_permissions(a, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cleanup = || {
+        for a in &areas {
+            let _ = std::fs::remove_dir_all(a);
+        }
+    };
+    // Control: before any launch, host uid 100000 cannot write there (the wall this removes).
+    let as_mapped = |dir: &Path| {
+        let mut c = Cmd::new("setpriv");
+        c.command()
+            .args([
+                "--reuid=100000",
+                "--regid=100000",
+                "--clear-groups",
+                "/bin/sh",
+                "-c",
+            ])
+            .arg("touch probe-by-mapped && echo wrote")
+            .current_dir(dir);
+        c.run()
+    };
+    let before = as_mapped(&areas[0]);
+    let dir = TempDir::new("fresh");
+    let text = format!(
+        "version = 1\n[context.user]\nextends = \"user\"\nfs.writable = [{}]\n",
+        areas
+            .iter()
+            .map(|a| format!("\"{}\"", a.display()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let policy = write_policy(dir.path(), &text);
+    let run = |script: &str| {
+        Cmd::sbx([
+            "--policy",
+            policy.to_str().unwrap(),
+            "--ctx",
+            "user",
+            "--in-workdir",
+            "--",
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .run()
+    };
+    let first = run(&format!(
+        "pwd && echo from-user > made.txt && mkdir sub && echo n > sub/n.txt && \
+         echo h > {}/home.txt && chmod u+s made.txt && echo ok",
+        areas[1].display()
+    ));
+    // The control plane (root) puts a file and a directory there afterwards...
+    let by_root = areas[0].join("by-root.txt");
+    let _ = std::fs::write(&by_root, "from-root\n");
+    let _ = std::fs::create_dir(areas[0].join("root-dir"));
+    let second = run("echo more >> by-root.txt && touch root-dir/x && cat by-root.txt && echo ok2");
+    let after = as_mapped(&areas[0]);
+    let made = std::fs::metadata(areas[0].join("made.txt"));
+    let home = std::fs::read_to_string(areas[1].join("home.txt")).unwrap_or_default();
+    let read_back = std::fs::read_to_string(&by_root).unwrap_or_default();
+    cleanup();
+    check(!before.stdout.contains("wrote"), || {
+        format!(
+            "control: host uid 100000 could write a root-made 0755 area: {}",
+            before.show()
+        )
+    })?;
+    first.expect_code(0, "user writes fresh work areas")?;
+    check(
+        first
+            .stdout
+            .starts_with(&format!("{}\n", areas[0].display())),
+        || format!("not started in the first work area: {}", first.show()),
+    )?;
+    let made = made.map_err(|e| e.to_string())?;
+    check(made.uid() == MAPPED && made.gid() == MAPPED, || {
+        format!(
+            "written inside, owned by {}:{} outside",
+            made.uid(),
+            made.gid()
+        )
+    })?;
+    check(made.mode() & 0o4000 == 0 || made.uid() != 0, || {
+        "a setuid-root file".into()
+    })?;
+    check(home == "h\n", || format!("second area: {home:?}"))?;
+    second.expect_code(0, "user writes what root put there later")?;
+    check(read_back == "from-root\nmore\n", || {
+        format!("read outside: {read_back:?}")
+    })?;
+    check(after.stdout.contains("wrote"), || {
+        format!(
+            "after the grant, host uid 100000 still cannot write: {}",
+            after.show()
+        )
+    })
+}
+
 /// (4) Inside, the command is still root (with the kept capabilities, a writable HOME), so tools
 /// that expect root keep working; its map is the range.
 pub fn inside_it_is_still_root() -> Result<(), String> {

@@ -699,7 +699,7 @@ pub fn setuid_enters_the_cwd_as_the_caller() -> Result<(), String> {
     let _ = std::fs::remove_dir_all(&top);
     std::fs::create_dir_all(&inner).unwrap();
     std::fs::set_permissions(&inner, PermissionsExt::from_mode(0o755)).unwrap();
-    let run = |mode: u32| {
+    let run = |mode: u32, cwd: bool| {
         std::fs::set_permissions(&top, PermissionsExt::from_mode(mode)).unwrap();
         let mut c = Cmd::new("setpriv");
         c.command()
@@ -709,17 +709,25 @@ pub fn setuid_enters_the_cwd_as_the_caller() -> Result<(), String> {
                 "--clear-groups",
                 su.path(),
             ])
-            .args(["--ctx", "user", "--", "pwd"])
-            .current_dir(&inner);
+            .args(["--ctx", "user"]);
+        if cwd {
+            c.command().args(["--cwd", inner.to_str().unwrap()]);
+        }
+        c.command().args(["--", "pwd"]).current_dir(&inner);
         c.run()
     };
-    let closed = run(0o700);
-    let open = run(0o755);
+    let closed = run(0o700, false);
+    let asked = run(0o700, true);
+    let open = run(0o755, false);
     let _ = std::fs::remove_dir_all(&top);
-    closed.expect_code(125, "cwd below a directory the caller cannot enter")?;
-    check(closed.stderr.contains("not reachable by you"), || {
-        closed.show()
-    })?;
+    // Root could enter it; the caller cannot: the command starts in the context's workdir.
+    closed.expect_code(0, "cwd below a directory the caller cannot enter")?;
+    check(
+        !closed.stdout.contains("inner") && closed.stdout.trim().starts_with('/'),
+        || closed.show(),
+    )?;
+    asked.expect_code(125, "--cwd below a directory the caller cannot enter")?;
+    check(asked.stderr.contains("--cwd"), || asked.show())?;
     // Control: once the caller may enter it, the same launch starts there.
     open.expect_code(0, "cwd the caller can enter")?;
     check(open.stdout.trim() == inner.to_str().unwrap(), || {

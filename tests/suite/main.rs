@@ -41,6 +41,7 @@ macro_rules! tests {
 fn main() {
     harness::main(tests![
         policy_tests::every_shipped_policy_checks,
+        policy_tests::weak_contexts_are_named_and_extends_starts_from_a_safe_one,
         policy_tests::show_prints_embedded_default_verbatim,
         policy_tests::show_one_context,
         policy_tests::bad_policies_name_file_line_column,
@@ -85,6 +86,7 @@ fn main() {
         g5_launcher::timeout_gives_124,
         g5_request::env_option_sets_only_allowed_names,
         g5_request::cwd_option_moves_the_command_or_refuses,
+        g5_request::hidden_caller_directory_starts_in_workdir,
         g5_request::timeout_option_is_at_most_the_policys,
         g5_request::command_is_found_as_the_sandbox_sees_path,
         g5_request::unknown_option_is_an_error_not_a_command,
@@ -94,6 +96,7 @@ fn main() {
         g7_identity::socket_peers_see_the_mapped_uid,
         g7_identity::setuid_bits_set_inside_are_not_root_outside,
         g7_identity::work_area_is_shared_with_the_control_side,
+        g7_identity::fresh_root_made_work_areas_are_writable,
         g7_identity::inside_it_is_still_root,
         g7_identity::python_pip_and_git_work,
         g7_identity::persistent_calls_are_mapped_too,
@@ -139,7 +142,7 @@ fn main() {
         attacks::user_namespaces_cannot_be_created,
         attacks::tiocsti_cannot_inject_into_callers_tty,
         attacks::nested_sbx_exec_gives_nothing_back,
-        attacks::hidden_cwd_is_refused_not_leaked,
+        attacks::hidden_cwd_is_not_leaked,
         attacks::symlinked_policy_paths_are_refused,
         attacks::platform_refuses_tampered_programs,
         attacks::platform_refuses_programs_user_code_can_write,

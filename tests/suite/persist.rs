@@ -418,13 +418,15 @@ pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
         text.contains("\"child-pid\":") && text.contains("{\"exit-code\":3,\"reason\":\"exited\""),
         || format!("status fd: {text:?}"),
     )?;
-    // The caller's cwd carries over when the context shares it; a hidden one is refused clearly.
+    // The caller's cwd carries over when the context shares it; a hidden one is not entered.
     let mut c = Cmd::sbx(["--policy", &pol, "--ctx", "codes", "--", "pwd"]);
     c.command().current_dir("/usr/bin");
     let r = c.run();
     r.expect_code(0, "pwd")?;
     check(r.stdout.trim() == "/usr/bin", || r.show())?;
-    // A cwd hidden in the context is refused, and nothing under it leaks (runc CVE-2024-21626).
+    // A cwd hidden in the context is not entered: the command starts in the context's workdir
+    // (here /, it has no writable area), and nothing under the hidden one leaks (runc
+    // CVE-2024-21626); a --cwd there is refused.
     let sub = hidden.join("sub");
     std::fs::create_dir_all(&sub).map_err(|e| e.to_string())?;
     std::fs::write(sub.join("private.txt"), "outside-only").map_err(|e| e.to_string())?;
@@ -434,14 +436,32 @@ pub fn exit_status_and_status_fd_pass_through() -> Result<(), String> {
         "--ctx",
         "codes",
         "--",
-        "cat",
-        "private.txt",
+        "sh",
+        "-c",
+        "cat private.txt; pwd",
     ]);
     c.command().current_dir(&sub);
     let r = c.run();
-    r.expect_code(125, "cwd hidden in the context")?;
     check(
-        r.stderr.contains("does not exist inside") && !r.stdout.contains("outside-only"),
+        !r.stdout.contains("outside-only") && r.stdout.trim() == "/",
+        || r.show(),
+    )?;
+    let r = Cmd::sbx([
+        "--policy",
+        &pol,
+        "--ctx",
+        "codes",
+        "--cwd",
+        sub.to_str().unwrap(),
+        "--",
+        "cat",
+        "private.txt",
+    ])
+    .run();
+    r.expect_code(125, "--cwd hidden in the context")?;
+    check(
+        r.stderr.contains("no such directory inside the context")
+            && !r.stdout.contains("outside-only"),
         || r.show(),
     )?;
     let mut c = Cmd::sh("cat private.txt");

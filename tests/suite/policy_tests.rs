@@ -36,6 +36,75 @@ pub fn every_shipped_policy_checks() -> Result<(), String> {
     check(n > 0, || "no policies found".into())
 }
 
+/// A context written from scratch for untrusted code is weak in five ways; `policy check` says
+/// each, naming its line, and still accepts the file. The same context written as `extends =
+/// "user"` gets no warning, launches with user's walls (read-only /usr, its own network) and its
+/// own override, and `policy show` prints it merged. `--policy` before the subcommand works.
+pub fn weak_contexts_are_named_and_extends_starts_from_a_safe_one() -> Result<(), String> {
+    let dir = TempDir::new("weak");
+    let weak = dir.path().join("weak.toml");
+    std::fs::write(
+        &weak,
+        "version = 1\n\n# a quick one\n[context.job]\nnamespaces = [\"mount\"]\ntimeout = 60\n",
+    )
+    .unwrap();
+    let r = Cmd::sbx(["policy".as_ref(), "check".as_ref(), weak.as_os_str()]).run();
+    r.expect_code(0, "policy check of a weak policy")?;
+    let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.contains("warning")).collect();
+    check(
+        warnings.len() == 5
+            && warnings
+                .iter()
+                .all(|l| l.contains("line 4: context \"job\"")),
+        || format!("expected five warnings naming line 4: {}", r.show()),
+    )?;
+    let safe = dir.path().join("safe.toml");
+    std::fs::write(
+        &safe,
+        "version = 1\n[context.job]\nextends = \"user\"\ntimeout = 60\n",
+    )
+    .unwrap();
+    let r = Cmd::sbx([
+        "--policy".as_ref(),
+        safe.as_os_str(),
+        "policy".as_ref(),
+        "check".as_ref(),
+    ])
+    .run();
+    r.expect_code(0, "policy check of the extending policy")?;
+    check(!r.stderr.contains("warning"), || r.show())?;
+    let shown = Cmd::sbx([
+        "--policy".as_ref(),
+        safe.as_os_str(),
+        "policy".as_ref(),
+        "show".as_ref(),
+        "--ctx".as_ref(),
+        "job".as_ref(),
+    ])
+    .run();
+    shown.expect_code(0, "policy show --ctx job")?;
+    check(
+        shown.stdout.contains("timeout = 60")
+            && shown.stdout.contains("identity")
+            && shown.stdout.contains("extends = \"user\""),
+        || shown.show(),
+    )?;
+    needs_isolation()?;
+    let run = Cmd::sbx([
+        "--policy".as_ref(),
+        safe.as_os_str(),
+        "--ctx".as_ref(),
+        "job".as_ref(),
+        "--".as_ref(),
+        "sh".as_ref(),
+        "-c".as_ref(),
+        "touch /usr/x 2>/dev/null || echo ro; grep -c : /proc/net/dev".as_ref(),
+    ])
+    .run();
+    run.expect_code(0, "launch of the extending context")?;
+    check(run.stdout == "ro\n1\n", || run.show())
+}
+
 /// `policy show` prints the embedded default verbatim (comments included), and what it prints is
 /// the policy the documentation describes: read as TOML and checked key by key, and accepted back
 /// by `policy check`. (The embedded text is `policies/default.toml` by construction, through

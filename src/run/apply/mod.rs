@@ -13,3 +13,4 @@ pub mod procfs;
 pub mod seccomp;
 pub mod secret_files;
 pub mod sysfs;
+pub mod workareas;

@@ -1,0 +1,191 @@
+//! `extends = "NAME"`: a context that starts from another one and overrides keys. The base is a
+//! context of the same file, or of the embedded default (`control`, `platform`, `user`) when the
+//! file has none of that name (or the context extends its own name: `[context.user]` with
+//! `extends = "user"` refines the shipped `user`). Tables are merged key by key, recursively;
+//! any other value (a string, a number, an array) given by the context replaces the base's
+//! whole. Chains are followed (at most [`MAX_DEPTH`] deep); a cycle or an unknown base is an
+//! error naming the line.
+//!
+//! The file is first parsed as written (so every key and value is checked with its line and
+//! column); the merge then only combines values that were each valid.
+
+use anyhow::{bail, Result};
+use toml::{Table, Value};
+
+/// How many `extends` a context may go through.
+pub const MAX_DEPTH: usize = 8;
+
+/// The policy text's tables with every `extends` resolved.
+pub fn resolve(text: &str, origin: &str) -> Result<Table> {
+    let mut top: Table = toml::from_str(text)?;
+    let own = contexts(&top).clone();
+    let shipped = shipped()?;
+    let mut merged = Table::new();
+    for name in own.keys() {
+        merged.insert(
+            name.clone(),
+            Value::Table(one(name, &own, &shipped, text, origin)?),
+        );
+    }
+    top.insert("context".into(), Value::Table(merged));
+    Ok(top)
+}
+
+/// The `context` table of a policy's tables (empty if it has none).
+fn contexts(top: &Table) -> &Table {
+    static EMPTY: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
+    match top.get("context") {
+        Some(Value::Table(t)) => t,
+        _ => EMPTY.get_or_init(Table::new),
+    }
+}
+
+/// The embedded default's contexts.
+fn shipped() -> Result<Table> {
+    let top: Table = toml::from_str(super::EMBEDDED_DEFAULT)?;
+    Ok(contexts(&top).clone())
+}
+
+/// Context `name` of `own`, its bases merged under it.
+fn one(name: &str, own: &Table, shipped: &Table, text: &str, origin: &str) -> Result<Table> {
+    let line = || super::validate::find_line(text, &format!("[context.{name}")).unwrap_or(0);
+    let mut chain: Vec<(String, bool)> = vec![(name.to_string(), false)];
+    let mut layers: Vec<Table> = Vec::new();
+    let mut current = table_of(own, name).cloned().unwrap_or_default();
+    loop {
+        let Some(Value::String(base)) = current.get("extends").cloned() else {
+            layers.push(current);
+            break;
+        };
+        let (last, in_shipped) = chain.last().cloned().unwrap_or_default();
+        // Looked up in the same file first, unless it names itself or is already a shipped one.
+        let from_own = !in_shipped && base != last && own.contains_key(&base);
+        let next = match from_own {
+            true => table_of(own, &base),
+            false => table_of(shipped, &base),
+        };
+        let Some(next) = next else {
+            let known: Vec<&String> = shipped.keys().collect();
+            bail!(
+                "invalid policy {origin}:{}: context \"{name}\": extends = \"{base}\": no such context in this file or the embedded default ({})",
+                line(),
+                known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        };
+        if chain.iter().any(|(n, s)| *n == base && *s != from_own) {
+            let names: Vec<&str> = chain.iter().map(|(n, _)| n.as_str()).collect();
+            bail!(
+                "invalid policy {origin}:{}: context \"{name}\": extends goes round in a circle ({} -> {base})",
+                line(),
+                names.join(" -> ")
+            );
+        }
+        if chain.len() > MAX_DEPTH {
+            bail!(
+                "invalid policy {origin}:{}: context \"{name}\": extends is more than {MAX_DEPTH} deep",
+                line()
+            );
+        }
+        let mut layer = current;
+        layer.remove("extends");
+        layers.push(layer);
+        chain.push((base, !from_own));
+        current = next.clone();
+    }
+    // The deepest base first, each context's own keys over it.
+    let mut out = Table::new();
+    for layer in layers.into_iter().rev() {
+        merge(&mut out, layer);
+    }
+    // `extends` stays as the context wrote it (shown by `policy show`).
+    if let Some(Value::String(base)) = table_of(own, name).and_then(|t| t.get("extends")) {
+        out.insert("extends".into(), Value::String(base.clone()));
+    } else {
+        out.remove("extends");
+    }
+    Ok(out)
+}
+
+fn table_of<'a>(t: &'a Table, name: &str) -> Option<&'a Table> {
+    match t.get(name) {
+        Some(Value::Table(c)) => Some(c),
+        _ => None,
+    }
+}
+
+/// `over` merged into `base`: tables key by key, any other value replacing the base's.
+fn merge(base: &mut Table, over: Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{NetMode, Policy, SeccompMode};
+
+    fn parse(text: &str) -> anyhow::Result<Policy> {
+        Policy::parse(text, "t.toml")
+    }
+
+    #[test]
+    fn a_context_starts_from_the_shipped_user_and_overrides_keys() {
+        let p = parse(
+            "version = 1\n[context.job]\nextends = \"user\"\ntimeout = 60\n[context.job.fs]\nwritable = [\"/srv/work\"]\n",
+        )
+        .unwrap();
+        let job = p.context("job").unwrap();
+        assert_eq!(job.timeout, Some(60));
+        // Tables merge: fs keeps user's read_only and tmpfs, writable is replaced.
+        assert_eq!(job.fs.writable.len(), 1);
+        assert!(job
+            .fs
+            .read_only
+            .iter()
+            .any(|r| r.as_path() == std::path::Path::new("/")));
+        assert!(!job.fs.tmpfs.is_empty());
+        assert_eq!(job.security.seccomp, SeccompMode::Default);
+        assert_eq!(job.net.mode, NetMode::Private);
+        assert!(job.identity.is_some());
+        assert_eq!(job.extends.as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn same_file_bases_chains_self_names_and_errors() {
+        let p = parse(
+            "version = 1\n[context.base]\nextends = \"user\"\ntimeout = 5\n[context.leaf]\nextends = \"base\"\ndescription = \"x\"\n[context.user]\nextends = \"user\"\ntimeout = 9\n",
+        )
+        .unwrap();
+        let leaf = p.context("leaf").unwrap();
+        assert_eq!(leaf.timeout, Some(5));
+        assert!(
+            leaf.identity.is_some(),
+            "from the shipped user, two levels down"
+        );
+        // `user` extending "user" refines the shipped one.
+        let user = p.context("user").unwrap();
+        assert_eq!(user.timeout, Some(9));
+        assert!(user.identity.is_some());
+        let e = parse("version = 1\n\n[context.a]\nextends = \"nope\"\n").unwrap_err();
+        assert!(
+            e.to_string().contains("t.toml:3:") && e.to_string().contains("no such context"),
+            "{e}"
+        );
+        let e = parse("version = 1\n[context.a]\nextends = \"b\"\n[context.b]\nextends = \"a\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("circle"), "{e}");
+        // A bad value in the extending context is still reported with its line and column.
+        let e =
+            parse("version = 1\n[context.a]\nextends = \"user\"\ntimeout = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("t.toml:4:"), "{e}");
+        // The merged context is validated like any other.
+        let e = parse("version = 1\n[context.a]\nextends = \"user\"\nnamespaces = [\"mount\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("context \"a\""), "{e}");
+    }
+}
