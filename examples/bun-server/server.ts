@@ -12,13 +12,18 @@
 // SBX_POLICY, if set, names the policy file sbx-exec uses (else its system or embedded one).
 //
 //   GET  /health                                         -> {"ok":true,"pid":N}
-//   POST /exec {ctx, cmd, secrets?, env?, cwd?, timeout?} -> {"exitCode":N,"reason":"exited",
+//   POST /exec {ctx, cmd, secrets?, env?, cwd?, timeout?} -> 200 {"exitCode":N,"reason":"exited",
 //                                                             "stdout":"...","stderr":"...","pid":N}
+//                                   sbx-exec refused it:  -> 422 {"error":"refused","reason":"refused",
+//                                                             "exitCode":125,"message":"..."}
+//
+// Commands start in the context's own working directory (the client passes --in-workdir and runs
+// sbx-exec in /), never in this server's; `cwd` (an absolute path) picks another.
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
-import { exec, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
+import { errorFor, exec, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
 
 const apiPort = process.env.API_PORT ?? process.env.PORT ?? "8080";
 const MAX_BODY = 4 * 1024 * 1024;
@@ -95,7 +100,7 @@ const isStringMap = (v: unknown): v is Record<string, string> =>
   typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
 
 const USAGE =
-  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: string, timeout?: seconds}";
+  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: absolute path, timeout?: seconds}";
 
 const api = http.createServer(async (req, res) => {
   try {
@@ -121,7 +126,7 @@ const api = http.createServer(async (req, res) => {
         cmd.length === 0 ||
         (secrets !== undefined && !isStringMap(secrets)) ||
         (env !== undefined && !isStringMap(env)) ||
-        (cwd !== undefined && typeof cwd !== "string") ||
+        (cwd !== undefined && !(typeof cwd === "string" && cwd.startsWith("/"))) ||
         (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) > 0))
       ) {
         return reply(res, 400, { error: USAGE });
@@ -144,6 +149,16 @@ const api = http.createServer(async (req, res) => {
         signal: abort.signal,
         throwOnError: false,
       });
+      // Nothing ran: sbx-exec refused (exit 125, whatever the reason, or reason "refused", e.g. a
+      // command not found). Its message says why and never holds a secret value.
+      if (r.reason === "refused" || r.code === 125) {
+        return reply(res, 422, {
+          error: "refused",
+          reason: "refused",
+          exitCode: r.code,
+          message: r.message ?? errorFor(r)?.message ?? `status ${r.code}`,
+        });
+      }
       return reply(res, 200, {
         exitCode: r.code,
         reason: r.reason,
@@ -155,7 +170,9 @@ const api = http.createServer(async (req, res) => {
     }
     reply(res, 404, { error: "not found" });
   } catch (e) {
-    // Never echo the request body: it may hold secrets. Typed errors carry no secret values.
+    // Never echo the request body: it may hold secrets. Typed errors carry no secret values; a
+    // TypeError is the client's check of the request (a bad name in env or secrets).
+    if (e instanceof TypeError) return reply(res, 400, { error: USAGE });
     const status = e instanceof SbxUnavailable ? 503 : e instanceof SbxError ? 502 : 500;
     reply(res, status, { error: e instanceof Error ? e.name : "error" });
   }

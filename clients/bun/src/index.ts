@@ -2,9 +2,15 @@
 //
 // Everything goes through node:child_process (Bun implements it, extra stdio pipes included), so
 // one code path serves both runtimes. Per call, sbx-exec gets:
-//   fd 3  --status-fd 3   JSON lines {"child-pid":N} then {"exit-code":C} (parsed tolerantly)
+//   fd 3  --status-fd 3   JSON lines {"child-pid":N} then {"exit-code":C,"reason":R,...} (parsed
+//                         tolerantly; a refusal is {"exit-code":125,"reason":"refused","message":M})
 //   fd 4  --secrets-fd 4  the secrets as one JSON object, written while the process runs
+//   cwd   /               never the caller's own directory: `--in-workdir` (the context's workdir)
+//                         unless `opts.cwd` names one (`--cwd DIR`)
 // Secrets never go into argv or the environment of sbx-exec. No runtime dependencies.
+//
+// dist/index.js and dist/index.d.ts are generated from this file by `npm run build` (tsc) and
+// committed, so the package installs with no build step; a test checks they are up to date.
 
 import { spawn as nodeSpawn, type ChildProcess } from "node:child_process";
 import { constants as osConstants } from "node:os";
@@ -23,7 +29,15 @@ export type ExitReason =
   /** `opts.signal` was aborted: sbx-exec got SIGTERM (and SIGKILL after the grace period) */
   | "aborted"
   /** sbx-exec did not start the command (bad usage, policy, context, secrets, isolation) */
-  | "refused";
+  | "refused"
+  /** the kernel's OOM killer killed a process of the call (its cgroup's `memory_max`) */
+  | "oom"
+  /** the command failed after a fork was refused at the call's `pids_max` */
+  | "pids_limit"
+  /** the persistent context was stopped (`sbx-exec ctx stop`) while the command ran */
+  | "stopped"
+  /** the persistent context's keeper died while the command ran */
+  | "keeper_died";
 
 export interface ClientOptions {
   /** Path to sbx-exec. Default: $SBX_EXEC, else `sbx-exec` on PATH. */
@@ -37,7 +51,11 @@ export interface RunOptions extends ClientOptions {
   secrets?: Record<string, string>;
   /** Non-secret variables (`--env NAME=VALUE`); the context's `env.caller` must list each name. */
   env?: Record<string, string>;
-  /** Working directory inside the context (`--cwd DIR`). */
+  /**
+   * Working directory inside the context, an absolute path (`--cwd DIR`). Default: the context's
+   * own (`--in-workdir`: the policy's `workdir`, else its first writable area, else `/`), never
+   * the directory of the calling process.
+   */
   cwd?: string;
   /** Seconds before sbx-exec stops the command (`--timeout SECS`, at most the policy's `timeout`). */
   timeout?: number;
@@ -68,8 +86,13 @@ export interface Result {
   /** The command's pid (from the status fd); undefined if it never started. */
   pid: number | undefined;
   reason: ExitReason;
-  /** Signal name when reason is "signaled" (or "aborted" by a signal), e.g. "SIGTERM". */
+  /** Signal name when the command (or sbx-exec) died of a signal, e.g. "SIGTERM". */
   signal?: string;
+  /**
+   * Why sbx-exec refused (reason "refused", or status 125): its own message, from the status fd
+   * (else from its stderr). Never holds a secret value.
+   */
+  message?: string;
 }
 
 export interface ExecResult extends Result {
@@ -91,8 +114,8 @@ export interface SandboxProcess {
   sbxPid: number | undefined;
   /** Settles when sbx-exec exits; rejects with a typed error only if `throwOnError`. */
   exited: Promise<Result>;
-  /** Send a signal to sbx-exec, which forwards TERM, INT, HUP, QUIT, USR1, USR2, WINCH to the command. */
-  kill(signal?: NodeJS.Signals | number): void;
+  /** Send a signal (name or number) to sbx-exec, which forwards TERM, INT, HUP, QUIT, USR1, USR2, WINCH to the command. */
+  kill(signal?: string | number): void;
 }
 
 /** One entry of `sbx-exec ctx list --json`. */
@@ -134,7 +157,10 @@ export class SbxError extends Error {
   readonly stdout: string;
   readonly pid: number | undefined;
   readonly reason: ExitReason | undefined;
-  constructor(message: string, r: { code: number; stderr?: string; stdout?: string; pid?: number; reason?: ExitReason }) {
+  constructor(
+    message: string,
+    r: { code: number; stderr?: string; stdout?: string; pid?: number; reason?: ExitReason },
+  ) {
     super(message);
     this.name = new.target.name;
     this.code = r.code;
@@ -144,7 +170,8 @@ export class SbxError extends Error {
     this.reason = r.reason;
   }
 }
-/** Exit 125: sbx-exec refused or failed (the message is sbx-exec's own, from stderr). */
+/** Exit 125 (whatever the reason), or reason "refused": sbx-exec refused or failed; the message is
+ * sbx-exec's own (the status fd's `message`, else its stderr). */
 export class Refused extends SbxError {}
 /** Exit 126: the command was found but cannot be executed. */
 export class NotExecutable extends SbxError {}
@@ -175,6 +202,7 @@ const STATUS_FD = 3;
 const SECRETS_FD = 4;
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const STDERR_TAIL = 64 * 1024;
+const MESSAGE_MAX = 2000;
 
 function binOf(o: ClientOptions): string {
   return o.bin ?? process.env.SBX_EXEC ?? "sbx-exec";
@@ -203,9 +231,13 @@ export function buildArgs(ctx: string, argv: string[], opts: RunOptions, fds: { 
     if (typeof v !== "string" || v.includes("\0")) throw new TypeError(`sbx: env: ${k} must be a string without NUL`);
     args.push("--env", `${k}=${v}`);
   }
+  // Never the caller's directory: sbx-exec would take it as the command's (it is spawned in /).
   if (opts.cwd !== undefined) {
-    if (typeof opts.cwd !== "string" || opts.cwd === "") throw new TypeError("sbx: cwd must be a non-empty string");
+    if (typeof opts.cwd !== "string" || !opts.cwd.startsWith("/") || opts.cwd.includes("\0"))
+      throw new TypeError("sbx: cwd must be an absolute path");
     args.push("--cwd", opts.cwd);
+  } else {
+    args.push("--in-workdir");
   }
   if (opts.timeout !== undefined) {
     if (!Number.isInteger(opts.timeout) || opts.timeout <= 0)
@@ -230,7 +262,13 @@ function checkSecrets(s: Record<string, string> | undefined): boolean {
   return names.length > 0;
 }
 
-const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/** `p`, or undefined after `ms`; the timer is cleared as soon as `p` settles, so it never keeps
+ * the process alive after the call is over. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const t = new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), ms)));
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
 
 /** A child's output as a web ReadableStream with backpressure, closable once the child is gone. */
 class OutPipe {
@@ -316,6 +354,8 @@ class StatusReader {
   childPid: number | undefined;
   exitCode: number | undefined;
   reason: string | undefined;
+  signal: string | undefined;
+  message: string | undefined;
   readonly ended: Promise<void>;
   private rest = "";
   onPid: (pid: number) => void = () => {};
@@ -353,6 +393,8 @@ class StatusReader {
     }
     if (typeof o["exit-code"] === "number") this.exitCode = o["exit-code"];
     if (typeof o["reason"] === "string") this.reason = o["reason"];
+    if (typeof o["signal"] === "string" && /^SIG[A-Z0-9+-]+$/.test(o["signal"])) this.signal = o["signal"];
+    if (typeof o["message"] === "string") this.message = o["message"].slice(0, MESSAGE_MAX);
   }
 
   close() {
@@ -360,12 +402,17 @@ class StatusReader {
   }
 }
 
-const REASONS: ExitReason[] = ["exited", "signaled", "timeout", "aborted", "refused"];
+const REASONS: ExitReason[] = [
+  "exited", "signaled", "timeout", "aborted", "refused", "oom", "pids_limit", "stopped", "keeper_died",
+];
+/** Reasons whose status is not a signal death even when it is above 128. */
+const NOT_A_SIGNAL: ExitReason[] = ["exited", "refused", "timeout"];
 
 function classify(
   exit: { code: number | null; signal: NodeJS.Signals | null },
   status: StatusReader,
   aborted: boolean,
+  stderr: string,
 ): Result {
   let code: number;
   let signal: string | undefined;
@@ -376,6 +423,7 @@ function classify(
     signal = exit.signal ?? "SIGKILL";
     code = 128 + signalNumber(signal);
   }
+  signal ??= status.signal;
   if (signal === undefined && code > 128 && code <= 128 + 64) signal = signalName(code - 128);
   const pid = status.childPid;
   let reason: ExitReason;
@@ -383,40 +431,53 @@ function classify(
   else if (status.reason !== undefined && (REASONS as string[]).includes(status.reason))
     reason = status.reason as ExitReason;
   else if (exit.code === null) reason = "signaled";
-  else if (pid === undefined && status.exitCode === undefined && code >= 125 && code <= 127) reason = "refused";
+  // No (known) reason on the status fd: 125 is sbx-exec's own failure; 126/127 before anything
+  // started is a refusal too.
+  else if (code === 125) reason = "refused";
+  else if (pid === undefined && (code === 126 || code === 127)) reason = "refused";
   else if (code === 124) reason = "timeout";
   else if (signal !== undefined) reason = "signaled";
   else reason = "exited";
   const r: Result = { code, pid, reason };
-  if (signal !== undefined && (reason === "signaled" || reason === "aborted")) r.signal = signal;
+  if (signal !== undefined && !NOT_A_SIGNAL.includes(reason)) r.signal = signal;
+  if (reason === "refused" || code === 125) {
+    // Once the command may have run, its stderr is its own: only sbx-exec's lines are taken.
+    const message = status.message ?? sbxMessage(stderr, pid === undefined);
+    if (message) r.message = message;
+  }
   return r;
 }
 
-/** sbx-exec's own message: its `sbx-exec: …`/`error: …` lines, else the last non-empty line. */
-function sbxMessage(stderr: string): string {
+/** sbx-exec's own message on stderr: its `sbx-exec: …`/`error: …` lines, else (only when
+ * `lastLine`: nothing else can have written there) the last non-empty line. */
+function sbxMessage(stderr: string, lastLine = true): string {
   const lines = stderr.split("\n").map((l) => l.trim()).filter(Boolean);
   const own = lines.filter((l) => l.startsWith("sbx-exec:") || l.startsWith("error:"));
-  return (own.length ? own.join("; ") : lines.at(-1) ?? "").slice(0, 2000);
+  return (own.length ? own.join("; ") : lastLine ? lines.at(-1) ?? "" : "").slice(0, MESSAGE_MAX);
 }
 
-/** The typed error for a result that is not a success, or undefined. */
+/** The typed error for a result that is not a success, or undefined. Exit 125 is always `Refused`
+ * (sbx-exec's own status), with the message from the status fd, else from stderr. */
 export function errorFor(r: Result & { stderr?: string; stdout?: string }): SbxError | undefined {
-  if (r.code === 0 && r.reason === "exited") return undefined;
+  if (r.code === 0 && r.reason !== "aborted" && r.reason !== "refused") return undefined;
   const d = { code: r.code, stderr: r.stderr, stdout: r.stdout, pid: r.pid, reason: r.reason };
+  const why = r.message ?? sbxMessage(r.stderr ?? "", r.pid === undefined);
   if (r.reason === "aborted") return new Aborted(`sbx: aborted; the sandbox was ended (status ${r.code})`, d);
-  if (r.reason === "refused" && r.code === 125)
-    return new Refused(`sbx-exec refused: ${sbxMessage(r.stderr ?? "") || "exit 125"}`, d);
-  if (r.code === 127) return new NotFound(`sbx: command not found (${sbxMessage(r.stderr ?? "")})`, d);
-  if (r.code === 126) return new NotExecutable(`sbx: command not executable (${sbxMessage(r.stderr ?? "")})`, d);
+  if (r.code === 125 && r.reason === "exited" && !r.message)
+    return new Refused("sbx: status 125, sbx-exec's refusal status (here the command itself exited 125)", d);
+  if (r.code === 125) return new Refused(`sbx-exec refused: ${why || "exit 125"}`, d);
+  if (r.code === 127) return new NotFound(`sbx: command not found (${why})`, d);
+  if (r.code === 126) return new NotExecutable(`sbx: command not executable (${why})`, d);
+  if (r.reason === "refused") return new Refused(`sbx-exec refused: ${why || `exit ${r.code}`}`, d);
   if (r.reason === "timeout") return new TimedOut("sbx: the timeout ran out; the command was stopped (exit 124)", d);
-  if (r.reason === "signaled" && r.signal !== undefined)
-    return new Signaled(`sbx: the command was killed by ${r.signal} (status ${r.code})`, {
+  const also = r.reason === "signaled" || r.reason === "exited" ? "" : `; reason ${r.reason}`;
+  if (r.signal !== undefined)
+    return new Signaled(`sbx: the command was killed by ${r.signal} (status ${r.code}${also})`, {
       ...d,
       signal: r.signal,
       signo: signalNumber(r.signal) || r.code - 128,
     });
-  if (r.code === 125) return new Refused(`sbx-exec refused: ${sbxMessage(r.stderr ?? "") || "exit 125"}`, d);
-  return new NonZeroExit(`sbx: the command exited with status ${r.code}`, d);
+  return new NonZeroExit(`sbx: the command exited with status ${r.code}${also}`, d);
 }
 
 // -------------------------------------------------------------------------------------- the calls
@@ -435,7 +496,8 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
 
   const stdio: ("pipe" | "ignore")[] = [stdin, "pipe", "pipe", "pipe"];
   if (withSecrets) stdio.push("pipe");
-  const child: ChildProcess = nodeSpawn(bin, args, { stdio });
+  // In /, so sbx-exec never sees this process's directory (it would use it as the command's).
+  const child: ChildProcess = nodeSpawn(bin, args, { stdio, cwd: "/" });
   // A binary that cannot be started: Bun leaves the stdio null; 'error' then reports it.
   const none = () => Readable.from([]);
   const stdoutSrc = child.stdout ?? none();
@@ -501,14 +563,18 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
       exitedFlag = true;
       if (killTimer) clearTimeout(killTimer);
       signal?.removeEventListener("abort", onAbort);
-      // The status fd is held by sbx-exec alone: it ends now. Bound the wait anyway.
-      await Promise.race([status.ended, delay(1000)]);
+      // The status fd is held by sbx-exec alone: it ends now. Bound the wait anyway. (Every wait
+      // here clears its timer when it is over: none may keep the process alive after the call.)
+      await within(status.ended, 1000);
       status.close();
       resolvePid(status.childPid);
+      // stdout/stderr end at once unless a background process of a persistent context holds
+      // them: then they are closed after `grace` ms without data (they keep the loop alive
+      // until then, so nothing written meanwhile is lost).
       out.closeWhenIdle(grace);
       errp.closeWhenIdle(grace);
-      await Promise.race([errp.done, delay(grace * 2)]);
-      const result = classify({ code, signal: sig }, status, aborted);
+      await within(errp.done, grace * 2);
+      const result = classify({ code, signal: sig }, status, aborted, tail);
       resolve({ result, err: errorFor({ ...result, stderr: tail }) });
     });
   });
@@ -525,7 +591,7 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
       return result;
     }),
     kill: (s = "SIGTERM") => {
-      if (!exitedFlag) child.kill(s);
+      if (!exitedFlag) child.kill(s as NodeJS.Signals | number);
     },
   };
   proc.exited.catch(() => {}); // a caller that never awaits it must not get an unhandled rejection
@@ -579,7 +645,7 @@ export async function exec(ctx: string, argv: string[], opts: ExecOptions = {}):
 function runSbx(opts: ClientOptions, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const bin = binOf(opts);
   return new Promise((resolve, reject) => {
-    const c = nodeSpawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const c = nodeSpawn(bin, args, { stdio: ["ignore", "pipe", "pipe"], cwd: "/" });
     let stdout = "";
     let stderr = "";
     c.stdout?.setEncoding("utf8").on("data", (s: string) => (stdout += s));

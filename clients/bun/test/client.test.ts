@@ -1,23 +1,14 @@
 // @sbx/client against the real sbx-exec (as root): SBX_EXEC, default ../../target/<tuple>/debug/sbx-exec.
 // Without the binary or root the tests are skipped locally and FAIL under CI=true.
 //
-// Tests marked [flags] use --env / --cwd / --timeout and the policy key env.caller, which sbx-exec
-// does not have yet on this branch: they fail until it does.
+// Tests marked [flags] use --env / --cwd / --timeout and the policy key env.caller; [workdir] the
+// flag --in-workdir (every call without a cwd passes it) and the policy key `workdir`. An sbx-exec
+// without them fails those tests.
 import { afterAll, describe, expect, test } from "bun:test";
 import { createHash, randomBytes } from "node:crypto";
-import {
-  accessSync,
-  chmodSync,
-  constants,
-  existsSync,
-  mkdtempSync,
-  readFileSync,
-  readdirSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import {
   Aborted,
   NonZeroExit,
@@ -36,33 +27,13 @@ import {
   probe,
   spawn,
 } from "../src/index.ts";
+import { BIN, CI, HERE, why } from "./env.ts";
 
-const HERE = import.meta.dir;
-const BIN = resolve(process.env.SBX_EXEC ?? defaultBin());
 const POLICY = join(HERE, "policy.toml");
 const FLAGS_POLICY = join(HERE, "policy-flags.toml");
-const CI = process.env.CI === "true";
+const WORKDIR_POLICY = join(HERE, "policy-workdir.toml");
+const DIST = join(HERE, "../dist/index.js");
 
-/** The debug build under target/<host tuple>/ (the repository's .cargo/config.toml puts it there). */
-function defaultBin(): string {
-  const target = join(HERE, "../../../target");
-  const tuples = existsSync(target) ? readdirSync(target) : [];
-  const found = tuples
-    .map((t) => join(target, t, "debug/sbx-exec"))
-    .find((p) => existsSync(p) && !p.includes("/target/debug/"));
-  return found ?? join(target, "<host tuple>/debug/sbx-exec");
-}
-
-function missing(): string | undefined {
-  try {
-    accessSync(BIN, constants.X_OK);
-  } catch {
-    return `sbx-exec not found at ${BIN} (set SBX_EXEC, or run cargo build)`;
-  }
-  if (process.getuid?.() !== 0) return "not running as root (the sandbox needs namespaces)";
-  return undefined;
-}
-const why = missing();
 if (why && CI) {
   test("the real sbx-exec is available (CI=true)", () => {
     throw new Error(why);
@@ -125,13 +96,25 @@ describe("argv and status parsing", () => {
     expect(() => buildArgs("user", ["x"], { timeout: 1.5 }, { secrets: false })).toThrow(TypeError);
   });
 
+  test("no cwd option: --in-workdir (the context's directory), never the caller's; a cwd must be absolute", () => {
+    expect(buildArgs("user", ["pwd"], {}, { secrets: false })).toEqual([
+      "--in-workdir", "--ctx", "user", "--status-fd", "3", "--", "pwd",
+    ]);
+    const withCwd = buildArgs("user", ["pwd"], { cwd: "/workspace/app" }, { secrets: false });
+    expect(withCwd).toContain("/workspace/app");
+    expect(withCwd).not.toContain("--in-workdir"); // the two conflict in sbx-exec
+    expect(withCwd.indexOf("--cwd")).toBe(withCwd.indexOf("/workspace/app") - 1);
+    for (const cwd of ["app", "./app", "", "/a\0b"])
+      expect(() => buildArgs("user", ["pwd"], { cwd }, { secrets: false })).toThrow(TypeError);
+  });
+
   // A stand-in for sbx-exec that writes given status lines: the parser ignores what it does not
   // know (garbage, extra fields) and honours a later "reason" field.
   const dir = mkdtempSync(join(tmpdir(), "sbx-client-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  function fake(status: string, code: number): string {
+  function fake(status: string, code: number, body = "echo out; echo err >&2"): string {
     const p = join(dir, `fake-${Math.random().toString(36).slice(2)}`);
-    writeFileSync(p, `#!/bin/sh\nprintf '%s' '${status}' >&3\necho out; echo err >&2\nexit ${code}\n`);
+    writeFileSync(p, `#!/bin/sh\nprintf '%s' '${status}' >&3\n${body}\nexit ${code}\n`);
     chmodSync(p, 0o755);
     return p;
   }
@@ -149,6 +132,69 @@ describe("argv and status parsing", () => {
     const t = fake('{"child-pid":7}\n{"exit-code":124}\n', 124);
     expect(await caught(exec("x", ["true"], { bin: t }))).toBeInstanceOf(TimedOut);
   });
+  test("reason refused: Refused with the status fd's message (not stderr's), result.message too", async () => {
+    const msg = 'unknown context "x"; this policy defines: user';
+    const bin = fake(`{"exit-code":125,"reason":"refused","message":${JSON.stringify(msg)}}\n`, 125, "echo noise >&2");
+    const e = await caught(exec("x", ["true"], { bin }));
+    expect(e).toBeInstanceOf(Refused);
+    expect([e.code, e.reason, e.message]).toEqual([125, "refused", `sbx-exec refused: ${msg}`]);
+    const r = await exec("x", ["true"], { bin, throwOnError: false });
+    expect([r.code, r.reason, r.message, r.pid]).toEqual([125, "refused", msg, undefined]);
+    // spawn's exited carries it too.
+    expect(await spawn("x", ["true"], { bin }).exited).toMatchObject({ code: 125, reason: "refused", message: msg });
+    // A refusal after the command's pid was reported (a --cwd the sandbox lacks) is one too.
+    const late = fake(`{"child-pid":9}\n{"exit-code":125,"reason":"refused","message":"no such dir"}\n`, 125);
+    const l = await caught(exec("x", ["true"], { bin: late }));
+    expect([l.constructor, l.reason, l.message]).toEqual([Refused, "refused", "sbx-exec refused: no such dir"]);
+  });
+
+  test("exit 125 is Refused whatever the reason; without a reason it is reason refused", async () => {
+    // An sbx-exec that writes no reason (older ones): 125 after the pid is still its own failure.
+    const old = fake('{"child-pid":9}\n{"exit-code":125}\n', 125, "echo 'sbx-exec: cannot enter /x' >&2");
+    const r = await exec("x", ["true"], { bin: old, throwOnError: false });
+    expect([r.reason, r.message]).toEqual(["refused", "sbx-exec: cannot enter /x"]);
+    const e = await caught(exec("x", ["true"], { bin: old }));
+    expect([e.constructor, e.message]).toEqual([Refused, "sbx-exec refused: sbx-exec: cannot enter /x"]);
+    // The command itself exited 125 (reason exited): still Refused, and its output is not the message.
+    const own = fake('{"child-pid":9}\n{"exit-code":125,"reason":"exited"}\n', 125, "echo my-output >&2");
+    const o = await caught(exec("x", ["true"], { bin: own }));
+    expect([o.constructor, o.reason]).toEqual([Refused, "exited"]);
+    expect(o.message).not.toContain("my-output");
+    expect(o.stderr).toBe("my-output\n");
+    // No status at all: 125 is a refusal, with sbx-exec's stderr line.
+    const none = fake("", 125, "echo 'error: unexpected argument --in-workdir' >&2");
+    const n = await exec("x", ["true"], { bin: none, throwOnError: false });
+    expect([n.reason, n.message]).toEqual(["refused", "error: unexpected argument --in-workdir"]);
+  });
+
+  test("reasons sbx-exec reports beyond the basic ones (oom, pids_limit, stopped) are kept", async () => {
+    const oom = fake('{"child-pid":9}\n{"exit-code":137,"reason":"oom","signal":"SIGKILL"}\n', 137);
+    const e = await caught(exec("x", ["true"], { bin: oom }));
+    expect(e).toBeInstanceOf(Signaled);
+    expect([e.reason, (e as Signaled).signal]).toEqual(["oom", "SIGKILL"]);
+    expect(e.message).toContain("oom");
+    const pids = fake('{"child-pid":9}\n{"exit-code":1,"reason":"pids_limit"}\n', 1);
+    const p = await exec("x", ["true"], { bin: pids, throwOnError: false });
+    expect([p.code, p.reason, p.signal]).toEqual([1, "pids_limit", undefined]);
+    expect(await caught(exec("x", ["true"], { bin: pids }))).toBeInstanceOf(NonZeroExit);
+  });
+
+  test("sbx-exec runs in / with --in-workdir, whatever the caller's directory", async () => {
+    const bin = fake('{"child-pid":9}\n{"exit-code":0}\n', 0, 'pwd; printf "%s " "$@"');
+    const here = process.cwd();
+    const d = mkdtempSync(join(tmpdir(), "sbx-client-cwd-"));
+    process.chdir(d);
+    try {
+      const r = await exec("x", ["true"], { bin });
+      expect(r.stdout).toBe("/\n--in-workdir --ctx x --status-fd 3 -- true ");
+      expect((await exec("x", ["true"], { bin, cwd: "/srv" })).stdout).toBe("/\n--cwd /srv --ctx x --status-fd 3 -- true ");
+      expect((await probe({ bin: fake("", 0, 'echo "{\\"pwd\\":\\"$(pwd)\\"}"') })) as unknown).toEqual({ pwd: "/" });
+    } finally {
+      process.chdir(here);
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+
   test("a missing binary is SbxUnavailable", async () => {
     const e = await caught(exec("user", ["true"], { bin: join(dir, "no-such-sbx-exec") }));
     expect(e).toBeInstanceOf(SbxUnavailable);
@@ -325,6 +371,11 @@ describe("every error type from a real call", () => {
     expect([e.code, e.reason]).toEqual([125, "refused"]);
     expect(e.message).toContain('unknown context "nope"');
     expect(e.stderr).toContain("unknown context");
+    // The status fd's {"exit-code":125,"reason":"refused","message":…}, as the result's message.
+    const r = await sbx.exec("nope", ["true"], { throwOnError: false });
+    expect([r.code, r.reason, r.pid]).toEqual([125, "refused", undefined]);
+    expect(r.message).toStartWith('unknown context "nope"');
+    expect(r.message).not.toStartWith("sbx-exec:"); // from the status fd, not stderr
   }, T);
   real("NotExecutable (126)", async () => {
     const e = await caught(sbx.exec("box", ["/etc"]));
@@ -400,6 +451,40 @@ describe("[flags] env, cwd, timeout (need sbx-exec --env/--cwd/--timeout and env
   }, T);
 });
 
+describe("[workdir] where a command starts (needs sbx-exec --in-workdir and the policy key workdir)", () => {
+  real("[workdir] without cwd: the context's workdir, never the caller's directory", async () => {
+    const here = process.cwd();
+    // The caller's directory is one these contexts share (/var/tmp is not replaced there), so an
+    // sbx-exec that took it would start the command in it.
+    const shared = mkdtempSync(join("/var/tmp", "sbx-client-here-"));
+    // One under /tmp, which they replace with their own tmpfs.
+    const hidden = mkdtempSync(join("/tmp", "sbx-client-hidden-"));
+    process.chdir(shared);
+    try {
+      // No `workdir` and no writable area: "/".
+      expect((await flags.exec("flags", ["pwd"])).stdout).toBe("/\n");
+      // The policy's workdir.
+      const wd = createClient({ bin: BIN, policy: WORKDIR_POLICY });
+      expect((await wd.exec("wd", ["pwd"])).stdout).toBe("/usr/share\n");
+      const p = wd.spawn("wd", ["pwd"]);
+      expect(await new Response(p.stdout).text()).toBe("/usr/share\n");
+      expect((await p.exited).code).toBe(0);
+      // cwd still picks a directory (--cwd, not --in-workdir), the caller's own too.
+      expect((await wd.exec("wd", ["pwd"], { cwd: "/usr" })).stdout).toBe("/usr\n");
+      expect((await wd.exec("wd", ["pwd"], { cwd: shared })).stdout).toBe(`${shared}\n`);
+      // A directory the context does not have is refused, with sbx-exec's message.
+      const e = await caught(wd.exec("wd", ["pwd"], { cwd: hidden }));
+      expect(e).toBeInstanceOf(Refused);
+      expect([e.code, e.reason]).toEqual([125, "refused"]);
+      expect(e.message).toContain(hidden);
+    } finally {
+      process.chdir(here);
+      rmSync(shared, { recursive: true, force: true });
+      rmSync(hidden, { recursive: true, force: true });
+    }
+  }, T);
+});
+
 describe("probe and persistent contexts", () => {
   real("probe() and hasSecureExecution()", async () => {
     const p = await probe({ bin: BIN, policy: POLICY });
@@ -456,6 +541,49 @@ describe("probe and persistent contexts", () => {
     expect(await until(() => pgrep(m).length === 0, 3000)).toBe(true);
   }, T);
 
+  real("output written after sbx-exec exits, within stdioGraceMs, is kept", async () => {
+    const m = marker();
+    const r = await admin.exec(name, ["sh", "-c", `echo a; (sleep 0.3; echo b; exec sleep ${m}) &`], {
+      stdioGraceMs: 1000,
+    });
+    expect(r.stdout).toBe("a\nb\n");
+    expect(await admin.contexts.stop(name, { timeout: 1 })).toBe(true);
+    expect(await until(() => pgrep(m).length === 0, 3000)).toBe(true);
+  }, T);
+
+  real("a script whose background process holds stdout exits once stdioGraceMs has passed", async () => {
+    const m = marker();
+    const dir = mkdtempSync(join(tmpdir(), "sbx-client-exit-"));
+    try {
+      const script = join(dir, "run.mjs");
+      writeFileSync(
+        script,
+        `import { exec } from ${JSON.stringify(join(HERE, "../src/index.ts"))};
+const r = await exec(${JSON.stringify(name)}, ["sh", "-c", "echo started; sleep ${m} &"],
+  { bin: ${JSON.stringify(BIN)}, policy: ${JSON.stringify(ppolicy)}, stdioGraceMs: 500 });
+process.stdout.write(JSON.stringify({ out: r.stdout, done: Date.now() }) + "\\n");
+`,
+      );
+      const t0 = Date.now();
+      const proc = Bun.spawn([process.execPath, script], { stdout: "pipe", stderr: "pipe" });
+      const [text, err, code] = await Promise.all([
+        new Response(proc.stdout).text(),
+        new Response(proc.stderr).text(),
+        proc.exited,
+      ]);
+      const gone = Date.now();
+      expect([err, code]).toEqual(["", 0]);
+      const { out, done } = JSON.parse(text);
+      expect(out).toBe("started\n");
+      expect(done - t0).toBeGreaterThanOrEqual(500); // it waited out the grace period...
+      expect(gone - done).toBeLessThan(1000); // ...and then exited
+      expect(pgrep(`^sleep ${m}$`).length).toBe(1); // while the background process still runs
+    } finally {
+      await admin.contexts.stop(name, { timeout: 1 }).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, T);
+
   real("a bad context name for stop is Refused", async () => {
     expect(await caught(contexts.stop("Bad Name!", { bin: BIN }))).toBeInstanceOf(Refused);
   }, T);
@@ -463,15 +591,15 @@ describe("probe and persistent contexts", () => {
 
 describe("Node", () => {
   const node = Bun.which("node");
+  if (!node && CI) test("node is installed (CI=true)", () => { throw new Error("node is not on PATH"); });
+  if (!node && !CI) console.warn("skipping the Node tests: node is not on PATH");
   const t = node && !why ? test : test.skip;
-  t("the built package runs under Node: exec with a secret, spawn streaming", async () => {
+  t("the committed dist/index.js runs under Node: exec with a secret, spawn streaming, Refused", async () => {
     const dir = mkdtempSync(join(tmpdir(), "sbx-client-node-"));
     try {
-      const b = Bun.spawnSync(["bun", "build", join(HERE, "../src/index.ts"), "--target", "node", "--outfile", join(dir, "index.mjs")]);
-      expect(b.exitCode).toBe(0);
       writeFileSync(
         join(dir, "run.mjs"),
-        `import { createClient, Refused } from "./index.mjs";
+        `import { createClient, Refused } from ${JSON.stringify(DIST)};
 const c = createClient({ bin: ${JSON.stringify(BIN)}, policy: ${JSON.stringify(POLICY)} });
 const a = await c.exec("vault", ["sh", "-c", 'printf %s "$SMALL"'], { secrets: { SMALL: "node-secret" } });
 const p = c.spawn("box", ["sh", "-c", "read x; echo got:$x"]);
@@ -489,4 +617,56 @@ console.log(JSON.stringify({ a: a.stdout, out, code: (await p.exited).code, refu
       rmSync(dir, { recursive: true, force: true });
     }
   }, T);
+});
+
+// ------------------------------------------------------- a script exits as soon as its call is done
+
+describe("exit timing", () => {
+  // A script does one call, prints when it was done (ms since the epoch) and ends; the process
+  // must be gone well within a second of that (it lingered ~2 s on grace timers before).
+  const node = Bun.which("node");
+  const runtimes: [string, string | null, string][] = [
+    ["bun", process.execPath, join(HERE, "../src/index.ts")],
+    ["node", node, DIST],
+  ];
+  for (const [name, runtime, entry] of runtimes) {
+    for (const call of ["exec", "spawn"]) {
+      const t = runtime && !why ? test : test.skip;
+      t(`${name}: a script using ${call}() exits within 1 s of the call's end`, async () => {
+        const dir = mkdtempSync(join(tmpdir(), "sbx-client-exit-"));
+        try {
+          const script = join(dir, "run.mjs");
+          const body =
+            call === "exec"
+              ? `const r = await exec("box", ["sh", "-c", "echo hi"], opts);
+const out = r.stdout;`
+              : `const p = spawn("box", ["sh", "-c", "echo hi"], opts);
+const out = await new Response(p.stdout).text();
+if ((await p.exited).code !== 0) throw new Error("exit status");`;
+          writeFileSync(
+            script,
+            `import { exec, spawn } from ${JSON.stringify(entry)};
+const opts = { bin: ${JSON.stringify(BIN)}, policy: ${JSON.stringify(POLICY)} };
+${body}
+process.stdout.write(JSON.stringify({ out, done: Date.now() }) + "\\n");
+`,
+          );
+          const proc = Bun.spawn([runtime!, script], { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "" } });
+          const [text, err, code] = await Promise.all([
+            new Response(proc.stdout).text(),
+            new Response(proc.stderr).text(),
+            proc.exited,
+          ]);
+          const gone = Date.now();
+          expect(err).toBe("");
+          expect(code).toBe(0);
+          const { out, done } = JSON.parse(text);
+          expect(out).toBe("hi\n");
+          expect(gone - done).toBeLessThan(1000);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }, T);
+    }
+  }
 });
