@@ -12,12 +12,17 @@
 //!
 //! [[context.agent.secrets.bind]]
 //! kind = "aws-sigv4"                 # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
-//! hosts = ["*.amazonaws.com"]
+//! hosts = ["bedrock-runtime.us-east-1.amazonaws.com"]
+//! services = ["bedrock"]             # the credential scopes it re-signs (regions, actions: optional)
 //! ```
 //!
 //! Host patterns are written like the egress domain rules: `api.example.com` (that name only),
-//! `*.example.com` (its subdomains, not the name itself). Names only: a secret is never bound to
-//! an address, since the proxy must prove the upstream's name by its TLS certificate.
+//! `*.example.com` (its subdomains, not the name itself), with `:PORT` when it is not 443. Names
+//! only: a secret is never bound to an address, since the proxy must prove the upstream's name by
+//! its TLS certificate. A wildcard over a suffix many owners share (the Public Suffix List:
+//! `*.amazonaws.com`, `*.execute-api.us-east-1.amazonaws.com`, `*.workers.dev`...) is refused:
+//! anyone could own a name under it. `aws-sigv4` never re-signs for a service that issues
+//! credentials ([`NEVER_SIGNED`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -40,8 +45,8 @@ pub struct Bind {
     /// parameter; "aws-sigv4": requests are re-signed with the real key.
     #[serde(default)]
     pub kind: BindKind,
-    /// Where the secret works: `api.example.com` or `*.example.com`.
-    pub hosts: Vec<HostPattern>,
+    /// Where the secret works: `api.example.com` or `*.example.com`, `:PORT` when not 443.
+    pub hosts: Vec<BoundHost>,
     /// The header whose value holds the placeholder (`x-api-key`).
     #[serde(default)]
     pub header: Option<HeaderName>,
@@ -51,7 +56,48 @@ pub struct Bind {
     /// The query parameter holding the placeholder (`key`).
     #[serde(default)]
     pub query: Option<HeaderName>,
+    /// `aws-sigv4`: the services whose credential scope is re-signed (`s3`, `bedrock`...);
+    /// required, never one of [`NEVER_SIGNED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<AwsName>,
+    /// `aws-sigv4`: the regions a credential scope may name (empty: any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<AwsName>,
+    /// `aws-sigv4`: the operations re-signed (`GetObject`... as `X-Amz-Target` or `Action=`
+    /// names them; empty: any but [`NEVER_SIGNED_ACTIONS`]). A request naming no operation (a
+    /// REST path) is then refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<AwsName>,
 }
+
+/// AWS services whose every operation can issue or reach credentials: never re-signed, whatever
+/// the policy says (STS, IAM, SSO and its OIDC, Cognito, the console sign-in).
+pub const NEVER_SIGNED: &[&str] = &[
+    "sts",
+    "iam",
+    "sso",
+    "sso-oauth",
+    "awsssoportal",
+    "identitystore",
+    "cognito-identity",
+    "cognito-idp",
+    "signin",
+];
+
+/// Operations of other services that hand out credentials or tokens usable elsewhere (service,
+/// operation): never re-signed.
+pub const NEVER_SIGNED_ACTIONS: &[(&str, &str)] = &[
+    ("ecr", "GetAuthorizationToken"),
+    ("ecr-public", "GetAuthorizationToken"),
+    ("codeartifact", "GetAuthorizationToken"),
+    ("redshift", "GetClusterCredentials"),
+    ("redshift", "GetClusterCredentialsWithIAM"),
+    ("redshift-serverless", "GetCredentials"),
+    ("lightsail", "GetRelationalDatabaseMasterUserPassword"),
+    ("lightsail", "CreateBucketAccessKey"),
+    ("rds", "GenerateDbAuthToken"),
+    ("eks", "GetToken"),
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -71,9 +117,9 @@ impl Bind {
         }
     }
 
-    /// Does this entry bind the secret to `host` (lowercase, no trailing dot)?
+    /// Does this entry bind the secret to `host` (lowercase, no trailing dot), on any port?
     pub fn covers(&self, host: &str) -> bool {
-        self.hosts.iter().any(|h| h.matches(host))
+        self.hosts.iter().any(|h| h.pattern.matches(host))
     }
 
     /// The cross-key check of one entry (`Err` says what to fix).
@@ -85,6 +131,11 @@ impl Bind {
         if self.hosts.is_empty() {
             return Err("secrets.bind: hosts is empty; name where the secret works, e.g. hosts = [\"api.example.com\"]".into());
         }
+        for h in &self.hosts {
+            h.check_exclusive()?;
+        }
+        let aws_only =
+            !self.services.is_empty() || !self.regions.is_empty() || !self.actions.is_empty();
         match self.kind {
             BindKind::Value => {
                 let Some(name) = &self.name else {
@@ -93,10 +144,28 @@ impl Bind {
                 if slots != 1 {
                     return Err(format!("secrets.bind for {}: give exactly one of header = \"x-api-key\", authorization = \"Bearer\" or query = \"key\"", name.0));
                 }
+                if aws_only {
+                    return Err(format!("secrets.bind for {}: services, regions and actions belong to kind = \"aws-sigv4\"; remove them", name.0));
+                }
             }
             BindKind::AwsSigv4 => {
                 if self.name.is_some() || slots != 0 {
                     return Err("secrets.bind with kind = \"aws-sigv4\" binds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN and re-signs requests: remove name, header, authorization and query".into());
+                }
+                if self.services.is_empty() {
+                    return Err("secrets.bind with kind = \"aws-sigv4\": name the services it may sign for, e.g. services = [\"s3\"] (a key re-signed for any service could mint other credentials)".into());
+                }
+                if let Some(s) = self
+                    .services
+                    .iter()
+                    .find(|s| NEVER_SIGNED.contains(&s.0.as_str()))
+                {
+                    return Err(format!("secrets.bind with kind = \"aws-sigv4\": {:?} issues credentials and is never re-signed (a placeholder would be traded for real, unbound keys); remove it from services and give the tool that needs it its own credentials in a trusted context", s.0));
+                }
+                for a in &self.actions {
+                    if NEVER_SIGNED_ACTIONS.iter().any(|(_, op)| *op == a.0) {
+                        return Err(format!("secrets.bind with kind = \"aws-sigv4\": action {:?} issues credentials and is never re-signed; remove it", a.0));
+                    }
                 }
             }
         }
@@ -171,6 +240,106 @@ impl From<HostPattern> for String {
     }
 }
 
+/// A bound host: a name pattern and the port (443 unless written `name:PORT`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BoundHost {
+    pub pattern: HostPattern,
+    pub port: u16,
+}
+
+impl BoundHost {
+    /// Does a request to `host:port` (lowercase, no trailing dot) go where the secret is bound?
+    pub fn matches(&self, host: &str, port: u16) -> bool {
+        self.port == port && self.pattern.matches(host)
+    }
+
+    /// A wildcard must cover names of one owner: `*.D` is refused when D is, or holds below it,
+    /// a public suffix (the Public Suffix List: `*.amazonaws.com` holds `s3.amazonaws.com`,
+    /// under which anyone names a bucket).
+    fn check_exclusive(&self) -> Result<(), String> {
+        let HostPattern::Subdomains(d) = &self.pattern else {
+            return Ok(());
+        };
+        match super::public_suffix::shared_under(d) {
+            Some(rule) => Err(format!(
+                "secrets.bind: *.{d} covers {rule:?}, a suffix under which anyone can have a name (Public Suffix List), so the secret could be sent to a stranger's host; bind exact names instead, e.g. hosts = [\"bedrock-runtime.us-east-1.amazonaws.com\"]"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+impl TryFrom<String> for BoundHost {
+    type Error = String;
+    fn try_from(s: String) -> Result<BoundHost, String> {
+        let (name, port) = match s.rsplit_once(':') {
+            Some((n, p)) => {
+                let port = Some(p)
+                    .filter(|p| {
+                        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .filter(|&p| p > 0)
+                    .ok_or_else(|| {
+                        format!("invalid bound host {s:?}: the port after ':' must be 1-65535")
+                    })?;
+                (n.to_string(), port)
+            }
+            None => (s.clone(), 443),
+        };
+        Ok(BoundHost {
+            pattern: HostPattern::try_from(name)?,
+            port,
+        })
+    }
+}
+
+impl From<BoundHost> for String {
+    fn from(h: BoundHost) -> String {
+        let name = String::from(h.pattern);
+        match h.port {
+            443 => name,
+            p => format!("{name}:{p}"),
+        }
+    }
+}
+
+impl HostPattern {
+    /// The domain of the pattern (its name, or the `D` of `*.D`).
+    pub fn domain(&self) -> &str {
+        match self {
+            HostPattern::Exact(n) | HostPattern::Subdomains(n) => n,
+        }
+    }
+}
+
+/// An AWS service, region or operation name: letters, digits and `-`, at most 64.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AwsName(pub String);
+
+impl TryFrom<String> for AwsName {
+    type Error = String;
+    fn try_from(s: String) -> Result<AwsName, String> {
+        if s.is_empty()
+            || s.len() > 64
+            || !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(format!(
+                "invalid AWS name {s:?}: letters, digits and '-' (s3, us-east-1, GetObject)"
+            ));
+        }
+        Ok(AwsName(s))
+    }
+}
+
+impl From<AwsName> for String {
+    fn from(a: AwsName) -> String {
+        a.0
+    }
+}
+
 /// An HTTP header name, scheme or query parameter name: an RFC 9110 token, none of those that
 /// frame the message or belong to the proxy.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
@@ -240,6 +409,26 @@ mod tests {
     }
 
     #[test]
+    fn bound_hosts_pin_the_port() {
+        let h = |s: &str| BoundHost::try_from(s.to_string());
+        let plain = h("api.example.com").unwrap();
+        assert!(plain.matches("api.example.com", 443) && !plain.matches("api.example.com", 8443));
+        let other = h("api.example.com:8443").unwrap();
+        assert!(other.matches("api.example.com", 8443) && !other.matches("api.example.com", 443));
+        assert_eq!(String::from(other), "api.example.com:8443");
+        assert_eq!(String::from(plain), "api.example.com");
+        for bad in [
+            "a.example:0",
+            "a.example:+1",
+            "a.example:99999",
+            "a.example:",
+            "a.example: 1",
+        ] {
+            assert!(h(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn entries_need_one_slot_and_hosts() {
         let b = |toml: &str| toml::from_str::<Bind>(toml).map_err(|e| e.to_string());
         let ok = b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"x-api-key\"").unwrap();
@@ -251,10 +440,52 @@ mod tests {
         assert!(two.check().unwrap_err().contains("exactly one"));
         let none = b("name = \"K\"\nhosts = [\"a.b\"]").unwrap();
         assert!(none.check().is_err());
-        let aws = b("kind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]").unwrap();
+        let aws = b(
+            "kind = \"aws-sigv4\"\nhosts = [\"s3.us-east-1.amazonaws.com\"]\nservices = [\"s3\"]",
+        )
+        .unwrap();
         assert!(aws.check().is_ok());
         assert_eq!(aws.names(), [AWS_KEY_ID, AWS_SECRET, AWS_TOKEN]);
-        let aws_named = b("kind = \"aws-sigv4\"\nname = \"K\"\nhosts = [\"a.b\"]").unwrap();
+        // Services are required, never an issuer of credentials, and only for aws-sigv4.
+        let no_svc = b("kind = \"aws-sigv4\"\nhosts = [\"s3.us-east-1.amazonaws.com\"]").unwrap();
+        assert!(no_svc.check().unwrap_err().contains("services"));
+        for issuer in ["sts", "iam", "sso", "cognito-identity"] {
+            let e = b(&format!("kind = \"aws-sigv4\"\nhosts = [\"{issuer}.amazonaws.com\"]\nservices = [\"{issuer}\"]"))
+                .unwrap()
+                .check()
+                .unwrap_err();
+            assert!(e.contains("never re-signed"), "{e}");
+        }
+        let minting = b("kind = \"aws-sigv4\"\nhosts = [\"api.ecr.us-east-1.amazonaws.com\"]\nservices = [\"ecr\"]\nactions = [\"GetAuthorizationToken\"]").unwrap();
+        assert!(minting.check().unwrap_err().contains("never re-signed"));
+        let value_svc =
+            b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"x\"\nservices = [\"s3\"]").unwrap();
+        assert!(value_svc.check().unwrap_err().contains("aws-sigv4"));
+        // A wildcard over a shared suffix is refused; over one owner's domain it is fine.
+        for shared in [
+            "*.amazonaws.com",
+            "*.execute-api.us-east-1.amazonaws.com",
+            "*.workers.dev",
+            "*.herokuapp.com",
+            "*.cloudfront.net",
+        ] {
+            let e = b(&format!(
+                "name = \"K\"\nhosts = [\"{shared}\"]\nheader = \"x\""
+            ))
+            .unwrap()
+            .check()
+            .unwrap_err();
+            assert!(e.contains("Public Suffix List"), "{shared}: {e}");
+        }
+        assert!(
+            b("name = \"K\"\nhosts = [\"*.anthropic.com\"]\nheader = \"x\"")
+                .unwrap()
+                .check()
+                .is_ok()
+        );
+        let aws_named =
+            b("kind = \"aws-sigv4\"\nname = \"K\"\nhosts = [\"a.b\"]\nservices = [\"s3\"]")
+                .unwrap();
         assert!(aws_named.check().is_err());
         let empty = b("name = \"K\"\nhosts = []\nheader = \"x\"").unwrap();
         assert!(empty.check().is_err());
@@ -269,7 +500,7 @@ mod tests {
         };
         let key = "[[context.a.secrets.bind]]\nname = \"ANTHROPIC_API_KEY\"\nhosts = [\"api.anthropic.com\"]\nheader = \"x-api-key\"\n";
         let aws =
-            "[[context.a.secrets.bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n";
+            "[[context.a.secrets.bind]]\nkind = \"aws-sigv4\"\nhosts = [\"s3.us-east-1.amazonaws.com\"]\nservices = [\"s3\"]\n";
         let both = format!("{key}{aws}");
         let p = policy("\"mount\"", "\"ANTHROPIC_*\", \"AWS_*\"", "", &both).unwrap();
         assert_eq!(p.context.values().next().unwrap().secrets.bind.len(), 2);

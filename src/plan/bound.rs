@@ -10,7 +10,7 @@
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::model::bind::{Bind, BindKind, HostPattern, AWS_KEY_ID, AWS_SECRET, AWS_TOKEN};
+use crate::model::bind::{Bind, BindKind, BoundHost, AWS_KEY_ID, AWS_SECRET, AWS_TOKEN};
 use crate::secrets::placeholder::placeholder;
 use crate::secrets::{expose, SecretSet};
 
@@ -53,18 +53,30 @@ pub enum Use {
     Authorization { scheme: String, value: Swap },
     /// The query parameter whose value is the placeholder gets the real value.
     Query { param: String, value: Swap },
-    /// A request signed (SigV4) with the placeholder key id is re-signed with the real key.
+    /// A request signed (SigV4) with the placeholder key id is re-signed with the real key, when
+    /// its credential scope and operation are within `scope`.
     Sigv4 {
         key_id: Swap,
         secret: Swap,
         token: Option<Swap>,
+        scope: Scope,
     },
+}
+
+/// What an `aws-sigv4` binding may sign for (`services`, `regions`, `actions` of the policy).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub services: Vec<String>,
+    /// Empty: any region.
+    pub regions: Vec<String>,
+    /// Empty: any operation but the credential-issuing ones.
+    pub actions: Vec<String>,
 }
 
 /// One bound secret (or AWS key) and its hosts.
 #[derive(Debug)]
 pub struct Binding {
-    pub hosts: Vec<HostPattern>,
+    pub hosts: Vec<BoundHost>,
     pub how: Use,
 }
 
@@ -74,8 +86,15 @@ impl Binding {
         self.swaps()[0].name.as_str()
     }
 
+    /// Is `host` (lowercase, no trailing dot) one of the binding's names, on any port? (Where a
+    /// placeholder may go without being reported as exfiltration.)
     pub fn covers(&self, host: &str) -> bool {
-        self.hosts.iter().any(|h| h.matches(host))
+        self.hosts.iter().any(|h| h.pattern.matches(host))
+    }
+
+    /// Is `host:port` where the real value is added?
+    pub fn covers_at(&self, host: &str, port: u16) -> bool {
+        self.hosts.iter().any(|h| h.matches(host, port))
     }
 
     pub fn swaps(&self) -> Vec<&Swap> {
@@ -89,6 +108,7 @@ impl Binding {
                 key_id,
                 secret,
                 token,
+                ..
             } => {
                 let mut v = vec![key_id, secret];
                 v.extend(token);
@@ -129,6 +149,11 @@ impl Bound {
                         key_id,
                         secret,
                         token: swap(AWS_TOKEN),
+                        scope: Scope {
+                            services: b.services.iter().map(|s| s.0.clone()).collect(),
+                            regions: b.regions.iter().map(|s| s.0.clone()).collect(),
+                            actions: b.actions.iter().map(|s| s.0.clone()).collect(),
+                        },
                     },
                     (None, None) => continue,
                     _ => bail!("secrets.bind (aws-sigv4): hand both {AWS_KEY_ID} and {AWS_SECRET}, or neither"),
@@ -175,9 +200,10 @@ impl Bound {
             .collect()
     }
 
-    /// Is `host` (lowercase, no trailing dot) bound by any secret? Only those are intercepted.
-    pub fn binds_host(&self, host: &str) -> bool {
-        self.bindings.iter().any(|b| b.covers(host))
+    /// Is `host:port` (lowercase, no trailing dot) bound by any secret? Only those are
+    /// intercepted.
+    pub fn binds_host(&self, host: &str, port: u16) -> bool {
+        self.bindings.iter().any(|b| b.covers_at(host, port))
     }
 }
 
@@ -208,7 +234,7 @@ mod tests {
 
     use super::test_binds as binds;
 
-    const BINDS: &str = "[[bind]]\nname = \"ANTHROPIC_API_KEY\"\nhosts = [\"api.anthropic.com\"]\nheader = \"x-api-key\"\n[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n[[bind]]\nname = \"UNUSED\"\nhosts = [\"x.example\"]\nquery = \"key\"\n";
+    const BINDS: &str = "[[bind]]\nname = \"ANTHROPIC_API_KEY\"\nhosts = [\"api.anthropic.com\"]\nheader = \"x-api-key\"\n[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"s3.amazonaws.com\", \"*.s3.us-east-1.sbx-test.example\"]\nservices = [\"s3\"]\n[[bind]]\nname = \"UNUSED\"\nhosts = [\"x.example\"]\nquery = \"key\"\n";
 
     #[test]
     fn only_handed_secrets_are_bound_with_fresh_placeholders() {
@@ -239,8 +265,9 @@ mod tests {
         assert!(vars[1].1.starts_with("AKIA") && vars[1].1 != "AKIAIOSFODNN7EXAMPLE");
         assert!(Bound::is_bound(&bound, "AWS_SECRET_ACCESS_KEY"));
         assert!(!Bound::is_bound(&bound, "OTHER"));
-        assert!(b.binds_host("s3.amazonaws.com") && b.binds_host("api.anthropic.com"));
-        assert!(!b.binds_host("example.com"));
+        assert!(b.binds_host("s3.amazonaws.com", 443) && b.binds_host("api.anthropic.com", 443));
+        assert!(!b.binds_host("example.com", 443) && !b.binds_host("api.anthropic.com", 8443));
+        assert!(!b.binds_host("sts.amazonaws.com", 443));
         assert_eq!(b.bindings[1].label(), "AWS_ACCESS_KEY_ID");
         assert!(!format!("{bound:?}").contains("EXAMPLEKEY"));
         let none = crate::secrets::parse(b"OTHER=x").unwrap();

@@ -296,7 +296,7 @@ fn accept_loop(port: u16, listener: &TcpListener, inside: &mpsc::Sender<Dial>) {
         let _ = spawn("sbx-publish-conn", move || {
             let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);
-            proxy::splice(&client, &upstream, false);
+            proxy::splice(&client, &upstream, false, Duration::from_secs(24 * 3600));
         });
     }
 }

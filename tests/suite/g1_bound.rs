@@ -100,9 +100,19 @@ pub fn bound_secret_is_never_delivered_in_clear() -> Result<(), String> {
 // real files. No packet leaves the machine.
 // ---------------------------------------------------------------------------------------------
 
-const ANTHROPIC_IP: &str = "192.0.2.10";
-const OTHER_IP: &str = "192.0.2.11";
-const S3_IP: &str = "192.0.2.12";
+pub(crate) const ANTHROPIC_IP: &str = "192.0.2.10";
+pub(crate) const OTHER_IP: &str = "192.0.2.11";
+pub(crate) const S3_IP: &str = "192.0.2.12";
+/// A stand-in for STS (sts.amazonaws.com, bound by the test's policy: it must still never see a
+/// request re-signed with the real key) and for an attacker's API Gateway under
+/// execute-api.us-east-1.amazonaws.com (reachable, never bound).
+pub(crate) const STS_IP: &str = "192.0.2.13";
+pub(crate) const APIGW_IP: &str = "192.0.2.14";
+/// An attacker's API Gateway: a name under a suffix anyone can own.
+pub(crate) const APIGW_NAME: &str = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
+/// What an internal name resolves to (never on any interface: the proxy refuses before it
+/// connects).
+pub(crate) const INTERNAL_IP: &str = "10.98.76.54";
 
 /// A TLS (or, with cert `-`, plain) HTTP server that appends each request it receives (request
 /// line, headers, body) to LOG, answers a fixed body that echoes nothing, and writes LOG.ready
@@ -153,13 +163,13 @@ while True:
 /// and hosts file to mount over the system's, the stand-in server, the policy (the agent context
 /// of policies/sandbox-sdk.toml with the stand-ins' names and exact addresses allowed, and an
 /// audit log) and the secrets.
-struct Stage {
-    dir: TempDir,
-    key: String,
+pub(crate) struct Stage {
+    pub(crate) dir: TempDir,
+    pub(crate) key: String,
 }
 
 impl Stage {
-    fn new(tag: &str, secrets_extra: &str) -> Result<Stage, String> {
+    pub(crate) fn new(tag: &str, secrets_extra: &str) -> Result<Stage, String> {
         needs_isolation()?;
         for t in ["openssl", "curl", "ip", "python3", "unshare", "mount"] {
             require_tool(t)?;
@@ -189,7 +199,7 @@ impl Stage {
             "set -e; cd {ds}; \
              openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 2 \
                -subj '/CN=sbx e2e test CA' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; \
-             {}; {}; {}; \
+             {}; {}; {}; {}; {}; \
              cat /etc/ssl/certs/ca-certificates.crt ca.crt > bundle.crt",
             leaf("anthropic", "DNS:api.anthropic.com"),
             leaf("other", "DNS:other.example.test"),
@@ -197,6 +207,8 @@ impl Stage {
                 "s3",
                 "DNS:s3.amazonaws.com,DNS:*.s3.amazonaws.com,DNS:s3.us-east-1.amazonaws.com,IP:192.0.2.12"
             ),
+            leaf("sts", "DNS:sts.amazonaws.com,DNS:sts.us-east-1.amazonaws.com"),
+            leaf("apigw", "DNS:*.execute-api.us-east-1.amazonaws.com"),
         );
         Cmd::sh(&script)
             .run()
@@ -205,7 +217,9 @@ impl Stage {
             d.join("hosts"),
             format!(
                 "127.0.0.1 localhost\n{ANTHROPIC_IP} api.anthropic.com\n{OTHER_IP} other.example.test\n\
-                 {S3_IP} s3.amazonaws.com s3.us-east-1.amazonaws.com sbx-e2e.s3.amazonaws.com sbx-e2e.s3.us-east-1.amazonaws.com\n"
+                 {S3_IP} s3.amazonaws.com s3.us-east-1.amazonaws.com sbx-e2e.s3.amazonaws.com sbx-e2e.s3.us-east-1.amazonaws.com\n\
+                 {STS_IP} sts.amazonaws.com sts.us-east-1.amazonaws.com\n{APIGW_IP} {APIGW_NAME}\n\
+                 {INTERNAL_IP} internal.example.test\n"
             ),
         )
         .unwrap();
@@ -214,18 +228,27 @@ impl Stage {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/sandbox-sdk.toml"),
         )
         .unwrap();
-        let allow_line = "allow = [\"api.anthropic.com\", \"*.amazonaws.com\", \"registry.npmjs.org\", \"pypi.org\", \"files.pythonhosted.org\"]";
-        check(sdk.contains(allow_line), || {
-            "policies/sandbox-sdk.toml's agent net.allow changed; update this test".to_string()
+        let allow_line = "allow = [\"api.anthropic.com:443\", \"bedrock-runtime.us-east-1.amazonaws.com:443\", \"s3.us-east-1.amazonaws.com:443\",\n         \"registry.npmjs.org:443\", \"pypi.org:443\", \"files.pythonhosted.org:443\"]";
+        let aws_hosts =
+            "hosts = [\"bedrock-runtime.us-east-1.amazonaws.com\", \"s3.us-east-1.amazonaws.com\"]";
+        check(sdk.contains(allow_line) && sdk.contains(aws_hosts), || {
+            "policies/sandbox-sdk.toml's agent net.allow or AWS binding changed; update this test"
+                .to_string()
         })?;
-        // The stand-ins are this namespace's own addresses: only their exact /32 opens them.
+        // The stand-ins are this namespace's own addresses: only their exact /32 opens them. The
+        // AWS binding names the S3 stand-in's exact names (never a wildcard over amazonaws.com).
         let policy = sdk
             .replacen(
                 allow_line,
                 &format!(
                     "allow = [\"api.anthropic.com\", \"other.example.test\", \"*.other.example.test\", \"*.amazonaws.com\", \
-                     \"{ANTHROPIC_IP}/32\", \"{OTHER_IP}/32\", \"{S3_IP}/32\"]"
+                     \"{ANTHROPIC_IP}/32\", \"{OTHER_IP}/32\", \"{S3_IP}/32\", \"{STS_IP}/32\", \"{APIGW_IP}/32\"]"
                 ),
+                1,
+            )
+            .replacen(
+                aws_hosts,
+                "hosts = [\"s3.amazonaws.com\", \"s3.us-east-1.amazonaws.com\", \"sbx-e2e.s3.amazonaws.com\", \"sbx-e2e.s3.us-east-1.amazonaws.com\", \"sts.amazonaws.com\"]",
                 1,
             )
             .replacen(
@@ -241,16 +264,16 @@ impl Stage {
         Ok(Stage { dir, key })
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
-    fn read(&self, name: &str) -> String {
+    pub(crate) fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.path(name)).unwrap_or_default()
     }
 
     /// Write `script` (run in the sandbox by `sbx NAME`) to the stage as NAME.sh.
-    fn inside(&self, name: &str, script: &str) {
+    pub(crate) fn inside(&self, name: &str, script: &str) {
         std::fs::write(self.path(&format!("{name}.sh")), script).unwrap();
     }
 
@@ -259,6 +282,15 @@ impl Stage {
     /// CERT LOG`) per `servers` entry, waited for. `sbx NAME` launches the agent context with
     /// the secrets on fd 3, running NAME.sh, output to NAME.out.
     fn run(&self, servers: &[(&str, u16, &str, &str)], script: &str) -> Run {
+        let with: Vec<_> = servers
+            .iter()
+            .map(|&(a, p, c, l)| (a, p, c, l, "stand_in.py"))
+            .collect();
+        self.run_with(&with, script)
+    }
+
+    /// [`Stage::run`] with each stand-in's script named (a file written into the stage).
+    pub(crate) fn run_with(&self, servers: &[(&str, u16, &str, &str, &str)], script: &str) -> Run {
         let d = self.dir.path().display();
         let mut pre = format!(
             r#"set -u
@@ -266,12 +298,12 @@ D={d}
 mount --bind "$D/bundle.crt" /etc/ssl/certs/ca-certificates.crt || exit 3
 mount --bind "$D/hosts" /etc/hosts || exit 3
 ip link set lo up
-for a in {ANTHROPIC_IP} {OTHER_IP} {S3_IP}; do ip addr add "$a/32" dev lo || exit 3; done
+for a in {ANTHROPIC_IP} {OTHER_IP} {S3_IP} {STS_IP} {APIGW_IP}; do ip addr add "$a/32" dev lo || exit 3; done
 PIDS=""
 trap 'kill $PIDS 2>/dev/null' EXIT
 serve() {{
   if [ "$3" = - ]; then c=- k=-; else c="$D/$3.crt" k="$D/$3.key"; fi
-  python3 "$D/stand_in.py" "$1" "$2" "$c" "$k" "$D/$4" 2>>"$D/$4.stderr" & PIDS="$PIDS $!"
+  python3 "$D/${{5:-stand_in.py}}" "$1" "$2" "$c" "$k" "$D/$4" 2>>"$D/$4.stderr" & PIDS="$PIDS $!"
   i=0; until [ -e "$D/$4.ready" ]; do i=$((i+1)); [ $i -gt 200 ] && echo "no stand-in $4" && exit 3; sleep 0.05; done
 }}
 sbx() {{
@@ -281,8 +313,8 @@ sbx() {{
 "#,
             bin = bin()
         );
-        for (addr, port, cert, log) in servers {
-            pre.push_str(&format!("serve {addr} {port} {cert} {log}\n"));
+        for (addr, port, cert, log, py) in servers {
+            pre.push_str(&format!("serve {addr} {port} {cert} {log} {py}\n"));
         }
         let mut c = Cmd::new("unshare");
         c.command().args([
@@ -300,7 +332,7 @@ sbx() {{
 
     /// Everything the scenario left, for a failure message (never holding the real key: the
     /// caller checks that first where it could).
-    fn show(&self, r: &Run) -> String {
+    pub(crate) fn show(&self, r: &Run) -> String {
         let mut out = r.show();
         for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
             let n = e.file_name().to_string_lossy().into_owned();
@@ -318,7 +350,7 @@ sbx() {{
 }
 
 /// The value printed after `label=` on a line of `text`.
-fn field<'a>(text: &'a str, label: &str) -> &'a str {
+pub(crate) fn field<'a>(text: &'a str, label: &str) -> &'a str {
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("{label}=")))
         .unwrap_or("")

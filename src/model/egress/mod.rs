@@ -70,11 +70,15 @@ pub enum Host {
     Name(String),
 }
 
-/// Why a destination is refused; `reason` is meant for people (an HTTP 403 body, an audit line).
+/// Why a destination is refused. `reason` is the whole story, for the audit log: it may name the
+/// address a name resolved to and the container's own addresses. `public` is what the sandbox is
+/// told (the 403 body): the rule, never an address it did not give itself, never which address is
+/// the container's own (a refusal must not be an oracle for internal names or the container).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub kind: RefusalKind,
     pub reason: String,
+    pub public: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,10 +113,28 @@ impl fmt::Display for Refusal {
 impl std::error::Error for Refusal {}
 
 impl Refusal {
+    /// A refusal whose whole story may be told to the sandbox.
     fn new(kind: RefusalKind, reason: String) -> Refusal {
-        Refusal { kind, reason }
+        Refusal {
+            kind,
+            public: reason.clone(),
+            reason,
+        }
+    }
+
+    /// A refusal told to the sandbox as `public`.
+    fn told(kind: RefusalKind, reason: String, public: String) -> Refusal {
+        Refusal {
+            kind,
+            reason,
+            public,
+        }
     }
 }
+
+/// The forbidden classes, as the sandbox is told of them (never which one applies).
+const FORBIDDEN_CLASSES: &str =
+    "loopback, link-local or metadata, private, CGNAT, multicast, reserved, or the container's own";
 
 impl EgressPolicy {
     /// Parse the `net.allow` entries of context `context`.
@@ -179,12 +201,14 @@ impl EgressPolicy {
         if by_name || by_addr {
             return Ok(());
         }
-        let dest = match (&name, canon) {
-            (Some(n), _) => format!("{n}:{port} ({ip})"),
-            (None, IpAddr::V6(_)) => format!("[{ip}]:{port}"),
-            (None, IpAddr::V4(_)) => format!("{ip}:{port}"),
+        let (dest, public) = match (&name, canon) {
+            (Some(n), _) => (format!("{n}:{port} ({ip})"), format!("{n}:{port}")),
+            (None, IpAddr::V6(_)) => (format!("[{ip}]:{port}"), format!("[{ip}]:{port}")),
+            (None, IpAddr::V4(_)) => (format!("{ip}:{port}"), format!("{ip}:{port}")),
         };
-        Err(self.not_allowed(&dest))
+        let mut r = self.not_allowed(&dest);
+        r.public = self.not_allowed(&public).reason;
+        Err(r)
     }
 
     fn check_not_empty(&self) -> Result<(), Refusal> {
@@ -229,12 +253,23 @@ impl EgressPolicy {
                 self.context
             )
         };
-        Refusal::new(
+        let public = match name {
+            Some(n) => format!(
+                "{n} resolves to an address no sandbox may reach ({FORBIDDEN_CLASSES}); refused by [context.{}.net] allow (the audit log names the address)",
+                self.context
+            ),
+            None => format!(
+                "{ip} is an address no sandbox may reach ({FORBIDDEN_CLASSES}); only a CIDR rule in [context.{}.net] allow naming it opens it",
+                self.context
+            ),
+        };
+        Refusal::told(
             RefusalKind::ForbiddenAddress,
             format!(
                 "{subject} is {}{via}; not allowed from a sandbox{fix}",
                 class.what
             ),
+            public,
         )
     }
 

@@ -47,6 +47,8 @@ pub struct Limits {
     pub max_head: usize,
     pub head_timeout: Duration,
     pub connect_timeout: Duration,
+    /// A tunnel, a request body or a response in which nothing moves this long is ended.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_head: 64 * 1024,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -399,13 +402,14 @@ fn handle(shared: &Shared, id: u64, client: TcpStream) {
 }
 
 pub mod bound;
+pub mod http;
 pub mod request;
 pub mod socks;
 pub mod upstream;
 
 use request::http;
+use socks::socks5;
 pub use socks::splice;
-use socks::{socks5, splice_watched};
 use upstream::open_upstream;
 
 #[cfg(test)]

@@ -1,48 +1,10 @@
-//! The HTTP side of the proxy: one forward request, parsing a request head, absolute-form targets and `host:port`
-//! authorities, and the origin-form head sent upstream.
+//! The HTTP side of the proxy: one forward request (parsed strictly by [`super::http`]),
+//! absolute-form targets and `host:port` authorities, the origin-form head sent upstream, the
+//! request's body copied exactly as framed, then the response relayed. One request per client
+//! connection: nothing the client sends after its body reaches the origin.
 
+use super::http::{self, Framing, Head};
 use super::*;
-
-pub(super) struct Request<'a> {
-    pub(super) method: &'a str,
-    pub(super) target: &'a str,
-    pub(super) version: &'a str,
-    pub(super) headers: Vec<(&'a str, &'a str)>,
-}
-
-pub(super) fn parse_request(head: &[u8]) -> Result<Request<'_>, Denial> {
-    let head =
-        std::str::from_utf8(head).map_err(|_| Denial::bad_request("request head is not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let line = lines.next().unwrap_or("");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Denial::bad_request(format!("bad request line {line:?}")));
-    };
-    if !version.starts_with("HTTP/1.") || method.is_empty() || target.is_empty() {
-        return Err(Denial::bad_request(format!("bad request line {line:?}")));
-    }
-    let mut headers = Vec::new();
-    for l in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = l
-            .split_once(':')
-            .filter(|(n, _)| !n.is_empty() && n.bytes().all(is_token_byte))
-            .ok_or_else(|| Denial::bad_request(format!("bad header line {l:?}")))?;
-        headers.push((name, value.trim()));
-    }
-    Ok(Request {
-        method,
-        target,
-        version,
-        headers,
-    })
-}
-
-pub(super) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
 
 /// `http://authority/path?query` → (authority, "/path?query"); the fragment is dropped.
 pub(super) fn absolute_form(target: &str) -> Result<(&str, String), Denial> {
@@ -119,35 +81,14 @@ pub(super) fn split_host_port(
     Ok((host, port))
 }
 
-/// Whether a header of this request is hop-by-hop (RFC 9110 7.6.1), so a proxy does not forward
-/// it: `Connection`, the headers it names, `Keep-Alive`, `TE`, `Upgrade`, and every `Proxy-*`.
-pub(super) fn hop_by_hop<N: AsRef<str>, V: AsRef<str>>(
-    headers: &[(N, V)],
-) -> impl Fn(&str) -> bool {
-    let named: Vec<String> = headers
-        .iter()
-        .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.as_ref().split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
-    move |name: &str| {
-        let lower = name.to_ascii_lowercase();
-        lower.starts_with("proxy-")
-            || matches!(
-                lower.as_str(),
-                "connection" | "keep-alive" | "te" | "upgrade"
-            )
-            || named.contains(&lower)
-    }
-}
-
 /// The request as the origin gets it: origin-form target, `Host` from the URL, no `Proxy-*` or
 /// hop-by-hop headers, `Connection: close`.
-pub(super) fn origin_head(req: &Request<'_>, authority: &str, path: &str) -> String {
-    let hop = hop_by_hop(&req.headers);
+pub(super) fn origin_head(req: &Head, authority: &str, path: &str) -> Vec<u8> {
+    let hop = http::hop_by_hop(&req.headers);
     let mut out = format!(
         "{} {path} {}\r\nHost: {authority}\r\n",
-        req.method, req.version
+        req.method,
+        req.version()
     );
     for (name, value) in &req.headers {
         if !name.eq_ignore_ascii_case("host") && !hop(name) {
@@ -155,7 +96,25 @@ pub(super) fn origin_head(req: &Request<'_>, authority: &str, path: &str) -> Str
         }
     }
     out.push_str("Connection: close\r\n\r\n");
-    out
+    out.into_bytes()
+}
+
+/// The bytes a client sent after its head, then its socket (each read within the idle timeout).
+pub(super) struct Body<'a> {
+    pub(super) rest: &'a [u8],
+    pub(super) stream: &'a TcpStream,
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if !self.rest.is_empty() {
+            let n = out.len().min(self.rest.len());
+            out[..n].copy_from_slice(&self.rest[..n]);
+            self.rest = &self.rest[n..];
+            return Ok(n);
+        }
+        (&*self.stream).read(out)
+    }
 }
 
 pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
@@ -172,43 +131,25 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
             return;
         }
     };
-    let request = match parse_request(&inb.buf[..end]) {
+    let request = match http::parse_request(&inb.buf[..end]) {
         Ok(r) => r,
-        Err(d) => return respond(client, d.status, &d.reason),
+        Err((status, why)) => return respond(client, status, &why),
     };
     let leftover = &inb.buf[end..];
     if request.method == "CONNECT" {
-        let (host, port) = match split_host_port(request.target, None) {
-            Ok(hp) => hp,
-            Err(d) => return respond(client, d.status, &d.reason),
-        };
-        if let Some(b) = &shared.bound {
-            b.check_host(shared, Protocol::Connect, host, port);
-        }
-        let upstream = match open_upstream(shared, id, Protocol::Connect, host, port) {
-            Ok(u) => u,
-            Err(d) => return respond(client, d.status, &d.reason),
-        };
-        if let Some(b) = shared.bound.as_ref().filter(|b| b.intercepts(host)) {
-            return bound::intercept::connect(shared, b, client, upstream, (host, port), leftover);
-        }
-        let _ = client.set_read_timeout(None);
-        if (&*client)
-            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            .is_ok()
-            && (&upstream).write_all(leftover).is_ok()
-        {
-            splice(client, &upstream, false);
-        }
-        return;
+        return connect(shared, id, client, &request, leftover);
     }
-    let (authority, path) = match absolute_form(request.target) {
+    let (authority, path) = match absolute_form(&request.target) {
         Ok(x) => x,
         Err(d) => return respond(client, d.status, &d.reason),
     };
     let (host, port) = match split_host_port(authority, Some(80)) {
         Ok(hp) => hp,
         Err(d) => return respond(client, d.status, &d.reason),
+    };
+    let framing = match http::request_framing(&request) {
+        Ok(f) => f,
+        Err((status, why)) => return respond(client, status, &why),
     };
     if let Some(b) = &shared.bound {
         b.check_host(shared, Protocol::Http, host, port);
@@ -218,15 +159,75 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         Err(d) => return respond(client, d.status, &d.reason),
     };
     let head = origin_head(&request, authority, &path);
-    let _ = client.set_read_timeout(None);
-    if (&upstream).write_all(head.as_bytes()).is_err() {
+    if (&upstream).write_all(&head).is_err() {
         return;
     }
-    match &shared.bound {
-        Some(b) => b.forward_plain(shared, client, &upstream, (host, port), &inb.buf),
-        None => {
-            if (&upstream).write_all(leftover).is_ok() {
-                splice(client, &upstream, true);
+    // The body as framed, seen by the bound secrets' watch (placeholders in plain text are
+    // reported, never replaced); then only the response flows.
+    let _ = client.set_read_timeout(Some(shared.limits.idle_timeout));
+    let mut body = Body {
+        rest: leftover,
+        stream: client,
+    };
+    let sent = match &shared.bound {
+        Some(b) => b.forward_plain(
+            shared,
+            (host, port),
+            &inb.buf[..end],
+            framing,
+            &mut body,
+            &upstream,
+        ),
+        None => http::copy_body(framing, &mut body, &mut &upstream, &mut |_| {}).is_ok(),
+    };
+    if sent {
+        relay_response(&upstream, client, shared.limits.idle_timeout);
+    }
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.shutdown(Shutdown::Both);
+}
+
+/// `CONNECT host:port`: checked, connected, then a tunnel (or, to a bound host, interception).
+fn connect(shared: &Shared, id: u64, client: &TcpStream, request: &Head, leftover: &[u8]) {
+    if http::request_framing(request) != Ok(Framing::None) {
+        return respond(client, 400, "CONNECT takes no body");
+    }
+    let (host, port) = match split_host_port(&request.target, None) {
+        Ok(hp) => hp,
+        Err(d) => return respond(client, d.status, &d.reason),
+    };
+    if let Some(b) = &shared.bound {
+        b.check_host(shared, Protocol::Connect, host, port);
+    }
+    let upstream = match open_upstream(shared, id, Protocol::Connect, host, port) {
+        Ok(u) => u,
+        Err(d) => return respond(client, d.status, &d.reason),
+    };
+    if let Some(b) = shared.bound.as_ref().filter(|b| b.intercepts(host, port)) {
+        return bound::intercept::connect(shared, b, client, upstream, (host, port), leftover);
+    }
+    let _ = client.set_read_timeout(None);
+    if (&*client)
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_ok()
+        && (&upstream).write_all(leftover).is_ok()
+    {
+        splice(client, &upstream, false, shared.limits.idle_timeout);
+    }
+}
+
+/// The origin's response to the client until the origin closes (it was asked to), each read
+/// within `idle`.
+fn relay_response(upstream: &TcpStream, client: &TcpStream, idle: Duration) {
+    let _ = upstream.set_read_timeout(Some(idle));
+    let mut buf = vec![0u8; SPLICE_BUF];
+    loop {
+        match (&*upstream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if (&*client).write_all(&buf[..n]).is_err() {
+                    return;
+                }
             }
         }
     }

@@ -67,24 +67,15 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     // The bound address is not disclosed (it would be the container's own address).
     reply(0);
     if (&upstream).write_all(&inb.buf[end..]).is_ok() {
-        splice(client, &upstream, false);
+        splice(client, &upstream, false, shared.limits.idle_timeout);
     }
 }
 
-/// Copy both ways until both directions end. A direction that ends (EOF) is passed on as a
-/// half-close; an error ends both. With `end_with_upstream` (plain HTTP: one request per
-/// connection) the end of the response ends the connection.
-pub fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool) {
-    splice_watched(client, upstream, end_with_upstream, &mut |_| {});
-}
-
-/// [`splice`], showing `watch` every byte going from the client to the upstream.
-pub(super) fn splice_watched(
-    client: &TcpStream,
-    upstream: &TcpStream,
-    end_with_upstream: bool,
-    watch: &mut dyn FnMut(&[u8]),
-) {
+/// Copy both ways until both directions end, or nothing moves for `idle`. A direction that ends
+/// (EOF) is passed on as a half-close; an error ends both. With `end_with_upstream` the end of
+/// the upstream's data ends the connection.
+pub fn splice(client: &TcpStream, upstream: &TcpStream, end_with_upstream: bool, idle: Duration) {
+    let wait = PollTimeout::try_from(idle).unwrap_or(PollTimeout::MAX);
     let mut buf = vec![0u8; SPLICE_BUF];
     let mut up_open = true; // client → upstream still flowing
     let mut down_open = true; // upstream → client still flowing
@@ -98,7 +89,8 @@ pub(super) fn splice_watched(
             if down_open {
                 fds.push(PollFd::new(upstream.as_fd(), PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
+            match poll(&mut fds, wait) {
+                Ok(0) => break, // idle for too long
                 Ok(_) => {}
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
@@ -112,10 +104,10 @@ pub(super) fn splice_watched(
                 ready_down = it.next().is_some_and(ready);
             }
         }
-        if ready_up && !pump(client, upstream, &mut buf, &mut up_open, watch) {
+        if ready_up && !pump(client, upstream, &mut buf, &mut up_open) {
             break;
         }
-        if ready_down && !pump(upstream, client, &mut buf, &mut down_open, &mut |_| {}) {
+        if ready_down && !pump(upstream, client, &mut buf, &mut down_open) {
             break;
         }
         if end_with_upstream && !down_open {
@@ -133,7 +125,6 @@ pub(super) fn pump(
     mut to: &TcpStream,
     buf: &mut [u8],
     open: &mut bool,
-    watch: &mut dyn FnMut(&[u8]),
 ) -> bool {
     match from.read(buf) {
         Ok(0) => {
@@ -141,10 +132,7 @@ pub(super) fn pump(
             let _ = to.shutdown(Shutdown::Write);
             true
         }
-        Ok(n) => {
-            watch(&buf[..n]);
-            to.write_all(&buf[..n]).is_ok()
-        }
+        Ok(n) => to.write_all(&buf[..n]).is_ok(),
         Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
         Err(_) => false,
     }

@@ -38,17 +38,27 @@ pub(super) fn open_upstream(
             Err(e) => last = Some((*addr, e)),
         }
     }
+    // The address tried goes to the audit log; the sandbox is told the name it asked for.
     Err(match last {
         Some((addr, e)) if e.kind() == io::ErrorKind::TimedOut => to.fail(
-            504,
-            0x04,
-            format!("connecting to {host} ({addr}) timed out"),
+            (504, 0x04),
+            format!("connecting to {host}:{port} ({addr}) timed out"),
+            format!("connecting to {host}:{port} timed out"),
         ),
-        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
-            to.fail(502, 0x05, format!("{host} ({addr}) refused the connection"))
+        Some((addr, e)) if e.kind() == io::ErrorKind::ConnectionRefused => to.fail(
+            (502, 0x05),
+            format!("{host}:{port} ({addr}) refused the connection"),
+            format!("{host}:{port} refused the connection"),
+        ),
+        Some((addr, e)) => to.fail(
+            (502, 0x01),
+            format!("cannot connect to {host}:{port} ({addr}): {e}"),
+            format!("cannot connect to {host}:{port}: {e}"),
+        ),
+        None => {
+            let why = format!("connecting to {host}:{port} timed out");
+            to.fail((504, 0x04), why.clone(), why)
         }
-        Some((addr, e)) => to.fail(502, 0x01, format!("cannot connect to {host} ({addr}): {e}")),
-        None => to.fail(504, 0x04, format!("connecting to {host} timed out")),
     })
 }
 
@@ -73,22 +83,23 @@ impl Destination<'_> {
         }
     }
 
-    fn refuse(&self, addr: Option<SocketAddr>, reason: String) -> Denial {
+    /// A refusal: the whole story to the audit hook, the public one to the client.
+    fn refuse(&self, addr: Option<SocketAddr>, r: crate::plan::egress::Refusal) -> Denial {
         self.shared
-            .emit(self.event(Verdict::Refused, addr, &reason));
+            .emit(self.event(Verdict::Refused, addr, &r.reason));
         Denial {
             status: 403,
             socks: 0x02,
-            reason,
+            reason: r.public,
         }
     }
 
-    fn fail(&self, status: u16, socks: u8, reason: String) -> Denial {
-        self.shared.emit(self.event(Verdict::Failed, None, &reason));
+    fn fail(&self, (status, socks): (u16, u8), detail: String, public: String) -> Denial {
+        self.shared.emit(self.event(Verdict::Failed, None, &detail));
         Denial {
             status,
             socks,
-            reason,
+            reason: public,
         }
     }
 
@@ -98,19 +109,23 @@ impl Destination<'_> {
     fn checked_addrs(&self) -> Result<Vec<SocketAddr>, Denial> {
         let (policy, port) = (&self.shared.policy, self.port);
         match policy.check_name(self.host, port) {
-            Err(r) => Err(self.refuse(None, r.reason)),
+            Err(r) => Err(self.refuse(None, r)),
             Ok(Host::Ip(ip)) => Ok(vec![SocketAddr::new(ip.to_canonical(), port)]),
             Ok(Host::Name(name)) => {
                 let addrs = match (self.shared.outbound.resolve)(&name, port) {
                     Ok(a) if !a.is_empty() => a,
-                    Ok(_) => return Err(self.fail(502, 0x04, format!("{name}: no address"))),
+                    Ok(_) => {
+                        let why = format!("{name}: no address");
+                        return Err(self.fail((502, 0x04), why.clone(), why));
+                    }
                     Err(e) => {
-                        return Err(self.fail(502, 0x04, format!("cannot resolve {name}: {e}")))
+                        let why = format!("cannot resolve {name}: {e}");
+                        return Err(self.fail((502, 0x04), why.clone(), why));
                     }
                 };
                 for a in &addrs {
                     if let Err(r) = policy.check_addr(Some(&name), a.ip(), port) {
-                        return Err(self.refuse(Some(*a), r.reason));
+                        return Err(self.refuse(Some(*a), r));
                     }
                 }
                 Ok(addrs

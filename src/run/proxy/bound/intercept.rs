@@ -1,25 +1,29 @@
-//! One intercepted `CONNECT` to a bound host: TLS from the client (per-call CA), one HTTP/1.1
-//! request read, its placeholders swapped for the real values, TLS to the real host (verified),
-//! the request forwarded, the response relayed, the connection closed.
+//! One intercepted `CONNECT` to a bound host: TLS from the client (per-call CA; the name it asks
+//! for in SNI must be the host it connected to), one HTTP/1.1 request read and parsed strictly
+//! (its `Host` the same host and port), its placeholders swapped for the real values in their
+//! slots only, TLS to the real host (verified), the request forwarded with `Accept-Encoding:
+//! identity`, the response relayed with every form of every real value replaced by its
+//! placeholder's ([`super::scrub`]), the connection closed. One request per connection: nothing
+//! the client sends after its body reaches the host.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
+use zeroize::Zeroizing;
 
-use super::rewrite::{self, Head, Scanner};
+use super::rewrite::{self, Scanner};
+use super::scrub::{Needles, Scrubber};
 use super::{exfiltration, normalize, Interceptor};
+use crate::run::proxy::http::{self, Bad, Framing, Head};
 use crate::run::proxy::{Event, Protocol, Shared, Verdict};
 
-/// Most bytes of a body buffered to hash it for SigV4 (only when the client sent no hash).
+/// Most bytes of a body buffered to hash it or read its operation for SigV4.
 const MAX_HASHED_BODY: u64 = 16 << 20;
 
 type Client<'a> = StreamOwned<ServerConnection, &'a TcpStream>;
 type Upstream = StreamOwned<ClientConnection, TcpStream>;
-
-/// A failure to answer the client with: status and reason.
-type Refusal = (u16, String);
 
 /// Serve one intercepted connection. `leftover`: bytes the client sent after the CONNECT head.
 pub(in crate::run::proxy) fn connect(
@@ -59,16 +63,23 @@ pub(in crate::run::proxy) fn connect(
             return;
         }
     }
-    let (head, rest) = match read_head(&mut tls, shared.limits.max_head) {
-        Ok(x) => x,
-        Err(e) => {
+    let head = read_head(&mut tls, shared.limits.max_head);
+    // The name the client's TLS asked for must be the host it connected to: one connection,
+    // one host.
+    let result = match (head, tls.conn.server_name()) {
+        (Err(e), _) => {
             let why = format!("the client's TLS or request head failed ({e}); does it trust the per-call CA (SSL_CERT_FILE)?");
             return shared.emit(failed(why));
         }
+        (Ok(_), sni) if sni.map(normalize).as_deref() != Some(host.as_str()) => Err((
+            421,
+            format!("the TLS name (SNI) is not {host}, the host this connection was opened to"),
+        )),
+        (Ok((head, rest)), _) => {
+            forward(shared, ic, &mut tls, upstream, (&host, port), &head, rest)
+        }
     };
-    if let Err((status, reason)) =
-        forward(shared, ic, &mut tls, upstream, (&host, port), &head, rest)
-    {
+    if let Err((status, reason)) = result {
         shared.emit(failed(reason.clone()));
         let body = format!("sbx-exec egress proxy: {reason}\n");
         let msg = format!(
@@ -87,8 +98,8 @@ fn read_head(r: &mut impl Read, max: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(p + 4);
+        if let Some(end) = http::head_len(&buf) {
+            let rest = buf.split_off(end);
             return Ok((buf, rest));
         }
         if buf.len() > max {
@@ -101,28 +112,6 @@ fn read_head(r: &mut impl Read, max: usize) -> io::Result<(Vec<u8>, Vec<u8>)> {
     }
 }
 
-/// How the request body is framed.
-enum Body {
-    None,
-    Length(u64),
-    Chunked,
-}
-
-fn framing(head: &Head) -> Result<Body, Refusal> {
-    let te = head.get("transfer-encoding");
-    let cl = head.get("content-length");
-    match (te, cl) {
-        (Some(_), Some(_)) => Err((400, "both Transfer-Encoding and Content-Length".into())),
-        (Some(t), None) if t.eq_ignore_ascii_case("chunked") => Ok(Body::Chunked),
-        (Some(t), None) => Err((501, format!("Transfer-Encoding {t:?} is not supported"))),
-        (None, Some(n)) => n
-            .parse()
-            .map(Body::Length)
-            .map_err(|_| (400, "bad Content-Length".to_string())),
-        (None, None) => Ok(Body::None),
-    }
-}
-
 fn forward(
     shared: &Shared,
     ic: &Interceptor,
@@ -131,8 +120,8 @@ fn forward(
     (host, port): (&str, u16),
     head_bytes: &[u8],
     rest: Vec<u8>,
-) -> Result<(), Refusal> {
-    let mut head = checked_head(head_bytes, host)?;
+) -> Result<(), Bad> {
+    let mut head = checked_head(head_bytes, host, port)?;
     let mut scan = Scanner::new(rewrite::foreign(&ic.bound, host));
     let on_found = |names: Vec<&str>, how: &str| {
         for name in names {
@@ -148,21 +137,29 @@ fn forward(
         tls.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
             .map_err(|e| (400, e.to_string()))?;
     }
-    let body = framing(&head)?;
+    let framing = http::request_framing(&head)?;
+    let _ = tls.sock.set_read_timeout(Some(shared.limits.idle_timeout));
     let mut input = Prefixed {
         rest,
         pos: 0,
         inner: tls,
     };
-    let buffered = match rewrite::needs_body_hash(&head, host, &ic.bound) {
-        true => Some(body_to_hash(&body, &mut input)?),
+    let buffered = match rewrite::needs_body(&head, host, port, &ic.bound) {
+        true => Some(whole_body(framing, &mut input)?),
         false => None,
     };
-    let hash = buffered.as_deref().map(super::sigv4::sha256_hex);
-    let used = rewrite::apply(&mut head, host, &ic.bound, hash.as_deref()).map_err(|e| (501, e))?;
+    let used = rewrite::apply(
+        &mut head,
+        host,
+        port,
+        &ic.bound,
+        buffered.as_deref().map(|b| &b[..]),
+    )?;
+    // Nothing compressed may come back: a compressed echo would hide the value from scrubbing.
+    head.set("Accept-Encoding", "identity");
     let mut up = open_tls(ic, host, upstream)?;
+    let _ = up.sock.set_read_timeout(Some(shared.limits.idle_timeout));
     let sent = up.write_all(&head.to_bytes());
-    drop(head);
     sent.map_err(|e| (502, format!("sending to {host}: {e}")))?;
     for name in used {
         shared.emit(Event {
@@ -175,47 +172,62 @@ fn forward(
             secret: Some(name),
         });
     }
-    let mut found = |names: Vec<&str>| on_found(names, "in the request body");
-    match (buffered, body) {
-        (Some(b), _) => {
-            found(scan.feed(&b));
+    let mut found = |data: &[u8]| on_found(scan.feed(data), "in the request body");
+    match buffered {
+        Some(b) => {
+            found(&b);
             up.write_all(&b).map_err(|e| (502, e.to_string()))?;
         }
-        (None, Body::None) => {}
-        (None, Body::Length(n)) => copy_n(&mut input, &mut up, n, &mut scan, &mut found)?,
-        (None, Body::Chunked) => copy_chunked(&mut input, &mut up, &mut scan, &mut found)?,
+        None => http::copy_body(framing, &mut input, &mut up, &mut found)
+            .map_err(|e| (400, format!("the request body: {e}")))?,
     }
     up.flush().map_err(|e| (502, e.to_string()))?;
-    relay(&mut up, input.inner);
-    Ok(())
+    let needles = ic.needles();
+    relay(&mut up, input.inner, needles, &head.method)
 }
 
-/// The request head, parsed: origin-form, and its `Host` naming the host connected to.
-fn checked_head(head_bytes: &[u8], host: &str) -> Result<Head, Refusal> {
-    let head = Head::parse(head_bytes).map_err(|e| (400, e))?;
+/// The request head, parsed strictly: origin-form, and exactly one `Host` naming the host (and,
+/// when it names one, the port) connected to. HTTP/1.0 without `Host` is refused too.
+fn checked_head(head_bytes: &[u8], host: &str, port: u16) -> Result<Head, Bad> {
+    let head = http::parse_request(head_bytes)?;
     if !head.target.starts_with('/') {
         return Err((400, "expected an origin-form request (GET /path)".into()));
     }
-    let named = head
-        .get("host")
-        .map(|h| h.rsplit_once(':').map_or(h, |(n, _)| n));
-    if named.map(normalize).as_deref() != Some(host) {
+    let hosts = head.get_all("host");
+    let [named] = hosts.as_slice() else {
+        return Err((
+            400,
+            format!("a request to {host} needs exactly one Host header"),
+        ));
+    };
+    let (name, named_port) = match named.rsplit_once(':') {
+        Some((n, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !p.is_empty() => {
+            (n, p.parse::<u16>().ok())
+        }
+        _ => (*named, Some(443)),
+    };
+    if normalize(name) != host || named_port.is_some_and(|p| p != port && p != 443) {
         return Err((421, format!("the Host header does not name {host}")));
     }
     Ok(head)
 }
 
-/// The whole body, read to hash it for SigV4 (only a Content-Length body, up to 16 MiB).
-fn body_to_hash(body: &Body, input: &mut impl Read) -> Result<Vec<u8>, Refusal> {
-    let Body::Length(n) = *body else {
-        let why = "re-signing needs x-amz-content-sha256 or a Content-Length body";
-        return Err((411, why.into()));
+/// The whole body, read to hash it or to find its operation (only a Content-Length body, up to
+/// 16 MiB).
+fn whole_body(framing: Framing, input: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, Bad> {
+    let n = match framing {
+        Framing::None => 0,
+        Framing::Length(n) => n,
+        _ => {
+            let why = "re-signing needs x-amz-content-sha256 or a Content-Length body";
+            return Err((411, why.into()));
+        }
     };
     if n > MAX_HASHED_BODY {
         let why = "body too large to hash for re-signing; send x-amz-content-sha256";
         return Err((413, why.into()));
     }
-    let mut b = vec![0u8; n as usize];
+    let mut b = Zeroizing::new(vec![0u8; n as usize]);
     input
         .read_exact(&mut b)
         .map_err(|e| (400, format!("reading the body: {e}")))?;
@@ -223,7 +235,7 @@ fn body_to_hash(body: &Body, input: &mut impl Read) -> Result<Vec<u8>, Refusal> 
 }
 
 /// TLS to the real host, its certificate verified for `host` against the proxy's roots.
-fn open_tls(ic: &Interceptor, host: &str, sock: TcpStream) -> Result<Upstream, Refusal> {
+fn open_tls(ic: &Interceptor, host: &str, sock: TcpStream) -> Result<Upstream, Bad> {
     let name = ServerName::try_from(host.to_string()).map_err(|e| (400, format!("{host}: {e}")))?;
     let config = ic.upstream().map_err(|e| (502, e))?;
     let conn = ClientConnection::new(config, name).map_err(|e| (502, e.to_string()))?;
@@ -236,21 +248,168 @@ fn open_tls(ic: &Interceptor, host: &str, sock: TcpStream) -> Result<Upstream, R
     Ok(up)
 }
 
-/// The response, byte for byte, until the upstream closes (`Connection: close` was asked).
-fn relay(up: &mut Upstream, client: &mut Client<'_>) {
-    let _ = up.sock.set_read_timeout(None);
-    let mut buf = vec![0u8; 16 * 1024];
+/// The response, scrubbed: its head (status line and every header) and its body (de-chunked,
+/// scrubbed as one stream, chunked again) with every form of every real value replaced by its
+/// placeholder's. A compressed or upgraded response is refused (502), not relayed. Once the
+/// client has been sent a byte, a failure only ends the connection (the client sees a response
+/// cut short, never an error appended to it).
+fn relay(
+    up: &mut Upstream,
+    client: &mut Client<'_>,
+    needles: &Needles,
+    method: &str,
+) -> Result<(), Bad> {
+    let mut started = false;
+    match relay_inner(up, client, needles, method, &mut started) {
+        Err(_) if started => Ok(()),
+        other => other,
+    }
+}
+
+fn relay_inner(
+    up: &mut Upstream,
+    client: &mut Client<'_>,
+    needles: &Needles,
+    method: &str,
+    started: &mut bool,
+) -> Result<(), Bad> {
+    let mut from = BufReader::new(up);
     loop {
-        match up.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if client.write_all(&buf[..n]).is_err() {
-                    break;
+        let head = read_response_head(&mut from)?;
+        let parsed = http::parse_response(&head)?;
+        if parsed.status == 101 {
+            return Err((502, "the host switched protocols; not relayed".into()));
+        }
+        if parsed
+            .get("content-encoding")
+            .is_some_and(|e| !e.trim().eq_ignore_ascii_case("identity"))
+        {
+            return Err((502, "the host answered with a compressed body though identity was asked for; refused, since a real value could hide in it".into()));
+        }
+        let framing = http::response_framing(method, &parsed)?;
+        let (clean, _) = Scrubber::all(needles, &head);
+        *started = true;
+        write(client, &clean)?;
+        if (100..200).contains(&parsed.status) {
+            continue; // an interim response; the final one follows
+        }
+        let mut scrub = Scrubber::new(needles);
+        match framing {
+            Framing::None => {}
+            Framing::Length(n) => {
+                let mut out = Vec::new();
+                let mut left = n;
+                let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
+                while left > 0 {
+                    let want = buf.len().min(left as usize);
+                    let got = read_some(&mut from, &mut buf[..want])?;
+                    left -= got as u64;
+                    scrub.feed(&buf[..got], &mut out);
+                    write(client, &out)?;
+                    out.clear();
                 }
+                scrub.finish(&mut out);
+                write(client, &out)?;
             }
+            Framing::Close => {
+                let mut out = Vec::new();
+                let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
+                loop {
+                    match from.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(got) => {
+                            scrub.feed(&buf[..got], &mut out);
+                            write(client, &out)?;
+                            out.clear();
+                        }
+                        // A close without TLS close_notify ends the body too (it was asked to close).
+                        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+                        Err(e) => return Err((502, e.to_string())),
+                    }
+                }
+                scrub.finish(&mut out);
+                write(client, &out)?;
+            }
+            Framing::Chunked => relay_chunked(&mut from, client, needles, &mut scrub)?,
+        }
+        return Ok(());
+    }
+}
+
+/// A chunked body: the payload scrubbed as one stream and sent on in chunks of its own sizes;
+/// the trailers scrubbed too.
+fn relay_chunked(
+    from: &mut impl BufRead,
+    client: &mut Client<'_>,
+    needles: &Needles,
+    scrub: &mut Scrubber<'_>,
+) -> Result<(), Bad> {
+    let bad = |e: io::Error| (502, format!("the response's chunked body: {e}"));
+    let mut out = Vec::new();
+    let send = |client: &mut Client<'_>, out: &mut Vec<u8>| -> Result<(), Bad> {
+        if !out.is_empty() {
+            write(client, format!("{:x}\r\n", out.len()).as_bytes())?;
+            write(client, out)?;
+            write(client, b"\r\n")?;
+            out.clear();
+        }
+        Ok(())
+    };
+    loop {
+        let line = http::read_line(from).map_err(bad)?;
+        let size = http::chunk_size(&line).map_err(bad)?;
+        if size == 0 {
+            break;
+        }
+        let mut left = size;
+        let mut buf = Zeroizing::new(vec![0u8; 16 * 1024]);
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let got = read_some(from, &mut buf[..want])?;
+            left -= got as u64;
+            scrub.feed(&buf[..got], &mut out);
+            send(client, &mut out)?;
+        }
+        if http::read_line(from).map_err(bad)? != b"\r\n" {
+            return Err((
+                502,
+                "a chunk of the response is not followed by CRLF".into(),
+            ));
         }
     }
-    let _ = up.sock.shutdown(Shutdown::Both);
+    scrub.finish(&mut out);
+    send(client, &mut out)?;
+    let mut trailers = Vec::new();
+    http::copy_trailers(from, &mut trailers).map_err(bad)?;
+    write(client, b"0\r\n")?;
+    write(client, &Scrubber::all(needles, &trailers).0)
+}
+
+/// A response head, through its blank line (at most 64 KiB).
+fn read_response_head(from: &mut impl BufRead) -> Result<Vec<u8>, Bad> {
+    let mut head = Vec::new();
+    loop {
+        let line = http::read_line(from).map_err(|e| (502, format!("the response head: {e}")))?;
+        head.extend_from_slice(&line);
+        if line == b"\r\n" && head.len() > 2 {
+            return Ok(head);
+        }
+        if head.len() > 64 * 1024 {
+            return Err((502, "the response head is too large".into()));
+        }
+    }
+}
+
+fn read_some(from: &mut impl Read, buf: &mut [u8]) -> Result<usize, Bad> {
+    match from.read(buf) {
+        Ok(0) => Err((502, "the response ended early".into())),
+        Ok(n) => Ok(n),
+        Err(e) => Err((502, e.to_string())),
+    }
+}
+
+fn write(client: &mut Client<'_>, data: &[u8]) -> Result<(), Bad> {
+    client.write_all(data).map_err(|e| (499, e.to_string()))
 }
 
 /// The bytes read past the head, then the stream.
@@ -270,75 +429,4 @@ impl Read for Prefixed<'_, '_> {
         }
         self.inner.read(out)
     }
-}
-
-fn copy_n<'s>(
-    from: &mut impl Read,
-    to: &mut impl Write,
-    mut n: u64,
-    scan: &mut Scanner<'s>,
-    found: &mut impl FnMut(Vec<&'s str>),
-) -> Result<(), Refusal> {
-    let mut buf = vec![0u8; 16 * 1024];
-    while n > 0 {
-        let want = buf.len().min(n as usize);
-        let got = from
-            .read(&mut buf[..want])
-            .map_err(|e| (400, e.to_string()))?;
-        if got == 0 {
-            return Err((400, "the request body ended early".into()));
-        }
-        found(scan.feed(&buf[..got]));
-        to.write_all(&buf[..got])
-            .map_err(|e| (502, e.to_string()))?;
-        n -= got as u64;
-    }
-    Ok(())
-}
-
-/// A chunked body, forwarded as it came (sizes, extensions, trailers), parsed only to find its end.
-fn copy_chunked<'s>(
-    from: &mut impl Read,
-    to: &mut impl Write,
-    scan: &mut Scanner<'s>,
-    found: &mut impl FnMut(Vec<&'s str>),
-) -> Result<(), Refusal> {
-    loop {
-        let line = read_line(from)?;
-        to.write_all(&line).map_err(|e| (502, e.to_string()))?;
-        let text = String::from_utf8_lossy(&line);
-        let size = text.trim_end().split(';').next().unwrap_or("").trim();
-        let size =
-            u64::from_str_radix(size, 16).map_err(|_| (400, "bad chunk size".to_string()))?;
-        if size == 0 {
-            // Trailers, then the empty line.
-            loop {
-                let t = read_line(from)?;
-                to.write_all(&t).map_err(|e| (502, e.to_string()))?;
-                if t == b"\r\n" || t == b"\n" {
-                    return Ok(());
-                }
-            }
-        }
-        copy_n(from, to, size, scan, found)?;
-        let end = read_line(from)?;
-        to.write_all(&end).map_err(|e| (502, e.to_string()))?;
-    }
-}
-
-/// One line, through its `\n` (at most 8 KiB), read a byte at a time (the reader is buffered).
-fn read_line(from: &mut impl Read) -> Result<Vec<u8>, Refusal> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    while line.last() != Some(&b'\n') {
-        if line.len() > 8192 {
-            return Err((400, "chunk line too long".into()));
-        }
-        match from.read(&mut b) {
-            Ok(1) => line.push(b[0]),
-            Ok(_) => return Err((400, "the request body ended early".into())),
-            Err(e) => return Err((400, e.to_string())),
-        }
-    }
-    Ok(line)
 }

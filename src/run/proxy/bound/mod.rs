@@ -35,6 +35,7 @@ use crate::secrets::SecretSet;
 pub mod ca;
 pub mod intercept;
 pub mod rewrite;
+pub mod scrub;
 pub mod sigv4;
 
 /// The system CA bundle: what the proxy verifies upstreams against and what the sandbox's bundle
@@ -57,6 +58,8 @@ pub enum Roots {
 /// The proxy side of a call's bound secrets.
 pub struct Interceptor {
     pub bound: Bound,
+    /// Every form of every real value, with its placeholder's: what responses are scrubbed of.
+    needles: scrub::Needles,
     ca: ca::Ca,
     roots: Roots,
     /// The TLS configuration for upstreams, made from `roots` once (or why it could not be).
@@ -76,10 +79,21 @@ pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 impl Interceptor {
     /// A fresh per-call CA for `bound`'s hosts; upstreams are verified against `roots`.
     pub fn new(bound: Bound, roots: Roots) -> Result<Interceptor> {
-        let hosts: Vec<_> = bound.bindings.iter().flat_map(|b| &b.hosts).collect();
+        let hosts: Vec<_> = bound
+            .bindings
+            .iter()
+            .flat_map(|b| &b.hosts)
+            .map(|h| &h.pattern)
+            .collect();
         let ca = ca::Ca::new(&hosts).context("cannot create the per-call CA for bound secrets")?;
+        let needles = scrub::Needles::new(
+            bound
+                .swaps()
+                .map(|(_, s)| (s.real(), s.placeholder.as_str())),
+        );
         Ok(Interceptor {
             bound,
+            needles,
             ca,
             roots,
             upstream: OnceLock::new(),
@@ -120,9 +134,14 @@ impl Interceptor {
         out
     }
 
-    /// Is a `CONNECT` to `host` intercepted?
-    pub fn intercepts(&self, host: &str) -> bool {
-        self.bound.binds_host(&normalize(host))
+    /// Is a `CONNECT` to `host:port` intercepted?
+    pub fn intercepts(&self, host: &str, port: u16) -> bool {
+        self.bound.binds_host(&normalize(host), port)
+    }
+
+    /// What responses from bound hosts are scrubbed of.
+    pub fn needles(&self) -> &scrub::Needles {
+        &self.needles
     }
 
     /// Report placeholders inside a host name asked for (DNS exfiltration); the request goes on.
@@ -147,17 +166,18 @@ pub fn serve(
 }
 
 impl Interceptor {
-    /// A plain-HTTP request (head already sent): the rest of it and the response, with every
-    /// byte from the client searched for placeholders (reported, never replaced: a real value
-    /// never goes out in plain text). `received` is all the client sent so far (head and more).
+    /// A plain-HTTP request (head already sent): its body as framed, every byte from the client
+    /// (head and body) searched for placeholders (reported, never replaced: a real value never
+    /// goes out in plain text). False if the body could not be sent.
     pub(super) fn forward_plain(
         &self,
         shared: &Shared,
-        client: &TcpStream,
-        upstream: &TcpStream,
         (host, port): (&str, u16),
-        received: &[u8],
-    ) {
+        head: &[u8],
+        framing: super::http::Framing,
+        body: &mut impl std::io::Read,
+        upstream: &TcpStream,
+    ) -> bool {
         let mut scan = rewrite::Scanner::new(self.bound.swaps().collect());
         let host = normalize(host);
         let mut watch = |data: &[u8]| {
@@ -175,14 +195,8 @@ impl Interceptor {
                 shared.emit(ev);
             }
         };
-        watch(received);
-        let head_len = received
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(received.len(), |p| p + 4);
-        if std::io::Write::write_all(&mut &*upstream, &received[head_len..]).is_ok() {
-            super::splice_watched(client, upstream, true, &mut watch);
-        }
+        watch(head);
+        super::http::copy_body(framing, body, &mut &*upstream, &mut watch).is_ok()
     }
 }
 

@@ -449,7 +449,8 @@ fn without_bound_secrets_nothing_is_intercepted() {
         &[("other.example", other.port)],
         ca.roots(),
     );
-    assert!(!p.ic.intercepts("other.example") && p.ic.intercepts("API.anthropic.com."));
+    assert!(!p.ic.intercepts("other.example", 443) && p.ic.intercepts("API.anthropic.com.", 443));
+    assert!(!p.ic.intercepts("api.anthropic.com", 8443));
     // The client trusts only the test CA: it reaches other.example's own certificate.
     let resp = https(
         &p,

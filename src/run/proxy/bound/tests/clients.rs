@@ -216,7 +216,8 @@ fn aws_cli_works_against_moto_with_placeholder_credentials() {
     let m = moto(&ca, &dir, 3);
     let (key_id, secret) = moto_key(&m, &dir, &ca_file);
     let secrets = format!("AWS_ACCESS_KEY_ID={key_id}\nAWS_SECRET_ACCESS_KEY={secret}\n");
-    let binds = "[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"*.amazonaws.com\"]\n";
+    // Exact endpoints and the one service, as a policy must bind them.
+    let binds = "[[bind]]\nkind = \"aws-sigv4\"\nhosts = [\"s3.amazonaws.com\", \"s3.us-east-1.amazonaws.com\", \"sbx-bound.s3.amazonaws.com\"]\nservices = [\"s3\"]\n";
     let names = [
         ("s3.amazonaws.com", m.port),
         ("s3.us-east-1.amazonaws.com", m.port),
