@@ -80,7 +80,13 @@ pub(in crate::run::proxy) fn connect(
         }
     };
     if let Err((status, reason)) = result {
-        shared.emit(failed(reason.clone()));
+        // A refusal by the rules (403: a credential issuer, a scope the binding does not name)
+        // is audited as one; anything else as a failure.
+        let mut ev = failed(reason.clone());
+        if status == 403 {
+            ev.verdict = Verdict::Refused;
+        }
+        shared.emit(ev);
         let body = format!("sbx-exec egress proxy: {reason}\n");
         let msg = format!(
             "HTTP/1.1 {status} Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
