@@ -95,7 +95,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --timeout --keep-fd --listen-fd --help --version policy probe ctx help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -144,13 +144,17 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx)
-            opts="-h --help list stop help"
+        sbx__exec__subcmd__ctx)
+            opts="-h --policy --help list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -158,7 +162,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__help)
+        sbx__exec__subcmd__ctx__subcmd__help)
             opts="list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -172,7 +176,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__help)
+        sbx__exec__subcmd__ctx__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -186,7 +190,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__list)
+        sbx__exec__subcmd__ctx__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -200,7 +204,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__help__subcmd__stop)
+        sbx__exec__subcmd__ctx__subcmd__help__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -214,7 +218,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__list)
+        sbx__exec__subcmd__ctx__subcmd__list)
             opts="-h --json --policy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -232,7 +236,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__ctx__subcmd__stop)
+        sbx__exec__subcmd__ctx__subcmd__stop)
             opts="-h --timeout --policy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -254,7 +258,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help)
+        sbx__exec__subcmd__help)
             opts="policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -268,7 +272,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__ctx)
+        sbx__exec__subcmd__help__subcmd__ctx)
             opts="list stop"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -282,7 +286,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__ctx__subcmd__list)
+        sbx__exec__subcmd__help__subcmd__ctx__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -296,7 +300,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__ctx__subcmd__stop)
+        sbx__exec__subcmd__help__subcmd__ctx__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -310,7 +314,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__help)
+        sbx__exec__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -324,7 +328,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__policy)
+        sbx__exec__subcmd__help__subcmd__policy)
             opts="check show"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -338,7 +342,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__policy__subcmd__check)
+        sbx__exec__subcmd__help__subcmd__policy__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -352,7 +356,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__policy__subcmd__show)
+        sbx__exec__subcmd__help__subcmd__policy__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -366,7 +370,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__help__subcmd__probe)
+        sbx__exec__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -380,13 +384,17 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy)
-            opts="-h --help check show help"
+        sbx__exec__subcmd__policy)
+            opts="-h --policy --help check show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -394,13 +402,17 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__check)
-            opts="-h --help"
+        sbx__exec__subcmd__policy__subcmd__check)
+            opts="-h --policy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -408,7 +420,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__help)
+        sbx__exec__subcmd__policy__subcmd__help)
             opts="check show help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -422,7 +434,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__check)
+        sbx__exec__subcmd__policy__subcmd__help__subcmd__check)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -436,7 +448,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__help)
+        sbx__exec__subcmd__policy__subcmd__help__subcmd__help)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -450,7 +462,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__help__subcmd__show)
+        sbx__exec__subcmd__policy__subcmd__help__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -464,18 +476,18 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__policy__subcmd__show)
-            opts="-h --policy --ctx --help"
+        sbx__exec__subcmd__policy__subcmd__show)
+            opts="-h --ctx --policy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --policy)
+                --ctx)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --ctx)
+                --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -486,7 +498,7 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        sbx__subcmd__exec__subcmd__probe)
+        sbx__exec__subcmd__probe)
             opts="-h --json --policy --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -513,7 +525,7 @@ else
     complete -F _sbx__exec -o bashdefault -o default sbx-exec
 fi
 
-# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx and ctx stop ---
 _sbx_exec_contexts() {
     local prog="$1" policy="$2"
     local -a args=()
@@ -523,26 +535,56 @@ _sbx_exec_contexts() {
         | sort -u
 }
 
+_sbx_exec_running() {
+    "$1" ctx list --json 2>/dev/null \
+        | grep -o '"name":"[a-z0-9_-]*"' \
+        | sed 's/^"name":"\(.*\)"$/\1/' \
+        | sort -u
+}
+
 _sbx_exec_with_contexts() {
-    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i policy=""
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i w policy="" launch=0 skip=0
+    local -a subs=()
     (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
     for (( i = 1; i < COMP_CWORD; i++ )); do
-        [[ "${COMP_WORDS[i]}" == "--" ]] && { _sbx__exec "$@"; return; }
-        [[ "${COMP_WORDS[i]}" == "--policy" ]] && policy="${COMP_WORDS[i+1]}"
-        [[ "${COMP_WORDS[i]}" == --policy=* ]] && policy="${COMP_WORDS[i]#--policy=}"
+        w="${COMP_WORDS[i]}"
+        [[ "$w" == "--" ]] && { _sbx__exec "$@"; return; }
+        [[ "$w" == "--policy" ]] && policy="${COMP_WORDS[i+1]}"
+        [[ "$w" == --policy=* ]] && policy="${w#--policy=}"
+        if (( skip )); then
+            skip=0
+            continue
+        fi
+        case "$w" in
+            --ctx|--cwd|--env|--keep-fd|--listen-fd|--policy|--secrets-fd|--status-fd|--timeout)
+                skip=1
+                [[ "$w" != "--policy" && ${#subs[@]} -eq 0 ]] && launch=1
+                ;;
+            --policy=*) ;;
+            -*) [[ ${#subs[@]} -eq 0 ]] && launch=1 ;;
+            *) subs+=("$w") ;;
+        esac
     done
-    local prefix=""
+    local prefix="" names name
     if [[ "$prev" != "--ctx" && "$cur" == --ctx=* ]]; then
         prefix="--ctx="
         cur="${cur#--ctx=}"
-    elif [[ "$prev" != "--ctx" ]]; then
+    elif [[ "$prev" == "--ctx" ]]; then
+        :
+    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && "${subs[1]}" == "stop" && ${#subs[@]} -eq 2 \
+            && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" ]]; then
+        COMPREPLY=()
+        for name in $(_sbx_exec_running "${COMP_WORDS[0]}"); do
+            [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")
+        done
+        (( ${#COMPREPLY[@]} )) || _sbx__exec "$@"
+        return
+    else
         _sbx__exec "$@"
         return
     fi
-    local names
     names="$(_sbx_exec_contexts "${COMP_WORDS[0]}" "${policy/#\~/$HOME}")"
     COMPREPLY=()
-    local name
     for name in $names; do
         [[ "$name" == "$cur"* ]] && COMPREPLY+=("$prefix$name")
     done

@@ -1,4 +1,4 @@
-# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx ---
 function __sbx_exec_contexts
     set -l tokens (commandline -opc)
     set -l policy
@@ -14,7 +14,7 @@ end
 
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_sbx_exec_global_optspecs
-    string join \n policy= ctx= secrets-fd= status-fd= env= cwd= timeout= keep-fd= listen-fd= h/help V/version
+    string join \n policy= ctx= secrets-fd= status-fd= env= cwd= in-workdir timeout= keep-fd= listen-fd= h/help V/version
 end
 
 function __fish_sbx_exec_needs_command
@@ -38,44 +38,48 @@ function __fish_sbx_exec_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l ctx -d 'Context to run in (e.g. user, platform, control)' -r -f -a '(__sbx_exec_contexts)'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l secrets-fd -d 'Read secrets (JSON object or NAME=value lines) from this file descriptor (3 or more), then close it' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l status-fd -d 'Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l env -d 'Set a variable for this call (repeatable); only names the context lists in env.caller, never an injection variable (LD_*, NODE_OPTIONS...) or a name it takes as a secret' -r
-complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l cwd -d 'Run the command in this directory instead of the current one (it must be visible in the context, e.g. under /workspace)' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l cwd -d 'Run the command in this directory instead of the current one; it must exist inside the context (e.g. under /workspace), else the call is refused (125)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l timeout -d 'Stop the command after this many seconds (exit 124); at most the context\'s own timeout' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l keep-fd -d 'Keep this inherited file descriptor open in the command (repeatable); the kept fds are renumbered 3, 4, ... in order. When the caller\'s LISTEN_FDS/LISTEN_PID describe them, they are passed on as listening sockets with LISTEN_FDS, LISTEN_FDNAMES and LISTEN_PID rewritten' -r
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l listen-fd -d 'Pass on the caller\'s socket-activation fds named NAME in LISTEN_FDNAMES (repeatable; placed before the --keep-fd ones); each must be a listening socket, and one on a reserved port only reaches a context whose `listen` names that port' -r
+complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -l in-workdir -d 'Start in the context\'s working directory (policy key `workdir`, default: its first existing writable area, else /), whatever the caller\'s is (what programs calling sbx-exec should pass unless they mean their own directory)'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -s V -l version -d 'Print version'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "policy" -d 'Check a policy file, or show the effective policy'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "probe" -d 'Report what this host can isolate and whether each context can run fully, degraded or not at all; exit 0 when every context can run as written, 1 otherwise'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "ctx" -d 'List or stop persistent contexts (policy key persist = true); needs root'
 complete -c sbx-exec -n "__fish_sbx_exec_needs_command" -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -s h -l help -d 'Print help'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid (warnings about weak contexts go to stderr, with their line), 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "show" -d 'Print the effective policy (or one context of it, `extends` resolved) and where it came from'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and not __fish_seen_subcommand_from check show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from check" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -l policy -d 'Policy file to show instead of the effective one' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -l ctx -d 'Show only this context' -r -f -a '(__sbx_exec_contexts)'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid (warnings about weak contexts go to stderr, with their line), 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print the effective policy (or one context of it, `extends` resolved) and where it came from'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l policy -d 'Policy file to judge instead of the effective one (refused in setuid mode)' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -l json -d 'One JSON object instead of the table'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand probe" -s h -l help -d 'Print help'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and not __fish_seen_subcommand_from list stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from list" -l policy -d 'Policy file to validate first (the list comes from /run/sbx, not from the policy)' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from list" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from list" -l json -d 'Print a JSON array instead of a table'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -l timeout -d 'Seconds between SIGTERM and SIGKILL' -r
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -l policy -d 'Policy file to validate first' -r -F
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -l policy -d 'Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or after a subcommand; refused in setuid mode)' -r -F
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from stop" -s h -l help -d 'Print help'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand ctx; and __fish_seen_subcommand_from help" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
@@ -84,8 +88,8 @@ complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_s
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe ctx help" -f -a "probe" -d 'Report what this host can isolate and whether each context can run fully, degraded or not at all; exit 0 when every context can run as written, 1 otherwise'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe ctx help" -f -a "ctx" -d 'List or stop persistent contexts (policy key persist = true); needs root'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and not __fish_seen_subcommand_from policy probe ctx help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid, 125 with the file, line and column if not'
-complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Print the effective policy (or one context of it) and where it came from'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "check" -d 'Validate a policy file; exit 0 if it is valid (warnings about weak contexts go to stderr, with their line), 125 with the file, line and column if not'
+complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "show" -d 'Print the effective policy (or one context of it, `extends` resolved) and where it came from'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from ctx" -f -a "list" -d 'List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds, and whether the keeper is running'
 complete -c sbx-exec -n "__fish_sbx_exec_using_subcommand help; and __fish_seen_subcommand_from ctx" -f -a "stop" -d 'Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0 when nothing of it runs any more, 1 if it was not running'
 complete -c sbx-exec -n 'test (commandline -opc)[-1] = --ctx' -f -a '(__sbx_exec_contexts)'

@@ -93,7 +93,9 @@ fn man_page(cmd: &clap::Command, name: &str, subs: &[String]) -> String {
         format!("{}(1)", "sbx-exec"),
         "sbx-exec-policy(5)".to_string(),
     ];
-    see_also.retain(|s| !s.starts_with(&format!("{name}(")));
+    // Not the page itself; sbx-exec-policy(5), the file format, is another page than the
+    // `policy` subcommand's sbx-exec-policy(1), and both pages name it.
+    see_also.retain(|s| *s != format!("{name}(1)"));
     see_also.extend(subs.iter().map(|s| format!("{s}(1)")));
     text.push_str(".SH \"SEE ALSO\"\n");
     text.push_str(
@@ -107,6 +109,12 @@ fn man_page(cmd: &clap::Command, name: &str, subs: &[String]) -> String {
             .join(",\n"),
     );
     text.push('\n');
+    // `man sbx-exec-policy` finds the subcommand's page (section 1 comes first): say how to
+    // reach the reference.
+    text.push_str(".PP\nThe policy file format, with every key, its default and meaning:\n.B man 5 sbx\\-exec\\-policy\n");
+    if name.starts_with("sbx-exec-policy") {
+        text.push_str("(without the 5,\n.B man sbx\\-exec\\-policy\nopens the page of the\n.B policy\nsubcommand).\n");
+    }
     text
 }
 
@@ -140,12 +148,16 @@ fn completions() -> Vec<Generated> {
         let text = String::from_utf8(buf).unwrap();
         let text = match shell {
             Shell::Bash => {
+                let text = bash_dispatch_fixed(&text);
                 // clap's own completer, which ours wraps (its name depends on clap_complete).
                 let clap_fn = text
                     .lines()
                     .find_map(|l| l.strip_suffix("() {"))
                     .expect("clap_complete's bash script defines a function");
-                format!("{text}{}", BASH_CONTEXTS.replace("@CLAP_FN@", clap_fn))
+                let wrapper = BASH_CONTEXTS
+                    .replace("@CLAP_FN@", clap_fn)
+                    .replace("@VALUE_OPTS@", &value_options(&cmd).join("|"));
+                format!("{text}{wrapper}")
             }
             Shell::Zsh => zsh_with_contexts(&text),
             Shell::Fish => fish_with_contexts(&text),
@@ -159,11 +171,86 @@ fn completions() -> Vec<Generated> {
     out
 }
 
-/// Bash: wrap clap's completer; for the word after any `--ctx` (before `--`), offer the contexts
-/// of the effective policy, or of `--policy FILE` when the line has one. Uses the same program
-/// the line names (`COMP_WORDS[0]`), so an uninstalled binary completes its own contexts.
+/// clap_complete's bash script walks the words into states named after the subcommand path
+/// (`sbx__exec`, `sbx__exec__subcmd__ctx`, ...), but for a binary whose name has a `-` it labels
+/// the arms that complete each state differently (`sbx__subcmd__exec__subcmd__ctx`): no arm but
+/// the top level's ever matched, so `sbx-exec ctx <TAB>` offered nothing. Each arm is renamed to
+/// the state it stands for (the same path once the `__subcmd` separators are left out), and every
+/// state must then have its arm.
+fn bash_dispatch_fixed(text: &str) -> String {
+    let states: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("cmd=\"")?.strip_suffix('"'))
+        .filter(|s| !s.is_empty())
+        .collect();
+    let key = |name: &str| name.replace("__subcmd", "");
+    let mut out = String::new();
+    let mut in_arms = false;
+    let mut arms = Vec::new();
+    for line in text.lines() {
+        if line.trim() == "case \"${cmd}\" in" {
+            in_arms = true;
+        }
+        let label = line
+            .strip_prefix("        ")
+            .and_then(|l| l.strip_suffix(')'))
+            .filter(|l| {
+                in_arms
+                    && !l.is_empty()
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+        match label {
+            Some(label) => {
+                let state = states
+                    .iter()
+                    .find(|s| key(s) == key(label))
+                    .copied()
+                    .unwrap_or(label);
+                arms.push(state.to_string());
+                out.push_str(&format!("        {state})"));
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    for state in &states {
+        assert!(
+            arms.iter().any(|a| a == state),
+            "clap_complete's bash script has no arm for its state {state}: {arms:?}"
+        );
+    }
+    out
+}
+
+/// The long options that take a value, anywhere in the command line (`--policy`, `--ctx`,
+/// `--timeout`, ...): the bash wrapper skips their values when it looks for the subcommand.
+fn value_options(cmd: &clap::Command) -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        for a in cmd.get_arguments() {
+            if let (Some(long), true) = (a.get_long(), a.get_action().takes_values()) {
+                let opt = format!("--{long}");
+                if !out.contains(&opt) {
+                    out.push(opt);
+                }
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(cmd, &mut out);
+    out.sort();
+    out
+}
+
+/// Bash: wrap clap's completer. For the word after any `--ctx` (before `--`), offer the contexts
+/// of the effective policy, or of `--policy FILE` when the line has one; for the name after
+/// `ctx stop`, the persistent contexts running now (`ctx list --json`, which needs root as `ctx
+/// stop` does). Uses the same program the line names (`COMP_WORDS[0]`), so an uninstalled binary
+/// completes its own contexts. Everything else is clap's completion (subcommands, options).
 const BASH_CONTEXTS: &str = r#"
-# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx and ctx stop ---
 _sbx_exec_contexts() {
     local prog="$1" policy="$2"
     local -a args=()
@@ -173,26 +260,56 @@ _sbx_exec_contexts() {
         | sort -u
 }
 
+_sbx_exec_running() {
+    "$1" ctx list --json 2>/dev/null \
+        | grep -o '"name":"[a-z0-9_-]*"' \
+        | sed 's/^"name":"\(.*\)"$/\1/' \
+        | sort -u
+}
+
 _sbx_exec_with_contexts() {
-    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i policy=""
+    local cur="${COMP_WORDS[COMP_CWORD]}" prev="" i w policy="" launch=0 skip=0
+    local -a subs=()
     (( COMP_CWORD > 0 )) && prev="${COMP_WORDS[COMP_CWORD-1]}"
     for (( i = 1; i < COMP_CWORD; i++ )); do
-        [[ "${COMP_WORDS[i]}" == "--" ]] && { @CLAP_FN@ "$@"; return; }
-        [[ "${COMP_WORDS[i]}" == "--policy" ]] && policy="${COMP_WORDS[i+1]}"
-        [[ "${COMP_WORDS[i]}" == --policy=* ]] && policy="${COMP_WORDS[i]#--policy=}"
+        w="${COMP_WORDS[i]}"
+        [[ "$w" == "--" ]] && { @CLAP_FN@ "$@"; return; }
+        [[ "$w" == "--policy" ]] && policy="${COMP_WORDS[i+1]}"
+        [[ "$w" == --policy=* ]] && policy="${w#--policy=}"
+        if (( skip )); then
+            skip=0
+            continue
+        fi
+        case "$w" in
+            @VALUE_OPTS@)
+                skip=1
+                [[ "$w" != "--policy" && ${#subs[@]} -eq 0 ]] && launch=1
+                ;;
+            --policy=*) ;;
+            -*) [[ ${#subs[@]} -eq 0 ]] && launch=1 ;;
+            *) subs+=("$w") ;;
+        esac
     done
-    local prefix=""
+    local prefix="" names name
     if [[ "$prev" != "--ctx" && "$cur" == --ctx=* ]]; then
         prefix="--ctx="
         cur="${cur#--ctx=}"
-    elif [[ "$prev" != "--ctx" ]]; then
+    elif [[ "$prev" == "--ctx" ]]; then
+        :
+    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && "${subs[1]}" == "stop" && ${#subs[@]} -eq 2 \
+            && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" ]]; then
+        COMPREPLY=()
+        for name in $(_sbx_exec_running "${COMP_WORDS[0]}"); do
+            [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")
+        done
+        (( ${#COMPREPLY[@]} )) || @CLAP_FN@ "$@"
+        return
+    else
         @CLAP_FN@ "$@"
         return
     fi
-    local names
     names="$(_sbx_exec_contexts "${COMP_WORDS[0]}" "${policy/#\~/$HOME}")"
     COMPREPLY=()
-    local name
     for name in $names; do
         [[ "$name" == "$cur"* ]] && COMPREPLY+=("$prefix$name")
     done
@@ -218,7 +335,7 @@ fn zsh_with_contexts(text: &str) -> String {
     }
     // Defined before the final `compdef`/autoload lines run the completer.
     let func = r#"
-# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx ---
 (( $+functions[_sbx_exec_contexts] )) ||
 _sbx_exec_contexts() {
     local -a ctxs policy_args
@@ -243,7 +360,7 @@ _sbx_exec_contexts() {
 /// Fish: every `-l ctx` completion lists the contexts instead of files.
 fn fish_with_contexts(text: &str) -> String {
     let mut out = String::from(
-        "# --- added by sbx-exec's generator (src/docs_gen.rs): context names for --ctx ---\n\
+        "# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx ---\n\
          function __sbx_exec_contexts\n\
          \x20   set -l tokens (commandline -opc)\n\
          \x20   set -l policy\n\
@@ -335,6 +452,36 @@ fn every_subcommand_has_a_page_and_every_ctx_option_completes_contexts() {
         !page.contains(sbx_exec::cli::VERSION)
             || sbx_exec::cli::VERSION == env!("CARGO_PKG_VERSION")
     );
+    // Every page points at the policy reference, section 5 by number; the `policy` pages too
+    // (sbx-exec-policy(1) is the subcommand, sbx-exec-policy(5) the file format).
+    for g in files.iter().filter(|g| g.path.starts_with("man")) {
+        assert!(
+            g.text.contains(".B man 5 sbx\\-exec\\-policy\n"),
+            "{:?}",
+            g.path
+        );
+    }
+    let policy_page = &find("man/sbx-exec-policy.1").unwrap().text;
+    assert!(
+        policy_page.contains(".BR sbx-exec-policy (5)"),
+        "{policy_page}"
+    );
+    assert!(
+        !policy_page.contains(".BR sbx-exec-policy (1)"),
+        "{policy_page}"
+    );
+    // Bash: every state clap's word loop reaches has the arm that completes it (the subcommands
+    // of `ctx` and `policy` included), and the wrapper knows which options take a value.
+    let bash = &find("completions/sbx-exec.bash").unwrap().text;
+    for arm in [
+        "        sbx__exec__subcmd__ctx)",
+        "        sbx__exec__subcmd__policy)",
+        "        sbx__exec__subcmd__ctx__subcmd__stop)",
+    ] {
+        assert!(bash.lines().any(|l| l == arm), "{arm}");
+    }
+    assert!(!bash.contains("sbx__subcmd__exec"));
+    assert!(bash.contains("--ctx|") && bash.contains("|--timeout)"));
     let zsh = &find("completions/_sbx-exec").unwrap().text;
     let fish = &find("completions/sbx-exec.fish").unwrap().text;
     // Every --ctx in the CLI (top level and `policy show`) got the context completer.
