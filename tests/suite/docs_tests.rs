@@ -24,27 +24,51 @@ fn path_with(dir: &Path) -> String {
     )
 }
 
-// ---------------------------------------------------------------- README
+// ---------------------------------------------------------------- README and docs/
 
-/// What marks a README line (or, alone on a line, the rest of its block) as not run here.
+/// What marks a documented line (or, alone on a line, the rest of its block) as not run here.
 const NOT_RUN: &str = "# not run by the docs test:";
 
-/// One README command: the line as written and the exit status it documents.
+/// One documented command: the file and line it is written on, the line as written, the exit
+/// status it documents, and what it prints when the line says so.
 #[derive(Debug)]
-struct ReadmeCommand {
+struct DocCommand {
+    file: String,
     line: usize,
     text: String,
     expect: i32,
+    prints: Option<String>,
 }
 
-/// The commands of README.md's `sh`/`bash`/`shell` blocks, minus the explicit skips: lines marked
-/// [`NOT_RUN`] (or a block after such a line) and `cargo` commands (the quick start's install and
-/// the test command itself, which this test is part of). A trailing `# exits N` documents status N.
-fn readme_commands(readme: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
+/// The documents whose shell blocks are run: README.md, then every docs/*.md, by name. Each with
+/// its path relative to the repository.
+fn documents() -> Vec<(String, String)> {
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".md"))
+        .map(|n| format!("docs/{n}"))
+        .collect();
+    docs.sort();
+    std::iter::once("README.md".to_string())
+        .chain(docs)
+        .map(|rel| {
+            let text = std::fs::read_to_string(root().join(&rel)).unwrap();
+            (rel, text)
+        })
+        .collect()
+}
+
+/// The commands of a document's `sh`/`bash`/`shell` blocks, minus the explicit skips: lines
+/// marked [`NOT_RUN`] (or a block after such a line) and `cargo` commands (the quick start's
+/// install and the test command itself, which this test is part of). A trailing `# exits N`
+/// documents status N; a trailing `# prints TEXT` documents the whole of stdout (one line).
+fn doc_commands(file: &str, text: &str) -> (Vec<DocCommand>, Vec<String>) {
     let (mut cmds, mut skipped) = (Vec::new(), Vec::new());
     let mut in_block = false;
     let mut block_skipped = false;
-    for (i, line) in readme.lines().enumerate() {
+    for (i, line) in text.lines().enumerate() {
         let t = line.trim();
         if let Some(lang) = t.strip_prefix("```") {
             if in_block {
@@ -70,25 +94,40 @@ fn readme_commands(readme: &str) -> (Vec<ReadmeCommand>, Vec<String>) {
             .find(|w| !w.contains('='))
             .unwrap_or("");
         if block_skipped || t.contains(NOT_RUN) || first_word == "cargo" {
-            skipped.push(format!("README.md:{}: {t}", i + 1));
+            skipped.push(format!("{file}:{}: {t}", i + 1));
             continue;
         }
         let expect = t
             .rsplit_once("# exits ")
             .and_then(|(_, n)| n.trim().parse().ok())
             .unwrap_or(0);
-        cmds.push(ReadmeCommand {
+        let prints = t
+            .rsplit_once("# prints ")
+            .map(|(_, out)| out.trim().to_string());
+        cmds.push(DocCommand {
+            file: file.to_string(),
             line: i + 1,
             text: t.to_string(),
             expect,
+            prints,
         });
     }
     (cmds, skipped)
 }
 
-/// What a README command prints, where the README says so (in a comment, or in the command
-/// itself), checked beyond its exit status. `work` is the directory the commands run in.
-fn documented_output(text: &str, r: &Run, work: &Path) -> Result<(), String> {
+/// What a documented command prints, where the document says so (`# prints TEXT`, or in the
+/// command itself), checked beyond its exit status. `work` is the directory the commands run in.
+fn documented_output(c: &DocCommand, r: &Run, work: &Path) -> Result<(), String> {
+    let text = c.text.as_str();
+    if let Some(want) = &c.prints {
+        check(r.stdout.trim_end() == want, || {
+            format!(
+                "it prints {:?}, documented {want:?}\n{}",
+                r.stdout,
+                r.show()
+            )
+        })?;
+    }
     if text.contains("4>status.jsonl") {
         // `# {"child-pid":N} then {"exit-code":0}`
         let file = std::fs::read_to_string(work.join("status.jsonl"))
@@ -131,80 +170,196 @@ fn documented_output(text: &str, r: &Run, work: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The `ps aux` table README.md shows under its first example, as (USER, PID, COMMAND) rows.
+fn ps_rows(table: &str) -> Vec<(String, String, String)> {
+    table
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("USER"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("```"))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let command = f.get(10..).map(|c| c.join(" ")).unwrap_or_default();
+            (
+                f[0].to_string(),
+                f.get(1).unwrap_or(&"").to_string(),
+                command,
+            )
+        })
+        .collect()
+}
+
+/// A directory to run one document's commands in, with copies of the repository's files the
+/// commands refer to. On the suite's staging tmpfs, next to the staged binary, where every
+/// context sees it wherever the repository is cloned (not under /tmp or /root, private in
+/// `user`); without one, under the build's target directory.
+fn work_dir(tag: &str) -> PathBuf {
+    let staged = Path::new(bin())
+        .parent()
+        .and_then(Path::parent)
+        .filter(|_| bin() != env!("CARGO_BIN_EXE_sbx-exec"));
+    let base = staged.map_or_else(
+        || PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+        Path::to_path_buf,
+    );
+    let work = base.join(format!("docs-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    // Copies, not symlinks: sbx-exec refuses to bind a policy file reached through a link.
+    for name in ["policies", "completions", "man", "docs/examples"] {
+        let Ok(entries) = std::fs::read_dir(root().join(name)) else {
+            continue;
+        };
+        std::fs::create_dir_all(work.join(name)).unwrap();
+        for e in entries.flatten() {
+            std::fs::copy(e.path(), work.join(name).join(e.file_name())).unwrap();
+        }
+    }
+    work
+}
+
 pub fn readme_commands_run_as_documented() -> Result<(), String> {
     needs_isolation()?;
     // The persistent-context commands start keepers: their state goes to the suite's /run/sbx.
     crate::persist::runtime()?;
-    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let (cmds, skipped) = readme_commands(&readme);
-    check(cmds.len() >= 10, || {
-        format!("only {} README commands found", cmds.len())
-    })?;
-    // The skip list stays small and explicit: the cargo commands, docker, aws, installs, benchmarks.
-    check(skipped.len() <= 10, || {
-        format!("too many README commands skipped: {skipped:#?}")
-    })?;
+    let docs = documents();
+    let readme = &docs[0].1;
     check(
-        readme.contains("cargo install --path . && sbx-exec --ctx user -- ps aux\ncargo test\n"),
+        readme.contains(
+            "cargo install --locked --path . && sbx-exec --ctx user -- ps aux\ncargo test\n",
+        ),
         || "README.md lost the quick start's two commands".into(),
     )?;
+    // Every example policy under docs/examples is shown as it is, in some document.
+    let examples = root().join("docs/examples");
+    for e in std::fs::read_dir(&examples).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        check(docs.iter().any(|(_, d)| d.contains(&text)), || {
+            format!(
+                "docs/examples/{:?} is not shown verbatim in any document",
+                e.file_name()
+            )
+        })?;
+    }
     let bins = bin_dir();
-    // A working directory outside /tmp (a private tmpfs in `user`), with the repository's files
-    // the commands refer to.
-    let work =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("readme-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).unwrap();
-    // Copies, not symlinks: sbx-exec refuses to bind a policy file reached through a link.
-    for name in ["policies", "completions", "man"] {
-        std::fs::create_dir_all(work.join(name)).unwrap();
-        for e in std::fs::read_dir(root().join(name)).unwrap().flatten() {
-            std::fs::copy(e.path(), work.join(name).join(e.file_name())).unwrap();
-        }
-    }
-    let mut failures = Vec::new();
+    let (mut all, mut skipped, mut failures) = (0, Vec::new(), Vec::new());
     let mut checked_output = 0;
-    for c in &cmds {
-        let mut cmd = Cmd::new("/bin/bash");
-        cmd.command()
-            .args(["-c", &c.text])
-            .current_dir(&work)
-            .env("PATH", path_with(bins.path()));
-        let r = cmd.run();
-        if r.code != Some(c.expect) {
-            failures.push(format!(
-                "README.md:{}: `{}` exited {:?}, documented {}\n{}",
-                c.line,
-                c.text,
-                r.code,
-                c.expect,
-                r.show()
-            ));
-        } else if let Err(e) = documented_output(&c.text, &r, &work) {
-            failures.push(format!(
-                "README.md:{}: `{}` does not do what the README says: {e}",
-                c.line, c.text
-            ));
+    for (file, text) in &docs {
+        let (cmds, skips) = doc_commands(file, text);
+        skipped.extend(skips);
+        // A document with shell examples runs at least one of them (a marker does not hide a
+        // whole document).
+        if text.contains("```sh") || text.contains("```bash") {
+            check(!cmds.is_empty(), || {
+                format!("{file} has shell blocks but none of its commands is run")
+            })?;
         }
-        checked_output += c.text.contains("4>status.jsonl") as usize;
+        all += cmds.len();
+        let work = work_dir(&file.replace('/', "-"));
+        for c in &cmds {
+            let mut cmd = Cmd::new("/bin/bash");
+            cmd.command()
+                .args(["-c", &c.text])
+                .current_dir(&work)
+                .env("PATH", path_with(bins.path()));
+            let r = cmd.run();
+            if r.code != Some(c.expect) {
+                failures.push(format!(
+                    "{}:{}: `{}` exited {:?}, documented {}\n{}",
+                    c.file,
+                    c.line,
+                    c.text,
+                    r.code,
+                    c.expect,
+                    r.show()
+                ));
+            } else if let Err(e) = documented_output(c, &r, &work) {
+                failures.push(format!(
+                    "{}:{}: `{}` does not do what the document says: {e}",
+                    c.file, c.line, c.text
+                ));
+            }
+            checked_output += c.text.contains("4>status.jsonl") as usize;
+        }
+        let _ = std::fs::remove_dir_all(&work);
     }
-    let _ = std::fs::remove_dir_all(&work);
-    check(checked_output == 1, || {
-        "README.md no longer has the --status-fd example whose output this test checks".into()
-    })?;
+    if all < 40 {
+        failures.push(format!("only {all} documented commands found"));
+    }
+    // The skip list stays small and explicit: the cargo commands, docker, aws, installs, benchmarks.
+    if skipped.len() > 15 {
+        failures.push(format!(
+            "too many documented commands skipped: {skipped:#?}"
+        ));
+    }
+    if checked_output != 1 {
+        failures.push(
+            "the docs no longer have the --status-fd example whose output this test checks".into(),
+        );
+    }
+    // The first example's output is what `user` really prints: who pid 1 and the command are,
+    // seen from inside (the numbers vary).
+    let shown = ps_rows(readme);
+    let mut ps = Cmd::new("/bin/bash");
+    ps.command()
+        .args(["-c", "sbx-exec --ctx user -- ps aux"])
+        .env("PATH", path_with(bins.path()));
+    let ps = ps.run();
+    let real = ps_rows(&ps.stdout);
+    if !ps.ok() || shown.is_empty() || shown != real {
+        failures.push(format!(
+            "README.md shows {shown:?} for `sbx-exec --ctx user -- ps aux`; it prints {real:?}\n{}",
+            ps.show()
+        ));
+    }
     check(failures.is_empty(), || failures.join("\n"))
 }
 
 pub fn readme_extractor_skips_only_what_is_marked() -> Result<(), String> {
     // The extractor itself: a broken one would make the test above pass on nothing.
-    let text = "x\n```sh\nsbx-exec a   # exits 3\n# comment\ncargo test\nFOO=1 cargo b\nsbx-exec b # not run by the docs test: why\n```\n```ts\nsbx-exec ts\n```\n```sh\n# not run by the docs test: all\nsbx-exec c\n```\n```bash\nsbx-exec d\n```\n";
-    let (cmds, skipped) = readme_commands(text);
-    let got: Vec<(&str, i32)> = cmds.iter().map(|c| (c.text.as_str(), c.expect)).collect();
+    let text = "x\n```sh\nsbx-exec a   # exits 3\n# comment\ncargo test\nFOO=1 cargo b\nsbx-exec b # not run by the docs test: why\nsbx-exec e   # prints e f\n```\n```ts\nsbx-exec ts\n```\n```sh\n# not run by the docs test: all\nsbx-exec c\n```\n```bash\nsbx-exec d\n```\n";
+    let (cmds, skipped) = doc_commands("docs/x.md", text);
+    let got: Vec<(&str, i32, Option<&str>)> = cmds
+        .iter()
+        .map(|c| (c.text.as_str(), c.expect, c.prints.as_deref()))
+        .collect();
     check(
-        got == [("sbx-exec a   # exits 3", 3), ("sbx-exec d", 0)],
+        got == [
+            ("sbx-exec a   # exits 3", 3, None),
+            ("sbx-exec e   # prints e f", 0, Some("e f")),
+            ("sbx-exec d", 0, None),
+        ],
         || format!("{got:?}"),
     )?;
-    check(skipped.len() == 4, || format!("{skipped:?}"))
+    check(
+        cmds.iter().all(|c| c.file == "docs/x.md") && cmds[0].line == 3,
+        || format!("{cmds:?}"),
+    )?;
+    check(skipped.len() == 4, || format!("{skipped:?}"))?;
+    // Every document is read: README.md first, then each docs/*.md.
+    let docs = documents();
+    check(
+        docs[0].0 == "README.md"
+            && docs.iter().any(|(f, _)| f == "docs/DESIGN.md")
+            && docs.len() >= 3,
+        || format!("{:?}", docs.iter().map(|(f, _)| f).collect::<Vec<_>>()),
+    )?;
+    // A `# prints` the command does not print is a failure, not a pass.
+    let c = &cmds[1];
+    let r = Run {
+        code: Some(0),
+        stdout: "something else\n".into(),
+        stderr: String::new(),
+        signal: None,
+    };
+    check(documented_output(c, &r, Path::new("/")).is_err(), || {
+        "a wrong `# prints` output was accepted".into()
+    })?;
+    check(
+        ps_rows("```\n$ x\nUSER PID %CPU %MEM VSZ RSS TTY STAT START TIME COMMAND\nnobody 1 0 0 1 1 ? Ss 07:37 0:00 sbx-exec --ctx user -- ps aux\n```\n")
+            == [("nobody".into(), "1".into(), "sbx-exec --ctx user -- ps aux".into())],
+        || "ps_rows".into(),
+    )
 }
 
 // ---------------------------------------------------------------- shipped policies
@@ -438,6 +593,70 @@ pub fn bash_completes_context_names_from_the_policy() -> Result<(), String> {
     // Elsewhere it is clap's completion: options, not contexts.
     let got = bash_complete(bins.path(), &["sbx-exec", "--po"])?;
     check(got == ["--policy"], || format!("--po<TAB>: {got:?}"))
+}
+
+pub fn bash_completes_subcommands_and_running_contexts() -> Result<(), String> {
+    require_tool("bash")?;
+    let bins = bin_dir();
+    let has = |got: &[String], words: &[&str]| words.iter().all(|w| got.iter().any(|g| g == w));
+    // The words after a subcommand: its own subcommands (clap's completion, which once offered
+    // nothing here), also with --policy before the subcommand.
+    for (line, want) in [
+        (&["sbx-exec", "ctx", ""][..], &["list", "stop"][..]),
+        (&["sbx-exec", "policy", ""], &["check", "show"]),
+        (
+            &["sbx-exec", "--policy", "policies/default.toml", "ctx", ""],
+            &["list", "stop"],
+        ),
+    ] {
+        let got = bash_complete(bins.path(), line)?;
+        check(has(&got, want), || {
+            format!("{}<TAB>: {got:?}, want {want:?} among them", line.join(" "))
+        })?;
+        check(!got.iter().any(|g| g == "probe"), || {
+            format!(
+                "{}<TAB> offers the top level's words: {got:?}",
+                line.join(" ")
+            )
+        })?;
+    }
+    let got = bash_complete(bins.path(), &["sbx-exec", "policy", "c"])?;
+    check(got == ["check"], || format!("policy c<TAB>: {got:?}"))?;
+    let got = bash_complete(bins.path(), &["sbx-exec", "ctx", "s"])?;
+    check(got == ["stop"], || format!("ctx s<TAB>: {got:?}"))?;
+    // `ctx stop <TAB>`: the persistent contexts running now. Start one (in the suite's own
+    // /run/sbx), complete, stop it: then it is no longer offered.
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    let name = unique_name("comp");
+    let d = TempDir::new("completion-stop");
+    let p = d.file(
+        "policy.toml",
+        &format!(
+            "version = 1\n[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\n\
+             persist = true\nenv.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n"
+        ),
+    );
+    let p = p.to_str().unwrap();
+    Cmd::sbx(["--policy", p, "--ctx", &name, "--", "true"])
+        .run()
+        .expect_code(0, "starting a persistent context")?;
+    let got = bash_complete(bins.path(), &["sbx-exec", "ctx", "stop", ""]);
+    let prefix = bash_complete(bins.path(), &["sbx-exec", "ctx", "stop", &name[..5]]);
+    let stop = Cmd::sbx(["ctx", "stop", &name]).run();
+    let (got, prefix) = (got?, prefix?);
+    stop.expect_code(0, "ctx stop")?;
+    check(got.contains(&name), || {
+        format!("ctx stop <TAB>: {got:?}, want {name} among them")
+    })?;
+    check(
+        prefix.contains(&name) && !prefix.iter().any(|w| w.starts_with('-')),
+        || format!("ctx stop {}<TAB>: {prefix:?}", &name[..5]),
+    )?;
+    let after = bash_complete(bins.path(), &["sbx-exec", "ctx", "stop", ""])?;
+    check(!after.contains(&name), || {
+        format!("ctx stop <TAB> after the stop: {after:?}")
+    })
 }
 
 pub fn completions_pass_each_shells_syntax_check() -> Result<(), String> {

@@ -184,6 +184,7 @@ fn main() {
         docs_tests::every_shipped_policy_launches_its_one_shot_contexts,
         docs_tests::ci_runner_build_is_offline_and_deploy_takes_only_its_secrets,
         docs_tests::bash_completes_context_names_from_the_policy,
+        docs_tests::bash_completes_subcommands_and_running_contexts,
         docs_tests::fish_completes_context_names,
         docs_tests::zsh_context_completer_lists_the_policys_contexts,
         docs_tests::completions_pass_each_shells_syntax_check,
