@@ -6,6 +6,8 @@
 //! kexec, `open_by_handle_at`, `userfaultfd`, io_uring, `ptrace` (configurable), and the
 //! `TIOCSTI`/`TIOCLINUX` ioctls that push keystrokes into a terminal. `clone3` answers `ENOSYS` so
 //! libc falls back to `clone`, whose flags a filter can see. x32 system calls are denied.
+//! `socket` and `socketpair` work only for the families in [`SOCKET_FAMILIES`] (unix, inet, inet6,
+//! netlink); any other (vsock, packet, ALG, key...) answers `EAFNOSUPPORT`.
 //!
 //! The program is laid out as a binary search over segments of the system call numbers (runs of
 //! denied numbers are one segment), so every system call runs through about 6 instructions.
@@ -79,6 +81,17 @@ const NS_FLAGS: &[u64] = &[
 ];
 const CLONE_NEWTIME: u64 = 0x80;
 
+/// Socket families a confined context may create (`socket`, `socketpair`): unix, inet, inet6 and
+/// netlink. Anything else (vsock: the VM-wide port space and the hypervisor past the private
+/// network; packet, ALG, key, bluetooth...) fails with `EAFNOSUPPORT`, as for a family the kernel
+/// lacks.
+pub const SOCKET_FAMILIES: &[u64] = &[
+    libc::AF_UNIX as u64,
+    libc::AF_INET as u64,
+    libc::AF_INET6 as u64,
+    libc::AF_NETLINK as u64,
+];
+
 /// Terminal ioctls that inject input (bubblewrap's CVE-2017-5226).
 pub const TTY_INJECT: &[u64] = &[libc::TIOCSTI, 0x541C /* TIOCLINUX */];
 
@@ -111,6 +124,9 @@ enum Rule {
     DenyAnyBit { arg: u32, mask: u32 },
     /// Denied when the low 32 bits of argument `arg` equal one of `values`.
     DenyEq { arg: u32, values: &'static [u64] },
+    /// Allowed only when the low 32 bits of argument `arg` equal one of `values`; otherwise it
+    /// fails with `EAFNOSUPPORT` (socket families).
+    FamilyIn { arg: u32, values: &'static [u64] },
 }
 
 /// The rules of a policy, one per system call number, sorted by number.
@@ -144,6 +160,15 @@ fn rules(sec: &SecurityPolicy) -> Vec<(u32, Rule)> {
             values: TTY_INJECT,
         },
     ));
+    for nr in [libc::SYS_socket, libc::SYS_socketpair] {
+        rules.push((
+            nr as u32,
+            Rule::FamilyIn {
+                arg: 0,
+                values: SOCKET_FAMILIES,
+            },
+        ));
+    }
     rules.sort_by_key(|(nr, _)| *nr);
     rules.dedup_by_key(|(nr, _)| *nr);
     rules
@@ -159,6 +184,7 @@ enum To {
     Allow,
     Deny,
     Enosys,
+    Eafnosupport,
     Kill,
 }
 
@@ -276,6 +302,18 @@ pub fn build(sec: &SecurityPolicy) -> Result<BpfProgram> {
                     out.push(jump(JEQ_K, *v as u32, To::Deny, miss));
                 }
             }
+            Rule::FamilyIn { arg, values } => {
+                checks.push(out.len());
+                out.push(stmt(LD_W_ABS, arg_low(arg)));
+                for (i, v) in values.iter().enumerate() {
+                    let miss = if i + 1 == values.len() {
+                        To::Eafnosupport
+                    } else {
+                        To::Next
+                    };
+                    out.push(jump(JEQ_K, *v as u32, To::Allow, miss));
+                }
+            }
         }
     }
     let end = out.len();
@@ -283,6 +321,7 @@ pub fn build(sec: &SecurityPolicy) -> Result<BpfProgram> {
     out.push(stmt(RET_K, deny));
     out.push(stmt(RET_K, 0x0005_0000 | libc::ENOSYS as u32)); // SECCOMP_RET_ERRNO
     out.push(stmt(RET_K, u32::from(SeccompAction::KillProcess)));
+    out.push(stmt(RET_K, 0x0005_0000 | libc::EAFNOSUPPORT as u32));
     let target = |to: To, pc: usize| -> Result<u8> {
         let at = match to {
             To::Next => pc + 1,
@@ -292,6 +331,7 @@ pub fn build(sec: &SecurityPolicy) -> Result<BpfProgram> {
             To::Deny => end + 1,
             To::Enosys => end + 2,
             To::Kill => end + 3,
+            To::Eafnosupport => end + 4,
         };
         at.checked_sub(pc + 1)
             .and_then(|off| u8::try_from(off).ok())

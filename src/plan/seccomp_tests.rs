@@ -98,14 +98,27 @@ fn reference(sec: &SecurityPolicy) -> BpfProgram {
     let body: BpfProgram = filter.try_into().unwrap();
     let deny = u32::from(action);
     let i = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    // Hand-written before seccompiler's body: the architecture, x32, clone3, and the socket
+    // families (a check the reference builder has no action for: EAFNOSUPPORT).
+    let eafnosupport = 0x0005_0000 | libc::EAFNOSUPPORT as u32;
     let mut prog = vec![
         i(0x20, 0, 0, 4),
-        i(0x15, 0, 5, ARCH),
+        i(0x15, 0, 14, ARCH), // -> kill
         i(0x20, 0, 0, 0),
-        i(0x35, 2, 0, 0x4000_0000),
-        i(0x15, 0, 2, libc::SYS_clone3 as u32),
+        i(0x35, 11, 0, 0x4000_0000), // x32 -> deny
+        i(0x15, 0, 1, libc::SYS_clone3 as u32),
         i(0x06, 0, 0, 0x0005_0000 | libc::ENOSYS as u32),
+        i(0x15, 1, 0, libc::SYS_socket as u32),
+        i(0x15, 0, 6, libc::SYS_socketpair as u32), // -> body
+        i(0x20, 0, 0, 16),
+        i(0x15, 4, 0, SOCKET_FAMILIES[0] as u32),
+        i(0x15, 3, 0, SOCKET_FAMILIES[1] as u32),
+        i(0x15, 2, 0, SOCKET_FAMILIES[2] as u32),
+        i(0x15, 1, 0, SOCKET_FAMILIES[3] as u32),
+        i(0x06, 0, 0, eafnosupport),
+        i(0x05, 0, 0, 2), // -> body (allowed family)
         i(0x06, 0, 0, deny),
+        i(0x06, 0, 0, u32::from(SeccompAction::KillProcess)),
     ];
     prog.extend(body);
     prog
@@ -145,7 +158,23 @@ fn decides_exactly_as_the_reference_filter() {
         0x5413,
         u64::MAX,
     ];
-    let special = [libc::SYS_clone, libc::SYS_unshare, libc::SYS_ioctl].map(|n| n as u32);
+    arg0.extend([
+        libc::AF_UNIX as u64,
+        libc::AF_INET6 as u64,
+        libc::AF_NETLINK as u64,
+        libc::AF_VSOCK as u64,
+        libc::AF_PACKET as u64,
+        libc::AF_ALG as u64,
+        (1 << 32) | libc::AF_INET as u64,
+    ]);
+    let special = [
+        libc::SYS_clone,
+        libc::SYS_unshare,
+        libc::SYS_ioctl,
+        libc::SYS_socket,
+        libc::SYS_socketpair,
+    ]
+    .map(|n| n as u32);
     for sec in policies() {
         let (ours, theirs) = (build(&sec).unwrap(), reference(&sec));
         assert!(
@@ -201,6 +230,26 @@ fn denies_what_it_should_and_allows_the_rest() {
         at(libc::SYS_clone3, 0, 0),
         0x0005_0000 | libc::ENOSYS as u32
     );
+    let eafnosupport = 0x0005_0000 | libc::EAFNOSUPPORT as u32;
+    for family in [
+        libc::AF_UNIX,
+        libc::AF_INET,
+        libc::AF_INET6,
+        libc::AF_NETLINK,
+    ] {
+        assert_eq!(at(libc::SYS_socket, family as u64, 0), allow);
+        assert_eq!(at(libc::SYS_socketpair, family as u64, 0), allow);
+    }
+    for family in [
+        libc::AF_VSOCK,
+        libc::AF_ALG,
+        libc::AF_PACKET,
+        libc::AF_KEY,
+        libc::AF_BLUETOOTH,
+    ] {
+        assert_eq!(at(libc::SYS_socket, family as u64, 0), eafnosupport);
+        assert_eq!(at(libc::SYS_socketpair, family as u64, 0), eafnosupport);
+    }
 }
 
 #[test]
