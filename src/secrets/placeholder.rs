@@ -47,9 +47,9 @@ pub const PUBLIC_PREFIXES: &[&str] = &[
     "SG.",
 ];
 
-/// A placeholder for `value`. `fill` supplies random bytes. Never equal to `value` (unless the
-/// value has no letter or digit to replace, in which case the placeholder is the fixed
-/// `SBXPLACEHOLDER` filler, of the value's length where possible).
+/// A placeholder for `value`. `fill` supplies random bytes. Never equal to `value`; a value with
+/// no letter or digit to replace gets the fixed `SBXPLACEHOLDER` filler, cut or repeated to the
+/// value's length in bytes (every encoding of a placeholder must be as long as the value's).
 pub fn placeholder(value: &str, fill: &mut dyn FnMut(&mut [u8])) -> String {
     let keep = public_prefix(value).len();
     let (head, rest) = value.split_at(keep);
@@ -66,11 +66,11 @@ pub fn placeholder(value: &str, fill: &mut dyn FnMut(&mut [u8])) -> String {
             return out;
         }
     }
-    "SBXPLACEHOLDER"
-        .chars()
-        .cycle()
-        .take(value.len().max(14))
-        .collect()
+    let filler: String = "SBXPLACEHOLDER".chars().cycle().take(value.len()).collect();
+    match filler == value {
+        true => "x".repeat(value.len()),
+        false => filler,
+    }
 }
 
 /// The public prefix a placeholder keeps: a known one, and only when some random part follows.
@@ -204,6 +204,7 @@ mod tests {
         assert_ne!(a, b);
         let mut zero = |b: &mut [u8]| b.fill(0);
         assert_ne!(placeholder("bbbb", &mut zero), "bbbb");
-        assert_eq!(placeholder("----", &mut zero), "SBXPLACEHOLDER");
+        assert_eq!(placeholder("----", &mut zero), "SBXP");
+        assert_eq!(placeholder("!@#$%^&*()-+", &mut zero).len(), 12);
     }
 }

@@ -308,13 +308,17 @@ pub fn copy_body(
 }
 
 /// Whether a header of this request is hop-by-hop (RFC 9110 7.6.1), so a proxy does not forward
-/// it: `Connection`, the headers it names, `Keep-Alive`, `TE`, `Upgrade`, and every `Proxy-*`.
+/// it: `Connection`, the headers it names (but the body's `Content-Length` or
+/// `Transfer-Encoding`), `Keep-Alive`, `TE`, `Upgrade`, and every `Proxy-*`.
 pub fn hop_by_hop<N: AsRef<str>, V: AsRef<str>>(headers: &[(N, V)]) -> impl Fn(&str) -> bool {
     let named: Vec<String> = headers
         .iter()
         .filter(|(n, _)| n.as_ref().eq_ignore_ascii_case("connection"))
         .flat_map(|(_, v)| v.as_ref().split(','))
         .map(|t| t.trim().to_ascii_lowercase())
+        // The body goes on as it came, so the headers that frame it go with it: dropped, the
+        // next hop would read the body as another request.
+        .filter(|t| t != "content-length" && t != "transfer-encoding")
         .collect();
     move |name: &str| {
         let lower = name.to_ascii_lowercase();

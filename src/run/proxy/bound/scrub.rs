@@ -44,13 +44,29 @@ struct Edge {
     real: u8,
     ph: u8,
     alphabet: &'static [u8; 64],
+    /// The form's own characters hold one of the alphabet's two particular ones (62 or 63).
+    specific: bool,
 }
 
 impl Edge {
     /// Swap the value's bits of character `c` (low bits for a leading character, high bits for
     /// a trailing one); `None` if `c` is not of the alphabet or does not hold the value's bits.
-    fn fix(&self, c: u8, leading: bool) -> Option<u8> {
-        let v = self.alphabet.iter().position(|&a| a == c)? as u8;
+    fn fix(&self, c: u8, leading: bool, text: &[u8]) -> Option<u8> {
+        // Which alphabet the text uses: the edge character says so when it is one of the pairs
+        // that differ (+/ or -_); else the form's own characters, when they hold one; else the
+        // text around it, if it shows one alphabet and not the other.
+        let in_std = STD.iter().position(|&a| a == c);
+        let in_url = URL.iter().position(|&a| a == c);
+        let shows = |pair: &[u8]| text.iter().any(|b| pair.contains(b));
+        let alphabet = match (in_std, in_url) {
+            (Some(_), None) => STD,
+            (None, Some(_)) => URL,
+            (Some(_), Some(_)) if self.specific => self.alphabet,
+            (Some(_), Some(_)) if shows(b"-_") && !shows(b"+/") => URL,
+            (Some(_), Some(_)) => STD,
+            (None, None) => return None,
+        };
+        let v = alphabet.iter().position(|&a| a == c)? as u8;
         let (shift, mask) = match leading {
             true => (0, (1u8 << self.bits) - 1),
             false => (6 - self.bits, ((1u8 << self.bits) - 1) << (6 - self.bits)),
@@ -58,7 +74,7 @@ impl Edge {
         if (v & mask) >> shift != self.real {
             return None;
         }
-        Some(self.alphabet[usize::from((v & !mask) | (self.ph << shift))])
+        Some(alphabet[usize::from((v & !mask) | (self.ph << shift))])
     }
 }
 
@@ -79,7 +95,8 @@ impl Needles {
         for (real, ph) in values {
             for f in forms(real.as_bytes(), ph.as_bytes()) {
                 let differs = *f.real != f.ph || f.lead.is_some() || f.trail.is_some();
-                if f.real.len() >= MIN_FORM && differs && !pairs.iter().any(|x| *x.real == *f.real) {
+                if f.real.len() >= MIN_FORM && differs && !pairs.iter().any(|x| *x.real == *f.real)
+                {
                     pairs.push(f);
                 }
             }
@@ -115,13 +132,22 @@ impl Needles {
                     continue;
                 }
                 buf[i..end].copy_from_slice(&f.ph);
+                // The base64 text the form is part of (the run of base64 characters around it):
+                // which alphabet it uses, when the edge does not say.
+                let b64 = |c: &u8| c.is_ascii_alphanumeric() || b"+/-_".contains(c);
+                let from = buf[..i].iter().rposition(|c| !b64(c)).map_or(0, |p| p + 1);
+                let to = buf[end..]
+                    .iter()
+                    .position(|c| !b64(c))
+                    .map_or(buf.len(), |p| end + p);
+                let around = buf[from..to].to_vec();
                 if let (Some(e), Some(at)) = (f.lead, i.checked_sub(1)) {
-                    if let Some(c) = e.fix(buf[at], true) {
+                    if let Some(c) = e.fix(buf[at], true, &around) {
                         buf[at] = c;
                     }
                 }
                 if let (Some(e), Some(c)) = (f.trail, buf.get(end).copied()) {
-                    if let Some(c) = e.fix(c, false) {
+                    if let Some(c) = e.fix(c, false, &around) {
                         buf[end] = c;
                     }
                 }
@@ -208,11 +234,14 @@ fn forms(real: &[u8], ph: &[u8]) -> Vec<Form> {
     if real.len() == ph.len() && !real.is_empty() {
         for k in 0..3 {
             for alphabet in [STD, URL] {
+                let core = b64_core(real, k, alphabet);
+                let specific = core.iter().any(|c| alphabet[62..].contains(c));
+                let edge = |e: Option<Edge>| e.map(|e| Edge { specific, ..e });
                 out.push(Form {
-                    real: Zeroizing::new(b64_core(real, k, alphabet)),
                     ph: b64_core(ph, k, alphabet),
-                    lead: lead_edge(real, ph, k, alphabet),
-                    trail: trail_edge(real, ph, k, alphabet),
+                    real: Zeroizing::new(core),
+                    lead: edge(lead_edge(real, ph, k, alphabet)),
+                    trail: edge(trail_edge(real, ph, k, alphabet)),
                 });
             }
         }
@@ -231,6 +260,7 @@ fn lead_edge(real: &[u8], ph: &[u8], k: usize, alphabet: &'static [u8; 64]) -> O
         real: real[0] >> (8 - bits),
         ph: ph[0] >> (8 - bits),
         alphabet,
+        specific: false,
     })
 }
 
@@ -246,6 +276,7 @@ fn trail_edge(real: &[u8], ph: &[u8], k: usize, alphabet: &'static [u8; 64]) -> 
         real: low(real[real.len() - 1]),
         ph: low(ph[ph.len() - 1]),
         alphabet,
+        specific: false,
     })
 }
 
