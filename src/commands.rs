@@ -6,6 +6,13 @@ use clap::Parser;
 
 /// Run sbx-exec with this process's arguments; never returns.
 pub fn main() -> ! {
+    // The egress gate and its dialer are this binary too, started by a launcher without
+    // privileges (they refuse to run otherwise): [`run::gate`].
+    match run::gate::role() {
+        Some(run::gate::GATE) => run::gate::serve::main(),
+        Some(run::gate::DIAL) => run::gate::dial::main(),
+        _ => {}
+    }
     // Before any deep call: a caller's tiny RLIMIT_STACK must not turn into a SIGSEGV.
     privilege::raise_stack_limit();
     // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).

@@ -141,6 +141,30 @@ impl Bound {
                 real: SecretString::from(expose(s)),
             })
         };
+        Bound::assemble(binds, &mut swap)
+    }
+
+    /// The bound secrets again, from their names, real values and placeholders (the gate process
+    /// rebuilds the launch's [`Bound`] this way).
+    pub fn rebuild(
+        binds: &[Bind],
+        values: &[(String, SecretString, String)],
+    ) -> Result<Option<Bound>> {
+        let mut swap = |name: &str| -> Option<Swap> {
+            let (n, real, ph) = values.iter().find(|(n, _, _)| n == name)?;
+            Some(Swap {
+                name: n.clone(),
+                placeholder: ph.clone(),
+                real: real.clone(),
+            })
+        };
+        Bound::assemble(binds, &mut swap)
+    }
+
+    fn assemble(
+        binds: &[Bind],
+        swap: &mut dyn FnMut(&str) -> Option<Swap>,
+    ) -> Result<Option<Bound>> {
         let mut bindings = Vec::new();
         for b in binds {
             let how = match b.kind {
@@ -176,6 +200,13 @@ impl Bound {
             });
         }
         Ok((!bindings.is_empty()).then_some(Bound { bindings }))
+    }
+
+    /// Every bound value: name, real value, placeholder (for the gate process).
+    pub fn values(&self) -> Vec<(String, SecretString, String)> {
+        self.swaps()
+            .map(|(_, s)| (s.name.clone(), s.real.clone(), s.placeholder.clone()))
+            .collect()
     }
 
     /// Is the secret `name` bound (so its real value must stay out of the environment)?

@@ -9,6 +9,7 @@ pub mod egress;
 pub mod env;
 pub mod exec;
 pub mod fds;
+pub mod gate_seccomp;
 pub mod landlock_rules;
 pub mod launch;
 pub mod mounts;

@@ -128,7 +128,7 @@ impl<'a> Audit<'a> {
     /// Where the egress proxy of this call logs its refusals (`None` without `audit`).
     pub fn egress_log(&self) -> Option<EgressLog> {
         Some(EgressLog {
-            to: self.to?.clone(),
+            to: Sink::Target(self.to?.clone()),
             call: format!("{:016x}", self.start.call),
             uid: self.start.uid,
             context: self.context.to_string(),
@@ -183,10 +183,23 @@ impl<'a> Audit<'a> {
 /// a policy key, never data of the request).
 #[derive(Clone)]
 pub struct EgressLog {
-    to: AuditTarget,
+    to: Sink,
     call: String,
     uid: u32,
     context: String,
+}
+
+/// Where egress records go: the policy's target (the launcher), or an fd the launcher opened for
+/// the gate process, which cannot open a root-only log itself.
+#[derive(Clone)]
+enum Sink {
+    Target(AuditTarget),
+    /// The audit file (opened for appending) or stderr; with `syslog`, a datagram socket
+    /// connected to /dev/log.
+    Fd {
+        fd: std::sync::Arc<std::os::fd::OwnedFd>,
+        syslog: bool,
+    },
 }
 
 #[derive(Serialize)]
@@ -228,10 +241,89 @@ impl EgressLog {
         };
         let mut line = serde_json::to_vec(&record).expect("a record always serializes");
         line.push(b'\n');
-        if let Err(e) = write_line(&self.to, &line) {
+        let written = match &self.to {
+            Sink::Target(t) => write_line(t, &line),
+            Sink::Fd { fd, syslog } => write_fd(fd, *syslog, &line),
+        };
+        if let Err(e) = written {
             warn(&e, true);
         }
     }
+
+    /// For the gate process: an fd to write this log's records to (the file opened for
+    /// appending, stderr, or a datagram socket connected to /dev/log), and whether it is syslog.
+    pub fn sink_for_gate(&self) -> Result<(std::os::fd::OwnedFd, bool)> {
+        let Sink::Target(t) = &self.to else {
+            bail!("this egress log already writes to an fd");
+        };
+        Ok(match t {
+            AuditTarget::File(path) => {
+                let f = std::fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                    .open(path)
+                    .with_context(|| format!("cannot open the audit log {}", path.display()))?;
+                (f.into(), false)
+            }
+            AuditTarget::Stderr => (
+                crate::sys::dup_cloexec(2).context("cannot pass stderr to the gate")?,
+                false,
+            ),
+            AuditTarget::Syslog => {
+                let sock = std::os::unix::net::UnixDatagram::unbound().context("socket")?;
+                sock.connect("/dev/log")
+                    .context("audit = \"syslog\" but /dev/log cannot be reached")?;
+                (sock.into(), true)
+            }
+        })
+    }
+
+    /// The gate's side of [`EgressLog::sink_for_gate`].
+    pub fn on_fd(
+        fd: std::os::fd::OwnedFd,
+        syslog: bool,
+        call: String,
+        uid: u32,
+        context: String,
+    ) -> EgressLog {
+        EgressLog {
+            to: Sink::Fd {
+                fd: std::sync::Arc::new(fd),
+                syslog,
+            },
+            call,
+            uid,
+            context,
+        }
+    }
+
+    /// What the gate needs to write records as this log does: (syslog?, call id, uid, context).
+    pub fn identity(&self) -> (String, u32, String) {
+        (self.call.clone(), self.uid, self.context.clone())
+    }
+}
+
+/// One record to a sink fd: a single write (with O_APPEND the kernel places it at the end).
+fn write_fd(fd: &std::os::fd::OwnedFd, syslog: bool, line: &[u8]) -> Result<()> {
+    let _one_at_a_time = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    let msg;
+    let data = match syslog {
+        true => {
+            let mut m = format!("<86>sbx-exec[{}]: ", std::process::id()).into_bytes();
+            m.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+            msg = m;
+            &msg[..]
+        }
+        false => line,
+    };
+    let n = crate::sys::write_raw(std::os::fd::AsRawFd::as_raw_fd(fd), data)
+        .context("cannot write the audit log")?;
+    if n != data.len() {
+        bail!("the audit record was cut short");
+    }
+    Ok(())
 }
 
 /// Warn about an audit failure on stderr; `hide_path` (setuid mode) leaves out the message, which

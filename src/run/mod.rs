@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod audit;
 pub mod control;
+pub mod gate;
 pub mod inherited;
 pub mod init;
 pub mod launch;

@@ -1,44 +1,40 @@
-//! The network of a `net = "private"` sandbox, run by the outer sbx-exec. No bridge process and no
-//! veth: a socket keeps the network namespace it was created in.
+//! The network of a `net = "private"` sandbox, seen from the outer sbx-exec. No bridge process and
+//! no veth: a socket keeps the network namespace it was created in.
 //!
 //! ```text
 //! outer sbx-exec (container netns)                 sandbox pid 1 (new netns, lo up)
 //!   socketpair, bind 127.0.0.1:P (publish) ─clone─>  bind 127.0.0.1:3128 (the proxy's listener)
 //!   recv [listener, netns] <──── SCM_RIGHTS ──────   open /proc/self/ns/net, send both, close them
-//!   proxy::serve(listener): accepts from inside, connects out from the container's netns
-//!   publish: accept on 127.0.0.1:P ─> "inside" thread (setns(netns)) connects to 127.0.0.1:P
-//!            inside the sandbox ─> splice
+//!   the gate (crate::run::gate), a process of its own, unprivileged: the proxy accepts from
+//!   inside and connects out from the container's netns; publish: accept on 127.0.0.1:P, its
+//!   dialer (in the sandbox's netns) connects to 127.0.0.1:P inside, splice
 //! ```
 //!
-//! [`Bridge::prepare`] runs before the clone (the outer process is still single-threaded there:
-//! the clone is a plain fork); [`Bridge::start`] after it, and only then are threads started: the
-//! proxy's on the sandbox's first connection to it ([`Running`]). With `net.allow = []` no
-//! listener is made and no proxy thread exists; without `publish` no forwarder. Everything ends
-//! with the outer process. A persistent context's keeper hands out the same way, to a net helper
-//! that lives as long as the keeper ([`crate::run::persist::nethelper`]).
+//! [`Bridge::prepare`] runs before the clone; [`Bridge::start`] after it. The gate starts on the
+//! sandbox's first connection to the proxy ([`Running`]), or at once when ports are published or
+//! nothing waits for that signal (a persistent context's net helper). With `net.allow = []` no
+//! listener is made and no gate exists unless ports are published. The outer process runs no
+//! thread and parses nothing the sandbox sends; everything ends with it (the gate dies with its
+//! parent). A persistent context's keeper hands out the same way, to a net helper that lives as
+//! long as the keeper and starts the gate again if it dies ([`crate::run::persist::nethelper`]).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::mpsc;
 use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context as _, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 use crate::model::net::PROXY_PORT;
-use crate::plan::egress::{local_addrs, EgressPolicy};
 use crate::plan::net::Plan;
 use crate::run::audit::EgressLog;
+use crate::run::gate::{self, config, Gate};
 use crate::run::proxy::bound::Interceptor;
-use crate::run::proxy::{self, Event, EventSink, ProxyHandle, Verdict};
+use crate::run::proxy::Limits;
 use crate::sys;
 
-const THREAD_STACK: usize = 256 * 1024;
-
-/// What the call's proxy adds to forwarding: the audit log of its events, and the interceptor of
-/// the bound secrets the call was handed.
+/// What the call's gate adds to forwarding: the audit log of its events, and the bound secrets
+/// the call was handed (their interceptor is rebuilt in the gate).
 #[derive(Default)]
 pub struct Proxying {
     pub log: Option<EgressLog>,
@@ -55,42 +51,108 @@ pub struct Bridge {
 
 /// What runs for the sandbox's network: stopped when dropped (with the outer process).
 ///
-/// The egress proxy starts on its first connection, not at launch: until then its listener only
+/// The gate starts on the proxy's first connection, not at launch: until then its listener only
 /// queues connections (the kernel does that), and the outer process is told of the first one by
 /// SIGIO, which it takes in its wait ([`crate::run::reaper::supervise`]) and answers with
-/// [`Running::start_proxy`]. A call that never uses the network pays for no thread and no address
-/// listing.
+/// [`Running::start_proxy`]. A call that never uses the network pays for no process.
 #[derive(Default)]
 pub struct Running {
-    proxy: Option<ProxyHandle>,
-    pending: Option<Pending>,
+    gate: Option<Gate>,
+    sockets: Option<Sockets>,
+    /// Keep the sockets after the gate starts, to start it again (a net helper); a one-shot call
+    /// closes its copy, so a dead gate means refused connections, not hanging ones.
+    respawn: bool,
 }
 
-/// A proxy not started yet: its listener (armed for SIGIO) and what it will serve with.
-struct Pending {
-    listener: TcpListener,
-    egress: EgressPolicy,
+/// What the gate is started with.
+struct Sockets {
+    listener: Option<TcpListener>,
+    published: Vec<(u16, TcpListener)>,
+    netns: Option<OwnedFd>,
+    plan: Plan,
     proxying: Proxying,
 }
 
 impl Running {
-    /// Start the proxy if it has not started: on SIGIO, or at once where nothing waits for that
-    /// signal (a persistent context's net helper). On failure the listener is closed: the
-    /// sandbox's clients find their connections refused, as with no egress.
+    /// Start the gate if it is not running: on SIGIO, or at once where nothing waits for that
+    /// signal. On failure the listener is closed: the sandbox's clients find their connections
+    /// refused, as with no egress.
     pub fn start_proxy(&mut self) -> Result<()> {
-        let Some(Pending {
-            listener,
-            mut egress,
-            proxying,
-        }) = self.pending.take()
-        else {
+        if self.gate.is_some() {
+            return Ok(());
+        }
+        let Some(sockets) = self.sockets.take() else {
             return Ok(());
         };
-        let _ = sys::notify_on_input(listener.as_fd(), false);
-        egress.self_addrs = local_addrs().context("cannot list the container's addresses")?;
-        self.proxy = Some(serve_proxy(listener, egress, proxying)?);
+        if let Some(l) = &sockets.listener {
+            let _ = sys::notify_on_input(l.as_fd(), false);
+        }
+        let started = spawn_gate(&sockets);
+        if self.respawn {
+            self.sockets = Some(sockets);
+        }
+        self.gate = Some(started?);
         Ok(())
     }
+
+    /// A net helper's check: if its gate died, start another (returns whether it did).
+    pub fn restart_if_dead(&mut self) -> Result<bool> {
+        match &self.gate {
+            Some(g) if g.exited() => {
+                self.gate = None;
+                self.start_proxy().map(|()| true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// The gate's pid, if it runs.
+    pub fn gate_pid(&self) -> Option<i32> {
+        self.gate.as_ref().map(|g| g.pid.as_raw())
+    }
+}
+
+/// Start the gate process for `s`.
+fn spawn_gate(s: &Sockets) -> Result<Gate> {
+    let limits = Limits::default();
+    let egress = s.plan.egress.as_ref().map(|e| config::Egress {
+        context: e.context.clone(),
+        allow: s.plan.allow_text.clone(),
+        max_connections: limits.max_connections,
+        head_timeout_ms: limits.head_timeout.as_millis() as u64,
+        idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+    });
+    let (log, sink) = match &s.proxying.log {
+        Some(l) => {
+            let (fd, syslog) = l.sink_for_gate()?;
+            let (call, uid, context) = l.identity();
+            (
+                Some(config::Log {
+                    syslog,
+                    call,
+                    uid,
+                    context,
+                }),
+                Some(fd),
+            )
+        }
+        None => (None, None),
+    };
+    let config = config::Config {
+        launcher: 0,
+        egress,
+        publish: s.published.iter().map(|(p, _)| *p).collect(),
+        log,
+        bound: s.proxying.bound.as_ref().map(|b| b.wire()),
+    };
+    gate::spawn(gate::Spec {
+        config,
+        listener: s.listener.as_ref(),
+        published: &s.published,
+        netns: s.netns.as_ref(),
+        log: sink,
+    })
+    .context("cannot start the egress gate")
 }
 
 /// Ask for SIGIO on the proxy's first connection; true if it must be waited for. One may already
@@ -146,8 +208,9 @@ impl Bridge {
         v
     }
 
-    /// After the clone: receive pid 1's sockets, then start the forwarders, and the proxy: at
-    /// once, or with `lazy` on its first connection (the caller has SIGIO blocked and takes it).
+    /// After the clone: receive pid 1's sockets, then start the gate: at once (published ports,
+    /// or `lazy` false), or on the proxy's first connection (the caller has SIGIO blocked and
+    /// takes it). `lazy` false also keeps the sockets to start the gate again.
     pub fn start(self, proxying: Proxying, lazy: bool) -> Result<Running> {
         let Bridge {
             plan,
@@ -168,23 +231,33 @@ impl Bridge {
             return Ok(Running::default());
         }
         let mut fds = fds.into_iter();
-        let mut running = Running::default();
-        if let Some(egress) = plan.egress {
-            let listener = fds.next().ok_or_else(|| anyhow!("no proxy listener"))?;
-            let listener = TcpListener::from(listener);
-            let wait = lazy && arm(&listener)?;
-            running.pending = Some(Pending {
+        let listener = match plan.egress {
+            Some(_) => Some(TcpListener::from(
+                fds.next().ok_or_else(|| anyhow!("no proxy listener"))?,
+            )),
+            None => None,
+        };
+        let netns = match published.is_empty() {
+            true => None,
+            false => Some(fds.next().ok_or_else(|| anyhow!("no network namespace"))?),
+        };
+        let wait = match (&listener, published.is_empty() && lazy) {
+            (Some(l), true) => arm(l)?,
+            _ => false,
+        };
+        let mut running = Running {
+            gate: None,
+            sockets: Some(Sockets {
                 listener,
-                egress,
+                published,
+                netns,
+                plan,
                 proxying,
-            });
-            if !wait {
-                running.start_proxy()?;
-            }
-        }
-        if !published.is_empty() {
-            let netns = fds.next().ok_or_else(|| anyhow!("no network namespace"))?;
-            forward(published, netns)?;
+            }),
+            respawn: !lazy,
+        };
+        if !wait {
+            running.start_proxy()?;
         }
         Ok(running)
     }
@@ -208,104 +281,4 @@ pub fn hand_out(sock: std::os::fd::RawFd, plan: &Plan) -> Result<()> {
     let raw: Vec<i32> = send.iter().map(|f| f.as_raw_fd()).collect();
     sys::send_fds(sock, &raw).context("cannot hand the network sockets out")?;
     Ok(())
-}
-
-/// The proxy, with the bound secrets' interceptor when the call was handed any; its refusals and
-/// bound-secret events go to the audit log (names only).
-fn serve_proxy(
-    listener: TcpListener,
-    egress: EgressPolicy,
-    proxying: Proxying,
-) -> Result<ProxyHandle> {
-    let Proxying { log, bound } = proxying;
-    let sink: EventSink = Arc::new(move |e: &Event| {
-        let event = match e.verdict {
-            Verdict::Refused => "egress-refused",
-            Verdict::SecretAdded => "secret-added",
-            Verdict::Exfiltration => "secret-exfiltration",
-            _ => return,
-        };
-        if let Some(log) = &log {
-            let protocol = format!("{:?}", e.protocol).to_lowercase();
-            let why = match (&e.secret, e.verdict) {
-                (Some(name), Verdict::SecretAdded) => format!("bound secret {name} added"),
-                (Some(name), Verdict::Exfiltration) => {
-                    format!("placeholder of bound secret {name} sent to a host it is not bound to")
-                }
-                _ => e.reason.clone(),
-            };
-            log.event(event, &protocol, &e.host, e.port, &why);
-        }
-    });
-    let policy = Arc::new(egress);
-    match bound {
-        Some(b) => proxy::bound::serve(listener, policy, sink, b),
-        None => proxy::serve(listener, policy, sink),
-    }
-    .context("cannot start the egress proxy")
-}
-
-/// A request to the inside thread: connect to the sandbox's 127.0.0.1:port.
-type Dial = (u16, mpsc::Sender<std::io::Result<TcpStream>>);
-
-/// Start the inside thread (in the sandbox's network namespace) and one accept thread per
-/// published port; each accepted connection is spliced to the same port inside.
-fn forward(published: Vec<(u16, TcpListener)>, netns: OwnedFd) -> Result<()> {
-    let (tx, rx) = mpsc::channel::<Dial>();
-    let (ready_tx, ready_rx) = mpsc::channel::<std::io::Result<()>>();
-    spawn("sbx-net-inside", move || {
-        // setns(2) of a network namespace changes only this thread's.
-        let entered = nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
-        let ok = entered.is_ok();
-        let _ = ready_tx.send(entered.map_err(std::io::Error::from));
-        if !ok {
-            return;
-        }
-        for (port, reply) in rx {
-            let to = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let _ = reply.send(TcpStream::connect_timeout(&to, Duration::from_secs(5)));
-        }
-    })?;
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow!("the forwarder thread ended"))?
-        .context("cannot enter the sandbox's network namespace for net.publish (it needs root; rootless mode cannot publish ports)")?;
-    for (port, listener) in published {
-        let tx = tx.clone();
-        spawn("sbx-publish", move || accept_loop(port, &listener, &tx))?;
-    }
-    Ok(())
-}
-
-fn accept_loop(port: u16, listener: &TcpListener, inside: &mpsc::Sender<Dial>) {
-    loop {
-        let client = match listener.accept() {
-            Ok((c, _)) => c,
-            Err(_) => {
-                thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
-        let (reply_tx, reply_rx) = mpsc::channel();
-        if inside.send((port, reply_tx)).is_err() {
-            return;
-        }
-        let Ok(Ok(upstream)) = reply_rx.recv() else {
-            continue; // nothing listens on that port inside: the client sees the connection close
-        };
-        let _ = spawn("sbx-publish-conn", move || {
-            let _ = client.set_nodelay(true);
-            let _ = upstream.set_nodelay(true);
-            proxy::splice(&client, &upstream, false, Duration::from_secs(24 * 3600));
-        });
-    }
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<()> {
-    thread::Builder::new()
-        .name(name.into())
-        .stack_size(THREAD_STACK)
-        .spawn(f)
-        .map(drop)
-        .with_context(|| format!("cannot start thread {name}"))
 }

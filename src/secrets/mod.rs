@@ -60,7 +60,9 @@ impl SecretSet {
         for s in &self.0 {
             if is_denied(&s.name) && !as_files.iter().any(|f| f.0 == s.name) {
                 bail!(
-                    "secret {} is refused: {} makes programs load code or configuration from its value                      (the same names are dropped from the environment); hand the value under another name,                      or list it in [context.NAME.secrets] files to deliver it as a file",
+                    "secret {} is refused: {} makes programs load code or configuration from its value \
+                     (the same names are dropped from the environment); hand the value under another name, \
+                     or list it in [context.NAME.secrets] files to deliver it as a file",
                     s.name,
                     s.name
                 );

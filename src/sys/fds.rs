@@ -94,6 +94,18 @@ pub fn open_program(path: &CStr) -> io::Result<OwnedFd> {
     openat2_nofollow(path, libc::O_PATH | libc::O_CLOEXEC)
 }
 
+/// This process's own executable, as an `O_PATH | O_CLOEXEC` handle (through the magic link
+/// `/proc/self/exe`: the file that runs, even if its path now names another).
+pub fn open_self_exe() -> io::Result<OwnedFd> {
+    let fd = nix::fcntl::open(
+        c"/proc/self/exe",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: the kernel just returned this new fd; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A close-on-exec duplicate of `fd` numbered `min` or above, owned.
 pub fn dup_cloexec_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC only creates a new descriptor; `fd` is not consumed.

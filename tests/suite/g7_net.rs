@@ -180,8 +180,9 @@ pub fn internal_destinations_are_refused_in_every_spelling() -> Result<(), Strin
         check(inside.contains("code=403"), || {
             format!("{url} not refused inside: {inside:?}\n{}", r.show())
         })?;
+        // The rule, never the address or the class it fell in (the audit log has those).
         check(
-            inside.contains("not allowed from a sandbox") || inside.contains("not in net.allow"),
+            inside.contains("no sandbox may reach") || inside.contains("not in net.allow"),
             || format!("{url}: no reason in the 403 body: {inside:?}"),
         )?;
         check(
@@ -323,8 +324,17 @@ pub fn published_port_serves_from_the_sandbox() -> Result<(), String> {
 }
 
 /// Tasks (threads) of a running sbx-exec whose target runs `script` (in bash) and then sleeps.
-fn tasks_while_running(p: &Path, script: &str) -> Result<usize, String> {
-    let script = format!("{script}\nsleep 2");
+/// What `ps` would show of one call while `script` runs in it (checked after 900 ms): the
+/// launcher's thread count and, for each child of the launcher that is the gate, its
+/// /proc/PID/status lines of interest. With `kill_gate`, the gate is then killed (a crash) and
+/// the call's exit code is returned too.
+struct Seen {
+    launcher_threads: usize,
+    gates: Vec<String>,
+    code: Option<i32>,
+}
+
+fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String> {
     let mut child = std::process::Command::new(bin())
         .args([
             "--policy",
@@ -334,30 +344,73 @@ fn tasks_while_running(p: &Path, script: &str) -> Result<usize, String> {
             "--",
             "bash",
             "-c",
-            &script,
+            script,
         ])
         .env_clear()
         .env("PATH", SUITE_PATH)
         .current_dir("/")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(900));
-    let n = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+    let launcher = child.id();
+    let launcher_threads = std::fs::read_dir(format!("/proc/{launcher}/task"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let _ = child.wait();
-    Ok(n)
+    let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+        .unwrap_or_default();
+    let mut gates = Vec::new();
+    let mut gate_pids = Vec::new();
+    for pid in children.split_whitespace() {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.starts_with(b"sbx-gate\0") || cmdline == b"sbx-gate" {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let keep: Vec<&str> = status
+                .lines()
+                .filter(|l| {
+                    ["Uid:", "CapEff:", "CapPrm:", "NoNewPrivs:", "Seccomp:"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect();
+            gates.push(keep.join(" | "));
+            gate_pids.push(pid.to_string());
+        }
+    }
+    if kill_gate {
+        for pid in &gate_pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid.parse().unwrap_or(0)),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let code = child.wait().ok().and_then(|s| s.code());
+    Ok(Seen {
+        launcher_threads,
+        gates,
+        code,
+    })
 }
 
-/// The egress proxy costs nothing to a call that does not use it: no thread with `net.allow =
-/// []`, and with an allowlist none until the sandbox's first connection to the proxy (only to the
-/// sandbox's own 127.0.0.1:3128; no request is sent, so nothing leaves).
-pub fn no_proxy_thread_without_allow() -> Result<(), String> {
+/// The egress gate runs apart and unprivileged (G9): with `net.allow = []` there is none, with
+/// an allowlist none until the sandbox's first connection to the proxy (only to its own
+/// 127.0.0.1:3128; no request is sent, so nothing leaves). While a connection is held, the
+/// launcher has one thread (it parses nothing) and the gate is a process of its own with uid
+/// 65534, no capabilities, no_new_privs and a seccomp filter. Killing the gate (as a crash of
+/// its parser would) ends only the call's egress: the command goes on, its next connection to the
+/// proxy is refused, and it exits as it would.
+pub fn the_gate_runs_apart_unprivileged() -> Result<(), String> {
     needs_isolation()?;
     let d = TempDir::new("g7tasks");
     let none = policy(d.path(), "mode = \"private\"\nallow = []", "");
-    check(tasks_while_running(&none, "true")? == 1, || {
-        "a context with net.allow = [] has more than one thread in sbx-exec".into()
+    let seen = while_running(&none, "sleep 2", false)?;
+    check(seen.launcher_threads == 1 && seen.gates.is_empty(), || {
+        format!(
+            "net.allow = []: {} threads, gates {:?}",
+            seen.launcher_threads, seen.gates
+        )
     })?;
     let d2 = TempDir::new("g7tasks2");
     let some = policy(
@@ -365,15 +418,50 @@ pub fn no_proxy_thread_without_allow() -> Result<(), String> {
         "mode = \"private\"\nallow = [\"192.0.2.10/32\"]",
         "",
     );
-    let idle = tasks_while_running(&some, "true")?;
-    check(idle == 1, || {
-        format!("with net.allow but no connection yet: {idle} threads, expected 1")
+    let idle = while_running(&some, "sleep 2", false)?;
+    check(idle.launcher_threads == 1 && idle.gates.is_empty(), || {
+        format!(
+            "an allowlist, no connection: {} threads, gates {:?}",
+            idle.launcher_threads, idle.gates
+        )
     })?;
-    // Control: the first connection starts the proxy's accept thread, which then serves it (a
-    // second thread, for the connection, exists while it is open).
-    let used = tasks_while_running(&some, "exec 3<>/dev/tcp/127.0.0.1/3128 || exit 9")?;
-    check(used >= 2, || {
-        format!("with net.allow and a connection to the proxy: {used} threads, expected 2 or more")
+    let used = while_running(
+        &some,
+        "exec 3<>/dev/tcp/127.0.0.1/3128 || exit 9; sleep 2",
+        false,
+    )?;
+    check(used.launcher_threads == 1, || {
+        format!(
+            "a connection held: the launcher has {} threads",
+            used.launcher_threads
+        )
+    })?;
+    let [gate] = used.gates.as_slice() else {
+        return Err(format!("a connection held: gates {:?}", used.gates));
+    };
+    for want in [
+        "Uid:\t65534\t65534\t65534\t65534",
+        "CapEff:\t0000000000000000",
+        "CapPrm:\t0000000000000000",
+        "NoNewPrivs:\t1",
+        "Seccomp:\t2",
+    ] {
+        check(gate.contains(want), || {
+            format!("the gate: {gate} (expected {want:?})")
+        })?;
+    }
+    // A dead gate: the command goes on; its next connection to the proxy is refused (exit 7 from
+    // the script), not hung; the call ends with the command's own status.
+    let crash = while_running(
+        &some,
+        "exec 3<>/dev/tcp/127.0.0.1/3128 || exit 9; sleep 1.5; if exec 4<>/dev/tcp/127.0.0.1/3128; then exit 8; else exit 7; fi",
+        true,
+    )?;
+    check(crash.gates.len() == 1 && crash.code == Some(7), || {
+        format!(
+            "after the gate was killed: gates {:?}, exit {:?}",
+            crash.gates, crash.code
+        )
     })
 }
 

@@ -101,10 +101,15 @@ fn echo_stage(tag: &str, query_key: &str) -> Result<Stage, String> {
             "allow = [\"ANTHROPIC_API_KEY\", \"ANTHROPIC_QUERY_KEY\",",
             1,
         )
-        .replacen("[context.agent.fs]", &format!("{QUERY_BIND}\n[context.agent.fs]"), 1);
-    check(p.contains("ANTHROPIC_QUERY_KEY\",") && p.contains("query = \"key\""), || {
-        "could not add the query binding to the test policy".to_string()
-    })?;
+        .replacen(
+            "[context.agent.fs]",
+            &format!("{QUERY_BIND}\n[context.agent.fs]"),
+            1,
+        );
+    check(
+        p.contains("ANTHROPIC_QUERY_KEY\",") && p.contains("query = \"key\""),
+        || "could not add the query binding to the test policy".to_string(),
+    )?;
     std::fs::write(s.path("policy.toml"), p).unwrap();
     Ok(s)
 }
@@ -132,7 +137,10 @@ echo "location=$(curl -sS -m 15 -D - -o /dev/null "$u/redirect?key=$ANTHROPIC_QU
 echo "notfound=$(curl -sS -m 15 "$u/missing?key=$ANTHROPIC_QUERY_KEY" -H "$k")"
 "#,
     );
-    let r = s.run_with(&[(ANTHROPIC_IP, 443, "anthropic", "echo.log", "echo.py")], "sbx agent\n");
+    let r = s.run_with(
+        &[(ANTHROPIC_IP, 443, "anthropic", "echo.log", "echo.py")],
+        "sbx agent\n",
+    );
     let out = s.read("agent.out");
     let show = || s.show(&r).replace(qkey, "<REAL QUERY KEY>");
     check(r.stdout.contains("agent exit 0"), show)?;
@@ -163,23 +171,38 @@ echo "notfound=$(curl -sS -m 15 "$u/missing?key=$ANTHROPIC_QUERY_KEY" -H "$k")"
         ("header", field(&out, "header").to_string()),
     ];
     for (how, text) in &seen {
-        check(text.to_ascii_lowercase().contains(&ph.to_ascii_lowercase()), || {
-            format!("{how}: the echo did not come back with the placeholder: {text:?}\n{}", show())
-        })?;
+        check(
+            text.to_ascii_lowercase().contains(&ph.to_ascii_lowercase()),
+            || {
+                format!(
+                    "{how}: the echo did not come back with the placeholder: {text:?}\n{}",
+                    show()
+                )
+            },
+        )?;
     }
-    check(field(&out, "location").contains(&format!("key={qph}")), || {
-        format!("the redirect's Location: {}", show())
-    })?;
-    check(field(&out, "notfound").contains(&format!("key={qph}")), || {
-        format!("the 404 naming the path: {}", show())
-    })?;
+    check(
+        field(&out, "location").contains(&format!("key={qph}")),
+        || format!("the redirect's Location: {}", show()),
+    )?;
+    check(
+        field(&out, "notfound").contains(&format!("key={qph}")),
+        || format!("the 404 naming the path: {}", show()),
+    )?;
     // A compressed echo (sent though identity was asked for) is refused, not relayed.
     check(field(&out, "gzip") == "502", || format!("gzip: {}", show()))?;
     // Nothing user code read holds a real value, in any form checked above.
-    let everything = format!("{out}\n{}", seen.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("\n"));
-    check(!everything.contains(&s.key) && !everything.contains(qkey), || {
-        format!("a real value came back to the sandbox: {}", show())
-    })
+    let everything = format!(
+        "{out}\n{}",
+        seen.iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    check(
+        !everything.contains(&s.key) && !everything.contains(qkey),
+        || format!("a real value came back to the sandbox: {}", show()),
+    )
 }
 
 fn percent_decode(s: &str) -> String {
@@ -187,7 +210,9 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::new();
     let mut i = 0;
     while i < b.len() {
-        let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
         match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
             (b'%', Some(v)) => {
                 out.push(v);
@@ -254,7 +279,10 @@ print("signed-length=" + status(through(cl)))
 PY
 "#,
     );
-    let r = s.run_with(&[(ANTHROPIC_IP, 443, "anthropic", "echo.log", "echo.py")], "sbx agent\n");
+    let r = s.run_with(
+        &[(ANTHROPIC_IP, 443, "anthropic", "echo.log", "echo.py")],
+        "sbx agent\n",
+    );
     let out = s.read("agent.out");
     let show = || s.show(&r);
     check(r.stdout.contains("agent exit 0"), show)?;
@@ -274,12 +302,19 @@ PY
         format!("pipelined: {}", show())
     })?;
     // ...and TLS naming another host gets no answer from the bound host.
-    check(!field(&out, "sni").starts_with("HTTP/1.1 200"), || format!("sni: {}", show()))?;
+    check(!field(&out, "sni").starts_with("HTTP/1.1 200"), || {
+        format!("sni: {}", show())
+    })?;
     // The host saw exactly the two well-formed requests (control and pipelined's first), never
     // the smuggled, embedded, second, wrong-host or wrong-SNI ones.
     let log = s.read("echo.log");
-    let requests: Vec<&str> = log.split("\n---\n").filter(|q| !q.trim().is_empty()).collect();
-    check(requests.len() == 2, || format!("requests the host saw: {}", show()))?;
+    let requests: Vec<&str> = log
+        .split("\n---\n")
+        .filter(|q| !q.trim().is_empty())
+        .collect();
+    check(requests.len() == 2, || {
+        format!("requests the host saw: {}", show())
+    })?;
     check(
         !log.contains("/smuggled") && !log.contains("/second") && !log.contains("AAA"),
         || format!("a refused request reached the host: {}", show()),
@@ -300,7 +335,9 @@ pub fn a_bound_key_never_mints_credentials() -> Result<(), String> {
     );
     let s = Stage::new(
         "g9sts",
-        &format!("AWS_ACCESS_KEY_ID={kid}\nAWS_SECRET_ACCESS_KEY={secret}\nAWS_SESSION_TOKEN={token}\n"),
+        &format!(
+            "AWS_ACCESS_KEY_ID={kid}\nAWS_SECRET_ACCESS_KEY={secret}\nAWS_SESSION_TOKEN={token}\n"
+        ),
     )?;
     s.inside(
         "agent",
@@ -324,31 +361,48 @@ echo "presigned=$({aws} s3 presign s3://sbx-e2e/object --expires-in 600 2>&1)"
         "sbx agent\n",
     );
     let out = s.read("agent.out");
-    let show = || s.show(&r).replace(secret, "<REAL SECRET>").replace(kid, "<REAL ID>").replace(token, "<REAL TOKEN>");
+    let show = || {
+        s.show(&r)
+            .replace(secret, "<REAL SECRET>")
+            .replace(kid, "<REAL ID>")
+            .replace(token, "<REAL TOKEN>")
+    };
     check(r.stdout.contains("agent exit 0"), show)?;
     for case in ["gst-rc", "ar-rc", "gft-rc"] {
-        check(field(&out, case) != "0", || format!("{case}: STS answered: {}", show()))?;
+        check(field(&out, case) != "0", || {
+            format!("{case}: STS answered: {}", show())
+        })?;
     }
     let sts = s.read("sts.log");
     check(!sts.contains(kid) && !sts.contains(token), || {
-        format!("the stand-in STS received the real key id or token: {}", show())
+        format!(
+            "the stand-in STS received the real key id or token: {}",
+            show()
+        )
     })?;
     // The API Gateway stand-in was reached (the control: the request did go out) with
     // placeholders only.
     let apigw = s.read("apigw.log");
-    check(apigw.contains("GET /prod/steal"), || format!("API Gateway not reached: {}", show()))?;
+    check(apigw.contains("GET /prod/steal"), || {
+        format!("API Gateway not reached: {}", show())
+    })?;
     check(!apigw.contains(kid) && !apigw.contains(token), || {
-        format!("an attacker's API Gateway received the real key id or token: {}", show())
+        format!(
+            "an attacker's API Gateway received the real key id or token: {}",
+            show()
+        )
     })?;
     let presigned = field(&out, "presigned");
-    check(presigned.contains("AKIA") && !presigned.contains(kid) && !presigned.contains(token), || {
-        format!("presigned URL: {}", show())
-    })?;
+    check(
+        presigned.contains("AKIA") && !presigned.contains(kid) && !presigned.contains(token),
+        || format!("presigned URL: {}", show()),
+    )?;
     // The refusals are in the audit log, named.
     let audit = s.read("audit.jsonl");
-    check(audit.contains("issues credentials") || audit.contains("mint"), || {
-        format!("the audit log does not say why STS was refused: {}", show())
-    })?;
+    check(
+        audit.contains("issues credentials") || audit.contains("mint"),
+        || format!("the audit log does not say why STS was refused: {}", show()),
+    )?;
     check(!audit.contains(secret) && !audit.contains(kid), show)
 }
 
@@ -374,9 +428,12 @@ echo "connect=$(curl -sS -m 15 https://internal.example.test/ 2>&1 | tr '\n' ' '
     check(r.stdout.contains("agent exit 0"), show)?;
     let body = field(&out, "body");
     // The generic list of classes, never which one the name fell in.
-    check(body.contains("no sandbox may reach") && !body.contains(INTERNAL_IP) && !body.contains("RFC 1918"), || {
-        format!("the refusal: {}", show())
-    })?;
+    check(
+        body.contains("no sandbox may reach")
+            && !body.contains(INTERNAL_IP)
+            && !body.contains("RFC 1918"),
+        || format!("the refusal: {}", show()),
+    )?;
     check(!field(&out, "connect").contains(INTERNAL_IP), show)?;
     check(s.read("audit.jsonl").contains(INTERNAL_IP), || {
         format!("the audit log does not name the address: {}", show())

@@ -24,6 +24,7 @@ mod g7_run;
 mod g7_sys;
 mod g8_deputy;
 mod g8_modes;
+mod g9_gate;
 mod harness;
 mod limits;
 mod perf_walls;
@@ -50,6 +51,10 @@ fn main() {
         g1_bound::real_launch_adds_the_key_for_its_host_only,
         g1_bound::real_launch_refuses_a_bound_host_with_a_wrong_certificate,
         g1_bound::real_launch_re_signs_the_aws_cli_for_moto,
+        g9_gate::nothing_comes_back_through_the_gate,
+        g9_gate::smuggling_and_host_confusion_are_refused,
+        g9_gate::a_bound_key_never_mints_credentials,
+        g9_gate::a_refusal_names_the_rule_never_an_address,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,
@@ -106,7 +111,7 @@ fn main() {
         g7_net::user_cannot_squat_a_port_platform_connects_to,
         g7_net::abstract_sockets_and_connections_of_the_host_are_invisible,
         g7_net::published_port_serves_from_the_sandbox,
-        g7_net::no_proxy_thread_without_allow,
+        g7_net::the_gate_runs_apart_unprivileged,
         g7_net::net_policy_errors_name_the_place,
         g7_net::persistent_context_publishes_a_dev_server_to_every_call,
         g7_net::persistent_join_egresses_through_the_keepers_proxy,

@@ -134,7 +134,7 @@ impl Refusal {
 
 /// The forbidden classes, as the sandbox is told of them (never which one applies).
 const FORBIDDEN_CLASSES: &str =
-    "loopback, link-local or metadata, private, CGNAT, multicast, reserved, or the container's own";
+    "loopback, link-local, private, CGNAT, multicast, reserved, or the container's own";
 
 impl EgressPolicy {
     /// Parse the `net.allow` entries of context `context`.

@@ -86,3 +86,34 @@ pub fn install(plan: &Plan) -> Result<()> {
     }
     Ok(())
 }
+
+/// The egress gate's and its dialer's Landlock domain: no file access but reading `readable`
+/// (the resolver's files; missing ones skipped), no TCP bind (ABI 4), and no abstract unix socket
+/// or signal outside the process (ABI 6). Best effort: where the kernel has less of Landlock, the
+/// rest still holds (the gate's uid, no_new_privs and seccomp filter are its first walls);
+/// [`crate::probe`] reports the ABI.
+pub fn confine_gate(readable: &[&str]) -> Result<()> {
+    let abi = landlock::ABI::V6;
+    let mut created = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(<AccessFs as landlock::Access>::from_all(abi))
+        .context("landlock: file rules")?
+        .handle_access(AccessNet::BindTcp)
+        .context("landlock: network rules")?
+        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .context("landlock: scoping")?
+        .create()
+        .context("landlock: cannot create the gate's ruleset")?;
+    for path in readable {
+        let Ok(fd) = PathFd::new(path) else {
+            continue;
+        };
+        created = created
+            .add_rule(PathBeneath::new(fd, AccessFs::ReadFile))
+            .with_context(|| format!("landlock: cannot allow reading {path}"))?;
+    }
+    created
+        .restrict_self()
+        .context("landlock: cannot enforce the gate's ruleset")?;
+    Ok(())
+}

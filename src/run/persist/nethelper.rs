@@ -121,15 +121,25 @@ fn helper_main(bridge: Bridge, keeper: &OwnedFd, report: OwnedFd, log: Option<Eg
         fail(e.context("cannot detach"));
     }
     let proxying = Proxying { log, bound: None };
-    let running = match bridge.start(proxying, false) {
+    let mut running = match bridge.start(proxying, false) {
         Ok(r) => r,
         Err(e) => fail(e),
     };
     let _ = nix::unistd::write(&report, b"K");
     drop(report);
     // The keeper's pidfd turns readable when it exits: then the context's network is gone.
+    // Meanwhile a gate that died (a crash, a kill) is started again: connections in flight are
+    // lost, later ones work. At most one start a second.
     let mut fds = [PollFd::new(keeper.as_fd(), PollFlags::POLLIN)];
-    while let Err(nix::errno::Errno::EINTR) = poll(&mut fds, PollTimeout::NONE) {}
+    loop {
+        match poll(&mut fds, PollTimeout::from(1000u16)) {
+            Ok(0) => {
+                let _ = running.restart_if_dead();
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            _ => break,
+        }
+    }
     drop(running);
     sys::exit_now(0)
 }

@@ -133,6 +133,10 @@ struct Shared {
     /// Every open connection's sockets (client, then upstream), to count and to shut down.
     open: Mutex<HashMap<u64, Vec<TcpStream>>>,
     next_id: AtomicU64,
+    /// The container's own addresses, listed again for each destination checked (they change:
+    /// an address added after the gate started is refused like the others); `None`: only those
+    /// in the policy (tests).
+    own_addrs: Option<OwnAddrs>,
 }
 
 const THREAD_STACK: usize = 256 * 1024;
@@ -156,20 +160,34 @@ fn serve_resolving(
     on_event: EventSink,
     bound: Option<Arc<bound::Interceptor>>,
 ) -> io::Result<ProxyHandle> {
+    serve_gate(listener, policy, on_event, bound, Limits::default())
+}
+
+/// The gate's proxy: the system resolver, real connects, the container's own addresses listed
+/// for each destination, and `limits`.
+pub fn serve_gate(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    on_event: EventSink,
+    bound: Option<Arc<bound::Interceptor>>,
+    limits: Limits,
+) -> io::Result<ProxyHandle> {
     let outbound = Outbound {
         resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
         connect: Box::new(TcpStream::connect_timeout),
     };
-    serve_with(
+    let own: OwnAddrs = || crate::plan::egress::local_addrs().map_err(std::io::Error::from);
+    start(share(
         listener,
         policy,
         on_event,
         outbound,
-        Limits::default(),
+        (limits, Some(own)),
         bound,
-    )
+    )?)
 }
 
+#[cfg(test)]
 fn serve_with(
     listener: TcpListener,
     policy: Arc<EgressPolicy>,
@@ -178,8 +196,29 @@ fn serve_with(
     limits: Limits,
     bound: Option<Arc<bound::Interceptor>>,
 ) -> io::Result<ProxyHandle> {
+    start(share(
+        listener,
+        policy,
+        on_event,
+        outbound,
+        (limits, None),
+        bound,
+    )?)
+}
+
+/// How the container's own addresses are listed.
+type OwnAddrs = fn() -> std::io::Result<Vec<std::net::IpAddr>>;
+
+fn share(
+    listener: TcpListener,
+    policy: Arc<EgressPolicy>,
+    on_event: EventSink,
+    outbound: Outbound,
+    (limits, own_addrs): (Limits, Option<OwnAddrs>),
+    bound: Option<Arc<bound::Interceptor>>,
+) -> io::Result<Arc<Shared>> {
     listener.set_nonblocking(false)?;
-    let shared = Arc::new(Shared {
+    Ok(Arc::new(Shared {
         listener,
         policy,
         on_event,
@@ -189,7 +228,11 @@ fn serve_with(
         bound,
         open: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
-    });
+        own_addrs,
+    }))
+}
+
+fn start(shared: Arc<Shared>) -> io::Result<ProxyHandle> {
     let s = shared.clone();
     let accept = thread::Builder::new()
         .name("sbx-proxy".into())
@@ -412,5 +455,7 @@ use socks::socks5;
 pub use socks::splice;
 use upstream::open_upstream;
 
+#[cfg(test)]
+mod fuzz_tests;
 #[cfg(test)]
 mod tests;

@@ -123,11 +123,17 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         Ok(end) => end,
         Err(e) => {
             let (status, why) = match e.kind() {
-                io::ErrorKind::OutOfMemory => (431, "request head too large (limit 64 KiB)"),
-                io::ErrorKind::TimedOut => (408, "request head not received in time"),
+                io::ErrorKind::OutOfMemory => (
+                    431,
+                    format!(
+                        "request head too large (limit {} KiB)",
+                        shared.limits.max_head / 1024
+                    ),
+                ),
+                io::ErrorKind::TimedOut => (408, "request head not received in time".to_string()),
                 _ => return,
             };
-            respond(client, status, why);
+            respond(client, status, &why);
             return;
         }
     };

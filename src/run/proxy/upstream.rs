@@ -107,7 +107,21 @@ impl Destination<'_> {
     /// internal address among public ones is a rebinding: all refused). Connect to exactly what
     /// was checked; an IPv4-mapped address as the IPv4 address.
     fn checked_addrs(&self) -> Result<Vec<SocketAddr>, Denial> {
-        let (policy, port) = (&self.shared.policy, self.port);
+        let live;
+        let policy: &crate::plan::egress::EgressPolicy = match self.shared.own_addrs {
+            Some(list) => {
+                let mut p = (*self.shared.policy).clone();
+                p.self_addrs = list().map_err(|e| {
+                    let why =
+                        format!("cannot list the container's own addresses to check against ({e})");
+                    self.fail((502, 0x01), why.clone(), why)
+                })?;
+                live = p;
+                &live
+            }
+            None => &self.shared.policy,
+        };
+        let port = self.port;
         match policy.check_name(self.host, port) {
             Err(r) => Err(self.refuse(None, r)),
             Ok(Host::Ip(ip)) => Ok(vec![SocketAddr::new(ip.to_canonical(), port)]),

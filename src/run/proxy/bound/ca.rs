@@ -7,16 +7,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-    GeneralSubtree, IsCa, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, NameConstraints, PKCS_ECDSA_P256_SHA256,
 };
-use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
+use zeroize::Zeroizing;
 
 use crate::model::bind::HostPattern;
 
 pub struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    /// The CA certificate the sandbox trusts (the chain's second element).
+    cert: CertificateDer<'static>,
+    pem: String,
+    /// Its private key (PKCS#8), for the gate process, which makes the leaves.
+    key: Zeroizing<Vec<u8>>,
     leaves: Mutex<HashMap<String, Arc<ServerConfig>>>,
 }
 
@@ -24,6 +30,45 @@ impl Ca {
     /// A fresh CA whose certificates are valid only for names under `hosts`' domains.
     pub fn new(hosts: &[&HostPattern]) -> Result<Ca, rcgen::Error> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let params = params(hosts);
+        let made = params.self_signed(&key)?;
+        let (cert, pem) = (made.der().clone(), made.pem());
+        Ok(Ca {
+            pem,
+            key: Zeroizing::new(key.serialize_der()),
+            issuer: Issuer::new(params, key),
+            cert,
+            leaves: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The CA a launch made, in the gate process: its key and certificate as [`Ca::parts`] gave
+    /// them; leaves are signed as the launch's CA would sign them.
+    pub fn from_parts(
+        hosts: &[&HostPattern],
+        key: &[u8],
+        cert: Vec<u8>,
+    ) -> Result<Ca, rcgen::Error> {
+        let pair = KeyPair::try_from(key)?;
+        Ok(Ca {
+            pem: String::new(),
+            key: Zeroizing::new(key.to_vec()),
+            issuer: Issuer::new(params(hosts), pair),
+            cert: CertificateDer::from(cert),
+            leaves: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The private key (PKCS#8 DER) and the certificate (DER), for [`Ca::from_parts`].
+    pub fn parts(&self) -> (&[u8], &[u8]) {
+        (&self.key, self.cert.as_ref())
+    }
+}
+
+/// The CA certificate's parameters: the same on every build from the same hosts (a CA rebuilt in
+/// the gate signs leaves whose issuer and key identifier match the certificate the sandbox has).
+fn params(hosts: &[&HostPattern]) -> CertificateParams {
+    {
         let mut params = CertificateParams::default();
         params
             .distinguished_name
@@ -47,15 +92,14 @@ impl Ca {
             excluded_subtrees: Vec::new(),
         });
         validity(&mut params);
-        Ok(Ca {
-            issuer: CertifiedIssuer::self_signed(params, key)?,
-            leaves: Mutex::new(HashMap::new()),
-        })
+        params
     }
+}
 
-    /// The CA certificate, PEM.
+impl Ca {
+    /// The CA certificate, PEM (empty in the gate, which does not need it).
     pub fn pem(&self) -> String {
-        self.issuer.pem()
+        self.pem.clone()
     }
 
     /// The TLS server configuration presenting a leaf for `host` (made once per host).
@@ -79,7 +123,7 @@ impl Ca {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         validity(&mut params);
         let cert = params.signed_by(&key, &self.issuer)?;
-        let chain = vec![cert.der().clone(), self.issuer.der().clone()];
+        let chain = vec![cert.der().clone(), self.cert.clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let config = ServerConfig::builder_with_provider(super::provider())
             .with_safe_default_protocol_versions()?

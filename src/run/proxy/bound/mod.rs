@@ -58,6 +58,8 @@ pub enum Roots {
 /// The proxy side of a call's bound secrets.
 pub struct Interceptor {
     pub bound: Bound,
+    /// The policy's `secrets.bind` entries this call was made from (for the gate's config).
+    pub binds: Vec<crate::model::bind::Bind>,
     /// Every form of every real value, with its placeholder's: what responses are scrubbed of.
     needles: scrub::Needles,
     ca: ca::Ca,
@@ -93,11 +95,63 @@ impl Interceptor {
         );
         Ok(Interceptor {
             bound,
+            binds: Vec::new(),
             needles,
             ca,
             roots,
             upstream: OnceLock::new(),
         })
+    }
+
+    /// The interceptor the launch made, in the gate process: the same bound secrets and
+    /// placeholders, and the same CA (its key and certificate, `ca`).
+    pub fn rebuilt(bound: Bound, ca: (&[u8], Vec<u8>), roots: Roots) -> Result<Interceptor> {
+        let hosts: Vec<_> = bound
+            .bindings
+            .iter()
+            .flat_map(|b| &b.hosts)
+            .map(|h| &h.pattern)
+            .collect();
+        let ca = ca::Ca::from_parts(&hosts, ca.0, ca.1)
+            .context("cannot rebuild the per-call CA for bound secrets")?;
+        let needles = scrub::Needles::new(
+            bound
+                .swaps()
+                .map(|(_, s)| (s.real(), s.placeholder.as_str())),
+        );
+        Ok(Interceptor {
+            bound,
+            binds: Vec::new(),
+            needles,
+            ca,
+            roots,
+            upstream: OnceLock::new(),
+        })
+    }
+
+    /// What the gate needs to rebuild this interceptor: the policy's entries, the values, the
+    /// CA's key and certificate.
+    pub fn wire(&self) -> crate::run::gate::config::BoundWire {
+        let (key, cert) = self.ca.parts();
+        crate::run::gate::config::BoundWire {
+            binds: self.binds.clone(),
+            values: self
+                .bound
+                .values()
+                .into_iter()
+                .map(
+                    |(name, real, placeholder)| crate::run::gate::config::Value {
+                        name,
+                        real: zeroize::Zeroizing::new(
+                            secrecy::ExposeSecret::expose_secret(&real).to_string(),
+                        ),
+                        placeholder,
+                    },
+                )
+                .collect(),
+            ca_key: zeroize::Zeroizing::new(key.to_vec()),
+            ca_cert: cert.to_vec(),
+        }
     }
 
     /// The TLS configuration for upstreams: made on first use (the roots parsed then), the same
@@ -289,7 +343,8 @@ pub fn prepare_call(
     };
     let system_pem = Arc::new(system_bundle()?);
     let variables = bound.variables();
-    let interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
+    let mut interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
+    interceptor.binds = ctx.secrets.bind.clone();
     let files = Files::with_ca_bundle(files, owner, interceptor.bundle(&system_pem));
     Ok(Some(BoundCall {
         interceptor: Arc::new(interceptor),

@@ -1,0 +1,166 @@
+//! What the launcher tells the gate process, on its fd 3, before the gate reads a byte from the
+//! sandbox: the egress rules, the published ports, where its events go, and the call's bound
+//! secrets (their policy entries, names, real values and placeholders, and the per-call CA's key
+//! and certificate). JSON, written once by the launcher and read once by the gate, which wipes
+//! the bytes; the launcher never reads anything back. The gate's other fds follow in this order:
+//! the proxy's listener (with egress), one listener per published port, the dialer's socket (with
+//! published ports), the audit sink (with an audit log).
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::model::bind::Bind;
+
+/// The config's own fd in the gate.
+pub const CONFIG_FD: i32 = 3;
+/// The most bytes of config the gate reads.
+pub const MAX_CONFIG: usize = 1 << 20;
+
+#[derive(Serialize, Deserialize)]
+pub struct Config {
+    /// The launcher's pid: the gate's parent, whose death ends it.
+    pub launcher: i32,
+    pub egress: Option<Egress>,
+    /// The published ports, in the order of their listeners.
+    pub publish: Vec<u16>,
+    pub log: Option<Log>,
+    pub bound: Option<BoundWire>,
+}
+
+/// The egress rules (`net.allow` as written, parsed again by the gate) and the proxy's limits.
+#[derive(Serialize, Deserialize)]
+pub struct Egress {
+    pub context: String,
+    pub allow: Vec<String>,
+    pub max_connections: usize,
+    pub head_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+/// The audit log's identity for the gate's records (the sink is an fd).
+#[derive(Serialize, Deserialize)]
+pub struct Log {
+    pub syslog: bool,
+    pub call: String,
+    pub uid: u32,
+    pub context: String,
+}
+
+/// The call's bound secrets.
+#[derive(Serialize, Deserialize)]
+pub struct BoundWire {
+    pub binds: Vec<Bind>,
+    pub values: Vec<Value>,
+    pub ca_key: Zeroizing<Vec<u8>>,
+    pub ca_cert: Vec<u8>,
+}
+
+/// One bound value.
+#[derive(Serialize, Deserialize)]
+pub struct Value {
+    pub name: String,
+    pub real: Zeroizing<String>,
+    pub placeholder: String,
+}
+
+impl Config {
+    /// The bytes written to the gate (wiped when dropped).
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(serde_json::to_vec(self).expect("a gate config always serializes"))
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Config, String> {
+        serde_json::from_slice(bytes).map_err(|e| format!("the gate's config: {e}"))
+    }
+
+    /// How many fds follow the config, and where each kind starts.
+    pub fn layout(&self) -> Layout {
+        let mut next = CONFIG_FD + 1;
+        let mut take = |n: usize| {
+            let at = next;
+            next += n as i32;
+            at
+        };
+        let listener = self.egress.as_ref().map(|_| take(1));
+        let published = take(self.publish.len());
+        let dialer = (!self.publish.is_empty()).then(|| take(1));
+        let log = self.log.as_ref().map(|_| take(1));
+        Layout {
+            listener,
+            published,
+            dialer,
+            log,
+            end: next,
+        }
+    }
+}
+
+/// Where the gate finds its fds.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub listener: Option<i32>,
+    /// The first published port's listener (the others follow).
+    pub published: i32,
+    pub dialer: Option<i32>,
+    pub log: Option<i32>,
+    /// One past the last.
+    pub end: i32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_layout() {
+        let c = Config {
+            launcher: 42,
+            egress: Some(Egress {
+                context: "user".into(),
+                allow: vec!["0.0.0.0/0".into()],
+                max_connections: 256,
+                head_timeout_ms: 30_000,
+                idle_timeout_ms: 300_000,
+            }),
+            publish: vec![3000, 5173],
+            log: Some(Log {
+                syslog: false,
+                call: "c".into(),
+                uid: 0,
+                context: "user".into(),
+            }),
+            bound: Some(BoundWire {
+                binds: Vec::new(),
+                values: vec![Value {
+                    name: "K".into(),
+                    real: Zeroizing::new("real".into()),
+                    placeholder: "fake".into(),
+                }],
+                ca_key: Zeroizing::new(vec![1, 2]),
+                ca_cert: vec![3],
+            }),
+        };
+        let back = Config::decode(&c.encode()).unwrap();
+        assert_eq!(back.launcher, 42);
+        assert_eq!(back.bound.unwrap().values[0].real.as_str(), "real");
+        assert_eq!(
+            c.layout(),
+            Layout {
+                listener: Some(4),
+                published: 5,
+                dialer: Some(7),
+                log: Some(8),
+                end: 9
+            }
+        );
+        let bare = Config {
+            launcher: 1,
+            egress: None,
+            publish: vec![],
+            log: None,
+            bound: None,
+        };
+        assert_eq!(bare.layout().end, 4);
+        assert!(Config::decode(b"{").is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The gate process ("sbx-gate"): hardened and confined before it reads a byte from the sandbox,
+//! then the proxy and the published ports' forwarders, until the launcher ends.
+//!
+//! Order: [`super::harden`] (non-dumpable, not traced, unprivileged, dies with the launcher) →
+//! its config read from fd 3 and wiped → the launcher is still its parent → the system CA bundle
+//! read (bound secrets only) → Landlock (reads only of the resolver's files; no other file, no
+//! TCP bind, no abstract unix socket or signal outside itself where the kernel scopes them) →
+//! seccomp ([`crate::plan::gate_seccomp`]) → serve.
+
+use std::io::Read;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _, Result};
+use zeroize::Zeroizing;
+
+use super::config::{self, Config};
+use crate::plan::egress::EgressPolicy;
+use crate::run::audit::EgressLog;
+use crate::run::proxy::bound::{Interceptor, Roots};
+use crate::run::proxy::{self, Event, EventSink, Limits, Verdict};
+
+/// The files the resolver reads (glibc's `files` and `dns` sources); nothing else is readable.
+const RESOLVER_FILES: &[&str] = &[
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/host.conf",
+    "/etc/gai.conf",
+    "/etc/services",
+    "/etc/protocols",
+];
+
+/// The gate's main. Never returns.
+pub fn main() -> ! {
+    if let Err(e) = run() {
+        eprintln!("sbx-exec: the egress gate: {e:#}");
+        crate::sys::exit_now(crate::error::EXIT_SBX);
+    }
+    // Serving happens on the proxy's and the forwarders' threads; this one waits for the end
+    // (the launcher's death: SIGKILL).
+    loop {
+        nix::unistd::pause();
+    }
+}
+
+fn run() -> Result<()> {
+    super::harden(super::GATE)?;
+    let config = read_config()?;
+    if nix::unistd::getppid().as_raw() != config.launcher {
+        return Err(anyhow!("the launcher is gone"));
+    }
+    let layout = config.layout();
+    let system_pem = match &config.bound {
+        Some(_) => Some(crate::run::proxy::bound::system_bundle()?),
+        None => None,
+    };
+    confine()?;
+    // Owned from here: the fds the launcher placed (see [`config::Layout`]).
+    let take = |fd: RawFd| {
+        // SAFETY: the launcher placed these fds on these numbers for this process, which owns
+        // each exactly once from here.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let log = match (&config.log, layout.log) {
+        (Some(l), Some(fd)) => Some(EgressLog::on_fd(
+            take(fd),
+            l.syslog,
+            l.call.clone(),
+            l.uid,
+            l.context.clone(),
+        )),
+        _ => None,
+    };
+    if let (Some(e), Some(fd)) = (&config.egress, layout.listener) {
+        let allow: Vec<&str> = e.allow.iter().map(String::as_str).collect();
+        let policy = EgressPolicy::parse(&e.context, &allow, Vec::new())
+            .map_err(|e| anyhow!("the egress rules: {} ({})", e.problem, e.entry))?;
+        let limits = Limits {
+            max_connections: e.max_connections,
+            head_timeout: Duration::from_millis(e.head_timeout_ms),
+            idle_timeout: Duration::from_millis(e.idle_timeout_ms),
+            ..Limits::default()
+        };
+        let interceptor = match (&config.bound, system_pem) {
+            (Some(b), Some(pem)) => Some(Arc::new(interceptor(b, pem)?)),
+            _ => None,
+        };
+        let handle = proxy::serve_gate(
+            TcpListener::from(take(fd)),
+            Arc::new(policy),
+            sink(log),
+            interceptor,
+            limits,
+        )
+        .context("cannot start the egress proxy")?;
+        // It serves until the process ends.
+        std::mem::forget(handle);
+    }
+    if let Some(dialer) = layout.dialer {
+        let listeners: Vec<(u16, TcpListener)> = config
+            .publish
+            .iter()
+            .enumerate()
+            .map(|(i, &port)| (port, TcpListener::from(take(layout.published + i as RawFd))))
+            .collect();
+        forward(listeners, take(dialer))?;
+    }
+    drop(config);
+    Ok(())
+}
+
+/// The config from fd 3 (at most [`config::MAX_CONFIG`] bytes; the buffer is wiped).
+fn read_config() -> Result<Config> {
+    // SAFETY: fd 3 is the config pipe the launcher placed there for this process.
+    let f = unsafe { std::fs::File::from_raw_fd(config::CONFIG_FD) };
+    let mut buf = Zeroizing::new(Vec::new());
+    f.take(config::MAX_CONFIG as u64 + 1)
+        .read_to_end(&mut buf)
+        .context("cannot read the gate's config")?;
+    if buf.len() > config::MAX_CONFIG {
+        return Err(anyhow!("the gate's config is too large"));
+    }
+    Config::decode(&buf).map_err(|e| anyhow!(e))
+}
+
+/// The interceptor of the call's bound secrets, rebuilt from the config.
+fn interceptor(b: &config::BoundWire, system_pem: Vec<u8>) -> Result<Interceptor> {
+    let values: Vec<_> = b
+        .values
+        .iter()
+        .map(|v| {
+            (
+                v.name.clone(),
+                secrecy::SecretString::from(v.real.as_str()),
+                v.placeholder.clone(),
+            )
+        })
+        .collect();
+    let bound = crate::plan::bound::Bound::rebuild(&b.binds, &values)?
+        .ok_or_else(|| anyhow!("no bound secret in the gate's config"))?;
+    Interceptor::rebuilt(
+        bound,
+        (&b.ca_key, b.ca_cert.clone()),
+        Roots::Pem(Arc::new(system_pem)),
+    )
+}
+
+/// The proxy's events to the audit log (names only, as the launcher logged them before).
+fn sink(log: Option<EgressLog>) -> EventSink {
+    Arc::new(move |e: &Event| {
+        let event = match e.verdict {
+            Verdict::Refused => "egress-refused",
+            Verdict::SecretAdded => "secret-added",
+            Verdict::Exfiltration => "secret-exfiltration",
+            _ => return,
+        };
+        if let Some(log) = &log {
+            let protocol = format!("{:?}", e.protocol).to_lowercase();
+            let why = match (&e.secret, e.verdict) {
+                (Some(name), Verdict::SecretAdded) => format!("bound secret {name} added"),
+                (Some(name), Verdict::Exfiltration) => {
+                    format!("placeholder of bound secret {name} sent to a host it is not bound to")
+                }
+                _ => e.reason.clone(),
+            };
+            log.event(event, &protocol, &e.host, e.port, &why);
+        }
+    })
+}
+
+/// Landlock and seccomp on the process (one thread yet: the threads started later inherit both).
+fn confine() -> Result<()> {
+    crate::run::apply::landlock::confine_gate(RESOLVER_FILES)?;
+    let prog = crate::plan::gate_seccomp::build()?;
+    seccompiler::apply_filter(&prog).context("cannot install the gate's seccomp filter")
+}
+
+/// One accept thread per published port; each connection is dialed inside the sandbox by the
+/// dialer and spliced.
+fn forward(published: Vec<(u16, TcpListener)>, dialer: OwnedFd) -> Result<()> {
+    let dialer = Arc::new(Mutex::new(dialer));
+    for (port, listener) in published {
+        let d = dialer.clone();
+        std::thread::Builder::new()
+            .name("sbx-publish".into())
+            .stack_size(256 * 1024)
+            .spawn(move || accept_loop(port, &listener, &d))
+            .context("cannot start a forwarder")?;
+    }
+    Ok(())
+}
+
+fn accept_loop(port: u16, listener: &TcpListener, dialer: &Mutex<OwnedFd>) {
+    loop {
+        let client = match listener.accept() {
+            Ok((c, _)) => c,
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        let Some(upstream) = dial(dialer, port) else {
+            continue; // nothing listens on that port inside: the client sees the connection close
+        };
+        let _ = std::thread::Builder::new()
+            .name("sbx-publish-conn".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                proxy::splice(&client, &upstream, false, Duration::from_secs(24 * 3600));
+            });
+    }
+}
+
+/// Ask the dialer for a connection to the sandbox's 127.0.0.1:`port`.
+fn dial(dialer: &Mutex<OwnedFd>, port: u16) -> Option<TcpStream> {
+    let d = dialer.lock().unwrap_or_else(|e| e.into_inner());
+    crate::sys::write_raw(d.as_raw_fd(), &port.to_be_bytes()).ok()?;
+    let mut fds = crate::sys::recv_fds(d.as_raw_fd(), 1).ok()?;
+    fds.pop().map(TcpStream::from)
+}
+
+/// The dialer's side: connect to the sandbox's 127.0.0.1:PORT for each request.
+pub(super) fn connect_inside(port: u16) -> std::io::Result<TcpStream> {
+    TcpStream::connect_timeout(
+        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        Duration::from_secs(5),
+    )
+}
