@@ -50,6 +50,35 @@ pub struct Net {
     pub allow: Vec<NetRule>,
     /// Sandbox ports reachable on the container's `127.0.0.1`.
     pub publish: Vec<PortRange>,
+    /// What the egress gate holds for this context (`net.limits`).
+    pub limits: GateLimits,
+}
+
+/// `net.limits`: bounds on the egress gate, so that one call cannot take it all and a client that
+/// sends nothing does not hold it for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateLimits {
+    /// Connections through the gate at once, for the whole context (over it: 503).
+    pub connections: u32,
+    /// Connections at once for one call (a persistent context's calls each reach the gate on an
+    /// address of their own; over it: 503 naming this key).
+    pub per_call: u32,
+    /// Seconds a client has to send a whole request head (a trickled head is dropped: 408).
+    pub head_timeout: u64,
+    /// Seconds a tunnel, a request body or a response may move nothing before it is ended.
+    pub idle_timeout: u64,
+}
+
+impl Default for GateLimits {
+    fn default() -> GateLimits {
+        GateLimits {
+            connections: 256,
+            per_call: 64,
+            head_timeout: 30,
+            idle_timeout: 300,
+        }
+    }
 }
 
 impl Net {
@@ -165,6 +194,12 @@ struct NetTable {
     allow: Vec<NetRule>,
     #[serde(default)]
     publish: Vec<PortRange>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    limits: GateLimits,
+}
+
+fn is_default(l: &GateLimits) -> bool {
+    *l == GateLimits::default()
 }
 
 fn private() -> NetMode {
@@ -209,6 +244,7 @@ impl<'de> Deserialize<'de> for Spelling {
                     mode: t.mode,
                     allow: t.allow,
                     publish: t.publish,
+                    limits: t.limits,
                 })
             }
         }
@@ -218,13 +254,14 @@ impl<'de> Deserialize<'de> for Spelling {
 
 impl Serialize for Net {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if self.allow.is_empty() && self.publish.is_empty() {
+        if self.allow.is_empty() && self.publish.is_empty() && is_default(&self.limits) {
             return s.serialize_str(self.mode.name());
         }
         NetTable {
             mode: self.mode,
             allow: self.allow.clone(),
             publish: self.publish.clone(),
+            limits: self.limits,
         }
         .serialize(s)
     }
@@ -238,6 +275,22 @@ pub fn check_context(ctx: &crate::model::Context) -> Result<(), String> {
             "net.allow and net.publish need mode = \"private\" (this context has \"{}\"); set [context.NAME.net] mode = \"private\"",
             net.mode.name()
         ));
+    }
+    let l = &net.limits;
+    if l.connections == 0 || l.per_call == 0 || l.head_timeout == 0 || l.idle_timeout == 0 {
+        return Err("net.limits: every limit must be at least 1".into());
+    }
+    if l.per_call > l.connections {
+        return Err(format!(
+            "net.limits: per_call ({}) is above connections ({}); a call cannot hold more than the whole context",
+            l.per_call, l.connections
+        ));
+    }
+    if l.connections > 4096 || l.head_timeout > 3600 || l.idle_timeout > 86_400 {
+        return Err(
+            "net.limits: at most 4096 connections, head_timeout 3600 s, idle_timeout 86400 s"
+                .into(),
+        );
     }
     let ports = net.published_ports();
     if ports.len() > MAX_PUBLISHED {

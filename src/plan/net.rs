@@ -3,6 +3,8 @@
 //! the proxy enforces, the ports published on the container's loopback, and the variables that
 //! point the target's tools at the proxy.
 
+use std::net::Ipv4Addr;
+
 use crate::model::egress::EgressPolicy;
 use crate::model::net::PROXY_PORT;
 use crate::model::{Context, NetMode};
@@ -18,6 +20,8 @@ pub struct Plan {
     /// The `net.allow` entries as written (a persistent context's net helper enforces the rules
     /// its keeper started with, so they are part of its fingerprint).
     pub allow_text: Vec<String>,
+    /// `net.limits`.
+    pub limits: crate::model::net::GateLimits,
 }
 
 impl Plan {
@@ -28,7 +32,15 @@ impl Plan {
             None => "-".to_string(),
         };
         let ports: Vec<String> = self.publish.iter().map(u16::to_string).collect();
-        format!("{allow};{}", ports.join(","))
+        let l = &self.limits;
+        let limits = match *l == crate::model::net::GateLimits::default() {
+            true => String::new(),
+            false => format!(
+                ";limits {} {} {} {}",
+                l.connections, l.per_call, l.head_timeout, l.idle_timeout
+            ),
+        };
+        format!("{allow};{}{limits}", ports.join(","))
     }
 }
 
@@ -48,12 +60,41 @@ pub fn plan(ctx_name: &str, ctx: &Context) -> Option<Plan> {
         egress,
         publish,
         allow_text,
+        limits: ctx.net.limits,
     })
 }
 
 /// The proxy's URL inside the sandbox.
 pub fn proxy_url(scheme: &str) -> String {
-    format!("{scheme}://127.0.0.1:{PROXY_PORT}")
+    proxy_url_at(scheme, Ipv4Addr::LOCALHOST)
+}
+
+fn proxy_url_at(scheme: &str, addr: Ipv4Addr) -> String {
+    format!("{scheme}://{addr}:{PROXY_PORT}")
+}
+
+/// The loopback address a persistent context's call reaches the proxy on: 127.0.X.Y from the
+/// call's launcher pid (never 127.0.0.x), so the gate counts each call's connections apart
+/// (`net.limits.per_call`). Processes a call starts in the background keep its address.
+pub fn call_address(call: u32) -> Ipv4Addr {
+    let hi = 1 + (call / 254) % 254;
+    let lo = 1 + call % 254;
+    Ipv4Addr::new(127, 0, hi as u8, lo as u8)
+}
+
+/// [`proxy_env`] naming the proxy at `addr`.
+pub fn proxy_env_at(addr: Ipv4Addr) -> Vec<(&'static str, String)> {
+    let mut env = proxy_env();
+    for (name, value) in env.iter_mut() {
+        if name.ends_with("_PROXY") || name.ends_with("_proxy") {
+            if name.starts_with("NO_") || name.starts_with("no_") {
+                continue;
+            }
+            let scheme = value.split("://").next().unwrap_or("http").to_string();
+            *value = proxy_url_at(&scheme, addr);
+        }
+    }
+    env
 }
 
 /// The variables that send HTTP(S) clients through the proxy (only when `net.allow` names
@@ -99,6 +140,27 @@ mod tests {
         let p = plan("c", &ctx("net = { allow = [\"pypi.org\"] }")).unwrap();
         assert_eq!(p.egress.unwrap().allow.len(), 1);
         assert!(p.publish.is_empty());
+    }
+
+    #[test]
+    fn each_call_of_a_persistent_context_has_its_own_address() {
+        let a = call_address(1234);
+        assert_eq!(a.octets()[..2], [127, 0]);
+        assert_ne!(a.octets()[2], 0, "never 127.0.0.x");
+        assert_ne!(call_address(1234), call_address(1235));
+        for pid in [0, 1, 253, 254, 255, 64515, 64516, 4_194_303] {
+            let o = call_address(pid).octets();
+            assert!(
+                (1..=254).contains(&o[2]) && (1..=254).contains(&o[3]),
+                "{pid}"
+            );
+        }
+        let env = proxy_env_at(a);
+        assert!(env.contains(&("HTTPS_PROXY", format!("http://{a}:3128"))));
+        assert!(env.contains(&("all_proxy", format!("socks5h://{a}:3128"))));
+        assert!(env
+            .iter()
+            .any(|(k, v)| *k == "NO_PROXY" && v.contains("127.0.0.1")));
     }
 
     #[test]

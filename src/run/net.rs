@@ -30,7 +30,6 @@ use crate::plan::net::Plan;
 use crate::run::audit::EgressLog;
 use crate::run::gate::{self, config, Gate};
 use crate::run::proxy::bound::Interceptor;
-use crate::run::proxy::Limits;
 use crate::sys;
 
 /// What the call's gate adds to forwarding: the audit log of its events, and the bound secrets
@@ -114,13 +113,14 @@ impl Running {
 
 /// Start the gate process for `s`.
 fn spawn_gate(s: &Sockets) -> Result<Gate> {
-    let limits = Limits::default();
+    let l = s.plan.limits;
     let egress = s.plan.egress.as_ref().map(|e| config::Egress {
         context: e.context.clone(),
         allow: s.plan.allow_text.clone(),
-        max_connections: limits.max_connections,
-        head_timeout_ms: limits.head_timeout.as_millis() as u64,
-        idle_timeout_ms: limits.idle_timeout.as_millis() as u64,
+        max_connections: l.connections as usize,
+        per_call: l.per_call as usize,
+        head_timeout_ms: l.head_timeout * 1000,
+        idle_timeout_ms: l.idle_timeout * 1000,
     });
     let (log, sink) = match &s.proxying.log {
         Some(l) => {
@@ -268,8 +268,12 @@ impl Bridge {
 pub fn hand_out(sock: std::os::fd::RawFd, plan: &Plan) -> Result<()> {
     let mut send: Vec<OwnedFd> = Vec::new();
     if plan.egress.is_some() {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, PROXY_PORT)).with_context(|| {
-            format!("cannot bind the egress proxy's port 127.0.0.1:{PROXY_PORT} in the sandbox")
+        // Every loopback address of the sandbox's own network (it has no other): 127.0.0.1 for a
+        // one-shot call, 127.0.X.Y for each call of a persistent context, so the gate can tell
+        // calls apart (`net.limits.per_call`); and no address is left for user code to squat
+        // the port on.
+        let l = TcpListener::bind((Ipv4Addr::UNSPECIFIED, PROXY_PORT)).with_context(|| {
+            format!("cannot bind the egress proxy's port {PROXY_PORT} in the sandbox")
         })?;
         send.push(l.into());
     }

@@ -4,8 +4,8 @@
 //! writes carry the mapped uid; the control side (root outside) still reads and writes its work
 //! area. Each attack has its control outside.
 //!
-//! The work area is a stand-in for /workspace made by the test under /var/tmp (the sandbox's /tmp
-//! is private), owned by the mapped uid as the image makes /workspace; only sentinel files are
+//! The work area is a stand-in for /workspace made by the test under /var/lib (the sandbox's /tmp
+//! and /var/tmp are private), owned by the mapped uid as the image makes /workspace; only sentinel files are
 //! written.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -30,11 +30,11 @@ struct Work {
 
 impl Work {
     fn new(tag: &str) -> Work {
-        let dir = Path::new("/var/tmp").join(marker(tag));
+        let dir = Path::new("/var/lib").join(marker(tag));
         std::fs::create_dir_all(&dir).unwrap();
         std::os::unix::fs::chown(&dir, Some(MAPPED), Some(MAPPED)).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let outside = Path::new("/var/tmp").join(marker(&format!("{tag}-ctl")));
+        let outside = Path::new("/var/lib").join(marker(&format!("{tag}-ctl")));
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o700)).unwrap();
         let keep = TempDir::new(tag);
@@ -582,4 +582,58 @@ pub fn without_user_namespaces_degrade_runs_as_the_host_uid() -> Result<(), Stri
             && p.stdout.contains("identity of strict: unavailable"),
         || p.show(),
     )
+}
+
+/// Every shipped context that runs code a user or an agent wrote is nobody outside (G7): in
+/// sandbox-sdk's `agent` and `notebook`, what their code writes in the work area belongs to host
+/// uid 100000 (not root), and /etc/shadow is unreadable. Control: `platform` (trusted, host root)
+/// reads /etc/shadow, and its file in the same work area is root's.
+pub fn agent_and_notebook_are_nobody_outside() -> Result<(), String> {
+    needs_isolation()?;
+    let area = Path::new("/var/lib").join(unique_name("sdkwork"));
+    std::fs::create_dir_all(&area).unwrap();
+    let dir = TempDir::new("sdkident");
+    let sdk = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/sandbox-sdk.toml"),
+    )
+    .unwrap()
+    .replace("\"/workspace\"", &format!("\"{}\"", area.display()));
+    let policy = write_policy(dir.path(), &sdk);
+    // The control's platform is the default policy's (sandbox-sdk's runs listed tools only).
+    let dir2 = TempDir::new("sdkident2");
+    let default = write_policy(
+        dir2.path(),
+        &DEFAULT_TOML.replace("\"/workspace\"", &format!("\"{}\"", area.display())),
+    );
+    let run = |ctx: &str| {
+        let p = if ctx == "platform" { &default } else { &policy };
+        Cmd::sbx([
+            "--policy",
+            p.to_str().unwrap(),
+            "--ctx",
+            ctx,
+            "--in-workdir",
+            "--",
+            "/bin/sh",
+            "-c",
+            &format!("head -c 4 /etc/shadow >/dev/null 2>&1 && echo shadow:read || echo shadow:denied; touch {}/by-{ctx} && echo wrote", area.display()),
+        ])
+        .run()
+    };
+    let (agent, notebook, platform) = (run("agent"), run("notebook"), run("platform"));
+    let owner = |ctx: &str| std::fs::metadata(area.join(format!("by-{ctx}"))).map(|m| m.uid());
+    let owners = (owner("agent"), owner("notebook"), owner("platform"));
+    let _ = std::fs::remove_dir_all(&area);
+    for (ctx, r) in [("agent", &agent), ("notebook", &notebook)] {
+        r.expect_code(0, ctx)?;
+        check(
+            r.stdout.contains("shadow:denied") && r.stdout.contains("wrote"),
+            || format!("{ctx}: {}", r.show()),
+        )?;
+    }
+    check(matches!(owners, (Ok(MAPPED), Ok(MAPPED), Ok(0))), || {
+        format!("owners (agent, notebook, platform): {owners:?}")
+    })?;
+    // Control: the trusted context is root outside and reads it.
+    check(platform.stdout.contains("shadow:read"), || platform.show())
 }

@@ -290,13 +290,13 @@ pub fn abstract_sockets_and_connections_of_the_host_are_invisible() -> Result<()
         )
     })?;
     // Outside, the held connection to 18080 is listed; inside, nothing of the host (only the
-    // proxy's listener, 127.0.0.1:3128 = 0100007F:0C38).
+    // proxy's listener, 0.0.0.0:3128 = 00000000:0C38: every loopback address of its own netns).
     check(!outside.contains("outside-18080-rows=0"), || r.show())?;
     let (_, tcp) = inside.split_once("inside-tcp:").ok_or_else(|| r.show())?;
     check(!tcp.contains(":46A0") && !tcp.contains(":18080"), || {
         format!("a host connection is visible inside: {tcp}")
     })?;
-    check(tcp.contains("0100007F:0C38"), || {
+    check(tcp.contains("00000000:0C38"), || {
         format!("no proxy listener: {tcp}")
     })
 }
@@ -690,4 +690,146 @@ pub fn persistent_net_stop_leaves_nothing_behind() -> Result<(), String> {
     check(r.stdout.contains("stop:0"), || r.show())?;
     check(r.stdout.contains("same-as-before"), || r.show())?;
     check(r.stdout.contains("after:closed"), || r.show())
+}
+
+/// An address the container gains after a persistent context's gate started is refused like its
+/// others (the gate lists the container's addresses for each connection, not once at its
+/// start). A stand-in control API listens on every address (`[::]`, dual-stack); 198.51.100.7 is
+/// added to the test's namespace only after the first call (and the gate) ran. Control: from the
+/// container the new address reaches the service.
+pub fn an_address_the_container_gains_later_is_refused() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7plate");
+    let p = persistent_policy(
+        d.path(),
+        "pnetlate",
+        "mode = \"private\"\nallow = [\"0.0.0.0/0\", \"::/0\"]",
+        "",
+    );
+    let script = format!(
+        "{}call 'echo first'\nNET=$(field net_pid); alive $NET && echo gate-running\n\
+         ip addr add 198.51.100.7/32 dev lo\n\
+         echo outside:$(curl -s -m 5 --noproxy '*' http://198.51.100.7:18080/who)\n\
+         call 'echo inside:$(curl -s -m 5 -w \" code=%{{http_code}}\" http://198.51.100.7:18080/who)'\n\
+         stop; echo stop:$?\n",
+        persistent_shell(&p, "pnetlate")
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "late address scenario")?;
+    check(r.stdout.contains("gate-running"), || r.show())?;
+    check(r.stdout.contains("outside:control-api"), || {
+        format!(
+            "control: the new address does not reach the service outside: {}",
+            r.show()
+        )
+    })?;
+    let inside = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("inside:"))
+        .unwrap_or("");
+    check(
+        inside.contains("code=403") && !inside.contains("control-api"),
+        || {
+            format!(
+                "the address added later was reachable from the context: {}",
+                r.show()
+            )
+        },
+    )?;
+    check(r.stdout.contains("stop:0"), || r.show())
+}
+
+/// A fair gate: in a persistent context, one call holding 300 idle connections to its proxy
+/// (in the background, outliving the call) takes only its share (`limits.per_call`); the ones over
+/// it are told why (503), and a second call's 10 requests all succeed. Control: with `per_call`
+/// as large as the whole context's limit, the same first call starves the second.
+pub fn one_call_cannot_starve_another() -> Result<(), String> {
+    persistent_tools()?;
+    let hog = "python3 -c \"\nimport os, socket, time\nh = os.environ[\\\"HTTP_PROXY\\\"].split(\\\"//\\\")[1].split(\\\":\\\")[0]\nall = [socket.create_connection((h, 3128), 5) for i in range(300)]\ntime.sleep(1)\nsocks, codes = [], {}\nfor s in all:\n    s.setblocking(False)\n    try:\n        c = s.recv(12)[9:12].decode()\n        codes[c] = codes.get(c, 0) + 1\n    except BlockingIOError:\n        socks.append(s)\nprint(\\\"held\\\", len(socks), \\\"told\\\", codes, flush=True)\ntime.sleep(60)\n\" > /tmp/hog.out 2>&1 &\nsleep 0.5; i=0; until [ -s /tmp/hog.out ]; do i=$((i+1)); [ $i -gt 200 ] && break; sleep 0.1; done; cat /tmp/hog.out";
+    let second = "ok=0; for i in 1 2 3 4 5 6 7 8 9 10; do [ \"$(curl -s -m 5 http://192.0.2.10/who)\" = internet ] && ok=$((ok+1)); done; echo second:$ok";
+    let run = |tag: &str, limits: &str| -> Result<Run, String> {
+        let d = TempDir::new(tag);
+        let name = unique_name("pfair");
+        let p = persistent_policy(
+            d.path(),
+            &name,
+            &format!("mode = \"private\"\nallow = [\"192.0.2.10/32\"]\nlimits = {limits}"),
+            "",
+        );
+        let script = format!(
+            "{}call '{hog}'\ncall '{second}'\nstop; echo stop:$?\n",
+            persistent_shell(&p, &name)
+        );
+        Ok(in_test_netns(d.path(), &script))
+    };
+    let fair = run(
+        "g7pfair",
+        "{ connections = 256, per_call = 64, head_timeout = 60 }",
+    )?;
+    fair.expect_code(0, "fair gate scenario")?;
+    check(fair.stdout.contains("held 64 told {'503': 236}"), || {
+        format!("the first call's share: {}", fair.show())
+    })?;
+    check(fair.stdout.contains("second:10"), || {
+        format!("the second call was starved: {}", fair.show())
+    })?;
+    check(fair.stdout.contains("stop:0"), || fair.show())?;
+    let unfair = run(
+        "g7punfair",
+        "{ connections = 256, per_call = 256, head_timeout = 60 }",
+    )?;
+    unfair.expect_code(0, "unfair gate scenario (control)")?;
+    check(
+        unfair.stdout.contains("held 256 told {'503': 44}") && unfair.stdout.contains("second:0"),
+        || {
+            format!(
+                "control: without a per-call share the second call was not starved: {}",
+                unfair.show()
+            )
+        },
+    )
+}
+
+/// A client that trickles its request head (one byte every 400 ms) is dropped once
+/// `limits.head_timeout` (2 s here) has passed; control: a whole request at once is served.
+pub fn a_trickled_head_is_dropped() -> Result<(), String> {
+    tools()?;
+    let d = TempDir::new("g7slow");
+    let p = policy(
+        d.path(),
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]\nlimits = { head_timeout = 2 }",
+        "",
+    );
+    let slow = "import socket, time\ns = socket.create_connection((\"127.0.0.1\", 3128), 5)\nstart = time.time()\nreq = b\"GET http://192.0.2.10/who HTTP/1.1\\r\\nHost: 192.0.2.10\\r\\nX-Slow: \" + b\"a\" * 40 + b\"\\r\\n\\r\\n\"\nans = b\"\"\nfor c in req:\n    try:\n        s.send(bytes([c]))\n    except OSError:\n        break\n    time.sleep(0.4)\n    s.setblocking(False)\n    try:\n        ans = s.recv(100)\n    except BlockingIOError:\n        pass\n    s.setblocking(True)\n    if ans:\n        break\nprint(\"slow:\" + ans[:12].decode(errors=\"replace\") + \" after %.0f s\" % (time.time() - start))";
+    // The script where the sandbox reads it: /var/lib, not the private /tmp.
+    let shared = PathBuf::from("/var/lib").join(unique_name("g7slow"));
+    std::fs::create_dir_all(&shared).map_err(|e| e.to_string())?;
+    std::fs::write(shared.join("slow.py"), slow).unwrap();
+    let script = format!(
+        "{} --policy {} --ctx user -- sh -c 'python3 {}/slow.py; echo whole:$(curl -s -m 5 http://192.0.2.10/who)'\n",
+        bin(),
+        p.display(),
+        shared.display()
+    );
+    let r = in_test_netns(d.path(), &script);
+    let _ = std::fs::remove_dir_all(&shared);
+    r.expect_code(0, "trickle scenario")?;
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("slow:"))
+        .unwrap_or("");
+    let secs: f64 = line
+        .rsplit("after ")
+        .next()
+        .and_then(|t| t.trim_end_matches(" s").parse().ok())
+        .unwrap_or(0.0);
+    check(line.contains("408") && (2.0..10.0).contains(&secs), || {
+        format!(
+            "the trickled head was not dropped after the timeout: {}",
+            r.show()
+        )
+    })?;
+    check(r.stdout.contains("whole:internet"), || r.show())
 }

@@ -91,3 +91,77 @@ echo outside-sock:$(python3 -c '{CONNECT}' /run/svc.sock)
         format!("user cannot write its own /run:\n{}", r.show())
     })
 }
+
+/// /var/tmp is the container's too: files other jobs (and the trusted side) leave there, world-
+/// readable by default, and sockets in it. Every shipped untrusted context gets a private one:
+/// the planted file and socket are out of reach from the default `user` and from sandbox-sdk's
+/// `agent` and `notebook`, while the control outside reads and connects, and user code writes its
+/// own scratch file there. The test's /var/tmp is a tmpfs in a mount namespace of its own.
+pub fn var_tmp_holds_nothing_of_the_container() -> Result<(), String> {
+    needs_isolation()?;
+    require_tool("python3")?;
+    require_tool("unshare")?;
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/sandbox-sdk.toml");
+    let inside = format!(
+        "cat /var/tmp/report.csv 2>/dev/null || echo no-file; \
+         python3 -c '{CONNECT}' /var/tmp/svc.sock; \
+         echo scratch > /var/tmp/mine && echo scratch-written"
+    )
+    .replace('"', "\\\"");
+    let launches = [
+        ("user", format!("{} --ctx user", bin())),
+        (
+            "agent",
+            format!("{} --policy {} --ctx agent", bin(), sdk.display()),
+        ),
+        (
+            "notebook",
+            format!("{} --policy {} --ctx notebook", bin(), sdk.display()),
+        ),
+    ];
+    let mut runs = String::new();
+    for (name, launch) in &launches {
+        runs.push_str(&format!(
+            "{launch} -- sh -c \"{inside}\" 2>&1 | sed 's/^/{name}:/'\n"
+        ));
+    }
+    let script = format!(
+        r#"set -u
+mount -t tmpfs -o mode=1777 tmpfs /var/tmp || exit 3
+echo sbx-planted-report > /var/tmp/report.csv && chmod 0644 /var/tmp/report.csv
+python3 -c '{SERVE}' /var/tmp/svc.sock & S=$!
+trap 'kill $S' EXIT
+i=0; until [ -S /var/tmp/svc.sock ]; do i=$((i+1)); [ $i -gt 100 ] && exit 4; sleep 0.05; done
+echo outside-file:$(cat /var/tmp/report.csv)
+echo outside-sock:$(python3 -c '{CONNECT}' /var/tmp/svc.sock)
+{runs}"#
+    );
+    let mut c = Cmd::new("unshare");
+    c.command()
+        .args(["--mount", "--propagation", "private", "--"])
+        .args(["sh", "-c", &script]);
+    let r = c.limit(Duration::from_secs(60)).run();
+    r.expect_code(0, "the /var/tmp scenario")?;
+    check(r.stdout.contains("outside-file:sbx-planted-report"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("outside-sock:svc-answered"), || r.show())?;
+    for (name, _) in &launches {
+        let lines: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}:")))
+            .collect();
+        check(
+            lines.contains(&format!("{name}:no-file").as_str())
+                && lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("{name}:refused:")))
+                && lines.contains(&format!("{name}:scratch-written").as_str())
+                && !r.stdout.contains(&format!("{name}:sbx-planted-report"))
+                && !r.stdout.contains(&format!("{name}:svc-answered")),
+            || format!("{name} shares the container's /var/tmp:\n{}", r.show()),
+        )?;
+    }
+    Ok(())
+}

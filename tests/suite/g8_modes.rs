@@ -490,7 +490,7 @@ pub fn rootless_runs_for_an_unprivileged_user() -> Result<(), String> {
     }
     // A sentinel the caller owns, below a path the user context makes read-only.
     let dir = PathBuf::from(format!(
-        "/var/tmp/sbx-suite-{}-rootless",
+        "/var/lib/sbx-suite-{}-rootless",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&dir);
@@ -694,7 +694,7 @@ pub fn probe_agrees_with_launches() -> Result<(), String> {
 pub fn setuid_enters_the_cwd_as_the_caller() -> Result<(), String> {
     let su = setuid_prereqs()?;
     // A directory only root can enter, with an open subdirectory the caller starts in.
-    let top = PathBuf::from(format!("/var/tmp/sbx-suite-{}-cwd", std::process::id()));
+    let top = PathBuf::from(format!("/var/lib/sbx-suite-{}-cwd", std::process::id()));
     let inner = top.join("inner");
     let _ = std::fs::remove_dir_all(&top);
     std::fs::create_dir_all(&inner).unwrap();

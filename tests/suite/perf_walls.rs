@@ -139,7 +139,7 @@ pub fn the_launcher_loads_no_shared_library() -> Result<(), String> {
 /// policy by its real path runs.
 pub fn a_policy_through_a_symlink_is_still_refused() -> Result<(), String> {
     needs_isolation()?;
-    let dir = std::path::PathBuf::from(format!("/var/tmp/sbx-suite-{}-polink", std::process::id()));
+    let dir = std::path::PathBuf::from(format!("/var/lib/sbx-suite-{}-polink", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let real = dir.join("policy.toml");

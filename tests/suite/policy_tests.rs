@@ -31,6 +31,10 @@ pub fn every_shipped_policy_checks() -> Result<(), String> {
             n += 1;
             let r = Cmd::sbx(["policy".as_ref(), "check".as_ref(), e.path().as_os_str()]).run();
             r.expect_code(0, &format!("policy check {}", e.path().display()))?;
+            // Shipped policies are the safe examples: no weak untrusted context, no warning.
+            check(!r.stderr.contains("warning"), || {
+                format!("policy check {} warns: {}", e.path().display(), r.show())
+            })?;
         }
     }
     check(n > 0, || "no policies found".into())

@@ -33,6 +33,7 @@ pub struct Egress {
     pub context: String,
     pub allow: Vec<String>,
     pub max_connections: usize,
+    pub per_call: usize,
     pub head_timeout_ms: u64,
     pub idle_timeout_ms: u64,
 }
@@ -119,6 +120,7 @@ mod tests {
                 context: "user".into(),
                 allow: vec!["0.0.0.0/0".into()],
                 max_connections: 256,
+                per_call: 64,
                 head_timeout_ms: 30_000,
                 idle_timeout_ms: 300_000,
             }),

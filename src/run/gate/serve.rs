@@ -80,6 +80,7 @@ fn run() -> Result<()> {
             .map_err(|e| anyhow!("the egress rules: {} ({})", e.problem, e.entry))?;
         let limits = Limits {
             max_connections: e.max_connections,
+            per_call: e.per_call,
             head_timeout: Duration::from_millis(e.head_timeout_ms),
             idle_timeout: Duration::from_millis(e.idle_timeout_ms),
             ..Limits::default()

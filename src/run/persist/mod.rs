@@ -79,6 +79,13 @@ pub fn run(
     let started = std::time::Instant::now();
     let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, egress_log)?;
     target.cwd_in_root = sandbox.cwd.as_ref().map(|w| w.to_c()).transpose()?;
+    // This call reaches the context's proxy on an address of its own (its share of the gate).
+    if sandbox.net.as_ref().is_some_and(|n| n.egress.is_some()) {
+        let at = crate::plan::net::call_address(std::process::id());
+        for (name, value) in crate::plan::net::proxy_env_at(at) {
+            target.env.set_var(name, &value);
+        }
+    }
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC)

@@ -1129,6 +1129,7 @@ fn gate() -> Gate {
     };
     let limits = Limits {
         max_connections: 64,
+        per_call: 64,
         max_head: 2048,
         head_timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_secs(1),

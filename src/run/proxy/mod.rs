@@ -44,6 +44,9 @@ use crate::plan::egress::{EgressPolicy, Host};
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections at once to one of the listener's addresses (one call's: a persistent
+    /// context's calls each reach the proxy on an address of their own).
+    pub per_call: usize,
     pub max_head: usize,
     pub head_timeout: Duration,
     pub connect_timeout: Duration,
@@ -55,6 +58,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_connections: 256,
+            per_call: 64,
             max_head: 64 * 1024,
             head_timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -130,8 +134,9 @@ struct Shared {
     stopping: AtomicBool,
     /// Bound secrets: the interceptor of `CONNECT`s to bound hosts ([`bound::serve`]).
     bound: Option<Arc<bound::Interceptor>>,
-    /// Every open connection's sockets (client, then upstream), to count and to shut down.
-    open: Mutex<HashMap<u64, Vec<TcpStream>>>,
+    /// Every open connection's sockets (client, then upstream), to count and to shut down, with
+    /// the address of the listener it came in on (its call).
+    open: Mutex<HashMap<u64, (std::net::IpAddr, Vec<TcpStream>)>>,
     next_id: AtomicU64,
     /// The container's own addresses, listed again for each destination checked (they change:
     /// an address added after the gate started is refused like the others); `None`: only those
@@ -261,7 +266,7 @@ impl ProxyHandle {
             self.shared.listener.as_raw_fd(),
             nix::sys::socket::Shutdown::Both,
         );
-        for socks in self.shared.open().values() {
+        for (_, socks) in self.shared.open().values() {
             for s in socks {
                 let _ = s.shutdown(Shutdown::Both);
             }
@@ -279,13 +284,13 @@ impl Drop for ProxyHandle {
 }
 
 impl Shared {
-    fn open(&self) -> MutexGuard<'_, HashMap<u64, Vec<TcpStream>>> {
+    fn open(&self) -> MutexGuard<'_, HashMap<u64, (std::net::IpAddr, Vec<TcpStream>)>> {
         self.open.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn track(&self, id: u64, s: &TcpStream) {
         if let Ok(clone) = s.try_clone() {
-            if let Some(v) = self.open().get_mut(&id) {
+            if let Some((_, v)) = self.open().get_mut(&id) {
                 v.push(clone);
             }
         }
@@ -315,9 +320,27 @@ fn accept_loop(shared: &Arc<Shared>) {
             }
         };
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // The address the client reached the proxy on names its call.
+        let call = client
+            .local_addr()
+            .map_or(std::net::IpAddr::from([0u8; 4]), |a| a.ip());
         {
             let mut open = shared.open();
-            if open.len() >= shared.limits.max_connections {
+            let of_call = open.values().filter(|(c, _)| *c == call).count();
+            let over = match (open.len() >= shared.limits.max_connections, of_call >= shared.limits.per_call) {
+                (true, _) => Some(format!(
+                    "the context has {} connections through the egress gate (limit {}: [context.{}.net] limits.connections)",
+                    open.len(),
+                    shared.limits.max_connections,
+                    shared.policy.context
+                )),
+                (false, true) => Some(format!(
+                    "this call has {of_call} connections through the egress gate (limit {}: [context.{}.net] limits.per_call)",
+                    shared.limits.per_call, shared.policy.context
+                )),
+                (false, false) => None,
+            };
+            if let Some(why) = over {
                 drop(open);
                 shared.emit(Event {
                     verdict: Verdict::Refused,
@@ -325,18 +348,18 @@ fn accept_loop(shared: &Arc<Shared>) {
                     host: String::new(),
                     port: 0,
                     addr: None,
-                    reason: format!(
-                        "too many proxy connections (limit {})",
-                        shared.limits.max_connections
-                    ),
+                    reason: why.clone(),
                     secret: None,
                 });
-                continue; // `client` is dropped: closed
+                // Told, not silently dropped: a 503 written without waiting for the client.
+                let _ = client.set_nonblocking(true);
+                request::respond(&client, 503, &why);
+                continue;
             }
             let Ok(clone) = client.try_clone() else {
                 continue;
             };
-            open.insert(id, vec![clone]);
+            open.insert(id, (call, vec![clone]));
         }
         let s = shared.clone();
         let spawned = thread::Builder::new()

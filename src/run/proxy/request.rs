@@ -239,13 +239,14 @@ fn relay_response(upstream: &TcpStream, client: &TcpStream, idle: Duration) {
     }
 }
 
-fn respond(client: &TcpStream, status: u16, reason: &str) {
+pub(super) fn respond(client: &TcpStream, status: u16, reason: &str) {
     let phrase = match status {
         400 => "Bad Request",
         403 => "Forbidden",
         408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
+        503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
     };

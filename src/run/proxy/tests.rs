@@ -63,6 +63,11 @@ struct Proxy {
 /// A proxy whose resolver knows only `*.test` names (all 127.0.0.1) and whose connector
 /// refuses, without a socket, anything but 127.0.0.1: no test can reach off this machine.
 fn proxy(rules: &[&str], limits: Limits) -> Proxy {
+    proxy_on(rules, limits, Ipv4Addr::LOCALHOST)
+}
+
+/// [`proxy`] listening on `at` (an unspecified address: every loopback address).
+fn proxy_on(rules: &[&str], limits: Limits, at: std::net::Ipv4Addr) -> Proxy {
     let policy = Arc::new(EgressPolicy::parse("user", rules, vec![]).unwrap());
     let events = Arc::new(Mutex::new(Vec::new()));
     let dialed = Arc::new(Mutex::new(Vec::new()));
@@ -84,7 +89,7 @@ fn proxy(rules: &[&str], limits: Limits) -> Proxy {
             TcpStream::connect_timeout(addr, timeout)
         }),
     };
-    let listener = TcpListener::bind((LOCAL, 0)).unwrap();
+    let listener = TcpListener::bind((at, 0)).unwrap();
     let addr = listener.local_addr().unwrap();
     let sink: EventSink = Arc::new(move |ev: &Event| e.lock().unwrap().push(ev.clone()));
     let handle = serve_with(listener, policy, sink, outbound, limits, None).unwrap();
@@ -405,6 +410,7 @@ fn wait_idle(p: &Proxy) {
 fn limits_hold() {
     let limits = Limits {
         max_connections: 1,
+        per_call: 1,
         max_head: 1024,
         head_timeout: Duration::from_millis(200),
         connect_timeout: Duration::from_secs(1),
@@ -425,15 +431,62 @@ fn limits_hold() {
     let mut out = String::new();
     let _ = slow.read_to_string(&mut out);
     assert_eq!(status(&out), "408", "{out}");
-    // One connection at a time: a second one is closed at once.
+    // One connection at a time: a second one is told why, at once (503 naming the key), while
+    // the first is still waiting for its head.
     wait_idle(&p);
     let mut first = connect(&p);
     first.write_all(b"G").unwrap();
     thread::sleep(Duration::from_millis(50));
     let mut second = connect(&p);
+    let mut out = String::new();
+    let _ = second.read_to_string(&mut out);
+    assert_eq!(status(&out), "503", "{out}");
+    assert!(out.contains("limits.connections"), "{out}");
     let mut b = [0u8; 1];
-    assert!(matches!(second.read(&mut b), Ok(0) | Err(_)));
     let _ = first.read(&mut b);
+}
+
+/// Each call of a persistent context reaches the proxy on an address of its own: one call at its
+/// `per_call` limit is told so (503), while another call's connection on another address is
+/// served; the whole context's limit still holds.
+#[test]
+fn one_call_cannot_take_the_whole_gate() {
+    let limits = Limits {
+        max_connections: 3,
+        per_call: 2,
+        head_timeout: Duration::from_secs(5),
+        ..Limits::default()
+    };
+    let o = origin();
+    let p = proxy_on(LOOPBACK_RULE, limits, std::net::Ipv4Addr::UNSPECIFIED);
+    let port = p.addr.port();
+    let on = |a: [u8; 4]| TcpStream::connect((std::net::Ipv4Addr::from(a), port)).unwrap();
+    // Call A holds two idle connections; its third is refused, naming per_call.
+    let held: Vec<TcpStream> = (0..2).map(|_| on([127, 0, 1, 1])).collect();
+    thread::sleep(Duration::from_millis(100));
+    let mut third = on([127, 0, 1, 1]);
+    let mut out = String::new();
+    let _ = third.read_to_string(&mut out);
+    assert_eq!(status(&out), "503", "{out}");
+    assert!(out.contains("limits.per_call"), "{out}");
+    // Call B, on its own address, is served.
+    let mut b = on([127, 0, 2, 2]);
+    b.write_all(format!("GET http://127.0.0.1:{}/ok HTTP/1.1\r\n\r\n", o.port).as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = b.read_to_string(&mut out);
+    assert_eq!(status(&out), "200", "{out}");
+    // With B still holding one, the context is full: C is refused, naming connections.
+    let _b2 = on([127, 0, 2, 2]);
+    thread::sleep(Duration::from_millis(100));
+    let mut c = on([127, 0, 3, 3]);
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    assert!(
+        status(&out) == "503" && out.contains("limits.connections"),
+        "{out}"
+    );
+    drop(held);
 }
 
 #[test]
