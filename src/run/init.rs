@@ -136,19 +136,24 @@ fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option
     if !has_pidns && target.identity.is_none() {
         target.exec();
     }
+    let handshake = match target.identity {
+        Some(_) => match apply::identity::Handshake::new() {
+            Ok(h) => Some(h),
+            Err(e) => fail(target, &format!("{e:#}")),
+        },
+        None => None,
+    };
     match sys::fork() {
-        Ok(ForkResult::Child) => target.exec(),
+        Ok(ForkResult::Child) => target.exec_with(crate::run::target::Links {
+            handshake: handshake.as_ref().map(|h| h.target_ends()),
+            parent_alive: None,
+        }),
         Ok(ForkResult::Parent { child }) => {
-            if let Some(m) = &target.identity {
-                match apply::identity::map_child(child, &m.range) {
+            if let (Some(m), Some(h)) = (&target.identity, handshake) {
+                match apply::identity::map_child(child, &m.range, h.parent(), true) {
                     Ok(None) => {}
                     Ok(Some(code)) => sys::exit_now(code),
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        eprintln!("sbx-exec: {msg}");
-                        crate::run::status::tell_setup_error(target.errors, &msg);
-                        sys::exit_now(EXIT_SBX);
-                    }
+                    Err(e) => fail(target, &format!("{e:#}")),
                 }
             }
             // Only the target may still say why it gives up; pid 1 holds no copy of the pipe.
@@ -157,13 +162,15 @@ fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option
             }
             reaper::pid1(child)
         }
-        Err(e) => {
-            let msg = format!("cannot fork the command: {e}");
-            eprintln!("sbx-exec: {msg}");
-            crate::run::status::tell_setup_error(target.errors, &msg);
-            sys::exit_now(EXIT_SBX)
-        }
+        Err(e) => fail(target, &format!("cannot fork the command: {e}")),
     }
+}
+
+/// Pid 1 gives up: says why (stderr, and the set-up error pipe) and exits 125.
+fn fail(target: &Target, msg: &str) -> ! {
+    eprintln!("sbx-exec: {msg}");
+    crate::run::status::tell_setup_error(target.errors, msg);
+    sys::exit_now(EXIT_SBX)
 }
 
 /// Set up the sandbox in its first process (see the module doc for the order).

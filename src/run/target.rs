@@ -5,7 +5,7 @@
 
 use nix::sys::signal::{sigprocmask, SigmaskHow, Signal};
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 
 use anyhow::Result;
 
@@ -13,11 +13,25 @@ use crate::error::{EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND};
 use crate::plan::launch::Target;
 use crate::sys;
 
+/// What the target's own parent hands it besides the plan: the identity handshake's ends
+/// ([`crate::run::apply::identity::Handshake`]) and, for a join, the read end of a pipe its
+/// parent (the joiner) holds open for its life.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Links {
+    pub handshake: Option<(RawFd, RawFd)>,
+    pub parent_alive: Option<RawFd>,
+}
+
 impl Target {
     /// Drop to the target's privileges and exec it. Never returns: on failure it reports and exits
     /// 125 (setup), 126 or 127 (exec).
     pub fn exec(&self) -> ! {
-        if let Err(e) = self.prepare() {
+        self.exec_with(Links::default())
+    }
+
+    /// [`Target::exec`] with the links to its parent.
+    pub fn exec_with(&self, links: Links) -> ! {
+        if let Err(e) = self.prepare(links) {
             let msg = format!("{e:#}");
             eprintln!("sbx-exec: {msg}");
             crate::run::status::tell_setup_error(self.errors, &msg);
@@ -53,17 +67,46 @@ impl Target {
         sys::exit_now(code)
     }
 
-    fn prepare(&self) -> Result<()> {
+    fn prepare(&self, links: Links) -> Result<()> {
         use anyhow::Context as _;
         // A new session: no controlling terminal to push keystrokes into (TIOCSTI).
         nix::unistd::setsid().context("cannot start a new session")?;
+        // The links to the parent, above the numbers the kept fds go to (close-on-exec copies).
+        let top = 3 + self.pass_fds.len() as RawFd;
+        let lift = |fd: RawFd| -> Result<RawFd> {
+            match fd < top {
+                true => Ok(sys::dup_cloexec_above(fd, top)
+                    .context("cannot keep the parent's pipes")?
+                    .into_raw_fd()),
+                false => Ok(fd),
+            }
+        };
+        let handshake = match links.handshake {
+            Some((r, g)) => Some((lift(r)?, lift(g)?)),
+            None => None,
+        };
+        let alive = links.parent_alive.map(lift).transpose()?;
+        let extra = [
+            handshake.map_or(-1, |h| h.0),
+            handshake.map_or(-1, |h| h.1),
+            alive.unwrap_or(-1),
+        ];
         // Kept fds move to 3, 4, ...; only they and 0, 1, 2 reach the target.
         if !self.pass_fds.is_empty() {
-            let keep = [self.program.as_raw_fd(), self.errors.unwrap_or(-1)];
+            let keep = [
+                self.program.as_raw_fd(),
+                self.errors.unwrap_or(-1),
+                extra[0],
+                extra[1],
+                extra[2],
+            ];
             sys::arrange_fds(&self.pass_fds, &keep)
                 .context("cannot pass the kept file descriptors")?;
         }
-        sys::close_fds_from(3, &self.keep_fds, false)
+        let mut keep_fds = self.keep_fds.clone();
+        keep_fds.extend(extra.iter().copied().filter(|f| *f >= 0));
+        keep_fds.sort_unstable();
+        sys::close_fds_from(3, &keep_fds, false)
             .context("cannot close inherited file descriptors")?;
         // Rust ignores SIGPIPE for itself; the target gets the default back.
         sys::signal_default(Signal::SIGPIPE).context("cannot reset SIGPIPE")?;
@@ -75,7 +118,8 @@ impl Target {
         let no_caps = caps::CapsHashSet::new();
         let (mut keep, mut run_as) = (self.caps.as_ref(), self.run_as);
         if let Some(m) = &self.identity {
-            if !crate::run::apply::identity::enter(m.degrade)? {
+            let ends = handshake.context("identity without its handshake with the parent")?;
+            if !crate::run::apply::identity::enter(m.degrade, ends)? {
                 let inside = self
                     .run_as
                     .unwrap_or(crate::model::RunAs { uid: 0, gid: 0 });
@@ -100,6 +144,18 @@ impl Target {
         }
         if self.no_new_privs {
             crate::run::apply::capabilities::set_no_new_privs()?;
+        }
+        // A change of uid (identity, run_as, the setuid caller) clears the parent-death signal:
+        // armed again now that the ids are final, then the parent checked (it may have died in
+        // between), so the command never outlives its caller.
+        if let Some(fd) = alive {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+                .context("cannot set the parent-death signal")?;
+            let fd = sys::borrow_raw(fd);
+            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(1) != 0 {
+                anyhow::bail!("the caller is gone; the command does not start");
+            }
         }
         if let Some(dir) = &self.cwd_in_root {
             // Resolved inside the context's root: a link on the way that leaves it fails.

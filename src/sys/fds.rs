@@ -117,6 +117,13 @@ pub fn dup_cloexec_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
+/// A borrowed handle of `fd`, which the caller keeps open as long as the handle lives (an fd it
+/// holds until exec).
+pub fn borrow_raw<'a>(fd: RawFd) -> std::os::fd::BorrowedFd<'a> {
+    // SAFETY: the caller holds `fd` open for the whole life of the returned handle.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
 /// One `write(2)` of `bytes` to a raw fd (which may be closed: EBADF), allocating nothing.
 pub fn write_raw(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     // SAFETY: `bytes` is valid for `bytes.len()` bytes of reads; the kernel checks the fd.

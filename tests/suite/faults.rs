@@ -360,3 +360,71 @@ pub fn killed_one_shot_and_join_calls_leave_nothing() -> Result<(), String> {
     stop(&pol, "fkjoin").expect_code(0, "ctx stop")?;
     nothing_left(&before, "after killed joins")
 }
+
+/// The command dies with its caller in joins that change ids (#26): a persistent context with
+/// `identity`, and one with `security.run_as`, each joined 50 times by a launcher SIGKILLed at a
+/// random instant 0–20 ms into the call (the identity handshake included). Afterwards no `sleep`
+/// of those calls is left in either context. Control: a call that is not killed leaves its
+/// command running while it runs (the check sees it).
+pub fn killed_joins_that_change_ids_leave_no_command() -> Result<(), String> {
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    let dir = TempDir::new("faults-ids");
+    let (ident, runas) = (unique_name("fkid"), unique_name("fkrun"));
+    let ctx = |name: &str, extra: &str| {
+        format!(
+            "[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\npersist = true\n\
+             env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n{extra}\n"
+        )
+    };
+    let text = format!(
+        "version = 1\n{}{}",
+        ctx(
+            &ident,
+            "identity = { uid = 100000, gid = 100000, count = 65536 }"
+        ),
+        ctx(&runas, "security.run_as = { uid = 1000, gid = 1000 }")
+    );
+    let pol = dir.file("policy.toml", &text).display().to_string();
+    let mut rng = Rng::new();
+    for name in [&ident, &runas] {
+        run_in(&pol, name, &["true"]).expect_code(0, "first call")?;
+        // Control: while a call runs, its command is seen.
+        let mut held = Command::new(bin())
+            .args(["--policy", &pol, "--ctx", name, "--", "sleep", "7"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let seen = wait_until(Duration::from_secs(5), || {
+            run_in(&pol, name, &["ps", "-eo", "args"])
+                .stdout
+                .contains("sleep 7")
+        });
+        let _ = held.kill();
+        let _ = held.wait();
+        check(seen, || {
+            format!("{name}: control: the running call's command is not seen")
+        })?;
+        for _ in 0..50 {
+            let ms = Duration::from_millis(rng.below(21));
+            kill_after(&["--policy", &pol, "--ctx", name, "--", "sleep", "7"], ms);
+        }
+        let left = wait_until(Duration::from_secs(5), || {
+            !run_in(&pol, name, &["ps", "-eo", "args"])
+                .stdout
+                .contains("sleep 7")
+        });
+        let r = run_in(&pol, name, &["ps", "-eo", "args"]);
+        let n = r.stdout.lines().filter(|l| l.contains("sleep 7")).count();
+        stop(&pol, name).expect_code(0, "ctx stop")?;
+        check(left, || {
+            format!(
+                "{name}: {n} killed calls' commands outlived their launcher: {}",
+                r.show()
+            )
+        })?;
+    }
+    Ok(())
+}

@@ -222,6 +222,7 @@ fn main() {
         faults::killed_first_caller_leaves_no_orphan_keeper,
         faults::transient_errors_never_forget_a_live_keeper,
         faults::killed_one_shot_and_join_calls_leave_nothing,
+        faults::killed_joins_that_change_ids_leave_no_command,
         faults_io::secrets_writers_cannot_hang_the_call,
         faults_io::full_status_pipe_does_not_delay_the_exit,
         faults_io::stop_sticks_and_tells_calls_in_flight,

@@ -2,11 +2,12 @@
 //! host uid, so nothing it does outside (a file it writes or marks setuid, a peer credential on a
 //! filesystem socket) carries root's uid or a real account's.
 //!
-//! The handshake needs no fd: right after the fork the target calls `unshare(CLONE_NEWUSER)` and
-//! stops itself (`SIGSTOP`); its parent (sandbox pid 1), or for a join of a persistent context the
-//! outer sbx-exec (told the pid by the joiner; root in the parent namespace, the only one allowed
-//! to map a range), waits for the stop,
-//! writes the maps, and continues it; the target then becomes the namespace's root. Pid 1 and the
+//! The handshake is two pipes ([`Handshake`]): right after the fork the target calls
+//! `unshare(CLONE_NEWUSER)` and says so on one; its parent (sandbox pid 1), or for a join of a
+//! persistent context the outer sbx-exec (told the pid by the joiner; root in the parent
+//! namespace, the only one allowed to map a range), writes the maps and answers on the other; the
+//! target then becomes the namespace's root. No signal and no polling of /proc: it works under
+//! `strace -f`, and a parent that dies midway is end of file, not a target stopped for ever. Pid 1 and the
 //! mounts stay in the parent namespace: the target owns none of its other namespaces, so it cannot
 //! mount, and a fresh /proc needs no "fully visible" procfs (which a container's masked /proc is
 //! not).
@@ -14,23 +15,64 @@
 //! Where the kernel refuses the user namespace: exit 125, or with `degrade` run the target as the
 //! range's host uid itself with no capabilities (the same identity outside, not root inside).
 
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, raise, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::waitpid;
 use nix::unistd::Pid;
 
 use crate::model::IdRange;
 use crate::privilege::userns::{become_mapped_root, write_range_maps};
 use crate::run::reaper::shell_code;
 
-/// In the target, first thing after its new session: enter a new user namespace and wait there
-/// for the parent's maps, then become its root. `Ok(false)`: the kernel refused and `degrade`
-/// says run without it (the caller then runs as the range's host ids, without capabilities).
-pub fn enter(degrade: bool) -> Result<bool> {
+/// The two pipes of the identity handshake: the target writes on `ready` (1: a new user
+/// namespace waits for its maps, 0: the kernel refused and it degrades) and reads one byte on
+/// `go` (`K`: mapped). Made before the fork; each side closes the ends it does not use.
+#[derive(Debug)]
+pub struct Handshake {
+    pub ready_r: std::os::fd::OwnedFd,
+    pub ready_w: std::os::fd::OwnedFd,
+    pub go_r: std::os::fd::OwnedFd,
+    pub go_w: std::os::fd::OwnedFd,
+}
+
+impl Handshake {
+    pub fn new() -> Result<Handshake> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .context("cannot make the identity handshake's pipe")
+        };
+        let (ready_r, ready_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        Ok(Handshake {
+            ready_r,
+            ready_w,
+            go_r,
+            go_w,
+        })
+    }
+
+    /// The target's two ends (raw: the target allocates nothing after the fork).
+    pub fn target_ends(&self) -> (RawFd, RawFd) {
+        (self.ready_w.as_raw_fd(), self.go_r.as_raw_fd())
+    }
+
+    /// The parent's side, once the target is forked: its ends closed here, so the target's death
+    /// is end of file.
+    pub fn parent(self) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        (self.ready_r, self.go_w)
+    }
+}
+
+/// In the target, first thing after its new session: enter a new user namespace, tell the
+/// parent (`ready`), wait for its maps (`go`), then become the namespace's root. `Ok(false)`: the
+/// kernel refused and `degrade` says run without it (the caller then runs as the range's host
+/// ids, without capabilities).
+pub fn enter(degrade: bool, (ready, go): (RawFd, RawFd)) -> Result<bool> {
     let made = nix::sched::unshare(CloneFlags::CLONE_NEWUSER);
     if let Err(e) = made {
         if !degrade {
@@ -45,8 +87,20 @@ pub fn enter(degrade: bool) -> Result<bool> {
             "sbx-exec: warning: degraded (degrade = true): no user namespace ({e}); the command runs as the identity's host uid, without capabilities"
         );
     }
-    // The parent looks while this process is stopped: a new namespace gets its maps.
-    raise(Signal::SIGSTOP).context("cannot stop for the user namespace maps")?;
+    let said = crate::sys::write_raw(ready, &[u8::from(made.is_ok())]);
+    if said.map_or(true, |n| n != 1) {
+        bail!("the caller is gone (identity handshake)");
+    }
+    let mut answer = [0u8; 1];
+    loop {
+        match nix::unistd::read(go, &mut answer) {
+            Ok(1) if answer[0] == b'K' => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => {
+                bail!("the user namespace was not mapped (the caller is gone, or could not map it)")
+            }
+        }
+    }
     if made.is_err() {
         return Ok(false);
     }
@@ -54,55 +108,58 @@ pub fn enter(degrade: bool) -> Result<bool> {
     Ok(true)
 }
 
-/// In the target's parent, right after the fork: wait until the target has stopped, write the
-/// maps of its new user namespace (if it made one), continue it. `Ok(Some(code))`: the target
-/// ended before it stopped (it reported why); it is reaped, and `code` is its shell status.
-pub fn map_child(child: Pid, range: &IdRange) -> Result<Option<i32>> {
-    loop {
-        match waitpid(child, Some(WaitPidFlag::WUNTRACED)) {
-            Ok(WaitStatus::Stopped(_, Signal::SIGSTOP)) => break,
-            Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
-                return Ok(shell_code(status));
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("cannot wait for the command to stop"),
+/// In the target's parent, right after the fork: wait (up to 10 s) until the target says its user
+/// namespace exists, write the maps (if it made one), answer. `Ok(Some(code))`: the target ended
+/// before (it reported why); it is reaped, and `code` is its shell status. `child` is this
+/// process's child (one-shot pid 1) or, for a join, the joiner's (`reap` false: its parent
+/// reports).
+pub fn map_child(
+    child: Pid,
+    range: &IdRange,
+    (ready, go): (std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+    reap: bool,
+) -> Result<Option<i32>> {
+    let mut said = [0u8; 1];
+    let mut fds = [nix::poll::PollFd::new(
+        ready.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    let waited = loop {
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
         }
-    }
-    let mapped = write_maps(child, range);
-    if mapped.is_err() {
-        let _ = kill(child, Signal::SIGKILL);
-    }
-    let _ = kill(child, Signal::SIGCONT);
-    mapped.map(|()| None)
-}
-
-/// Like [`map_child`], for a target that is not this process's child (a join of a persistent
-/// context, whose joiner forked it): wait (up to 10 s) until `/proc` shows it stopped, write the
-/// maps, continue it. A target that ends before it stops is left to its parent to report.
-pub fn map_stopped(target: Pid, range: &IdRange) -> Result<()> {
-    let stat = format!("/proc/{}/stat", target.as_raw());
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let state = std::fs::read_to_string(&stat).ok().and_then(|s| {
-            s.rfind(')')
-                .and_then(|i| s[i + 1..].trim_start().chars().next())
+    };
+    let got = match waited {
+        Ok(n) if n > 0 => nix::unistd::read(ready.as_raw_fd(), &mut said).unwrap_or(0),
+        _ => {
+            let _ = kill(child, Signal::SIGKILL);
+            bail!("the command did not ask for its user namespace maps within 10 s");
+        }
+    };
+    if got == 0 {
+        // It ended before: it said why on stderr.
+        return Ok(match reap {
+            true => match waitpid(child, None) {
+                Ok(status) => shell_code(status),
+                Err(_) => Some(crate::error::EXIT_SBX),
+            },
+            false => None,
         });
-        match state {
-            Some('T') => break,
-            None | Some('Z' | 'X' | 'x') => return Ok(()),
-            Some(_) if std::time::Instant::now() > end => {
-                let _ = kill(target, Signal::SIGKILL);
-                bail!("the command did not stop for its user namespace maps within 10 s");
-            }
-            Some(_) => std::thread::sleep(std::time::Duration::from_millis(1)),
+    }
+    let mapped = match said[0] {
+        1 => write_maps(child, range),
+        _ => Ok(()),
+    };
+    match &mapped {
+        Ok(()) => {
+            let _ = nix::unistd::write(&go, b"K");
+        }
+        Err(_) => {
+            let _ = kill(child, Signal::SIGKILL);
         }
     }
-    let mapped = write_maps(target, range);
-    if mapped.is_err() {
-        let _ = kill(target, Signal::SIGKILL);
-    }
-    let _ = kill(target, Signal::SIGCONT);
-    mapped
+    mapped.map(|()| None)
 }
 
 fn write_maps(child: Pid, range: &IdRange) -> Result<()> {
@@ -118,8 +175,7 @@ fn write_maps(child: Pid, range: &IdRange) -> Result<()> {
     };
     let child_ns = ns(&proc.join(child.as_raw().to_string()).join("ns/user"))?;
     if child_ns == ns(&proc.join("self/ns/user"))? {
-        // The kernel refused the namespace and the target degrades: nothing to map.
-        return Ok(());
+        bail!("the command's user namespace is not there to map");
     }
     write_range_maps(proc, child.as_raw(), range)
         .context("cannot map the command's user namespace (identity)")

@@ -93,8 +93,12 @@ pub fn run(
     };
     let (alive_r, alive_w) = pipe()?;
     // `identity`: the joiner says the target's pid, so this process (which sees it in /proc) can
-    // map the target's user namespace.
+    // map the target's user namespace; the handshake's pipes go through the joiner to the target.
     let (pid_r, pid_w) = pipe()?;
+    let handshake = match target.identity {
+        Some(_) => Some(crate::run::apply::identity::Handshake::new()?),
+        None => None,
+    };
     let forked = sys::fork().map_err(|e| {
         anyhow::anyhow!("cannot fork the command: {}", crate::error::errno_cause(e))
     })?;
@@ -103,18 +107,20 @@ pub fn run(
             drop(alive_w);
             drop(pid_r);
             let tell = target.identity.is_some().then_some(pid_w);
-            joiner(ctx_name, &keeper, join_flags, alive_r, tell, &target)
+            let ends = handshake.as_ref().map(|h| h.target_ends());
+            joiner(ctx_name, &keeper, join_flags, alive_r, tell, &target, ends)
         }
         ForkResult::Parent { child } => child,
     };
     drop(alive_r);
     drop(pid_w);
     errors.close_write();
-    if let Some(m) = &target.identity {
+    if let (Some(m), Some(h)) = (&target.identity, handshake) {
+        let ends = h.parent();
         let mut buf = [0u8; 4];
         if nix::unistd::read(pid_r.as_raw_fd(), &mut buf).unwrap_or(0) == 4 {
             let pid = nix::unistd::Pid::from_raw(i32::from_ne_bytes(buf));
-            crate::run::apply::identity::map_stopped(pid, &m.range)?;
+            crate::run::apply::identity::map_child(pid, &m.range, ends, false)?;
         }
     }
     drop(pid_r);
@@ -189,6 +195,7 @@ fn joiner(
     alive: OwnedFd,
     tell: Option<OwnedFd>,
     target: &Target,
+    handshake: Option<(std::os::fd::RawFd, std::os::fd::RawFd)>,
 ) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         let msg = format!("{what}: {e}");
@@ -231,13 +238,22 @@ fn joiner(
             if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
                 sys::exit_now(EXIT_SBX);
             }
-            drop(up_r);
-            target.exec()
+            // The joiner's pipe stays open in the target until its exec: after its last change
+            // of ids (which clears the parent-death signal) it arms the signal again and looks.
+            target.exec_with(crate::run::target::Links {
+                handshake,
+                parent_alive: Some(std::os::fd::IntoRawFd::into_raw_fd(up_r)),
+            })
         }
         Ok(ForkResult::Parent { child }) => {
             drop(up_r);
             // up_w stays open in the joiner until it exits.
             std::mem::forget(up_w);
+            // The target's ends of the identity handshake are the target's alone: if it dies
+            // before it speaks, the launcher sees end of file.
+            for fd in handshake.into_iter().flat_map(|(r, g)| [r, g]) {
+                let _ = nix::unistd::close(fd);
+            }
             if let Some(tell) = tell {
                 let _ = nix::unistd::write(&tell, &child.as_raw().to_ne_bytes());
             }
