@@ -196,6 +196,50 @@ impl Bridge {
         })
     }
 
+    /// For a running persistent context whose net helper is gone: the same sockets again, made
+    /// by a child of this process that enters the keeper's network namespace (`keeper`, a pidfd)
+    /// and hands them out as its pid 1 did ([`hand_out`]); the published ports are bound again on
+    /// the container's 127.0.0.1 (free once the old helper is gone).
+    pub fn reattach(plan: &Plan, keeper: &OwnedFd) -> Result<Bridge> {
+        // The old helper's gate holds the published ports until its parent-death signal ends
+        // it: a port still taken is tried again for a few seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let bridge = loop {
+            match Bridge::prepare(plan) {
+                Ok(b) => break b,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let forked =
+            sys::fork().map_err(|e| anyhow!("cannot fork: {}", crate::error::errno_cause(e)))?;
+        match forked {
+            nix::unistd::ForkResult::Child => {
+                let entered =
+                    nix::sched::setns(keeper.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET);
+                let handed = entered
+                    .map_err(|e| anyhow!("cannot enter the context's network namespace: {e}"))
+                    .and_then(|()| hand_out(bridge.inner.as_raw_fd(), plan));
+                if let Err(e) = handed {
+                    eprintln!("sbx-exec: {e:#}");
+                    sys::exit_now(crate::error::EXIT_SBX);
+                }
+                sys::exit_now(0)
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None)?;
+                if status != nix::sys::wait::WaitStatus::Exited(child, 0) {
+                    return Err(anyhow!(
+                        "cannot make the context's network sockets again (see above)"
+                    ));
+                }
+            }
+        }
+        Ok(bridge)
+    }
+
     /// Pid 1's end of the socket pair (kept through its fd cleanup; closed here after the clone).
     pub fn inner(&self) -> &OwnedFd {
         &self.inner

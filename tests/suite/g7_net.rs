@@ -692,6 +692,91 @@ pub fn persistent_net_stop_leaves_nothing_behind() -> Result<(), String> {
     check(r.stdout.contains("after:closed"), || r.show())
 }
 
+/// A persistent context's net helper (its gate and published ports) killed, then frozen with
+/// SIGSTOP (it would hold the ports and answer nothing): the next call replaces it, and that call
+/// has egress and the published port again, served by the dev server the first call started; a
+/// call in flight across the kill loses its egress until then, and has it again after.
+/// Then its record is removed: the call is refused naming `ctx stop`, which ends the keeper, the
+/// helper and the port. Nothing is left (no sbx-net, no listener on 3000).
+pub fn a_lost_net_helper_or_record_loses_nothing() -> Result<(), String> {
+    persistent_tools()?;
+    let d = TempDir::new("g7pheal");
+    let p = persistent_policy(
+        d.path(),
+        "pnetheal",
+        "mode = \"private\"\nallow = [\"192.0.2.10/32\"]\npublish = [3000]",
+        "",
+    );
+    let egress = "call 'echo egress:$(curl -s -m 5 http://192.0.2.10/who)'\n";
+    let gone = "i=0; while alive $1; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done; alive $1 && echo still:$1 || echo gone:$1";
+    let script = format!(
+        "{}gone() {{ {gone}; }}\ncall '{DEV_SERVER}'\n{WAIT_SERVED}echo served:$OUT\n\
+         call 'for i in $(seq 80); do curl -s -m 1 http://192.0.2.10/who >/dev/null && echo ok || echo lost; sleep 0.1; done' > {dir}/inflight &\nB=$!; sleep 1\n\
+         N1=$(field net_pid); K=$(field keeper_pid); cg() {{ grep -c /sbx- /proc/$1/cgroup; }}\n\
+         [ \"$(cat /proc/$N1/cgroup)\" = \"$(cat /proc/$K/cgroup)\" ] && echo cgroups1:$(cg $N1)\nkill -9 $N1; gone $N1 >/dev/null; echo killed:$(port); sleep 1\n\
+         {egress}{WAIT_SERVED}echo healed1:$OUT\nN2=$(field net_pid); [ \"$N2\" != \"$N1\" ] && alive $N2 && echo new1\n\
+         wait $B; echo inflight:$(uniq {dir}/inflight | tr '\\n' ' ')\nkill -STOP $N2\n{egress}{WAIT_SERVED}echo healed2:$OUT\nN3=$(field net_pid); [ \"$N3\" != \"$N2\" ] && alive $N3 && echo new2\n\
+         gone $N2 | sed s/$N2/stopped/\n\
+         [ \"$(cat /proc/$N3/cgroup)\" = \"$(cat /proc/$K/cgroup)\" ] && echo cgroups3:$(cg $N3)\n\
+         rm /run/sbx/pnetheal.state\ncall 'echo ran'; echo refused:$?\n\
+         stop; echo stop:$?\ngone $N3 | sed s/$N3/last/\necho after:$(port)\n\
+         for q in /proc/[0-9]*; do [ \"$(cat $q/comm 2>/dev/null)\" = sbx-net ] && alive ${{q#/proc/}} && echo left:${{q#/proc/}}; done; true\n",
+        persistent_shell(&p, "pnetheal"),
+        dir = d.path().display()
+    );
+    let r = in_test_netns(d.path(), &script);
+    r.expect_code(0, "net helper recovery scenario")?;
+    // Control: the port served before the helper was killed; killing it closed the port.
+    check(r.stdout.contains("served:persistent-dev-server"), || {
+        r.show()
+    })?;
+    check(r.stdout.contains("killed:closed"), || r.show())?;
+    // The helpers, first and replaced, are in the context's cgroups (the keeper's), not a
+    // caller's: a caller's limits do not cap the context's egress.
+    for n in ["cgroups1:", "cgroups3:"] {
+        let line = r.stdout.lines().find(|l| l.starts_with(n)).unwrap_or("");
+        check(line.len() > n.len() && !line.ends_with(":0"), || {
+            format!(
+                "the net helper is not in its keeper's cgroups ({n}): {}",
+                r.show()
+            )
+        })?;
+    }
+    // A call in flight through it loses its egress while no helper runs, and has it again once
+    // the next call replaced the helper.
+    check(r.stdout.contains("inflight:ok lost ok\n"), || {
+        format!("a call in flight across the replacement: {}", r.show())
+    })?;
+    for (want, what) in [
+        (
+            "healed1:persistent-dev-server",
+            "the published port after the helper was killed",
+        ),
+        (
+            "healed2:persistent-dev-server",
+            "the published port after the helper was stopped",
+        ),
+        ("new1", "a new helper after the kill"),
+        ("new2", "a new helper after the stop"),
+        ("gone:stopped", "the stopped helper ended"),
+    ] {
+        check(r.stdout.contains(want), || format!("{what}: {}", r.show()))?;
+    }
+    check(r.stdout.matches("egress:internet").count() == 2, || {
+        format!("egress after the helper was replaced: {}", r.show())
+    })?;
+    check(
+        r.stdout.contains("refused:125")
+            && !r.stdout.contains("\nran")
+            && r.stderr.contains("ctx stop pnetheal"),
+        || format!("a call without the record: {}", r.show()),
+    )?;
+    check(r.stdout.contains("stop:0"), || r.show())?;
+    check(r.stdout.contains("gone:last"), || r.show())?;
+    check(r.stdout.contains("after:closed"), || r.show())?;
+    check(!r.stdout.contains("left:"), || r.show())
+}
+
 /// An address the container gains after a persistent context's gate started is refused like its
 /// others (the gate lists the container's addresses for each connection, not once at its
 /// start). A stand-in control API listens on every address (`[::]`, dual-stack); 198.51.100.7 is

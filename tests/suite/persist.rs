@@ -745,3 +745,104 @@ while time.time() < end:
     stop(&pol, "swap").expect_code(0, "ctx stop")?;
     Ok(())
 }
+
+/// Hostile or careless root in the container removes a running context's record
+/// (/run/sbx/NAME.state), then writes garbage in its place. The keeper must not be lost: `ctx
+/// list` still shows it (the kernel's own record: pid 1 of a pid namespace named sbx-keeper),
+/// a call is refused naming `ctx stop` (never a second keeper beside the first), and `ctx stop`
+/// ends the keeper, its background job and its cgroups. Control: the next call starts anew.
+pub fn a_lost_record_loses_no_process() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let dir = TempDir::new("persist-lost");
+    let pol = policy(&dir, &["lostrec"], Some("pids_max = 64"));
+    for damage in [
+        "rm -f /run/sbx/lostrec.state",
+        "printf 'garbage{\\n' > /run/sbx/lostrec.state",
+    ] {
+        let mark = marker("lost");
+        run_in(
+            &pol,
+            "lostrec",
+            &[
+                "bash",
+                "-c",
+                &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
+            ],
+        )
+        .expect_code(0, "start")?;
+        check(
+            wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
+            || "background process not started".into(),
+        )?;
+        let keeper = keeper_of("lostrec")?;
+        let cgroups: Vec<String> = std::fs::read_to_string(format!("/proc/{keeper}/cgroup"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("/sbx-"))
+            .map(str::to_string)
+            .collect();
+        // Control: where a pids controller exists, the keeper is in a cgroup of its own.
+        let pids = std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists()
+            || std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        check(!pids || !cgroups.is_empty(), || {
+            format!("keeper {keeper} is in no sbx- cgroup")
+        })?;
+        Cmd::sh(damage).run().expect_code(0, damage)?;
+
+        let listed = Cmd::sbx(["ctx", "list"]).run();
+        check(
+            listed.stdout.contains("lostrec") && listed.stdout.contains("without its record"),
+            || {
+                format!(
+                    "{damage}: ctx list does not show the keeper: {}",
+                    listed.show()
+                )
+            },
+        )?;
+        let before = keepers();
+        let refused = run_in(&pol, "lostrec", &["echo", "ran"]);
+        refused.expect_code(125, &format!("a call after {damage}"))?;
+        check(
+            !refused.stdout.contains("ran")
+                && refused.stderr.contains("ctx stop lostrec")
+                && keepers() == before,
+            || format!("{damage}: {}", refused.show()),
+        )?;
+        check(alive(keeper) && alive_argv0(&mark), || {
+            format!("{damage}: the refused call ended the context")
+        })?;
+
+        stop(&pol, "lostrec").expect_code(0, &format!("ctx stop after {damage}"))?;
+        check(
+            wait_until(Duration::from_secs(5), || {
+                !alive(keeper) && !alive_argv0(&mark)
+            }),
+            || format!("{damage}: the keeper or its job outlived ctx stop"),
+        )?;
+        for line in &cgroups {
+            let mut parts = line.splitn(3, ':');
+            let (_, ctl, path) = (
+                parts.next(),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            let dir = std::path::Path::new("/sys/fs/cgroup")
+                .join(ctl)
+                .join(path.trim_start_matches('/'));
+            check(ctl.is_empty() || !dir.exists(), || {
+                format!("{damage}: its cgroup {} is left", dir.display())
+            })?;
+        }
+        check(
+            !std::path::Path::new("/run/sbx/lostrec.state").exists(),
+            || format!("{damage}: the damaged record is left"),
+        )?;
+        // Control: the context starts anew.
+        let again = run_in(&pol, "lostrec", &["echo", "anew"]);
+        again.expect_code(0, "a call after ctx stop")?;
+        check(again.stdout.contains("anew"), || again.show())?;
+        stop(&pol, "lostrec").expect_code(0, "ctx stop")?;
+    }
+    Ok(())
+}

@@ -48,7 +48,15 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
     let mut rows = Vec::new();
     if let Some(dir) = state::dir(false)? {
         for name in state::names(&dir)? {
-            let Some((state, status)) = examine(&dir, &name)? else {
+            let examined = match examine(&dir, &name) {
+                Ok(e) => e,
+                Err(e) => {
+                    // A damaged record: the keeper, if the kernel shows one, is listed below.
+                    eprintln!("sbx-exec: warning: context {name:?}: {e:#}");
+                    continue;
+                }
+            };
+            let Some((state, status)) = examined else {
                 continue;
             };
             let running = status == "running" || status == "stopping";
@@ -68,6 +76,26 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
                 name,
             });
         }
+    }
+    // Keepers the kernel shows that no record names (removed or damaged): listed, with the way
+    // to end them.
+    for k in lifecycle::find_keepers() {
+        if rows.iter().any(|r| r.pid == k.pid) {
+            continue;
+        }
+        rows.push(Row {
+            status: format!(
+                "running without its record (/run/sbx/{}.state removed or damaged): stop it with `sbx-exec ctx stop {}`",
+                k.name, k.name
+            ),
+            running: true,
+            pid: k.pid,
+            net_pid: 0,
+            net_running: false,
+            processes: count_in(pidns_inode(k.pid).unwrap_or(0)).saturating_sub(1),
+            age: 0,
+            name: k.name,
+        });
     }
     if json {
         let v: Vec<serde_json::Value> = rows
@@ -131,6 +159,37 @@ fn examine(dir: &Path, name: &str) -> Result<Option<(state::State, String)>> {
     Ok(Some((state, status)))
 }
 
+/// Stop a keeper found without its record: SIGTERM (it passes it on), SIGKILL after `timeout`;
+/// then its net helpers (found in its cgroups) and with them the published ports, its cgroups
+/// (from the kernel's /proc/PID/cgroup, read before) and the damaged record.
+fn stop_found(dir: &Path, k: &lifecycle::Found, timeout: u64) -> Result<i32> {
+    let cgroups = lifecycle::own_cgroups(k.pid);
+    let helpers = lifecycle::net_helpers_in(&cgroups);
+    let pidfd = sys::pidfd_open(nix::unistd::Pid::from_raw(k.pid)).with_context(|| {
+        format!(
+            "cannot open the keeper of context {:?} (pid {})",
+            k.name, k.pid
+        )
+    })?;
+    // Still the process found (not a pid reused since).
+    if lifecycle::proc_stat(k.pid).map(|(_, s)| s) != Some(k.start) {
+        eprintln!("sbx-exec: context {:?}: its keeper is gone", k.name);
+        return Ok(EXIT_NOT_RUNNING);
+    }
+    sys::pidfd_send_signal(&pidfd, Signal::SIGTERM).context("cannot signal the keeper")?;
+    if !wait_exit(&pidfd, Duration::from_secs(timeout)) {
+        lifecycle::kill_keeper(&pidfd, &k.name, k.pid)?;
+    }
+    lifecycle::end_net_helpers(&k.name, &helpers)?;
+    lifecycle::remove_cgroups(&k.name, &cgroups)?;
+    state::remove(dir, &k.name);
+    eprintln!(
+        "sbx-exec: context {:?}: stopped its keeper (pid {}), which ran without its record",
+        k.name, k.pid
+    );
+    Ok(0)
+}
+
 /// Processes (in sbx-exec's own /proc) whose pid namespace is `pidns`.
 fn count_in(pidns: u64) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -161,8 +220,27 @@ pub fn stop(name: &str, timeout: u64, policy: Option<&Path>) -> Result<i32> {
         return not_running();
     };
     let _lock = state::lock(&dir, name)?;
-    let Some(mut state) = state::read(&dir, name)? else {
-        return not_running();
+    let recorded = match state::read(&dir, name) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "sbx-exec: warning: context {name:?}: {e:#}; looking for its keeper without it"
+            );
+            None
+        }
+    };
+    let Some(mut state) = recorded else {
+        // No record (removed or damaged): the kernel's own shows the keeper, if one runs.
+        return match lifecycle::find_keepers()
+            .into_iter()
+            .find(|k| k.name == name)
+        {
+            Some(k) => stop_found(&dir, &k, timeout),
+            None => {
+                state::remove(&dir, name);
+                not_running()
+            }
+        };
     };
     if state.phase == Phase::Starting {
         // Its first call died while starting it (it held this lock): end what it left.

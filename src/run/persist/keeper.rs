@@ -56,7 +56,11 @@ pub fn ensure_keeper(
         }
     };
     let fp = sandbox.fingerprint();
-    match state::read(&dir, ctx_name)? {
+    let recorded = state::read(&dir, ctx_name).map_err(|e| without_record(ctx_name, Some(e)))?;
+    if recorded.is_none() && lifecycle::find_keepers().iter().any(|k| k.name == ctx_name) {
+        return Err(without_record(ctx_name, None));
+    }
+    match recorded {
         None if seen.is_some_and(|s| s.phase != Phase::Starting) => bail!(
             "context {ctx_name:?} was stopped (sbx-exec ctx stop) while this call waited for it; nothing was run"
         ),
@@ -72,8 +76,13 @@ pub fn ensure_keeper(
             .with_context(|| format!("cannot join context {ctx_name:?}"))?
         {
             Some(pidfd) if state.policy == fp => {
-                net_alive(ctx_name, &state)?;
                 let cgroup_procs = cgroup::open_procs(&state.cgroups)?;
+                let mut state = state;
+                let keeper = (&pidfd, cgroup_procs.as_slice());
+                if let Err(e) = net_again(ctx_name, sandbox, &dir, &mut state, keeper, log) {
+                    // The rest of the context still works: the call runs, without egress.
+                    eprintln!("sbx-exec: warning: context {ctx_name:?} has no egress proxy and no published ports now: {e:#}");
+                }
                 return Ok(Keeper {
                     state,
                     pidfd,
@@ -92,16 +101,54 @@ pub fn ensure_keeper(
     start_keeper(ctx_name, ctx, sandbox, &dir, fp, log)
 }
 
-/// A running keeper whose net helper is definitely gone has no proxy and no published ports any
-/// more: refused, naming the fix (a failed check is an error too, never "gone").
-fn net_alive(ctx_name: &str, state: &State) -> Result<()> {
-    if state.net_pid == 0 || lifecycle::verify_net(state)?.is_some() {
+/// A running keeper's net helper, checked by a call under the context's lock: one that is gone,
+/// or stopped (SIGSTOP: it would hold the ports and answer nothing), is replaced by a new one
+/// with the same sockets made again ([`Bridge::reattach`]). Connections in flight through the old
+/// one are lost; this call and later ones have egress again. `Err`: it could not be replaced.
+fn net_again(
+    ctx_name: &str,
+    sandbox: &Sandbox,
+    dir: &Path,
+    state: &mut State,
+    keeper: (&OwnedFd, &[OwnedFd]),
+    log: Option<EgressLog>,
+) -> Result<()> {
+    let Some(plan) = sandbox.net.as_ref().filter(|_| state.net_pid != 0) else {
         return Ok(());
+    };
+    if let Some(net) = lifecycle::verify_net(state)? {
+        let stopped = proc_stat(state.net_pid).is_some_and(|(s, _)| matches!(s, 'T' | 't'));
+        if !stopped {
+            return Ok(());
+        }
+        let _ = sys::pidfd_send_signal(&net, Signal::SIGKILL);
+        if !lifecycle::wait_exit(&net, Duration::from_secs(10)) {
+            bail!("its stopped net helper (pid {}) did not end", state.net_pid);
+        }
     }
-    bail!(
-        "the net helper of context {ctx_name:?} (pid {}) is gone, so its egress proxy and published ports no longer run; \
-         stop the context with `sbx-exec ctx stop {ctx_name}` and retry (the next call starts it anew)",
-        state.net_pid
+    let bridge = Bridge::reattach(plan, keeper.0)?;
+    let mut record_net = |pid: i32, start: u64| -> Result<()> {
+        state.net_pid = pid;
+        state.net_start = start;
+        state::write(dir, ctx_name, state)
+    };
+    nethelper::start(ctx_name, bridge, keeper, log, &mut record_net)?;
+    eprintln!(
+        "sbx-exec: context {ctx_name:?}: its net helper was gone or stopped; a new one runs (connections through the old one were lost)"
+    );
+    Ok(())
+}
+
+/// A keeper runs (or may run) for `ctx_name`, and its record is missing or damaged (`damaged`):
+/// refused, naming the recovery (`ctx stop` finds the keeper without the record).
+fn without_record(ctx_name: &str, damaged: Option<anyhow::Error>) -> anyhow::Error {
+    let what = match damaged {
+        Some(e) => format!("its record is damaged ({e:#})"),
+        None => format!("its keeper runs but its record /run/sbx/{ctx_name}.state is gone"),
+    };
+    anyhow::anyhow!(
+        "context {ctx_name:?}: {what}; nothing was run. Stop it with `sbx-exec ctx stop {ctx_name}` (it finds the keeper \
+         without the record and ends everything in it) and call again"
     )
 }
 
@@ -202,7 +249,13 @@ fn start_recorded(
             state.net_start = start;
             state::write(dir, ctx_name, state)
         };
-        nethelper::start(ctx_name, bridge, &pidfd, log, &mut record_net)?;
+        nethelper::start(
+            ctx_name,
+            bridge,
+            (&pidfd, &cgroup_procs),
+            log,
+            &mut record_net,
+        )?;
     }
     state.phase = Phase::Running;
     state::write(dir, ctx_name, state)?;

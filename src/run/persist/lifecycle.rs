@@ -221,3 +221,164 @@ mod tests {
         assert_eq!(parse_stat("garbage"), None);
     }
 }
+
+/// A keeper the kernel shows, whatever the records in /run/sbx say (a second record, for a state
+/// file that was removed or damaged): a process named `sbx-keeper` that is pid 1 of a pid
+/// namespace below this one (only sbx-exec makes those: code in a context cannot create a pid
+/// namespace, nor be its pid 1), its context named by the first call's command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub pid: i32,
+    pub start: u64,
+    pub name: String,
+}
+
+/// Every keeper the kernel shows.
+pub fn find_keepers() -> Vec<Found> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(keeper_at)
+        .collect()
+}
+
+/// The keeper at `pid`, if that is one.
+fn keeper_at(pid: i32) -> Option<Found> {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    if comm.trim_end() != "sbx-keeper" {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let nspid: Vec<&str> = status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .collect();
+    if nspid.len() < 2 || nspid.last() != Some(&"1") {
+        return None;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let name = context_in(&cmdline)?;
+    let (state, start) = proc_stat(pid)?;
+    (!matches!(state, 'Z' | 'X' | 'x')).then_some(Found { pid, start, name })
+}
+
+/// The context a launcher's command line names (`--ctx NAME` or `--ctx=NAME`, before `--`).
+pub fn context_in(cmdline: &[u8]) -> Option<String> {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match *a {
+            b"--" => return None,
+            b"--ctx" => {
+                return it
+                    .next()
+                    .and_then(|n| std::str::from_utf8(n).ok())
+                    .map(str::to_string)
+            }
+            _ => {
+                if let Some(n) = a.strip_prefix(b"--ctx=") {
+                    return std::str::from_utf8(n).ok().map(str::to_string);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The cgroup directories a process is in that sbx-exec made (their last component starts with
+/// `sbx-`), from /proc/PID/cgroup: the kernel's own record of a keeper's cgroups.
+pub fn own_cgroups(pid: i32) -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/cgroup")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let base = match controllers {
+            // v2's hierarchy: /sys/fs/cgroup itself, or /sys/fs/cgroup/unified beside v1's.
+            "" if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() => {
+                PathBuf::from("/sys/fs/cgroup/unified")
+            }
+            "" => PathBuf::from("/sys/fs/cgroup"),
+            c => PathBuf::from("/sys/fs/cgroup").join(c.trim_start_matches("name=")),
+        };
+        let dir = base.join(path.trim_start_matches('/'));
+        let ours = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("sbx-") && n != "sbx-init");
+        if ours && dir.is_dir() && !out.contains(&dir) {
+            out.push(dir);
+        }
+    }
+    out
+}
+
+/// The net helpers (processes named `sbx-net`) in cgroups `paths`, as pidfds: the ones of a
+/// keeper found without its record (its helper's pid was in that record).
+pub fn net_helpers_in(paths: &[PathBuf]) -> Vec<OwnedFd> {
+    let mut out = Vec::new();
+    for p in paths {
+        let Ok(procs) = std::fs::read_to_string(p.join("cgroup.procs")) else {
+            continue;
+        };
+        for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let Ok(fd) = sys::pidfd_open(Pid::from_raw(pid)) else {
+                continue;
+            };
+            // Named so after the pidfd was opened: the pidfd is that process, not a reused pid.
+            let named = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end() == "sbx-net");
+            if named && !out.iter().any(|(q, _)| *q == pid) {
+                out.push((pid, fd));
+            }
+        }
+    }
+    out.into_iter().map(|(_, fd)| fd).collect()
+}
+
+/// SIGKILL net helpers found by [`net_helpers_in`] and wait (10 s at most) until they are gone,
+/// so their published ports are closed on return.
+pub fn end_net_helpers(ctx_name: &str, helpers: &[OwnedFd]) -> Result<()> {
+    for fd in helpers {
+        let _ = sys::pidfd_send_signal(fd, Signal::SIGKILL);
+        if !wait_exit(fd, Duration::from_secs(10)) {
+            bail!("a net helper of context {ctx_name:?} did not end within 10 s of SIGKILL");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod found_tests {
+    use super::*;
+
+    #[test]
+    fn the_context_is_read_from_the_first_calls_command_line() {
+        let cl = |args: &[&str]| args.join("\0").into_bytes();
+        assert_eq!(
+            context_in(&cl(&[
+                "sbx-exec", "--policy", "p.toml", "--ctx", "user", "--", "sh"
+            ])),
+            Some("user".into())
+        );
+        assert_eq!(
+            context_in(&cl(&["sbx-exec", "--ctx=web", "true"])),
+            Some("web".into())
+        );
+        // After `--` it is the command's, not the launcher's.
+        assert_eq!(
+            context_in(&cl(&["sbx-exec", "--", "x", "--ctx", "user"])),
+            None
+        );
+        assert_eq!(context_in(&cl(&["sbx-exec"])), None);
+    }
+}

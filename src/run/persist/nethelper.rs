@@ -39,7 +39,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn start(
     ctx_name: &str,
     bridge: Bridge,
-    keeper: &OwnedFd,
+    (keeper, cgroup_procs): (&OwnedFd, &[OwnedFd]),
     log: Option<EgressLog>,
     record: &mut dyn FnMut(i32, u64) -> Result<()>,
 ) -> Result<()> {
@@ -55,6 +55,20 @@ pub fn start(
             if nix::unistd::setsid().is_err() {
                 sys::exit_now(1);
             }
+            // In the context's cgroup (as its keeper), not the caller's: a caller's limits do
+            // not cap the context's gate, and the context's limits count it.
+            if let Err(e) = crate::run::apply::cgroup::join(cgroup_procs) {
+                let _ = nix::unistd::write(&report_w, &0i32.to_ne_bytes());
+                let _ = nix::unistd::write(
+                    &report_w,
+                    format!(
+                        "Ecannot enter the context's cgroup: {}",
+                        crate::error::cause(&e)
+                    )
+                    .as_bytes(),
+                );
+                sys::exit_now(1);
+            }
             match sys::fork() {
                 Ok(ForkResult::Child) => helper_main(bridge, keeper, report_w, log),
                 _ => sys::exit_now(0),
@@ -67,12 +81,14 @@ pub fn start(
     let _ = waitpid(first, None);
     let mut buf = [0u8; 4];
     if !read_within(&report_r, &mut buf) {
-        bail!("cannot start the net helper of context {ctx_name:?}");
+        bail!("cannot start the net helper of context {ctx_name:?}: it ended before it said its pid (fork or setsid failed)");
     }
     let pid = i32::from_ne_bytes(buf);
-    let (_, start) = proc_stat(pid).context("the new net helper vanished")?;
-    record(pid, start)?;
     let mut msg = Vec::new();
+    if pid != 0 {
+        let (_, start) = proc_stat(pid).context("the new net helper vanished")?;
+        record(pid, start)?;
+    }
     let mut byte = [0u8; 1];
     while read_within(&report_r, &mut byte) {
         msg.push(byte[0]);

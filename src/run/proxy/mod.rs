@@ -362,6 +362,7 @@ fn accept_loop(shared: &Arc<Shared>) {
             open.insert(id, (call, vec![clone]));
         }
         let s = shared.clone();
+        let reply = client.try_clone().ok();
         let spawned = thread::Builder::new()
             .name("sbx-proxy-conn".into())
             .stack_size(THREAD_STACK)
@@ -369,8 +370,17 @@ fn accept_loop(shared: &Arc<Shared>) {
                 handle(&s, id, client);
                 s.open().remove(&id);
             });
-        if spawned.is_err() {
+        if let Err(e) = spawned {
             shared.open().remove(&id);
+            if let Some(client) = reply {
+                // Most often the context's limits.pids_max: the gate's threads count there.
+                let why = format!(
+                    "sbx-exec: the egress gate cannot start a thread for this connection ({e}); \
+                     is the context's limits.pids_max reached?"
+                );
+                let _ = client.set_nonblocking(true);
+                request::respond(&client, 503, &why);
+            }
         }
     }
 }
