@@ -149,14 +149,16 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum CtxCommand {
     /// List persistent contexts: name, keeper pid, net helper pid, processes besides the keeper, age in seconds,
-    /// and whether the keeper is running
+    /// and whether the keeper is running (a keeper whose /run/sbx record was removed or damaged is
+    /// listed too, found in /proc)
     List {
         /// Print a JSON array instead of a table
         #[arg(long)]
         json: bool,
     },
     /// Stop a persistent context: SIGTERM to all its processes, SIGKILL after the timeout; exit 0
-    /// when nothing of it runs any more, 1 if it was not running
+    /// when nothing of it runs any more, 1 if it was not running (a keeper whose /run/sbx record
+    /// was removed or damaged is found in /proc and stopped with its net helper and cgroups)
     Stop {
         /// The persistent context to stop
         name: String,
