@@ -252,3 +252,105 @@ fn persist_rules() {
     let e = parse(&format!("{base}persist = true\nnamespaces = [\"pid\", \"mount\"]\n[context.x.limits]\nmemory_max = \"lots\"\n")).unwrap_err();
     assert!(e.to_string().contains("t.toml:"), "{e}");
 }
+
+#[test]
+fn text_that_is_not_utf8_names_the_line_and_column_of_the_first_bad_byte() {
+    let bytes = b"version = 1\n[context.x]\ndescription = \"caf\xe9\"\n".to_vec();
+    let err = Policy::text_from(bytes, "test.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("test.toml:3:19:") && err.contains("not UTF-8") && err.contains("0xe9"),
+        "{err}"
+    );
+    // On the first line, and after multi-byte characters (the column counts bytes, as toml's).
+    let err = Policy::text_from(b"\xff".to_vec(), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t:1:1:"), "{err}");
+    let err = Policy::text_from("# é\n\u{1F511}x".bytes().chain([0x80]).collect(), "t")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("t:2:6:"), "{err}");
+    let ok = Policy::text_from(b"version = 1\n# \xc3\xa9\n".to_vec(), "t").unwrap();
+    parse(&ok).unwrap();
+}
+
+#[test]
+fn keys_nested_too_deep_are_refused_with_their_line() {
+    let deep = |n: usize| vec!["a"; n].join(".");
+    // 20,000 levels of a dotted key, of a table header, of inline tables and of arrays: toml's
+    // own error for the first two names no place (0:0 before).
+    for (what, text, line) in [
+        (
+            "dotted key",
+            format!("version = 1\n\n{} = 1\n", deep(20_000)),
+            3,
+        ),
+        (
+            "table header",
+            format!("version = 1\n[{}]\n", deep(20_000)),
+            2,
+        ),
+        (
+            "array of tables",
+            format!("version = 1\n[[{}]]\n", deep(40)),
+            2,
+        ),
+        (
+            "header and key",
+            format!("version = 1\n[{}]\nx = 1\n{} = 2\n", deep(20), deep(20)),
+            4,
+        ),
+        (
+            "inline tables",
+            format!(
+                "version = 1\nx = {}1{}\n",
+                "{a=".repeat(20_000),
+                "}".repeat(20_000)
+            ),
+            2,
+        ),
+        (
+            "arrays",
+            format!(
+                "version = 1\n\"q.q\" = '''\n\n'''\nx = {}{}\n",
+                "[".repeat(20_000),
+                "]".repeat(20_000)
+            ),
+            5,
+        ),
+    ] {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("invalid policy test.toml:{line}:"))
+                && err.contains("levels deep"),
+            "{what}: {}",
+            &err[..err.len().min(300)]
+        );
+    }
+    // Deep enough for every real key, and dots in strings, quoted keys and values count nothing.
+    let ok = format!(
+        "version = 1\n[context.x]\ndescription = \"{}\"\n\"{}\" = 1\nnet.limits.per_call = 4\n",
+        deep(100),
+        deep(100)
+    );
+    let err = parse(&ok).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown field") && err.contains("test.toml:4:"),
+        "{err}"
+    );
+    parse(EMBEDDED_DEFAULT).unwrap();
+    for f in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")).unwrap() {
+        let p = f.unwrap().path();
+        let text = std::fs::read_to_string(&p).unwrap();
+        // The scanner follows every shipped policy to its end (it gives up on nothing in them).
+        let mut scan = super::Scan {
+            b: text.as_bytes(),
+            i: 0,
+            line: 1,
+            line_start: 0,
+        };
+        assert_eq!(scan.document(), Ok(()), "{}", p.display());
+    }
+}

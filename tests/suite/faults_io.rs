@@ -435,3 +435,124 @@ pub fn control_crash_loop_keeps_the_port() -> Result<(), String> {
     )?;
     nothing_left(&before, "after a control-plane crash loop")
 }
+
+/// Run `sbx-exec ARGS` with a 1 GB address-space limit (`ulimit -v`); the run and how long it took.
+fn limited_memory(args: &[&str]) -> (Run, Duration) {
+    let mut c = Cmd::new("/bin/bash");
+    c.command()
+        .args(["-c", "ulimit -v 1048576 && exec \"$@\"", "bash", bin()])
+        .args(args);
+    let t = Instant::now();
+    let r = c.limit(Duration::from_secs(15)).run();
+    (r, t.elapsed())
+}
+
+/// Issue #26 ("no unbounded read"): `--policy` (and `policy check`, `policy show`, `probe`) reads
+/// only a regular file of at most 4 MiB and never blocks: /dev/zero, a FIFO with no writer and a
+/// 100 MB policy file, each under a 1 GB address-space limit, are refused with 125 within 5 s,
+/// naming what the file is and the fix; text that is not UTF-8 is named with its line and column,
+/// a key nested 20,000 deep with its line. Control: the same calls with a normal policy work.
+pub fn policy_reads_are_bounded_and_never_block() -> Result<(), String> {
+    use std::io::Write;
+    needs_isolation()?;
+    let dir = TempDir::new("faults-policy-read");
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("mkfifo: {e}"))?;
+    let good = crate::policy_tests::write_policy(dir.path(), crate::policy_tests::DEFAULT_TOML);
+    // A valid policy followed by 100 MB of comments: without the cap it is read and accepted.
+    let big = dir.path().join("big.toml");
+    {
+        let mut f = std::fs::File::create(&big).map_err(|e| e.to_string())?;
+        f.write_all(crate::policy_tests::DEFAULT_TOML.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let chunk = "# padding padding padding padding padding padding padding padding padding\n"
+            .repeat(1 << 14);
+        while f.metadata().map_err(|e| e.to_string())?.len() < 100_000_000 {
+            f.write_all(chunk.as_bytes()).map_err(|e| e.to_string())?;
+        }
+    }
+    let (fifo, good, big) = (
+        fifo.display().to_string(),
+        good.display().to_string(),
+        big.display().to_string(),
+    );
+    let calls = |f: &str| -> Vec<Vec<String>> {
+        [
+            vec!["--policy", f, "--ctx", "user", "--", "true"],
+            vec!["policy", "check", f],
+            vec!["--policy", f, "policy", "show"],
+            vec!["--policy", f, "probe"],
+        ]
+        .into_iter()
+        .map(|v| v.into_iter().map(String::from).collect())
+        .collect()
+    };
+    for (what, file, says) in [
+        (
+            "/dev/zero",
+            "/dev/zero",
+            "it is a character device, not a regular file",
+        ),
+        (
+            "a FIFO with no writer",
+            fifo.as_str(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            "a 100 MB file",
+            big.as_str(),
+            "more than the 4 MiB a policy file may have",
+        ),
+    ] {
+        for args in calls(file) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (r, took) = limited_memory(&args);
+            check(
+                r.code == Some(125)
+                    && took < Duration::from_secs(5)
+                    && r.stderr.contains(&format!("cannot read policy {file}: "))
+                    && r.stderr.contains(says)
+                    && r.stderr.contains("give the path of a policy file"),
+                || format!("{what}, {args:?}: took {took:?}: {}", r.show()),
+            )?;
+        }
+    }
+    // Where the text goes wrong: the line and column of a byte that is not UTF-8, the line of a
+    // key nested too deep (toml's own error named neither).
+    let latin = dir.path().join("latin.toml");
+    std::fs::write(
+        &latin,
+        b"version = 1\n[context.x]\ndescription = \"caf\xe9\"\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let deep = dir.file(
+        "deep.toml",
+        &format!("version = 1\n# deep\n{} = 1\n", vec!["a"; 20_000].join(".")),
+    );
+    for (file, says) in [
+        (
+            latin.display().to_string(),
+            ":3:19: not UTF-8 (byte 0xe9 here)",
+        ),
+        (
+            deep.display().to_string(),
+            ":3:1: keys nest more than 32 levels deep",
+        ),
+    ] {
+        for args in calls(&file) {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let (r, _) = limited_memory(&args);
+            check(r.code == Some(125) && r.stderr.contains(says), || {
+                format!("{args:?}: {}", r.show())
+            })?;
+        }
+    }
+    // Control: a normal policy file, under the same limit.
+    for args in calls(&good) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (r, _) = limited_memory(&args);
+        r.expect_code(0, &format!("control {args:?}"))?;
+    }
+    Ok(())
+}
