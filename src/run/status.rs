@@ -7,30 +7,40 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::MsgFlags;
 
 use anyhow::{bail, Context as _, Result};
 
-/// The status stream (the caller's fd, close-on-exec). Writing to it never blocks the call: a
-/// pipe or FIFO is reopened through /proc/self/fd with `O_NONBLOCK` (a description of sbx-exec's
-/// own, so the caller's stays as it was), a socket is written with `MSG_DONTWAIT`; a record that
-/// does not fit (nobody reads) is dropped with a warning on stderr.
+/// The status stream (the caller's fd, close-on-exec). Writing to it never blocks the call for
+/// long, whatever the fd is: a pipe, FIFO or terminal is reopened through /proc/self/fd with
+/// `O_NONBLOCK` (a description of sbx-exec's own, so the caller's stays as it was), a socket is
+/// written with `MSG_DONTWAIT`, anything else that a reader can hold up (a terminal that cannot be
+/// reopened, a pty master, another device) only when `poll` says there is room within
+/// [`WRITABLE_WAIT`]; a regular file (or block device) waits for no reader. A record that does not
+/// fit (nobody reads, or the terminal's output is stopped) is dropped with a warning on stderr.
 pub struct StatusFd {
     file: File,
     fd: RawFd,
     how: Writes,
+    /// What it is, for the warning: "pipe", "terminal" or "stream".
+    what: &'static str,
 }
+
+/// How long a record waits for room on a stream that cannot be written without blocking.
+pub const WRITABLE_WAIT: Duration = Duration::from_millis(500);
 
 /// How records are written without blocking.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Writes {
-    /// A regular file or a terminal: a plain write.
+    /// A regular file or a block device: a plain write (no reader holds it up).
     Plain,
-    /// Our own non-blocking description of the caller's pipe.
+    /// Our own non-blocking description of the caller's pipe or terminal.
     NonBlocking,
-    /// A pipe that could not be reopened: written only when `poll` says there is room.
+    /// A stream that could not be reopened: written only when `poll` says there is room, waiting
+    /// at most [`WRITABLE_WAIT`].
     WhenWritable,
     /// A socket: `send` with `MSG_DONTWAIT`.
     Socket,
@@ -38,7 +48,8 @@ enum Writes {
 
 impl StatusFd {
     /// The status stream on fd `fd`, taken over by [`crate::sys::claim_named_fds`]: made
-    /// close-on-exec, so it reaches no child.
+    /// close-on-exec, so it reaches no child. It must be open for writing (not `O_PATH` or
+    /// read-only: sbx-exec never makes a writable handle of one).
     pub fn open(fd: RawFd, owned: Option<OwnedFd>) -> Result<StatusFd> {
         let Some(owned) = owned else {
             bail!("--status-fd {fd}: file descriptor {fd} is not open; open it for writing, e.g. {fd}>status.jsonl");
@@ -48,18 +59,43 @@ impl StatusFd {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
         .with_context(|| format!("--status-fd {fd}"))?;
-        let kind = nix::sys::stat::fstat(owned.as_raw_fd())
-            .map(|st| st.st_mode & libc::S_IFMT)
-            .unwrap_or(0);
+        let flags = nix::fcntl::fcntl(owned.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFL)
+            .with_context(|| format!("--status-fd {fd}"))?;
+        let writable = flags & libc::O_PATH == 0
+            && matches!(flags & libc::O_ACCMODE, libc::O_WRONLY | libc::O_RDWR);
+        if !writable {
+            bail!("--status-fd {fd}: file descriptor {fd} is not open for writing; open it for writing, e.g. {fd}>status.jsonl");
+        }
+        let st = nix::sys::stat::fstat(owned.as_raw_fd()).ok();
+        let kind = st.map_or(0, |st| st.st_mode & libc::S_IFMT);
+        let terminal =
+            kind == libc::S_IFCHR && nix::unistd::isatty(owned.as_raw_fd()).unwrap_or(false);
         let (file, how) = match kind {
-            libc::S_IFIFO => match reopen_nonblocking(fd) {
+            libc::S_IFIFO => match reopen_nonblocking(fd, st) {
                 Some(f) => (f, Writes::NonBlocking),
                 None => (File::from(owned), Writes::WhenWritable),
             },
             libc::S_IFSOCK => (File::from(owned), Writes::Socket),
-            _ => (File::from(owned), Writes::Plain),
+            libc::S_IFREG | libc::S_IFBLK => (File::from(owned), Writes::Plain),
+            _ => match st.filter(|st| terminal && !multiplexer(st.st_rdev)) {
+                Some(_) => match reopen_nonblocking(fd, st) {
+                    Some(f) => (f, Writes::NonBlocking),
+                    None => (File::from(owned), Writes::WhenWritable),
+                },
+                None => (File::from(owned), Writes::WhenWritable),
+            },
         };
-        Ok(StatusFd { file, fd, how })
+        let what = match kind {
+            libc::S_IFIFO => "pipe",
+            _ if terminal => "terminal",
+            _ => "stream",
+        };
+        Ok(StatusFd {
+            file,
+            fd,
+            how,
+            what,
+        })
     }
 
     pub fn line(&self, json: &str) {
@@ -68,13 +104,10 @@ impl StatusFd {
         let written = match self.how {
             Writes::Plain => (&self.file).write_all(data.as_bytes()).map(|()| data.len()),
             Writes::NonBlocking => (&self.file).write(data.as_bytes()),
-            Writes::WhenWritable => {
-                let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLOUT)];
-                match poll(&mut fds, PollTimeout::ZERO) {
-                    Ok(n) if n > 0 => (&self.file).write(data.as_bytes()),
-                    _ => Err(std::io::ErrorKind::WouldBlock.into()),
-                }
-            }
+            Writes::WhenWritable => match writable_within(&self.file, WRITABLE_WAIT) {
+                true => (&self.file).write(data.as_bytes()),
+                false => Err(std::io::ErrorKind::WouldBlock.into()),
+            },
             Writes::Socket => {
                 let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
                 nix::sys::socket::send(raw, data.as_bytes(), flags).map_err(Into::into)
@@ -87,8 +120,8 @@ impl StatusFd {
                 self.fd
             ),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => eprintln!(
-                "sbx-exec: warning: --status-fd {}: the pipe is full (nobody reads it); a status record was dropped",
-                self.fd
+                "sbx-exec: warning: --status-fd {}: the {} is full or stopped (nobody reads it); a status record was dropped",
+                self.fd, self.what
             ),
             // A reader that went away (EPIPE) or a closed stream: nothing to tell anyone.
             Err(_) => {}
@@ -96,13 +129,39 @@ impl StatusFd {
     }
 }
 
-/// A write-only, non-blocking, close-on-exec description of the pipe on `fd` of sbx-exec's own.
-fn reopen_nonblocking(fd: RawFd) -> Option<File> {
-    std::fs::OpenOptions::new()
+/// Does `poll` say `file` has room within `wait` (signals that interrupt it count against it)?
+fn writable_within(file: &File, wait: Duration) -> bool {
+    let end = Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO);
+        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLOUT)];
+        match poll(&mut fds, ms) {
+            Ok(n) => return n > 0,
+            Err(nix::errno::Errno::EINTR) if !left.is_zero() => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A character device whose every open makes a new one (`/dev/ptmx`, a pty master's, 5:2) or
+/// means the opener's own terminal (`/dev/tty`, 5:0): reopening it would not reach the same stream.
+fn multiplexer(rdev: libc::dev_t) -> bool {
+    libc::major(rdev) == 5 && matches!(libc::minor(rdev), 0 | 2)
+}
+
+/// A write-only, non-blocking, close-on-exec description of the pipe or terminal on `fd` of
+/// sbx-exec's own (never the controlling terminal: `O_NOCTTY`); `None` unless it is the same file
+/// (`st`, the caller's).
+fn reopen_nonblocking(fd: RawFd, st: Option<nix::sys::stat::FileStat>) -> Option<File> {
+    let f = std::fs::OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
         .open(format!("/proc/self/fd/{fd}"))
-        .ok()
+        .ok()?;
+    let (st, now) = (st?, nix::sys::stat::fstat(f.as_raw_fd()).ok()?);
+    let same = (st.st_dev, st.st_ino, st.st_rdev) == (now.st_dev, now.st_ino, now.st_rdev);
+    same.then_some(f)
 }
 
 /// Write `json` to the status stream, if there is one.

@@ -436,6 +436,99 @@ pub fn control_crash_loop_keeps_the_port() -> Result<(), String> {
     nothing_left(&before, "after a control-plane crash loop")
 }
 
+/// Issue #26 ("no unbounded write"): `--status-fd` on a terminal nobody reads, its output stopped
+/// (`tcflow(TCOOFF)`) or its buffer full, does not hold the call: it ends within a few seconds
+/// with the command's status, the records dropped with a warning, and the caller's terminal stays
+/// blocking. Control: the same pty, read, gets both records.
+pub fn status_fd_on_a_stuck_terminal_does_not_block() -> Result<(), String> {
+    needs_isolation()?;
+    let python = require_tool("/usr/bin/python3")?;
+    let before = snapshot();
+    let script = r#"
+import os, select, subprocess, sys, termios, time
+mode = sys.argv[2]
+m, s = os.openpty()
+if mode == "stopped":
+    termios.tcflow(s, termios.TCOOFF)
+elif mode == "full":
+    # Filled until it takes nothing more, even after the pty moved what it could to the master.
+    os.set_blocking(s, False)
+    while True:
+        n = 0
+        for size in (1024, 1):
+            try:
+                while True:
+                    n += os.write(s, b"x" * size)
+            except BlockingIOError:
+                pass
+        if n == 0:
+            break
+        time.sleep(0.2)
+    os.set_blocking(s, True)
+t = time.time()
+try:
+    p = subprocess.run([sys.argv[1], "--status-fd", str(s), "--ctx", "user", "--", "sh", "-c", "exit 3"],
+                       pass_fds=(s,), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=20)
+    rc, err = p.returncode, p.stderr.decode()
+except subprocess.TimeoutExpired as e:
+    rc, err = "timeout", (e.stderr or b"").decode()
+took = round(time.time() - t, 2)
+got = b""
+if mode == "read":
+    while select.select([m], [], [], 0.5)[0]:
+        got += os.read(m, 65536)
+print("rc", rc, "took", took, "blocking", os.get_blocking(s))
+print(got.decode(errors="replace").replace("\r", ""))
+sys.stderr.write(err)
+"#;
+    let run = |mode: &str| {
+        let mut c = Cmd::new(&python);
+        c.command().args(["-c", script, bin(), mode]);
+        let r = c.limit(Duration::from_secs(40)).run();
+        let head: Vec<String> = r
+            .stdout
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        (r, head)
+    };
+    for mode in ["stopped", "full"] {
+        let (r, f) = run(mode);
+        check(f.len() == 6 && f[1] == "3", || {
+            format!("{mode} terminal: not the command's status: {}", r.show())
+        })?;
+        let took: f64 = f[3].parse().unwrap_or(99.0);
+        check(took < 5.0, || {
+            format!("{mode} terminal: the call took {took} s: {}", r.show())
+        })?;
+        check(f[5] == "True", || {
+            format!(
+                "{mode} terminal: the caller's terminal was made non-blocking: {}",
+                r.show()
+            )
+        })?;
+        check(
+            r.stderr.contains("--status-fd") && r.stderr.contains("terminal"),
+            || {
+                format!(
+                    "{mode} terminal: no warning about the dropped records: {}",
+                    r.show()
+                )
+            },
+        )?;
+    }
+    let (r, f) = run("read");
+    check(f.len() == 6 && f[1] == "3", || r.show())?;
+    check(
+        r.stdout.contains("{\"child-pid\":") && r.stdout.contains("{\"exit-code\":3,"),
+        || format!("a terminal that is read got no records: {}", r.show()),
+    )?;
+    nothing_left(&before, "after a stuck terminal as the status stream")
+}
+
 /// Run `sbx-exec ARGS` with a 1 GB address-space limit (`ulimit -v`); the run and how long it took.
 fn limited_memory(args: &[&str]) -> (Run, Duration) {
     let mut c = Cmd::new("/bin/bash");

@@ -232,6 +232,7 @@ fn main() {
         faults_io::runtime_dir_faults_name_their_cause,
         faults_io::limits_and_missing_proc_name_the_real_cause,
         faults_io::control_crash_loop_keeps_the_port,
+        faults_io::status_fd_on_a_stuck_terminal_does_not_block,
         faults_io::policy_reads_are_bounded_and_never_block,
     ]);
 }
