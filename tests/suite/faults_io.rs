@@ -649,3 +649,65 @@ pub fn policy_reads_are_bounded_and_never_block() -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Issue #26: a persistent context is joined even where /run/sbx is read-only (the lock is taken
+/// on a read-only descriptor: `flock` needs no write access), here a read-only bind of it in a
+/// mount namespace of the call's own. Control: a first call of another persistent context
+/// there, which must write its state, is refused with 125 naming the read-only directory, and
+/// starts no keeper.
+pub fn joins_work_on_a_read_only_runtime_dir() -> Result<(), String> {
+    needs_isolation()?;
+    crate::persist::runtime()?;
+    let dir = TempDir::new("faults-rojoin");
+    let (running, fresh) = (unique_name("fkro"), unique_name("fkrofirst"));
+    let pol = policy(&dir, &[&running, &fresh], "");
+    let before = snapshot();
+    run_in(&pol, &running, &["true"]).expect_code(0, "first call")?;
+    let script = "mount -o remount,bind,ro /run/sbx || exit 99; \
+                  touch /run/sbx/probe 2>/dev/null && echo writable; \
+                  \"$0\" --policy \"$1\" --ctx \"$2\" -- sh -c 'echo joined'; echo rc=$?; \
+                  \"$0\" --policy \"$1\" --ctx \"$3\" -- true; echo rc=$?";
+    let mut c = Cmd::new("unshare");
+    c.command().args([
+        "--mount",
+        "--propagation",
+        "private",
+        "/bin/sh",
+        "-c",
+        script,
+        bin(),
+        &pol,
+        &running,
+        &fresh,
+    ]);
+    let r = c.limit(Duration::from_secs(30)).run();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    let result = check(lines == ["joined", "rc=0", "rc=125"], || {
+        format!(
+            "a join and a first call on a read-only /run/sbx: {}",
+            r.show()
+        )
+    })
+    .and_then(|()| {
+        check(
+            r.stderr.contains(&format!("/run/sbx/{fresh}.lock"))
+                && r.stderr.contains("read-only")
+                && r.stderr.contains("remount it read-write"),
+            || {
+                format!(
+                    "the refusal does not name the read-only directory: {}",
+                    r.show()
+                )
+            },
+        )
+    })
+    .and_then(|()| {
+        check(recorded_keeper(&fresh).is_none(), || {
+            "a first call on a read-only /run/sbx left a keeper".into()
+        })
+    });
+    stop(&pol, &running).expect_code(0, "ctx stop")?;
+    stop(&pol, &fresh);
+    result?;
+    nothing_left(&before, "after joins on a read-only /run/sbx")
+}

@@ -234,5 +234,6 @@ fn main() {
         faults_io::control_crash_loop_keeps_the_port,
         faults_io::status_fd_on_a_stuck_terminal_does_not_block,
         faults_io::policy_reads_are_bounded_and_never_block,
+        faults_io::joins_work_on_a_read_only_runtime_dir,
     ]);
 }

@@ -207,20 +207,7 @@ pub fn try_lock(dir: &Path, ctx: &str) -> Result<Option<Lock>> {
 
 fn lock_with(dir: &Path, ctx: &str, how: FlockArg) -> Result<Option<Lock>> {
     let path = dir.join(format!("{ctx}.lock"));
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(&path)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot open {}: {}",
-                path.display(),
-                crate::error::cause(&e)
-            )
-        })?;
+    let f = open_lock(&path)?;
     match Flock::lock(f, how) {
         Ok(locked) => Ok(Some(Lock(locked))),
         Err((_, nix::errno::Errno::EWOULDBLOCK)) if how == FlockArg::LockExclusiveNonblock => {
@@ -231,6 +218,40 @@ fn lock_with(dir: &Path, ctx: &str, how: FlockArg) -> Result<Option<Lock>> {
             path.display(),
             crate::error::errno_cause(e)
         ),
+    }
+}
+
+/// The lock file, created if missing. On a read-only runtime directory (`EROFS`) an existing one
+/// is opened read-only: `flock` needs no write access, so joins of a running context still work;
+/// a missing one cannot be made, and the call (a first call, which must write state) is refused
+/// naming the read-only directory.
+fn open_lock(path: &Path) -> Result<File> {
+    let open = |write: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(write)
+            .create(write)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    let cannot = |e: &std::io::Error| {
+        anyhow::anyhow!("cannot open {}: {}", path.display(), crate::error::cause(e))
+    };
+    match open(true) {
+        Ok(f) => Ok(f),
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => match open(false) {
+            Ok(f) => Ok(f),
+            Err(n) if n.kind() == std::io::ErrorKind::NotFound => bail!(
+                "cannot open {}: {}: the runtime directory {RUNTIME_DIR} is read-only, so this context's state cannot be \
+                 recorded; a running persistent context can still be joined there, but starting one needs {RUNTIME_DIR} \
+                 writable by root (remount it read-write); nothing was run",
+                path.display(),
+                crate::error::cause(&e)
+            ),
+            Err(n) => Err(cannot(&n)),
+        },
+        Err(e) => Err(cannot(&e)),
     }
 }
 
