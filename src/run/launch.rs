@@ -299,13 +299,37 @@ fn command(
     Ok((env, program))
 }
 
-/// A one-shot sandbox: output masking if asked, fresh namespaces, supervise, report.
+/// A one-shot sandbox: output masking if asked, fresh namespaces, supervise, report. Whatever
+/// fails once the masking process or the call's cgroup exists, they are ended before the error
+/// is returned: the masking process waited for (what it holds is written out) and the cgroup
+/// removed ([`CallCgroup`]'s drop), so a refused call leaves nothing behind.
 fn one_shot(
     call: OneShot,
-    mut sandbox: Sandbox,
+    sandbox: Sandbox,
     target: &Target,
     secret_set: SecretSet,
     proxying: crate::run::net::Proxying,
+) -> Result<i32> {
+    // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
+    let mut masking = match call.ctx.secrets.redact && secret_set.iter().next().is_some() {
+        true => Some(crate::run::masking::start(&secret_set)?),
+        false => None,
+    };
+    drop(secret_set);
+    let r = one_shot_masked(call, sandbox, target, proxying, &mut masking);
+    if let Some(m) = masking {
+        m.wait();
+    }
+    r
+}
+
+/// [`one_shot`] once its output masking runs (`masking`, detached once the sandbox exists).
+fn one_shot_masked(
+    call: OneShot,
+    mut sandbox: Sandbox,
+    target: &Target,
+    proxying: crate::run::net::Proxying,
+    masking: &mut Option<crate::run::masking::Redactor>,
 ) -> Result<i32> {
     let OneShot {
         ctx_name,
@@ -314,12 +338,7 @@ fn one_shot(
         mut errors,
         limit,
     } = call;
-    // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
-    let masking = match ctx.secrets.redact && secret_set.iter().next().is_some() {
-        true => Some(crate::run::masking::start(&secret_set)?),
-        false => None,
-    };
-    drop(secret_set);
+    // From here on every return, an error included, removes the cgroup (when it is empty).
     let cgroup = CallCgroup::create(ctx_name, ctx)?;
     if let Some(m) = sandbox.mounts.as_mut() {
         m.show_cgroups(&cgroup.paths());
@@ -335,28 +354,19 @@ fn one_shot(
     let inner = bridge.as_ref().map(crate::run::net::Bridge::inner);
     let started = crate::run::init::start(ctx_name, sandbox, target, cgroup.procs(), inner);
     errors.close_write();
-    if let Some(m) = &masking {
+    if let Some(m) = masking {
         m.detach();
     }
+    let child = started?;
     // Threads start only now, after the clone: the published ports' forwarders, and the proxy on
     // its first connection (SIGIO, taken while waiting below).
-    let mut net = match (&started, bridge) {
-        (Ok(child), Some(b)) => Some(b.start(proxying, true).inspect_err(|_| {
+    let mut net = match bridge {
+        Some(b) => Some(b.start(proxying, true).inspect_err(|_| {
             // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
-            let _ = nix::sys::signal::kill(*child, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(*child, None);
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
         })?),
-        _ => None,
-    };
-    let child = match started {
-        Ok(child) => child,
-        Err(e) => {
-            if let Some(m) = masking {
-                m.wait();
-            }
-            cgroup.remove();
-            return Err(e);
-        }
+        None => None,
     };
     report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
@@ -378,7 +388,7 @@ fn one_shot(
     };
     // The counters go only to the status stream: without one, they are not read.
     cgroup.finish(status.is_some().then_some(&mut end));
-    if let Some(m) = masking {
+    if let Some(m) = masking.take() {
         m.wait();
     }
     report(status, &errors.end_json(&end));
@@ -386,8 +396,9 @@ fn one_shot(
 }
 
 /// The cgroup of one one-shot call (`[limits]`): a leaf `sbx-CTX-PID` under sbx-exec's `sbx`
-/// directory, created before the sandbox exists, joined by its pid 1 first thing, read and
-/// removed when the call ends.
+/// directory, created before the sandbox exists, joined by its pid 1 first thing, read when the
+/// call ends, and removed when dropped: at the end of the call, and on every error once it exists
+/// (a published port in use, a clone or a network that failed), so no refusal leaves it behind.
 struct CallCgroup(Option<(crate::plan::cgroup::Plan, Vec<OwnedFd>)>);
 
 impl CallCgroup {
@@ -418,8 +429,8 @@ impl CallCgroup {
             .collect()
     }
 
-    /// Add the cgroup's counters to the end record (if there is one to report), then remove the
-    /// cgroup.
+    /// Add the cgroup's counters to the end record (if there is one to report); the cgroup is
+    /// removed as this returns.
     fn finish(self, end: Option<&mut End>) {
         if let (Some((plan, _)), Some(end)) = (&self.0, end) {
             let s = cgroup::stats(&cgroup::Host, plan);
@@ -430,11 +441,15 @@ impl CallCgroup {
                 end.cpu_ms = ns / 1_000_000;
             }
         }
-        self.remove();
     }
+}
 
-    fn remove(self) {
-        cgroup::remove_when_empty(&self.paths());
+impl Drop for CallCgroup {
+    fn drop(&mut self) {
+        if let Some((_, procs)) = self.0.as_mut() {
+            procs.clear();
+            cgroup::remove_when_empty(&self.paths());
+        }
     }
 }
 

@@ -183,8 +183,19 @@ impl Bridge {
         .context("cannot create the socket pair for the sandbox's network")?;
         let mut published = Vec::new();
         for &port in &plan.publish {
-            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).with_context(|| {
-                format!("cannot publish port {port} on the container's 127.0.0.1 (net.publish); is it in use (by another call of this context)?")
+            // Only a port in use is blamed on another call; any other failure (EMFILE, ENOBUFS,
+            // EACCES...) is named as it is, with the limit it hit.
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(|e| {
+                match e.raw_os_error() {
+                    Some(libc::EADDRINUSE) => anyhow!(
+                        "cannot publish port {port} on the container's 127.0.0.1 (net.publish): it is in use \
+                         (by another call of this context?); free it or publish another port"
+                    ),
+                    _ => anyhow!(
+                        "cannot publish port {port} on the container's 127.0.0.1 (net.publish): {}",
+                        crate::error::cause(&e)
+                    ),
+                }
             })?;
             published.push((port, l));
         }

@@ -711,3 +711,112 @@ pub fn joins_work_on_a_read_only_runtime_dir() -> Result<(), String> {
     result?;
     nothing_left(&before, "after joins on a read-only /run/sbx")
 }
+
+/// The cgroup leaves (`sbx-NAME-PID`) of context `name`, anywhere in the cgroup tree.
+fn leaves_of(name: &str) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, depth: usize, prefix: &str, out: &mut Vec<std::path::PathBuf>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            if e.file_name().to_string_lossy().starts_with(prefix) {
+                out.push(e.path());
+            }
+            if depth > 0 {
+                walk(&e.path(), depth - 1, prefix, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(
+        std::path::Path::new("/sys/fs/cgroup"),
+        8,
+        &format!("sbx-{name}-"),
+        &mut out,
+    );
+    out
+}
+
+/// Issue #26: a one-shot call that fails after its cgroup is made removes it before returning:
+/// here `net.publish` of a port the test holds on 127.0.0.1 (refused saying it is in use), and
+/// the same port with too few fds left to bind it (refused naming EMFILE and the limit, not a
+/// port in use). Control: the same context with the port free makes its leaf while it runs.
+pub fn refused_one_shot_calls_leave_no_cgroup() -> Result<(), String> {
+    needs_isolation()?;
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let v1 = std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists();
+    if !(v1 || v2) {
+        return Err(format!("{SKIP_HOST}no pids cgroup controller here"));
+    }
+    let dir = TempDir::new("faults-pubcg");
+    let name = unique_name("fkpub");
+    let port = crate::g3_control::free_ports().0;
+    let text = format!(
+        "version = 1\n[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\n\
+         env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n\
+         net = {{ mode = \"private\", publish = [{port}] }}\n[context.{name}.limits]\npids_max = 64\n"
+    );
+    let pol = dir.file("policy.toml", &text).display().to_string();
+    let before = snapshot();
+    // Control: the port free, the call makes its leaf and removes it at the end.
+    let mut call = Command::new(bin())
+        .args(["--policy", &pol, "--ctx", &name, "--", "sleep", "1"])
+        .env_clear()
+        .env("PATH", SUITE_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let seen = wait_until(Duration::from_secs(5), || !leaves_of(&name).is_empty());
+    let code = call.wait().map_err(|e| e.to_string())?.code();
+    check(seen && code == Some(0), || {
+        format!("control: leaf seen {seen}, exit {code:?}")
+    })?;
+    check(leaves_of(&name).is_empty(), || {
+        format!("control: leaves left: {:?}", leaves_of(&name))
+    })?;
+    // The port in use.
+    let held = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    let r = run_in(&pol, &name, &["true"]);
+    let left = leaves_of(&name);
+    r.expect_code(125, "a published port in use")?;
+    check(
+        r.stderr.contains(&format!("cannot publish port {port}")) && r.stderr.contains("in use"),
+        || r.show(),
+    )?;
+    check(left.is_empty(), || {
+        format!("a call refused for a port in use left {left:?}")
+    })?;
+    drop(held);
+    // Too few fds: some limit lets the launch reach the bind and no further.
+    let mut reached = Vec::new();
+    for n in 8..64 {
+        let script = format!("ulimit -n {n} && exec \"$0\" --policy \"$1\" --ctx {name} -- true");
+        let r = bash(&script, &pol, 10);
+        let left = leaves_of(&name);
+        check(left.is_empty(), || {
+            format!("a call with {n} fds left {left:?}: {}", r.show())
+        })?;
+        if r.stderr.contains(&format!("cannot publish port {port}")) {
+            check(
+                r.code == Some(125)
+                    && r.stderr.contains("EMFILE")
+                    && r.stderr.contains("RLIMIT_NOFILE")
+                    && !r.stderr.contains("in use"),
+                || format!("with {n} fds: {}", r.show()),
+            )?;
+            reached.push(n);
+        }
+        if r.code == Some(0) {
+            break;
+        }
+    }
+    check(!reached.is_empty(), || {
+        "no fd limit made the bind of the published port fail".into()
+    })?;
+    nothing_left(&before, "after refused one-shot calls with limits")
+}

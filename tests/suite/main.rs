@@ -235,5 +235,6 @@ fn main() {
         faults_io::status_fd_on_a_stuck_terminal_does_not_block,
         faults_io::policy_reads_are_bounded_and_never_block,
         faults_io::joins_work_on_a_read_only_runtime_dir,
+        faults_io::refused_one_shot_calls_leave_no_cgroup,
     ]);
 }
