@@ -279,6 +279,11 @@ pub struct SecretsPolicy {
     /// at least 1); after that the call is refused with 125 instead of waiting for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_timeout: Option<u64>,
+    /// Secrets every call needs (plain names, each admitted by `allow`): a call whose
+    /// `--secrets-fd` is missing, empty or lacks one of them is refused with 125 naming the
+    /// missing names, and nothing runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub require: Vec<EnvName>,
 }
 
 impl SecretsPolicy {

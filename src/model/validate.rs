@@ -113,6 +113,7 @@ const RULES: &[Rule] = &[
     run_as_keeps_no_caps,
     no_port_zero,
     secret_files_rules,
+    secrets_require_rules,
     bind_rules,
     ptrace_needs_seccomp,
     persist_rules,
@@ -283,6 +284,26 @@ fn secret_files_rules(ctx: &Context) -> std::result::Result<(), String> {
         Some(f) => Err(format!("secrets.files lists {f}, which secrets.allow does not admit; add it to secrets.allow or remove it from files")),
         None => Ok(()),
     }
+}
+
+/// `secrets.require`: each a name `secrets.allow` admits (a call could never hand it otherwise),
+/// listed once, and not one the injection filter refuses as a secret (unless it is a file).
+fn secrets_require_rules(ctx: &Context) -> std::result::Result<(), String> {
+    let s = &ctx.secrets;
+    for (i, r) in s.require.iter().enumerate() {
+        if !s.allow.iter().any(|a| a.matches(&r.0)) {
+            return Err(format!("secrets.require lists {r}, which secrets.allow does not admit, so no call could hand it; add it to secrets.allow or remove it from require"));
+        }
+        if s.require[..i].contains(r) {
+            return Err(format!(
+                "secrets.require lists {r} twice; list each name once"
+            ));
+        }
+        if env_names::is_denied(&r.0) && !s.files.contains(r) {
+            return Err(format!("secrets.require lists {r}, which is refused as a secret (it makes programs load code from its value); deliver it as a file (secrets.files) or require another name"));
+        }
+    }
+    Ok(())
 }
 
 /// Bound secrets: each entry well-formed, every name admitted by `secrets.allow`, none also a

@@ -354,3 +354,53 @@ fn keys_nested_too_deep_are_refused_with_their_line() {
         assert_eq!(scan.document(), Ok(()), "{}", p.display());
     }
 }
+
+#[test]
+fn required_secrets_must_be_admitted_plain_names() {
+    let ctx = |secrets: &str| {
+        format!(
+            "version = 1\n[context.p]\nnamespaces = [\"mount\"]\n[context.p.secrets]\n{secrets}\n"
+        )
+    };
+    let ok = parse(&ctx(
+        "allow = [\"PG*\", \"TOKEN\"]\nrequire = [\"PGPASSWORD\", \"TOKEN\"]",
+    ))
+    .unwrap();
+    let names: Vec<&str> = ok
+        .context("p")
+        .unwrap()
+        .secrets
+        .require
+        .iter()
+        .map(|n| n.0.as_str())
+        .collect();
+    assert_eq!(names, ["PGPASSWORD", "TOKEN"]);
+    for (bad, says) in [
+        (
+            "allow = [\"PG*\"]\nrequire = [\"TOKEN\"]",
+            "secrets.require lists TOKEN, which secrets.allow does not admit",
+        ),
+        ("require = [\"TOKEN\"]", "secrets.allow does not admit"),
+        ("allow = [\"PG*\"]\nrequire = [\"PG*\"]", "test.toml:6:"),
+        ("allow = [\"PG*\"]\nrequire = [\"1PG\"]", "test.toml:6:"),
+        ("allow = [\"PG*\"]\nrequire = [\"PGA\", \"PGA\"]", "twice"),
+        (
+            "allow = [\"LD_*\"]\nrequire = [\"LD_PRELOAD\"]",
+            "refused as a secret",
+        ),
+    ] {
+        let err = parse(&ctx(bad)).unwrap_err().to_string();
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    // Delivered as a file, an injection name is sbx-exec's path: it may be required.
+    parse(&ctx(
+        "allow = [\"PGPASSFILE\"]\nfiles = [\"PGPASSFILE\"]\nrequire = [\"PGPASSFILE\"]",
+    ))
+    .unwrap();
+    // `policy show` prints it only where it is set.
+    let shown = toml::to_string(&ok.context("p").unwrap().secrets).unwrap();
+    assert!(shown.contains("require"), "{shown}");
+    let none = parse(&ctx("allow = [\"PG*\"]")).unwrap();
+    let shown = toml::to_string(&none.context("p").unwrap().secrets).unwrap();
+    assert!(!shown.contains("require"), "{shown}");
+}

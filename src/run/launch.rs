@@ -453,13 +453,26 @@ impl Drop for CallCgroup {
     }
 }
 
+/// The secrets handed on `--secrets-fd`, checked against the context (names it takes, names it
+/// requires). A context that requires secrets (`secrets.require`) refuses a call without the fd,
+/// or whose stream lacks one of them, naming the missing names (never a value): nothing runs.
 fn read_secrets(
     ctx_name: &str,
     ctx: &Context,
     fd: Option<RawFd>,
     owned: Option<OwnedFd>,
 ) -> Result<SecretSet> {
+    let required = &ctx.secrets.require;
     let Some(fd) = fd else {
+        if !required.is_empty() {
+            let names: Vec<&str> = required.iter().map(|n| n.0.as_str()).collect();
+            bail!(
+                "context {ctx_name:?} requires the secrets {} ([context.{ctx_name}.secrets] require), but no --secrets-fd \
+                 was given; nothing was run. Hand them on a pipe, e.g. --secrets-fd 3 3<<<\"{}=...\"",
+                names.join(", "),
+                names[0]
+            );
+        }
         return Ok(SecretSet::default());
     };
     if ctx.secrets.allow.is_empty() {
@@ -471,6 +484,7 @@ fn read_secrets(
     let set = secrets::read_fd(fd, owned, ctx.secrets.read_timeout())?;
     set.check_injection(&ctx.secrets.files)?;
     set.check_allowed(ctx_name, &ctx.secrets.allow)?;
+    set.check_required(ctx_name, required)?;
     Ok(set)
 }
 

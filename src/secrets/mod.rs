@@ -85,6 +85,38 @@ impl SecretSet {
     }
 }
 
+impl SecretSet {
+    /// Refuse a set that lacks any of the names this context requires (`secrets.require`),
+    /// naming every missing one and never a value.
+    pub fn check_required(&self, ctx: &str, required: &[EnvName]) -> Result<()> {
+        let missing: Vec<&str> = required
+            .iter()
+            .map(|r| r.0.as_str())
+            .filter(|r| !self.0.iter().any(|s| s.name == *r))
+            .collect();
+        if !missing.is_empty() {
+            let handed = match self.0.is_empty() {
+                true => "the secrets stream is empty".to_string(),
+                false => format!(
+                    "the secrets stream has only {}",
+                    self.0
+                        .iter()
+                        .map(|s| s.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            bail!(
+                "context {ctx:?} requires the secret{} {} ([context.{ctx}.secrets] require), but {handed}; \
+                 nothing was run. Hand every required secret on --secrets-fd",
+                if missing.len() == 1 { "" } else { "s" },
+                missing.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Read every byte of the secrets fd numbered `fd` (taken over by [`crate::sys::claim_named_fds`];
 /// closed on return, before any child exists, so it never reaches the target) and parse it.
 /// The writer has `timeout` to send everything and close its end: each read waits (`poll`) only
@@ -386,5 +418,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PGPASSWORD") && !err.contains(VALUE), "{err}");
+    }
+
+    #[test]
+    fn required_names_are_checked_naming_only_the_missing() {
+        let req = |names: &[&str]| -> Vec<EnvName> {
+            names.iter().map(|n| EnvName(n.to_string())).collect()
+        };
+        let set = parse(format!("PGPASSWORD={VALUE}\nTOKEN={VALUE}").as_bytes()).unwrap();
+        set.check_required("p", &req(&["PGPASSWORD", "TOKEN"]))
+            .unwrap();
+        set.check_required("p", &[]).unwrap();
+        let err = set
+            .check_required("p", &req(&["PGPASSWORD", "AWS_KEY", "PGUSER"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("requires the secrets AWS_KEY, PGUSER")
+                && err.contains("has only PGPASSWORD, TOKEN")
+                && !err.contains(VALUE),
+            "{err}"
+        );
+        let err = SecretSet::default()
+            .check_required("p", &req(&["PGPASSWORD"]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("requires the secret PGPASSWORD") && err.contains("empty"),
+            "{err}"
+        );
     }
 }

@@ -820,3 +820,80 @@ pub fn refused_one_shot_calls_leave_no_cgroup() -> Result<(), String> {
     })?;
     nothing_left(&before, "after refused one-shot calls with limits")
 }
+
+/// Issue #26: a context that names the secrets it needs (`secrets.require`) refuses, with 125 and
+/// before anything runs, a call without `--secrets-fd`, with an empty stream or with one that
+/// lacks a required name, naming the missing ones and never a value. Control: every required
+/// secret handed, the command runs and gets them.
+pub fn required_secrets_refuse_calls_that_lack_them() -> Result<(), String> {
+    needs_isolation()?;
+    let dir = TempDir::new("faults-require");
+    let text = "version = 1\n[context.req]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\n\
+                env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n\
+                [context.req.secrets]\nallow = [\"PGPASSWORD\", \"TOKEN\", \"EXTRA\"]\n\
+                require = [\"PGPASSWORD\", \"TOKEN\"]\n";
+    let pol = dir.file("policy.toml", text).display().to_string();
+    const VALUE: &str = "sekrit-value-9f2c";
+    let status = dir.path().join("status");
+    let call = |secrets: Option<&str>| {
+        let (fd, redirect) = match secrets {
+            Some(s) => {
+                let f = dir.file("secrets", s);
+                ("--secrets-fd 3", format!("3<{}", f.display()))
+            }
+            None => ("", String::new()),
+        };
+        let script = format!(
+            "exec \"$0\" --policy \"$1\" --ctx req --status-fd 4 {fd} -- sh -c 'echo \"ran:$PGPASSWORD:$TOKEN\"' {redirect} 4>{}",
+            status.display()
+        );
+        let r = bash(&script, &pol, 20);
+        let records = std::fs::read_to_string(&status).unwrap_or_default();
+        (r, records)
+    };
+    for (what, secrets, says) in [
+        (
+            "no --secrets-fd",
+            None,
+            "requires the secrets PGPASSWORD, TOKEN ([context.req.secrets] require), but no --secrets-fd was given",
+        ),
+        (
+            "an empty stream",
+            Some(""),
+            "requires the secrets PGPASSWORD, TOKEN ([context.req.secrets] require), but the secrets stream is empty",
+        ),
+        (
+            "one of two",
+            Some(&format!("PGPASSWORD={VALUE}\nEXTRA={VALUE}\n")[..]),
+            "requires the secret TOKEN ([context.req.secrets] require), but the secrets stream has only PGPASSWORD, EXTRA",
+        ),
+        (
+            "one of two, as JSON",
+            Some(&format!("{{\"TOKEN\": \"{VALUE}\"}}")[..]),
+            "requires the secret PGPASSWORD ([context.req.secrets] require)",
+        ),
+    ] {
+        let (r, records) = call(secrets);
+        check(
+            r.code == Some(125)
+                && r.stderr.contains(says)
+                && r.stderr.contains("nothing was run")
+                && !r.stdout.contains("ran:"),
+            || format!("{what}: {}", r.show()),
+        )?;
+        check(
+            !records.contains("child-pid") && records.contains("\"reason\":\"refused\""),
+            || format!("{what}: the command was started: {records}"),
+        )?;
+        check(
+            !r.stderr.contains(VALUE) && !records.contains(VALUE),
+            || format!("{what}: a value was echoed: {} {records}", r.show()),
+        )?;
+    }
+    let (r, records) = call(Some(&format!("TOKEN=t-{VALUE}\nPGPASSWORD=p-{VALUE}\n")));
+    r.expect_code(0, "every required secret handed")?;
+    check(
+        r.stdout.trim() == format!("ran:p-{VALUE}:t-{VALUE}") && records.contains("child-pid"),
+        || format!("{}: {records}", r.show()),
+    )
+}

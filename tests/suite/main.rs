@@ -236,5 +236,6 @@ fn main() {
         faults_io::policy_reads_are_bounded_and_never_block,
         faults_io::joins_work_on_a_read_only_runtime_dir,
         faults_io::refused_one_shot_calls_leave_no_cgroup,
+        faults_io::required_secrets_refuse_calls_that_lack_them,
     ]);
 }
