@@ -63,8 +63,8 @@ ctx stop: 1 if the context was not running. probe: 1 if some context cannot run 
     subcommand_negates_reqs = true,
 )]
 pub struct Cli {
-    /// Policy file to use instead of /etc/sbx/policy.toml or the embedded default (before or
-    /// after a subcommand; refused in setuid mode)
+    /// Policy file to use instead of /etc/sbx/policy.toml or the embedded default: a regular file
+    /// of at most 4 MiB (before or after a subcommand; refused in setuid mode)
     #[arg(long, value_name = "FILE", global = true)]
     pub policy: Option<PathBuf>,
     #[command(subcommand)]
@@ -88,7 +88,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
     pub secrets_fd: Option<RawFd>,
 
-    /// Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor
+    /// Write JSON status lines ({"child-pid":N}, then {"exit-code":N,"reason":R,...}; R is exited, signaled, timeout, oom, pids_limit or refused) to this file descriptor (open for writing; a record a terminal or device cannot take within 0.5 s is dropped, never waited for)
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..))]
     pub status_fd: Option<RawFd>,
 

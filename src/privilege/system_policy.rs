@@ -101,10 +101,19 @@ pub fn load_trusted(path: &Path) -> Result<Loaded> {
         Err(e) => return Err(e).with_context(|| format!("cannot open policy {}", path.display())),
     };
     judge(facts(&fd)?, false).map_err(|why| refuse(path, path, &why))?;
+    // Root's file, but read like any other policy: at most MAX_POLICY_BYTES.
     let mut text = String::new();
     std::fs::File::from(fd)
+        .take(model::load::MAX_POLICY_BYTES + 1)
         .read_to_string(&mut text)
         .with_context(|| format!("cannot read policy {}", path.display()))?;
+    if text.len() as u64 > model::load::MAX_POLICY_BYTES {
+        bail!(
+            "the system policy {} is larger than {} MiB; a policy is TOML text of at most that",
+            path.display(),
+            model::load::MAX_POLICY_BYTES >> 20
+        );
+    }
     let source = Source::System(path.to_path_buf());
     let policy = Policy::parse(&text, &source.to_string())?;
     if policy.context.is_empty() {
