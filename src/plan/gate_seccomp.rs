@@ -1,9 +1,13 @@
 //! The egress gate's own seccomp filter: an allow-list of what a forward proxy with TLS and a
 //! resolver needs (sockets of the four families it uses, reading and writing them, threads,
 //! memory, time, randomness, reading the resolver's files), everything else failing with `EPERM`.
-//! No `execve`, no `ptrace`, no mount or namespace calls, no `open` for writing (Landlock refuses
-//! the paths too), no new socket family (vsock, packet, ALG...). Built as data ([`build`]); the gate
-//! installs it before it reads a byte from the sandbox.
+//! No `execve`, no `ptrace`, no mount or namespace calls, no new socket family (vsock, packet,
+//! ALG...). Checked arguments where a call could reach beyond the gate: `openat` only without a
+//! flag that writes or creates ([`OPEN_WRITES`]; `open`, `creat` and `openat2` are not allowed at
+//! all, so libc's `openat` is the one way to open, and Landlock refuses the paths too), `tgkill`
+//! only to the gate's own threads, no `kill` or `tkill`, and `prctl` only to name a thread. Built
+//! as data ([`build`]) in the process it confines (it knows its own pid); the gate installs it
+//! before it reads a byte from the sandbox.
 
 use std::collections::BTreeMap;
 
@@ -31,7 +35,6 @@ const ALLOWED: &[i64] = &[
     libc::SYS_poll,
     libc::SYS_ppoll,
     libc::SYS_pselect6,
-    libc::SYS_openat,
     libc::SYS_faccessat,
     libc::SYS_faccessat2,
     libc::SYS_readlinkat,
@@ -72,10 +75,8 @@ const ALLOWED: &[i64] = &[
     libc::SYS_rt_sigprocmask,
     libc::SYS_rt_sigreturn,
     libc::SYS_sigaltstack,
-    libc::SYS_tgkill,
     libc::SYS_pause,
     libc::SYS_restart_syscall,
-    libc::SYS_prctl,
     libc::SYS_exit,
     libc::SYS_exit_group,
     // time, ids, randomness, limits
@@ -104,20 +105,51 @@ pub const SOCKET_FAMILIES: &[i32] = &[
     libc::AF_NETLINK,
 ];
 
-/// The gate's filter.
-pub fn build() -> Result<BpfProgram> {
+/// The `open` flags that write, create or truncate: `openat` with any of them is refused
+/// (`EPERM`). What the gate opens after the filter (the resolver's files, glibc's CPU count) it
+/// opens read-only.
+pub const OPEN_WRITES: u64 = (libc::O_WRONLY
+    | libc::O_RDWR
+    | libc::O_CREAT
+    | libc::O_TRUNC
+    | libc::O_APPEND
+    | (libc::O_TMPFILE & !libc::O_DIRECTORY)) as u64;
+
+/// The one `prctl` option the gate uses once confined: naming a thread (Rust's threads name
+/// themselves with `PR_SET_NAME`). Everything before the filter (dumpable, parent-death signal,
+/// no_new_privs) is done by then.
+pub const PRCTL_OPTIONS: &[i32] = &[libc::PR_SET_NAME];
+
+/// The gate's filter, for the process `own` (its pid, the tgid of all its threads): the only
+/// process `tgkill` may reach (glibc's `raise` and `abort`).
+pub fn build(own: libc::pid_t) -> Result<BpfProgram> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         ALLOWED.iter().map(|&nr| (nr, Vec::new())).collect();
-    let family = |f: i32| -> Result<SeccompRule> {
-        let c = SeccompCondition::new(0, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, f as u64)
+    let arg = |index: u8, op: SeccompCmpOp, value: u64| -> Result<SeccompRule> {
+        let c = SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)
             .context("seccomp condition")?;
         SeccompRule::new(vec![c]).context("seccomp rule")
     };
     let sockets = SOCKET_FAMILIES
         .iter()
-        .map(|&f| family(f))
+        .map(|&f| arg(0, SeccompCmpOp::Eq, f as u64))
         .collect::<Result<Vec<_>>>()?;
     rules.insert(libc::SYS_socket, sockets);
+    // openat(dirfd, path, flags, mode): flags without a bit of OPEN_WRITES.
+    rules.insert(
+        libc::SYS_openat,
+        vec![arg(2, SeccompCmpOp::MaskedEq(OPEN_WRITES), 0)?],
+    );
+    // tgkill(tgid, tid, sig): its own threads only.
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![arg(0, SeccompCmpOp::Eq, own as u32 as u64)?],
+    );
+    let prctl = PRCTL_OPTIONS
+        .iter()
+        .map(|&o| arg(0, SeccompCmpOp::Eq, o as u64))
+        .collect::<Result<Vec<_>>>()?;
+    rules.insert(libc::SYS_prctl, prctl);
     let filter = SeccompFilter::new(
         rules,
         SeccompAction::Errno(libc::EPERM as u32),
@@ -133,10 +165,11 @@ pub fn build() -> Result<BpfProgram> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
 
     #[test]
     fn the_gate_filter_builds_and_allows_no_exec_or_ptrace() {
-        let prog = build().unwrap();
+        let prog = build(std::process::id() as libc::pid_t).unwrap();
         assert!(!prog.is_empty());
         for never in [
             libc::SYS_execve,
@@ -147,11 +180,174 @@ mod tests {
             libc::SYS_unshare,
             libc::SYS_socketpair,
             libc::SYS_kill,
+            libc::SYS_tkill,
+            libc::SYS_openat2,
+            // checked below, never allowed whatever their arguments
+            libc::SYS_openat,
+            libc::SYS_tgkill,
+            libc::SYS_prctl,
         ] {
+            assert!(!ALLOWED.contains(&never), "{never}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        for never in [libc::SYS_open, libc::SYS_creat] {
             assert!(!ALLOWED.contains(&never), "{never}");
         }
         assert!(!SOCKET_FAMILIES.contains(&libc::AF_VSOCK));
         assert!(!SOCKET_FAMILIES.contains(&libc::AF_PACKET));
         assert!(!SOCKET_FAMILIES.contains(&libc::AF_ALG));
+    }
+
+    /// `f` run on a thread of its own under the gate's filter for this process (seccomp without
+    /// TSYNC confines only the calling thread): the kernel decides, not a model of the filter.
+    fn confined<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let prog = build(std::process::id() as libc::pid_t).unwrap();
+        std::thread::spawn(move || {
+            seccompiler::apply_filter(&prog).unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The errno of a raw result (0 when it succeeded).
+    fn errno(r: libc::c_long) -> i32 {
+        if r < 0 {
+            nix::errno::Errno::last_raw()
+        } else {
+            0
+        }
+    }
+
+    fn openat(path: &CString, flags: i32) -> i32 {
+        // SAFETY: a valid NUL-terminated path; the fd, if any, is closed at once.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags, 0o600) };
+        if fd >= 0 {
+            // SAFETY: the fd just opened, owned here.
+            unsafe { libc::close(fd) };
+        }
+        errno(fd as libc::c_long)
+    }
+
+    #[test]
+    fn the_gate_opens_files_only_for_reading() {
+        let dir = std::env::temp_dir().join(format!("sbx-gate-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("sentinel");
+        std::fs::write(&file, "sentinel").unwrap();
+        let path = CString::new(file.to_str().unwrap()).unwrap();
+        let fresh = CString::new(dir.join("created").to_str().unwrap()).unwrap();
+        let dir_c = CString::new(dir.to_str().unwrap()).unwrap();
+        // The control: unconfined, the file can be opened for writing.
+        assert_eq!(openat(&path, libc::O_WRONLY | libc::O_CLOEXEC), 0);
+        let (p, f, d) = (path.clone(), fresh.clone(), dir_c.clone());
+        let seen = confined(move || {
+            let writes = [
+                ("O_WRONLY", openat(&p, libc::O_WRONLY)),
+                ("O_RDWR", openat(&p, libc::O_RDWR)),
+                ("O_APPEND", openat(&p, libc::O_RDONLY | libc::O_APPEND)),
+                ("O_TRUNC", openat(&p, libc::O_RDONLY | libc::O_TRUNC)),
+                ("O_CREAT", openat(&f, libc::O_RDONLY | libc::O_CREAT)),
+                ("O_TMPFILE", openat(&d, libc::O_TMPFILE | libc::O_WRONLY)),
+                (
+                    "O_WRONLY|O_CREAT|O_TRUNC",
+                    openat(&f, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
+                ),
+            ];
+            // struct open_how { flags, mode, resolve }: read-only.
+            let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0];
+            // SAFETY: openat2 with a valid path and open_how; the fd, if any, is leaked only
+            // in a failing test.
+            let openat2 = errno(unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    p.as_ptr(),
+                    how.as_ptr(),
+                    std::mem::size_of_val(&how),
+                )
+            });
+            let reads = [
+                openat(&p, libc::O_RDONLY | libc::O_CLOEXEC),
+                openat(
+                    &p,
+                    libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NONBLOCK,
+                ),
+                openat(&d, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC),
+            ];
+            (writes, openat2, reads)
+        });
+        let (writes, openat2, reads) = seen;
+        for (how, e) in writes {
+            assert_eq!(e, libc::EPERM, "openat with {how} under the gate's filter");
+        }
+        assert_eq!(openat2, libc::EPERM, "openat2 under the gate's filter");
+        assert_eq!(reads, [0, 0, 0], "reading under the gate's filter");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "sentinel");
+        assert!(!dir.join("created").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_gate_signals_only_itself() {
+        let mut other = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = other.id() as libc::c_long;
+        // SAFETY: signal 0 checks only that the target exists and may be signalled.
+        let unconfined = errno(unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) });
+        let (own, tgkill, tkill, kill) = confined(move || {
+            // SAFETY: as above; the gate's own thread, then another process.
+            unsafe {
+                let me = libc::getpid() as libc::c_long;
+                let tid = libc::syscall(libc::SYS_gettid);
+                (
+                    errno(libc::syscall(libc::SYS_tgkill, me, tid, 0)),
+                    errno(libc::syscall(libc::SYS_tgkill, pid, pid, 0)),
+                    errno(libc::syscall(libc::SYS_tkill, pid, 0)),
+                    errno(libc::syscall(libc::SYS_kill, pid, 0)),
+                )
+            }
+        });
+        let _ = other.kill();
+        let _ = other.wait();
+        assert_eq!(
+            unconfined, 0,
+            "the control: another process can be signalled"
+        );
+        assert_eq!(own, 0, "tgkill to the gate's own thread");
+        assert_eq!(tgkill, libc::EPERM, "tgkill to another process");
+        assert_eq!(tkill, libc::EPERM, "tkill");
+        assert_eq!(kill, libc::EPERM, "kill");
+    }
+
+    #[test]
+    fn the_gate_may_only_name_its_threads() {
+        // SAFETY: PR_GET_DUMPABLE reads a flag of this process.
+        let unconfined = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+        let (name, dumpable, pdeathsig) = confined(|| {
+            // SAFETY: a NUL-terminated name of at most 16 bytes; the others read or set flags
+            // of this thread only if the filter is broken (then the test fails).
+            unsafe {
+                (
+                    errno(libc::prctl(libc::PR_SET_NAME, c"sbx-test".as_ptr()) as libc::c_long),
+                    errno(libc::prctl(libc::PR_GET_DUMPABLE) as libc::c_long),
+                    errno(libc::prctl(libc::PR_SET_PDEATHSIG, 0) as libc::c_long),
+                )
+            }
+        });
+        assert!(unconfined >= 0, "the control: prctl works unconfined");
+        assert_eq!(name, 0, "PR_SET_NAME under the gate's filter");
+        assert_eq!(
+            dumpable,
+            libc::EPERM,
+            "PR_GET_DUMPABLE under the gate's filter"
+        );
+        assert_eq!(
+            pdeathsig,
+            libc::EPERM,
+            "PR_SET_PDEATHSIG under the gate's filter"
+        );
     }
 }

@@ -24,7 +24,7 @@ fn run() -> Result<()> {
         return Err(anyhow!("the launcher is gone"));
     }
     crate::run::apply::landlock::confine_gate(&[])?;
-    let prog = crate::plan::gate_seccomp::build()?;
+    let prog = crate::plan::gate_seccomp::build(nix::unistd::getpid().as_raw())?;
     seccompiler::apply_filter(&prog).map_err(|e| anyhow!("seccomp: {e}"))?;
     // SAFETY: the launcher placed the socket on fd 3 for this process, which owns it from here.
     let sock = unsafe { OwnedFd::from_raw_fd(super::config::CONFIG_FD) };

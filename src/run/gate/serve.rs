@@ -175,7 +175,7 @@ fn sink(log: Option<EgressLog>) -> EventSink {
 /// Landlock and seccomp on the process (one thread yet: the threads started later inherit both).
 fn confine() -> Result<()> {
     crate::run::apply::landlock::confine_gate(RESOLVER_FILES)?;
-    let prog = crate::plan::gate_seccomp::build()?;
+    let prog = crate::plan::gate_seccomp::build(nix::unistd::getpid().as_raw())?;
     seccompiler::apply_filter(&prog).context("cannot install the gate's seccomp filter")
 }
 
