@@ -326,12 +326,25 @@ pub fn published_port_serves_from_the_sandbox() -> Result<(), String> {
 /// Tasks (threads) of a running sbx-exec whose target runs `script` (in bash) and then sleeps.
 /// What `ps` would show of one call while `script` runs in it (checked after 900 ms): the
 /// launcher's thread count and, for each child of the launcher that is the gate, its
-/// /proc/PID/status lines of interest. With `kill_gate`, the gate is then killed (a crash) and
-/// the call's exit code is returned too.
+/// /proc/PID/status lines of interest and what its fds 0 and 1 are (the launcher's own are
+/// pipes). With `kill_gate`, the gate is then killed (a crash) and the call's exit code is
+/// returned too.
 struct Seen {
     launcher_threads: usize,
+    /// The launcher's fds 0 and 1.
+    launcher_stdio: String,
     gates: Vec<String>,
+    gate_stdio: Vec<String>,
     code: Option<i32>,
+}
+
+/// Where fds 0 and 1 of `pid` lead, as "0 -> X, 1 -> Y".
+fn stdio_of(pid: &str) -> String {
+    let link = |fd: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map_or_else(|e| format!("({e})"), |p| p.display().to_string())
+    };
+    format!("0 -> {}, 1 -> {}", link(0), link(1))
 }
 
 fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String> {
@@ -349,18 +362,23 @@ fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String
         .env_clear()
         .env("PATH", SUITE_PATH)
         .current_dir("/")
-        .stdout(std::process::Stdio::null())
+        // Pipes, as a caller feeding the command and reading its output would pass: what the
+        // gate must not get.
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
     std::thread::sleep(Duration::from_millis(900));
     let launcher = child.id();
+    let launcher_stdio = stdio_of(&launcher.to_string());
     let launcher_threads = std::fs::read_dir(format!("/proc/{launcher}/task"))
         .map(|d| d.count())
         .unwrap_or(0);
     let children = std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
         .unwrap_or_default();
     let mut gates = Vec::new();
+    let mut gate_stdio = Vec::new();
     let mut gate_pids = Vec::new();
     for pid in children.split_whitespace() {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
@@ -375,6 +393,7 @@ fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String
                 })
                 .collect();
             gates.push(keep.join(" | "));
+            gate_stdio.push(stdio_of(pid));
             gate_pids.push(pid.to_string());
         }
     }
@@ -389,7 +408,9 @@ fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String
     let code = child.wait().ok().and_then(|s| s.code());
     Ok(Seen {
         launcher_threads,
+        launcher_stdio,
         gates,
+        gate_stdio,
         code,
     })
 }
@@ -398,9 +419,11 @@ fn while_running(p: &Path, script: &str, kill_gate: bool) -> Result<Seen, String
 /// an allowlist none until the sandbox's first connection to the proxy (only to its own
 /// 127.0.0.1:3128; no request is sent, so nothing leaves). While a connection is held, the
 /// launcher has one thread (it parses nothing) and the gate is a process of its own with uid
-/// 65534, no capabilities, no_new_privs and a seccomp filter. Killing the gate (as a crash of
-/// its parser would) ends only the call's egress: the command goes on, its next connection to the
-/// proxy is refused, and it exits as it would.
+/// 65534, no capabilities, no_new_privs and a seccomp filter, and its stdin and stdout are
+/// /dev/null, not the pipes the launcher (and the command) got: a gate taken over cannot read the
+/// command's input. Killing the gate (as a crash of its parser would) ends only the call's
+/// egress: the command goes on, its next connection to the proxy is refused, and it exits as it
+/// would.
 pub fn the_gate_runs_apart_unprivileged() -> Result<(), String> {
     needs_isolation()?;
     let d = TempDir::new("g7tasks");
@@ -450,6 +473,15 @@ pub fn the_gate_runs_apart_unprivileged() -> Result<(), String> {
             format!("the gate: {gate} (expected {want:?})")
         })?;
     }
+    // The control: the launcher's own stdin and stdout are the caller's pipes.
+    check(
+        used.launcher_stdio.starts_with("0 -> pipe:") && used.launcher_stdio.contains("1 -> pipe:"),
+        || format!("the launcher's stdio: {}", used.launcher_stdio),
+    )?;
+    check(
+        used.gate_stdio == ["0 -> /dev/null, 1 -> /dev/null"],
+        || format!("the gate's stdin and stdout: {:?}", used.gate_stdio),
+    )?;
     // A dead gate: the command goes on; its next connection to the proxy is refused (exit 7 from
     // the script), not hung; the call ends with the command's own status.
     let crash = while_running(

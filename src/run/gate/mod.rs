@@ -87,8 +87,9 @@ impl Gate {
 pub fn spawn(spec: Spec<'_>) -> Result<Gate> {
     let exe =
         sys::open_self_exe().context("cannot open sbx-exec's own binary to start the gate")?;
+    let null = dev_null()?;
     let dialer = match (spec.published.is_empty(), spec.netns) {
-        (false, Some(ns)) => Some(spawn_dialer(&exe, ns)?),
+        (false, Some(ns)) => Some(spawn_dialer(&exe, &null, ns)?),
         (false, None) => return Err(anyhow!("published ports without the sandbox's network")),
         (true, _) => None,
     };
@@ -113,7 +114,7 @@ pub fn spawn(spec: Spec<'_>) -> Result<Gate> {
     let child = match sys::fork()
         .map_err(|e| anyhow!("cannot fork the gate: {}", crate::error::errno_cause(e)))?
     {
-        ForkResult::Child => become_unprivileged_and_exec(&exe, &fds, &[&argv0]),
+        ForkResult::Child => become_unprivileged_and_exec(&exe, &null, &fds, &[&argv0]),
         ForkResult::Parent { child } => child,
     };
     drop(cfg_r);
@@ -139,9 +140,21 @@ fn write_all(fd: std::os::fd::BorrowedFd<'_>, mut data: &[u8]) -> std::io::Resul
     Ok(())
 }
 
+/// `/dev/null` for the gate's and the dialer's stdin and stdout: the launcher's are the command's
+/// (its input may be the user's terminal or data), and neither reads input or prints output.
+fn dev_null() -> Result<OwnedFd> {
+    // std opens it close-on-exec.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .context("cannot open /dev/null for the gate")?;
+    Ok(f.into())
+}
+
 /// The dialer: a child that enters the sandbox's network namespace, drops the same way and runs
 /// as "sbx-gate-dial" on one end of a socket pair; returns the other end and its pid.
-fn spawn_dialer(exe: &OwnedFd, netns: &OwnedFd) -> Result<(OwnedFd, Pid)> {
+fn spawn_dialer(exe: &OwnedFd, null: &OwnedFd, netns: &OwnedFd) -> Result<(OwnedFd, Pid)> {
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -159,17 +172,22 @@ fn spawn_dialer(exe: &OwnedFd, netns: &OwnedFd) -> Result<(OwnedFd, Pid)> {
             if nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).is_err() {
                 sys::exit_now(crate::error::EXIT_SBX);
             }
-            become_unprivileged_and_exec(exe, &[theirs.as_raw_fd()], &[&argv0, &launcher])
+            become_unprivileged_and_exec(exe, null, &[theirs.as_raw_fd()], &[&argv0, &launcher])
         }
         ForkResult::Parent { child } => Ok((ours, child)),
     }
 }
 
-/// In the forked child (allocation-free): die with the launcher, put `fds` on 3, 4, ..., close
-/// everything else, become [`GATE_ID`] with no capabilities (when root), set no_new_privs, and
-/// execute sbx-exec with `args` (its argv[0] names the role) and an empty environment. Never
-/// returns.
-fn become_unprivileged_and_exec(exe: &OwnedFd, fds: &[RawFd], args: &[&CString]) -> ! {
+/// In the forked child (allocation-free): die with the launcher, `null` (/dev/null) on stdin and
+/// stdout, `fds` on 3, 4, ..., everything else closed, become [`GATE_ID`] with no capabilities
+/// (when root), set no_new_privs, and execute sbx-exec with `args` (its argv[0] names the role)
+/// and an empty environment. Never returns.
+fn become_unprivileged_and_exec(
+    exe: &OwnedFd,
+    null: &OwnedFd,
+    fds: &[RawFd],
+    args: &[&CString],
+) -> ! {
     let fail = || -> ! { sys::exit_now(crate::error::EXIT_SBX) };
     if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() {
         fail();
@@ -184,6 +202,15 @@ fn become_unprivileged_and_exec(exe: &OwnedFd, fds: &[RawFd], args: &[&CString])
     .is_err()
     {
         fail();
+    }
+    // The launcher's stdin and stdout are the command's: a gate that its parsers let someone
+    // take over must not read what the command is fed nor write into its output. stderr is
+    // kept: the gate and the dialer say there why they could not start (and a panic would).
+    // The launcher keeps 0-2 open, so `null` and `fds` are all above 2.
+    for std in [0, 1] {
+        if nix::unistd::dup2(null.as_raw_fd(), std).is_err() {
+            fail();
+        }
     }
     // The binary's handle above the numbers the fds go to, so none lands on it.
     let top = 3 + fds.len() as RawFd;
