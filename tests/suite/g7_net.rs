@@ -497,6 +497,52 @@ pub fn the_gate_runs_apart_unprivileged() -> Result<(), String> {
     })
 }
 
+/// The gate and its dialer started by hand without the fds sbx-exec places for them (as uid 65534
+/// with no_new_privs and no capability, so that they pass their first checks): each says it runs
+/// only as sbx-exec starts it and exits 125, rather than aborting on a descriptor that names
+/// nothing. Control: with an open fd 3 (a config that is not one) the gate goes on to read it and
+/// refuses what it read.
+pub fn the_gate_started_by_hand_refuses_cleanly() -> Result<(), String> {
+    needs_isolation()?;
+    let setpriv = require_tool("setpriv")?;
+    let by_hand = |role: &str, fd3: &str| {
+        // $PPID: the dialer checks that its "launcher" (its argument) is its parent.
+        let script = format!("exec -a {role} {} $PPID {fd3}", bin());
+        let mut c = Cmd::new(&setpriv);
+        c.command().args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ]);
+        c.limit(Duration::from_secs(20)).run()
+    };
+    for role in ["sbx-gate", "sbx-gate-dial"] {
+        let r = by_hand(role, "3<&-");
+        check(
+            r.code == Some(125)
+                && r.stderr.contains("runs only as sbx-exec starts it")
+                && r.stderr.contains("fd 3 is not open")
+                && r.stderr.contains("not a command to run by hand")
+                && !r.stderr.contains("IO Safety"),
+            || format!("{role} by hand without fd 3: {}", r.show()),
+        )?;
+    }
+    let r = by_hand("sbx-gate", "3</dev/null");
+    check(
+        r.code == Some(125)
+            && r.stderr.contains("the gate's config")
+            && !r.stderr.contains("fd 3 is not open"),
+        || format!("the gate by hand with an open fd 3: {}", r.show()),
+    )
+}
+
 pub fn net_policy_errors_name_the_place() -> Result<(), String> {
     let d = TempDir::new("g7policy");
     let cases = [

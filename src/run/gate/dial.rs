@@ -2,7 +2,7 @@
 //! the sandbox's 127.0.0.1:PORT for the gate (a published port's connection) and hands the socket
 //! over. It reads two bytes per request and nothing else; it holds no secret.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use anyhow::{anyhow, Result};
 
@@ -26,8 +26,7 @@ fn run() -> Result<()> {
     crate::run::apply::landlock::confine_gate(&[])?;
     let prog = crate::plan::gate_seccomp::build(nix::unistd::getpid().as_raw())?;
     seccompiler::apply_filter(&prog).map_err(|e| anyhow!("seccomp: {e}"))?;
-    // SAFETY: the launcher placed the socket on fd 3 for this process, which owns it from here.
-    let sock = unsafe { OwnedFd::from_raw_fd(super::config::CONFIG_FD) };
+    let sock = super::placed_fd(super::DIAL, super::config::CONFIG_FD)?;
     let mut req = [0u8; 2];
     loop {
         match nix::unistd::read(sock.as_raw_fd(), &mut req) {

@@ -9,7 +9,7 @@
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -58,15 +58,11 @@ fn run() -> Result<()> {
         None => None,
     };
     confine()?;
-    // Owned from here: the fds the launcher placed (see [`config::Layout`]).
-    let take = |fd: RawFd| {
-        // SAFETY: the launcher placed these fds on these numbers for this process, which owns
-        // each exactly once from here.
-        unsafe { OwnedFd::from_raw_fd(fd) }
-    };
+    // Owned from here: the fds the launcher placed (see [`config::Layout`]), each once.
+    let take = |fd: RawFd| super::placed_fd(super::GATE, fd);
     let log = match (&config.log, layout.log) {
         (Some(l), Some(fd)) => Some(EgressLog::on_fd(
-            take(fd),
+            take(fd)?,
             l.syslog,
             l.call.clone(),
             l.uid,
@@ -90,7 +86,7 @@ fn run() -> Result<()> {
             _ => None,
         };
         let handle = proxy::serve_gate(
-            TcpListener::from(take(fd)),
+            TcpListener::from(take(fd)?),
             Arc::new(policy),
             sink(log),
             interceptor,
@@ -101,13 +97,18 @@ fn run() -> Result<()> {
         std::mem::forget(handle);
     }
     if let Some(dialer) = layout.dialer {
-        let listeners: Vec<(u16, TcpListener)> = config
+        let listeners = config
             .publish
             .iter()
             .enumerate()
-            .map(|(i, &port)| (port, TcpListener::from(take(layout.published + i as RawFd))))
-            .collect();
-        forward(listeners, take(dialer))?;
+            .map(|(i, &port)| {
+                Ok((
+                    port,
+                    TcpListener::from(take(layout.published + i as RawFd)?),
+                ))
+            })
+            .collect::<Result<Vec<(u16, TcpListener)>>>()?;
+        forward(listeners, take(dialer)?)?;
     }
     drop(config);
     Ok(())
@@ -115,8 +116,7 @@ fn run() -> Result<()> {
 
 /// The config from fd 3 (at most [`config::MAX_CONFIG`] bytes; the buffer is wiped).
 fn read_config() -> Result<Config> {
-    // SAFETY: fd 3 is the config pipe the launcher placed there for this process.
-    let f = unsafe { std::fs::File::from_raw_fd(config::CONFIG_FD) };
+    let f = std::fs::File::from(super::placed_fd(super::GATE, config::CONFIG_FD)?);
     let mut buf = Zeroizing::new(Vec::new());
     f.take(config::MAX_CONFIG as u64 + 1)
         .read_to_end(&mut buf)
