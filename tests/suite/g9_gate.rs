@@ -439,3 +439,107 @@ echo "connect=$(curl -sS -m 15 https://internal.example.test/ 2>&1 | tr '\n' ' '
         format!("the audit log does not name the address: {}", show())
     })
 }
+
+/// Inside an intercepted connection to a bound host, `limits.head_timeout` (2 s here) is a
+/// deadline for the TLS handshake and the request head together, as it is for a plain request: a
+/// head trickled one byte (one TLS record) every 300 ms is answered 408 within a few seconds and
+/// never reaches the host. Control: the same head sent at once is served, and the host logs it.
+pub fn a_head_trickled_inside_tls_is_dropped() -> Result<(), String> {
+    let s = Stage::new("g9slow", "")?;
+    let p = s.read("policy.toml").replacen(
+        "[context.agent.env]",
+        "limits = { head_timeout = 2 }\n\n[context.agent.env]",
+        1,
+    );
+    check(p.contains("limits = { head_timeout = 2 }"), || {
+        "could not set the agent's net.limits in the test policy".to_string()
+    })?;
+    std::fs::write(s.path("policy.toml"), p).unwrap();
+    s.inside(
+        "agent",
+        r#"python3 - <<'PY'
+import os, socket, ssl, time
+ph = os.environ["ANTHROPIC_API_KEY"]
+def tls():
+    s = socket.create_connection(("127.0.0.1", 3128), timeout=20)
+    s.sendall(b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n")
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    ctx = ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    return ctx.wrap_socket(s, server_hostname="api.anthropic.com")
+def head(path):
+    return ("GET " + path + " HTTP/1.1\r\nHost: api.anthropic.com\r\nx-api-key: " + ph + "\r\n\r\n").encode()
+t = tls()
+start = time.time()
+got, closed = b"", False
+for c in head("/trickled"):
+    try:
+        t.sendall(bytes([c]))
+    except OSError:
+        closed = True
+        break
+    time.sleep(0.3)
+    t.setblocking(False)
+    try:
+        d = t.recv(4096)
+        closed = not d
+        got += d
+    except ssl.SSLWantReadError:
+        pass
+    except OSError:
+        closed = True
+    t.setblocking(True)
+    if got or closed or time.time() - start > 12:
+        break
+print("trickled=%s after %.1f s" % (got.split(b"\r\n", 1)[0].decode("latin-1") or ("closed" if closed else "nothing"), time.time() - start))
+t = tls()
+t.sendall(head("/whole"))
+resp = b""
+try:
+    while True:
+        d = t.recv(65536)
+        if not d:
+            break
+        resp += d
+except Exception as e:
+    resp += b" [" + repr(e).encode() + b"]"
+print("whole=" + resp.split(b"\r\n", 1)[0].decode("latin-1"))
+PY
+"#,
+    );
+    let r = s.run_with(
+        &[(
+            ANTHROPIC_IP,
+            443,
+            "anthropic",
+            "anthropic.log",
+            "stand_in.py",
+        )],
+        "sbx agent\n",
+    );
+    let out = s.read("agent.out");
+    let show = || s.show(&r);
+    check(r.stdout.contains("agent exit 0"), show)?;
+    let trickled = field(&out, "trickled");
+    let secs: f64 = trickled
+        .rsplit("after ")
+        .next()
+        .and_then(|t| t.trim_end_matches(" s").parse().ok())
+        .unwrap_or(f64::MAX);
+    check(
+        trickled.starts_with("HTTP/1.1 408") && (2.0..8.0).contains(&secs),
+        || {
+            format!(
+                "the trickled head was not dropped at the deadline: {}",
+                show()
+            )
+        },
+    )?;
+    check(field(&out, "whole").starts_with("HTTP/1.1 200"), || {
+        format!("control: the whole head was not served: {}", show())
+    })?;
+    let log = s.read("anthropic.log");
+    check(
+        log.contains("GET /whole") && !log.contains("/trickled"),
+        || format!("what the host saw: {}", show()),
+    )
+}

@@ -55,6 +55,7 @@ fn main() {
         g9_gate::smuggling_and_host_confusion_are_refused,
         g9_gate::a_bound_key_never_mints_credentials,
         g9_gate::a_refusal_names_the_rule_never_an_address,
+        g9_gate::a_head_trickled_inside_tls_is_dropped,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,

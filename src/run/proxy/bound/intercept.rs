@@ -4,10 +4,13 @@
 //! slots only, TLS to the real host (verified), the request forwarded with `Accept-Encoding:
 //! identity`, the response relayed with every form of every real value replaced by its
 //! placeholder's ([`super::scrub`]), the connection closed. One request per connection: nothing
-//! the client sends after its body reaches the host.
+//! the client sends after its body reaches the host. The TLS handshake and the request head
+//! together get `limits.head_timeout` (a deadline, however the client trickles them; 408 once
+//! TLS is up), the body and the response `limits.idle_timeout` per read.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection, StreamOwned};
@@ -22,7 +25,49 @@ use crate::run::proxy::{Event, Protocol, Shared, Verdict};
 /// Most bytes of a body buffered to hash it or read its operation for SigV4.
 const MAX_HASHED_BODY: u64 = 16 << 20;
 
-type Client<'a> = StreamOwned<ServerConnection, &'a TcpStream>;
+type Client<'a> = StreamOwned<ServerConnection, Clocked<'a>>;
+
+/// The client's socket, whose reads end at a deadline while it has one (the TLS handshake and
+/// the request head: each read waits only for what is left of it, so bytes trickled one at a
+/// time do not keep the connection), then each within the idle timeout.
+struct Clocked<'a> {
+    sock: &'a TcpStream,
+    deadline: Option<Instant>,
+}
+
+impl Clocked<'_> {
+    /// From here, each read within `idle` (the request body, once the head is in).
+    fn idle(&mut self, idle: Duration) {
+        self.deadline = None;
+        let _ = self.sock.set_read_timeout(Some(idle));
+    }
+}
+
+impl Read for Clocked<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(deadline) = self.deadline {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or(io::ErrorKind::TimedOut)?;
+            self.sock.set_read_timeout(Some(left))?;
+        }
+        match self.sock.read(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(io::ErrorKind::TimedOut.into()),
+            other => other,
+        }
+    }
+}
+
+impl Write for Clocked<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.sock.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.sock.flush()
+    }
+}
 type Upstream = StreamOwned<ClientConnection, TcpStream>;
 
 /// Serve one intercepted connection. `leftover`: bytes the client sent after the CONNECT head.
@@ -44,7 +89,11 @@ pub(in crate::run::proxy) fn connect(
         reason,
         secret: None,
     };
-    let _ = client.set_read_timeout(Some(shared.limits.head_timeout));
+    // The handshake and the head, however trickled, within head_timeout from here.
+    let sock = Clocked {
+        sock: client,
+        deadline: Some(Instant::now() + shared.limits.head_timeout),
+    };
     if (&*client)
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
         .is_err()
@@ -56,7 +105,7 @@ pub(in crate::run::proxy) fn connect(
         Ok(Err(e)) => return shared.emit(failed(format!("TLS: {e}"))),
         Err(e) => return shared.emit(failed(e)),
     };
-    let mut tls = StreamOwned::new(conn, client);
+    let mut tls = StreamOwned::new(conn, sock);
     if !leftover.is_empty() {
         let _ = tls.conn.read_tls(&mut &leftover[..]);
         if tls.conn.process_new_packets().is_err() {
@@ -67,6 +116,22 @@ pub(in crate::run::proxy) fn connect(
     // The name the client's TLS asked for must be the host it connected to: one connection,
     // one host.
     let result = match (head, tls.conn.server_name()) {
+        // TLS is up: the client is told, as a plain request's would be.
+        (Err(e), _) if e.kind() == io::ErrorKind::TimedOut && !tls.conn.is_handshaking() => Err((
+            408,
+            "request head not received in time (limits.head_timeout)".to_string(),
+        )),
+        (Err(e), _) if e.kind() == io::ErrorKind::OutOfMemory => Err((
+            431,
+            format!(
+                "request head too large (limit {} KiB)",
+                shared.limits.max_head / 1024
+            ),
+        )),
+        (Err(e), _) if e.kind() == io::ErrorKind::TimedOut => {
+            let why = "the client's TLS handshake was not done within limits.head_timeout";
+            return shared.emit(failed(why.to_string()));
+        }
         (Err(e), _) => {
             let why = format!("the client's TLS or request head failed ({e}); does it trust the per-call CA (SSL_CERT_FILE)?");
             return shared.emit(failed(why));
@@ -144,7 +209,7 @@ fn forward(
             .map_err(|e| (400, e.to_string()))?;
     }
     let framing = http::request_framing(&head)?;
-    let _ = tls.sock.set_read_timeout(Some(shared.limits.idle_timeout));
+    tls.sock.idle(shared.limits.idle_timeout);
     let mut input = Prefixed {
         rest,
         pos: 0,
