@@ -39,7 +39,9 @@ use crate::privilege::{self, Mode, SetuidLaunch};
 use crate::run::apply::cgroup;
 use crate::run::inherited::{check_passed, named_fds, passed_fds, Inherited};
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, refused_json, report, End, SetupErrors, StatusFd};
+use crate::run::status::{
+    children_cpu_ms, refused_json, report, started_json, End, SetupErrors, StatusFd,
+};
 use crate::secrets::{self, SecretSet};
 
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
@@ -241,8 +243,7 @@ fn control(
     source: &model::Source,
     status: Option<&StatusFd>,
 ) -> Result<i32> {
-    let on_start =
-        |pid: nix::unistd::Pid| report(status, &format!("{{\"child-pid\":{}}}", pid.as_raw()));
+    let on_start = |pid: nix::unistd::Pid| report(status, &started_json(pid.as_raw()));
     // Services are launched with the same --policy file (absolute: control's cwd may differ
     // from theirs); the system file or the embedded default they find themselves.
     let policy = match source {
@@ -368,7 +369,7 @@ fn one_shot_masked(
         })?),
         None => None,
     };
-    report(status, &format!("{{\"child-pid\":{}}}", child.as_raw()));
+    report(status, &started_json(child.as_raw()));
     let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
     // SIGIO (blocked since start-up) starts the proxy; without one waiting it does nothing.
     let mut start_proxy = || {

@@ -46,7 +46,7 @@ use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::run::apply::cgroup;
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, End, Reason, SetupErrors};
+use crate::run::status::{children_cpu_ms, started_json, End, Reason, SetupErrors};
 use crate::sys;
 use keeper::Keeper;
 
@@ -124,7 +124,7 @@ pub fn run(
         }
     }
     drop(pid_r);
-    report(&format!("{{\"child-pid\":{}}}", child.as_raw()));
+    report(&started_json(child.as_raw()));
     // The context's cgroup counts every call: this call's share is the difference.
     let version = crate::plan::cgroup::detect().version;
     let counted = || cgroup::stats_of(&cgroup::Host, version, &keeper.state.cgroups);
