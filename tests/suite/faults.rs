@@ -189,9 +189,10 @@ pub fn stop(pol: &str, ctx: &str) -> Run {
 /// The keeper pid recorded in /run/sbx/NAME.state, if any.
 pub fn recorded_keeper(name: &str) -> Option<i32> {
     let text = std::fs::read_to_string(format!("/run/sbx/{name}.state")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("pid="))
-        .and_then(|p| p.parse().ok())
+    let state: serde_json::Value = serde_json::from_str(&text).ok()?;
+    state["pid"]
+        .as_i64()
+        .and_then(|p| i32::try_from(p).ok())
         .filter(|p| *p > 0)
 }
 

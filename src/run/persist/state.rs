@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
 
 /// Where persistent contexts keep their state.
 pub const RUNTIME_DIR: &str = "/run/sbx";
@@ -18,7 +19,8 @@ pub const RUNTIME_DIR: &str = "/run/sbx";
 /// then the keeper's identity) before it creates anything, under the context's lock, so a caller
 /// killed at any instant leaves a record the next one finds; `ctx stop` records `Stopping` before
 /// it signals, so calls arriving meanwhile are refused instead of starting a new keeper.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     Starting,
     #[default]
@@ -37,8 +39,9 @@ impl Phase {
 }
 
 /// What is recorded about a keeper. While `Starting`, `pid`, `start` and `pidns` may be 0 (no
-/// keeper yet).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// keeper yet). Stored as one JSON object ([`StateFile`]), checked when read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "StateFile", into = "StateFile")]
 pub struct State {
     pub phase: Phase,
     /// The keeper's pid, in sbx-exec's own pid namespace.
@@ -59,105 +62,124 @@ pub struct State {
     pub net_start: u64,
 }
 
-impl State {
-    pub fn render(&self) -> String {
-        let mut s = format!(
-            "phase={}\npid={}\nstart={}\npidns={}\ncreated={}\npolicy={:016x}\n",
-            self.phase.name(),
-            self.pid,
-            self.start,
-            self.pidns,
-            self.created,
-            self.policy
-        );
-        for c in &self.cgroups {
-            s.push_str(&format!("cgroup={}\n", c.display()));
-        }
-        if self.net_pid != 0 {
-            s.push_str(&format!(
-                "net_pid={}\nnet_start={}\n",
-                self.net_pid, self.net_start
-            ));
-        }
-        s
-    }
+/// A state file as written: `{"phase":"running","pid":4242,"start":..,"pidns":..,"created":..,
+/// "policy":"00000000deadbeef","cgroups":[..],"net":{"pid":..,"start":..}}` (`net` only with a net
+/// helper; `policy` in hex, so that tools reading numbers as doubles see it whole). Every key is
+/// required but `net`, and no other is accepted.
+///
+/// Keepers started by an sbx-exec older than this format recorded `key=value` lines instead. Such
+/// a file is not read: it is a damaged record (an error, never a panic), which `ctx list` and
+/// `ctx stop` handle by finding the keeper in /proc, and which a call refuses naming that
+/// recovery.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    phase: Phase,
+    pid: i32,
+    start: u64,
+    pidns: u64,
+    created: u64,
+    #[serde(with = "hex_u64")]
+    policy: u64,
+    cgroups: Vec<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    net: Option<NetHelper>,
+}
 
-    /// Parse a state file; every key is required once (cgroup: any number; net_pid and net_start:
-    /// both or neither), unknown keys refused.
-    pub fn parse(text: &str) -> std::result::Result<State, String> {
-        let (mut pid, mut start, mut pidns, mut created, mut policy) =
-            (None, None, None, None, None);
-        let (mut net_pid, mut net_start) = (None, None);
-        let mut cgroups = Vec::new();
-        let mut phase = None;
-        for line in text.lines() {
-            let (k, v) = line
-                .split_once('=')
-                .ok_or_else(|| format!("bad line {line:?}"))?;
-            let num = |v: &str| {
-                v.parse::<u64>()
-                    .map_err(|_| format!("bad value for {k}: {v:?}"))
-            };
-            let slot = match k {
-                "phase" => {
-                    let p = [Phase::Starting, Phase::Running, Phase::Stopping]
-                        .into_iter()
-                        .find(|p| p.name() == v)
-                        .ok_or_else(|| format!("bad phase {v:?}"))?;
-                    if phase.replace(p).is_some() {
-                        return Err("phase given twice".into());
-                    }
-                    continue;
-                }
-                "pid" => &mut pid,
-                "start" => &mut start,
-                "pidns" => &mut pidns,
-                "created" => &mut created,
-                "net_pid" => &mut net_pid,
-                "net_start" => &mut net_start,
-                "policy" => {
-                    let n = u64::from_str_radix(v, 16).map_err(|_| format!("bad policy {v:?}"))?;
-                    if policy.replace(n).is_some() {
-                        return Err("policy given twice".into());
-                    }
-                    continue;
-                }
-                "cgroup"
-                    if v.starts_with("/sys/fs/cgroup/")
-                        && !v.split('/').any(|c| c == ".." || c == ".") =>
-                {
-                    cgroups.push(PathBuf::from(v));
-                    continue;
-                }
-                _ => return Err(format!("unknown or bad key {k:?}")),
-            };
-            if slot.replace(num(v)?).is_some() {
-                return Err(format!("{k} given twice"));
-            }
+/// The net helper's pid and start time.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetHelper {
+    pid: i32,
+    start: u64,
+}
+
+impl TryFrom<StateFile> for State {
+    type Error = String;
+
+    /// The checks a record read back must pass: a keeper's pid above 1 (0 only while starting),
+    /// cgroups below /sys/fs/cgroup with no `.` or `..` in them, a net helper's pid above 1.
+    fn try_from(f: StateFile) -> std::result::Result<State, String> {
+        if !(f.pid > 1 || (f.pid == 0 && f.phase == Phase::Starting)) {
+            return Err(format!("bad pid {}", f.pid));
         }
-        let need = |v: Option<u64>, k: &str| v.ok_or_else(|| format!("missing {k}"));
-        let pid = need(pid, "pid")?;
-        let (net_pid, net_start) = match (net_pid, net_start) {
-            (None, None) => (0, 0),
-            (Some(p), Some(s)) if p > 1 => (i32::try_from(p).map_err(|_| "bad net_pid")?, s),
-            _ => return Err("net_pid and net_start go together (net_pid above 1)".into()),
+        if let Some(c) = f.cgroups.iter().find(|c| !under_cgroup_fs(c)) {
+            return Err(format!("bad cgroup {:?}", c.display().to_string()));
+        }
+        let (net_pid, net_start) = match f.net {
+            None => (0, 0),
+            Some(n) if n.pid > 1 => (n.pid, n.start),
+            Some(n) => return Err(format!("bad net helper pid {}", n.pid)),
         };
-        // Files written before phases existed are running keepers.
-        let phase = phase.unwrap_or_default();
         Ok(State {
-            phase,
-            pid: i32::try_from(pid)
-                .ok()
-                .filter(|p| *p > 1 || (*p == 0 && phase == Phase::Starting))
-                .ok_or("bad pid")?,
-            start: need(start, "start")?,
-            pidns: need(pidns, "pidns")?,
-            created: need(created, "created")?,
-            policy: need(policy, "policy")?,
-            cgroups,
+            phase: f.phase,
+            pid: f.pid,
+            start: f.start,
+            pidns: f.pidns,
+            created: f.created,
+            policy: f.policy,
+            cgroups: f.cgroups,
             net_pid,
             net_start,
         })
+    }
+}
+
+impl From<State> for StateFile {
+    fn from(s: State) -> StateFile {
+        StateFile {
+            phase: s.phase,
+            pid: s.pid,
+            start: s.start,
+            pidns: s.pidns,
+            created: s.created,
+            policy: s.policy,
+            cgroups: s.cgroups,
+            net: (s.net_pid != 0).then_some(NetHelper {
+                pid: s.net_pid,
+                start: s.net_start,
+            }),
+        }
+    }
+}
+
+/// A cgroup directory a keeper may have: an absolute path below /sys/fs/cgroup/, no `.` or `..`.
+fn under_cgroup_fs(p: &Path) -> bool {
+    let Some(v) = p.to_str() else { return false };
+    v.starts_with("/sys/fs/cgroup/") && !v.split('/').any(|c| c == ".." || c == ".")
+}
+
+/// A `u64` as 16 hex digits.
+mod hex_u64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{n:016x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            true => u64::from_str_radix(&s, 16).map_err(serde::de::Error::custom),
+            false => Err(serde::de::Error::custom(format!(
+                "bad policy fingerprint {s:?} (16 hex digits)"
+            ))),
+        }
+    }
+}
+
+impl State {
+    /// The state file's text: one JSON object and a newline.
+    pub fn render(&self) -> String {
+        let mut s = serde_json::to_string(self).expect("a state always serializes");
+        s.push('\n');
+        s
+    }
+
+    /// Parse a state file: a [`StateFile`] whose values pass the checks of [`State::try_from`].
+    /// Anything else (another format, a cut or changed file) is an error saying what and where.
+    pub fn parse(text: &str) -> std::result::Result<State, String> {
+        serde_json::from_str(text).map_err(|e| e.to_string())
     }
 }
 
@@ -372,23 +394,123 @@ mod tests {
     }
 
     #[test]
+    fn state_file_is_one_json_object_as_documented() {
+        let s = State {
+            phase: Phase::Running,
+            pid: 4242,
+            start: 123456,
+            pidns: 4026532000,
+            created: 1_700_000_000,
+            policy: 0xdead_beef,
+            cgroups: vec![PathBuf::from("/sys/fs/cgroup/pids/sbx-user-1")],
+            net_pid: 4250,
+            net_start: 123460,
+        };
+        assert_eq!(
+            s.render(),
+            "{\"phase\":\"running\",\"pid\":4242,\"start\":123456,\"pidns\":4026532000,\"created\":1700000000,\
+             \"policy\":\"00000000deadbeef\",\"cgroups\":[\"/sys/fs/cgroup/pids/sbx-user-1\"],\
+             \"net\":{\"pid\":4250,\"start\":123460}}\n"
+        );
+        let alone = State {
+            phase: Phase::Starting,
+            pid: 0,
+            cgroups: vec![],
+            net_pid: 0,
+            net_start: 0,
+            ..s
+        };
+        assert_eq!(
+            alone.render(),
+            "{\"phase\":\"starting\",\"pid\":0,\"start\":123456,\"pidns\":4026532000,\"created\":1700000000,\
+             \"policy\":\"00000000deadbeef\",\"cgroups\":[]}\n"
+        );
+    }
+
+    #[test]
     fn bad_state_is_refused() {
-        let ok = "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\n";
+        let ok = r#"{"phase":"running","pid":10,"start":1,"pidns":2,"created":3,"policy":"00000000000000ff","cgroups":[]}"#;
         assert!(State::parse(ok).is_ok());
+        let with = |from: &str, to: &str| {
+            assert!(ok.contains(from), "{from}");
+            ok.replacen(from, to, 1)
+        };
         for bad in [
-            "pid=10\nstart=1\npidns=2\ncreated=3\n", // missing policy
-            "pid=1\nstart=1\npidns=2\ncreated=3\npolicy=ff\n", // pid 1 is never a keeper here
-            "pid=10\npid=11\nstart=1\npidns=2\ncreated=3\npolicy=ff\n",
-            "pid=x\nstart=1\npidns=2\ncreated=3\npolicy=ff\n",
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nextra=1\n",
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=relative\n",
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/etc\n",
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\ncgroup=/sys/fs/cgroup/../../etc\n",
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nnet_pid=12\n", // no net_start
-            "pid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\nnet_pid=1\nnet_start=5\n",
-            "garbage\n",
+            with(r#","policy":"00000000000000ff""#, ""), // missing policy
+            with(r#""phase":"running","#, ""),           // missing phase
+            with(r#","cgroups":[]"#, ""),                // missing cgroups
+            with(r#""pid":10"#, r#""pid":1"#),           // pid 1 is never a keeper here
+            with(r#""pid":10"#, r#""pid":0"#),           // 0 only while starting
+            with(r#""pid":10"#, r#""pid":-5"#),
+            with(r#""pid":10"#, r#""pid":4294967296"#),
+            with(r#""pid":10"#, r#""pid":"10""#),
+            with(r#""pid":10"#, r#""pid":10,"pid":11"#),
+            with(r#""phase":"running""#, r#""phase":"gone""#),
+            with(r#""00000000000000ff""#, r#""ff""#),
+            with(r#""00000000000000ff""#, r#""00000000000000fg""#),
+            with(r#""00000000000000ff""#, "255"),
+            with(r#""start":1"#, r#""start":-1"#),
+            with(r#""cgroups":[]"#, r#""cgroups":[],"extra":1"#),
+            with(r#""cgroups":[]"#, r#""cgroups":["relative"]"#),
+            with(r#""cgroups":[]"#, r#""cgroups":["/etc"]"#),
+            with(
+                r#""cgroups":[]"#,
+                r#""cgroups":["/sys/fs/cgroup/../../etc"]"#,
+            ),
+            with(r#""cgroups":[]"#, r#""cgroups":[],"net":{"pid":12}"#), // no start
+            with(
+                r#""cgroups":[]"#,
+                r#""cgroups":[],"net":{"pid":1,"start":5}"#,
+            ),
+            with(
+                r#""cgroups":[]"#,
+                r#""cgroups":[],"net":{"pid":12,"start":5,"x":0}"#,
+            ),
+            ok[..ok.len() - 1].to_string(), // cut short
+            format!("{ok}{ok}"),
+            "garbage{\n".into(),
+            String::new(),
+            "null".into(),
+            "[]".into(),
         ] {
-            assert!(State::parse(bad).is_err(), "{bad:?}");
+            assert!(State::parse(&bad).is_err(), "{bad:?}");
+        }
+        // The key=value lines of keepers started by older binaries: an error (a damaged record).
+        let old = "phase=running\npid=10\nstart=1\npidns=2\ncreated=3\npolicy=ff\n";
+        let e = State::parse(old).unwrap_err();
+        assert!(e.contains("line 1 column 1"), "{e}");
+    }
+
+    proptest::proptest! {
+        /// Whatever a damaged file holds (a valid one cut or changed anywhere, or any text),
+        /// reading it gives a state or an error, never a panic.
+        #[test]
+        fn damaged_state_is_an_error_never_a_panic(
+            cut in 0usize..200,
+            at in 0usize..200,
+            byte in proptest::prelude::any::<u8>(),
+            text in ".{0,64}",
+        ) {
+            let good = State {
+                phase: Phase::Stopping,
+                pid: 99,
+                start: 7,
+                pidns: 8,
+                created: 9,
+                policy: u64::MAX,
+                cgroups: vec![PathBuf::from("/sys/fs/cgroup/sbx/sbx-a")],
+                net_pid: 100,
+                net_start: 11,
+            }
+            .render()
+            .into_bytes();
+            let cut = &good[..cut.min(good.len())];
+            let _ = State::parse(&String::from_utf8_lossy(cut));
+            let mut changed = good.clone();
+            let i = at % changed.len();
+            changed[i] = byte;
+            let _ = State::parse(&String::from_utf8_lossy(&changed));
+            let _ = State::parse(&text);
         }
     }
 }
