@@ -178,9 +178,11 @@ impl<'a> Audit<'a> {
     }
 }
 
-/// The egress proxy's log of one call: an `"event":"egress-refused"` line per refused
-/// destination, with the call id, context, protocol, host, port and the reason (a destination and
-/// a policy key, never data of the request).
+/// The egress gate's log of one call: an `"event":"egress-refused"` line per request it refused
+/// and an `"egress-failed"` line per one it could not serve, with the call id, context, protocol,
+/// the HTTP status answered, host, port (when they were read) and the reason (a destination and a
+/// policy key, never data of the request), and the bound secrets' `secret-added` and
+/// `secret-exfiltration` lines.
 #[derive(Clone)]
 pub struct EgressLog {
     to: Sink,
@@ -210,21 +212,40 @@ struct EgressRecord<'a> {
     uid: u32,
     context: &'a str,
     protocol: &'a str,
+    /// The HTTP status the client was answered with, if it was answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    /// The destination, when the refusal came after it was read.
+    #[serde(skip_serializing_if = "str::is_empty")]
     host: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
     port: u16,
     reason: &'a str,
+}
+
+fn is_zero(port: &u16) -> bool {
+    *port == 0
 }
 
 impl EgressLog {
     /// A destination the proxy refused.
     pub fn refused(&self, protocol: &str, host: &str, port: u16, reason: &str) {
-        self.event("egress-refused", protocol, host, port, reason);
+        self.event("egress-refused", protocol, (host, port), None, reason);
     }
 
-    /// One event of the proxy: `egress-refused`, `secret-added` (a bound secret's value put into
-    /// a request to its host; `reason` names the secret) or `secret-exfiltration` (its
-    /// placeholder on its way elsewhere). Names only, never values.
-    pub fn event(&self, event: &'static str, protocol: &str, host: &str, port: u16, reason: &str) {
+    /// One event of the proxy: `egress-refused`, `egress-failed`, `secret-added` (a bound
+    /// secret's value put into a request to its host; `reason` names the secret) or
+    /// `secret-exfiltration` (its placeholder on its way elsewhere), with the HTTP `status` the
+    /// client was answered with. Names only, never values; an empty host and port 0 (not read
+    /// yet) are left out.
+    pub fn event(
+        &self,
+        event: &'static str,
+        protocol: &str,
+        (host, port): (&str, u16),
+        status: Option<u16>,
+        reason: &str,
+    ) {
         let since = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -235,6 +256,7 @@ impl EgressLog {
             uid: self.uid,
             context: &self.context,
             protocol,
+            status,
             host,
             port,
             reason,

@@ -229,10 +229,12 @@ fn percent_decode(s: &str) -> String {
 
 /// Raw requests through the gate from user code (Python's ssl over a CONNECT, trusting the CA
 /// bundle the sandbox has): a bare LF smuggling a second request into the bound header, the
-/// placeholder inside a longer value, a second request with another Host on the same
-/// connection, and TLS naming another host (SNI) than the CONNECT; each refused or cut, the
-/// stand-in's log showing none of them (the control: the well-formed request on the same
-/// connection is served).
+/// placeholder inside a longer value or in a header named after it, a second request with
+/// another Host on the same connection, and TLS naming another host (SNI) than the CONNECT; each
+/// refused or cut, the stand-in's log showing none of them (the control: the well-formed request
+/// on the same connection is served). Each refusal is in the audit log with its status, host and
+/// port (400 for the smuggling, 421 for the other host), and the log holds neither the real value
+/// nor the placeholder (a placeholder quoted in a reason is written as its name).
 pub fn smuggling_and_host_confusion_are_refused() -> Result<(), String> {
     let s = echo_stage("g9smuggle", "AIzaSyQ0sentinel1query2key3abcdefghijkl")?;
     s.inside(
@@ -276,6 +278,9 @@ print("sni=" + status(through(ok, sni="other.example.test")))
 print("control=" + status(through(ok)))
 cl = ("POST /echo/body HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: +5\r\nx-api-key: " + ph + "\r\n\r\nhello").encode()
 print("signed-length=" + status(through(cl)))
+named = ("GET /echo/body HTTP/1.1\r\nHost: api.anthropic.com\r\nx-" + ph + ": " + ph + "\r\n\r\n").encode()
+print("named=" + status(through(named)))
+print("PH=" + ph)
 PY
 "#,
     );
@@ -291,6 +296,7 @@ PY
         ("embedded", "HTTP/1.1 400"),
         ("host", "HTTP/1.1 421"),
         ("signed-length", "HTTP/1.1 400"),
+        ("named", "HTTP/1.1 400"),
         ("control", "HTTP/1.1 200"),
     ] {
         check(field(&out, case).starts_with(want), || {
@@ -318,7 +324,43 @@ PY
     check(
         !log.contains("/smuggled") && !log.contains("/second") && !log.contains("AAA"),
         || format!("a refused request reached the host: {}", show()),
-    )
+    )?;
+    // The audit log: a line per refusal, with its status, the host and the port.
+    let audit = s.read("audit.jsonl");
+    let refusals = |status: u64| {
+        audit
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| {
+                v["event"] == "egress-refused"
+                    && v["status"] == status
+                    && v["host"] == "api.anthropic.com"
+                    && v["port"] == 443
+            })
+            .count()
+    };
+    // bare LF, embedded, signed Content-Length and the header named after the placeholder...
+    check(refusals(400) >= 4, || {
+        format!("400 refusals in the audit log: {}", show())
+    })?;
+    // ...and another Host, another SNI.
+    check(refusals(421) >= 2, || {
+        format!("421 refusals in the audit log: {}", show())
+    })?;
+    let ph = field(&out, "PH");
+    check(!ph.is_empty(), show)?;
+    check(!audit.contains(&s.key) && !audit.contains(ph), || {
+        format!(
+            "the audit log holds the real value or the placeholder: {}",
+            show().replace(ph, "<PLACEHOLDER>")
+        )
+    })?;
+    check(audit.contains("<placeholder of ANTHROPIC_API_KEY>"), || {
+        format!(
+            "the placeholder quoted in a reason is not named: {}",
+            show()
+        )
+    })
 }
 
 /// The placeholder AWS key is never traded for real credentials: `aws sts get-session-token`,

@@ -88,7 +88,7 @@ fn run() -> Result<()> {
         let handle = proxy::serve_gate(
             TcpListener::from(take(fd)?),
             Arc::new(policy),
-            sink(log),
+            sink(log, placeholders(&config)),
             interceptor,
             limits,
         )
@@ -127,6 +127,16 @@ fn read_config() -> Result<Config> {
     Config::decode(&buf).map_err(|e| anyhow!(e))
 }
 
+/// The bound secrets' (name, placeholder) pairs: what [`masked`] keeps out of audit reasons.
+fn placeholders(config: &Config) -> Vec<(String, String)> {
+    config.bound.as_ref().map_or_else(Vec::new, |b| {
+        b.values
+            .iter()
+            .map(|v| (v.name.clone(), v.placeholder.clone()))
+            .collect()
+    })
+}
+
 /// The interceptor of the call's bound secrets, rebuilt from the config.
 fn interceptor(b: &config::BoundWire, system_pem: Vec<u8>) -> Result<Interceptor> {
     let values: Vec<_> = b
@@ -149,14 +159,20 @@ fn interceptor(b: &config::BoundWire, system_pem: Vec<u8>) -> Result<Interceptor
     )
 }
 
-/// The proxy's events to the audit log (names only, as the launcher logged them before).
-fn sink(log: Option<EgressLog>) -> EventSink {
+/// The proxy's events to the audit log: every refusal and failure it answered (with the status,
+/// and the host and port once read) and the bound secrets' events, names only. A placeholder in a
+/// reason (one the sandbox wrote where a header name or a target is quoted) is written as
+/// `<placeholder of NAME>`: no value of a bound secret, real or placeholder, is in a reason. The
+/// host is the one asked for, as asked (a placeholder sent as a host name is the evidence of a
+/// `secret-exfiltration` line).
+fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSink {
     Arc::new(move |e: &Event| {
         let event = match e.verdict {
             Verdict::Refused => "egress-refused",
+            Verdict::Failed => "egress-failed",
             Verdict::SecretAdded => "secret-added",
             Verdict::Exfiltration => "secret-exfiltration",
-            _ => return,
+            Verdict::Allowed => return,
         };
         if let Some(log) = &log {
             let protocol = format!("{:?}", e.protocol).to_lowercase();
@@ -165,11 +181,23 @@ fn sink(log: Option<EgressLog>) -> EventSink {
                 (Some(name), Verdict::Exfiltration) => {
                     format!("placeholder of bound secret {name} sent to a host it is not bound to")
                 }
-                _ => e.reason.clone(),
+                _ => masked(&e.reason, &placeholders),
             };
-            log.event(event, &protocol, &e.host, e.port, &why);
+            log.event(event, &protocol, (&e.host, e.port), e.status, &why);
         }
     })
+}
+
+/// `reason` with every placeholder in `placeholders` (name, placeholder) replaced by
+/// `<placeholder of NAME>`.
+fn masked(reason: &str, placeholders: &[(String, String)]) -> String {
+    let mut out = reason.to_string();
+    for (name, ph) in placeholders {
+        if !ph.is_empty() && out.contains(ph.as_str()) {
+            out = out.replace(ph.as_str(), &format!("<placeholder of {name}>"));
+        }
+    }
+    out
 }
 
 /// Landlock and seccomp on the process (one thread yet: the threads started later inherit both).

@@ -103,6 +103,10 @@ pub struct Event {
     pub reason: String,
     /// The bound secret concerned (`SecretAdded`, `Exfiltration`): its name, never its value.
     pub secret: Option<String>,
+    /// The HTTP status the client was answered with (`Refused`, `Failed`); for SOCKS5, the
+    /// status of the same answer over HTTP (the reply code says the same). `None`: not answered
+    /// (allowed, or a client that went away or failed its TLS handshake).
+    pub status: Option<u16>,
 }
 
 /// The audit hook: called once per destination decision, from the connection's thread (so it
@@ -302,6 +306,22 @@ impl Shared {
     fn emit(&self, event: Event) {
         (self.on_event)(&event);
     }
+
+    /// A refusal answered before any destination was checked (a malformed request, a limit), to
+    /// the audit hook with its `status`; `to`: the destination, if it was read.
+    fn refused(&self, protocol: Protocol, to: Option<(&str, u16)>, status: u16, reason: &str) {
+        let (host, port) = to.unwrap_or_default();
+        self.emit(Event {
+            verdict: Verdict::Refused,
+            protocol,
+            host: host.to_string(),
+            port,
+            addr: None,
+            reason: reason.to_string(),
+            secret: None,
+            status: Some(status),
+        });
+    }
 }
 
 fn accept_loop(shared: &Arc<Shared>) {
@@ -342,15 +362,9 @@ fn accept_loop(shared: &Arc<Shared>) {
             };
             if let Some(why) = over {
                 drop(open);
-                shared.emit(Event {
-                    verdict: Verdict::Refused,
-                    protocol: Protocol::Http,
-                    host: String::new(),
-                    port: 0,
-                    addr: None,
-                    reason: why.clone(),
-                    secret: None,
-                });
+                // Refused before a byte is read (that is what keeps the limit cheap): the
+                // destination is not known, and the audit line names none.
+                shared.refused(Protocol::Http, None, 503, &why);
                 // Told, not silently dropped: a 503 written without waiting for the client.
                 let _ = client.set_nonblocking(true);
                 request::respond(&client, 503, &why);
@@ -378,6 +392,7 @@ fn accept_loop(shared: &Arc<Shared>) {
                     "sbx-exec: the egress gate cannot start a thread for this connection ({e}); \
                      is the context's limits.pids_max reached?"
                 );
+                shared.refused(Protocol::Http, None, 503, &why);
                 let _ = client.set_nonblocking(true);
                 request::respond(&client, 503, &why);
             }

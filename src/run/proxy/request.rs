@@ -119,6 +119,12 @@ impl Read for Body<'_> {
 
 pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     let client = inb.stream;
+    // A refusal before any destination is checked: answered, and audited with its status (the
+    // audit's reason names no data of the request).
+    let refuse = |to: Option<(&str, u16)>, status: u16, why: &str, audited: &str| {
+        shared.refused(Protocol::Http, to, status, audited);
+        respond(client, status, why);
+    };
     let end = match inb.head_len(shared.limits.max_head) {
         Ok(end) => end,
         Err(e) => {
@@ -133,13 +139,12 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
                 io::ErrorKind::TimedOut => (408, "request head not received in time".to_string()),
                 _ => return,
             };
-            respond(client, status, &why);
-            return;
+            return refuse(None, status, &why, &why);
         }
     };
     let request = match http::parse_request(&inb.buf[..end]) {
         Ok(r) => r,
-        Err((status, why)) => return respond(client, status, &why),
+        Err((status, why)) => return refuse(None, status, &why, &why),
     };
     let leftover = &inb.buf[end..];
     if request.method == "CONNECT" {
@@ -147,15 +152,25 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     }
     let (authority, path) = match absolute_form(&request.target) {
         Ok(x) => x,
-        Err(d) => return respond(client, d.status, &d.reason),
+        Err(d) => {
+            let audited = "the request target is not an http:// URL (absolute-form)";
+            return refuse(None, d.status, &d.reason, audited);
+        }
     };
     let (host, port) = match split_host_port(authority, Some(80)) {
         Ok(hp) => hp,
-        Err(d) => return respond(client, d.status, &d.reason),
+        Err(d) => {
+            return refuse(
+                None,
+                d.status,
+                &d.reason,
+                "a bad host:port in the request target",
+            )
+        }
     };
     let framing = match http::request_framing(&request) {
         Ok(f) => f,
-        Err((status, why)) => return respond(client, status, &why),
+        Err((status, why)) => return refuse(Some((host, port)), status, &why, &why),
     };
     if let Some(b) = &shared.bound {
         b.check_host(shared, Protocol::Http, host, port);
@@ -195,12 +210,16 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
 
 /// `CONNECT host:port`: checked, connected, then a tunnel (or, to a bound host, interception).
 fn connect(shared: &Shared, id: u64, client: &TcpStream, request: &Head, leftover: &[u8]) {
+    let refuse = |status: u16, why: &str, audited: &str| {
+        shared.refused(Protocol::Connect, None, status, audited);
+        respond(client, status, why);
+    };
     if http::request_framing(request) != Ok(Framing::None) {
-        return respond(client, 400, "CONNECT takes no body");
+        return refuse(400, "CONNECT takes no body", "CONNECT takes no body");
     }
     let (host, port) = match split_host_port(&request.target, None) {
         Ok(hp) => hp,
-        Err(d) => return respond(client, d.status, &d.reason),
+        Err(d) => return refuse(d.status, &d.reason, "a bad host:port in CONNECT"),
     };
     if let Some(b) = &shared.bound {
         b.check_host(shared, Protocol::Connect, host, port);

@@ -8,6 +8,12 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     let reply = |code: u8| {
         let _ = (&*client).write_all(&[5, code, 0, 1, 0, 0, 0, 0, 0, 0]);
     };
+    // A refusal before any destination is checked, audited with the HTTP status that stands for
+    // its reply code.
+    let refuse = |to: Option<(&str, u16)>, (status, code): (u16, u8), why: &str| {
+        shared.refused(Protocol::Socks5, to, status, why);
+        reply(code);
+    };
     if inb.fill(2).is_err() {
         return;
     }
@@ -16,6 +22,12 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         return;
     }
     if !inb.buf[2..2 + n].contains(&0) {
+        shared.refused(
+            Protocol::Socks5,
+            None,
+            400,
+            "SOCKS5 without the no-authentication method",
+        );
         let _ = (&*client).write_all(&[5, 0xff]);
         return;
     }
@@ -31,7 +43,7 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         1 => 4,
         4 => 16,
         3 => 1 + usize::from(inb.buf[at + 4]),
-        _ => return reply(0x08),
+        _ => return refuse(None, (501, 0x08), "SOCKS5 address type not supported"),
     };
     let end = at + 4 + addr_len + 2;
     if ver != 5 || inb.fill(end).is_err() {
@@ -47,14 +59,15 @@ pub(super) fn socks5(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
         }
         _ => match std::str::from_utf8(&a[1..]) {
             Ok(s) => s.to_string(),
-            Err(_) => return reply(0x01),
+            Err(_) => return refuse(None, (400, 0x01), "a SOCKS5 host name that is not text"),
         },
     };
     if cmd != 1 {
-        return reply(0x07);
+        let why = "a SOCKS5 command other than CONNECT";
+        return refuse(Some((&host, port)), (501, 0x07), why);
     }
     if port == 0 {
-        return reply(0x01);
+        return refuse(Some((&host, port)), (400, 0x01), "SOCKS5 to port 0");
     }
     if let Some(b) = &shared.bound {
         b.check_host(shared, Protocol::Socks5, &host, port);

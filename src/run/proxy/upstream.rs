@@ -32,7 +32,7 @@ pub(super) fn open_upstream(
             Ok(s) => {
                 shared.track(id, &s);
                 let _ = s.set_nodelay(true);
-                shared.emit(to.event(Verdict::Allowed, Some(*addr), ""));
+                shared.emit(to.event(Verdict::Allowed, Some(*addr), None, ""));
                 return Ok(s);
             }
             Err(e) => last = Some((*addr, e)),
@@ -71,7 +71,13 @@ struct Destination<'a> {
 }
 
 impl Destination<'_> {
-    fn event(&self, verdict: Verdict, addr: Option<SocketAddr>, reason: &str) -> Event {
+    fn event(
+        &self,
+        verdict: Verdict,
+        addr: Option<SocketAddr>,
+        status: Option<u16>,
+        reason: &str,
+    ) -> Event {
         Event {
             verdict,
             protocol: self.protocol,
@@ -80,13 +86,14 @@ impl Destination<'_> {
             addr,
             reason: reason.to_string(),
             secret: None,
+            status,
         }
     }
 
     /// A refusal: the whole story to the audit hook, the public one to the client.
     fn refuse(&self, addr: Option<SocketAddr>, r: crate::plan::egress::Refusal) -> Denial {
         self.shared
-            .emit(self.event(Verdict::Refused, addr, &r.reason));
+            .emit(self.event(Verdict::Refused, addr, Some(403), &r.reason));
         Denial {
             status: 403,
             socks: 0x02,
@@ -95,7 +102,8 @@ impl Destination<'_> {
     }
 
     fn fail(&self, (status, socks): (u16, u8), detail: String, public: String) -> Denial {
-        self.shared.emit(self.event(Verdict::Failed, None, &detail));
+        self.shared
+            .emit(self.event(Verdict::Failed, None, Some(status), &detail));
         Denial {
             status,
             socks,

@@ -88,6 +88,7 @@ pub(in crate::run::proxy) fn connect(
         addr: None,
         reason,
         secret: None,
+        status: None,
     };
     // The handshake and the head, however trickled, within head_timeout from here.
     let sock = Clocked {
@@ -145,10 +146,15 @@ pub(in crate::run::proxy) fn connect(
         }
     };
     if let Err((status, reason)) = result {
-        // A refusal by the rules (403: a credential issuer, a scope the binding does not name)
-        // is audited as one; anything else as a failure.
+        // Every answer but a success reaches the audit hook with its status: a refusal (a
+        // request the gate will not pass: malformed, smuggled, a placeholder out of its slot,
+        // another host, a credential issuer, a streaming payload) as one, a host's failure
+        // (502) as a failure. 499: the client is gone, nothing is answered.
         let mut ev = failed(reason.clone());
-        if status == 403 {
+        if status != 499 {
+            ev.status = Some(status);
+        }
+        if (400..500).contains(&status) && status != 499 || status == 501 {
             ev.verdict = Verdict::Refused;
         }
         shared.emit(ev);
@@ -241,6 +247,7 @@ fn forward(
             addr: None,
             reason: format!("the bound secret {name} was added for {host}"),
             secret: Some(name),
+            status: None,
         });
     }
     let mut found = |data: &[u8]| on_found(scan.feed(data), "in the request body");

@@ -276,6 +276,7 @@ pub(super) fn exfiltration(
             "the placeholder of {name} was sent toward {host}, where it is not bound ({how}); passed on unchanged"
         ),
         secret: Some(name.to_string()),
+        status: None,
     }
 }
 
