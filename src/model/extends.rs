@@ -48,7 +48,7 @@ fn shipped() -> Result<Table> {
 
 /// Context `name` of `own`, its bases merged under it.
 fn one(name: &str, own: &Table, shipped: &Table, text: &str, origin: &str) -> Result<Table> {
-    let line = || super::validate::find_line(text, &format!("[context.{name}")).unwrap_or(0);
+    let line = || super::place::find_line(text, &format!("[context.{name}")).unwrap_or(0);
     let mut chain: Vec<(String, bool)> = vec![(name.to_string(), false)];
     let mut layers: Vec<Table> = Vec::new();
     let mut current = table_of(own, name).cloned().unwrap_or_default();

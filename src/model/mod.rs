@@ -18,6 +18,7 @@ pub mod extends;
 pub mod limits;
 pub mod load;
 pub mod net;
+mod place;
 pub mod public_suffix;
 mod services;
 pub mod supervise;

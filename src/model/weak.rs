@@ -17,7 +17,7 @@ pub fn weak_warnings(policy: &Policy, text: &str) -> Vec<String> {
         if !ctx.secrets.allow.is_empty() || ctx.supervise.is_some() {
             continue;
         }
-        let line = super::validate::find_line(text, &format!("[context.{}", name.0)).unwrap_or(0);
+        let line = super::place::find_line(text, &format!("[context.{}", name.0)).unwrap_or(0);
         for why in weak_points(ctx) {
             out.push(format!(
                 "line {line}: context {:?} takes no secrets, so it is for untrusted code, but {why}; \
