@@ -21,12 +21,9 @@
 //!    bounding set cut, supplementary groups, gid and uid switched for good, then verified.
 //!    Only then does the target `chdir` into the caller's directory (as the caller).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use nix::unistd::Gid;
 
 use crate::model::DEFAULT_PATH;
@@ -222,10 +219,6 @@ pub fn policy_path(env: &EnvPolicy) -> String {
         .iter()
         .find(|(k, _)| k.0 == "PATH")
         .map_or_else(|| DEFAULT_PATH.to_string(), |(_, v)| v.0.clone())
-}
-/// The current directory as a C string (for a chdir done later by the target).
-pub fn c_path(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).context("the working directory contains a NUL byte")
 }
 
 /// The trust rule for a file or directory sbx-exec relies on (a program given secrets, the setuid

@@ -12,7 +12,6 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::unistd::{ForkResult, Pid};
 
 use crate::error::EXIT_SBX;
@@ -251,10 +250,7 @@ fn role_alive(role: Role) -> Option<OwnedFd> {
 
 /// Die with the outer process (SIGKILL when it exits); if it is already gone, stop here.
 fn die_with_outer(alive: &OwnedFd) -> Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .context("cannot set the parent-death signal")?;
-    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
+    if !sys::die_with_parent(alive.as_fd()).context("cannot set the parent-death signal")? {
         sys::exit_now(EXIT_SBX);
     }
     Ok(())

@@ -149,11 +149,9 @@ impl Target {
         // armed again now that the ids are final, then the parent checked (it may have died in
         // between), so the command never outlives its caller.
         if let Some(fd) = alive {
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
+            let here = sys::die_with_parent(sys::borrow_raw(fd))
                 .context("cannot set the parent-death signal")?;
-            let fd = sys::borrow_raw(fd);
-            let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-            if nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(1) != 0 {
+            if !here {
                 anyhow::bail!("the caller is gone; the command does not start");
             }
         }

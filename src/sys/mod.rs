@@ -2,7 +2,6 @@
 //! function with a `// SAFETY:` note. Everything `unsafe` in sbx-exec lives in this module (this
 //! file and its children: `fds`, `mount`, `signals`, `caps`).
 
-use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -107,20 +106,6 @@ pub fn loopback_up() -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// `execve(path, argv, envp)`; returns only on failure, with the error.
-pub fn execve(
-    path: &CStr,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> io::Error {
-    debug_assert!(argv.last().is_some_and(|p| p.is_null()));
-    debug_assert!(envp.last().is_some_and(|p| p.is_null()));
-    // SAFETY: path is NUL-terminated; argv and envp are NULL-terminated arrays of pointers to
-    // NUL-terminated strings owned by the caller, alive for the call.
-    unsafe { libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
-    io::Error::last_os_error()
 }
 
 /// Leave immediately, without running destructors or flushing stdio: for a forked child whose

@@ -32,6 +32,19 @@ pub fn set_signal_handler(
     unsafe { nix::sys::signal::signal(sig, handler) }
 }
 
+/// Die with the parent: arm the parent-death signal (SIGKILL when the parent exits), then check
+/// that the parent is still there. `alive` is the read end of a pipe whose write end only the
+/// parent holds open, so a readable `alive` (end of file) means it is gone, perhaps before the
+/// signal was armed. `Ok(false)`: gone (a failed `poll` counts as gone: fail closed). The one
+/// copy of this for pid 1, a join's joiner and target, and a target after its last change of ids
+/// (which clears the signal). Allocation-free: safe between fork and exec.
+pub fn die_with_parent(alive: BorrowedFd<'_>) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let mut fds = [PollFd::new(alive, PollFlags::POLLIN)];
+    Ok(poll(&mut fds, PollTimeout::ZERO).unwrap_or(1) == 0)
+}
+
 /// `pidfd_open(pid, 0)`: a handle on exactly this process, immune to pid reuse from now on.
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: pidfd_open takes a pid and flags and only returns a new fd (or an error).

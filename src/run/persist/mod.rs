@@ -35,9 +35,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use nix::fcntl::OFlag;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sched::CloneFlags;
-use nix::sys::signal::Signal;
 use nix::unistd::ForkResult;
 
 use crate::error::EXIT_SBX;
@@ -203,14 +201,11 @@ fn joiner(
         crate::run::status::tell_setup_error(target.errors, &msg);
         sys::exit_now(EXIT_SBX)
     };
-    if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-        fail("cannot set the parent-death signal", &e);
+    match sys::die_with_parent(alive.as_fd()) {
+        Ok(true) => drop(alive),
+        Ok(false) => sys::exit_now(EXIT_SBX),
+        Err(e) => fail("cannot set the parent-death signal", &e),
     }
-    let mut fds = [PollFd::new(alive.as_fd(), PollFlags::POLLIN)];
-    if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
-        sys::exit_now(EXIT_SBX);
-    }
-    drop(alive);
     if let Err(e) = cgroup::join(&keeper.cgroup_procs) {
         fail("cannot enter the context's cgroup", &e);
     }
@@ -231,12 +226,10 @@ fn joiner(
     match sys::fork() {
         Ok(ForkResult::Child) => {
             drop(up_w);
-            if let Err(e) = nix::sys::prctl::set_pdeathsig(Signal::SIGKILL) {
-                fail("cannot set the parent-death signal", &e);
-            }
-            let mut fds = [PollFd::new(up_r.as_fd(), PollFlags::POLLIN)];
-            if poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) > 0 {
-                sys::exit_now(EXIT_SBX);
+            match sys::die_with_parent(up_r.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => sys::exit_now(EXIT_SBX),
+                Err(e) => fail("cannot set the parent-death signal", &e),
             }
             // The joiner's pipe stays open in the target until its exec: after its last change
             // of ids (which clears the parent-death signal) it arms the signal again and looks.
