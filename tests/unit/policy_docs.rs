@@ -1,9 +1,9 @@
 //! Checks that the policy documentation covers every key the parser accepts: each field of the
-//! serde structs in `src/model/{mod,limits,supervise,net,bind}.rs` must be documented in
-//! `man/sbx-exec-policy.5` (as a `.B key` item under the `.SS` heading of its table, e.g.
-//! `[context.NAME.env]`) and appear in the overview of every key in `docs/policy.md` ("Every key
-//! at a glance"). The keys are read from the source text, so fields added by any branch are found
-//! without touching this file; a failure lists exactly what is undocumented.
+//! serde structs in `src/model/{mod,limits,supervise,net}.rs` and `src/model/bind/` must be
+//! documented in `man/sbx-exec-policy.5` (as a `.B key` item under the `.SS` heading of its table,
+//! e.g. `[context.NAME.env]`) and appear in the overview of every key in `docs/policy.md` ("Every
+//! key at a glance"). The keys are read from the source text, so fields added by any branch are
+//! found without touching this file; a failure lists exactly what is undocumented.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,9 @@ const POLICY_RS: &str = concat!(
     include_str!("../../src/model/limits.rs"),
     include_str!("../../src/model/supervise.rs"),
     include_str!("../../src/model/net.rs"),
-    include_str!("../../src/model/bind.rs")
+    include_str!("../../src/model/bind/mod.rs"),
+    include_str!("../../src/model/bind/hosts.rs"),
+    include_str!("../../src/model/bind/names.rs")
 );
 const POLICY_MAN: &str = include_str!("../../man/sbx-exec-policy.5");
 const GUIDE: &str = include_str!("../../docs/policy.md");
