@@ -120,7 +120,6 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
         max_connections: l.connections as usize,
         per_call: l.per_call as usize,
         head_timeout_ms: l.head_timeout * 1000,
-        idle_timeout_ms: l.idle_timeout * 1000,
     });
     let (log, sink) = match &s.proxying.log {
         Some(l) => {
@@ -142,6 +141,7 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
         launcher: 0,
         egress,
         publish: s.published.iter().map(|(p, _)| *p).collect(),
+        idle_timeout_ms: l.idle_timeout * 1000,
         log,
         bound: s.proxying.bound.as_ref().map(|b| b.wire()),
     };

@@ -113,6 +113,7 @@ fn main() {
         g7_net::user_cannot_squat_a_port_platform_connects_to,
         g7_net::abstract_sockets_and_connections_of_the_host_are_invisible,
         g7_net::published_port_serves_from_the_sandbox,
+        g7_net::published_port_connections_end_when_idle,
         g7_net::the_gate_runs_apart_unprivileged,
         g7_net::the_gate_started_by_hand_refuses_cleanly,
         g7_net::an_address_the_container_gains_later_is_refused,

@@ -23,6 +23,9 @@ pub struct Config {
     pub egress: Option<Egress>,
     /// The published ports, in the order of their listeners.
     pub publish: Vec<u16>,
+    /// `net.limits.idle_timeout`: a tunnel, a request body or response, or a published port's
+    /// connection in which nothing moves this long is ended.
+    pub idle_timeout_ms: u64,
     pub log: Option<Log>,
     pub bound: Option<BoundWire>,
 }
@@ -35,7 +38,6 @@ pub struct Egress {
     pub max_connections: usize,
     pub per_call: usize,
     pub head_timeout_ms: u64,
-    pub idle_timeout_ms: u64,
 }
 
 /// The audit log's identity for the gate's records (the sink is an fd).
@@ -122,9 +124,9 @@ mod tests {
                 max_connections: 256,
                 per_call: 64,
                 head_timeout_ms: 30_000,
-                idle_timeout_ms: 300_000,
             }),
             publish: vec![3000, 5173],
+            idle_timeout_ms: 300_000,
             log: Some(Log {
                 syslog: false,
                 call: "c".into(),
@@ -159,6 +161,7 @@ mod tests {
             launcher: 1,
             egress: None,
             publish: vec![],
+            idle_timeout_ms: 1000,
             log: None,
             bound: None,
         };

@@ -78,7 +78,7 @@ fn run() -> Result<()> {
             max_connections: e.max_connections,
             per_call: e.per_call,
             head_timeout: Duration::from_millis(e.head_timeout_ms),
-            idle_timeout: Duration::from_millis(e.idle_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
             ..Limits::default()
         };
         let interceptor = match (&config.bound, system_pem) {
@@ -108,7 +108,8 @@ fn run() -> Result<()> {
                 ))
             })
             .collect::<Result<Vec<(u16, TcpListener)>>>()?;
-        forward(listeners, take(dialer)?)?;
+        let idle = Duration::from_millis(config.idle_timeout_ms);
+        forward(listeners, take(dialer)?, idle)?;
     }
     drop(config);
     Ok(())
@@ -208,21 +209,21 @@ fn confine() -> Result<()> {
 }
 
 /// One accept thread per published port; each connection is dialed inside the sandbox by the
-/// dialer and spliced.
-fn forward(published: Vec<(u16, TcpListener)>, dialer: OwnedFd) -> Result<()> {
+/// dialer and spliced until both sides end or nothing moves for `idle` (net.limits.idle_timeout).
+fn forward(published: Vec<(u16, TcpListener)>, dialer: OwnedFd, idle: Duration) -> Result<()> {
     let dialer = Arc::new(Mutex::new(dialer));
     for (port, listener) in published {
         let d = dialer.clone();
         std::thread::Builder::new()
             .name("sbx-publish".into())
             .stack_size(256 * 1024)
-            .spawn(move || accept_loop(port, &listener, &d))
+            .spawn(move || accept_loop(port, &listener, &d, idle))
             .context("cannot start a forwarder")?;
     }
     Ok(())
 }
 
-fn accept_loop(port: u16, listener: &TcpListener, dialer: &Mutex<OwnedFd>) {
+fn accept_loop(port: u16, listener: &TcpListener, dialer: &Mutex<OwnedFd>, idle: Duration) {
     loop {
         let client = match listener.accept() {
             Ok((c, _)) => c,
@@ -240,7 +241,7 @@ fn accept_loop(port: u16, listener: &TcpListener, dialer: &Mutex<OwnedFd>) {
             .spawn(move || {
                 let _ = client.set_nodelay(true);
                 let _ = upstream.set_nodelay(true);
-                proxy::splice(&client, &upstream, false, Duration::from_secs(24 * 3600));
+                proxy::splice(&client, &upstream, false, idle);
             });
     }
 }
