@@ -1,19 +1,31 @@
 //! The egress proxy of a `net = "private"` context: HTTP/1.1 forward proxy (absolute-form
 //! requests and `CONNECT`) and SOCKS5 (no auth, CONNECT), on one listening socket.
 //!
-//! Where it runs: the sandbox's init binds `127.0.0.1:<port>` *inside* the new network namespace
-//! and passes the socket out; the outer sbx-exec calls [`serve`] with it, so it accepts from
-//! inside the sandbox and connects out from the container's namespace. Every destination is
-//! judged by [`EgressPolicy`]: the name before it is resolved (a refused name is never looked
-//! up), then every address it resolves to; the proxy connects only to an address it checked
-//! (to the `SocketAddr`, never re-resolving). A refusal is `403 Forbidden` with the reason as
-//! text (SOCKS: reply 0x02), an unresolvable name `502`.
+//! Where it runs: the sandbox's pid 1 binds port 3128 *inside* the new network namespace (whose
+//! only interface is `lo`) and passes the socket out; the launcher hands it to the egress gate
+//! ([`crate::run::gate`]), a process of its own exec'd unprivileged (uid 65534, no capability,
+//! no_new_privs, Landlock, its own seccomp filter) that calls [`serve_gate`] with it: it accepts
+//! from inside the sandbox and connects out from the container's namespace. The launcher never
+//! parses a byte of it. Every destination is judged by [`EgressPolicy`]: the name before it is
+//! resolved (a refused name is never looked up), then every address it resolves to, against the
+//! container's own addresses listed again for each destination; the proxy connects only to an
+//! address it checked (to the `SocketAddr`, never re-resolving). A refusal is `403 Forbidden`
+//! naming the rule, never the address (SOCKS: reply 0x02), an unresolvable name `502`; every
+//! answer but a success goes to the audit hook ([`Event`], with its status).
+//!
+//! Bound secrets ([`bound`]): a `CONNECT` to a host a binding names is intercepted, the one TLS
+//! inspection there is: TLS from the client with a per-call CA (its SNI and `Host` must name that
+//! host), one request parsed strictly, placeholders swapped for the real values in their slots
+//! only, TLS to the real host (verified), the response scrubbed of every encoding of the real
+//! values. Every request head from the sandbox goes through one strict parser ([`http`]).
 //!
 //! Shape: one accept thread, one thread per connection (256 KiB stack; at most
-//! `Limits::max_connections`, default 256, beyond which connections are closed at once), a
-//! 64 KiB request head read within 30 s, 10 s to connect; a tunnel then lives as long as both
-//! sides keep it open (one thread, `poll` on both sockets). HTTP requests are sent to the origin
-//! with `Connection: close`, so each client connection carries one request.
+//! `limits.connections` in all and `limits.per_call` per address it was reached on, beyond which
+//! a connection is answered 503 at once, before a byte is read), a 64 KiB request head within
+//! `limits.head_timeout` (a deadline for the whole head, inside an intercepted TLS connection
+//! too; 408), 10 s to connect; a tunnel, a body or a response then lives until nothing moves for
+//! `limits.idle_timeout` (one thread, `poll` on both sockets). One request per client connection:
+//! HTTP requests are sent to the origin with `Connection: close`.
 //!
 //! Cost (release build, x86-64, the ignored test `measure_cost`): an idle proxy is one thread
 //! (256 KiB of stack reserved) and about 0.15 MiB of RSS; 100 open tunnels, together with the
@@ -21,11 +33,11 @@
 //! 16 KiB buffer and touched stack). **A context with `net.allow = []` must not start the proxy
 //! at all**: it gets a network namespace with only `lo`, no proxy and no proxy variables.
 //!
-//! Limits: no TLS inspection, so over `CONNECT` the name in the TLS handshake (SNI, and the
-//! HTTP `Host` inside) is not checked against the name asked for: a CDN that serves many names
-//! on one address can be reached for any of them (domain fronting). Plain HTTP gets `Host` set
-//! from the request target, as RFC 9112 §3.2.2 says a proxy must. Resolution uses the system
-//! resolver (`getaddrinfo`), which has no timeout of its own.
+//! Limits: no TLS inspection but for bound hosts, so over any other `CONNECT` the name in the TLS
+//! handshake (SNI, and the HTTP `Host` inside) is not checked against the name asked for: a CDN
+//! that serves many names on one address can be reached for any of them (domain fronting). Plain
+//! HTTP gets `Host` set from the request target, as RFC 9112 §3.2.2 says a proxy must.
+//! Resolution uses the system resolver (`getaddrinfo`), which has no timeout of its own.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
