@@ -1,14 +1,18 @@
 //! Checks that the policy documentation covers every key the parser accepts: each field of the
-//! serde structs in `src/model/{mod,limits,supervise,net}.rs` and `src/model/bind/` must be
-//! documented in `man/sbx-exec-policy.5` (as a `.B key` item under the `.SS` heading of its table,
-//! e.g. `[context.NAME.env]`) and appear in the overview of every key in `docs/policy.md` ("Every
-//! key at a glance"). The keys are read from the source text, so fields added by any branch are
-//! found without touching this file; a failure lists exactly what is undocumented.
+//! serde structs in `src/model/{mod,context,inputs,confinement,limits,supervise,net}.rs` and
+//! `src/model/bind/` must be documented in `man/sbx-exec-policy.5` (as a `.B key` item under the
+//! `.SS` heading of its table, e.g. `[context.NAME.env]`) and appear in the overview of every key
+//! in `docs/policy.md` ("Every key at a glance"). The keys are read from the source text, so fields
+//! added by any branch are found without touching this file; a failure lists exactly what is
+//! undocumented.
 
 use std::collections::BTreeMap;
 
 const POLICY_RS: &str = concat!(
     include_str!("../../src/model/mod.rs"),
+    include_str!("../../src/model/context.rs"),
+    include_str!("../../src/model/inputs.rs"),
+    include_str!("../../src/model/confinement.rs"),
     include_str!("../../src/model/limits.rs"),
     include_str!("../../src/model/supervise.rs"),
     include_str!("../../src/model/net.rs"),
