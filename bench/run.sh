@@ -198,7 +198,10 @@ REDACT="$OUT/redact.toml"
 "$SBX" policy show | tail -n +2 | sed '/^\[context\.platform\.secrets\]$/a redact = true' >"$REDACT"
 grep -q '^redact = true$' "$REDACT" && "$SBX" policy check "$REDACT" >/dev/null || die "$REDACT does not validate"
 
-# The user context as a persistent context "benchpersist" (persist = true; Landlock scope off, as
+# A name of this run's own: another run of this script on the machine (CI's quick run, say) would
+# otherwise join this keeper and stop it under this run's timing.
+PCTX="benchpersist-$$"
+# The user context as a persistent context "benchpersist-PID" (persist = true; Landlock scope off, as
 # persist requires): timing a call of it measures JOINING a running keeper, not creating a sandbox.
 PERSIST="$OUT/persist.toml"
 "$SBX" policy show | python3 -c '
@@ -210,7 +213,7 @@ for line in lines:
     if m:
         section = m.group(1)
     if section and section.startswith("context.user"):
-        line = line.replace("[context.user", "[context.benchpersist", 1)
+        line = line.replace("[context.user", "[context." + sys.argv[1], 1)
         if section == "context.user" and re.match(r"\s*namespaces\s*=", line):
             line += "persist = true\n"
         if section == "context.user.security" and re.match(r"\s*scope\s*=", line):
@@ -220,13 +223,13 @@ for line in lines:
             continue
     out.append(line)
 sys.stdout.write("".join(out))
-' >"$PERSIST"
+' "$PCTX" >"$PERSIST"
 "$SBX" policy check "$PERSIST" >/dev/null || die "$PERSIST does not validate"
 grep -q '^persist = true' "$PERSIST" || die "$PERSIST has no persist = true"
 # Start the keeper before timing (the first call creates it); stop it when the script ends.
-trap '"$SBX" ctx stop benchpersist --timeout 2 >/dev/null 2>&1 || true' EXIT
-"$SBX" --policy "$PERSIST" --ctx benchpersist -- true || die "cannot start the persistent context"
-"$SBX" ctx list | grep -q '^benchpersist ' || die "no keeper for benchpersist after its first call"
+trap '"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null 2>&1 || true' EXIT
+"$SBX" --policy "$PERSIST" --ctx "$PCTX" -- true || die "cannot start the persistent context"
+"$SBX" ctx list | grep -q "^$PCTX " || die "no keeper for $PCTX after its first call"
 
 # The sandbox SDK policy's `agent` context (net = "private" with an allow list): launched with one
 # bound secret (secrets.bind: a placeholder inside, a per-call CA, the proxy's TLS interceptor) and
@@ -300,7 +303,7 @@ cmds+=(
     "$(q "$SBX") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
     "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
-    "$(q "$SBX") --policy $(q "$PERSIST") --ctx benchpersist -- true"
+    "$(q "$SBX") --policy $(q "$PERSIST") --ctx $PCTX -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
 )
@@ -315,7 +318,9 @@ log "hyperfine ${HF_RUNS[*]} (${#cmds[@]} commands), load average $LOAD_BEFORE"
 HF_EXPORT=(--export-json "$OUT/hyperfine.json")
 [ "$QUICK" = 1 ] || HF_EXPORT+=(--export-markdown "$OUT/hyperfine.md")
 hyperfine --shell sh "${HF_RUNS[@]}" --style basic "${HF_EXPORT[@]}" "${hf_args[@]}"
-"$SBX" ctx stop benchpersist --timeout 2 >/dev/null || die "cannot stop the persistent context"
+# Its keeper must still be the one started above: if it is gone, something else stopped it and the
+# join line timed a start too.
+"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null || die "cannot stop the persistent context $PCTX (was it stopped by something else during the timing?)"
 
 # ---------------------------------------------------------------------------------------------
 # 3b. BASELINE_REV only: today's and the baseline's user lines again, alternated launch by launch
