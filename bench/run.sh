@@ -83,8 +83,16 @@ cargo build --release --quiet
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 # .cargo/config.toml builds for the host tuple (static-pie): binaries are under target/<tuple>/.
-SBX="$TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release/sbx-exec"
-[ -x "$SBX" ] || die "no binary at $SBX after the build"
+BUILT="$TARGET_DIR/$(rustc -vV | sed -n 's/^host: //p')/release/sbx-exec"
+[ -x "$BUILT" ] || die "no binary at $BUILT after the build"
+# What was built, named now: others may commit, or build into the same target dir, during the run.
+# The run times a copy of its own, so a build that replaces the target's binary mid-run (another
+# `cargo build --release` on the machine) changes nothing here.
+GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock policies 2>/dev/null || GIT_REV="$GIT_REV + uncommitted changes"
+mkdir -p "$OUT"
+SBX="$OUT/sbx-exec"
+cp "$BUILT" "$SBX.tmp" && mv -f "$SBX.tmp" "$SBX"
 
 # The baseline (BASELINE_REV): that revision checked out in a worktree of its own under bench/out/
 # (made once, never touched by anything else) and built the same way, with its own target dir so
@@ -416,9 +424,6 @@ bash "$ROOT/bench/transfer.sh" "$SBX" "$OUT" "$TRANSFER_MIB" "$TRANSFER_RUNS" ||
 # ---------------------------------------------------------------------------------------------
 # 6. The report, generated from hyperfine's JSON so no number is typed by hand.
 # ---------------------------------------------------------------------------------------------
-GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock policies 2>/dev/null || GIT_REV="$GIT_REV + uncommitted changes"
-
 export BENCH_OUT="$OUT" BENCH_OUT_REL="${OUT#"$ROOT"/}" BENCH_REPORT="$REPORT" BENCH_QUICK="$QUICK" BENCH_GIT_REV="$GIT_REV" \
     BENCH_RSS_USER="$RSS_USER" BENCH_RSS_PLATFORM="$RSS_PLATFORM" BENCH_RSS_TRUE="$RSS_TRUE" \
     BENCH_RSS_BWRAP="$RSS_BWRAP" BENCH_RSS_REPEAT="$RSS_REPEAT" BENCH_LPS_SBX="$LPS_SBX" \
@@ -476,7 +481,7 @@ for r in results:
     w("| %s | %.2f ± %.2f | %.2f | %.2f | %d | %.2f | %+.2f |" % (
         r["command"], ms(r["mean"]), ms(r["stddev"] or 0.0), ms(r["median"]), ms(r["min"]), len(r["times"]),
         r["mean"] / bwrap["mean"], ms(r["mean"] - bare["mean"])))
-w("\nThe commands, as timed (`sbx-exec` is the release binary, `%s/` the script's output dir):\n" % E["BENCH_OUT_REL"])
+w("\nThe commands, as timed (`sbx-exec` is the release binary, copied to `%s/sbx-exec` after the build and timed there, `%s/` the script's output dir):\n" % (E["BENCH_OUT_REL"], E["BENCH_OUT_REL"]))
 w("```")
 def disp(c):
     if E["BENCH_BASE"]:
