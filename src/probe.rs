@@ -105,10 +105,10 @@ fn host() -> Host {
         userns,
         max_user_namespaces: read_trimmed("/proc/sys/user/max_user_namespaces")
             .and_then(|s| s.parse().ok()),
-        landlock_abi: crate::plan::landlock_rules::kernel_abi(),
+        landlock_abi: crate::plan::host::landlock_abi(),
         seccomp: crate::sys::seccomp_supported(),
         proc: std::fs::metadata("/proc/self/stat").is_ok(),
-        cgroup: crate::plan::cgroup::detect(),
+        cgroup: crate::plan::host::cgroup::detect(),
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
         net_admin: rootless
             || crate::sys::capget()
@@ -160,7 +160,11 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         }
     }
     let mut kinds = namespaces::wanted(ctx);
-    let userns = privilege::userns::userns_plan(mode, ctx, !kinds.is_empty()).is_some();
+    let ids = (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    );
+    let userns = privilege::userns::userns_plan(mode, ctx, !kinds.is_empty(), ids).is_some();
     if userns {
         kinds.insert(0, namespaces::USER);
     }
@@ -253,7 +257,7 @@ fn kernel_gaps(host: &Host, name: &str, ctx: &Context, userns: bool, v: &mut Ver
         // The same planning a launch does: what it would refuse, probe reports.
         let why = match mode {
             Mode::Root | Mode::Setuid { .. } => {
-                crate::plan::cgroup::limits_available(name, limits).err()
+                crate::plan::host::cgroup::limits_available(name, limits).err()
             }
             _ => Some("the cgroup tree belongs to root".to_string()),
         };
@@ -309,7 +313,7 @@ pub fn run(as_json: bool, policy_file: Option<&Path>) -> Result<i32> {
         h: &h,
         loaded: &loaded,
         verdicts: &verdicts,
-        enforceable: crate::plan::cgroup::enforceable(),
+        enforceable: crate::plan::host::cgroup::enforceable(),
         secure: all_full,
     };
     if as_json {

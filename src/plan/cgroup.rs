@@ -1,6 +1,6 @@
 //! Resource limits through cgroups (v2 where mounted, else the v1 `pids`, `memory` and `cpu`
-//! hierarchies): what this machine offers ([`detect`], for `probe`) and the directories and files
-//! a context's limits need (a pure plan, unit-tested). [`crate::run::apply::cgroup`] creates,
+//! hierarchies): the directories and files a context's limits need (a pure plan, unit-tested),
+//! from what this machine offers ([`crate::plan::host::cgroup`], also for `probe`). [`crate::run::apply::cgroup`] creates,
 //! joins and removes them.
 //!
 //! A cgroup limits resources; it hides nothing (processes are hidden by the pid namespace).
@@ -12,9 +12,9 @@ use serde::Serialize;
 
 use crate::model::limits::Limits;
 
-const ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const ROOT: &str = "/sys/fs/cgroup";
 /// v1 controllers sbx-exec uses, by the key that needs them.
-const V1_CONTROLLERS: &[&str] = &["pids", "memory", "cpu"];
+pub(crate) const V1_CONTROLLERS: &[&str] = &["pids", "memory", "cpu"];
 /// CFS period used for `cpu_max` (100 ms, the kernel's default).
 const CPU_PERIOD_US: u64 = 100_000;
 
@@ -46,36 +46,6 @@ pub struct CgroupInfo {
     pub controllers: Vec<String>,
 }
 
-/// Look at /sys/fs/cgroup: v2 if `cgroup.controllers` is there, else the v1 controller dirs.
-pub fn detect() -> CgroupInfo {
-    let root = Path::new(ROOT);
-    if let Ok(list) = std::fs::read_to_string(root.join("cgroup.controllers")) {
-        let controllers = list
-            .split_whitespace()
-            .filter(|c| V1_CONTROLLERS.contains(c))
-            .map(String::from)
-            .collect();
-        return CgroupInfo {
-            version: Version::V2,
-            controllers,
-        };
-    }
-    let controllers: Vec<String> = V1_CONTROLLERS
-        .iter()
-        .filter(|c| root.join(c).join("cgroup.procs").exists())
-        .map(|c| c.to_string())
-        .collect();
-    let version = if controllers.is_empty() {
-        Version::None
-    } else {
-        Version::V1
-    };
-    CgroupInfo {
-        version,
-        controllers,
-    }
-}
-
 /// The directory, below sbx-exec's own cgroup (or its parent, when that is sbx-exec's `sbx-init`
 /// leaf), that holds every cgroup sbx-exec makes: root-owned like the rest of the tree.
 pub const PARENT: &str = "sbx";
@@ -105,7 +75,7 @@ pub struct Plan {
 }
 
 /// This process's cgroup path for `controller` ("" for v2's unified line) from /proc/self/cgroup.
-fn own_path<'a>(self_cgroup: &'a str, controller: &str) -> Option<&'a str> {
+pub(crate) fn own_path<'a>(self_cgroup: &'a str, controller: &str) -> Option<&'a str> {
     self_cgroup.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
@@ -164,7 +134,7 @@ fn values(limits: &Limits, c: &str, v2: bool) -> Vec<(&'static str, String)> {
 
 /// The base cgroup for sbx-exec's directories: its own, or the parent of its own when that is
 /// its `sbx-init` leaf (v2, after an earlier call moved it there). Returns (base, in_self_leaf).
-fn base_of(root: &Path, hier: &str, own: &str) -> (PathBuf, bool) {
+pub(crate) fn base_of(root: &Path, hier: &str, own: &str) -> (PathBuf, bool) {
     let mut p = root.to_path_buf();
     if !hier.is_empty() {
         p.push(hier);
@@ -254,97 +224,94 @@ pub fn leaf_creator(name: &str) -> Option<i32> {
     pid.parse().ok().filter(|p: &i32| *p > 0)
 }
 
-/// The plan for `limits` on this host, below this process's own cgroups; `Err` says why the
-/// limits cannot be applied here (a launch refuses with it, `probe` reports it).
-fn plan_here(ctx_name: &str, limits: &Limits) -> std::result::Result<Plan, String> {
-    if !nix::unistd::geteuid().is_root() {
+/// What planning `[limits]` reads of the host ([`crate::plan::host::cgroup::layout`]): gathered
+/// only for a context that sets limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The cgroup tree belongs to root: without euid 0 nothing else is read.
+    pub root: bool,
+    pub info: CgroupInfo,
+    /// `/proc/self/cgroup`, or why it cannot be read.
+    pub self_cgroup: std::result::Result<String, String>,
+}
+
+/// The plan for `limits` on a host with `layout`, a leaf named for `pid` (pure); `Err` says why
+/// the limits cannot be applied there (a launch refuses with it, `probe` reports it).
+pub fn plan_on(
+    layout: &Layout,
+    ctx_name: &str,
+    limits: &Limits,
+    pid: u32,
+) -> std::result::Result<Plan, String> {
+    if !layout.root {
         return Err("the cgroup tree belongs to root".into());
     }
-    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
-    let leaf = leaf_name(ctx_name, std::process::id());
-    plan(&detect(), &self_cgroup, &leaf, limits)
+    let self_cgroup = layout.self_cgroup.as_deref().map_err(|e| e.to_string())?;
+    plan(&layout.info, self_cgroup, &leaf_name(ctx_name, pid), limits)
 }
 
-/// Can `limits` be applied on this host? (What `probe` asks; the launch asks [`plan_for`].)
-pub fn limits_available(ctx_name: &str, limits: &Limits) -> std::result::Result<(), String> {
-    plan_here(ctx_name, limits).map(drop)
+/// What a launch does about `[limits]`: decided when it is planned, carried out when the cgroups
+/// are made, where a refusal comes as a failed creation's does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No `[limits]` (or all empty).
+    None,
+    /// Make these cgroups.
+    Make(Plan),
+    /// They cannot be applied on this host, for this reason: [`unavailable`] says what then.
+    Unavailable(String),
 }
 
-/// For `probe`: each `[limits]` key, and why it cannot be enforced on this host (`None`: it can).
-/// Asks what a launch needs: root, the controller, and a writable directory to create cgroups in.
-pub fn enforceable() -> Vec<(&'static str, Option<String>)> {
-    let info = detect();
-    let self_cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let root = Path::new(ROOT);
-    let why = |c: &str, file: Option<&str>| -> Option<String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Some("the cgroup tree belongs to root (rootless mode)".into());
-        }
-        if info.version == Version::None {
-            return Some("no cgroup hierarchy is mounted on /sys/fs/cgroup".into());
-        }
-        if !info.controllers.iter().any(|h| h == c) {
-            return Some(format!("the {c} controller is not available"));
-        }
-        let (hier, own) = match info.version {
-            Version::V2 => ("", own_path(&self_cgroup, "")),
-            _ => (c, own_path(&self_cgroup, c)),
+impl Decision {
+    /// The decision for `limits` on a host with `layout` (read only when there are limits), the
+    /// leaf named for `pid`.
+    pub fn new(
+        ctx_name: &str,
+        limits: Option<&Limits>,
+        layout: Option<&Layout>,
+        pid: u32,
+    ) -> Decision {
+        let (Some(limits), Some(layout)) = (limits.filter(|l| !l.is_empty()), layout) else {
+            return Decision::None;
         };
-        let base = base_of(root, hier, own.unwrap_or("/")).0;
-        if nix::unistd::access(&base, nix::unistd::AccessFlags::W_OK).is_err() {
-            return Some(format!(
-                "{} is not writable (read-only cgroup mount?)",
-                base.display()
-            ));
+        match plan_on(layout, ctx_name, limits, pid) {
+            Ok(p) => Decision::Make(p),
+            Err(why) => Decision::Unavailable(why),
         }
-        if let Some(f) = file {
-            if !base.join(f).exists() && !base.join(PARENT).join(f).exists() {
-                return Some(format!("the kernel has no {f} (swap accounting off?)"));
-            }
+    }
+
+    /// The directories it makes (none unless [`Decision::Make`]).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Decision::Make(p) => p.dirs.iter().map(|d| d.path.clone()).collect(),
+            _ => Vec::new(),
         }
-        None
-    };
-    let swap = match info.version {
-        Version::V2 => "memory.swap.max",
-        _ => "memory.memsw.limit_in_bytes",
-    };
-    // On v2 the root cgroup has no memory.swap.max of its own; a child's is what counts.
-    let swap_file = (info.version == Version::V1).then_some(swap);
-    vec![
-        ("pids_max", why("pids", None)),
-        ("memory_max", why("memory", None)),
-        ("memory_swap_max", why("memory", swap_file)),
-        ("cpu_max", why("cpu", None)),
-    ]
+    }
 }
 
-/// What to do when the limits cannot be applied: refuse, or run without them (and whether to
-/// say so on stderr).
-pub fn unavailable(ctx_name: &str, limits: &Limits, degrade: bool, why: &str) -> Result<()> {
+/// What to do when the limits cannot be applied (`why`): refuse (`Err`), or run without them,
+/// with `Some(warning)` to print when that is worth saying (`degrade = true`).
+pub fn unavailable(
+    ctx_name: &str,
+    limits: &Limits,
+    degrade: bool,
+    why: &str,
+) -> Result<Option<String>> {
     if !limits.is_required() {
         // required = false: limits where possible; `probe` reports where they are not. No
         // warning per call, which would clutter every call's stderr on a rootless laptop.
-        return Ok(());
+        return Ok(None);
     }
     if degrade {
-        eprintln!("sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no resource limits: {why}");
-        return Ok(());
+        return Ok(Some(format!(
+            "context {ctx_name:?} runs degraded (degrade = true): no resource limits: {why}"
+        )));
     }
     bail!(
         "cannot apply [context.{ctx_name}.limits]: {why}; run sbx-exec as root with the cgroup hierarchy mounted \
          (cgroup v2 on /sys/fs/cgroup, or the v1 pids/memory/cpu controllers), remove the limits, \
          set required = false in [context.{ctx_name}.limits], or degrade = true in [context.{ctx_name}]"
     )
-}
-
-/// Refuse (unless `degrade` or `required = false`) when the limits cannot be applied;
-/// `Ok(None)` when they are skipped.
-pub fn plan_for(ctx_name: &str, limits: &Limits, degrade: bool) -> Result<Option<Plan>> {
-    match plan_here(ctx_name, limits) {
-        Ok(p) => Ok(Some(p)),
-        Err(why) => unavailable(ctx_name, limits, degrade, &why).map(|()| None),
-    }
 }
 
 #[cfg(test)]

@@ -42,9 +42,3 @@ pub fn plan(sec: &SecurityPolicy, degrade: bool) -> Option<Plan> {
         || !p.exec_under.is_empty();
     asks.then_some(p)
 }
-
-/// The Landlock ABI of the running kernel (0: none).
-pub fn kernel_abi() -> i32 {
-    // landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)
-    crate::sys::landlock_abi()
-}

@@ -1,5 +1,6 @@
-//! What a caller may change for one call (`--env`, `--cwd`, `--timeout`), checked against the
-//! context (pure), and the command search path as the sandbox will see it.
+//! One call as asked ([`Request`]): what a caller may change for it (`--env`, `--cwd`,
+//! `--timeout`), checked against the context (pure), who may make it (setuid mode's stage 4),
+//! and the command search path as the sandbox will see it.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -7,8 +8,53 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
+use crate::cli::RunArgs;
 use crate::model::{is_env_name, Context, FsPolicy, Namespace};
 use crate::plan::env::is_denied;
+use crate::privilege::{Mode, SetuidLaunch};
+
+/// One call, checked before anything is read for it: the context and caller checks that need no
+/// host fact (a caller a setuid context does not admit is refused before its command is looked
+/// up or its secrets read).
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub ctx_name: &'a str,
+    pub cmd: &'a [OsString],
+    /// `--env NAME=VALUE` as given (checked when the environment is planned).
+    pub env: &'a [String],
+    /// `--cwd DIR` as given.
+    pub cwd: Option<&'a Path>,
+    pub in_workdir: bool,
+    /// The call's timeout in seconds: `--timeout` (at most the context's), else the context's.
+    pub timeout: Option<u64>,
+    /// The timeout is the caller's `--timeout` (a 124 names it), not the policy's.
+    pub timeout_asked: bool,
+    /// Setuid mode: whom the target becomes (stage 4 passed).
+    pub setuid: Option<SetuidLaunch>,
+}
+
+impl<'a> Request<'a> {
+    /// Check `args` against context `ctx_name`: the timeout, then (setuid mode) the caller.
+    pub fn new(
+        args: &'a RunArgs,
+        ctx_name: &'a str,
+        ctx: &Context,
+        mode: &Mode,
+    ) -> Result<Request<'a>> {
+        let timeout = timeout(ctx_name, ctx, args.timeout)?;
+        let setuid = SetuidLaunch::plan(mode, ctx_name, ctx)?;
+        Ok(Request {
+            ctx_name,
+            cmd: &args.cmd,
+            env: &args.env,
+            cwd: args.cwd.as_deref(),
+            in_workdir: args.in_workdir,
+            timeout,
+            timeout_asked: args.timeout.is_some(),
+            setuid,
+        })
+    }
+}
 
 /// `--env NAME=VALUE` pairs, each admitted by `env.caller`, never an injection variable or a
 /// name the context takes as a secret. Errors name the variable, never the value.

@@ -16,12 +16,16 @@ pub struct IdMap {
 }
 
 /// Should this launch create a user namespace, and with which map? Only in rootless mode, when the
-/// context asks for namespaces and does not say `userns = "never"`.
-pub fn userns_plan(mode: &Mode, ctx: &Context, wants_namespaces: bool) -> Option<IdMap> {
-    (*mode == Mode::Rootless && ctx.userns == UserNs::Auto && wants_namespaces).then(|| IdMap {
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-    })
+/// context asks for namespaces and does not say `userns = "never"`; `(uid, gid)` are this
+/// process's effective ids, mapped to themselves.
+pub fn userns_plan(
+    mode: &Mode,
+    ctx: &Context,
+    wants_namespaces: bool,
+    (uid, gid): (u32, u32),
+) -> Option<IdMap> {
+    (*mode == Mode::Rootless && ctx.userns == UserNs::Auto && wants_namespaces)
+        .then_some(IdMap { uid, gid })
 }
 
 /// In the first process of a new user namespace: map the caller's uid and gid to themselves

@@ -8,6 +8,7 @@
 //! stdio on /dev/null. A one-shot pid 1 then forks the target and reaps ([`start`]); a keeper says
 //! "ready" and reaps forever ([`crate::run::persist::keeper`]).
 
+use std::borrow::Cow;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -44,12 +45,26 @@ pub enum Role<'a> {
     },
 }
 
+/// Where [`enter`] returns: in the outer process with the new pid, or in the sandbox's first
+/// process with the plan it sets up (the planned sandbox, or one derived from it without the
+/// namespaces the kernel refused). Returned once per sandbox, in both processes: its size is
+/// no cost worth a box.
+#[allow(clippy::large_enum_variant)]
+pub enum Entered<'a> {
+    Parent(Pid),
+    Child(Cow<'a, Sandbox>),
+}
+
 /// Clone the sandbox's first process into the plan's namespaces. When the kernel refuses, find
 /// which namespaces it allows: without `degrade`, refuse naming the missing ones and the fix; with
-/// it, warn, drop what depends on them from the plan and clone again. `None` in the child.
-pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
+/// it, warn and clone again with the plan without them ([`Sandbox::without`]).
+pub fn enter<'a>(ctx_name: &str, sandbox: &'a Sandbox) -> Result<Entered<'a>> {
+    let entered = |c: Option<Pid>, s: Cow<'a, Sandbox>| match c {
+        Some(pid) => Entered::Parent(pid),
+        None => Entered::Child(s),
+    };
     match apply::namespaces::enter(&sandbox.kinds) {
-        Ok(c) => Ok(c),
+        Ok(c) => Ok(entered(c, Cow::Borrowed(sandbox))),
         // A limit, not a refusal of namespaces: say which, and do not probe (which would fail
         // the same way and be taken for a missing namespace).
         Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::ENOMEM)) => Err(anyhow!(
@@ -57,29 +72,17 @@ pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
             crate::error::cause(&e)
         )),
         Err(_) if !sandbox.kinds.is_empty() => {
-            let (ok, missing) =
+            let (_, missing) =
                 apply::namespaces::available(ctx_name, &sandbox.kinds, sandbox.degrade)?;
             let names: Vec<&str> = missing.iter().map(|k| k.name).collect();
             eprintln!(
                 "sbx-exec: warning: context {ctx_name:?} runs degraded (degrade = true): no {} namespace",
                 names.join(", ")
             );
-            if missing.contains(&namespaces::MOUNT) {
-                sandbox.mounts = None;
-            }
-            if missing.contains(&namespaces::USER) {
-                sandbox.userns = None;
-            }
-            if missing.contains(&namespaces::NET) {
-                // No namespace to bind the proxy in: pid 1 hands out nothing (the outer warns).
-                sandbox.loopback = false;
-                if let Some(net) = &mut sandbox.net {
-                    net.egress = None;
-                    net.publish.clear();
-                }
-            }
-            sandbox.kinds = ok;
-            apply::namespaces::enter(&sandbox.kinds).context("cannot create the sandbox")
+            let degraded = sandbox.without(&missing);
+            let c =
+                apply::namespaces::enter(&degraded.kinds).context("cannot create the sandbox")?;
+            Ok(entered(c, Cow::Owned(degraded)))
         }
         Err(e) => Err(anyhow!(e).context("cannot start the command")),
     }
@@ -88,87 +91,97 @@ pub fn enter(ctx_name: &str, sandbox: &mut Sandbox) -> Result<Option<Pid>> {
 /// Create a one-shot sandbox. Returns the pid of its first process (pid 1 inside, if it has a pid
 /// namespace; otherwise the target itself).
 /// `cgroup` holds the call's open `cgroup.procs` files (none without limits): pid 1 joins them
-/// before anything else runs, so every process of the sandbox is counted.
+/// before anything else runs, so every process of the sandbox is counted. `errors`: the write
+/// end of the set-up error pipe ([`crate::run::status::SetupErrors`]).
 pub fn start(
     ctx_name: &str,
-    mut sandbox: Sandbox,
+    sandbox: &Sandbox,
     target: &Target,
     cgroup: &[OwnedFd],
     net: Option<&OwnedFd>,
+    errors: Option<RawFd>,
 ) -> Result<Pid> {
     let (alive_r, alive_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe")?;
-    match enter(ctx_name, &mut sandbox)? {
-        Some(pid) => {
+    match enter(ctx_name, sandbox)? {
+        Entered::Parent(pid) => {
             drop(alive_r);
             // alive_w stays open in this process until it exits: the sandbox watches it.
             std::mem::forget(alive_w);
             Ok(pid)
         }
-        None => {
+        Entered::Child(sandbox) => {
             drop(alive_w);
             if let Err(e) = apply::cgroup::join(cgroup) {
                 eprintln!("sbx-exec: cannot enter the call's cgroup ([limits]): {e}");
                 sys::exit_now(EXIT_SBX);
             }
-            one_shot_pid1(&sandbox, target, alive_r, net.map(AsRawFd::as_raw_fd))
+            let links = (net.map(AsRawFd::as_raw_fd), errors);
+            one_shot_pid1(&sandbox, target, alive_r, links)
         }
     }
 }
 
-/// The first process of a one-shot sandbox. Never returns.
-fn one_shot_pid1(sandbox: &Sandbox, target: &Target, alive: OwnedFd, net: Option<RawFd>) -> ! {
+/// The first process of a one-shot sandbox. Never returns. `(net, errors)`: the net socket and
+/// the set-up error pipe.
+fn one_shot_pid1(
+    sandbox: &Sandbox,
+    target: &Target,
+    alive: OwnedFd,
+    (net, errors): (Option<RawFd>, Option<RawFd>),
+) -> ! {
     let has_pidns = sandbox.kinds.contains(&namespaces::PID);
     let program = target.program.as_raw_fd();
     let role = Role::OneShot {
         alive,
         program,
         net,
-        errors: target.errors,
+        errors,
     };
     if let Err(e) = setup(sandbox, role) {
-        let msg = format!("{e:#}");
-        eprintln!("sbx-exec: {msg}");
-        crate::run::status::tell_setup_error(target.errors, &msg);
-        sys::exit_now(EXIT_SBX);
+        fail(errors, &format!("{e:#}"));
     }
+    let links = crate::run::target::Links {
+        errors,
+        ..Default::default()
+    };
     // A target that maps its own user namespace needs a parent to write the maps: pid 1.
     if !has_pidns && target.identity.is_none() {
-        target.exec();
+        target.exec_with(links);
     }
     let handshake = match target.identity {
         Some(_) => match apply::identity::Handshake::new() {
             Ok(h) => Some(h),
-            Err(e) => fail(target, &format!("{e:#}")),
+            Err(e) => fail(errors, &format!("{e:#}")),
         },
         None => None,
     };
     match sys::fork() {
         Ok(ForkResult::Child) => target.exec_with(crate::run::target::Links {
             handshake: handshake.as_ref().map(|h| h.target_ends()),
-            parent_alive: None,
+            ..links
         }),
         Ok(ForkResult::Parent { child }) => {
             if let (Some(m), Some(h)) = (&target.identity, handshake) {
                 match apply::identity::map_child(child, &m.range, h.parent(), true) {
                     Ok(None) => {}
                     Ok(Some(code)) => sys::exit_now(code),
-                    Err(e) => fail(target, &format!("{e:#}")),
+                    Err(e) => fail(errors, &format!("{e:#}")),
                 }
             }
             // Only the target may still say why it gives up; pid 1 holds no copy of the pipe.
-            if let Some(fd) = target.errors {
+            if let Some(fd) = errors {
                 let _ = nix::unistd::close(fd);
             }
             reaper::pid1(child)
         }
-        Err(e) => fail(target, &format!("cannot fork the command: {e}")),
+        Err(e) => fail(errors, &format!("cannot fork the command: {e}")),
     }
 }
 
-/// Pid 1 gives up: says why (stderr, and the set-up error pipe) and exits 125.
-fn fail(target: &Target, msg: &str) -> ! {
+/// Pid 1 gives up: says why (stderr, and the set-up error pipe `errors`) and exits 125.
+fn fail(errors: Option<RawFd>, msg: &str) -> ! {
     eprintln!("sbx-exec: {msg}");
-    crate::run::status::tell_setup_error(target.errors, msg);
+    crate::run::status::tell_setup_error(errors, msg);
     sys::exit_now(EXIT_SBX)
 }
 

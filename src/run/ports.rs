@@ -7,6 +7,8 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use anyhow::{Context as _, Result};
+
+use crate::plan::launch::Target;
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn, SockaddrIn6,
@@ -62,14 +64,23 @@ pub struct Handed {
 }
 
 impl Handed {
-    /// Hand them to `target`: placed on 3.. just before exec, with LISTEN_FDS, LISTEN_FDNAMES and
-    /// LISTEN_PID (filled in with the target's pid) in its environment.
-    pub fn give_to(&self, target: &mut crate::plan::launch::Target) -> std::io::Result<()> {
+    /// `target` given them: placed on 3.. just before exec, with LISTEN_FDS, LISTEN_FDNAMES and
+    /// LISTEN_PID (filled in with the target's pid) in its environment; its program's handle is
+    /// moved above them first.
+    pub fn give_to(&self, target: Target) -> std::io::Result<Target> {
         let passed = crate::plan::fds::Passed {
             fds: self.fds.clone(),
             listen_names: (!self.fds.is_empty()).then(|| self.names.clone()),
         };
-        crate::plan::launch::pass_fds(target, &passed)
+        let top = 3 + self.fds.len() as RawFd;
+        let target = match target.program.as_raw_fd() < top {
+            true => Target {
+                program: crate::sys::dup_cloexec_above(target.program.as_raw_fd(), top)?,
+                ..target
+            },
+            false => target,
+        };
+        Ok(target.passing(&passed))
     }
 }
 

@@ -152,7 +152,7 @@ pub fn supervise(
 /// timeout, said on stderr (`note` adds what happens to background processes).
 pub fn exit_code(
     ctx_name: &str,
-    ctx: &crate::model::Context,
+    timeout: Option<u64>,
     outcome: Outcome,
     limit: TimeoutSource,
     note: &str,
@@ -166,7 +166,7 @@ pub fn exit_code(
             };
             eprintln!(
                 "sbx-exec: context {ctx_name:?} timed out after {}s; the command was stopped ({source}{note})",
-                ctx.timeout.unwrap_or(0)
+                timeout.unwrap_or(0)
             );
             crate::error::EXIT_TIMEOUT
         }

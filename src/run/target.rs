@@ -14,12 +14,15 @@ use crate::plan::launch::Target;
 use crate::sys;
 
 /// What the target's own parent hands it besides the plan: the identity handshake's ends
-/// ([`crate::run::apply::identity::Handshake`]) and, for a join, the read end of a pipe its
-/// parent (the joiner) holds open for its life.
+/// ([`crate::run::apply::identity::Handshake`]), for a join the read end of a pipe its parent
+/// (the joiner) holds open for its life, and the write end of the pipe on which its own set-up
+/// errors reach the outer process (close-on-exec: gone once the program runs), so that a refusal
+/// is reported as one ([`crate::run::status::SetupErrors`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Links {
     pub handshake: Option<(RawFd, RawFd)>,
     pub parent_alive: Option<RawFd>,
+    pub errors: Option<RawFd>,
 }
 
 impl Target {
@@ -34,7 +37,7 @@ impl Target {
         if let Err(e) = self.prepare(links) {
             let msg = format!("{e:#}");
             eprintln!("sbx-exec: {msg}");
-            crate::run::status::tell_setup_error(self.errors, &msg);
+            crate::run::status::tell_setup_error(links.errors, &msg);
             sys::exit_now(crate::error::EXIT_SBX);
         }
         let argv: Vec<*const libc::c_char> = self
@@ -95,7 +98,7 @@ impl Target {
         if !self.pass_fds.is_empty() {
             let keep = [
                 self.program.as_raw_fd(),
-                self.errors.unwrap_or(-1),
+                links.errors.unwrap_or(-1),
                 extra[0],
                 extra[1],
                 extra[2],
@@ -104,6 +107,7 @@ impl Target {
                 .context("cannot pass the kept file descriptors")?;
         }
         let mut keep_fds = self.keep_fds.clone();
+        keep_fds.extend(links.errors);
         keep_fds.extend(extra.iter().copied().filter(|f| *f >= 0));
         keep_fds.sort_unstable();
         sys::close_fds_from(3, &keep_fds, false)

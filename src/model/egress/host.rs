@@ -1,6 +1,5 @@
 //! Hosts as the proxy receives them: every spelling of an address recognised (`inet_aton`
-//! forms, bracketed and bare IPv6), names normalised, local names refused; and the container's own
-//! addresses.
+//! forms, bracketed and bare IPv6), names normalised, local names refused.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -125,24 +124,4 @@ fn parse_aton_part(p: &str) -> Option<u64> {
         }
     }
     Some(v)
-}
-
-/// The addresses of this network namespace's interfaces (the container's own addresses, when
-/// called by the outer sbx-exec), to refuse as destinations.
-pub fn local_addrs() -> nix::Result<Vec<IpAddr>> {
-    let mut out = Vec::new();
-    for ifa in nix::ifaddrs::getifaddrs()? {
-        let Some(addr) = ifa.address else { continue };
-        let ip = if let Some(v4) = addr.as_sockaddr_in() {
-            IpAddr::V4(v4.ip())
-        } else if let Some(v6) = addr.as_sockaddr_in6() {
-            IpAddr::V6(v6.ip())
-        } else {
-            continue;
-        };
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    Ok(out)
 }

@@ -1,5 +1,5 @@
 //! Egress policy of a confined context: which destinations its proxy may connect to. Pure: no
-//! sockets, no resolution (except `local_addrs`, which only reads the interface list).
+//! sockets, no resolution (the container's own addresses are given to it: `self_addrs`).
 //!
 //! A destination passes when all three hold:
 //! 1. it is *named* by a rule: its name matches a domain rule, or its address matches a CIDR
@@ -400,7 +400,7 @@ pub mod host;
 pub mod rules;
 
 use host::{is_numeric_label, normalize_name};
-pub use host::{local_addrs, parse_host, parse_ipv4_any};
+pub use host::{parse_host, parse_ipv4_any};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,20 @@ use anyhow::{Context as _, Result};
 
 use crate::plan::cgroup::{leaf_creator, Plan, Version};
 
+/// Limits that cannot be applied (`why`): refused, or the call runs without them (saying so with
+/// `degrade = true`).
+pub fn go_without(
+    ctx_name: &str,
+    limits: &crate::model::limits::Limits,
+    degrade: bool,
+    why: &str,
+) -> Result<()> {
+    if let Some(warning) = crate::plan::cgroup::unavailable(ctx_name, limits, degrade, why)? {
+        eprintln!("sbx-exec: warning: {warning}");
+    }
+    Ok(())
+}
+
 /// The cgroup file operations sbx-exec does, by absolute path below /sys/fs/cgroup.
 pub trait CgroupFs {
     /// Create a directory; an existing one is an error of kind `AlreadyExists`.

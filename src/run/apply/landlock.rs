@@ -68,7 +68,7 @@ pub fn install(plan: &Plan) -> Result<()> {
         .restrict_self()
         .context("landlock: cannot enforce the ruleset")?;
     if status.ruleset != RulesetStatus::FullyEnforced {
-        let abi = crate::plan::landlock_rules::kernel_abi();
+        let abi = crate::plan::host::landlock_abi();
         let need = match (plan.scope, plan.deny_bind.len() + plan.deny_connect.len()) {
             (true, _) => 6,
             (false, 0) => 1,

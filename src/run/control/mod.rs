@@ -40,7 +40,7 @@ struct Plane {
 pub fn run(
     ctx_name: &str,
     sup: &Supervise,
-    mut target: Target,
+    target: Target,
     policy: Option<&Path>,
     on_start: impl Fn(Pid),
 ) -> Result<i32> {
@@ -48,9 +48,9 @@ pub fn run(
     lower_oom_score(ctx_name);
     let ports = ReservedPorts::bind(&sup.ports)?;
     let theirs: Vec<u16> = sup.services.iter().flat_map(|s| s.ports.clone()).collect();
-    ports
+    let target = ports
         .handed(&theirs, true)
-        .give_to(&mut target)
+        .give_to(target)
         .context("cannot place the control plane's sockets")?;
     let mut services = Vec::new();
     for spec in &sup.services {

@@ -52,28 +52,15 @@ impl<'a> Service<'a> {
         // This very binary, by handle (as every target is executed), even if the file was replaced.
         let program = std::fs::File::open("/proc/self/exe")
             .context("cannot open /proc/self/exe to start a service")?;
-        let mut target = Target {
-            path: CString::from(c"/proc/self/exe"),
-            program: program.into(),
+        let target = Target::plain(
+            CString::from(c"/proc/self/exe"),
+            program.into(),
             argv,
             env,
-            caps: None,
-            no_new_privs: false,
-            run_as: None,
-            landlock: None,
-            seccomp: None,
             sigmask,
-            keep_fds: Vec::new(),
-            pass_fds: Vec::new(),
-            listen_pid: false,
-            drop_to: None,
-            chdir_after_drop: None,
-            cwd_in_root: None,
-            errors: None,
-            identity: None,
-        };
-        handed
-            .give_to(&mut target)
+        );
+        let target = handed
+            .give_to(target)
             .context("cannot place a service's sockets")?;
         Ok(Service {
             spec,

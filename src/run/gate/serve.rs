@@ -17,7 +17,7 @@ use anyhow::{anyhow, Context as _, Result};
 use zeroize::Zeroizing;
 
 use super::config::{self, Config};
-use crate::plan::egress::EgressPolicy;
+use crate::model::egress::EgressPolicy;
 use crate::run::audit::EgressLog;
 use crate::run::proxy::bound::{Interceptor, Roots};
 use crate::run::proxy::{self, Event, EventSink, Limits, Verdict};

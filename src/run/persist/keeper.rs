@@ -17,9 +17,11 @@ use super::nethelper;
 use super::state::{self, Phase, State};
 use crate::error::EXIT_SBX;
 use crate::model::Context;
+use crate::plan::cgroup::Decision;
 use crate::plan::launch::Sandbox;
 use crate::run::apply::cgroup;
 use crate::run::audit::EgressLog;
+use crate::run::init::Entered;
 use crate::run::net::Bridge;
 use crate::run::reaper;
 use crate::sys;
@@ -42,6 +44,7 @@ pub fn ensure_keeper(
     ctx_name: &str,
     ctx: &Context,
     sandbox: &Sandbox,
+    limits: &Decision,
     log: Option<EgressLog>,
 ) -> Result<Keeper> {
     let dir = state::dir(true)?.context("no runtime directory")?;
@@ -98,7 +101,7 @@ pub fn ensure_keeper(
             None => lifecycle::end(&dir, ctx_name, &state)?,
         },
     }
-    start_keeper(ctx_name, ctx, sandbox, &dir, fp, log)
+    start_keeper(ctx_name, ctx, (sandbox, limits), &dir, fp, log)
 }
 
 /// A running keeper's net helper, checked by a call under the context's lock: one that is gone,
@@ -165,13 +168,17 @@ fn being_stopped(ctx_name: &str) -> String {
 fn start_keeper(
     ctx_name: &str,
     ctx: &Context,
-    sandbox: &Sandbox,
+    (sandbox, limits): (&Sandbox, &Decision),
     dir: &Path,
     fp: u64,
     log: Option<EgressLog>,
 ) -> Result<Keeper> {
-    let cg_plan = match &ctx.limits {
-        Some(l) if !l.is_empty() => crate::plan::cgroup::plan_for(ctx_name, l, ctx.degrade)?,
+    let cg_plan = match (limits, &ctx.limits) {
+        (Decision::Make(p), _) => Some(p.clone()),
+        (Decision::Unavailable(why), Some(l)) => {
+            cgroup::go_without(ctx_name, l, ctx.degrade, why)?;
+            None
+        }
         _ => None,
     };
     let mut state = State {
@@ -217,7 +224,7 @@ fn start_recorded(
             Err(e) => {
                 // Refused unless `required = false` or `degrade = true`, as a one-shot call.
                 let why = format!("{e:#}");
-                crate::plan::cgroup::unavailable(ctx_name, l, ctx.degrade, &why)
+                cgroup::go_without(ctx_name, l, ctx.degrade, &why)
                     .with_context(|| format!("cannot set up [context.{ctx_name}.limits]"))?;
                 // Running without them: later calls must not look for cgroups never made.
                 state.cgroups.clear();
@@ -236,13 +243,17 @@ fn start_recorded(
         state::write(dir, ctx_name, state)
     };
     let net = bridge.as_ref().map(|b| b.inner().as_raw_fd());
-    // The context's cgroups, shown in a private /sys (none if they could not be made).
-    let mut sandbox = sandbox.clone();
-    if let (Some(m), Some(p)) = (sandbox.mounts.as_mut(), cg_plan) {
-        let made: Vec<_> = p.dirs.iter().map(|d| d.path.clone()).collect();
-        m.show_cgroups(if cgroup_procs.is_empty() { &[] } else { &made });
-    }
-    let (pidfd, commit) = spawn_keeper(ctx_name, &sandbox, &cgroup_procs, net, &mut record)?;
+    // The context's cgroups are shown in its private /sys as planned, or none if they could not
+    // be made.
+    let fallback;
+    let sandbox = match (cg_plan, cgroup_procs.is_empty()) {
+        (Some(_), true) => {
+            fallback = sandbox.without_cgroups();
+            &fallback
+        }
+        _ => sandbox,
+    };
+    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, net, &mut record)?;
     if let Some(bridge) = bridge {
         let mut record_net = |pid: i32, start: u64| -> Result<()> {
             state.net_pid = pid;
@@ -298,13 +309,12 @@ fn spawn_keeper(
                 eprintln!("sbx-exec: cannot enter the context's cgroup: {e}");
                 sys::exit_now(EXIT_SBX);
             }
-            let mut sandbox = sandbox.clone();
-            match crate::run::init::enter(ctx_name, &mut sandbox) {
-                Ok(Some(pid)) => {
+            match crate::run::init::enter(ctx_name, sandbox) {
+                Ok(Entered::Parent(pid)) => {
                     let _ = nix::unistd::write(&info_w, &pid.as_raw().to_ne_bytes());
                     sys::exit_now(0)
                 }
-                Ok(None) => {
+                Ok(Entered::Child(sandbox)) => {
                     drop(info_w);
                     keeper_main(&sandbox, ready_w, commit_r, net)
                 }

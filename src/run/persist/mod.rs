@@ -18,7 +18,7 @@
 //! (the freeze-and-swap escape: code in the context stopping a joining call that was still in the
 //! container's mount namespace, and steering a later call's working directory through it). The
 //! target enters its working directory after dropping its capabilities, resolved inside the
-//! context's root without magic links ([`Target::cwd_in_root`]), then execs like any launch. The
+//! context's root without magic links (`Target::cwd_in_root`), then execs like any launch. The
 //! keeper is identified by pid, start time and pid-namespace inode, re-checked after
 //! `pidfd_open`, so a recycled pid or a dead keeper is never joined.
 
@@ -57,6 +57,10 @@ pub struct Call<'a> {
     /// Where the joiner and the target say why they gave up before the command ran.
     pub errors: SetupErrors,
     pub limit: reaper::TimeoutSource,
+    /// The call's timeout in seconds.
+    pub timeout: Option<u64>,
+    /// The context's `[limits]`, carried out when a keeper is started.
+    pub cgroup: &'a crate::plan::cgroup::Decision,
 }
 
 /// A persistent launch: find or start the keeper, join it, run the command, report its status.
@@ -64,7 +68,7 @@ pub struct Call<'a> {
 pub fn run(
     call: Call,
     sandbox: &Sandbox,
-    mut target: Target,
+    target: Target,
     egress_log: Option<crate::run::audit::EgressLog>,
 ) -> Result<i32> {
     let Call {
@@ -73,17 +77,11 @@ pub fn run(
         report,
         mut errors,
         limit,
+        timeout,
+        cgroup: limits,
     } = call;
     let started = std::time::Instant::now();
-    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, egress_log)?;
-    target.cwd_in_root = sandbox.cwd.as_ref().map(|w| w.to_c()).transpose()?;
-    // This call reaches the context's proxy on an address of its own (its share of the gate).
-    if sandbox.net.as_ref().is_some_and(|n| n.egress.is_some()) {
-        let at = crate::plan::net::call_address(std::process::id());
-        for (name, value) in crate::plan::net::proxy_env_at(at) {
-            target.env.set_var(name, &value);
-        }
-    }
+    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, limits, egress_log)?;
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
     let pipe = || {
         nix::unistd::pipe2(OFlag::O_CLOEXEC)
@@ -106,7 +104,12 @@ pub fn run(
             drop(pid_r);
             let tell = target.identity.is_some().then_some(pid_w);
             let ends = handshake.as_ref().map(|h| h.target_ends());
-            joiner(ctx_name, &keeper, join_flags, alive_r, tell, &target, ends)
+            let links = crate::run::target::Links {
+                handshake: ends,
+                parent_alive: None,
+                errors: errors.write_fd(),
+            };
+            joiner(ctx_name, &keeper, join_flags, alive_r, tell, &target, links)
         }
         ForkResult::Parent { child } => child,
     };
@@ -124,14 +127,14 @@ pub fn run(
     drop(pid_r);
     report(&started_json(child.as_raw()));
     // The context's cgroup counts every call: this call's share is the difference.
-    let version = crate::plan::cgroup::detect().version;
+    let version = crate::plan::host::cgroup::detect().version;
     let counted = || cgroup::stats_of(&cgroup::Host, version, &keeper.state.cgroups);
     let before = counted();
-    let timeout = ctx.timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let outcome = reaper::supervise(child, timeout, None);
+    let limit_s = timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let outcome = reaper::supervise(child, limit_s, None);
     let code = reaper::exit_code(
         ctx_name,
-        ctx,
+        timeout,
         outcome,
         limit,
         "; processes it started in the background keep running",
@@ -193,12 +196,12 @@ fn joiner(
     alive: OwnedFd,
     tell: Option<OwnedFd>,
     target: &Target,
-    handshake: Option<(std::os::fd::RawFd, std::os::fd::RawFd)>,
+    links: crate::run::target::Links,
 ) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         let msg = format!("{what}: {e}");
         eprintln!("sbx-exec: {msg}");
-        crate::run::status::tell_setup_error(target.errors, &msg);
+        crate::run::status::tell_setup_error(links.errors, &msg);
         sys::exit_now(EXIT_SBX)
     };
     match sys::die_with_parent(alive.as_fd()) {
@@ -234,8 +237,8 @@ fn joiner(
             // The joiner's pipe stays open in the target until its exec: after its last change
             // of ids (which clears the parent-death signal) it arms the signal again and looks.
             target.exec_with(crate::run::target::Links {
-                handshake,
                 parent_alive: Some(std::os::fd::IntoRawFd::into_raw_fd(up_r)),
+                ..links
             })
         }
         Ok(ForkResult::Parent { child }) => {
@@ -244,7 +247,7 @@ fn joiner(
             std::mem::forget(up_w);
             // The target's ends of the identity handshake are the target's alone: if it dies
             // before it speaks, the launcher sees end of file.
-            for fd in handshake.into_iter().flat_map(|(r, g)| [r, g]) {
+            for fd in links.handshake.into_iter().flat_map(|(r, g)| [r, g]) {
                 let _ = nix::unistd::close(fd);
             }
             if let Some(tell) = tell {

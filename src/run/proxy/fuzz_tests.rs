@@ -37,7 +37,7 @@ use super::bound::scrub::{Needles, Scrubber};
 use super::http::{self, Framing, MAX_HEADERS};
 use super::request::{absolute_form, origin_head, split_host_port};
 use super::{serve_with, Event, EventSink, Limits, Outbound, Protocol, ProxyHandle, Verdict};
-use crate::plan::egress::EgressPolicy;
+use crate::model::egress::EgressPolicy;
 
 /// `n` cases, or `PROPTEST_CASES` when set; failures are not written to files in the tree.
 fn cases(n: u32) -> ProptestConfig {

@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-use crate::plan::egress::{EgressPolicy, Host};
+use crate::model::egress::{EgressPolicy, Host};
 
 /// Bounds on what one proxy holds.
 #[derive(Debug, Clone, Copy)]
@@ -197,7 +197,7 @@ pub fn serve_gate(
         resolve: Box::new(|host, port| Ok((host, port).to_socket_addrs()?.collect())),
         connect: Box::new(TcpStream::connect_timeout),
     };
-    let own: OwnAddrs = || crate::plan::egress::local_addrs().map_err(std::io::Error::from);
+    let own: OwnAddrs = || crate::plan::host::local_addrs().map_err(std::io::Error::from);
     start(share(
         listener,
         policy,

@@ -91,7 +91,7 @@ impl Destination<'_> {
     }
 
     /// A refusal: the whole story to the audit hook, the public one to the client.
-    fn refuse(&self, addr: Option<SocketAddr>, r: crate::plan::egress::Refusal) -> Denial {
+    fn refuse(&self, addr: Option<SocketAddr>, r: crate::model::egress::Refusal) -> Denial {
         self.shared
             .emit(self.event(Verdict::Refused, addr, Some(403), &r.reason));
         Denial {
@@ -116,7 +116,7 @@ impl Destination<'_> {
     /// was checked; an IPv4-mapped address as the IPv4 address.
     fn checked_addrs(&self) -> Result<Vec<SocketAddr>, Denial> {
         let live;
-        let policy: &crate::plan::egress::EgressPolicy = match self.shared.own_addrs {
+        let policy: &crate::model::egress::EgressPolicy = match self.shared.own_addrs {
             Some(list) => {
                 let mut p = (*self.shared.policy).clone();
                 p.self_addrs = list().map_err(|e| {

@@ -26,10 +26,9 @@ use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 use super::{Event, EventSink, Protocol, ProxyHandle, Shared, Verdict};
-use crate::model::{Context, RunAs};
+use crate::model::egress::EgressPolicy;
+use crate::model::Context;
 use crate::plan::bound::Bound;
-use crate::plan::egress::EgressPolicy;
-use crate::plan::secret_files::Files;
 use crate::secrets::SecretSet;
 
 pub mod ca;
@@ -312,23 +311,19 @@ pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
 }
 
 /// What a launch with bound secrets gets: the interceptor for [`serve`], the
-/// placeholders for the environment, and the credential files with the CA bundle added.
+/// placeholders for the environment, and the CA bundle (the system CAs and the per-call CA) the
+/// sandbox trusts (the plan writes it beside the secret files).
 pub struct BoundCall {
     pub interceptor: Arc<Interceptor>,
     pub variables: Vec<(String, String)>,
-    pub files: Files,
+    pub ca_bundle: Vec<u8>,
 }
 
 /// For a launch: the handed secrets `ctx` binds get placeholders (from getrandom); `None` when
-/// none is bound (nothing is created then). The caller leaves the bound names out of the
-/// environment ([`Bound::is_bound`]), sets `variables` and the files' variables, and passes the
-/// interceptor to the proxy.
-pub fn prepare_call(
-    set: &SecretSet,
-    ctx: &Context,
-    owner: Option<RunAs>,
-    files: Option<Files>,
-) -> Result<Option<BoundCall>> {
+/// none is bound (nothing is created then). The plan leaves the bound names out of the
+/// environment ([`Bound::is_bound`]), sets `variables`, and writes `ca_bundle` with the secret
+/// files; the interceptor goes to the proxy.
+pub fn prepare_call(set: &SecretSet, ctx: &Context) -> Result<Option<BoundCall>> {
     let mut failed = None;
     let mut fill = |buf: &mut [u8]| {
         if let Err(e) = getrandom::getrandom(buf) {
@@ -346,11 +341,11 @@ pub fn prepare_call(
     let variables = bound.variables();
     let mut interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
     interceptor.binds = ctx.secrets.bind.clone();
-    let files = Files::with_ca_bundle(files, owner, interceptor.bundle(&system_pem));
+    let ca_bundle = interceptor.bundle(&system_pem);
     Ok(Some(BoundCall {
         interceptor: Arc::new(interceptor),
         variables,
-        files,
+        ca_bundle,
     }))
 }
 

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 use super::*;
-use crate::plan::egress::EgressPolicy;
+use crate::model::egress::EgressPolicy;
 use crate::run::proxy::{serve_with, Event, EventSink, Limits, Outbound, ProxyHandle, Verdict};
 
 pub(super) mod clients;
@@ -474,7 +474,7 @@ fn bound_setup_cost() {
     .unwrap();
     for _ in 0..3 {
         let t = std::time::Instant::now();
-        let call = prepare_call(&set, &ctx, None, None).unwrap().unwrap();
+        let call = prepare_call(&set, &ctx).unwrap().unwrap();
         let setup = t.elapsed();
         let t = std::time::Instant::now();
         call.interceptor
@@ -483,7 +483,7 @@ fn bound_setup_cost() {
             .unwrap();
         println!(
             "prepare_call {setup:?} (bundle {} bytes), first leaf {:?}",
-            call.files.entries[0].1.len(),
+            call.ca_bundle.len(),
             t.elapsed()
         );
     }

@@ -1,0 +1,205 @@
+//! A one-shot sandbox: output masking if asked, the call's cgroup, fresh namespaces
+//! ([`crate::run::init`]), the network started, supervise, report. Whatever fails once the
+//! masking process or the call's cgroup exists, they are ended before the error is returned: the
+//! masking process waited for (what it holds is written out) and the cgroup removed
+//! ([`CallCgroup`]'s drop), so a refused call leaves nothing behind.
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::model::Context;
+use crate::plan::cgroup::Decision;
+use crate::plan::launch::{Sandbox, Target};
+use crate::run::apply::cgroup;
+use crate::run::reaper;
+use crate::run::status::{children_cpu_ms, report, started_json, End, SetupErrors, StatusFd};
+use crate::secrets::SecretSet;
+
+/// What a one-shot call reports to, besides its plans.
+pub(super) struct OneShot<'a> {
+    pub ctx_name: &'a str,
+    pub ctx: &'a Context,
+    pub status: Option<&'a StatusFd>,
+    pub errors: SetupErrors,
+    pub limit: reaper::TimeoutSource,
+    pub timeout: Option<u64>,
+    pub cgroup: &'a Decision,
+}
+
+/// Run it: output masking first (`redact`: the values to mask), then the sandbox.
+pub(super) fn run(
+    call: OneShot,
+    sandbox: &Sandbox,
+    target: &Target,
+    redact: Option<SecretSet>,
+    proxying: crate::run::net::Proxying,
+) -> Result<i32> {
+    // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
+    let mut masking = match &redact {
+        Some(secrets) => Some(crate::run::masking::start(secrets)?),
+        None => None,
+    };
+    drop(redact);
+    let r = masked(call, sandbox, target, proxying, &mut masking);
+    if let Some(m) = masking {
+        m.wait();
+    }
+    r
+}
+
+/// [`run`] once its output masking runs (`masking`, detached once the sandbox exists).
+fn masked(
+    call: OneShot,
+    sandbox: &Sandbox,
+    target: &Target,
+    proxying: crate::run::net::Proxying,
+    masking: &mut Option<crate::run::masking::Redactor>,
+) -> Result<i32> {
+    let OneShot {
+        ctx_name,
+        ctx,
+        status,
+        mut errors,
+        limit,
+        timeout,
+        cgroup,
+    } = call;
+    // From here on every return, an error included, removes the cgroup (when it is empty).
+    let made = CallCgroup::create(ctx_name, ctx, cgroup)?;
+    // Planned cgroups that could not be made are not shown in the sandbox's /sys.
+    let fallback;
+    let sandbox = match (cgroup, made.exists()) {
+        (Decision::Make(_), false) => {
+            fallback = sandbox.without_cgroups();
+            &fallback
+        }
+        _ => sandbox,
+    };
+    let wall = Instant::now();
+    let cpu_before = children_cpu_ms();
+    // After the masking fork (which must not hold pid 1's socket), before the clone.
+    let bridge = sandbox
+        .net
+        .as_ref()
+        .map(crate::run::net::Bridge::prepare)
+        .transpose()?;
+    let inner = bridge.as_ref().map(crate::run::net::Bridge::inner);
+    let started = crate::run::init::start(
+        ctx_name,
+        sandbox,
+        target,
+        made.procs(),
+        inner,
+        errors.write_fd(),
+    );
+    errors.close_write();
+    if let Some(m) = masking {
+        m.detach();
+    }
+    let child = started?;
+    // Threads start only now, after the clone: the published ports' forwarders, and the proxy on
+    // its first connection (SIGIO, taken while waiting below).
+    let mut net = match bridge {
+        Some(b) => Some(b.start(proxying, true).inspect_err(|_| {
+            // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(child, None);
+        })?),
+        None => None,
+    };
+    report(status, &started_json(child.as_raw()));
+    let limit_s = timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    // SIGIO (blocked since start-up) starts the proxy; without one waiting it does nothing.
+    let mut start_proxy = || {
+        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
+            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
+        }
+    };
+    let outcome = reaper::supervise(child, limit_s, Some(&mut start_proxy));
+    drop(net);
+    let code = reaper::exit_code(ctx_name, timeout, outcome, limit, "");
+    let mut end = End {
+        code,
+        timed_out: outcome == reaper::Outcome::TimedOut,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
+        ..End::default()
+    };
+    // The counters go only to the status stream: without one, they are not read.
+    made.finish(status.is_some().then_some(&mut end));
+    if let Some(m) = masking.take() {
+        m.wait();
+    }
+    report(status, &errors.end_json(&end));
+    Ok(code)
+}
+
+/// The cgroup of one one-shot call (`[limits]`): a leaf `sbx-CTX-PID` under sbx-exec's `sbx`
+/// directory, created before the sandbox exists, joined by its pid 1 first thing, read when the
+/// call ends, and removed when dropped: at the end of the call, and on every error once it exists
+/// (a published port in use, a clone or a network that failed), so no refusal leaves it behind.
+struct CallCgroup(Option<(crate::plan::cgroup::Plan, Vec<OwnedFd>)>);
+
+impl CallCgroup {
+    /// Carry out the plan's decision: make the cgroup, or refuse, or go on without.
+    fn create(ctx_name: &str, ctx: &Context, decision: &Decision) -> Result<CallCgroup> {
+        let Some(limits) = ctx.limits.as_ref() else {
+            return Ok(CallCgroup(None));
+        };
+        match decision {
+            Decision::None => Ok(CallCgroup(None)),
+            Decision::Unavailable(why) => {
+                cgroup::go_without(ctx_name, limits, ctx.degrade, why)?;
+                Ok(CallCgroup(None))
+            }
+            Decision::Make(plan) => match cgroup::create(&cgroup::Host, plan) {
+                Ok(procs) => Ok(CallCgroup(Some((plan.clone(), procs)))),
+                Err(e) => {
+                    cgroup::go_without(ctx_name, limits, ctx.degrade, &format!("{e:#}"))?;
+                    Ok(CallCgroup(None))
+                }
+            },
+        }
+    }
+
+    fn exists(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn procs(&self) -> &[OwnedFd] {
+        self.0.as_ref().map_or(&[], |(_, p)| p.as_slice())
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.0
+            .iter()
+            .flat_map(|(p, _)| p.dirs.iter().map(|d| d.path.clone()))
+            .collect()
+    }
+
+    /// Add the cgroup's counters to the end record (if there is one to report); the cgroup is
+    /// removed as this returns.
+    fn finish(self, end: Option<&mut End>) {
+        if let (Some((plan, _)), Some(end)) = (&self.0, end) {
+            let s = cgroup::stats(&cgroup::Host, plan);
+            end.oom_kills = s.oom_kills;
+            end.pids_refused = s.pids_refused;
+            end.peak_memory = s.peak_memory;
+            if let Some(ns) = s.cpu_ns {
+                end.cpu_ms = ns / 1_000_000;
+            }
+        }
+    }
+}
+
+impl Drop for CallCgroup {
+    fn drop(&mut self) {
+        if let Some((_, procs)) = self.0.as_mut() {
+            procs.clear();
+            cgroup::remove_when_empty(&self.paths());
+        }
+    }
+}
