@@ -9,23 +9,57 @@
 //! The file is first parsed as written (so every key and value is checked with its line and
 //! column); the merge then only combines values that were each valid.
 
-use anyhow::{bail, Result};
+use std::fmt;
+
 use toml::{Table, Value};
 
 /// How many `extends` a context may go through.
 pub const MAX_DEPTH: usize = 8;
 
-/// The policy text's tables with every `extends` resolved.
-pub fn resolve(text: &str, origin: &str) -> Result<Table> {
-    let mut top: Table = toml::from_str(text)?;
+/// A context whose `extends` cannot be followed: its name, the line of its table (0 if not
+/// found) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unresolved {
+    pub context: String,
+    pub line: usize,
+    pub why: BadExtends,
+}
+
+/// Why an `extends` cannot be followed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadExtends {
+    /// No context `base` in the file or the embedded default (`known`: the embedded ones).
+    NoSuchBase { base: String, known: Vec<String> },
+    /// The chain comes back to a context it went through: the contexts in order, the repeated
+    /// one last.
+    Circle { chain: Vec<String> },
+    /// More than [`MAX_DEPTH`] levels.
+    TooDeep,
+}
+
+impl fmt::Display for BadExtends {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BadExtends::NoSuchBase { base, known } => write!(
+                f,
+                "extends = \"{base}\": no such context in this file or the embedded default ({})",
+                known.join(", ")
+            ),
+            BadExtends::Circle { chain } => {
+                write!(f, "extends goes round in a circle ({})", chain.join(" -> "))
+            }
+            BadExtends::TooDeep => write!(f, "extends is more than {MAX_DEPTH} deep"),
+        }
+    }
+}
+
+/// The policy's tables (`top`, its text as TOML tables) with every `extends` resolved against
+/// the same file and `shipped` (the embedded default's contexts, [`shipped`]); `text` for lines.
+pub fn resolve(mut top: Table, shipped: &Table, text: &str) -> Result<Table, Unresolved> {
     let own = contexts(&top).clone();
-    let shipped = shipped()?;
     let mut merged = Table::new();
     for name in own.keys() {
-        merged.insert(
-            name.clone(),
-            Value::Table(one(name, &own, &shipped, text, origin)?),
-        );
+        merged.insert(name.clone(), Value::Table(one(name, &own, shipped, text)?));
     }
     top.insert("context".into(), Value::Table(merged));
     Ok(top)
@@ -41,14 +75,18 @@ fn contexts(top: &Table) -> &Table {
 }
 
 /// The embedded default's contexts.
-fn shipped() -> Result<Table> {
+pub fn shipped() -> Result<Table, toml::de::Error> {
     let top: Table = toml::from_str(super::EMBEDDED_DEFAULT)?;
     Ok(contexts(&top).clone())
 }
 
 /// Context `name` of `own`, its bases merged under it.
-fn one(name: &str, own: &Table, shipped: &Table, text: &str, origin: &str) -> Result<Table> {
-    let line = || super::place::find_line(text, &format!("[context.{name}")).unwrap_or(0);
+fn one(name: &str, own: &Table, shipped: &Table, text: &str) -> Result<Table, Unresolved> {
+    let unresolved = |why: BadExtends| Unresolved {
+        context: name.to_string(),
+        line: super::place::find_line(text, &format!("[context.{name}")).unwrap_or(0),
+        why,
+    };
     let mut chain: Vec<(String, bool)> = vec![(name.to_string(), false)];
     let mut layers: Vec<Table> = Vec::new();
     let mut current = table_of(own, name).cloned().unwrap_or_default();
@@ -65,26 +103,16 @@ fn one(name: &str, own: &Table, shipped: &Table, text: &str, origin: &str) -> Re
             false => table_of(shipped, &base),
         };
         let Some(next) = next else {
-            let known: Vec<&String> = shipped.keys().collect();
-            bail!(
-                "invalid policy {origin}:{}: context \"{name}\": extends = \"{base}\": no such context in this file or the embedded default ({})",
-                line(),
-                known.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
-            );
+            let known = shipped.keys().cloned().collect();
+            return Err(unresolved(BadExtends::NoSuchBase { base, known }));
         };
         if chain.iter().any(|(n, s)| *n == base && *s != from_own) {
-            let names: Vec<&str> = chain.iter().map(|(n, _)| n.as_str()).collect();
-            bail!(
-                "invalid policy {origin}:{}: context \"{name}\": extends goes round in a circle ({} -> {base})",
-                line(),
-                names.join(" -> ")
-            );
+            let mut names: Vec<String> = chain.into_iter().map(|(n, _)| n).collect();
+            names.push(base);
+            return Err(unresolved(BadExtends::Circle { chain: names }));
         }
         if chain.len() > MAX_DEPTH {
-            bail!(
-                "invalid policy {origin}:{}: context \"{name}\": extends is more than {MAX_DEPTH} deep",
-                line()
-            );
+            return Err(unresolved(BadExtends::TooDeep));
         }
         let mut layer = current;
         layer.remove("extends");
@@ -129,7 +157,7 @@ fn merge(base: &mut Table, over: Table) {
 mod tests {
     use crate::model::{NetMode, Policy, SeccompMode};
 
-    fn parse(text: &str) -> anyhow::Result<Policy> {
+    fn parse(text: &str) -> Result<Policy, crate::model::PolicyError> {
         Policy::parse(text, "t.toml")
     }
 

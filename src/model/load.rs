@@ -107,7 +107,7 @@ enum Unread {
     /// It is larger than [`MAX_POLICY_BYTES`]: its size (at least).
     TooLarge(u64),
     /// Its bytes are not a policy's text (not UTF-8).
-    Text(anyhow::Error),
+    Text(super::PolicyError),
 }
 
 impl Unread {
@@ -121,7 +121,7 @@ impl Unread {
                 "it is {n} bytes, more than the {} MiB a policy file may have",
                 MAX_POLICY_BYTES >> 20
             ),
-            Unread::Text(e) => return e,
+            Unread::Text(e) => return e.into(),
         };
         anyhow::anyhow!("cannot read policy {p}: {problem}; {fix}")
     }

@@ -37,9 +37,11 @@ pub use confinement::{
 pub use context::{AllowCallers, Context, IdRange, Namespace, UserNs};
 pub use inputs::{EnvPolicy, ExecPolicy, SecretsPolicy};
 pub use load::{check_file, load, Loaded, Source, EMBEDDED_DEFAULT, SYSTEM_POLICY};
-pub use net::{Net, NetMode, NetRule, PortRange};
+pub use net::{Net, NetMode, NetRule, NetViolation, PortRange};
+pub use services::ServiceViolation;
 pub use supervise::{Restart, Service, Supervise};
 pub use trust::trust_warnings;
+pub use validate::{PolicyError, Violation};
 pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
 pub use weak::weak_warnings;
 

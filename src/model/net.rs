@@ -267,52 +267,104 @@ impl Serialize for Net {
     }
 }
 
+/// A rule of one context's `net` (or, for [`NetViolation::ReservedPublished`], of the policy's
+/// contexts together) that a policy breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetViolation {
+    /// `allow` or `publish` without `mode = "private"`.
+    NeedsPrivate {
+        mode: NetMode,
+    },
+    LimitZero,
+    PerCallAboveConnections {
+        per_call: u32,
+        connections: u32,
+    },
+    LimitTooHigh,
+    TooManyPublished {
+        count: usize,
+    },
+    PublishedTwice,
+    PublishedProxyPort,
+    /// A port published by `context` that context `owner` reserves (`supervise.ports`).
+    ReservedPublished {
+        context: String,
+        port: u16,
+        owner: String,
+    },
+}
+
+impl fmt::Display for NetViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NetViolation::NeedsPrivate { mode } => write!(
+                f,
+                "net.allow and net.publish need mode = \"private\" (this context has \"{}\"); set [context.NAME.net] mode = \"private\"",
+                mode.name()
+            ),
+            NetViolation::LimitZero => f.write_str("net.limits: every limit must be at least 1"),
+            NetViolation::PerCallAboveConnections { per_call, connections } => write!(
+                f,
+                "net.limits: per_call ({}) is above connections ({}); a call cannot hold more than the whole context",
+                per_call, connections
+            ),
+            NetViolation::LimitTooHigh => f.write_str(
+                "net.limits: at most 4096 connections, head_timeout 3600 s, idle_timeout 86400 s",
+            ),
+            NetViolation::TooManyPublished { count } => write!(
+                f,
+                "net.publish lists {} ports; at most {MAX_PUBLISHED} (each is a listener on the container's loopback)",
+                count
+            ),
+            NetViolation::PublishedTwice => f.write_str("net.publish lists a port twice"),
+            NetViolation::PublishedProxyPort => write!(
+                f,
+                "net.publish cannot list {PROXY_PORT}: it is the egress proxy's port inside the sandbox"
+            ),
+            NetViolation::ReservedPublished { context, port, owner } => write!(
+                f,
+                "context \"{}\": net.publish lists {port}, a port reserved for the control plane (context \"{owner}\" supervise.ports); publish another port",
+                context
+            ),
+        }
+    }
+}
+
 /// The cross-key rules of one context's `net` (run by [`crate::model::validate`]).
-pub fn check_context(ctx: &crate::model::Context) -> Result<(), String> {
+pub fn check_context(ctx: &crate::model::Context) -> Result<(), NetViolation> {
     let net = &ctx.net;
     if net.mode != NetMode::Private && !(net.allow.is_empty() && net.publish.is_empty()) {
-        return Err(format!(
-            "net.allow and net.publish need mode = \"private\" (this context has \"{}\"); set [context.NAME.net] mode = \"private\"",
-            net.mode.name()
-        ));
+        return Err(NetViolation::NeedsPrivate { mode: net.mode });
     }
     let l = &net.limits;
     if l.connections == 0 || l.per_call == 0 || l.head_timeout == 0 || l.idle_timeout == 0 {
-        return Err("net.limits: every limit must be at least 1".into());
+        return Err(NetViolation::LimitZero);
     }
     if l.per_call > l.connections {
-        return Err(format!(
-            "net.limits: per_call ({}) is above connections ({}); a call cannot hold more than the whole context",
-            l.per_call, l.connections
-        ));
+        return Err(NetViolation::PerCallAboveConnections {
+            per_call: l.per_call,
+            connections: l.connections,
+        });
     }
     if l.connections > 4096 || l.head_timeout > 3600 || l.idle_timeout > 86_400 {
-        return Err(
-            "net.limits: at most 4096 connections, head_timeout 3600 s, idle_timeout 86400 s"
-                .into(),
-        );
+        return Err(NetViolation::LimitTooHigh);
     }
     let ports = net.published_ports();
     if ports.len() > MAX_PUBLISHED {
-        return Err(format!(
-            "net.publish lists {} ports; at most {MAX_PUBLISHED} (each is a listener on the container's loopback)",
-            ports.len()
-        ));
+        return Err(NetViolation::TooManyPublished { count: ports.len() });
     }
     if ports.windows(2).any(|w| w[0] == w[1]) {
-        return Err("net.publish lists a port twice".into());
+        return Err(NetViolation::PublishedTwice);
     }
     if net.proxied() && ports.contains(&PROXY_PORT) {
-        return Err(format!(
-            "net.publish cannot list {PROXY_PORT}: it is the egress proxy's port inside the sandbox"
-        ));
+        return Err(NetViolation::PublishedProxyPort);
     }
     Ok(())
 }
 
 /// A port published by one context and reserved by another's `supervise.ports` (the control
-/// plane's): the first such pair, as an error message.
-pub fn check_reserved(policy: &crate::model::Policy) -> Result<(), String> {
+/// plane's): the first such pair.
+pub fn check_reserved(policy: &crate::model::Policy) -> Result<(), NetViolation> {
     let reserved: Vec<(u16, &str)> = policy
         .context
         .iter()
@@ -322,10 +374,11 @@ pub fn check_reserved(policy: &crate::model::Policy) -> Result<(), String> {
     for (name, ctx) in &policy.context {
         for port in ctx.net.published_ports() {
             if let Some((_, owner)) = reserved.iter().find(|(p, _)| *p == port) {
-                return Err(format!(
-                    "context \"{}\": net.publish lists {port}, a port reserved for the control plane (context \"{owner}\" supervise.ports); publish another port",
-                    name.0
-                ));
+                return Err(NetViolation::ReservedPublished {
+                    context: name.0.clone(),
+                    port,
+                    owner: owner.to_string(),
+                });
             }
         }
     }
@@ -336,7 +389,7 @@ pub fn check_reserved(policy: &crate::model::Policy) -> Result<(), String> {
 mod tests {
     use crate::model::{NetMode, Policy};
 
-    fn parse(net: &str) -> anyhow::Result<Policy> {
+    fn parse(net: &str) -> Result<Policy, crate::model::PolicyError> {
         Policy::parse(&format!("version = 1\n[context.c]\n{net}\n"), "t.toml")
     }
 

@@ -3,44 +3,122 @@
 
 use super::*;
 
+/// A rule of `supervise.services` that a policy breaks; `service` is the service's name as
+/// written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceViolation {
+    NameNotOwn {
+        service: String,
+    },
+    CmdNotAbsolute {
+        service: String,
+    },
+    UnknownContext {
+        service: String,
+        context: String,
+    },
+    RunsInControl {
+        service: String,
+    },
+    PortNotReserved {
+        service: String,
+        port: u16,
+    },
+    PortNotListened {
+        service: String,
+        context: String,
+        port: u16,
+    },
+}
+
+impl ServiceViolation {
+    /// The service's name as written.
+    fn service(&self) -> &str {
+        use ServiceViolation as S;
+        match self {
+            S::NameNotOwn { service }
+            | S::CmdNotAbsolute { service }
+            | S::UnknownContext { service, .. }
+            | S::RunsInControl { service }
+            | S::PortNotReserved { service, .. }
+            | S::PortNotListened { service, .. } => service,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use ServiceViolation as S;
+        let what = format!("supervise.services {:?}", self.service());
+        match self {
+            S::NameNotOwn { .. } => write!(f, "{what}: every service needs a name of its own"),
+            S::CmdNotAbsolute { .. } => {
+                write!(f, "{what}: cmd must start with the program's absolute path")
+            }
+            S::UnknownContext { context, .. } => {
+                write!(f, "{what}: context {:?} is not in this policy", context)
+            }
+            S::RunsInControl { .. } => write!(
+                f,
+                "{what}: a service runs confined, not in a control context"
+            ),
+            S::PortNotReserved { port, .. } => write!(
+                f,
+                "{what}: port {port} must be one of supervise.ports, given to one service only"
+            ),
+            S::PortNotListened { context, port, .. } => write!(
+                f,
+                "{what}: context {:?} does not allow port {port}; add it to [context.{}] listen",
+                context, context
+            ),
+        }
+    }
+}
+
 impl Policy {
     /// Control mode's services: each names a context of this policy that is not itself a control
     /// context and that lists the service's ports in `listen`; each port is a reserved one and
     /// goes to one service only; the command is an absolute program path.
-    pub(super) fn services_rules(&self, ctx: &Context) -> std::result::Result<(), String> {
+    pub(super) fn services_rules(
+        &self,
+        ctx: &Context,
+    ) -> std::result::Result<(), ServiceViolation> {
         let Some(sup) = &ctx.supervise else {
             return Ok(());
         };
         let mut taken: Vec<u16> = Vec::new();
         let mut names: Vec<&str> = Vec::new();
         for svc in &sup.services {
-            let what = format!("supervise.services {:?}", svc.name);
+            let service = || svc.name.clone();
             if svc.name.is_empty() || names.contains(&svc.name.as_str()) {
-                return Err(format!("{what}: every service needs a name of its own"));
+                return Err(ServiceViolation::NameNotOwn { service: service() });
             }
             names.push(&svc.name);
             if !svc.cmd.first().is_some_and(|p| p.starts_with('/')) {
-                return Err(format!(
-                    "{what}: cmd must start with the program's absolute path"
-                ));
+                return Err(ServiceViolation::CmdNotAbsolute { service: service() });
             }
             let Some(target) = self.context.get(&svc.ctx) else {
-                return Err(format!(
-                    "{what}: context {:?} is not in this policy",
-                    svc.ctx.0
-                ));
+                return Err(ServiceViolation::UnknownContext {
+                    service: service(),
+                    context: svc.ctx.0.clone(),
+                });
             };
             if target.supervise.is_some() {
-                return Err(format!(
-                    "{what}: a service runs confined, not in a control context"
-                ));
+                return Err(ServiceViolation::RunsInControl { service: service() });
             }
             for port in &svc.ports {
                 if !sup.ports.contains(port) || taken.contains(port) {
-                    return Err(format!("{what}: port {port} must be one of supervise.ports, given to one service only"));
+                    return Err(ServiceViolation::PortNotReserved {
+                        service: service(),
+                        port: *port,
+                    });
                 }
                 if !target.listen.contains(port) {
-                    return Err(format!("{what}: context {:?} does not allow port {port}; add it to [context.{}] listen", svc.ctx.0, svc.ctx.0));
+                    return Err(ServiceViolation::PortNotListened {
+                        service: service(),
+                        context: svc.ctx.0.clone(),
+                        port: *port,
+                    });
                 }
                 taken.push(*port);
             }
@@ -53,7 +131,7 @@ impl Policy {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> anyhow::Result<Policy> {
+    fn parse(text: &str) -> Result<Policy, PolicyError> {
         Policy::parse(text, "test.toml")
     }
 

@@ -220,7 +220,11 @@ fn near_valid_policy() -> impl Strategy<Value = String> {
 /// that parses survives being written back out and read again (`policy show --ctx` prints it).
 fn check_policy_text(text: &str) -> Result<(), TestCaseError> {
     match Policy::parse(text, "fuzz.toml") {
-        Err(e) => prop_assert!(shown(&e).contains("fuzz.toml"), "{e:#}"),
+        // As the launcher shows it: through anyhow (its Debug is the message, not the fields).
+        Err(e) => prop_assert!(
+            shown(&anyhow::Error::from(e.clone())).contains("fuzz.toml"),
+            "{e:#}"
+        ),
         Ok(p) => {
             let again = toml::to_string(&p).map_err(|e| TestCaseError::fail(e.to_string()))?;
             let reparsed = Policy::parse(&again, "again.toml");

@@ -86,14 +86,15 @@ impl BoundHost {
     /// A wildcard must cover names of one owner: `*.D` is refused when D is, or holds below it,
     /// a public suffix (the Public Suffix List: `*.amazonaws.com` holds `s3.amazonaws.com`,
     /// under which anyone names a bucket).
-    pub(super) fn check_exclusive(&self) -> Result<(), String> {
+    pub(super) fn check_exclusive(&self) -> Result<(), super::BindViolation> {
         let HostPattern::Subdomains(d) = &self.pattern else {
             return Ok(());
         };
         match crate::model::public_suffix::shared_under(d) {
-            Some(rule) => Err(format!(
-                "secrets.bind: *.{d} covers {rule:?}, a suffix under which anyone can have a name (Public Suffix List), so the secret could be sent to a stranger's host; bind exact names instead, e.g. hosts = [\"bedrock-runtime.us-east-1.amazonaws.com\"]"
-            )),
+            Some(rule) => Err(super::BindViolation::SharedSuffix {
+                domain: d.clone(),
+                rule: rule.to_string(),
+            }),
             None => Ok(()),
         }
     }

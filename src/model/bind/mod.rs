@@ -129,13 +129,13 @@ impl Bind {
     }
 
     /// The cross-key check of one entry (`Err` says what to fix).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BindViolation> {
         let slots = [&self.header, &self.authorization, &self.query]
             .iter()
             .filter(|s| s.is_some())
             .count();
         if self.hosts.is_empty() {
-            return Err("secrets.bind: hosts is empty; name where the secret works, e.g. hosts = [\"api.example.com\"]".into());
+            return Err(BindViolation::NoHosts);
         }
         for h in &self.hosts {
             h.check_exclusive()?;
@@ -145,37 +145,91 @@ impl Bind {
         match self.kind {
             BindKind::Value => {
                 let Some(name) = &self.name else {
-                    return Err("secrets.bind: name is missing; write name = \"SECRET_NAME\" (or kind = \"aws-sigv4\")".into());
+                    return Err(BindViolation::NoName);
                 };
                 if slots != 1 {
-                    return Err(format!("secrets.bind for {}: give exactly one of header = \"x-api-key\", authorization = \"Bearer\" or query = \"key\"", name.0));
+                    return Err(BindViolation::NotOneSlot {
+                        name: name.0.clone(),
+                    });
                 }
                 if aws_only {
-                    return Err(format!("secrets.bind for {}: services, regions and actions belong to kind = \"aws-sigv4\"; remove them", name.0));
+                    return Err(BindViolation::AwsKeysOnValue {
+                        name: name.0.clone(),
+                    });
                 }
             }
             BindKind::AwsSigv4 => {
                 if self.name.is_some() || slots != 0 {
-                    return Err("secrets.bind with kind = \"aws-sigv4\" binds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN and re-signs requests: remove name, header, authorization and query".into());
+                    return Err(BindViolation::ValueKeysOnAws);
                 }
                 if self.services.is_empty() {
-                    return Err("secrets.bind with kind = \"aws-sigv4\": name the services it may sign for, e.g. services = [\"s3\"] (a key re-signed for any service could mint other credentials)".into());
+                    return Err(BindViolation::NoServices);
                 }
                 if let Some(s) = self
                     .services
                     .iter()
                     .find(|s| NEVER_SIGNED.contains(&s.0.as_str()))
                 {
-                    return Err(format!("secrets.bind with kind = \"aws-sigv4\": {:?} issues credentials and is never re-signed (a placeholder would be traded for real, unbound keys); remove it from services and give the tool that needs it its own credentials in a trusted context", s.0));
+                    return Err(BindViolation::IssuerService {
+                        service: s.0.clone(),
+                    });
                 }
                 for a in &self.actions {
                     if NEVER_SIGNED_ACTIONS.iter().any(|(_, op)| *op == a.0) {
-                        return Err(format!("secrets.bind with kind = \"aws-sigv4\": action {:?} issues credentials and is never re-signed; remove it", a.0));
+                        return Err(BindViolation::IssuerAction {
+                            action: a.0.clone(),
+                        });
                     }
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// A `[[context.NAME.secrets.bind]]` entry that is not well-formed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindViolation {
+    NoHosts,
+    /// `*.D` covers `rule`, a public suffix.
+    SharedSuffix {
+        domain: String,
+        rule: String,
+    },
+    NoName,
+    NotOneSlot {
+        name: String,
+    },
+    AwsKeysOnValue {
+        name: String,
+    },
+    ValueKeysOnAws,
+    NoServices,
+    IssuerService {
+        service: String,
+    },
+    IssuerAction {
+        action: String,
+    },
+}
+
+impl std::fmt::Display for BindViolation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use BindViolation as B;
+        match self {
+            B::NoHosts => f.write_str("secrets.bind: hosts is empty; name where the secret works, e.g. hosts = [\"api.example.com\"]"),
+            B::SharedSuffix { domain: d, rule } => write!(
+                f,
+                "secrets.bind: *.{d} covers {rule:?}, a suffix under which anyone can have a name (Public Suffix List), so the secret could be sent to a stranger's host; bind exact names instead, e.g. hosts = [\"bedrock-runtime.us-east-1.amazonaws.com\"]"
+            ),
+            B::NoName => f.write_str("secrets.bind: name is missing; write name = \"SECRET_NAME\" (or kind = \"aws-sigv4\")"),
+            B::NotOneSlot { name } => write!(f, "secrets.bind for {}: give exactly one of header = \"x-api-key\", authorization = \"Bearer\" or query = \"key\"", name),
+            B::AwsKeysOnValue { name } => write!(f, "secrets.bind for {}: services, regions and actions belong to kind = \"aws-sigv4\"; remove them", name),
+            B::ValueKeysOnAws => f.write_str("secrets.bind with kind = \"aws-sigv4\" binds AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN and re-signs requests: remove name, header, authorization and query"),
+            B::NoServices => f.write_str("secrets.bind with kind = \"aws-sigv4\": name the services it may sign for, e.g. services = [\"s3\"] (a key re-signed for any service could mint other credentials)"),
+            B::IssuerService { service } => write!(f, "secrets.bind with kind = \"aws-sigv4\": {:?} issues credentials and is never re-signed (a placeholder would be traded for real, unbound keys); remove it from services and give the tool that needs it its own credentials in a trusted context", service),
+            B::IssuerAction { action } => write!(f, "secrets.bind with kind = \"aws-sigv4\": action {:?} issues credentials and is never re-signed; remove it", action),
+        }
     }
 }
 

@@ -60,7 +60,9 @@ fn entries_need_one_slot_and_hosts() {
     assert!(b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"Host\"").is_err());
     assert!(b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"a:b\"").is_err());
     let two = b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"x\"\nquery = \"k\"").unwrap();
-    assert!(two.check().unwrap_err().contains("exactly one"));
+    let e = two.check().unwrap_err();
+    assert!(matches!(e, BindViolation::NotOneSlot { .. }));
+    assert!(e.to_string().contains("exactly one"), "{e}");
     let none = b("name = \"K\"\nhosts = [\"a.b\"]").unwrap();
     assert!(none.check().is_err());
     let aws =
@@ -70,7 +72,9 @@ fn entries_need_one_slot_and_hosts() {
     assert_eq!(aws.names(), [AWS_KEY_ID, AWS_SECRET, AWS_TOKEN]);
     // Services are required, never an issuer of credentials, and only for aws-sigv4.
     let no_svc = b("kind = \"aws-sigv4\"\nhosts = [\"s3.us-east-1.amazonaws.com\"]").unwrap();
-    assert!(no_svc.check().unwrap_err().contains("services"));
+    let e = no_svc.check().unwrap_err();
+    assert_eq!(e, BindViolation::NoServices);
+    assert!(e.to_string().contains("services"), "{e}");
     for issuer in ["sts", "iam", "sso", "cognito-identity"] {
         let e = b(&format!(
             "kind = \"aws-sigv4\"\nhosts = [\"{issuer}.amazonaws.com\"]\nservices = [\"{issuer}\"]"
@@ -78,13 +82,23 @@ fn entries_need_one_slot_and_hosts() {
         .unwrap()
         .check()
         .unwrap_err();
-        assert!(e.contains("never re-signed"), "{e}");
+        assert_eq!(
+            e,
+            BindViolation::IssuerService {
+                service: issuer.into()
+            }
+        );
+        assert!(e.to_string().contains("never re-signed"), "{e}");
     }
     let minting = b("kind = \"aws-sigv4\"\nhosts = [\"api.ecr.us-east-1.amazonaws.com\"]\nservices = [\"ecr\"]\nactions = [\"GetAuthorizationToken\"]").unwrap();
-    assert!(minting.check().unwrap_err().contains("never re-signed"));
+    let e = minting.check().unwrap_err();
+    assert!(matches!(e, BindViolation::IssuerAction { .. }));
+    assert!(e.to_string().contains("never re-signed"), "{e}");
     let value_svc =
         b("name = \"K\"\nhosts = [\"a.b\"]\nheader = \"x\"\nservices = [\"s3\"]").unwrap();
-    assert!(value_svc.check().unwrap_err().contains("aws-sigv4"));
+    let e = value_svc.check().unwrap_err();
+    assert!(matches!(e, BindViolation::AwsKeysOnValue { .. }));
+    assert!(e.to_string().contains("aws-sigv4"), "{e}");
     // A wildcard over a shared suffix is refused; over one owner's domain it is fine.
     for shared in [
         "*.amazonaws.com",
@@ -99,7 +113,11 @@ fn entries_need_one_slot_and_hosts() {
         .unwrap()
         .check()
         .unwrap_err();
-        assert!(e.contains("Public Suffix List"), "{shared}: {e}");
+        assert!(matches!(e, BindViolation::SharedSuffix { .. }));
+        assert!(
+            e.to_string().contains("Public Suffix List"),
+            "{shared}: {e}"
+        );
     }
     assert!(
         b("name = \"K\"\nhosts = [\"*.anthropic.com\"]\nheader = \"x\"")

@@ -3,7 +3,7 @@
 
 use super::*;
 
-fn parse(text: &str) -> Result<Policy> {
+fn parse(text: &str) -> Result<Policy, PolicyError> {
     Policy::parse(text, "test.toml")
 }
 
