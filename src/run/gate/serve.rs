@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::config::{self, Config};
 use crate::model::egress::EgressPolicy;
-use crate::run::audit::EgressLog;
+use crate::run::audit::{self, EgressEvent, EgressLog};
 use crate::run::proxy::bound::{Interceptor, Roots};
 use crate::run::proxy::{self, Event, EventSink, Limits, Verdict};
 
@@ -169,14 +169,18 @@ fn interceptor(b: &config::BoundWire, system_pem: Vec<u8>) -> Result<Interceptor
 fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSink {
     Arc::new(move |e: &Event| {
         let event = match e.verdict {
-            Verdict::Refused => "egress-refused",
-            Verdict::Failed => "egress-failed",
-            Verdict::SecretAdded => "secret-added",
-            Verdict::Exfiltration => "secret-exfiltration",
+            Verdict::Refused => EgressEvent::EgressRefused,
+            Verdict::Failed => EgressEvent::EgressFailed,
+            Verdict::SecretAdded => EgressEvent::SecretAdded,
+            Verdict::Exfiltration => EgressEvent::SecretExfiltration,
             Verdict::Allowed => return,
         };
         if let Some(log) = &log {
-            let protocol = format!("{:?}", e.protocol).to_lowercase();
+            let protocol = match e.protocol {
+                proxy::Protocol::Http => audit::Protocol::Http,
+                proxy::Protocol::Connect => audit::Protocol::Connect,
+                proxy::Protocol::Socks5 => audit::Protocol::Socks5,
+            };
             let why = match (&e.secret, e.verdict) {
                 (Some(name), Verdict::SecretAdded) => format!("bound secret {name} added"),
                 (Some(name), Verdict::Exfiltration) => {
@@ -184,7 +188,7 @@ fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSin
                 }
                 _ => masked(&e.reason, &placeholders),
             };
-            log.event(event, &protocol, (&e.host, e.port), e.status, &why);
+            log.log(event, protocol, (&e.host, e.port), e.status, &why);
         }
     })
 }
