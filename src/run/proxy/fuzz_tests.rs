@@ -1845,18 +1845,18 @@ proptest! {
             }
         }
         // Decoded, each base64 text holds the placeholder where the secret was, edges included.
-        // In base64url the edges are fixed in the alphabet the text shows (`-`/`_` around it);
-        // with no such evidence a value of 62 or 63 is written in the standard alphabet
-        // (`base64url_edges_are_fixed`), so the text is read here with either.
+        // An edge character of value 62 or 63 is written in the alphabet the text around it
+        // shows (`-`/`_` or `+`/`/`, filler included: a standard text next to a `-` gets `-`);
+        // with no such evidence, in the standard one (`base64url_edges_are_fixed`). Either
+        // spelling holds the same six bits, so the text is read here in its own alphabet.
         for (span, e, at, k, url) in b64 {
-            let text: Vec<u8> = match url {
-                false => out[span].to_vec(),
-                true => out[span].iter().map(|&c| match c {
-                    b'+' => b'-',
-                    b'/' => b'_',
-                    c => c,
-                }).collect(),
-            };
+            let text: Vec<u8> = out[span].iter().map(|&c| match (url, c) {
+                (true, b'+') => b'-',
+                (true, b'/') => b'_',
+                (false, b'-') => b'+',
+                (false, b'_') => b'/',
+                (_, c) => c,
+            }).collect();
             let decoded = e.decode(&text);
             prop_assert!(decoded.is_ok(), "{:?}", decoded);
             let decoded = decoded.unwrap();

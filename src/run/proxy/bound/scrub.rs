@@ -11,9 +11,10 @@
 //! where it would (a value with non-ASCII characters), the replacement is padded or cut with a
 //! character of that encoding's alphabet.
 //!
-//! Streaming: [`Scrubber::feed`] holds back the last `longest - 1` bytes of what it was given, so a
-//! value split across reads, TLS records or chunks is still found whole; [`Scrubber::finish`]
-//! releases the rest. Not covered (SECURITY.md): compressed bodies (the proxy asks for identity
+//! Streaming: [`Scrubber::feed`] holds back the last `longest + 2 * EVIDENCE + 1` bytes of what it
+//! was given, so a value split across reads, TLS records or chunks is still found whole, with the
+//! same text around it as when the whole is scrubbed at once (the same bytes come out however the
+//! stream is cut); [`Scrubber::finish`] releases the rest. Not covered (SECURITY.md): compressed bodies (the proxy asks for identity
 //! encoding and refuses any other), base64 broken into lines, other escapes (`\u0041`), a value
 //! echoed in pieces.
 
@@ -88,6 +89,10 @@ impl std::fmt::Debug for Needles {
 /// by chance and are left out.
 const MIN_FORM: usize = 6;
 
+/// How far on either side of a form its base64 text is read for which alphabet it uses: a
+/// bounded window, so that a stream cut anywhere shows a form the same text as the whole does.
+const EVIDENCE: usize = 16;
+
 impl Needles {
     /// The forms of each `(real, placeholder)` pair.
     pub fn new<'a>(values: impl IntoIterator<Item = (&'a str, &'a str)>) -> Needles {
@@ -118,8 +123,8 @@ impl Needles {
     }
 
     /// Replace every form in `buf`, in place; returns how many were replaced. Unless `last`, a
-    /// form ending at the very end of `buf` is left for later (its trailing partial character may
-    /// not have arrived).
+    /// form ending within [`EVIDENCE`] bytes of the end of `buf` is left for later (its trailing
+    /// partial character, or the text that says its alphabet, may not have arrived).
     pub fn replace_all(&self, buf: &mut [u8], last: bool) -> usize {
         let mut hits = 0;
         let mut i = 0;
@@ -128,18 +133,21 @@ impl Needles {
             for &k in &self.by_first[usize::from(buf[i])] {
                 let f = &self.pairs[k];
                 let end = i + f.real.len();
-                if !buf[i..].starts_with(&f.real) || (!last && end == buf.len()) {
+                if !buf[i..].starts_with(&f.real) || (!last && end + EVIDENCE >= buf.len()) {
                     continue;
                 }
                 buf[i..end].copy_from_slice(&f.ph);
-                // The base64 text the form is part of (the run of base64 characters around it):
-                // which alphabet it uses, when the edge does not say.
+                // The base64 text the form is part of (the run of base64 characters around it,
+                // at most EVIDENCE bytes on either side): which alphabet it uses, when the edge
+                // does not say.
                 let b64 = |c: &u8| c.is_ascii_alphanumeric() || b"+/-_".contains(c);
-                let from = buf[..i].iter().rposition(|c| !b64(c)).map_or(0, |p| p + 1);
-                let to = buf[end..]
+                let lo = i.saturating_sub(EVIDENCE);
+                let hi = (end + EVIDENCE).min(buf.len());
+                let from = buf[lo..i].iter().rposition(|c| !b64(c)).map_or(lo, |p| lo + p + 1);
+                let to = buf[end..hi]
                     .iter()
                     .position(|c| !b64(c))
-                    .map_or(buf.len(), |p| end + p);
+                    .map_or(hi, |p| end + p);
                 let around = buf[from..to].to_vec();
                 if let (Some(e), Some(at)) = (f.lead, i.checked_sub(1)) {
                     if let Some(c) = e.fix(buf[at], true, &around) {
@@ -187,8 +195,9 @@ impl<'a> Scrubber<'a> {
         }
         self.held.extend_from_slice(data);
         self.replaced += self.needles.replace_all(&mut self.held, false);
-        // A form still completing, with the partial characters on either side of it.
-        let keep = self.needles.longest + 1;
+        // A form still completing or left for later, with the partial characters and the
+        // EVIDENCE bytes on either side of it.
+        let keep = self.needles.longest + 2 * EVIDENCE + 1;
         if self.held.len() > keep {
             let cut = self.held.len() - keep;
             out.extend_from_slice(&self.held[..cut]);
