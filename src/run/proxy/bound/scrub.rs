@@ -143,7 +143,10 @@ impl Needles {
                 let b64 = |c: &u8| c.is_ascii_alphanumeric() || b"+/-_".contains(c);
                 let lo = i.saturating_sub(EVIDENCE);
                 let hi = (end + EVIDENCE).min(buf.len());
-                let from = buf[lo..i].iter().rposition(|c| !b64(c)).map_or(lo, |p| lo + p + 1);
+                let from = buf[lo..i]
+                    .iter()
+                    .rposition(|c| !b64(c))
+                    .map_or(lo, |p| lo + p + 1);
                 let to = buf[end..hi]
                     .iter()
                     .position(|c| !b64(c))
