@@ -174,6 +174,16 @@ impl EgressPolicy {
         Ok(parsed)
     }
 
+    /// A port on which a domain rule names `name` (lowercase, no trailing dot): the rule's own,
+    /// or 443 for a rule on every port; `None` when no domain rule names it. The gate's resolver
+    /// answers only such names (a CIDR rule names addresses, never a name to look up).
+    pub fn names_domain(&self, name: &str) -> Option<u16> {
+        self.allow.iter().find_map(|r| match r {
+            Allow::Domain { pattern, port } if pattern.matches(name) => Some(port.unwrap_or(443)),
+            _ => None,
+        })
+    }
+
     /// Final check of one address the proxy is about to connect to; `name` is the name it was
     /// resolved from (None for an address literal).
     pub fn check_addr(&self, name: Option<&str>, ip: IpAddr, port: u16) -> Result<(), Refusal> {

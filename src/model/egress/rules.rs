@@ -17,7 +17,7 @@ impl Allow {
 }
 
 impl DomainPattern {
-    fn matches(&self, name: &str) -> bool {
+    pub(crate) fn matches(&self, name: &str) -> bool {
         match self {
             DomainPattern::Exact(d) => name == d,
             DomainPattern::Subdomains(d) => name

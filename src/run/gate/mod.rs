@@ -23,6 +23,9 @@
 //! sandbox; a crash or a stall of the gate ends only that call's egress.
 
 pub mod config;
+pub mod dns;
+pub mod peek;
+pub mod resolver;
 pub mod dial;
 pub mod serve;
 
