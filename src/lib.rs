@@ -9,17 +9,18 @@
 //! ```text
 //! commands   the entry point: setuid stage 1, dispatch (commands.rs) and `probe`, which asks the
 //!   │        same planning a launch does
-//! run        mechanisms applying a plan: launch (one-shot), init (the one sandbox pid 1 for
-//!   │        one-shot calls and persistent keepers), target (kept fds → caps → nnp → Landlock →
-//!   │        seccomp → exec by handle), control/{mod, service} (supervised PID 1), persist/{join,
-//!   │        keeper, nethelper, state, ctl}, proxy/ (the egress proxy), apply/{mounts, fs, procfs, dev,
-//!   │        namespaces, capabilities, cgroup, secret_files, landlock, seccomp}, masking, audit,
-//!   │        status, ports, reaper
+//! run        mechanisms applying a plan: launch (gather → plan → audit → apply; a one-shot
+//!   │        sandbox), init (the one sandbox pid 1 for one-shot calls and persistent keepers),
+//!   │        confine (the confinement order written once: pid 1's steps and the target's, run
+//!   │        through one Kernel trait), control/{mod, service} (supervised PID 1),
+//!   │        persist/{join, keeper, nethelper, state, ctl}, proxy/ and gate/ (the egress gate),
+//!   │        apply/{mounts, fs, procfs, dev, namespaces, capabilities, cgroup, identity,
+//!   │        secret_files, landlock, seccomp, workareas}, masking, audit, status, ports, reaper
 //! plan       pure functions from (policy, request, privilege mode, host facts) to what will be
-//!   │        done: namespaces, mounts, environment, exec checks (one checked handle), per-call
-//!   │        requests (--env/--cwd/--timeout), passed fds, capabilities, seccomp program,
-//!   │        Landlock rules, cgroup plan, egress destination policy, secret files, and the whole
-//!   │        launch (plan::launch)
+//!   │        done: the whole launch as one value (plan::launch), namespaces, mounts, environment,
+//!   │        per-call requests, passed fds, capabilities, seccomp program, Landlock rules, cgroup
+//!   │        plan, network, secret files; host/ is the one module of model and plan that reads
+//!   │        the system (the host facts: the checked program handle, cgroup layout, addresses)
 //! privilege  how sbx-exec was started (Mode), the setuid stages, dropping privileges for good,
 //!   │        the trust rule for files, rootless id maps: one folder to audit
 //! secrets    the secrets read from --secrets-fd (one-pass JSON, zeroized) and the output mask

@@ -1,10 +1,12 @@
-//! The mechanisms: each applies a plan made in [`crate::plan`]. `launch` is a one-shot call,
-//! `init` the one sandbox pid 1 (used by one-shot calls and by persistent keepers), `target` the
-//! last steps before exec, `control` the container's supervised PID 1, `persist` the keepers of
+//! The mechanisms: each applies a plan made in [`crate::plan`]. `launch` is a call (gather,
+//! plan, audit, apply; a one-shot sandbox), `init` the one sandbox pid 1 (used by one-shot calls
+//! and by persistent keepers), `confine` the confinement order (pid 1's steps and the target's,
+//! written once), `control` the container's supervised PID 1, `persist` the keepers of
 //! persistent contexts, `apply/` one file per kernel facility.
 
 pub mod apply;
 pub mod audit;
+pub mod confine;
 pub mod control;
 pub mod gate;
 pub mod inherited;
@@ -17,4 +19,3 @@ pub mod ports;
 pub mod proxy;
 pub mod reaper;
 pub mod status;
-pub mod target;

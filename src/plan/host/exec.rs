@@ -2,8 +2,8 @@
 //! executable" is 126 with a clear message) and checked against the context's `[exec]` rules on
 //! the path as found and every link on the way; then opened once (`O_PATH`) and checked again on
 //! that handle. A `#!` script is run through its interpreter, checked the same way. The target
-//! executes the handle (`execveat`) after its last privilege changes ([`crate::run::target`]), so
-//! a path swapped after the check runs nothing else.
+//! executes the handle (`execveat`) after its last privilege changes
+//! ([`crate::run::confine::target`]), so a path swapped after the check runs nothing else.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::OwnedFd;

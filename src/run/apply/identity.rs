@@ -2,7 +2,8 @@
 //! host uid, so nothing it does outside (a file it writes or marks setuid, a peer credential on a
 //! filesystem socket) carries root's uid or a real account's.
 //!
-//! The handshake is two pipes ([`Handshake`]): right after the fork the target calls
+//! The handshake is two pipes ([`Handshake`]): in its step `UserNamespace` (where it comes in the
+//! target's order: [`crate::run::confine::TARGET_ORDER`]) the target calls
 //! `unshare(CLONE_NEWUSER)` and says so on one; its parent (sandbox pid 1), or for a join of a
 //! persistent context the outer sbx-exec (told the pid by the joiner; root in the parent
 //! namespace, the only one allowed to map a range), writes the maps and answers on the other; the
@@ -68,8 +69,8 @@ impl Handshake {
     }
 }
 
-/// In the target, first thing after its new session: enter a new user namespace, tell the
-/// parent (`ready`), wait for its maps (`go`), then become the namespace's root. `Ok(false)`: the
+/// In the target (its step `UserNamespace`): enter a new user namespace, tell the parent
+/// (`ready`), wait for its maps (`go`), then become the namespace's root. `Ok(false)`: the
 /// kernel refused and `degrade` says run without it (the caller then runs as the range's host
 /// ids, without capabilities).
 pub fn enter(degrade: bool, (ready, go): (RawFd, RawFd)) -> Result<bool> {

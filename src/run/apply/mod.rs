@@ -1,5 +1,6 @@
 //! One file per kernel facility, each applying its part of a plan: called by the sandbox's pid 1
-//! ([`crate::run::init`]) or by the target just before exec ([`crate::run::target`]).
+//! ([`crate::run::confine::pid1`]) or by the target just before exec
+//! ([`crate::run::confine::target`]), in the order of [`crate::run::confine`].
 
 pub mod capabilities;
 pub mod cgroup;

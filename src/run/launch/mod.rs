@@ -1,4 +1,4 @@
-//! One launch, top to bottom, as nsjail's `containProc` reads: **gather → plan → audit → apply**.
+//! One launch, top to bottom, as nsjail's `containProc` reads: gather → plan → audit → apply.
 //!
 //! 1. The named fds are taken over first (`--secrets-fd`, `--status-fd`, the kept fds of
 //!    `--keep-fd`/`--listen-fd`); the privilege mode and the policy are loaded; the call is

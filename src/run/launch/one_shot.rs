@@ -102,7 +102,7 @@ fn masked(
     let child = started?;
     // Threads start only now, after the clone: the published ports' forwarders, and the proxy on
     // its first connection (SIGIO, taken while waiting below).
-    let mut net = match bridge {
+    let net = match bridge {
         Some(b) => Some(b.start(proxying, true).inspect_err(|_| {
             // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
             let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
@@ -111,15 +111,7 @@ fn masked(
         None => None,
     };
     report(status, &started_json(child.as_raw()));
-    let limit_s = timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    // SIGIO (blocked since start-up) starts the proxy; without one waiting it does nothing.
-    let mut start_proxy = || {
-        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
-            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
-        }
-    };
-    let outcome = reaper::supervise(child, limit_s, Some(&mut start_proxy));
-    drop(net);
+    let outcome = supervise(child, timeout, net);
     let code = reaper::exit_code(ctx_name, timeout, outcome, limit, "");
     let mut end = End {
         code,
@@ -135,6 +127,23 @@ fn masked(
     }
     report(status, &errors.end_json(&end));
     Ok(code)
+}
+
+/// Wait for the sandbox (at most `timeout` seconds), forwarding signals; the egress proxy starts
+/// on its first connection (SIGIO, blocked since start-up; without a proxy waiting it does
+/// nothing). The network ends with it.
+fn supervise(
+    child: nix::unistd::Pid,
+    timeout: Option<u64>,
+    mut net: Option<crate::run::net::Running>,
+) -> reaper::Outcome {
+    let limit = timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let mut start_proxy = || {
+        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
+            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
+        }
+    };
+    reaper::supervise(child, limit, Some(&mut start_proxy))
 }
 
 /// The cgroup of one one-shot call (`[limits]`): a leaf `sbx-CTX-PID` under sbx-exec's `sbx`

@@ -1,5 +1,6 @@
 //! The keeper of a persistent context: found and verified, or started (through a helper, so it is
-//! nobody's zombie) with the one sandbox init ([`crate::run::init::setup`]), then reaping forever.
+//! nobody's zombie) with the one sandbox init ([`crate::run::confine::pid1::setup`]), then
+//! reaping forever.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -362,12 +363,12 @@ fn spawn_keeper(
 /// file instead means the caller died first, and the keeper ends, taking its namespaces with it),
 /// then reaps forever.
 fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd, net: Option<RawFd>) -> ! {
-    let role = crate::run::init::Role::Keeper {
+    let role = crate::run::confine::Role::Keeper {
         ready: &ready,
         commit: &commit,
         net,
     };
-    if let Err(e) = crate::run::init::setup(sandbox, role) {
+    if let Err(e) = crate::run::confine::pid1::setup(&crate::run::confine::Host, sandbox, role) {
         eprintln!("sbx-exec: keeper: {e:#}");
         sys::exit_now(EXIT_SBX);
     }

@@ -71,22 +71,11 @@ pub fn run(
     target: Target,
     egress_log: Option<crate::run::audit::EgressLog>,
 ) -> Result<i32> {
-    let Call {
-        ctx_name,
-        ctx,
-        report,
-        mut errors,
-        limit,
-        timeout,
-        cgroup: limits,
-    } = call;
+    let (ctx_name, report, limit, timeout) = (call.ctx_name, call.report, call.limit, call.timeout);
+    let mut errors = call.errors;
     let started = std::time::Instant::now();
-    let keeper = keeper::ensure_keeper(ctx_name, ctx, sandbox, limits, egress_log)?;
+    let keeper = keeper::ensure_keeper(ctx_name, call.ctx, sandbox, call.cgroup, egress_log)?;
     let join_flags = CloneFlags::from_bits_truncate(namespaces::flags(&sandbox.kinds));
-    let pipe = || {
-        nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| anyhow::anyhow!("cannot make a pipe: {}", crate::error::errno_cause(e)))
-    };
     let (alive_r, alive_w) = pipe()?;
     // `identity`: the joiner says the target's pid, so this process (which sees it in /proc) can
     // map the target's user namespace; the handshake's pipes go through the joiner to the target.
@@ -104,7 +93,7 @@ pub fn run(
             drop(pid_r);
             let tell = target.identity.is_some().then_some(pid_w);
             let ends = handshake.as_ref().map(|h| h.target_ends());
-            let links = crate::run::target::Links {
+            let links = crate::run::confine::Links {
                 handshake: ends,
                 parent_alive: None,
                 errors: errors.write_fd(),
@@ -116,15 +105,7 @@ pub fn run(
     drop(alive_r);
     drop(pid_w);
     errors.close_write();
-    if let (Some(m), Some(h)) = (&target.identity, handshake) {
-        let ends = h.parent();
-        let mut buf = [0u8; 4];
-        if nix::unistd::read(pid_r.as_raw_fd(), &mut buf).unwrap_or(0) == 4 {
-            let pid = nix::unistd::Pid::from_raw(i32::from_ne_bytes(buf));
-            crate::run::apply::identity::map_child(pid, &m.range, ends, false)?;
-        }
-    }
-    drop(pid_r);
+    map_joined(&target, handshake, pid_r)?;
     report(&started_json(child.as_raw()));
     // The context's cgroup counts every call: this call's share is the difference.
     let version = crate::plan::host::cgroup::detect().version;
@@ -157,6 +138,30 @@ pub fn run(
     };
     report(&errors.end_json(&end));
     Ok(code)
+}
+
+/// A pipe, close-on-exec.
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(OFlag::O_CLOEXEC)
+        .map_err(|e| anyhow::anyhow!("cannot make a pipe: {}", crate::error::errno_cause(e)))
+}
+
+/// `identity`: the joiner says the target's pid on `pid_r`, and this process (which sees it in
+/// /proc, root in the parent namespace) maps the target's user namespace over the handshake.
+fn map_joined(
+    target: &Target,
+    handshake: Option<crate::run::apply::identity::Handshake>,
+    pid_r: OwnedFd,
+) -> Result<()> {
+    if let (Some(m), Some(h)) = (&target.identity, handshake) {
+        let ends = h.parent();
+        let mut buf = [0u8; 4];
+        if nix::unistd::read(pid_r.as_raw_fd(), &mut buf).unwrap_or(0) == 4 {
+            let pid = nix::unistd::Pid::from_raw(i32::from_ne_bytes(buf));
+            crate::run::apply::identity::map_child(pid, &m.range, ends, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// Did the context end under this call (its command died by a signal)? Stopped if the state says
@@ -196,7 +201,7 @@ fn joiner(
     alive: OwnedFd,
     tell: Option<OwnedFd>,
     target: &Target,
-    links: crate::run::target::Links,
+    links: crate::run::confine::Links,
 ) -> ! {
     let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
         let msg = format!("{what}: {e}");
@@ -236,7 +241,7 @@ fn joiner(
             }
             // The joiner's pipe stays open in the target until its exec: after its last change
             // of ids (which clears the parent-death signal) it arms the signal again and looks.
-            target.exec_with(crate::run::target::Links {
+            target.exec_with(crate::run::confine::Links {
                 parent_alive: Some(std::os::fd::IntoRawFd::into_raw_fd(up_r)),
                 ..links
             })
