@@ -6,8 +6,12 @@
 //! argc/argv to the runtime's initializer), and `std::process::exit` still flushes stdout.
 //! (The test harness brings its own `main`: this file has no tests.)
 #![cfg_attr(not(test), no_main)]
+#![deny(unsafe_code)]
 
 #[cfg(not(test))]
+// `no_mangle` is the one unsafe attribute outside `sys`: this is C's `main`, called once by the
+// C runtime with the arguments it was given.
+#[allow(unsafe_code)]
 #[no_mangle]
 extern "C" fn main(
     _argc: std::ffi::c_int,

@@ -210,23 +210,10 @@ mod tests {
         .unwrap()
     }
 
-    /// The errno of a raw result (0 when it succeeded).
-    fn errno(r: libc::c_long) -> i32 {
-        if r < 0 {
-            nix::errno::Errno::last_raw()
-        } else {
-            0
-        }
-    }
+    use crate::sys::errno_of;
 
     fn openat(path: &CString, flags: i32) -> i32 {
-        // SAFETY: a valid NUL-terminated path; the fd, if any, is closed at once.
-        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), flags, 0o600) };
-        if fd >= 0 {
-            // SAFETY: the fd just opened, owned here.
-            unsafe { libc::close(fd) };
-        }
-        errno(fd as libc::c_long)
+        errno_of::openat(path, flags)
     }
 
     #[test]
@@ -254,19 +241,7 @@ mod tests {
                     openat(&f, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC),
                 ),
             ];
-            // struct open_how { flags, mode, resolve }: read-only.
-            let how: [u64; 3] = [libc::O_RDONLY as u64, 0, 0];
-            // SAFETY: openat2 with a valid path and open_how; the fd, if any, is leaked only
-            // in a failing test.
-            let openat2 = errno(unsafe {
-                libc::syscall(
-                    libc::SYS_openat2,
-                    libc::AT_FDCWD,
-                    p.as_ptr(),
-                    how.as_ptr(),
-                    std::mem::size_of_val(&how),
-                )
-            });
+            let openat2 = errno_of::openat2_read(&p);
             let reads = [
                 openat(&p, libc::O_RDONLY | libc::O_CLOEXEC),
                 openat(
@@ -295,20 +270,17 @@ mod tests {
             .spawn()
             .unwrap();
         let pid = other.id() as libc::c_long;
-        // SAFETY: signal 0 checks only that the target exists and may be signalled.
-        let unconfined = errno(unsafe { libc::syscall(libc::SYS_tgkill, pid, pid, 0) });
+        // Signal 0 checks only that the target exists and may be signalled.
+        let unconfined = errno_of::tgkill(pid, pid);
         let (own, tgkill, tkill, kill) = confined(move || {
-            // SAFETY: as above; the gate's own thread, then another process.
-            unsafe {
-                let me = libc::getpid() as libc::c_long;
-                let tid = libc::syscall(libc::SYS_gettid);
-                (
-                    errno(libc::syscall(libc::SYS_tgkill, me, tid, 0)),
-                    errno(libc::syscall(libc::SYS_tgkill, pid, pid, 0)),
-                    errno(libc::syscall(libc::SYS_tkill, pid, 0)),
-                    errno(libc::syscall(libc::SYS_kill, pid, 0)),
-                )
-            }
+            // The gate's own thread, then another process.
+            let me = std::process::id() as libc::c_long;
+            (
+                errno_of::tgkill(me, errno_of::gettid()),
+                errno_of::tgkill(pid, pid),
+                errno_of::tkill(pid),
+                errno_of::kill(pid),
+            )
         });
         let _ = other.kill();
         let _ = other.wait();
@@ -324,18 +296,15 @@ mod tests {
 
     #[test]
     fn the_gate_may_only_name_its_threads() {
-        // SAFETY: PR_GET_DUMPABLE reads a flag of this process.
-        let unconfined = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+        let unconfined = errno_of::get_dumpable();
         let (name, dumpable, pdeathsig) = confined(|| {
-            // SAFETY: a NUL-terminated name of at most 16 bytes; the others read or set flags
-            // of this thread only if the filter is broken (then the test fails).
-            unsafe {
-                (
-                    errno(libc::prctl(libc::PR_SET_NAME, c"sbx-test".as_ptr()) as libc::c_long),
-                    errno(libc::prctl(libc::PR_GET_DUMPABLE) as libc::c_long),
-                    errno(libc::prctl(libc::PR_SET_PDEATHSIG, 0) as libc::c_long),
-                )
-            }
+            // The others read or set flags of this thread only if the filter is broken (then
+            // the test fails).
+            (
+                errno_of::set_name(c"sbx-test"),
+                errno_of::get_dumpable_errno(),
+                errno_of::set_pdeathsig(0),
+            )
         });
         assert!(unconfined >= 0, "the control: prctl works unconfined");
         assert_eq!(name, 0, "PR_SET_NAME under the gate's filter");

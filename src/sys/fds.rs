@@ -261,6 +261,24 @@ unsafe fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Take ownership of an fd a parent placed on a known number for this process (the egress gate's
+/// and its dialer's fds, placed by the launcher before the exec): `None` when it is not open (a
+/// process started by hand) or when this number was already taken here (each at most once).
+pub fn claim_placed_fd(fd: RawFd) -> Option<OwnedFd> {
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    static TAKEN: Mutex<BTreeSet<RawFd>> = Mutex::new(BTreeSet::new());
+    let mut taken = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    if taken.contains(&fd) {
+        return None;
+    }
+    // SAFETY: the placed fds are the process's from its exec, and each number is taken once
+    // (TAKEN): the OwnedFd made here is the only owner of its fd.
+    let owned = unsafe { take_inherited_fd(fd) }?;
+    taken.insert(fd);
+    Some(owned)
+}
+
 /// Take over the fds named on the command line (`--secrets-fd`, `--status-fd`, `--keep-fd`,
 /// `--listen-fd`), once per
 /// process, as the first thing a launch does: `None` for a name that is not an open fd ≥ 3.

@@ -1,6 +1,7 @@
 //! Raw system calls that `nix` does not wrap (or wraps in a way that allocates), each in one small
 //! function with a `// SAFETY:` note. Everything `unsafe` in sbx-exec lives in this module (this
-//! file and its children: `fds`, `mount`, `signals`, `caps`).
+//! file and its children: `fds`, `mount`, `signals`, `caps`, and for tests `errno_of`): the
+//! crate denies `unsafe_code` everywhere else (`#![deny(unsafe_code)]` in `lib.rs`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -8,6 +9,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use nix::unistd::Pid;
 
 mod caps;
+#[cfg(test)]
+pub mod errno_of;
 mod fds;
 mod mount;
 mod signals;

@@ -261,14 +261,11 @@ pub fn role() -> Option<&'static str> {
 /// when it is not open (the gate or dialer started by hand), rather than owning a number that
 /// names nothing.
 pub(crate) fn placed_fd(role: &str, fd: RawFd) -> Result<OwnedFd> {
-    if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_err() {
-        return Err(anyhow!(
+    crate::sys::claim_placed_fd(fd).ok_or_else(|| {
+        anyhow!(
             "{role} runs only as sbx-exec starts it, with its fds placed (fd {fd} is not open); this is not a command to run by hand"
-        ));
-    }
-    // SAFETY: `fd` is open; the launcher placed it on this number for this process, and each
-    // caller takes each number once (the layout's numbers are distinct).
-    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        )
+    })
 }
 
 /// The first steps of the gate and the dialer, before anything else: non-dumpable (and nothing
