@@ -15,6 +15,7 @@ use crate::plan::host::exec::{self, Program};
 use crate::plan::launch::{BoundSecrets, Facts};
 use crate::plan::request::Request;
 use crate::privilege::{self, Mode};
+use crate::run::audit::Audit;
 use crate::run::inherited::{check_passed, Inherited};
 use crate::run::proxy::bound::Interceptor;
 use crate::secrets::{self, SecretSet};
@@ -23,16 +24,20 @@ use super::Call;
 
 /// The facts of this call, and the egress gate's interceptor when secrets are bound (it holds
 /// the real values: it goes to the gate, never into the plan).
+/// `audit` gets the names of the secrets as soon as they are read: a refusal after that names
+/// them in its record.
 pub(super) fn facts(
     call: &Call,
     req: &Request,
     ctx: &Context,
     fds: &mut Inherited,
+    audit: &mut Audit,
 ) -> Result<(Facts, Option<Arc<Interceptor>>)> {
     check_passed(req.ctx_name, ctx, call.loaded, &fds.passed, &fds.kept)?;
     let caller_env = privilege::caller_env();
     let (program, path_kept) = command(req, ctx, call.mode, &caller_env, fds.passed.fds.len())?;
     let secrets = read_secrets(req.ctx_name, ctx, call.args.secrets_fd, fds.secrets.take())?;
+    audit.secrets = secrets.iter().map(|s| s.name.clone()).collect();
     let (bound, interceptor) = match crate::run::proxy::bound::prepare_call(&secrets, ctx)? {
         Some(b) => (
             Some(BoundSecrets {

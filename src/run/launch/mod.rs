@@ -110,8 +110,7 @@ struct Call<'a> {
 fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit) -> Result<i32> {
     let ctx = call.loaded.policy.context(call.ctx_name)?;
     let req = Request::new(call.args, call.ctx_name, ctx, call.mode)?;
-    let (facts, interceptor) = gather::facts(call, &req, ctx, &mut fds)?;
-    audit.secrets = facts.secrets.iter().map(|s| s.name.clone()).collect();
+    let (facts, interceptor) = gather::facts(call, &req, ctx, &mut fds, audit)?;
     let launch = crate::plan::launch::plan(&req, ctx, call.mode, facts)?;
     outer_walls(call.ctx_name, &launch)?;
     // Every check has passed: the start record goes out before anything runs.
