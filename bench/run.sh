@@ -384,6 +384,8 @@ RSS_USER=$(peak_rss - "$SBX" --ctx user -- true)
 RSS_PLATFORM=$(peak_rss "$SECRETS" "$SBX" --ctx platform --secrets-fd 3 -- true)
 RSS_TRUE=$(peak_rss - /bin/true)
 RSS_BWRAP=$(peak_rss - bwrap $BWRAP_ARGS true)
+RSS_BASE_USER=""
+[ -z "$BASE" ] || RSS_BASE_USER=$(peak_rss - "$BASE" --ctx user -- true)
 
 # ---------------------------------------------------------------------------------------------
 # 4b. Throughput: LAUNCHES launches of `--ctx user -- true`, split over 2 callers running at once
@@ -426,7 +428,7 @@ bash "$ROOT/bench/transfer.sh" "$SBX" "$OUT" "$TRANSFER_MIB" "$TRANSFER_RUNS" ||
 # ---------------------------------------------------------------------------------------------
 export BENCH_OUT="$OUT" BENCH_OUT_REL="${OUT#"$ROOT"/}" BENCH_REPORT="$REPORT" BENCH_QUICK="$QUICK" BENCH_GIT_REV="$GIT_REV" \
     BENCH_RSS_USER="$RSS_USER" BENCH_RSS_PLATFORM="$RSS_PLATFORM" BENCH_RSS_TRUE="$RSS_TRUE" \
-    BENCH_RSS_BWRAP="$RSS_BWRAP" BENCH_RSS_REPEAT="$RSS_REPEAT" BENCH_LPS_SBX="$LPS_SBX" \
+    BENCH_RSS_BWRAP="$RSS_BWRAP" BENCH_RSS_BASE_USER="$RSS_BASE_USER" BENCH_RSS_REPEAT="$RSS_REPEAT" BENCH_LPS_SBX="$LPS_SBX" \
     BENCH_LPS_BWRAP="$LPS_BWRAP" BENCH_LAUNCHES="$LAUNCHES" BENCH_BWRAP_ARGS="$BWRAP_ARGS" \
     BENCH_HF_ARGS="${HF_RUNS[*]}" BENCH_SBX="$SBX" \
     BENCH_NAMES="$(printf '%s\n' "${names[@]}")" BENCH_CMDS="$(printf '%s\n' "${cmds[@]}")" \
@@ -523,7 +525,7 @@ if E["BENCH_BASE"]:
     if alt:
         w("Then the same six commands alternated launch by launch (`bench/alternate.py`: %d rounds after" % alt["rounds"])
         w("%d of warm-up, each round in a shuffled order, `posix_spawn` without a shell, wall time to" % alt["warmup"])
-        w("`waitpid`; %.0f s in all), so that both builds share the machine's state. Δ is the mean of the" % alt["seconds"])
+        w("`wait4`; %.0f s in all), so that both builds share the machine's state. Δ is the mean of the" % alt["seconds"])
         w("per-round differences (today minus %s) with a 95%% interval (±1.96 standard errors). CPU is" % b)
         w("the user + system time `wait4` reports for the launch and every process it waited for (its pid")
         w("1, the command, the gate): what the launch costs the machine, and far less disturbed by other")
@@ -567,6 +569,10 @@ w("the children it waited for; maximum over %s run(s).\n" % E["BENCH_RSS_REPEAT"
 w("- `sbx-exec --ctx user -- true`: %d KiB (%.2f MiB)" % (rss["USER"], mib(rss["USER"])))
 w("- `sbx-exec --ctx platform --secrets-fd 3 -- true` (10 secrets): %d KiB (%.2f MiB)" % (rss["PLATFORM"], mib(rss["PLATFORM"])))
 w("- for reference, bwrap (same arguments as above): %d KiB (%.2f MiB); bare `/bin/true`: %d KiB" % (rss["BWRAP"], mib(rss["BWRAP"]), rss["TRUE"]))
+if E["BENCH_RSS_BASE_USER"]:
+    base_rss = int(E["BENCH_RSS_BASE_USER"])
+    w("- the baseline, %s, `--ctx user -- true`: %d KiB (%.2f MiB): today's is %+d KiB" % (
+        E["BENCH_BASE_LABEL"], base_rss, mib(base_rss), rss["USER"] - base_rss))
 w("")
 
 w("## Throughput\n")
