@@ -10,7 +10,7 @@
 use anyhow::{bail, Result};
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::model::bind::{Bind, BindKind, BoundHost, AWS_KEY_ID, AWS_SECRET, AWS_TOKEN};
+use crate::model::bind::{Bind, BindKind, BoundHost, Requests, AWS_KEY_ID, AWS_SECRET, AWS_TOKEN};
 use crate::secrets::placeholder::placeholder;
 use crate::secrets::{expose, SecretSet};
 
@@ -78,6 +78,8 @@ pub struct Scope {
 pub struct Binding {
     pub hosts: Vec<BoundHost>,
     pub how: Use,
+    /// The requests to those hosts that get the value (`methods`, `paths`).
+    pub requests: Requests,
 }
 
 impl Binding {
@@ -197,6 +199,7 @@ impl Bound {
             bindings.push(Binding {
                 hosts: b.hosts.clone(),
                 how,
+                requests: b.requests(),
             });
         }
         Ok((!bindings.is_empty()).then_some(Bound { bindings }))

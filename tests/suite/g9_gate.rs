@@ -585,3 +585,145 @@ PY
         || format!("what the host saw: {}", show()),
     )
 }
+
+/// A binding narrowed to `POST /v1/messages` (`methods`, `paths`): inside a real launch of
+/// `agent`, curl's `POST /v1/messages` reaches the stand-in with the real key (the control),
+/// while `GET /v1/models`, `POST /v1/messages/../models` (sent as is), the same with `%2e%2e`, and
+/// `POST /v1/messagesX` reach it with the placeholder only; the audit log has one `secret-added`
+/// and four `secret-withheld` lines naming the secret and the key that said no, never the
+/// request's path, the value or the placeholder.
+pub fn a_narrowed_binding_adds_the_key_to_its_requests_only() -> Result<(), String> {
+    let s = Stage::new("g9limits", "")?;
+    let bind = "header = \"x-api-key\"               # the Anthropic API's key header\n";
+    let p = s.read("policy.toml");
+    check(p.contains(bind), || {
+        "policies/sandbox-sdk.toml's Anthropic binding changed; update this test".to_string()
+    })?;
+    let p = p.replacen(
+        bind,
+        &format!("{bind}methods = [\"POST\"]\npaths = [\"/v1/messages\"]\n"),
+        1,
+    );
+    std::fs::write(s.path("policy.toml"), p).unwrap();
+    s.inside(
+        "agent",
+        r#"k="x-api-key: $ANTHROPIC_API_KEY"
+u=https://api.anthropic.com
+echo "PH=$ANTHROPIC_API_KEY"
+go() { curl -sS -m 15 --path-as-is -X "$1" "$u$2" -H "$k" -d '{}' 2>&1; }
+echo "messages=$(go POST /v1/messages)"
+echo "models=$(curl -sS -m 15 "$u/v1/models" -H "$k" 2>&1)"
+echo "dotdot=$(go POST /v1/messages/../models)"
+echo "encoded=$(go POST /v1/messages/%2e%2e/models)"
+echo "suffix=$(go POST /v1/messagesX)"
+"#,
+    );
+    let r = s.run_with(
+        &[(
+            ANTHROPIC_IP,
+            443,
+            "anthropic",
+            "anthropic.log",
+            "stand_in.py",
+        )],
+        "sbx agent\n",
+    );
+    let out = s.read("agent.out");
+    let ph = field(&out, "PH").to_string();
+    let show = || {
+        let all = s.show(&r);
+        match ph.is_empty() {
+            true => all,
+            false => all.replace(&ph, "<PLACEHOLDER>"),
+        }
+    };
+    check(r.stdout.contains("agent exit 0"), show)?;
+    check(ph.len() == s.key.len() && ph != s.key, show)?;
+    // Every request was served (the gate refused none of them)...
+    for case in ["messages", "models", "dotdot", "encoded", "suffix"] {
+        check(field(&out, case).contains("stand-in 192.0.2.10 ok"), || {
+            format!("{case} was not served: {}", show())
+        })?;
+    }
+    // ...and the host saw the real key in the first only, the placeholder in the others.
+    let log = s.read("anthropic.log");
+    let seen: Vec<&str> = log
+        .split("\n---\n")
+        .filter(|q| !q.trim().is_empty())
+        .collect();
+    check(seen.len() == 5, || {
+        format!("5 requests expected: {}", show())
+    })?;
+    let lines = [
+        "POST /v1/messages ",
+        "GET /v1/models ",
+        "POST /v1/messages/../models ",
+        "POST /v1/messages/%2e%2e/models ",
+        "POST /v1/messagesX ",
+    ];
+    for (i, (got, line)) in seen.iter().zip(lines).enumerate() {
+        let header = got
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("x-api-key:"))
+            .unwrap_or("")
+            .trim_end();
+        let want = match i {
+            0 => &s.key,
+            _ => &ph,
+        };
+        check(
+            got.starts_with(line) && header == format!("x-api-key: {want}"),
+            || {
+                format!(
+                    "{line}: the host did not get the {}: {}",
+                    if i == 0 { "real key" } else { "placeholder" },
+                    show()
+                )
+            },
+        )?;
+    }
+    check(log.matches(&s.key).count() == 1, || {
+        format!("the real key went out more than once: {}", show())
+    })?;
+    // The audit log says which were withheld, and why.
+    let audit = s.read("audit.jsonl");
+    let records: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| {
+            v["host"] == "api.anthropic.com" && v["port"] == 443 && v["protocol"] == "connect"
+        })
+        .collect();
+    let of = |event: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|v| v["event"] == event)
+            .map(|v| v["reason"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    check(
+        of("secret-added") == ["bound secret ANTHROPIC_API_KEY added"],
+        || format!("one secret-added line expected: {}", show()),
+    )?;
+    let withheld = of("secret-withheld");
+    let prefix = "bound secret ANTHROPIC_API_KEY not added: ";
+    let ok = withheld.len() == 4
+        && withheld.iter().all(|w| w.starts_with(prefix))
+        && withheld[0].contains("methods (POST)")
+        && withheld[1].contains("never match")
+        && withheld[2].contains("never match")
+        && withheld[3].contains("paths (/v1/messages)");
+    check(ok, || {
+        format!("four secret-withheld lines expected: {}", show())
+    })?;
+    check(of("egress-refused").is_empty(), show)?;
+    check(
+        !audit.contains(&s.key) && !audit.contains(&ph) && !audit.contains("models"),
+        || {
+            format!(
+                "the audit log holds a value, the placeholder or a path: {}",
+                show()
+            )
+        },
+    )
+}

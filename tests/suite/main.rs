@@ -56,6 +56,7 @@ fn main() {
         g9_gate::a_bound_key_never_mints_credentials,
         g9_gate::a_refusal_names_the_rule_never_an_address,
         g9_gate::a_head_trickled_inside_tls_is_dropped,
+        g9_gate::a_narrowed_binding_adds_the_key_to_its_requests_only,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,

@@ -14,6 +14,13 @@
 //! kind = "aws-sigv4"                 # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN
 //! hosts = ["bedrock-runtime.us-east-1.amazonaws.com"]
 //! services = ["bedrock"]             # the credential scopes it re-signs (regions, actions: optional)
+//!
+//! [[context.agent.secrets.bind]]
+//! name = "OPENAI_API_KEY"
+//! hosts = ["api.openai.com"]
+//! authorization = "Bearer"
+//! methods = ["POST"]                 # optional, any binding: only these requests get the value
+//! paths = ["/v1/chat/completions"]   # (a path prefix, segment-aligned; see [`requests`])
 //! ```
 //!
 //! Host patterns are written like the egress domain rules: `api.example.com` (that name only),
@@ -30,9 +37,11 @@ use super::values::EnvName;
 
 mod hosts;
 mod names;
+pub mod requests;
 
 pub use hosts::{BoundHost, HostPattern};
 pub use names::{AwsName, HeaderName};
+pub use requests::{Method, Outside, PathPrefix, Requests};
 
 /// The variables a `kind = "aws-sigv4"` binding takes.
 pub const AWS_KEY_ID: &str = "AWS_ACCESS_KEY_ID";
@@ -74,6 +83,13 @@ pub struct Bind {
     /// REST path) is then refused.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<AwsName>,
+    /// The request methods that get the value (`["POST"]`; absent: any). Any kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<Method>>,
+    /// The path prefixes that get the value (`["/v1/messages"]`, segment-aligned; absent: any
+    /// path). Any kind. See [`requests`] for the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<PathPrefix>>,
 }
 
 /// AWS services whose every operation can issue or reach credentials: never re-signed, whatever
@@ -123,6 +139,14 @@ impl Bind {
         }
     }
 
+    /// The requests this entry's value is added to (`methods`, `paths`).
+    pub fn requests(&self) -> Requests {
+        Requests {
+            methods: self.methods.clone(),
+            paths: self.paths.clone(),
+        }
+    }
+
     /// Does this entry bind the secret to `host` (lowercase, no trailing dot), on any port?
     pub fn covers(&self, host: &str) -> bool {
         self.hosts.iter().any(|h| h.pattern.matches(host))
@@ -140,6 +164,7 @@ impl Bind {
         for h in &self.hosts {
             h.check_exclusive()?;
         }
+        self.check_requests()?;
         let aws_only =
             !self.services.is_empty() || !self.regions.is_empty() || !self.actions.is_empty();
         match self.kind {
@@ -185,6 +210,37 @@ impl Bind {
         }
         Ok(())
     }
+
+    /// `methods` and `paths`, when given, list something, each item once.
+    fn check_requests(&self) -> Result<(), BindViolation> {
+        fn once(key: &'static str, items: Option<Vec<&str>>) -> Result<(), BindViolation> {
+            let Some(items) = items else {
+                return Ok(());
+            };
+            if items.is_empty() {
+                return Err(BindViolation::EmptyLimit { key });
+            }
+            for (i, item) in items.iter().enumerate() {
+                if items[..i].contains(item) {
+                    return Err(BindViolation::RepeatedLimit {
+                        key,
+                        item: item.to_string(),
+                    });
+                }
+            }
+            Ok(())
+        }
+        let methods = self.methods.as_ref();
+        once(
+            "methods",
+            methods.map(|m| m.iter().map(|m| m.0.as_str()).collect()),
+        )?;
+        let paths = self.paths.as_ref();
+        once(
+            "paths",
+            paths.map(|p| p.iter().map(|p| p.as_str()).collect()),
+        )
+    }
 }
 
 /// A `[[context.NAME.secrets.bind]]` entry that is not well-formed.
@@ -211,6 +267,14 @@ pub enum BindViolation {
     IssuerAction {
         action: String,
     },
+    /// `methods = []` or `paths = []`: the value would never be used.
+    EmptyLimit {
+        key: &'static str,
+    },
+    RepeatedLimit {
+        key: &'static str,
+        item: String,
+    },
 }
 
 impl std::fmt::Display for BindViolation {
@@ -229,6 +293,14 @@ impl std::fmt::Display for BindViolation {
             B::NoServices => f.write_str("secrets.bind with kind = \"aws-sigv4\": name the services it may sign for, e.g. services = [\"s3\"] (a key re-signed for any service could mint other credentials)"),
             B::IssuerService { service } => write!(f, "secrets.bind with kind = \"aws-sigv4\": {:?} issues credentials and is never re-signed (a placeholder would be traded for real, unbound keys); remove it from services and give the tool that needs it its own credentials in a trusted context", service),
             B::IssuerAction { action } => write!(f, "secrets.bind with kind = \"aws-sigv4\": action {:?} issues credentials and is never re-signed; remove it", action),
+            B::EmptyLimit { key } => {
+                let e = match *key {
+                    "methods" => "methods = [\"POST\"]",
+                    _ => "paths = [\"/v1/messages\"]",
+                };
+                write!(f, "secrets.bind: {key} = [] admits no request, so the secret would never be used; remove {key} to admit every one, or list some, e.g. {e}")
+            }
+            B::RepeatedLimit { key, item } => write!(f, "secrets.bind: {item:?} is listed twice in {key}; list it once"),
         }
     }
 }

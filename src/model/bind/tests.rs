@@ -171,3 +171,78 @@ fn policy_rules_for_bound_secrets() {
         .to_string();
     assert!(err.contains("egress proxy"), "{err}");
 }
+
+/// `methods` and `paths`: optional on either kind (absent: every request, as before they
+/// existed), never empty, each item once; a bad value is an error naming the file, line and key.
+#[test]
+fn methods_and_paths_narrow_an_entry() {
+    let b = |toml: &str| toml::from_str::<Bind>(toml).map_err(|e| e.to_string());
+    let value = "name = \"K\"\nhosts = [\"a.b\"]\nheader = \"x\"\n";
+    let plain = b(value).unwrap();
+    assert_eq!(plain.requests(), Requests::default());
+    let limited = b(&format!(
+        "{value}methods = [\"POST\"]\npaths = [\"/v1/messages\", \"/v1/files\"]"
+    ))
+    .unwrap();
+    assert!(limited.check().is_ok());
+    let r = limited.requests();
+    assert!(r.admits("POST", "/v1/files/f1", &[]).is_ok());
+    assert_eq!(r.admits("GET", "/v1/files/f1", &[]), Err(Outside::Method));
+    let aws = b("kind = \"aws-sigv4\"\nhosts = [\"s3.us-east-1.amazonaws.com\"]\nservices = [\"s3\"]\nmethods = [\"GET\", \"HEAD\"]\npaths = [\"/reports\"]").unwrap();
+    assert!(aws.check().is_ok());
+    for (extra, want) in [
+        ("methods = []", BindViolation::EmptyLimit { key: "methods" }),
+        ("paths = []", BindViolation::EmptyLimit { key: "paths" }),
+        (
+            "methods = [\"GET\", \"POST\", \"GET\"]",
+            BindViolation::RepeatedLimit {
+                key: "methods",
+                item: "GET".into(),
+            },
+        ),
+        (
+            "paths = [\"/a\", \"/a\"]",
+            BindViolation::RepeatedLimit {
+                key: "paths",
+                item: "/a".into(),
+            },
+        ),
+    ] {
+        let e = b(&format!("{value}{extra}")).unwrap().check().unwrap_err();
+        assert_eq!(e, want, "{extra}");
+    }
+    assert_eq!(
+        BindViolation::EmptyLimit { key: "methods" }.to_string(),
+        "secrets.bind: methods = [] admits no request, so the secret would never be used; remove methods to admit every one, or list some, e.g. methods = [\"POST\"]"
+    );
+    assert_eq!(
+        BindViolation::RepeatedLimit {
+            key: "paths",
+            item: "/a".into()
+        }
+        .to_string(),
+        "secrets.bind: \"/a\" is listed twice in paths; list it once"
+    );
+    // A bad value, in a whole policy: the file, line and column, the key and the fix.
+    let policy = |extra: &str| {
+        let text = format!("version = 1\n[context.a]\nnamespaces = [\"mount\"]\nnet = {{ mode = \"private\", allow = [\"a.example\"] }}\n[context.a.secrets]\nallow = [\"K\"]\n[[context.a.secrets.bind]]\nname = \"K\"\nhosts = [\"a.example\"]\nheader = \"x-api-key\"\n{extra}\n");
+        crate::model::Policy::parse(&text, "t.toml").map_err(|e| e.to_string())
+    };
+    assert!(policy("methods = [\"POST\"]\npaths = [\"/v1/messages\"]").is_ok());
+    let e = policy("methods = [\"post\"]").unwrap_err();
+    assert!(e.contains("t.toml:11:"), "{e}");
+    assert!(
+        e.contains("secrets.bind methods: \"post\" is not in capitals; write \"POST\""),
+        "{e}"
+    );
+    let e = policy("paths = [\"/v1/../admin\"]").unwrap_err();
+    assert!(e.contains("t.toml:11:"), "{e}");
+    assert!(
+        e.contains("secrets.bind paths: \"/v1/../admin\" has an empty, '.' or '..' segment"),
+        "{e}"
+    );
+    let e = policy("paths = []").unwrap_err();
+    assert!(e.contains("paths = [] admits no request"), "{e}");
+    let e = policy("verbs = [\"POST\"]").unwrap_err();
+    assert!(e.contains("verbs"), "{e}");
+}

@@ -14,8 +14,8 @@ use crate::model::AuditTarget;
 /// The egress gate's log of one call: an `"event":"egress-refused"` line per request it refused
 /// and an `"egress-failed"` line per one it could not serve, with the call id, context, protocol,
 /// the HTTP status answered, host, port (when they were read) and the reason (a destination and a
-/// policy key, never data of the request), and the bound secrets' `secret-added` and
-/// `secret-exfiltration` lines.
+/// policy key, never data of the request), and the bound secrets' `secret-added`,
+/// `secret-exfiltration` and `secret-withheld` lines.
 #[derive(Clone)]
 pub struct EgressLog {
     to: Sink,
@@ -49,6 +49,9 @@ pub enum EgressEvent {
     SecretAdded,
     /// A bound secret's placeholder on its way to a host it is not bound to.
     SecretExfiltration,
+    /// A bound secret's placeholder sent as is to its own host: the request is outside the
+    /// binding's `methods` or `paths` (`reason` names the secret and the key).
+    SecretWithheld,
 }
 
 /// How the request reached the gate.
@@ -252,6 +255,7 @@ mod tests {
         for (event, name) in [
             (EgressEvent::SecretAdded, "secret-added"),
             (EgressEvent::SecretExfiltration, "secret-exfiltration"),
+            (EgressEvent::SecretWithheld, "secret-withheld"),
         ] {
             let r = log().record(
                 event,

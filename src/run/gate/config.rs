@@ -2,7 +2,8 @@
 //! sandbox: the egress rules, the published ports, where its events go, and the call's bound
 //! secrets (their policy entries, names, real values and placeholders, and the per-call CA's key
 //! and certificate). JSON, written once by the launcher and read once by the gate, which wipes
-//! the bytes; the launcher never reads anything back. The gate's other fds follow in this order:
+//! the bytes; the launcher never reads anything back. Read strictly: an unknown field, or a
+//! binding's value the policy would refuse (a host, a method, a path), is an error. The gate's other fds follow in this order:
 //! the proxy's listener (with egress), one listener per published port, the dialer's socket (with
 //! published ports), the audit sink (with an audit log).
 
@@ -17,6 +18,7 @@ pub const CONFIG_FD: i32 = 3;
 pub const MAX_CONFIG: usize = 1 << 20;
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// The launcher's pid: the gate's parent, whose death ends it.
     pub launcher: i32,
@@ -32,6 +34,7 @@ pub struct Config {
 
 /// The egress rules (`net.allow` as written, parsed again by the gate) and the proxy's limits.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Egress {
     pub context: String,
     pub allow: Vec<String>,
@@ -42,6 +45,7 @@ pub struct Egress {
 
 /// The audit log's identity for the gate's records (the sink is an fd).
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Log {
     pub syslog: bool,
     pub call: String,
@@ -51,6 +55,7 @@ pub struct Log {
 
 /// The call's bound secrets.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BoundWire {
     pub binds: Vec<Bind>,
     pub values: Vec<Value>,
@@ -60,6 +65,7 @@ pub struct BoundWire {
 
 /// One bound value.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Value {
     pub name: String,
     pub real: Zeroizing<String>,
@@ -134,7 +140,7 @@ mod tests {
                 context: "user".into(),
             }),
             bound: Some(BoundWire {
-                binds: Vec::new(),
+                binds: vec![bind(LIMITED)],
                 values: vec![Value {
                     name: "K".into(),
                     real: Zeroizing::new("real".into()),
@@ -146,7 +152,16 @@ mod tests {
         };
         let back = Config::decode(&c.encode()).unwrap();
         assert_eq!(back.launcher, 42);
-        assert_eq!(back.bound.unwrap().values[0].real.as_str(), "real");
+        let bound = back.bound.unwrap();
+        assert_eq!(bound.values[0].real.as_str(), "real");
+        // A binding's limits reach the gate as written, and rebuild the same requests rule.
+        assert_eq!(bound.binds, c.bound.as_ref().unwrap().binds);
+        let requests = bound.binds[0].requests();
+        assert!(requests.admits("POST", "/v1/messages?beta=1", &[]).is_ok());
+        assert!(requests.admits("GET", "/v1/messages", &[]).is_err());
+        assert!(requests
+            .admits("POST", "/v1/messages/../models", &[])
+            .is_err());
         assert_eq!(
             c.layout(),
             Layout {
@@ -167,5 +182,49 @@ mod tests {
         };
         assert_eq!(bare.layout().end, 4);
         assert!(Config::decode(b"{").is_err());
+    }
+
+    const LIMITED: &str = "name = \"K\"\nhosts = [\"api.example.com\"]\nheader = \"x-api-key\"\nmethods = [\"POST\"]\npaths = [\"/v1/messages\"]";
+
+    fn bind(toml_text: &str) -> Bind {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    /// The config is read strictly: an unknown field anywhere, or a binding's method or path the
+    /// policy would refuse, is an error (the control: the same text with the field as written
+    /// is read).
+    #[test]
+    fn decode_is_strict() {
+        let c = Config {
+            launcher: 1,
+            egress: None,
+            publish: vec![],
+            idle_timeout_ms: 1000,
+            log: None,
+            bound: Some(BoundWire {
+                binds: vec![bind(LIMITED)],
+                values: vec![],
+                ca_key: Zeroizing::new(vec![1]),
+                ca_cert: vec![2],
+            }),
+        };
+        let text = String::from_utf8(c.encode().to_vec()).unwrap();
+        assert!(
+            text.contains("\"methods\":[\"POST\"],\"paths\":[\"/v1/messages\"]"),
+            "{text}"
+        );
+        assert!(Config::decode(text.as_bytes()).is_ok());
+        for (from, to) in [
+            ("\"launcher\":1", "\"launcher\":1,\"extra\":1"),
+            ("\"ca_cert\":[2]", "\"ca_cert\":[2],\"extra\":1"),
+            ("\"methods\":", "\"verbs\":"),
+            ("\"POST\"", "\"post\""),
+            ("\"/v1/messages\"", "\"/v1/../messages\""),
+            ("\"/v1/messages\"", "\"v1/messages\""),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text);
+            assert!(Config::decode(bad.as_bytes()).is_err(), "{bad}");
+        }
     }
 }

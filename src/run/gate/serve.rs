@@ -173,6 +173,7 @@ fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSin
             Verdict::Failed => EgressEvent::EgressFailed,
             Verdict::SecretAdded => EgressEvent::SecretAdded,
             Verdict::Exfiltration => EgressEvent::SecretExfiltration,
+            Verdict::SecretWithheld => EgressEvent::SecretWithheld,
             Verdict::Allowed => return,
         };
         if let Some(log) = &log {

@@ -101,6 +101,9 @@ pub enum Verdict {
     /// A bound secret's placeholder was seen on its way to a host it is not bound to; it was
     /// passed on unchanged (`secret` names it).
     Exfiltration,
+    /// A request to a bound host carried a secret's placeholder in its slot but is outside the
+    /// binding's `methods`/`paths`: the placeholder was sent as is (`secret` names it).
+    SecretWithheld,
 }
 
 /// One decision of the proxy, for the audit hook.

@@ -225,7 +225,7 @@ fn forward(
         true => Some(whole_body(framing, &mut input)?),
         false => None,
     };
-    let used = rewrite::apply(
+    let applied = rewrite::apply(
         &mut head,
         host,
         port,
@@ -238,17 +238,24 @@ fn forward(
     let _ = up.sock.set_read_timeout(Some(shared.limits.idle_timeout));
     let sent = up.write_all(&head.to_bytes());
     sent.map_err(|e| (502, format!("sending to {host}: {e}")))?;
-    for name in used {
-        shared.emit(Event {
-            verdict: Verdict::SecretAdded,
-            protocol: Protocol::Connect,
-            host: host.to_string(),
-            port,
-            addr: None,
-            reason: format!("the bound secret {name} was added for {host}"),
-            secret: Some(name),
-            status: None,
-        });
+    let secret = |verdict, name: String, reason| Event {
+        verdict,
+        protocol: Protocol::Connect,
+        host: host.to_string(),
+        port,
+        addr: None,
+        reason,
+        secret: Some(name),
+        status: None,
+    };
+    for name in applied.added {
+        let reason = format!("the bound secret {name} was added for {host}");
+        shared.emit(secret(Verdict::SecretAdded, name, reason));
+    }
+    for (name, why) in applied.withheld {
+        let reason =
+            format!("bound secret {name} not added: {why}; its placeholder was sent as is");
+        shared.emit(secret(Verdict::SecretWithheld, name, reason));
     }
     let mut found = |data: &[u8]| on_found(scan.feed(data), "in the request body");
     match buffered {

@@ -14,6 +14,9 @@
 //!   is reported as [`Verdict::Exfiltration`] and sent on unchanged.
 //! - Each use of a real value is reported as [`Verdict::SecretAdded`] with the secret's name and
 //!   the host (never a value).
+//! - A binding with `methods`/`paths` adds its value only to the requests they cover
+//!   ([`crate::model::bind::requests`]); a request outside carrying its placeholder in the slot
+//!   keeps the placeholder and is reported as [`Verdict::SecretWithheld`].
 //!
 //! A context without bound secrets creates none of this: no CA, no TLS configuration.
 

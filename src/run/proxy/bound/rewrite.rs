@@ -7,15 +7,27 @@
 //! anywhere else in the head (inside a longer value, in the path, in another header) is refused
 //! with 400, never substituted: a substitution there is how an echo or a smuggled request would
 //! carry the real value back. SigV4 is re-signed only for the binding's services, regions and
-//! operations, never for one that issues credentials, and never for a presigned URL.
+//! operations, never for one that issues credentials, and never for a presigned URL. A request
+//! outside the binding's `methods` and `paths` ([`crate::model::bind::requests`]; SigV4 too: a
+//! re-signature adds the key as surely as a header does) keeps its placeholder as it is, and is
+//! reported as withheld.
 
 use super::sigv4::{self, Authorization, Signable};
 use crate::model::bind::{NEVER_SIGNED, NEVER_SIGNED_ACTIONS};
 use crate::plan::bound::{Binding, Bound, Scope, Swap, Use};
 use crate::run::proxy::http::{Bad, Head};
 
-/// Put the real values of the bindings covering `host:port` into `head`; returns the labels of
-/// the bindings used. `body` is the request's whole body when it was read (SigV4 without
+/// What [`apply`] did to a request: the labels of the bindings whose value it added, and of
+/// those whose placeholder it carries in its slot but left as it is, the request being outside
+/// the binding's `methods` or `paths` (with why, naming the key, never request data).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub added: Vec<String>,
+    pub withheld: Vec<(String, String)>,
+}
+
+/// Put the real values of the bindings covering `host:port` and this request's method and path
+/// into `head`. `body` is the request's whole body when it was read (SigV4 without
 /// `x-amz-content-sha256`, or to find a query-protocol operation).
 pub fn apply(
     head: &mut Head,
@@ -23,13 +35,14 @@ pub fn apply(
     port: u16,
     bound: &Bound,
     body: Option<&[u8]>,
-) -> Result<Vec<String>, Bad> {
+) -> Result<Applied, Bad> {
     let mine: Vec<&Binding> = bound
         .bindings
         .iter()
         .filter(|b| b.covers_at(host, port))
         .collect();
-    // Every placeholder of these bindings must sit in its slot; checked before anything changes.
+    // Every placeholder of these bindings must sit in its slot; checked before anything changes,
+    // whether or not the request is within the binding's methods and paths.
     for b in &mine {
         if let Use::Sigv4 { key_id, .. } = &b.how {
             presigned(head, key_id)?;
@@ -38,8 +51,15 @@ pub fn apply(
             stray(head, b, s)?;
         }
     }
-    let mut used = Vec::new();
+    let mut done = Applied::default();
     for b in mine {
+        if let Err(why) = b.requests.admits(&head.method, &head.target, &head.headers) {
+            if carries(head, b) {
+                let why = b.requests.explain(why);
+                done.withheld.push((b.label().to_string(), why));
+            }
+            continue;
+        }
         let hit = match &b.how {
             Use::Header { header, value } => swap_header(head, header, value),
             Use::Authorization { scheme, value } => swap_scheme(head, scheme, value),
@@ -52,10 +72,33 @@ pub fn apply(
             } => resign(head, (key_id, secret, token.as_ref()), scope, body)?,
         };
         if hit {
-            used.push(b.label().to_string());
+            done.added.push(b.label().to_string());
         }
     }
-    Ok(used)
+    Ok(done)
+}
+
+/// Does `head` hold `b`'s placeholder in `b`'s slot (where it would be replaced)?
+fn carries(head: &Head, b: &Binding) -> bool {
+    let header_is = |name: &str, hit: &dyn Fn(&str) -> bool| {
+        head.headers
+            .iter()
+            .any(|(n, v)| n.eq_ignore_ascii_case(name) && hit(v))
+    };
+    match &b.how {
+        Use::Header { header, value } => header_is(header, &|v| v == value.placeholder),
+        Use::Authorization { scheme, value } => header_is("authorization", &|v| {
+            is_scheme(v, scheme, &value.placeholder)
+        }),
+        Use::Query { param, value } => head.target.split_once('?').is_some_and(|(_, q)| {
+            q.split('&')
+                .any(|p| p.split_once('=') == Some((param.as_str(), value.placeholder.as_str())))
+        }),
+        Use::Sigv4 { key_id, .. } => head
+            .get("authorization")
+            .and_then(Authorization::parse)
+            .is_some_and(|a| a.key_id == key_id.placeholder),
+    }
 }
 
 /// Refuse `s`'s placeholder anywhere but in `b`'s slot.
@@ -178,17 +221,19 @@ pub fn operation(head: &Head, body: Option<&[u8]>) -> Option<String> {
 }
 
 /// Does the re-signing of this request need its body (no `x-amz-content-sha256`, or a form body
-/// that may name the operation)?
+/// that may name the operation)? Never for a request outside the binding's methods and paths
+/// (it is not re-signed).
 pub fn needs_body(head: &Head, host: &str, port: u16, bound: &Bound) -> bool {
-    let signed_by_us = head
-        .get("authorization")
-        .and_then(Authorization::parse)
-        .is_some_and(|a| {
-            bound.bindings.iter().any(|b| {
+    let signed_by_us =
+        head.get("authorization")
+            .and_then(Authorization::parse)
+            .is_some_and(|a| {
+                bound.bindings.iter().any(|b| {
                 b.covers_at(host, port)
+                    && b.requests.admits(&head.method, &head.target, &head.headers).is_ok()
                     && matches!(&b.how, Use::Sigv4 { key_id, .. } if key_id.placeholder == a.key_id)
             })
-        });
+            });
     let form = head
         .get("content-type")
         .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));

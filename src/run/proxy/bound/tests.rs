@@ -19,6 +19,7 @@ use crate::run::proxy::{serve_with, Event, EventSink, Limits, Outbound, ProxyHan
 
 pub(super) mod clients;
 pub(super) mod leaks;
+mod limits;
 mod roots;
 
 pub(super) const T: Duration = Duration::from_secs(5);
