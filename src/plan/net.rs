@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::egress::EgressPolicy;
+use crate::model::egress::{Allow, EgressPolicy};
 use crate::model::net::PROXY_PORT;
 use crate::model::{Context, NetMode};
 
@@ -22,6 +22,12 @@ pub struct Plan {
     pub allow_text: Vec<String>,
     /// `net.limits`.
     pub limits: crate::model::net::GateLimits,
+    /// The ports captured (with `egress` only): a connection the sandbox makes straight to an
+    /// address on one of them, without the proxy variables, reaches the gate all the same
+    /// (every address is local in the sandbox's namespace, and pid 1 listens on these ports of
+    /// all of them). 80, 443 and every port a rule of `net.allow` names, less the proxy's own
+    /// and the published ones. Any other port has no listener: such a connection is refused.
+    pub capture: Vec<u16>,
 }
 
 impl Plan {
@@ -56,12 +62,28 @@ pub fn plan(ctx_name: &str, ctx: &Context) -> Option<Plan> {
     });
     let publish = ctx.net.published_ports();
     let allow_text = ctx.net.allow.iter().map(|r| r.text.clone()).collect();
+    let capture = egress
+        .as_ref()
+        .map_or_else(Vec::new, |e| capture_ports(e, &publish));
     (egress.is_some() || !publish.is_empty()).then_some(Plan {
         egress,
         publish,
         allow_text,
         limits: ctx.net.limits,
+        capture,
     })
+}
+
+/// 80, 443 and the ports the rules name, sorted, without the proxy's port and `publish`.
+fn capture_ports(egress: &EgressPolicy, publish: &[u16]) -> Vec<u16> {
+    let mut ports = vec![80, 443];
+    ports.extend(egress.allow.iter().filter_map(|r| match r {
+        Allow::Domain { port, .. } | Allow::Net { port, .. } => *port,
+    }));
+    ports.sort_unstable();
+    ports.dedup();
+    ports.retain(|p| *p != PROXY_PORT && !publish.contains(p));
+    ports
 }
 
 /// The proxy's URL inside the sandbox.
@@ -140,6 +162,19 @@ mod tests {
         let p = plan("c", &ctx("net = { allow = [\"pypi.org\"] }")).unwrap();
         assert_eq!(p.egress.unwrap().allow.len(), 1);
         assert!(p.publish.is_empty());
+    }
+
+    #[test]
+    fn capture_takes_80_443_and_the_rules_ports_but_not_the_proxys_or_published() {
+        let p = plan(
+            "c",
+            &ctx("net = { allow = [\"db.example.com:5432\", \"203.0.113.7/32:22\", \"pypi.org\", \"x.example:3128\", \"y.example:3000\"], publish = [3000] }"),
+        )
+        .unwrap();
+        assert_eq!(p.capture, vec![22, 80, 443, 5432]);
+        // Nothing to capture for: no egress.
+        let p = plan("c", &ctx("net = { allow = [], publish = [3000] }")).unwrap();
+        assert!(p.capture.is_empty());
     }
 
     #[test]

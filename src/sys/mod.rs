@@ -13,6 +13,7 @@ mod caps;
 pub mod errno_of;
 mod fds;
 mod mount;
+pub mod route;
 mod signals;
 
 pub use caps::*;

@@ -109,7 +109,9 @@ pub fn egress_reaches_allowed_hosts_only_through_the_proxy() -> Result<(), Strin
         &p,
         "echo curl:$(curl -s -m 5 http://192.0.2.10/who); \
          python3 -c \"import urllib.request as u; print(\\\"urllib:\\\" + u.urlopen(\\\"http://192.0.2.10/who\\\", timeout=5).read().decode().strip())\"; \
-         echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused)",
+         echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused); \
+         echo direct-unlisted:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.20/who || echo refused); \
+         echo direct-meta:$(curl -s -m 3 --noproxy \"*\" http://169.254.169.254/who || echo refused)",
     );
     let script =
         format!("echo outside:$(curl -s -m 5 --noproxy '*' http://192.0.2.10/who)\n{inside}\n");
@@ -120,8 +122,12 @@ pub fn egress_reaches_allowed_hosts_only_through_the_proxy() -> Result<(), Strin
     // Through the proxy (curl and Python's urllib read HTTP_PROXY)...
     check(r.stdout.contains("curl:internet"), || r.show())?;
     check(r.stdout.contains("urllib:internet"), || r.show())?;
-    // ...but not around it: the sandbox has no route.
-    check(r.stdout.contains("direct:refused"), || r.show())
+    // Without the proxy variables the connection is captured and judged the same way: the
+    // allowed host is reached, the unlisted one and the metadata address are not (every address
+    // is local inside: there is no route around the gate).
+    check(r.stdout.contains("direct:internet"), || r.show())?;
+    check(r.stdout.contains("direct-unlisted:refused"), || r.show())?;
+    check(r.stdout.contains("direct-meta:refused"), || r.show())
 }
 
 /// Every spelling of an internal destination, asked through the proxy.
@@ -714,7 +720,7 @@ pub fn persistent_join_egresses_through_the_keepers_proxy() -> Result<(), String
     );
     let script = format!(
         "{}call 'echo first'\nK=$(field keeper_pid)\n\
-         call 'echo join:$(curl -s -m 5 http://192.0.2.10/who); echo meta:$(curl -s -m 5 -w \" code=%{{http_code}}\" http://169.254.169.254/who | tr \"\\n\" \" \"); echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused)'\n\
+         call 'echo join:$(curl -s -m 5 http://192.0.2.10/who); echo meta:$(curl -s -m 5 -w \" code=%{{http_code}}\" http://169.254.169.254/who | tr \"\\n\" \" \"); echo direct:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.10/who || echo refused); echo direct-unlisted:$(curl -s -m 3 --noproxy \"*\" http://192.0.2.20/who || echo refused)'\n\
          [ \"$(field keeper_pid)\" = \"$K\" ] && echo same-keeper\nstop; echo stop:$?\n",
         persistent_shell(&p, "pnetegr")
     );
@@ -729,7 +735,9 @@ pub fn persistent_join_egresses_through_the_keepers_proxy() -> Result<(), String
         || r.show(),
     )?;
     check(!r.stdout.contains("metadata"), || r.show())?;
-    check(r.stdout.contains("direct:refused"), || r.show())?;
+    // Without the proxy variables: captured, the allowed host reached, the unlisted one not.
+    check(r.stdout.contains("direct:internet"), || r.show())?;
+    check(r.stdout.contains("direct-unlisted:refused"), || r.show())?;
     check(r.stdout.contains("stop:0"), || r.show())?;
     // The net helper logs the refusal to the audit log.
     let audit = std::fs::read_to_string(&log).unwrap_or_default();

@@ -17,6 +17,7 @@ mod g4_landlock;
 mod g5_launcher;
 mod g5_request;
 mod g6_fail_closed;
+mod g7_capture;
 mod g7_channels;
 mod g7_identity;
 mod g7_net;
@@ -126,6 +127,8 @@ fn main() {
         g7_net::killed_keeper_takes_its_net_helper,
         g7_net::persistent_net_stop_leaves_nothing_behind,
         g7_net::a_lost_net_helper_or_record_loses_nothing,
+        g7_capture::clients_without_proxy_variables_reach_allowed_names_only,
+        g7_capture::a_server_name_must_lead_to_the_address_and_raw_tcp_works,
         g7_run::run_holds_no_secret_or_socket_of_the_container,
         g7_run::var_tmp_holds_nothing_of_the_container,
         g7_sys::sys_shows_only_the_sandboxs_own_network,

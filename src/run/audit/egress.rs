@@ -14,8 +14,9 @@ use crate::model::AuditTarget;
 /// The egress gate's log of one call: an `"event":"egress-refused"` line per request it refused
 /// and an `"egress-failed"` line per one it could not serve, with the call id, context, protocol,
 /// the HTTP status answered, host, port (when they were read) and the reason (a destination and a
-/// policy key, never data of the request), and the bound secrets' `secret-added`,
-/// `secret-exfiltration` and `secret-withheld` lines.
+/// policy key, never data of the request), the bound secrets' `secret-added`,
+/// `secret-exfiltration` and `secret-withheld` lines, and a `dns-refused` line per name the
+/// sandbox's DNS refused.
 #[derive(Clone)]
 pub struct EgressLog {
     to: Sink,
@@ -52,6 +53,9 @@ pub enum EgressEvent {
     /// A bound secret's placeholder sent as is to its own host: the request is outside the
     /// binding's `methods` or `paths` (`reason` names the secret and the key).
     SecretWithheld,
+    /// A name the sandbox's DNS answered NXDOMAIN for: no domain rule names it (it was not
+    /// looked up), or it resolves only to addresses no sandbox may reach.
+    DnsRefused,
 }
 
 /// How the request reached the gate.
@@ -64,6 +68,10 @@ pub enum Protocol {
     Connect,
     /// SOCKS5.
     Socks5,
+    /// A connection made straight to an address, captured (no proxy variables used).
+    Captured,
+    /// A query to the sandbox's DNS.
+    Dns,
 }
 
 /// One line of the gate: fields in this order; `status` only when the client was answered,

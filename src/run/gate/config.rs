@@ -38,6 +38,9 @@ pub struct Config {
 pub struct Egress {
     pub context: String,
     pub allow: Vec<String>,
+    /// The captured ports, in the order of their listeners (after the proxy's); the DNS
+    /// socket follows them.
+    pub capture: Vec<u16>,
     pub max_connections: usize,
     pub per_call: usize,
     pub head_timeout_ms: u64,
@@ -91,11 +94,15 @@ impl Config {
             at
         };
         let listener = self.egress.as_ref().map(|_| take(1));
+        let capture = take(self.egress.as_ref().map_or(0, |e| e.capture.len()));
+        let dns = self.egress.as_ref().map(|_| take(1));
         let published = take(self.publish.len());
         let dialer = (!self.publish.is_empty()).then(|| take(1));
         let log = self.log.as_ref().map(|_| take(1));
         Layout {
             listener,
+            capture,
+            dns,
             published,
             dialer,
             log,
@@ -108,6 +115,9 @@ impl Config {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Layout {
     pub listener: Option<i32>,
+    /// The first captured port's listener (the others follow).
+    pub capture: i32,
+    pub dns: Option<i32>,
     /// The first published port's listener (the others follow).
     pub published: i32,
     pub dialer: Option<i32>,
@@ -127,6 +137,7 @@ mod tests {
             egress: Some(Egress {
                 context: "user".into(),
                 allow: vec!["0.0.0.0/0".into()],
+                capture: vec![80, 443],
                 max_connections: 256,
                 per_call: 64,
                 head_timeout_ms: 30_000,
@@ -166,10 +177,12 @@ mod tests {
             c.layout(),
             Layout {
                 listener: Some(4),
-                published: 5,
-                dialer: Some(7),
-                log: Some(8),
-                end: 9
+                capture: 5,
+                dns: Some(7),
+                published: 8,
+                dialer: Some(10),
+                log: Some(11),
+                end: 12
             }
         );
         let bare = Config {

@@ -23,10 +23,11 @@
 //! sandbox; a crash or a stall of the gate ends only that call's egress.
 
 pub mod config;
+pub mod dial;
 pub mod dns;
+pub mod dns_server;
 pub mod peek;
 pub mod resolver;
-pub mod dial;
 pub mod serve;
 
 use std::ffi::CString;
@@ -54,6 +55,9 @@ pub const GATE_ID: u32 = 65534;
 pub struct Spec<'a> {
     pub config: Config,
     pub listener: Option<&'a TcpListener>,
+    /// The captured ports' listeners and the DNS socket (with `listener` only).
+    pub capture: &'a [(u16, TcpListener)],
+    pub dns: Option<&'a OwnedFd>,
     pub published: &'a [(u16, TcpListener)],
     pub netns: Option<&'a OwnedFd>,
     pub log: Option<OwnedFd>,
@@ -100,6 +104,8 @@ pub fn spawn(spec: Spec<'_>) -> Result<Gate> {
         .map_err(|e| anyhow!("cannot make a pipe: {}", crate::error::errno_cause(e)))?;
     let mut fds: Vec<RawFd> = vec![cfg_r.as_raw_fd()];
     fds.extend(spec.listener.map(|l| l.as_raw_fd()));
+    fds.extend(spec.capture.iter().map(|(_, l)| l.as_raw_fd()));
+    fds.extend(spec.dns.map(|d| d.as_raw_fd()));
     fds.extend(spec.published.iter().map(|(_, l)| l.as_raw_fd()));
     fds.extend(dialer.as_ref().map(|(s, _)| s.as_raw_fd()));
     fds.extend(spec.log.as_ref().map(|f| f.as_raw_fd()));

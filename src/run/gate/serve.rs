@@ -8,7 +8,7 @@
 //! seccomp ([`crate::plan::gate_seccomp`]) → serve.
 
 use std::io::Read;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +17,9 @@ use anyhow::{anyhow, Context as _, Result};
 use zeroize::Zeroizing;
 
 use super::config::{self, Config};
+use super::dns::Rcode;
+use super::dns_server;
+use super::resolver::{Decision, Resolver};
 use crate::model::egress::EgressPolicy;
 use crate::run::audit::{self, EgressEvent, EgressLog};
 use crate::run::proxy::bound::{Interceptor, Roots};
@@ -85,11 +88,33 @@ fn run() -> Result<()> {
             (Some(b), Some(pem)) => Some(Arc::new(interceptor(b, pem)?)),
             _ => None,
         };
+        let policy = Arc::new(policy);
+        let listener = TcpListener::from(take(fd)?);
+        let listeners = (0..e.capture.len())
+            .map(|i| Ok(TcpListener::from(take(layout.capture + i as RawFd)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let resolver = Arc::new(Resolver::new(
+            policy.clone(),
+            Box::new(|name: &str| Ok((name, 0u16).to_socket_addrs()?.map(|a| a.ip()).collect())),
+            Box::new(|| crate::plan::host::local_addrs().map_err(std::io::Error::from)),
+        ));
+        if let Some(fd) = layout.dns {
+            let (sock, report) = (take(fd)?, dns_report(log.clone()));
+            let r = resolver.clone();
+            std::thread::Builder::new()
+                .name("sbx-gate-dns".into())
+                .spawn(move || dns_server::serve(sock, r, report))
+                .context("cannot start the sandbox's DNS")?;
+        }
+        let capture = proxy::Capture {
+            listeners,
+            resolver: Some(resolver),
+        };
         let handle = proxy::serve_gate(
-            TcpListener::from(take(fd)?),
-            Arc::new(policy),
+            listener,
+            policy,
             sink(log, placeholders(&config)),
-            interceptor,
+            (interceptor, capture),
             limits,
         )
         .context("cannot start the egress proxy")?;
@@ -181,6 +206,7 @@ fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSin
                 proxy::Protocol::Http => audit::Protocol::Http,
                 proxy::Protocol::Connect => audit::Protocol::Connect,
                 proxy::Protocol::Socks5 => audit::Protocol::Socks5,
+                proxy::Protocol::Captured => audit::Protocol::Captured,
             };
             let why = match (&e.secret, e.verdict) {
                 (Some(name), Verdict::SecretAdded) => format!("bound secret {name} added"),
@@ -191,6 +217,22 @@ fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSin
             };
             log.log(event, protocol, (&e.host, e.port), e.status, &why);
         }
+    })
+}
+
+/// Where the sandbox's DNS reports: a `dns-refused` line per name it answered NXDOMAIN (a
+/// failed lookup is an `egress-failed` one); answered names are not logged, as allowed
+/// connections are not.
+fn dns_report(log: Option<EgressLog>) -> dns_server::Report {
+    Arc::new(move |d: &Decision| {
+        let (Some(log), Some(why)) = (&log, &d.reason) else {
+            return;
+        };
+        let event = match d.rcode {
+            Rcode::NxDomain => EgressEvent::DnsRefused,
+            _ => EgressEvent::EgressFailed,
+        };
+        log.log(event, audit::Protocol::Dns, (&d.name, 0), None, why);
     })
 }
 

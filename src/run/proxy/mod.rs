@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use crate::model::egress::{EgressPolicy, Host};
+use crate::run::gate::resolver::Resolver;
 
 /// Bounds on what one proxy holds.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +85,8 @@ pub enum Protocol {
     Http,
     Connect,
     Socks5,
+    /// A connection made straight to an address, captured ([`captured`]).
+    Captured,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +149,10 @@ struct Outbound {
 
 struct Shared {
     listener: TcpListener,
+    /// The captured ports' listeners ([`captured`]), beside the proxy's.
+    capture: Vec<TcpListener>,
+    /// The sandbox's DNS, for the names it was answered for each address ([`captured`]).
+    resolver: Option<Arc<Resolver>>,
     policy: Arc<EgressPolicy>,
     on_event: EventSink,
     outbound: Outbound,
@@ -184,16 +191,30 @@ fn serve_resolving(
     on_event: EventSink,
     bound: Option<Arc<bound::Interceptor>>,
 ) -> io::Result<ProxyHandle> {
-    serve_gate(listener, policy, on_event, bound, Limits::default())
+    serve_gate(
+        listener,
+        policy,
+        on_event,
+        (bound, Capture::default()),
+        Limits::default(),
+    )
+}
+
+/// What the gate captures besides the proxy: the captured ports' listeners, and the sandbox's
+/// DNS (whose answers admit captured connections by name).
+#[derive(Default)]
+pub struct Capture {
+    pub listeners: Vec<TcpListener>,
+    pub resolver: Option<Arc<Resolver>>,
 }
 
 /// The gate's proxy: the system resolver, real connects, the container's own addresses listed
-/// for each destination, and `limits`.
+/// for each destination, and `limits`; connections captured on `capture`'s listeners too.
 pub fn serve_gate(
     listener: TcpListener,
     policy: Arc<EgressPolicy>,
     on_event: EventSink,
-    bound: Option<Arc<bound::Interceptor>>,
+    (bound, capture): (Option<Arc<bound::Interceptor>>, Capture),
     limits: Limits,
 ) -> io::Result<ProxyHandle> {
     let outbound = Outbound {
@@ -207,7 +228,7 @@ pub fn serve_gate(
         on_event,
         outbound,
         (limits, Some(own)),
-        bound,
+        (bound, capture),
     )?)
 }
 
@@ -226,7 +247,7 @@ fn serve_with(
         on_event,
         outbound,
         (limits, None),
-        bound,
+        (bound, Capture::default()),
     )?)
 }
 
@@ -239,11 +260,17 @@ fn share(
     on_event: EventSink,
     outbound: Outbound,
     (limits, own_addrs): (Limits, Option<OwnAddrs>),
-    bound: Option<Arc<bound::Interceptor>>,
+    (bound, capture): (Option<Arc<bound::Interceptor>>, Capture),
 ) -> io::Result<Arc<Shared>> {
-    listener.set_nonblocking(false)?;
+    // Accepted when poll says so ([`accept::accept_loop`]): never a blocking accept.
+    listener.set_nonblocking(true)?;
+    for l in &capture.listeners {
+        l.set_nonblocking(true)?;
+    }
     Ok(Arc::new(Shared {
         listener,
+        capture: capture.listeners,
+        resolver: capture.resolver,
         policy,
         on_event,
         outbound,
@@ -261,7 +288,7 @@ fn start(shared: Arc<Shared>) -> io::Result<ProxyHandle> {
     let accept = thread::Builder::new()
         .name("sbx-proxy".into())
         .stack_size(THREAD_STACK)
-        .spawn(move || accept_loop(&s))?;
+        .spawn(move || accept::accept_loop(&s))?;
     Ok(ProxyHandle {
         shared,
         accept: Some(accept),
@@ -280,11 +307,10 @@ impl ProxyHandle {
 
     fn stop_now(&mut self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
-        // shutdown(2) on a listening socket makes a blocked accept(2) return EINVAL.
-        let _ = nix::sys::socket::shutdown(
-            self.shared.listener.as_raw_fd(),
-            nix::sys::socket::Shutdown::Both,
-        );
+        // shutdown(2) on a listening socket wakes the poll on it (and accept(2) says EINVAL).
+        for l in std::iter::once(&self.shared.listener).chain(&self.shared.capture) {
+            let _ = nix::sys::socket::shutdown(l.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        }
         for (_, socks) in self.shared.open().values() {
             for s in socks {
                 let _ = s.shutdown(Shutdown::Both);
@@ -336,82 +362,6 @@ impl Shared {
             secret: None,
             status: Some(status),
         });
-    }
-}
-
-fn accept_loop(shared: &Arc<Shared>) {
-    loop {
-        let accepted = shared.listener.accept();
-        if shared.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        let client = match accepted {
-            Ok((client, _)) => client,
-            Err(e) if e.kind() == io::ErrorKind::InvalidInput => return, // not listening
-            Err(_) => {
-                // ECONNABORTED, EMFILE, ENOBUFS...: do not spin.
-                thread::sleep(Duration::from_millis(20));
-                continue;
-            }
-        };
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        // The address the client reached the proxy on names its call.
-        let call = client
-            .local_addr()
-            .map_or(std::net::IpAddr::from([0u8; 4]), |a| a.ip());
-        {
-            let mut open = shared.open();
-            let of_call = open.values().filter(|(c, _)| *c == call).count();
-            let over = match (open.len() >= shared.limits.max_connections, of_call >= shared.limits.per_call) {
-                (true, _) => Some(format!(
-                    "the context has {} connections through the egress gate (limit {}: [context.{}.net] limits.connections)",
-                    open.len(),
-                    shared.limits.max_connections,
-                    shared.policy.context
-                )),
-                (false, true) => Some(format!(
-                    "this call has {of_call} connections through the egress gate (limit {}: [context.{}.net] limits.per_call)",
-                    shared.limits.per_call, shared.policy.context
-                )),
-                (false, false) => None,
-            };
-            if let Some(why) = over {
-                drop(open);
-                // Refused before a byte is read (that is what keeps the limit cheap): the
-                // destination is not known, and the audit line names none.
-                shared.refused(Protocol::Http, None, 503, &why);
-                // Told, not silently dropped: a 503 written without waiting for the client.
-                let _ = client.set_nonblocking(true);
-                request::respond(&client, 503, &why);
-                continue;
-            }
-            let Ok(clone) = client.try_clone() else {
-                continue;
-            };
-            open.insert(id, (call, vec![clone]));
-        }
-        let s = shared.clone();
-        let reply = client.try_clone().ok();
-        let spawned = thread::Builder::new()
-            .name("sbx-proxy-conn".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                handle(&s, id, client);
-                s.open().remove(&id);
-            });
-        if let Err(e) = spawned {
-            shared.open().remove(&id);
-            if let Some(client) = reply {
-                // Most often the context's limits.pids_max: the gate's threads count there.
-                let why = format!(
-                    "sbx-exec: the egress gate cannot start a thread for this connection ({e}); \
-                     is the context's limits.pids_max reached?"
-                );
-                shared.refused(Protocol::Http, None, 503, &why);
-                let _ = client.set_nonblocking(true);
-                request::respond(&client, 503, &why);
-            }
-        }
     }
 }
 
@@ -507,7 +457,9 @@ fn handle(shared: &Shared, id: u64, client: TcpStream) {
     }
 }
 
+mod accept;
 pub mod bound;
+mod captured;
 pub mod http;
 pub mod request;
 pub mod socks;

@@ -136,6 +136,7 @@ pub(super) fn sandbox_from(bits: u32) -> Sandbox {
             publish: vec![3000],
             allow_text: vec![],
             limits: Default::default(),
+            capture: vec![],
         }),
         cwd: None,
         degrade: false,

@@ -79,6 +79,38 @@ pub(in crate::run::proxy) fn connect(
     authority: (&str, u16),
     leftover: &[u8],
 ) {
+    if (&*client)
+        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        .is_err()
+    {
+        return;
+    }
+    intercepted(shared, ic, client, upstream, authority, leftover)
+}
+
+/// Serve one captured connection to a bound host (its server name, checked to lead to the
+/// address it was made to): as after a `CONNECT`, with nothing answered before TLS, `hello`
+/// being the ClientHello already read. Its audit lines say `connect`, as an intercepted
+/// `CONNECT`'s do.
+pub(in crate::run::proxy) fn captured(
+    shared: &Shared,
+    ic: &Interceptor,
+    client: &TcpStream,
+    upstream: TcpStream,
+    authority: (&str, u16),
+    hello: &[u8],
+) {
+    intercepted(shared, ic, client, upstream, authority, hello)
+}
+
+fn intercepted(
+    shared: &Shared,
+    ic: &Interceptor,
+    client: &TcpStream,
+    upstream: TcpStream,
+    authority: (&str, u16),
+    leftover: &[u8],
+) {
     let (host, port) = (normalize(authority.0), authority.1);
     let failed = |reason: String| Event {
         verdict: Verdict::Failed,
@@ -95,12 +127,6 @@ pub(in crate::run::proxy) fn connect(
         sock: client,
         deadline: Some(Instant::now() + shared.limits.head_timeout),
     };
-    if (&*client)
-        .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .is_err()
-    {
-        return;
-    }
     let conn = match ic.ca.server_config(&host).map(ServerConnection::new) {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return shared.emit(failed(format!("TLS: {e}"))),

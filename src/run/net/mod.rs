@@ -25,6 +25,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, Context as _, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
+mod capture;
+
 use crate::model::net::PROXY_PORT;
 use crate::plan::net::Plan;
 use crate::run::audit::EgressLog;
@@ -66,6 +68,9 @@ pub struct Running {
 /// What the gate is started with.
 struct Sockets {
     listener: Option<TcpListener>,
+    /// The captured ports' listeners and the DNS socket (with `listener` only).
+    capture: Vec<(u16, TcpListener)>,
+    dns: Option<OwnedFd>,
     published: Vec<(u16, TcpListener)>,
     netns: Option<OwnedFd>,
     plan: Plan,
@@ -83,8 +88,8 @@ impl Running {
         let Some(sockets) = self.sockets.take() else {
             return Ok(());
         };
-        if let Some(l) = &sockets.listener {
-            let _ = sys::notify_on_input(l.as_fd(), false);
+        for fd in sockets.watched() {
+            let _ = sys::notify_on_input(fd, false);
         }
         let started = spawn_gate(&sockets);
         if self.respawn {
@@ -111,12 +116,23 @@ impl Running {
     }
 }
 
+impl Sockets {
+    /// The sockets whose first input starts the gate: the proxy's, the captured ports' and DNS.
+    fn watched(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        let mut v: Vec<_> = self.listener.iter().map(|l| l.as_fd()).collect();
+        v.extend(self.capture.iter().map(|(_, l)| l.as_fd()));
+        v.extend(self.dns.iter().map(|d| d.as_fd()));
+        v
+    }
+}
+
 /// Start the gate process for `s`.
 fn spawn_gate(s: &Sockets) -> Result<Gate> {
     let l = s.plan.limits;
     let egress = s.plan.egress.as_ref().map(|e| config::Egress {
         context: e.context.clone(),
         allow: s.plan.allow_text.clone(),
+        capture: s.capture.iter().map(|(p, _)| *p).collect(),
         max_connections: l.connections as usize,
         per_call: l.per_call as usize,
         head_timeout_ms: l.head_timeout * 1000,
@@ -148,6 +164,8 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
     gate::spawn(gate::Spec {
         config,
         listener: s.listener.as_ref(),
+        capture: &s.capture,
+        dns: s.dns.as_ref(),
         published: &s.published,
         netns: s.netns.as_ref(),
         log: sink,
@@ -155,18 +173,19 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
     .context("cannot start the egress gate")
 }
 
-/// Ask for SIGIO on the proxy's first connection; true if it must be waited for. One may already
-/// be queued (the target runs while the outer process receives the listener): then no signal
-/// comes, and the proxy starts at once.
-fn arm(listener: &TcpListener) -> Result<bool> {
-    sys::notify_on_input(listener.as_fd(), true)
-        .context("cannot watch the egress proxy's listener")?;
-    let mut fds = [nix::poll::PollFd::new(
-        listener.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
+/// Ask for SIGIO on the first input to any of `watched` (the proxy's listener, the captured
+/// ports', DNS); true if it must be waited for. Some may already be queued (the target runs while
+/// the outer process receives the sockets): then no signal comes, and the gate starts at once.
+fn arm(watched: &[std::os::fd::BorrowedFd<'_>]) -> Result<bool> {
+    for fd in watched {
+        sys::notify_on_input(*fd, true).context("cannot watch the egress gate's sockets")?;
+    }
+    let mut fds: Vec<_> = watched
+        .iter()
+        .map(|fd| nix::poll::PollFd::new(*fd, nix::poll::PollFlags::POLLIN))
+        .collect();
     let ready = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO)
-        .context("cannot poll the egress proxy's listener")?;
+        .context("cannot poll the egress gate's sockets")?;
     Ok(ready == 0)
 }
 
@@ -274,7 +293,11 @@ impl Bridge {
             published,
         } = self;
         drop(inner); // pid 1 holds the other copy: its exit is end of file here
-        let want = usize::from(plan.egress.is_some()) + usize::from(!published.is_empty());
+        let egress = match plan.egress {
+            Some(_) => 2 + plan.capture.len(),
+            None => 0,
+        };
+        let want = egress + usize::from(!published.is_empty());
         let fds = sys::recv_fds(outer.as_raw_fd(), want).context(
             "the sandbox did not hand out its network sockets (its setup failed; see above)",
         )?;
@@ -286,29 +309,39 @@ impl Bridge {
             return Ok(Running::default());
         }
         let mut fds = fds.into_iter();
-        let listener = match plan.egress {
-            Some(_) => Some(TcpListener::from(
-                fds.next().ok_or_else(|| anyhow!("no proxy listener"))?,
-            )),
-            None => None,
+        let mut next = |what: &str| fds.next().ok_or_else(|| anyhow!("no {what}"));
+        let (listener, capture, dns) = match plan.egress {
+            Some(_) => {
+                let listener = TcpListener::from(next("proxy listener")?);
+                let capture = plan
+                    .capture
+                    .iter()
+                    .map(|&p| Ok((p, TcpListener::from(next("capture listener")?))))
+                    .collect::<Result<Vec<_>>>()?;
+                (Some(listener), capture, Some(next("DNS socket")?))
+            }
+            None => (None, Vec::new(), None),
         };
         let netns = match published.is_empty() {
             true => None,
-            false => Some(fds.next().ok_or_else(|| anyhow!("no network namespace"))?),
+            false => Some(next("network namespace")?),
         };
-        let wait = match (&listener, published.is_empty() && lazy) {
-            (Some(l), true) => arm(l)?,
+        let sockets = Sockets {
+            listener,
+            capture,
+            dns,
+            published,
+            netns,
+            plan,
+            proxying,
+        };
+        let wait = match (&sockets.listener, sockets.published.is_empty() && lazy) {
+            (Some(_), true) => arm(&sockets.watched())?,
             _ => false,
         };
         let mut running = Running {
             gate: None,
-            sockets: Some(Sockets {
-                listener,
-                published,
-                netns,
-                plan,
-                proxying,
-            }),
+            sockets: Some(sockets),
             respawn: !lazy,
         };
         if !wait {
@@ -331,6 +364,15 @@ pub fn hand_out(sock: std::os::fd::RawFd, plan: &Plan) -> Result<()> {
             format!("cannot bind the egress proxy's port {PROXY_PORT} in the sandbox")
         })?;
         send.push(l.into());
+        // Capture: every address local, a listener on each captured port of all of them, and
+        // the DNS socket on port 53 of all of them.
+        sys::route::all_addresses_local().context(
+            "cannot make every address local in the sandbox's network namespace (rtnetlink), which capturing its connections needs",
+        )?;
+        for &port in &plan.capture {
+            send.push(capture::listener(port)?);
+        }
+        send.push(capture::dns_socket()?);
     }
     if !plan.publish.is_empty() {
         let ns = std::fs::File::open("/proc/self/ns/net")
