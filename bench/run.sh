@@ -13,7 +13,7 @@
 # Everything it produces goes to bench/out/ (git-ignored). It exits non-zero if any benchmarked
 # command fails (hyperfine stops on a non-zero exit; the other sections check exit codes too).
 # Runs as root on Debian: installs hyperfine, bubblewrap, time, util-linux, strace, openssl, curl,
-# iproute2 if missing.
+# iproute2, ca-certificates if missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,6 +64,9 @@ missing=()
 for tool in "${!PKG_FOR[@]}"; do
     command -v "$tool" >/dev/null 2>&1 || missing+=("${PKG_FOR[$tool]}")
 done
+# The system CA bundle: bound secrets need it (the gate verifies upstreams against it), and the
+# transfer test adds its test CA to a copy of it.
+[ -s /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
 if [ "${#missing[@]}" -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "missing ${missing[*]} and not root: install them first"
     log "installing ${missing[*]}"
