@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::egress::{Allow, EgressPolicy};
+use crate::model::egress::{Allow, AllowError, EgressPolicy};
 use crate::model::net::PROXY_PORT;
 use crate::model::{Context, NetMode};
 
@@ -48,6 +48,26 @@ impl Plan {
         };
         format!("{allow};{}{limits}", ports.join(","))
     }
+
+    /// This plan with the egress rules `allow` (as written; parsed here) instead of the
+    /// policy's: a persistent context whose rules were changed live (`sbx-exec ctx net`). The
+    /// captured ports stay those of the policy (the listeners are bound when the context
+    /// starts). `None`: the plan has no egress to change.
+    pub fn with_allow(&self, allow: &[String]) -> Option<Result<Plan, AllowError>> {
+        let egress = self.egress.as_ref()?;
+        let parsed = allow
+            .iter()
+            .map(|t| t.parse::<Allow>())
+            .collect::<Result<Vec<_>, _>>();
+        Some(parsed.map(|rules| Plan {
+            egress: Some(EgressPolicy {
+                allow: rules,
+                ..egress.clone()
+            }),
+            allow_text: allow.to_vec(),
+            ..self.clone()
+        }))
+    }
 }
 
 /// The plan for `ctx`: `None` unless it is `private` with something to run outside.
@@ -83,8 +103,14 @@ fn capture_ports(egress: &EgressPolicy, publish: &[u16]) -> Vec<u16> {
     ports.sort_unstable();
     ports.dedup();
     ports.retain(|p| *p != PROXY_PORT && !publish.contains(p));
+    // One listener each, handed out in one message with the rest (at most 253 fds): the first
+    // MAX_CAPTURED; a rule on another port is reached through the proxy variables only.
+    ports.truncate(MAX_CAPTURED);
     ports
 }
+
+/// The most ports captured.
+pub const MAX_CAPTURED: usize = 200;
 
 /// The proxy's URL inside the sandbox.
 pub fn proxy_url(scheme: &str) -> String {
@@ -175,6 +201,23 @@ mod tests {
         // Nothing to capture for: no egress.
         let p = plan("c", &ctx("net = { allow = [], publish = [3000] }")).unwrap();
         assert!(p.capture.is_empty());
+    }
+
+    #[test]
+    fn live_rules_replace_the_policys_and_keep_its_capture() {
+        let p = plan("c", &ctx("net = { allow = [\"db.example.com:5432\"] }")).unwrap();
+        let live = vec!["192.0.2.10/32".to_string(), "203.0.113.7/32:22".to_string()];
+        let q = p.with_allow(&live).unwrap().unwrap();
+        assert_eq!(q.allow_text, live);
+        assert_eq!(q.egress.as_ref().unwrap().allow.len(), 2);
+        assert_eq!(q.capture, vec![80, 443, 5432]);
+        // Every rule denied: egress stays, with no rule (the gate refuses everything).
+        let none = p.with_allow(&[]).unwrap().unwrap();
+        assert!(none.egress.unwrap().allow.is_empty() && none.allow_text.is_empty());
+        assert!(p.with_allow(&["10.0.0.0/33".to_string()]).unwrap().is_err());
+        // No egress (net.allow = []): nothing to change.
+        let p = plan("c", &ctx("net = { allow = [], publish = [3000] }")).unwrap();
+        assert!(p.with_allow(&live).is_none());
     }
 
     #[test]

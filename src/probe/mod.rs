@@ -34,7 +34,8 @@ struct Host {
     private_dev: bool,
     /// A private /sys (a fresh sysfs in a new network namespace) can be mounted.
     private_sys: bool,
-    /// `lo` can be brought up in a new network namespace (CAP_NET_ADMIN, or a user namespace).
+    /// `lo` can be brought up in a new network namespace (CAP_NET_ADMIN, rootless mode's user
+    /// namespace, or one made to own it).
     net_admin: bool,
 }
 
@@ -114,7 +115,8 @@ fn host() -> Host {
         legacy_tiocsti: read_trimmed("/proc/sys/dev/tty/legacy_tiocsti").map(|s| s != "0"),
         net_admin: rootless
             || crate::sys::capget()
-                .is_ok_and(|c| c.effective & caps::Capability::CAP_NET_ADMIN.bitmask() != 0),
+                .is_ok_and(|c| c.effective & caps::Capability::CAP_NET_ADMIN.bitmask() != 0)
+            || crate::run::apply::namespaces::can_own_network(),
         private_dev: crate::run::apply::dev::can_mount_private(map.as_ref()),
         private_sys: crate::run::apply::sysfs::can_mount_private(map.as_ref()),
     }
@@ -228,7 +230,7 @@ fn kernel_gaps(host: &Host, name: &str, ctx: &Context, userns: bool, v: &mut Ver
         .any(|m| m == "net namespace" || m == "namespaces together");
     if ctx.net.own_namespace() && !host.net_admin && !net_missing {
         v.missing.push(
-            "CAP_NET_ADMIN to bring up lo in its own network namespace (docker run --cap-add NET_ADMIN)"
+            "CAP_NET_ADMIN, or a user namespace to own its network namespace (neither here: docker run --cap-add NET_ADMIN, or allow user namespaces), to bring up lo in it"
                 .into(),
         );
     }

@@ -386,8 +386,10 @@ pub fn recv_fds(sock: RawFd, max: usize) -> io::Result<Vec<OwnedFd>> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
     let mut data = [0u8; 1];
     let mut iov = [io::IoSliceMut::new(&mut data)];
-    let mut space = nix::cmsg_space!([RawFd; 8]);
-    let max = max.min(8);
+    // Room for as many as the kernel sends in one message (SCM_MAX_FD); more than `max` are
+    // closed. (The sandbox's network hands out 4 + one per captured port.)
+    let mut space = nix::cmsg_space!([RawFd; 253]);
+    let max = max.min(253);
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
     if msg.bytes == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());

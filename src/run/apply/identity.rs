@@ -174,9 +174,18 @@ fn write_maps(child: Pid, range: &IdRange) -> Result<()> {
         let m = std::fs::metadata(p).with_context(|| format!("cannot read {}", p.display()))?;
         Ok((m.dev(), m.ino()))
     };
-    let child_ns = ns(&proc.join(child.as_raw().to_string()).join("ns/user"))?;
-    if child_ns == ns(&proc.join("self/ns/user"))? {
-        bail!("the command's user namespace is not there to map");
+    // A check for a clearer message: reading the link of a non-dumpable child needs
+    // CAP_SYS_PTRACE, which a container may not give (`--cap-add SYS_ADMIN` alone); without it the
+    // write below is the check (a user namespace takes its maps once: one that has them, as this
+    // process's has, refuses them with EPERM).
+    let child_link = proc.join(child.as_raw().to_string()).join("ns/user");
+    match std::fs::metadata(&child_link) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
+        _ => {
+            if ns(&child_link)? == ns(&proc.join("self/ns/user"))? {
+                bail!("the command's user namespace is not there to map");
+            }
+        }
     }
     write_range_maps(proc, child.as_raw(), range)
         .context("cannot map the command's user namespace (identity)")

@@ -1,9 +1,13 @@
 //! Creating the sandbox's namespaces (one `clone`), and what to say when the kernel refuses.
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
 use anyhow::{bail, Result};
+use nix::sched::CloneFlags;
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::unistd::Pid;
 
-use crate::plan::namespaces::{flags, Kind};
+use crate::plan::namespaces::{flags, Kind, NET, USER};
 use crate::sys;
 
 /// Can this process create `kind`? Tried in a throwaway child that exits at once.
@@ -40,6 +44,72 @@ fn why_refused() -> &'static str {
 }
 
 /// Start the sandbox's first process in fresh namespaces. `None` in the child.
+///
+/// A network namespace without a user namespace (root and setuid mode) is made first, in a user
+/// namespace of its own ([`owned_netns`]), and the child enters it: root owns that user
+/// namespace, so sbx-exec has every capability over the network namespace (bringing up `lo`,
+/// its routes, ports under 1024) without CAP_NET_ADMIN from the container, which a container
+/// started with `--cap-add SYS_ADMIN` alone does not have. Where that cannot be made (user
+/// namespaces refused), the clone makes the network namespace as before.
 pub fn enter(kinds: &[Kind]) -> std::io::Result<Option<Pid>> {
+    if kinds.contains(&NET) && !kinds.contains(&USER) {
+        if let Some(ns) = owned_netns() {
+            let rest: Vec<Kind> = kinds.iter().copied().filter(|k| *k != NET).collect();
+            let entered = sys::clone_fork(flags(&rest))?;
+            if entered.is_none() {
+                if let Err(e) = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET) {
+                    eprintln!("sbx-exec: cannot enter the sandbox's network namespace: {e}");
+                    sys::exit_now(crate::error::EXIT_SBX);
+                }
+            }
+            return Ok(entered);
+        }
+    }
     sys::clone_fork(flags(kinds))
+}
+
+/// Can a sandbox's network namespace be set up here without CAP_NET_ADMIN: one made in a user
+/// namespace of its own ([`owned_netns`]), entered by a throwaway child that brings its `lo` up.
+pub fn can_own_network() -> bool {
+    let Some(ns) = owned_netns() else {
+        return false;
+    };
+    match sys::fork() {
+        Ok(nix::unistd::ForkResult::Child) => {
+            let ok = nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).is_ok()
+                && sys::loopback_up().is_ok();
+            sys::exit_now(i32::from(!ok))
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => matches!(
+            nix::sys::wait::waitpid(child, None),
+            Ok(nix::sys::wait::WaitStatus::Exited(_, 0))
+        ),
+        Err(_) => false,
+    }
+}
+
+/// A new network namespace owned by a new user namespace (made by a child that exits at once,
+/// handing the namespace out), or `None` if the kernel refuses.
+pub fn owned_netns() -> Option<OwnedFd> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ok()?;
+    match sys::clone_fork(libc::CLONE_NEWUSER | libc::CLONE_NEWNET) {
+        Ok(None) => {
+            let sent = std::fs::File::open("/proc/self/ns/net")
+                .and_then(|ns| sys::send_fds(theirs.as_raw_fd(), &[ns.as_raw_fd()]));
+            sys::exit_now(i32::from(sent.is_err()))
+        }
+        Ok(Some(pid)) => {
+            drop(theirs);
+            let got = sys::recv_fds(ours.as_raw_fd(), 1);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            got.ok()?.into_iter().next()
+        }
+        Err(_) => None,
+    }
 }

@@ -149,7 +149,7 @@ impl Kernel for Host {
     }
 
     fn loopback_up(&self) -> Result<()> {
-        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\" or \"private\"): it needs CAP_NET_ADMIN (in a container: docker run --cap-add NET_ADMIN, which acts only on the container's own network); or use net = \"host\" if the context needs no network isolation")
+        sys::loopback_up().context("cannot bring up loopback in the new network namespace (net = \"none\" or \"private\"): it needs CAP_NET_ADMIN, or user namespaces so that sbx-exec owns the network namespace (in a container: allow user namespaces — docker's default seccomp profile does with --cap-add SYS_ADMIN — or docker run --cap-add NET_ADMIN, which acts only on the container's own network); or use net = \"host\" if the context needs no network isolation")
     }
 
     fn hand_out_network(&self, sock: RawFd, plan: &Net) -> Result<()> {
