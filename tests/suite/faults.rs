@@ -7,7 +7,6 @@
 //! in a further mount namespace of their own (`unshare --mount`).
 
 use std::collections::BTreeSet;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -15,6 +14,7 @@ use nix::unistd::Pid;
 
 use crate::harness::*;
 use crate::persist::keepers;
+use crate::support::{run_in, stop, Policy};
 
 /// What a case may leave behind, seen from the suite's pid 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,31 +159,16 @@ impl Rng {
 /// A policy: persistent contexts `persist` (pids_max = 64, so they have cgroups), a one-shot
 /// `once`, and a one-shot `sec` taking secret `A` (`extra_sec` lines go into its table).
 pub fn policy(dir: &TempDir, persist: &[&str], extra_sec: &str) -> String {
-    let ctx = |name: &str, persist: bool| {
-        format!(
-            "[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\npersist = {persist}\n\
-             env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n"
-        )
-    };
-    let mut text = String::from("version = 1\n");
+    let mut p = Policy::new();
     for n in persist {
-        text.push_str(&ctx(n, true));
-        text.push_str(&format!("[context.{n}.limits]\npids_max = 64\n"));
+        p = p.persistent(n).limits(n, "pids_max = 64");
     }
-    text.push_str(&ctx("once", false));
-    text.push_str(&ctx("sec", false));
-    text.push_str(&format!("secrets.allow = [\"A\"]\n{extra_sec}"));
-    dir.file("policy.toml", &text).display().to_string()
-}
-
-pub fn run_in(pol: &str, ctx: &str, cmd: &[&str]) -> Run {
-    let mut args = vec!["--policy", pol, "--ctx", ctx, "--"];
-    args.extend_from_slice(cmd);
-    Cmd::sbx(args).limit(Duration::from_secs(20)).run()
-}
-
-pub fn stop(pol: &str, ctx: &str) -> Run {
-    Cmd::sbx(["ctx", "stop", ctx, "--timeout", "2", "--policy", pol]).run()
+    p.confined("once")
+        .confined("sec")
+        .lines(&format!("secrets.allow = [\"A\"]\n{extra_sec}"))
+        .write(dir.path())
+        .display()
+        .to_string()
 }
 
 /// The keeper pid recorded in /run/sbx/NAME.state, if any.
@@ -198,16 +183,9 @@ pub fn recorded_keeper(name: &str) -> Option<i32> {
 
 /// Start `sbx-exec ARGS` and SIGKILL it after `delay`; returns once it is reaped.
 fn kill_after(args: &[&str], delay: Duration) {
-    let mut child = Command::new(bin())
-        .args(args)
-        .env_clear()
-        .env("PATH", SUITE_PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sbx-exec");
+    let mut child = Cmd::sbx(args).spawn();
     std::thread::sleep(delay);
+    // The launcher alone: what it started must end with it.
     let _ = child.kill();
     let _ = child.wait();
     // The killed call's command dies with it and is re-parented to the suite, pid 1 here: reap
@@ -391,13 +369,7 @@ pub fn killed_joins_that_change_ids_leave_no_command() -> Result<(), String> {
     for name in [&ident, &runas] {
         run_in(&pol, name, &["true"]).expect_code(0, "first call")?;
         // Control: while a call runs, its command is seen.
-        let mut held = Command::new(bin())
-            .args(["--policy", &pol, "--ctx", name, "--", "sleep", "7"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        let mut held = Cmd::sbx(["--policy", &pol, "--ctx", name, "--", "sleep", "7"]).spawn();
         let seen = wait_until(Duration::from_secs(5), || {
             run_in(&pol, name, &["ps", "-eo", "args"])
                 .stdout

@@ -10,7 +10,6 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -54,9 +53,12 @@ pub fn policy_with(dir: &TempDir, edits: &[(&str, &str)]) -> Result<PathBuf, Str
 
 pub const PLATFORM_SECRETS: &str = "[context.platform.secrets]\nallow = [\"*\"]";
 
+/// How long a server of a test may run (it is stopped when its test is done with it).
+const SERVER_LIFE: Duration = Duration::from_secs(600);
+
 /// A process the test started, stopped (SIGINT, then SIGKILL) when dropped.
 struct Server {
-    child: Child,
+    child: Spawned,
     name: &'static str,
     log: PathBuf,
 }
@@ -138,18 +140,19 @@ fn start_postgres(dir: &TempDir, port: u16) -> Result<Server, String> {
     r.expect_code(0, "initdb")?;
     let log = base.join("server.log");
     let logfile = std::fs::File::create(&log).unwrap();
-    let child = Command::new(format!("{PG_BIN}/postgres"))
+    let mut postgres = Cmd::new(format!("{PG_BIN}/postgres"))
         .args(["-D", data.to_str().unwrap(), "-k", sock.to_str().unwrap()])
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-c", "fsync=off"])
+        .limit(SERVER_LIFE);
+    postgres
+        .command()
         .current_dir(&base)
-        .stdin(Stdio::null())
         .stdout(logfile.try_clone().unwrap())
         .stderr(logfile)
         .uid(uid)
-        .gid(gid)
-        .spawn()
-        .map_err(|e| format!("cannot start postgres: {e}"))?;
+        .gid(gid);
+    let child = postgres.spawn();
     let server = Server {
         child,
         name: "postgres",
@@ -157,12 +160,9 @@ fn start_postgres(dir: &TempDir, port: u16) -> Result<Server, String> {
     };
     let ready = wait_until(Duration::from_secs(60), || {
         Cmd::new(format!("{PG_BIN}/pg_isready"))
-            .command()
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+            .run()
+            .ok()
     });
     check(ready, || {
         format!("postgres did not become ready: {}", server.log())
@@ -328,15 +328,14 @@ pub fn aws_cli_gets_credentials_only_from_the_secrets_fd() -> Result<(), String>
     let port = free_port();
     let log = dir.path().join("moto.log");
     let logfile = std::fs::File::create(&log).unwrap();
-    let child = Command::new(format!("{VENV}/moto_server"))
+    let mut moto = Cmd::new(format!("{VENV}/moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env_clear()
         .env("PATH", "/usr/bin:/bin")
-        .stdin(Stdio::null())
+        .limit(SERVER_LIFE);
+    moto.command()
         .stdout(logfile.try_clone().unwrap())
-        .stderr(logfile)
-        .spawn()
-        .map_err(|e| format!("cannot start moto_server: {e}"))?;
+        .stderr(logfile);
+    let child = moto.spawn();
     let server = Server {
         child,
         name: "moto_server",

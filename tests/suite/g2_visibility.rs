@@ -1,13 +1,12 @@
 //! G2: a confined context sees and signals only itself.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
 
 /// A process this test owns, outside any sandbox, recognisable by a marker in its argv.
 pub struct Bystander {
-    pub child: Child,
+    pub child: Spawned,
     pub mark: String,
 }
 
@@ -15,11 +14,10 @@ impl Bystander {
     pub fn start(tag: &str) -> Bystander {
         let mark = marker(tag);
         // `exec -a` gives the sleep a unique argv[0] that ps/pkill can find.
-        let child = Command::new("bash")
+        let child = Cmd::new("bash")
             .args(["-c", &format!("exec -a {mark} sleep 300")])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn bystander");
+            .limit(Duration::from_secs(300))
+            .spawn();
         assert!(wait_until(Duration::from_secs(5), || process_argv0(&mark).is_some()));
         Bystander { child, mark }
     }

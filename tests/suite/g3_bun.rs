@@ -4,9 +4,8 @@
 //! (nor the API token), cannot kill the server or take its port, and a killed server is restarted
 //! with the port never free.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -14,6 +13,7 @@ use nix::unistd::Pid;
 
 use crate::harness::*;
 use crate::policy_tests::{write_policy, DEFAULT_TOML};
+use crate::support::http::{raw, Request};
 
 /// One HTTP/1.0 request (no chunked encoding to undo) with `Connection: close` and, if given,
 /// `Authorization: Bearer TOKEN`; returns (status, body).
@@ -24,28 +24,17 @@ fn http(
     body: &str,
     token: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    let mut r = Request::new(port, method, path)
+        .header("Host", "localhost")
+        .header("Connection", "close");
+    if let Some(t) = token {
+        r = r.header("Authorization", &format!("Bearer {t}"));
+    }
+    let answer = r
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()?;
+    Ok((answer.status, answer.body))
 }
 
 fn exec_request(ctx: &str, cmd: &[&str], secrets: Option<serde_json::Value>) -> String {
@@ -81,7 +70,7 @@ fn health_pid(port: u16) -> Result<i64, String> {
 }
 
 struct Server {
-    child: Child,
+    child: Spawned,
     _dir: TempDir,
 }
 
@@ -123,33 +112,29 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     let token_file = dir.file("api-token", &format!("{token}\n"));
     let sentinel = work.join("sentinel");
     let sentinel_str = sentinel.to_str().unwrap().to_string();
-    let mut child = Command::new(bin())
-        .args([
-            "--policy",
-            policy.to_str().unwrap(),
-            "--ctx",
-            "control",
-            "--",
-            bun.as_str(),
-            "run",
-        ])
-        .arg(&server_ts)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("HOME", "/root")
-        .env("API_PORT", api.to_string())
-        .env("SBX_EXEC", bin())
-        .env("SBX_API_TOKEN_FILE", &token_file)
-        .env("SBX_ALLOWED_CONTEXTS", "user,platform")
-        .env("SBX_POLICY", &policy)
-        .env("DEPLOY_TOKEN", &server_secret)
-        .stdin(Stdio::null())
+    let mut server = Cmd::sbx([
+        "--policy",
+        policy.to_str().unwrap(),
+        "--ctx",
+        "control",
+        "--",
+        bun.as_str(),
+        "run",
+    ])
+    .arg(&server_ts)
+    .env("HOME", "/root")
+    .env("API_PORT", &api.to_string())
+    .env("SBX_EXEC", bin())
+    .env("SBX_API_TOKEN_FILE", token_file.to_str().unwrap())
+    .env("SBX_ALLOWED_CONTEXTS", "user,platform")
+    .env("SBX_POLICY", policy.to_str().unwrap())
+    .env("DEPLOY_TOKEN", &server_secret)
+    .limit(Duration::from_secs(600));
+    server
+        .command()
         .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .stderr(Stdio::inherit());
+    let mut child = server.spawn();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let server = Server { child, _dir: dir };
     let mut line = String::new();
@@ -176,10 +161,14 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
             format!("without the token ({auth:?}): {status} {body}")
         })?;
     }
-    let (status, body) = http_raw(
+    // A raw request, for a header `http` does not write.
+    let answer = raw(
         api,
         &format!("POST /exec HTTP/1.0\r\nAuthorization: Basic {token}\r\nContent-Length: {}\r\n\r\n{touch}", touch.len()),
-    )?;
+        Duration::from_secs(30),
+    )
+    .map_err(|e| e.to_string())?;
+    let (status, body) = (answer.status, answer.raw);
     check(status == 401, || format!("Basic auth: {status} {body}"))?;
     // A context the server does not allow: 403, nothing runs.
     let (status, body) = http(
@@ -315,22 +304,6 @@ pub fn bun_control_plane_end_to_end() -> Result<(), String> {
     check(status.code() == Some(0), || {
         format!("stop status {status:?}")
     })
-}
-
-/// A raw request (for headers `http` does not write); returns (status, body).
-fn http_raw(port: u16, request: &str) -> Result<(u16, String), String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).map_err(|e| e.to_string())?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((status, resp))
 }
 
 /// The server refuses to start (exit 2, before it serves anything) when SBX_API_TOKEN_FILE is

@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
@@ -67,7 +66,7 @@ fn control_policy(dir: &Path, ports: &[u16], extra: &str) -> PathBuf {
 }
 
 struct ControlPlane {
-    child: Child,
+    child: Spawned,
     out: BufReader<std::process::ChildStdout>,
     _dir: TempDir,
 }
@@ -77,8 +76,7 @@ impl ControlPlane {
         let dir = TempDir::new("control");
         let policy = control_policy(dir.path(), ports, extra);
         let server = dir.file("server.py", SERVER);
-        let mut cmd = Command::new(bin());
-        cmd.args([
+        let mut cmd = Cmd::sbx([
             "--policy",
             policy.to_str().unwrap(),
             "--ctx",
@@ -87,13 +85,12 @@ impl ControlPlane {
             "/usr/bin/python3",
         ])
         .arg(&server)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .limit(Duration::from_secs(300))
+        .piped();
         for (k, v) in env {
-            cmd.env(k, v);
+            cmd = cmd.env(k, v);
         }
-        let mut child = cmd.spawn().unwrap();
+        let mut child = cmd.spawn();
         let out = BufReader::new(child.stdout.take().unwrap());
         ControlPlane {
             child,

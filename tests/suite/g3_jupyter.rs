@@ -12,16 +12,16 @@
 //! binds is on that loopback, not the container's, while the inherited socket serves the
 //! container's port.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 use crate::harness::*;
+use crate::support::http::Request;
 
 const PYTHON: &str = "/opt/sbx-jupyter/bin/python3";
 const SDK_TOML: &str = include_str!("../../policies/sandbox-sdk.toml");
@@ -74,7 +74,7 @@ print("done")
 "#;
 
 struct Control {
-    child: Child,
+    child: Spawned,
     _dir: TempDir,
     log: std::path::PathBuf,
 }
@@ -126,26 +126,16 @@ impl CmdArgs for Cmd {
     }
 }
 
-/// One HTTP/1.0 request; returns (status, body).
+/// One HTTP/1.0 GET, with `Authorization: token TOKEN` if given; returns (status, body).
 fn http(port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let auth = token
-        .map(|t| format!("Authorization: token {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{auth}\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-    Ok((status, body))
+    let mut r = Request::get(port, path)
+        .header("Host", &format!("127.0.0.1:{port}"))
+        .timeout(Duration::from_secs(60));
+    if let Some(t) = token {
+        r = r.header("Authorization", &format!("token {t}"));
+    }
+    let answer = r.send()?;
+    Ok((answer.status, answer.body))
 }
 
 /// Run `code` in a new kernel; (stdout, errors) or why not.
@@ -210,31 +200,24 @@ fn start(
     let policy = crate::policy_tests::write_policy(dir.path(), &text);
     let plane = dir.file("control-plane.py", crate::g3_control::SERVER);
     let log = dir.path().join("control.log");
-    let child = Command::new(bin())
-        .args([
-            "--policy",
-            policy.to_str().unwrap(),
-            "--ctx",
-            "control",
-            "--",
-            "/usr/bin/python3",
-        ])
-        .arg(&plane)
-        .arg(plane_mark)
-        .env_clear()
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .env("LANG", "C.UTF-8")
-        .env("JUPYTER_TOKEN", token)
-        .env("CONTROL_SECRET", secret)
-        .current_dir("/")
-        .stdin(Stdio::null())
+    let mut control = Cmd::sbx([
+        "--policy",
+        policy.to_str().unwrap(),
+        "--ctx",
+        "control",
+        "--",
+        "/usr/bin/python3",
+    ])
+    .arg(&plane)
+    .arg(plane_mark)
+    .env("JUPYTER_TOKEN", token)
+    .env("CONTROL_SECRET", secret)
+    .limit(Duration::from_secs(600));
+    control
+        .command()
         .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?)
-        .spawn()
-        .map_err(|e| e.to_string())?;
+        .stderr(std::fs::File::create(&log).map_err(|e| e.to_string())?);
+    let child = control.spawn();
     let mut c = Control {
         child,
         _dir: dir,

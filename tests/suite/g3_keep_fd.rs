@@ -6,7 +6,6 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::harness::*;
@@ -68,19 +67,14 @@ fn policy(dir: &TempDir, reserved: u16, net: &str) -> std::path::PathBuf {
     crate::policy_tests::write_policy(dir.path(), &text)
 }
 
-fn launch(specs: &[String], sbx_args: &[&str]) -> Command {
-    let mut c = Command::new("/usr/bin/python3");
-    c.arg("-c")
-        .arg(LAUNCHER)
+fn launch(specs: &[String], sbx_args: &[&str]) -> Cmd {
+    Cmd::new("/usr/bin/python3")
+        .args(["-c", LAUNCHER])
         .args(specs)
         .arg("--")
         .arg(bin())
         .args(sbx_args)
-        .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .current_dir("/")
-        .stdin(Stdio::null());
-    c
 }
 
 pub fn listening_socket_reaches_the_target_as_fd_3() -> Result<(), String> {
@@ -93,7 +87,7 @@ pub fn listening_socket_reaches_the_target_as_fd_3() -> Result<(), String> {
             format!("listen:{port}:web"),
             format!("listen:{other}:admin"),
         ];
-        let mut c = launch(
+        let c = launch(
             &specs,
             &[
                 "--policy",
@@ -108,11 +102,7 @@ pub fn listening_socket_reaches_the_target_as_fd_3() -> Result<(), String> {
                 TARGET,
             ],
         );
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
+        let mut child = c.piped().spawn();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).map_err(|e| e.to_string())?;
@@ -190,15 +180,14 @@ pub fn keep_fd_refuses_what_it_must_not_pass() -> Result<(), String> {
         let mut all = vec!["--policy", policy.to_str().unwrap()];
         all.extend(args);
         all.extend(["--", "/bin/sh", "-c", &touch]);
-        let out = launch(&specs, &all).output().map_err(|e| e.to_string())?;
-        let r = Run::from(out);
+        let r = launch(&specs, &all).run();
         check(r.code == Some(125) && r.stderr.contains(why), || {
             format!("{what}: {}", r.show())
         })?;
         check(!sentinel.exists(), || format!("{what}: the command ran"))?;
     }
     // A plain fd without LISTEN_FDS is kept as it is (a pipe on 3, nothing set).
-    let out = launch(
+    let r = launch(
         &["--no-listen-env".into(), "pipe::x".into()],
         &[
             "--policy",
@@ -213,9 +202,7 @@ pub fn keep_fd_refuses_what_it_must_not_pass() -> Result<(), String> {
             "ls /proc/self/fd | tr '\\n' ' '; echo \"[${LISTEN_FDS-unset}]\"",
         ],
     )
-    .output()
-    .map_err(|e| e.to_string())?;
-    let r = Run::from(out);
+    .run();
     check(
         r.ok() && r.stdout.contains("0 1 2 3 ") && r.stdout.contains("[unset]"),
         || format!("plain --keep-fd: {}", r.show()),

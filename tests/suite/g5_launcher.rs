@@ -1,7 +1,7 @@
 //! G5: a faithful launcher (exit codes, signals, no orphans, fds, streaming, status fd).
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
@@ -81,13 +81,10 @@ impl RunWithArg for Cmd {
 }
 
 /// Start `sbx-exec --ctx user -- sh -c SCRIPT` with piped stdout; wait for its first line.
-fn spawn_until_ready(script: &str) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(bin())
-        .args(["--ctx", "user", "--", "sh", "-c", script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+fn spawn_until_ready(script: &str) -> (Spawned, BufReader<std::process::ChildStdout>) {
+    let mut c = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", script]);
+    c.command().stdout(Stdio::piped());
+    let mut child = c.spawn();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
@@ -209,11 +206,7 @@ pub fn only_stdio_fds_reach_the_target() -> Result<(), String> {
         let script = format!(
             "exec 5</dev/null 7</dev/null; exec {launch} bash -c 'exec -a {mark} sleep 30'"
         );
-        let mut child = Command::new("sh")
-            .args(["-c", &script])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = Cmd::sh(&script).spawn();
         // Read once sleep sits in its nanosleep: while the loader and setlocale run, it holds
         // fds of its own for a moment.
         let asleep = |pid: i32| {
@@ -306,20 +299,17 @@ pub fn closed_standard_fds_are_reopened_on_dev_null() -> Result<(), String> {
 
 pub fn stdio_streams_unbuffered() -> Result<(), String> {
     needs_isolation()?;
-    let mut child = Command::new(bin())
-        .args([
-            "--ctx",
-            "user",
-            "--",
-            "sh",
-            "-c",
-            "while read l; do echo \"got:$l\"; echo \"err:$l\" >&2; done",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut c = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        "while read l; do echo \"got:$l\"; echo \"err:$l\" >&2; done",
+    ])
+    .piped();
+    c.command().stdin(Stdio::piped());
+    let mut child = c.spawn();
     let mut stdin = child.stdin.take().unwrap();
     let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut err = BufReader::new(child.stderr.take().unwrap());

@@ -75,14 +75,7 @@ pub fn sys_shows_only_the_calls_own_cgroups() -> Result<(), String> {
 /// Another call that runs while `look` runs in `args`: its cgroup, seen from outside first (the
 /// control), and what `look` printed.
 fn look_while_another_call_runs(args: &[&str]) -> Result<(String, Run), String> {
-    let mut other = std::process::Command::new(bin())
-        .args(["--ctx", "user", "--", "sleep", "5"])
-        .env_clear()
-        .env("PATH", SUITE_PATH)
-        .current_dir("/")
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the other call: {e}"))?;
+    let mut other = Cmd::sbx(["--ctx", "user", "--", "sleep", "5"]).spawn();
     let leaf = format!("sbx-user-{}", other.id());
     let find_outside = || {
         Cmd::sh(&format!("find /sys/fs/cgroup -type d -name {leaf}"))

@@ -2,13 +2,14 @@
 //! so user code can neither exhaust the host's pids nor OOM-kill the control plane; the end
 //! record says why a call ended; no call leaves a cgroup behind, not even a killed launcher.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::support::http::raw;
+use crate::support::Policy;
 
 /// Can this host give one-shot calls cgroup limits (root, pids and memory controllers)?
 fn needs_cgroups() -> Result<(), String> {
@@ -31,18 +32,13 @@ fn policy(dir: &TempDir, limits: &str) -> String {
 
 /// [`policy`] with the limited context named `lim` instead of "lim".
 fn policy_named(dir: &TempDir, lim: &str, limits: &str) -> String {
-    let ctx = |name: &str| {
-        format!(
-            "[context.{name}]\nnamespaces = [\"pid\", \"mount\", \"ipc\", \"uts\"]\n\
-             env.allow = [\"PATH\"]\nfs.hide = [\"/run/sbx\"]\nsecurity.seccomp = \"default\"\n"
-        )
-    };
-    let text = format!(
-        "version = 1\n{}[context.{lim}.limits]\n{limits}\n{}",
-        ctx(lim),
-        ctx("free")
-    );
-    dir.file("policy.toml", &text).display().to_string()
+    Policy::new()
+        .confined(lim)
+        .limits(lim, limits)
+        .confined("free")
+        .write(dir.path())
+        .display()
+        .to_string()
 }
 
 /// Run `cmd` in `ctx` with `--status-fd 3`; returns the run and the last status record.
@@ -160,15 +156,11 @@ print("READY", os.getpid(), flush=True)
 srv.serve_forever()
 "#;
 
+/// `GET /` on the control plane's port: its whole answer.
 fn get(port: u16) -> Result<String, String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)
-        .map_err(|e| format!("read: {e}"))?;
-    Ok(out)
+    raw(port, "GET / HTTP/1.0\r\n\r\n", Duration::from_secs(5))
+        .map(|answer| answer.raw)
+        .map_err(|e| format!("GET / on port {port}: {e}"))
 }
 
 fn oom_score_adj(pid: i32) -> Option<i32> {
@@ -206,18 +198,19 @@ pub fn oom_ends_the_call_not_the_control_plane() -> Result<(), String> {
         ),
     );
     let server = dir.file("server.py", SERVER);
-    let mut child = Command::new(bin())
+    let mut control = Cmd::sbx(["--policy".as_ref(), control.as_os_str(), "--ctx".as_ref()])
         .args([
-            "--policy".as_ref(),
-            control.as_os_str(),
-            "--ctx".as_ref(),
             "control".as_ref(),
+            "--".as_ref(),
+            "python3".as_ref(),
+            server.as_os_str(),
         ])
-        .args(["--".as_ref(), "python3".as_ref(), server.as_os_str()])
+        .limit(Duration::from_secs(300));
+    control
+        .command()
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("start control: {e}"))?;
+        .stderr(Stdio::inherit());
+    let mut child = control.spawn();
     let result = (|| {
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap())
@@ -355,10 +348,7 @@ pub fn no_call_leaves_a_cgroup_behind() -> Result<(), String> {
     missing.expect_code(127, "missing command")?;
     check(ours().is_empty(), || format!("leaves left: {:?}", ours()))?;
     // A launcher killed with SIGKILL cannot remove its leaf: the next call sweeps it.
-    let mut child = Command::new(bin())
-        .args(["--policy", &pol, "--ctx", &name, "--", "sleep", "30"])
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
+    let mut child = Cmd::sbx(["--policy", &pol, "--ctx", &name, "--", "sleep", "30"]).spawn();
     let leaf = format!("sbx-{name}-{}", child.id());
     check(
         wait_until(Duration::from_secs(5), || {

@@ -1,5 +1,10 @@
 //! Integration suite: runs the real `sbx-exec` binary. Each module proves one guarantee of
 //! `docs/DESIGN.md` from both sides (the attack fails inside, the same action succeeds outside).
+//!
+//! The tests run in the order listed below. A test is a `pub fn NAME() -> Result<(), String>` in a
+//! module here (or in a file under its directory, re-exported by it), listed as `module::NAME`;
+//! helpers with that signature are `pub(crate)`. The first test fails for any test not listed
+//! (`harness::every_suite_test_is_registered`), so none can be forgotten.
 
 mod attacks;
 mod docs_tests;
@@ -31,6 +36,7 @@ mod limits;
 mod perf_walls;
 mod persist;
 mod policy_tests;
+mod support;
 
 use harness::TestFn;
 
@@ -42,6 +48,8 @@ macro_rules! tests {
 
 fn main() {
     harness::main(tests![
+        harness::every_suite_test_is_registered,
+        harness::a_forgotten_suite_test_is_found,
         policy_tests::every_shipped_policy_checks,
         policy_tests::weak_contexts_are_named_and_extends_starts_from_a_safe_one,
         policy_tests::show_prints_embedded_default_verbatim,

@@ -1,27 +1,10 @@
 //! The policy on the command line: checking, showing, strict errors, and the embedded default.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::harness::*;
 
-pub const DEFAULT_TOML: &str = include_str!("../../policies/default.toml");
-
-/// A copy of the default policy with `extra` lines added to `[context.NAME]`, written into `dir`.
-pub fn default_with(dir: &Path, ctx: &str, extra: &str) -> PathBuf {
-    let header = format!("[context.{ctx}]\n");
-    let text = DEFAULT_TOML.replacen(&header, &format!("{header}{extra}"), 1);
-    assert_ne!(
-        text, DEFAULT_TOML,
-        "context {ctx} not found in the default policy"
-    );
-    write_policy(dir, &text)
-}
-
-pub fn write_policy(dir: &Path, text: &str) -> PathBuf {
-    let p = dir.join("policy.toml");
-    std::fs::write(&p, text).unwrap();
-    p
-}
+pub use crate::support::policy::{default_with, write_policy, DEFAULT_TOML};
 
 pub fn every_shipped_policy_checks() -> Result<(), String> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
