@@ -25,6 +25,9 @@ pub struct Needles {
     pairs: Vec<Form>,
     /// For each first byte, the pairs that start with it.
     by_first: Vec<Vec<usize>>,
+    /// Which two-byte beginnings some form has (bit `b0 << 8 | b1`): most positions of a body
+    /// are passed over with one lookup (every form is at least [`MIN_FORM`] bytes).
+    pairs2: Vec<u64>,
     longest: usize,
 }
 
@@ -106,6 +109,11 @@ impl Needles {
                 }
             }
         }
+        let mut pairs2 = vec![0u64; 65536 / 64];
+        for f in &pairs {
+            let k = usize::from(f.real[0]) << 8 | usize::from(f.real[1]);
+            pairs2[k / 64] |= 1 << (k % 64);
+        }
         let mut by_first = vec![Vec::new(); 256];
         for (i, f) in pairs.iter().enumerate() {
             by_first[usize::from(f.real[0])].push(i);
@@ -114,6 +122,7 @@ impl Needles {
         Needles {
             pairs,
             by_first,
+            pairs2,
             longest,
         }
     }
@@ -128,7 +137,16 @@ impl Needles {
     pub fn replace_all(&self, buf: &mut [u8], last: bool) -> usize {
         let mut hits = 0;
         let mut i = 0;
+        let maybe = |w: &[u8]| {
+            let k = usize::from(w[0]) << 8 | usize::from(w[1]);
+            self.pairs2[k >> 6] & (1 << (k & 63)) != 0
+        };
         while i < buf.len() {
+            // Pass over what no form can begin at (the last byte is looked at whole below).
+            match buf[i..].windows(2).position(maybe) {
+                Some(skip) => i += skip,
+                None => i = buf.len() - 1,
+            }
             let mut matched = 0;
             for &k in &self.by_first[usize::from(buf[i])] {
                 let f = &self.pairs[k];
