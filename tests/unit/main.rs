@@ -1,8 +1,10 @@
 //! Unit-level tests that live outside `src/`: property tests of every parser (fuzz_tests), the
 //! generated man pages and completions (docs_gen), the policy documentation against the policy
-//! types (policy_docs), and the module layering of `src/` (layers). They use the library's parts
-//! directly; the integration suite (`tests/suite`) runs the real binary.
+//! types (policy_docs), the `src/…` paths the documentation names (doc_paths), and the module
+//! layering of `src/` (layers). They use the library's parts directly; the integration suite
+//! (`tests/suite`) runs the real binary.
 
+mod doc_paths;
 mod docs_gen;
 mod fuzz_tests;
 mod layers;
