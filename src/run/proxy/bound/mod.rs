@@ -36,6 +36,7 @@ use crate::secrets::SecretSet;
 
 pub mod ca;
 pub mod intercept;
+mod relay;
 pub mod rewrite;
 pub mod scrub;
 pub mod sigv4;
