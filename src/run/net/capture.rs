@@ -14,10 +14,19 @@ use nix::sys::socket::{
     SockaddrIn, SockaddrIn6,
 };
 
-/// A socket of `kind` bound to `port` on every address: dual-stack where IPv6 exists.
+/// A socket of `kind` bound to `port` on every address: dual-stack where IPv6 exists. A listener
+/// takes `SO_REUSEADDR` (as std's listeners do): the gate closes captured connections first, so
+/// their ends on this port linger in TIME_WAIT, and a persistent context's replacement net helper
+/// binds the port again in the same namespace ([`super::Bridge::reattach`]); another listener
+/// on it is still refused.
 fn bound(kind: SockType, port: u16) -> nix::Result<OwnedFd> {
+    let reuse = |fd: &OwnedFd| match kind {
+        SockType::Stream => setsockopt(fd, sockopt::ReuseAddr, &true),
+        _ => Ok(()),
+    };
     let v6 = socket(AddressFamily::Inet6, kind, SockFlag::SOCK_CLOEXEC, None).and_then(|fd| {
         setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+        reuse(&fd)?;
         bind_to(&fd, SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)))?;
         Ok(fd)
     });
@@ -25,6 +34,7 @@ fn bound(kind: SockType, port: u16) -> nix::Result<OwnedFd> {
         Ok(fd) => Ok(fd),
         Err(nix::errno::Errno::EAFNOSUPPORT | nix::errno::Errno::EADDRNOTAVAIL) => {
             let fd = socket(AddressFamily::Inet, kind, SockFlag::SOCK_CLOEXEC, None)?;
+            reuse(&fd)?;
             bind_to(&fd, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))?;
             Ok(fd)
         }
