@@ -220,13 +220,15 @@ pub fn a_lost_net_helper_or_record_loses_nothing() -> Result<(), String> {
     );
     let egress = "call 'echo egress:$(curl -s -m 5 http://192.0.2.10/who)'\n";
     let gone = "i=0; while alive $1; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.05; done; alive $1 && echo still:$1 || echo gone:$1";
+    // A SIGSTOP takes effect when the helper is next scheduled: the call must find it stopped.
+    let stopped = "i=0; until [ \"$(sed 's/.*) //' /proc/$1/stat | cut -c1)\" = T ]; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.01; done";
     let script = format!(
-        "{}gone() {{ {gone}; }}\ncall '{DEV_SERVER}'\n{WAIT_SERVED}echo served:$OUT\n\
+        "{}gone() {{ {gone}; }}\nstopped() {{ {stopped}; }}\ncall '{DEV_SERVER}'\n{WAIT_SERVED}echo served:$OUT\n\
          call 'for i in $(seq 80); do curl -s -m 1 http://192.0.2.10/who >/dev/null && echo ok || echo lost; sleep 0.1; done' > {dir}/inflight &\nB=$!; sleep 1\n\
          N1=$(field net_pid); K=$(field keeper_pid); cg() {{ grep -c /sbx- /proc/$1/cgroup; }}\n\
          [ \"$(cat /proc/$N1/cgroup)\" = \"$(cat /proc/$K/cgroup)\" ] && echo cgroups1:$(cg $N1)\nkill -9 $N1; gone $N1 >/dev/null; echo killed:$(port); sleep 1\n\
          {egress}{WAIT_SERVED}echo healed1:$OUT\nN2=$(field net_pid); [ \"$N2\" != \"$N1\" ] && alive $N2 && echo new1\n\
-         wait $B; echo inflight:$(uniq {dir}/inflight | tr '\\n' ' ')\nkill -STOP $N2\n{egress}{WAIT_SERVED}echo healed2:$OUT\nN3=$(field net_pid); [ \"$N3\" != \"$N2\" ] && alive $N3 && echo new2\n\
+         wait $B; echo inflight:$(uniq {dir}/inflight | tr '\\n' ' ')\nkill -STOP $N2; stopped $N2\n{egress}{WAIT_SERVED}echo healed2:$OUT\nN3=$(field net_pid); [ \"$N3\" != \"$N2\" ] && alive $N3 && echo new2\n\
          gone $N2 | sed s/$N2/stopped/\n\
          [ \"$(cat /proc/$N3/cgroup)\" = \"$(cat /proc/$K/cgroup)\" ] && echo cgroups3:$(cg $N3)\n\
          rm /run/sbx/pnetheal.state\ncall 'echo ran'; echo refused:$?\n\
