@@ -34,6 +34,9 @@ _sbx__exec() {
             sbx__exec__subcmd__ctx,list)
                 cmd="sbx__exec__subcmd__ctx__subcmd__list"
                 ;;
+            sbx__exec__subcmd__ctx,net)
+                cmd="sbx__exec__subcmd__ctx__subcmd__net"
+                ;;
             sbx__exec__subcmd__ctx,stop)
                 cmd="sbx__exec__subcmd__ctx__subcmd__stop"
                 ;;
@@ -42,6 +45,9 @@ _sbx__exec() {
                 ;;
             sbx__exec__subcmd__ctx__subcmd__help,list)
                 cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__list"
+                ;;
+            sbx__exec__subcmd__ctx__subcmd__help,net)
+                cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__net"
                 ;;
             sbx__exec__subcmd__ctx__subcmd__help,stop)
                 cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__stop"
@@ -60,6 +66,9 @@ _sbx__exec() {
                 ;;
             sbx__exec__subcmd__help__subcmd__ctx,list)
                 cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__list"
+                ;;
+            sbx__exec__subcmd__help__subcmd__ctx,net)
+                cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__net"
                 ;;
             sbx__exec__subcmd__help__subcmd__ctx,stop)
                 cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__stop"
@@ -145,7 +154,7 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__ctx)
-            opts="-h --policy --help list stop help"
+            opts="-h --policy --help list stop net help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -163,7 +172,7 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__ctx__subcmd__help)
-            opts="list stop help"
+            opts="list stop net help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -204,6 +213,20 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sbx__exec__subcmd__ctx__subcmd__help__subcmd__net)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sbx__exec__subcmd__ctx__subcmd__help__subcmd__stop)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
@@ -225,6 +248,32 @@ _sbx__exec() {
                 return 0
             fi
             case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__ctx__subcmd__net)
+            opts="-h --allow --deny --reset --show --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --allow)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --deny)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -273,7 +322,7 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__help__subcmd__ctx)
-            opts="list stop"
+            opts="list stop net"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -287,6 +336,20 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__help__subcmd__ctx__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__ctx__subcmd__net)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -525,7 +588,7 @@ else
     complete -F _sbx__exec -o bashdefault -o default sbx-exec
 fi
 
-# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx and ctx stop ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx, ctx stop and ctx net ---
 _sbx_exec_contexts() {
     local prog="$1" policy="$2"
     local -a args=()
@@ -556,7 +619,7 @@ _sbx_exec_with_contexts() {
             continue
         fi
         case "$w" in
-            --ctx|--cwd|--env|--keep-fd|--listen-fd|--policy|--secrets-fd|--status-fd|--timeout)
+            --allow|--ctx|--cwd|--deny|--env|--keep-fd|--listen-fd|--policy|--secrets-fd|--status-fd|--timeout)
                 skip=1
                 [[ "$w" != "--policy" && ${#subs[@]} -eq 0 ]] && launch=1
                 ;;
@@ -571,8 +634,9 @@ _sbx_exec_with_contexts() {
         cur="${cur#--ctx=}"
     elif [[ "$prev" == "--ctx" ]]; then
         :
-    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && "${subs[1]}" == "stop" && ${#subs[@]} -eq 2 \
-            && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" ]]; then
+    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && ( "${subs[1]}" == "stop" || "${subs[1]}" == "net" ) \
+            && ${#subs[@]} -eq 2 && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" \
+            && "$prev" != "--allow" && "$prev" != "--deny" ]]; then
         COMPREPLY=()
         for name in $(_sbx_exec_running "${COMP_WORDS[0]}"); do
             [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")

@@ -33,6 +33,10 @@ Examples:
   sbx-exec ctx list
   sbx-exec ctx stop user
       end a persistent context and everything in it
+  sbx-exec ctx net user --allow registry.npmjs.org
+  sbx-exec ctx net user --reset
+      open a running persistent context's egress to a host (npm install), then close
+      it again before untrusted code runs; either change ends its open connections
   sbx-exec probe
       what this host can isolate; which contexts run as written
   sbx-exec policy show --ctx user
@@ -50,7 +54,8 @@ else /). A --cwd the context does not have is refused with 125.
 
 Exit status: the command's own; 128+N if it died of signal N; 124 timeout;
 125 sbx-exec refused or failed; 126 command not executable; 127 command not found.
-ctx stop: 1 if the context was not running. probe: 1 if some context cannot run as written.";
+ctx stop, ctx net: 1 if the context was not running. probe: 1 if some context cannot run as
+written.";
 
 /// sbx-exec: run a command in a named sandbox context from a policy.
 #[derive(Debug, Parser)]
@@ -141,7 +146,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List or stop persistent contexts (policy key persist = true); needs root
+    /// List, stop or change the egress rules of persistent contexts (policy key persist = true);
+    /// needs root
     #[command(subcommand)]
     Ctx(CtxCommand),
 }
@@ -165,6 +171,34 @@ pub enum CtxCommand {
         /// Seconds between SIGTERM and SIGKILL
         #[arg(long, value_name = "S", default_value_t = 10)]
         timeout: u64,
+    },
+    /// Show or change the egress rules of a running persistent context (net = "private" with
+    /// net.allow); needs root
+    ///
+    /// Prints the live rules, one a line on stdout (after the change, if one was asked for).
+    /// Changes apply in the order --reset, --deny, --allow. A change restarts the context's
+    /// egress gate with the new rules: every connection open through it ends (a denied host's
+    /// open tunnel with them) and the next ones get the new rules; it is written to the audit
+    /// log (event net-change) and kept if the net helper is replaced. A rule on a port the
+    /// context did not capture when it started is reached through the proxy variables only (a
+    /// warning says so). Exit 0 when done, 1 if the context is not running, 125 if refused
+    /// (nothing changed)
+    Net {
+        /// The running persistent context
+        name: String,
+        /// Add a rule, written as in net.allow (pypi.org, *.github.com:443, 203.0.113.0/24,
+        /// db.example.com:5432); repeatable
+        #[arg(long, value_name = "RULE")]
+        allow: Vec<String>,
+        /// Remove a rule that is live, as it is listed (--show); repeatable
+        #[arg(long, value_name = "RULE")]
+        deny: Vec<String>,
+        /// Go back to the policy's net.allow rules
+        #[arg(long)]
+        reset: bool,
+        /// Print the live rules (what it does with no other option)
+        #[arg(long)]
+        show: bool,
     },
 }
 

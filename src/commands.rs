@@ -59,6 +59,16 @@ pub fn main() -> ! {
             cli::CtxCommand::Stop { name, timeout } => {
                 run::persist::stop(&name, timeout, policy.as_deref())
             }
+            cli::CtxCommand::Net {
+                name,
+                allow,
+                deny,
+                reset,
+                show: _,
+            } => {
+                let change = crate::plan::live_rules::Change { reset, deny, allow };
+                run::persist::net(&name, &change, policy.as_deref())
+            }
         },
         None => {
             cli.run.policy = policy;

@@ -12,6 +12,7 @@ pub mod gate_seccomp;
 pub mod host;
 pub mod landlock_rules;
 pub mod launch;
+pub mod live_rules;
 pub mod mounts;
 pub mod namespaces;
 pub mod net;

@@ -135,6 +135,8 @@ fn main() {
         g7_net::killed_keeper_takes_its_net_helper,
         g7_net::persistent_net_stop_leaves_nothing_behind,
         g7_net::a_lost_net_helper_or_record_loses_nothing,
+        g7_net::live_rules_open_and_close_a_running_context,
+        g7_net::a_replaced_net_helper_keeps_the_live_rules,
         g7_capture::clients_without_proxy_variables_reach_allowed_names_only,
         g7_capture::a_server_name_must_lead_to_the_address_and_raw_tcp_works,
         g7_run::run_holds_no_secret_or_socket_of_the_container,

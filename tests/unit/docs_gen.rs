@@ -246,11 +246,11 @@ fn value_options(cmd: &clap::Command) -> Vec<String> {
 
 /// Bash: wrap clap's completer. For the word after any `--ctx` (before `--`), offer the contexts
 /// of the effective policy, or of `--policy FILE` when the line has one; for the name after
-/// `ctx stop`, the persistent contexts running now (`ctx list --json`, which needs root as `ctx
-/// stop` does). Uses the same program the line names (`COMP_WORDS[0]`), so an uninstalled binary
+/// `ctx stop` and `ctx net`, the persistent contexts running now (`ctx list --json`, which needs
+/// root as `ctx stop` does). Uses the same program the line names (`COMP_WORDS[0]`), so an uninstalled binary
 /// completes its own contexts. Everything else is clap's completion (subcommands, options).
 const BASH_CONTEXTS: &str = r#"
-# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx and ctx stop ---
+# --- added by sbx-exec's generator (tests/unit/docs_gen.rs): context names for --ctx, ctx stop and ctx net ---
 _sbx_exec_contexts() {
     local prog="$1" policy="$2"
     local -a args=()
@@ -296,8 +296,9 @@ _sbx_exec_with_contexts() {
         cur="${cur#--ctx=}"
     elif [[ "$prev" == "--ctx" ]]; then
         :
-    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && "${subs[1]}" == "stop" && ${#subs[@]} -eq 2 \
-            && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" ]]; then
+    elif (( ! launch )) && [[ "${subs[0]}" == "ctx" && ( "${subs[1]}" == "stop" || "${subs[1]}" == "net" ) \
+            && ${#subs[@]} -eq 2 && "$cur" != -* && "$prev" != "--timeout" && "$prev" != "--policy" \
+            && "$prev" != "--allow" && "$prev" != "--deny" ]]; then
         COMPREPLY=()
         for name in $(_sbx_exec_running "${COMP_WORDS[0]}"); do
             [[ "$name" == "$cur"* ]] && COMPREPLY+=("$name")

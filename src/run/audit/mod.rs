@@ -16,7 +16,9 @@
 //! would still not fit whole is not written at all, so the log never holds a partial line.
 //!
 //! Each line is a serde type: [`Record`] for the launcher's events, [`EgressRecord`] for the
-//! egress gate's (`egress.rs`); how a line reaches the file, stderr or syslog is in `write.rs`.
+//! egress gate's (`egress.rs`), [`NetChangeRecord`] for a live change of a persistent context's
+//! egress rules (`net_change.rs`); how a line reaches the file, stderr or syslog is in
+//! `write.rs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,10 +28,12 @@ use serde::{Deserialize, Serialize};
 use crate::model::AuditTarget;
 
 mod egress;
+mod net_change;
 mod time;
 mod write;
 
 pub use egress::{EgressEvent, EgressLog, EgressRecord, Protocol};
+pub use net_change::{NetChangeRecord, NetEvent};
 pub use time::rfc3339;
 pub use write::warn;
 

@@ -99,15 +99,57 @@ impl Running {
         Ok(())
     }
 
-    /// A net helper's check: if its gate died, start another (returns whether it did).
+    /// A net helper's check: if its gate died (or one could not be started), start another
+    /// (returns whether it did).
     pub fn restart_if_dead(&mut self) -> Result<bool> {
         match &self.gate {
             Some(g) if g.exited() => {
                 self.gate = None;
                 self.start_proxy().map(|()| true)
             }
+            None if self.respawn && self.sockets.is_some() => self.start_proxy().map(|()| true),
             _ => Ok(false),
         }
+    }
+
+    /// A net helper's live change (`sbx-exec ctx net`): the gate is ended (every connection
+    /// through it with it: tunnels, captured connections, published ports' connections) and
+    /// a new one started with the egress rules `allow` (as written), on the same sockets;
+    /// connections waiting in their queues meanwhile are served by the new one. If the new gate
+    /// cannot start, the old rules are put back (and a gate with them started again) and the
+    /// error returned.
+    pub fn replace_allow(&mut self, allow: &[String]) -> Result<()> {
+        let sockets = match (self.respawn, self.sockets.as_mut()) {
+            (true, Some(s)) => s,
+            _ => return Err(anyhow!("this gate cannot be restarted")),
+        };
+        let plan = match sockets.plan.with_allow(allow) {
+            Some(p) => p.map_err(|e| anyhow!("{e}"))?,
+            None => {
+                return Err(anyhow!(
+                    "the context has no egress (net.allow was empty when it started)"
+                ))
+            }
+        };
+        let old = std::mem::replace(&mut sockets.plan, plan);
+        // Dropped: SIGKILL and reaped, so its connections are closed on return.
+        self.gate = None;
+        match self.start_proxy() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                if let Some(s) = self.sockets.as_mut() {
+                    s.plan = old;
+                }
+                let _ = self.start_proxy();
+                Err(e)
+            }
+        }
+    }
+
+    /// The egress rules the gate enforces (as written), if it has egress.
+    pub fn allow(&self) -> Option<&[String]> {
+        let s = self.sockets.as_ref()?;
+        s.plan.egress.as_ref().map(|_| s.plan.allow_text.as_slice())
     }
 
     /// The gate's pid, if it runs.

@@ -13,14 +13,14 @@ use crate::sys;
 /// `ctx stop` of a context that is not running exits with this status.
 pub const EXIT_NOT_RUNNING: i32 = 1;
 
-fn require_root(what: &str) -> Result<()> {
+pub(super) fn require_root(what: &str) -> Result<()> {
     if !nix::unistd::getuid().is_root() {
         bail!("`sbx-exec ctx {what}` is for root only (persistent contexts belong to the container's administrator)");
     }
     Ok(())
 }
 
-fn checked_name(name: &str) -> Result<&str> {
+pub(super) fn checked_name(name: &str) -> Result<&str> {
     crate::model::ContextName::try_from(name.to_string()).map_err(|e| anyhow::anyhow!(e))?;
     Ok(name)
 }

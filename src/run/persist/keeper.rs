@@ -107,8 +107,10 @@ pub fn ensure_keeper(
 
 /// A running keeper's net helper, checked by a call under the context's lock: one that is gone,
 /// or stopped (SIGSTOP: it would hold the ports and answer nothing), is replaced by a new one
-/// with the same sockets made again ([`Bridge::reattach`]). Connections in flight through the old
-/// one are lost; this call and later ones have egress again. `Err`: it could not be replaced.
+/// with the same sockets made again ([`Bridge::reattach`]) and the context's live egress rules
+/// (the record's: `sbx-exec ctx net` may have changed the policy's). Connections in flight
+/// through the old one are lost; this call and later ones have egress again. `Err`: it could not
+/// be replaced.
 fn net_again(
     ctx_name: &str,
     sandbox: &Sandbox,
@@ -130,7 +132,11 @@ fn net_again(
             bail!("its stopped net helper (pid {}) did not end", state.net_pid);
         }
     }
-    let bridge = Bridge::reattach(plan, keeper.0)?;
+    let live = match state.net_allow.as_deref().and_then(|a| plan.with_allow(a)) {
+        Some(p) => Some(p.context("the context's recorded egress rules")?),
+        None => None,
+    };
+    let bridge = Bridge::reattach(live.as_ref().unwrap_or(plan), keeper.0)?;
     let mut record_net = |pid: i32, start: u64| -> Result<()> {
         state.net_pid = pid;
         state.net_start = start;
@@ -195,6 +201,12 @@ fn start_keeper(
             .collect(),
         net_pid: 0,
         net_start: 0,
+        // The rules its net helper starts with; `ctx net` changes them.
+        net_allow: sandbox
+            .net
+            .as_ref()
+            .filter(|p| p.egress.is_some())
+            .map(|p| p.allow_text.clone()),
     };
     state::write(dir, ctx_name, &state)?;
     let cg = cg_plan.as_ref();

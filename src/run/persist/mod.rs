@@ -25,10 +25,13 @@
 pub mod ctl;
 pub mod keeper;
 pub mod lifecycle;
+pub mod live;
+pub mod netctl;
 pub mod nethelper;
 pub mod state;
 
 pub use ctl::{list, stop};
+pub use live::net;
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;

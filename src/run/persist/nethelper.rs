@@ -8,7 +8,9 @@
 //!             ─fork─> (setsid) ─fork─> net helper ("sbx-net"), then the first fork exits
 //! net helper: non-dumpable, own session, stdio on /dev/null, no fds but the bridge's, the
 //!             keeper's pidfd and the report pipe; receives the sockets, starts the proxy and the
-//!             forwarders, reports "K", then polls the keeper's pidfd and exits with it
+//!             forwarders, listens on /run/sbx/NAME.net, reports "K", then polls the keeper's
+//!             pidfd (and exits with it) and its control socket (`sbx-exec ctx net`: new egress
+//!             rules, a new gate; [`super::netctl`])
 //! ```
 //! The first call records the helper (pid, start time) in the context's state as soon as it
 //! exists, before the keeper is committed, so `ctx stop`, `ctx list` and the next call after a
@@ -16,7 +18,7 @@
 //! nothing of it: the proxy's listener is inside the shared network namespace.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use nix::fcntl::OFlag;
@@ -26,8 +28,9 @@ use nix::sys::wait::waitpid;
 use nix::unistd::ForkResult;
 
 use super::lifecycle::proc_stat;
+use super::netctl::{Control, Ready, Reply};
 use crate::run::audit::EgressLog;
-use crate::run::net::{Bridge, Proxying};
+use crate::run::net::{Bridge, Proxying, Running};
 use crate::sys;
 
 /// How long a first call waits for the net helper to say its proxy and forwarders run.
@@ -70,7 +73,7 @@ pub fn start(
                 sys::exit_now(1);
             }
             match sys::fork() {
-                Ok(ForkResult::Child) => helper_main(bridge, keeper, report_w, log),
+                Ok(ForkResult::Child) => helper_main(ctx_name, bridge, keeper, report_w, log),
                 _ => sys::exit_now(0),
             }
         }
@@ -94,7 +97,15 @@ pub fn start(
         msg.push(byte[0]);
     }
     match msg.split_first() {
-        Some((b'K', _)) => Ok(()),
+        Some((b'K', warning)) => {
+            if !warning.is_empty() {
+                eprintln!(
+                    "sbx-exec: warning: context {ctx_name:?}: {}",
+                    String::from_utf8_lossy(warning)
+                );
+            }
+            Ok(())
+        }
         Some((_, why)) => bail!(
             "the net helper of context {ctx_name:?} cannot run its network: {}",
             String::from_utf8_lossy(why)
@@ -125,9 +136,15 @@ fn read_within(fd: &OwnedFd, buf: &mut [u8]) -> bool {
 }
 
 /// The net helper. Says its pid, detaches, receives the keeper's sockets, starts the proxy and
-/// the forwarders, says "K" (or "E" and why), then lives exactly as long as the keeper. Never
-/// returns.
-fn helper_main(bridge: Bridge, keeper: &OwnedFd, report: OwnedFd, log: Option<EgressLog>) -> ! {
+/// the forwarders, binds its control socket, says "K" (or "E" and why), then lives exactly as
+/// long as the keeper. Never returns.
+fn helper_main(
+    ctx_name: &str,
+    bridge: Bridge,
+    keeper: &OwnedFd,
+    report: OwnedFd,
+    log: Option<EgressLog>,
+) -> ! {
     let _ = nix::unistd::write(&report, &std::process::id().to_ne_bytes());
     let fail = |e: anyhow::Error| -> ! {
         let _ = nix::unistd::write(&report, format!("E{e:#}").as_bytes());
@@ -141,23 +158,73 @@ fn helper_main(bridge: Bridge, keeper: &OwnedFd, report: OwnedFd, log: Option<Eg
         Ok(r) => r,
         Err(e) => fail(e),
     };
-    let _ = nix::unistd::write(&report, b"K");
+    // The control socket, for a context with egress rules to change. Without it the context
+    // runs (its egress works), and `ctx net` says it cannot reach the helper.
+    let dir = std::path::Path::new(super::state::RUNTIME_DIR);
+    let (mut control, warning) = match running.allow() {
+        Some(_) => match Control::bind(dir, ctx_name) {
+            Ok(c) => (Some(c), String::new()),
+            Err(e) => (
+                None,
+                format!("its egress rules cannot be changed live (sbx-exec ctx net): {e:#}"),
+            ),
+        },
+        None => (None, String::new()),
+    };
+    let _ = nix::unistd::write(&report, format!("K{warning}").as_bytes());
     drop(report);
-    // The keeper's pidfd turns readable when it exits: then the context's network is gone.
-    // Meanwhile a gate that died (a crash, a kill) is started again: connections in flight are
-    // lost, later ones work. At most one start a second.
-    let mut fds = [PollFd::new(keeper.as_fd(), PollFlags::POLLIN)];
-    loop {
-        match poll(&mut fds, PollTimeout::from(1000u16)) {
-            Ok(0) => {
-                let _ = running.restart_if_dead();
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            _ => break,
-        }
-    }
+    serve(ctx_name, keeper, &mut running, control.as_mut());
+    drop(control);
     drop(running);
     sys::exit_now(0)
+}
+
+/// The helper's loop, until the keeper exits (its pidfd turns readable: the context's network is
+/// gone). Meanwhile a gate that died (a crash, a kill) is started again: connections in flight
+/// are lost, later ones work; at most one start a second. A request on the control socket
+/// replaces the gate's rules ([`Running::replace_allow`]) and is answered.
+fn serve(
+    ctx_name: &str,
+    keeper: &OwnedFd,
+    running: &mut Running,
+    mut control: Option<&mut Control>,
+) {
+    const CHECK: Duration = Duration::from_secs(1);
+    let mut checked = Instant::now();
+    loop {
+        let wait = control
+            .as_ref()
+            .and_then(|c| c.wait())
+            .map_or(CHECK, |w| w.min(CHECK));
+        let mut fds = vec![PollFd::new(keeper.as_fd(), PollFlags::POLLIN)];
+        if let Some(c) = control.as_ref() {
+            fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
+        }
+        let ms = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => break,
+        }
+        if fds[0].any().unwrap_or(true) {
+            break;
+        }
+        drop(fds);
+        if let Some(c) = control.as_deref_mut() {
+            if let Ready::Request(r) = c.step() {
+                let reply = match running.replace_allow(&r.allow) {
+                    Ok(()) => Reply::Applied { allow: r.allow },
+                    Err(e) => Reply::Refused {
+                        error: format!("context {ctx_name:?}: {e:#}"),
+                    },
+                };
+                c.answer(&reply);
+            }
+        }
+        if checked.elapsed() >= CHECK {
+            checked = Instant::now();
+            let _ = running.restart_if_dead();
+        }
+    }
 }
 
 /// Non-dumpable, named `sbx-net`, signals as a fresh process (sbx-exec blocks the ones it

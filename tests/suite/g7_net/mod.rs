@@ -13,16 +13,18 @@
 //!
 //! One file per part: [`egress`] (what egress reaches, what it cannot, squatting, abstract
 //! sockets, an address gained later), [`publish`] (published ports), [`gate`] (the egress gate's
-//! process, its limits and policy errors), [`persistent`] (a persistent context's network). The tests
-//! are re-exported here.
+//! process, its limits and policy errors), [`persistent`] (a persistent context's network),
+//! [`live`] (a running persistent context's rules changed live). The tests are re-exported here.
 
 mod egress;
 mod gate;
+mod live;
 mod persistent;
 mod publish;
 
 pub use egress::*;
 pub use gate::*;
+pub use live::*;
 pub use persistent::*;
 
 use persistent::{persistent_policy, persistent_shell, persistent_tools};

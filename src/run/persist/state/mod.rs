@@ -20,6 +20,9 @@ pub use record::{Phase, State};
 /// Where persistent contexts keep their state.
 pub const RUNTIME_DIR: &str = "/run/sbx";
 
+/// The most bytes of a state file read (it holds the context's egress rules).
+const MAX_STATE: u64 = 1 << 20;
+
 /// The runtime directory, created (0700, root) if missing, and refused unless it is a root-owned
 /// directory (not a symlink) with mode 0700.
 pub fn dir(create: bool) -> Result<Option<PathBuf>> {
@@ -136,7 +139,7 @@ pub fn read(dir: &Path, ctx: &str) -> Result<Option<State>> {
     };
     let mut text = String::new();
     Read::by_ref(&mut f)
-        .take(64 * 1024)
+        .take(MAX_STATE)
         .read_to_string(&mut text)
         .with_context(|| format!("cannot read {}", path.display()))?;
     State::parse(&text)
@@ -176,8 +179,10 @@ pub fn write(dir: &Path, ctx: &str, state: &State) -> Result<()> {
     written
 }
 
+/// Remove a context's record, and its net helper's control socket (the context has ended).
 pub fn remove(dir: &Path, ctx: &str) {
     let _ = std::fs::remove_file(state_path(dir, ctx));
+    super::netctl::remove(dir, ctx);
 }
 
 /// Names of the contexts that have a state file.

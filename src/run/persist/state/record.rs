@@ -49,12 +49,18 @@ pub struct State {
     /// namespace and start time; 0 and 0 without one (or before it is started).
     pub net_pid: i32,
     pub net_start: u64,
+    /// The context's egress rules as its net helper enforces them (`net.allow` as written when
+    /// the keeper started, then as `sbx-exec ctx net` changed them); a replacement net helper
+    /// starts with these. `None`: no egress, or a keeper recorded by an older sbx-exec (its
+    /// rules are the policy's).
+    pub net_allow: Option<Vec<String>>,
 }
 
 /// A state file as written: `{"phase":"running","pid":4242,"start":..,"pidns":..,"created":..,
-/// "policy":"00000000deadbeef","cgroups":[..],"net":{"pid":..,"start":..}}` (`net` only with a net
-/// helper; `policy` in hex, so that tools reading numbers as doubles see it whole). Every key is
-/// required but `net`, and no other is accepted.
+/// "policy":"00000000deadbeef","cgroups":[..],"net":{"pid":..,"start":..},"net_allow":[..]}` (`net`
+/// only with a net helper, `net_allow` only with egress; `policy` in hex, so that tools reading
+/// numbers as doubles see it whole). Every key is required but `net` and `net_allow`, and no
+/// other is accepted; each `net_allow` entry must be a rule `net.allow` takes.
 ///
 /// Keepers started by an sbx-exec older than this format recorded `key=value` lines instead. Such
 /// a file is not read: it is a damaged record (an error, never a panic), which `ctx list` and
@@ -73,6 +79,8 @@ struct StateFile {
     cgroups: Vec<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     net: Option<NetHelper>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    net_allow: Option<Vec<String>>,
 }
 
 /// The net helper's pid and start time.
@@ -87,7 +95,8 @@ impl TryFrom<StateFile> for State {
     type Error = String;
 
     /// The checks a record read back must pass: a keeper's pid above 1 (0 only while starting),
-    /// cgroups below /sys/fs/cgroup with no `.` or `..` in them, a net helper's pid above 1.
+    /// cgroups below /sys/fs/cgroup with no `.` or `..` in them, a net helper's pid above 1, egress
+    /// rules that parse.
     fn try_from(f: StateFile) -> std::result::Result<State, String> {
         if !(f.pid > 1 || (f.pid == 0 && f.phase == Phase::Starting)) {
             return Err(format!("bad pid {}", f.pid));
@@ -100,6 +109,10 @@ impl TryFrom<StateFile> for State {
             Some(n) if n.pid > 1 => (n.pid, n.start),
             Some(n) => return Err(format!("bad net helper pid {}", n.pid)),
         };
+        for rule in f.net_allow.iter().flatten() {
+            rule.parse::<crate::model::egress::Allow>()
+                .map_err(|e| format!("bad egress rule: {e}"))?;
+        }
         Ok(State {
             phase: f.phase,
             pid: f.pid,
@@ -110,6 +123,7 @@ impl TryFrom<StateFile> for State {
             cgroups: f.cgroups,
             net_pid,
             net_start,
+            net_allow: f.net_allow,
         })
     }
 }
@@ -128,6 +142,7 @@ impl From<State> for StateFile {
                 pid: s.net_pid,
                 start: s.net_start,
             }),
+            net_allow: s.net_allow,
         }
     }
 }
@@ -188,6 +203,7 @@ mod tests {
             cgroups: vec![PathBuf::from("/sys/fs/cgroup/pids/sbx-user-1")],
             net_pid: 4250,
             net_start: 123460,
+            net_allow: None,
         };
         assert_eq!(State::parse(&s.render()), Ok(s.clone()));
         let none = State {
@@ -202,7 +218,18 @@ mod tests {
             pid: 0,
             ..none
         };
-        assert_eq!(State::parse(&starting.render()), Ok(starting));
+        assert_eq!(State::parse(&starting.render()), Ok(starting.clone()));
+        let live = State {
+            net_allow: Some(vec!["pypi.org".into(), "[2001:db8::/32]:443".into()]),
+            ..starting.clone()
+        };
+        assert_eq!(State::parse(&live.render()), Ok(live));
+        // Every rule denied: an empty list, not none.
+        let empty = State {
+            net_allow: Some(vec![]),
+            ..starting
+        };
+        assert_eq!(State::parse(&empty.render()), Ok(empty));
     }
 
     #[test]
@@ -217,6 +244,7 @@ mod tests {
             cgroups: vec![PathBuf::from("/sys/fs/cgroup/pids/sbx-user-1")],
             net_pid: 4250,
             net_start: 123460,
+            net_allow: None,
         };
         assert_eq!(
             s.render(),
@@ -237,12 +265,29 @@ mod tests {
             "{\"phase\":\"starting\",\"pid\":0,\"start\":123456,\"pidns\":4026532000,\"created\":1700000000,\
              \"policy\":\"00000000deadbeef\",\"cgroups\":[]}\n"
         );
+        let live = State {
+            net_allow: Some(vec!["192.0.2.10/32".into()]),
+            ..s
+        };
+        assert!(
+            live.render().ends_with(
+                "\"net\":{\"pid\":4250,\"start\":123460},\"net_allow\":[\"192.0.2.10/32\"]}\n"
+            ),
+            "{}",
+            live.render()
+        );
     }
 
     #[test]
     fn bad_state_is_refused() {
         let ok = r#"{"phase":"running","pid":10,"start":1,"pidns":2,"created":3,"policy":"00000000000000ff","cgroups":[]}"#;
         assert!(State::parse(ok).is_ok());
+        let rules = ok.replacen(
+            r#""cgroups":[]"#,
+            r#""cgroups":[],"net_allow":["pypi.org"]"#,
+            1,
+        );
+        assert!(State::parse(&rules).is_ok(), "{rules}");
         let with = |from: &str, to: &str| {
             assert!(ok.contains(from), "{from}");
             ok.replacen(from, to, 1)
@@ -278,6 +323,13 @@ mod tests {
                 r#""cgroups":[]"#,
                 r#""cgroups":[],"net":{"pid":12,"start":5,"x":0}"#,
             ),
+            with(
+                r#""cgroups":[]"#,
+                r#""cgroups":[],"net_allow":["10.0.0.0/33"]"#,
+            ),
+            with(r#""cgroups":[]"#, r#""cgroups":[],"net_allow":[""]"#),
+            with(r#""cgroups":[]"#, r#""cgroups":[],"net_allow":"pypi.org""#),
+            with(r#""cgroups":[]"#, r#""cgroups":[],"net_allow":[1]"#),
             ok[..ok.len() - 1].to_string(), // cut short
             format!("{ok}{ok}"),
             "garbage{\n".into(),
@@ -313,6 +365,7 @@ mod tests {
                 cgroups: vec![PathBuf::from("/sys/fs/cgroup/sbx/sbx-a")],
                 net_pid: 100,
                 net_start: 11,
+                net_allow: Some(vec!["pypi.org".into(), "192.0.2.0/24:443".into()]),
             }
             .render()
             .into_bytes();
