@@ -19,6 +19,9 @@ _sbx__exec() {
             sbx__exec,ctx)
                 cmd="sbx__exec__subcmd__ctx"
                 ;;
+            sbx__exec,file)
+                cmd="sbx__exec__subcmd__file"
+                ;;
             sbx__exec,help)
                 cmd="sbx__exec__subcmd__help"
                 ;;
@@ -52,8 +55,59 @@ _sbx__exec() {
             sbx__exec__subcmd__ctx__subcmd__help,stop)
                 cmd="sbx__exec__subcmd__ctx__subcmd__help__subcmd__stop"
                 ;;
+            sbx__exec__subcmd__file,exists)
+                cmd="sbx__exec__subcmd__file__subcmd__exists"
+                ;;
+            sbx__exec__subcmd__file,help)
+                cmd="sbx__exec__subcmd__file__subcmd__help"
+                ;;
+            sbx__exec__subcmd__file,ls)
+                cmd="sbx__exec__subcmd__file__subcmd__ls"
+                ;;
+            sbx__exec__subcmd__file,mkdir)
+                cmd="sbx__exec__subcmd__file__subcmd__mkdir"
+                ;;
+            sbx__exec__subcmd__file,read)
+                cmd="sbx__exec__subcmd__file__subcmd__read"
+                ;;
+            sbx__exec__subcmd__file,rm)
+                cmd="sbx__exec__subcmd__file__subcmd__rm"
+                ;;
+            sbx__exec__subcmd__file,stat)
+                cmd="sbx__exec__subcmd__file__subcmd__stat"
+                ;;
+            sbx__exec__subcmd__file,write)
+                cmd="sbx__exec__subcmd__file__subcmd__write"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,exists)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__exists"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,help)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__help"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,ls)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__ls"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,mkdir)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__mkdir"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,read)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__read"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,rm)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__rm"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,stat)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__stat"
+                ;;
+            sbx__exec__subcmd__file__subcmd__help,write)
+                cmd="sbx__exec__subcmd__file__subcmd__help__subcmd__write"
+                ;;
             sbx__exec__subcmd__help,ctx)
                 cmd="sbx__exec__subcmd__help__subcmd__ctx"
+                ;;
+            sbx__exec__subcmd__help,file)
+                cmd="sbx__exec__subcmd__help__subcmd__file"
                 ;;
             sbx__exec__subcmd__help,help)
                 cmd="sbx__exec__subcmd__help__subcmd__help"
@@ -72,6 +126,27 @@ _sbx__exec() {
                 ;;
             sbx__exec__subcmd__help__subcmd__ctx,stop)
                 cmd="sbx__exec__subcmd__help__subcmd__ctx__subcmd__stop"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,exists)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__exists"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,ls)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__ls"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,mkdir)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__mkdir"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,read)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__read"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,rm)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__rm"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,stat)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__stat"
+                ;;
+            sbx__exec__subcmd__help__subcmd__file,write)
+                cmd="sbx__exec__subcmd__help__subcmd__file__subcmd__write"
                 ;;
             sbx__exec__subcmd__help__subcmd__policy,check)
                 cmd="sbx__exec__subcmd__help__subcmd__policy__subcmd__check"
@@ -104,7 +179,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version policy probe ctx help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version file policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -307,8 +382,378 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sbx__exec__subcmd__file)
+            opts="-h --ctx --status-fd --timeout --policy --help read write stat ls exists rm mkdir help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__exists)
+            opts="-h --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help)
+            opts="read write stat ls exists rm mkdir help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__exists)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__mkdir)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__read)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__stat)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__help__subcmd__write)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__ls)
+            opts="-h --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__mkdir)
+            opts="-p -h --parents --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__read)
+            opts="-h --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__rm)
+            opts="-r -h --recursive --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__stat)
+            opts="-h --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__file__subcmd__write)
+            opts="-h --append --mode --ctx --status-fd --timeout --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --mode)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ctx)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --status-fd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sbx__exec__subcmd__help)
-            opts="policy probe ctx help"
+            opts="file policy probe ctx help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -364,6 +809,118 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__help__subcmd__ctx__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file)
+            opts="read write stat ls exists rm mkdir"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__exists)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__ls)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__mkdir)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__read)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__rm)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__stat)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__file__subcmd__write)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -619,7 +1176,7 @@ _sbx_exec_with_contexts() {
             continue
         fi
         case "$w" in
-            --allow|--ctx|--cwd|--deny|--env|--keep-fd|--listen-fd|--policy|--secrets-fd|--status-fd|--timeout)
+            --allow|--ctx|--cwd|--deny|--env|--keep-fd|--listen-fd|--mode|--policy|--secrets-fd|--status-fd|--timeout)
                 skip=1
                 [[ "$w" != "--policy" && ${#subs[@]} -eq 0 ]] && launch=1
                 ;;

@@ -22,6 +22,8 @@ Examples:
       trusted tool: the secret arrives as a variable, never in argv or the caller's env
   sbx-exec --ctx user --status-fd 4 -- make 4>status.jsonl
       JSON lines {\"child-pid\":N} then {\"exit-code\":N,\"reason\":\"exited\",...}
+  echo 'print(1)' | sbx-exec file --ctx user write /workspace/app.py
+      a file written inside the context, as its identity (see sbx-exec file --help)
   sbx-exec --ctx user -- sh -c 'npm run dev >/dev/null 2>&1 &'
       in a context with persist = true: the server keeps running after the call,
       and later calls (ps, kill, curl localhost:3000) see it
@@ -136,6 +138,10 @@ pub struct RunArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Read, write, list or remove a file inside a context, as its identity, in its mount view
+    /// (so a link its code planted never redirects a write outside what it may write); exit 0
+    /// done, 1 not there (exists), 2 usage, 3 failed (one JSON line on stderr), 125 refused
+    File(FileArgs),
     /// Check a policy file, or show the effective policy
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -218,8 +224,140 @@ pub enum PolicyCommand {
     },
 }
 
+/// What `sbx-exec file --help` ends with, and the EXAMPLES of its man page.
+const FILE_EXAMPLES: &str = "\
+Examples:
+  echo hello | sbx-exec file --ctx user write /workspace/notes.txt
+  sbx-exec file --ctx user write --append /workspace/notes.txt < more.txt
+  sbx-exec file --ctx user read /workspace/notes.txt > copy.txt
+  sbx-exec file --ctx user stat /workspace/notes.txt
+      {\"type\":\"file\",\"size\":6,\"mode\":420,\"mtime\":1733480000,\"mtime_nsec\":0,\"uid\":0,\"gid\":0}
+  sbx-exec file --ctx user ls /workspace
+      [{\"name\":\"notes.txt\",\"type\":\"file\",\"size\":6}]
+  sbx-exec file --ctx user exists /workspace/notes.txt
+  sbx-exec file --ctx user mkdir -p /workspace/src/lib
+  sbx-exec file --ctx user rm -r /workspace/build
+
+The operation runs as a command of the context would (its namespaces, mounts, identity, dropped
+capabilities, no_new_privs, Landlock, seccomp, limits), by sbx-exec itself: no program is chosen,
+none needs to be visible inside, and exec.allow need not list it. It reads and writes exactly what
+code in the context can; a file it creates belongs to the context's identity (host uid 100000 for
+the default user), so that code can change it afterwards. Paths are resolved inside: absolute ones
+from the context's root, relative ones from its workdir. In a one-shot context a private tmpfs
+(/tmp) is gone when the operation ends; write to a work area, or use a persistent context.
+
+Links: write, rm and mkdir never follow a symbolic link in the last component (write fails with
+error symlink; rm removes the link itself; rm -r never descends through a link or into another
+file system); links in earlier components are followed inside the context, magic /proc links
+never. read and ls follow a link as cat and ls do; stat and exists look at the link itself. read
+and write refuse a FIFO, socket or device (error not_regular) without blocking on it. Contents
+stream through a 128 KiB buffer, never held whole.
+
+Exit status: 0 done; 1 exists: the path does not exist; 2 usage (a --mode with setuid, setgid or
+sticky bits; a path that is empty or ends in . or ..); 3 the operation failed; 124 timeout;
+125 sbx-exec refused (an unknown context, a caller the context does not admit, isolation the
+kernel would not give). On 2, 3 and 125 the last line on stderr is one JSON object:
+  {\"error\":KIND,\"op\":OP,\"path\":PATH,\"errno\":\"ENOENT\",\"message\":TEXT}
+KIND: not_found, permission_denied, is_a_directory, not_a_directory, exists, not_empty, symlink,
+not_regular, too_large (no space, a quota or a file size limit), refused (the context's walls: a
+read-only mount; and every 125), usage, io. --status-fd gets the records a command's call gets.";
+
+/// `sbx-exec file`: one file operation inside a context ([`crate::run::file`]).
+#[derive(Debug, Args)]
+#[command(after_help = FILE_EXAMPLES)]
+pub struct FileArgs {
+    /// The context whose files these are (e.g. user, platform); before or after the operation
+    #[arg(long, value_name = "NAME", global = true)]
+    pub ctx: Option<String>,
+
+    /// Write JSON status lines to this file descriptor, as for a command ({"child-pid":N}, then
+    /// {"exit-code":N,"reason":R,...})
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(1..), global = true)]
+    pub status_fd: Option<RawFd>,
+
+    /// Stop the operation after this many seconds (exit 124); at most the context's own timeout
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=crate::model::MAX_TIMEOUT_SECS), global = true)]
+    pub timeout: Option<u64>,
+
+    #[command(subcommand)]
+    pub op: FileOp,
+}
+
+/// One file operation; each names one path, as the context sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum FileOp {
+    /// Copy the file's contents to stdout (a link is followed inside the context)
+    Read {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Copy stdin into the file: created, or truncated if it exists; never through a symbolic
+    /// link in the last component
+    Write {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Add to the end of the file instead of truncating it
+        #[arg(long)]
+        append: bool,
+        /// Permission bits of a new file, in octal, under the umask (default 0644); an existing
+        /// file keeps its own. Setuid, setgid and sticky bits are refused
+        #[arg(long, value_name = "OCTAL", value_parser = parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Print one JSON object: type, size, mode (permission bits), mtime, mtime_nsec, uid and gid
+    /// as seen inside; of a link itself, not what it names
+    Stat {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Print the directory's entries as a JSON array of {name, type, size}, sorted by name
+    Ls {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Exit 0 if the path exists inside the context (a link counts, even one that leads
+    /// nowhere), 1 if not
+    Exists {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+    },
+    /// Remove a file, a link (never what it names) or an empty directory
+    Rm {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Remove a directory and everything in it; links inside are removed, never followed,
+        /// and no other file system mounted below is entered
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// Make a directory (mode 0755 under the umask)
+    Mkdir {
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Make missing parents too, and succeed if the directory exists
+        #[arg(short, long)]
+        parents: bool,
+    },
+}
+
+/// `--mode`: octal permission bits (`644`, `0600`); setuid, setgid and sticky bits are refused.
+pub fn parse_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+    {
+        return Err(format!("{s:?} is not an octal mode such as 0644"));
+    }
+    let mode = u32::from_str_radix(digits, 8).map_err(|e| e.to_string())?;
+    if mode & !0o777 != 0 {
+        return Err(format!(
+            "{s}: setuid, setgid and sticky bits are refused; give permission bits only (0 to 0777)"
+        ));
+    }
+    Ok(mode)
+}
+
 /// The subcommands' names (and clap's `help`).
-const SUBCOMMANDS: &[&str] = &["policy", "probe", "ctx", "help"];
+const SUBCOMMANDS: &[&str] = &["policy", "probe", "ctx", "file", "help"];
 
 /// Git-style global options: `--policy FILE` given before a subcommand (`sbx-exec --policy P ctx
 /// stop NAME`) is moved after the subcommand's name, where clap's global option takes it. A

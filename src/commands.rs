@@ -13,6 +13,10 @@ pub fn main() -> ! {
         Some(run::gate::DIAL) => run::gate::dial::main(),
         _ => {}
     }
+    // So is the file tool, started by a launcher as a context's target: [`run::file`].
+    if run::file::tool::is_tool() {
+        run::file::tool::main()
+    }
     // Before any deep call: a caller's tiny RLIMIT_STACK must not turn into a SIGSEGV.
     privilege::raise_stack_limit();
     // Setuid root: reset what the caller controls before anything else (privilege.rs, stage 1).
@@ -26,8 +30,10 @@ pub fn main() -> ! {
         std::process::exit(error::EXIT_SBX);
     }
     let args = cli::globals_after_subcommand(std::env::args_os().collect());
+    let file_op = args.get(1).is_some_and(|a| a == "file");
     let mut cli = match <cli::Cli as Parser>::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(e) if file_op && e.use_stderr() => std::process::exit(file_usage(&e)),
         Err(e) => {
             let code = if e.use_stderr() { error::EXIT_SBX } else { 0 };
             let _ = e.print();
@@ -42,6 +48,10 @@ pub fn main() -> ! {
             .secrets_fd
             .into_iter()
             .chain(cli.run.status_fd)
+            .chain(match &cli.command {
+                Some(cli::Command::File(f)) => f.status_fd,
+                _ => None,
+            })
             .chain(kept)
             .collect();
         if let Err(e) = privilege::close_caller_fds(&named) {
@@ -52,6 +62,7 @@ pub fn main() -> ! {
     // `--policy` is global: given before or after a subcommand, it is the same option.
     let policy = cli.policy.take();
     let result = match cli.command {
+        Some(cli::Command::File(args)) => std::process::exit(run::file::run(args, policy)),
         Some(cli::Command::Policy(cmd)) => policy_command(cmd, policy),
         Some(cli::Command::Probe { json }) => probe::run(json, policy.as_deref()),
         Some(cli::Command::Ctx(cmd)) => match cmd {
@@ -82,6 +93,20 @@ pub fn main() -> ! {
             std::process::exit(error::exit_code_of(&e));
         }
     }
+}
+
+/// A usage error of `sbx-exec file`: clap's message, then its JSON line (kind usage); exit 2.
+fn file_usage(e: &clap::Error) -> i32 {
+    let _ = e.print();
+    let first = e.to_string();
+    let message = first.lines().next().unwrap_or_default();
+    let message = message.strip_prefix("error: ").unwrap_or(message);
+    let f = run::file::error::Failure::new(run::file::error::Kind::Usage, message);
+    eprintln!(
+        "{}",
+        run::file::error::json_line("?", std::ffi::OsStr::new(""), &f)
+    );
+    run::file::EXIT_USAGE
 }
 
 fn policy_command(

@@ -20,6 +20,9 @@ pub struct Plan {
     pub scope: bool,
     /// Directories below which programs may be executed (empty: execution not handled).
     pub exec_under: Vec<std::path::PathBuf>,
+    /// With `exec_under`: the target's own program handle may be executed too, wherever it lies
+    /// (sbx-exec itself in a role the launcher chose: the file tool; [`with_own_program`]).
+    pub exec_handle: Option<std::os::fd::RawFd>,
     pub degrade: bool,
 }
 
@@ -34,6 +37,7 @@ pub fn plan(sec: &SecurityPolicy, degrade: bool) -> Option<Plan> {
             .iter()
             .map(|p| p.as_path().to_path_buf())
             .collect(),
+        exec_handle: None,
         degrade,
     };
     let asks = !p.deny_bind.is_empty()
@@ -41,4 +45,18 @@ pub fn plan(sec: &SecurityPolicy, degrade: bool) -> Option<Plan> {
         || p.scope
         || !p.exec_under.is_empty();
     asks.then_some(p)
+}
+
+/// `plan` for a target that runs sbx-exec's own binary through `handle` (the file tool): where
+/// execution is limited to `exec_only_under`, that one file may be executed too, since the
+/// launcher chose it (it need not lie below a listed directory, nor be visible inside). Nothing
+/// else changes: no rule is added where execution is not limited.
+pub fn with_own_program(plan: Option<Plan>, handle: std::os::fd::RawFd) -> Option<Plan> {
+    plan.map(|p| match p.exec_under.is_empty() {
+        true => p,
+        false => Plan {
+            exec_handle: Some(handle),
+            ..p
+        },
+    })
 }

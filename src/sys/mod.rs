@@ -1,6 +1,6 @@
 //! Raw system calls that `nix` does not wrap (or wraps in a way that allocates), each in one small
 //! function with a `// SAFETY:` note. Everything `unsafe` in sbx-exec lives in this module (this
-//! file and its children: `fds`, `mount`, `signals`, `caps`, and for tests `errno_of`): the
+//! file and its children: `fds`, `files`, `mount`, `signals`, `caps`, and for tests `errno_of`): the
 //! crate denies `unsafe_code` everywhere else (`#![deny(unsafe_code)]` in `lib.rs`).
 
 use std::io;
@@ -12,12 +12,14 @@ mod caps;
 #[cfg(test)]
 pub mod errno_of;
 mod fds;
+mod files;
 mod mount;
 pub mod route;
 mod signals;
 
 pub use caps::*;
 pub use fds::*;
+pub use files::*;
 pub use mount::*;
 pub use signals::*;
 

@@ -29,6 +29,7 @@ mod g7_net;
 mod g7_run;
 mod g7_sys;
 mod g8_deputy;
+mod g8_files;
 mod g8_modes;
 mod g9_gate;
 mod harness;
@@ -193,6 +194,13 @@ fn main() {
         g8_deputy::planted_git_hook_does_not_run_in_platform,
         g8_deputy::env_interpreter_found_where_user_code_writes_is_refused,
         g8_deputy::allowlisted_tools_run_through_links_and_scripts,
+        g8_files::a_planted_link_never_redirects_a_write,
+        g8_files::fifos_and_devices_never_block_an_operation,
+        g8_files::every_operation_answers_with_its_exit_code_and_kind,
+        g8_files::what_the_control_plane_writes_belongs_to_user_code,
+        g8_files::every_confined_context_runs_the_tool,
+        g8_files::setuid_callers_are_admitted_as_for_commands,
+        g8_files::a_hundred_megabytes_stream_through_in_bounded_memory,
         g8_modes::setuid_caller_runs_as_itself_without_capabilities,
         g8_modes::setuid_refuses_policy_flag,
         g8_modes::setuid_refuses_persistent_contexts,

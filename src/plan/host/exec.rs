@@ -120,6 +120,9 @@ pub struct Program {
     pub argv: Vec<OsString>,
     /// The path as found, for messages.
     pub shown: PathBuf,
+    /// sbx-exec's own binary, started in a role the launcher chose (the file tool), not a
+    /// program the caller named: Landlock's `exec_only_under` admits this one handle too.
+    pub own: bool,
 }
 
 /// How deep `#!` interpreters may nest (the kernel's own limit is 4 too).
@@ -145,6 +148,7 @@ pub fn open_checked(
                 fd,
                 argv,
                 shown: found,
+                own: false,
             });
         };
         // The script is passed by the path found when nobody but root can re-point its links, as

@@ -285,12 +285,21 @@ fn sandbox(
     })
 }
 
-/// What the target drops before it execs `program`.
-fn target(ctx: &Context, program: Program, env: TargetEnv, sigmask: SigSet) -> Result<Target> {
+/// What the target drops before it execs `program`. sbx-exec's own binary (the file tool) gets
+/// an empty environment (it reads none) and may be executed where `exec_only_under` limits
+/// execution.
+fn target(ctx: &Context, program: Program, mut env: TargetEnv, sigmask: SigSet) -> Result<Target> {
     let seccomp = match ctx.security.seccomp {
         SeccompMode::Default => Some(crate::plan::seccomp::build(&ctx.security)?),
         SeccompMode::None => None,
     };
+    let mut landlock = crate::plan::landlock_rules::plan(&ctx.security, ctx.degrade);
+    if program.own {
+        landlock = crate::plan::landlock_rules::with_own_program(landlock, program.fd.as_raw_fd());
+        for name in env.names() {
+            env.remove(&name);
+        }
+    }
     Ok(Target {
         path: CString::new(program.shown.as_os_str().as_bytes())
             .context("program path contains NUL")?,
@@ -301,7 +310,7 @@ fn target(ctx: &Context, program: Program, env: TargetEnv, sigmask: SigSet) -> R
         caps: crate::plan::capabilities::kept(&ctx.security),
         no_new_privs: ctx.security.no_new_privs,
         run_as: ctx.security.run_as,
-        landlock: crate::plan::landlock_rules::plan(&ctx.security, ctx.degrade),
+        landlock,
         seccomp,
         sigmask,
         pass_fds: Vec::new(),

@@ -43,6 +43,7 @@ fn program() -> Program {
         fd: crate::sys::dup_cloexec_above(f.as_raw_fd(), 100).unwrap(),
         argv: vec!["/usr/bin/env".into(), "-0".into()],
         shown: PathBuf::from("/usr/bin/env"),
+        own: false,
     }
 }
 
@@ -497,3 +498,6 @@ fn fingerprint_is_stable_and_sees_every_part() {
     owned.mounts.as_mut().unwrap().tmpfs_owner = Some((100000, 100000));
     assert_ne!(a.fingerprint(), owned.fingerprint());
 }
+
+#[path = "own_tests.rs"]
+mod own;

@@ -64,6 +64,15 @@ pub fn install(plan: &Plan) -> Result<()> {
             .add_rule(PathBeneath::new(fd, AccessFs::Execute))
             .with_context(|| format!("landlock: cannot allow execution below {}", dir.display()))?;
     }
+    if let (Some(fd), false) = (plan.exec_handle, plan.exec_under.is_empty()) {
+        // sbx-exec's own binary, which the launcher runs in a role (the file tool): this one file.
+        created = created
+            .add_rule(PathBeneath::new(
+                crate::sys::borrow_raw(fd),
+                AccessFs::Execute,
+            ))
+            .context("landlock: cannot allow executing sbx-exec's own binary")?;
+    }
     let status = created
         .restrict_self()
         .context("landlock: cannot enforce the ruleset")?;

@@ -2,7 +2,9 @@
 //! ([`crate::plan::launch::Facts`]). In this order, each refusing before the next is read: the
 //! kept fds checked; the command resolved and checked against `[exec]` as the caller, before a
 //! byte of the secrets is read; the secrets; bound secrets' placeholders and CA; then what the
-//! plan reads of the host (directory, binary, cgroup layout, signal mask).
+//! plan reads of the host (directory, binary, cgroup layout, signal mask). A role of sbx-exec's
+//! own (the file tool, [`super::Runs::Own`]) has its binary as the program ([`own`]) and no
+//! secrets.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
@@ -35,8 +37,18 @@ pub(super) fn facts(
 ) -> Result<(Facts, Option<Arc<Interceptor>>)> {
     check_passed(req.ctx_name, ctx, call.loaded, &fds.passed, &fds.kept)?;
     let caller_env = privilege::caller_env();
-    let (program, path_kept) = command(req, ctx, call.mode, &caller_env, fds.passed.fds.len())?;
-    let secrets = read_secrets(req.ctx_name, ctx, call.args.secrets_fd, fds.secrets.take())?;
+    let passed = fds.passed.fds.len();
+    let (program, path_kept) = match call.runs {
+        super::Runs::Command => command(req, ctx, call.mode, &caller_env, passed)?,
+        super::Runs::Own(argv) => (own(argv, passed)?, None),
+    };
+    // sbx-exec's own roles take no secrets (`secrets.require` is for the commands a context runs).
+    let secrets = match call.runs {
+        super::Runs::Command => {
+            read_secrets(req.ctx_name, ctx, call.args.secrets_fd, fds.secrets.take())?
+        }
+        super::Runs::Own(_) => SecretSet::default(),
+    };
     audit.secrets = secrets.iter().map(|s| s.name.clone()).collect();
     let (bound, interceptor) = match crate::run::proxy::bound::prepare_call(&secrets, ctx)? {
         Some(b) => (
@@ -103,6 +115,21 @@ fn command(
         false => exec::path_without(&path_var, &rules.deny_under),
     };
     Ok((program, kept))
+}
+
+/// sbx-exec's own binary (`/proc/self/exe`: the file that runs, whatever its path names now) as
+/// the program, with `argv`; its handle above the `passed` fds, as [`command`] places the caller's.
+fn own(argv: &[std::ffi::OsString], passed: usize) -> Result<Program> {
+    let exe = crate::sys::open_self_exe().context("cannot open sbx-exec's own binary")?;
+    let top = 3 + passed as RawFd;
+    let fd = crate::sys::dup_cloexec_above(exe.as_raw_fd(), top)
+        .context("cannot keep sbx-exec's handle above the passed fds")?;
+    Ok(Program {
+        fd,
+        argv: argv.to_vec(),
+        shown: "sbx-exec".into(),
+        own: true,
+    })
 }
 
 /// The secrets handed on `--secrets-fd`, checked against the context (names it takes, names it

@@ -36,8 +36,24 @@ use crate::run::status::{
     children_cpu_ms, refused_json, report, started_json, End, SetupErrors, StatusFd,
 };
 
+/// What the target runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Runs<'a> {
+    /// The caller's command (`args.cmd`): resolved, checked against `[exec]`, opened once.
+    Command,
+    /// sbx-exec's own binary with this argument vector (its argv[0] names the role: the file
+    /// tool, [`crate::run::file`]). The launcher chose it, not the caller, so no `[exec]` rule
+    /// applies and it need not be visible inside; `args.cmd` only names the call in the audit.
+    Own(&'a [std::ffi::OsString]),
+}
+
 /// Run `args.cmd` in context `args.ctx`; returns the exit status for sbx-exec.
 pub fn run(args: RunArgs) -> Result<i32> {
+    run_program(args, Runs::Command)
+}
+
+/// [`run`], the target running `runs`.
+pub fn run_program(args: RunArgs, runs: Runs) -> Result<i32> {
     let ctx_name = args.ctx.as_deref().context("--ctx NAME is required")?;
     // The named fds are taken over first, before anything else opens an fd; the status stream
     // is then open, so every later refusal (a bad policy, an unknown context) is recorded there.
@@ -48,7 +64,7 @@ pub fn run(args: RunArgs) -> Result<i32> {
         passed,
         kept,
     };
-    let r = proc_mounted().and_then(|()| audited(&args, ctx_name, fds, status.as_ref()));
+    let r = proc_mounted().and_then(|()| audited(&args, runs, ctx_name, fds, status.as_ref()));
     if let Err(e) = &r {
         let code = crate::error::exit_code_of(e);
         report(status.as_ref(), &refused_json(code, &format!("{e:#}")));
@@ -73,6 +89,7 @@ fn proc_mounted() -> Result<()> {
 /// before the command runs, an end record after; a refusal gets one record. Names only.
 fn audited(
     args: &RunArgs,
+    runs: Runs,
     ctx_name: &str,
     fds: Inherited,
     status: Option<&StatusFd>,
@@ -83,6 +100,7 @@ fn audited(
         crate::run::audit::Audit::new(loaded.policy.audit.as_ref(), ctx_name, &args.cmd);
     let call = Call {
         args,
+        runs,
         ctx_name,
         mode,
         loaded: &loaded,
@@ -100,6 +118,7 @@ fn audited(
 /// What every step of one launch reads.
 struct Call<'a> {
     args: &'a RunArgs,
+    runs: Runs<'a>,
     ctx_name: &'a str,
     mode: &'a Mode,
     loaded: &'a model::Loaded,
@@ -109,6 +128,12 @@ struct Call<'a> {
 /// The steps of one launch after the policy is loaded: gather, plan, audit, apply.
 fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit) -> Result<i32> {
     let ctx = call.loaded.policy.context(call.ctx_name)?;
+    if let (Runs::Own(_), Some(_)) = (call.runs, &ctx.supervise) {
+        bail!(
+            "context {:?} supervises the control plane ([context.{0}.supervise]); file operations run in a confined context (e.g. user, platform)",
+            call.ctx_name
+        );
+    }
     let req = Request::new(call.args, call.ctx_name, ctx, call.mode)?;
     let (facts, interceptor) = gather::facts(call, &req, ctx, &mut fds, audit)?;
     let launch = crate::plan::launch::plan(&req, ctx, call.mode, facts)?;

@@ -50,6 +50,7 @@ pub(super) fn landlock() -> Landlock {
         deny_connect: vec![],
         scope: true,
         exec_under: vec![],
+        exec_handle: None,
         degrade: false,
     }
 }
