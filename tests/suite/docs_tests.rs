@@ -286,8 +286,9 @@ pub fn readme_commands_run_as_documented() -> Result<(), String> {
     if all < 40 {
         failures.push(format!("only {all} documented commands found"));
     }
-    // The skip list stays small and explicit: the cargo commands, docker, aws, installs, benchmarks.
-    if skipped.len() > 15 {
+    // The skip list stays small and explicit: the cargo commands, docker, podman (tests/container
+    // runs those), aws, installs, benchmarks.
+    if skipped.len() > 20 {
         failures.push(format!(
             "too many documented commands skipped: {skipped:#?}"
         ));

@@ -2,7 +2,6 @@
 //! fd, and 100 MB through both ways with the launcher's peak RSS measured.
 
 use std::io::Read as _;
-use std::os::unix::process::ExitStatusExt;
 use std::time::Instant;
 
 use super::*;
@@ -197,19 +196,6 @@ fn fill(buf: &mut [u8], state: &mut u64) {
     }
 }
 
-/// Wait for `pid` with `wait4`: its exit status and peak RSS in KiB (ru_maxrss: the largest of
-/// the process and everything it waited for: the launcher, the sandbox's pid 1, the tool).
-fn wait_rss(pid: i32) -> Result<(std::process::ExitStatus, i64), String> {
-    let mut status = 0;
-    // SAFETY: a zeroed rusage is valid; wait4 fills it and the status for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    check(r == pid, || {
-        format!("wait4: {}", std::io::Error::last_os_error())
-    })?;
-    Ok((std::process::ExitStatus::from_raw(status), usage.ru_maxrss))
-}
-
 /// Kill `pid` if it runs past `secs` (a hung copy must not hang the suite).
 fn watchdog(pid: i32, secs: u64) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -232,7 +218,8 @@ fn watchdog(pid: i32, secs: u64) -> std::sync::Arc<std::sync::atomic::AtomicBool
 
 /// 100 MB of incompressible bytes written with `file write` and read back with `file read`:
 /// the same SHA-256 both ways, the file owned by the context's identity, and the peak RSS of the
-/// call (launcher, sandbox pid 1 and tool: wait4's ru_maxrss) far below the file's size, so
+/// call (launcher, sandbox pid 1 and tool: wait4's ru_maxrss, measured from a small waiter,
+/// see [`measured`]) far below the file's size, so
 /// nothing held it whole. The times and RSS are printed.
 pub fn a_hundred_megabytes_stream_through_in_bounded_memory() -> Result<(), String> {
     needs_isolation()?;
@@ -240,10 +227,10 @@ pub fn a_hundred_megabytes_stream_through_in_bounded_memory() -> Result<(), Stri
     let path = w.path("big.bin");
     let args = ["--policy", w.policy(), "file", "--ctx", "user"];
     // Write: fed 1 MiB at a time, hashed as it goes.
-    let mut child = std::process::Command::new(bin())
+    let rss = w.path("write.rss");
+    let mut child = measured(bin(), Path::new(&rss))
         .args(args)
         .args(["write", &path])
-        .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -269,7 +256,8 @@ pub fn a_hundred_megabytes_stream_through_in_bounded_memory() -> Result<(), Stri
         (sent, hash.finish())
     });
     let (sent, written) = feeder.join().unwrap();
-    let (status, write_rss) = wait_rss(pid)?;
+    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
+    let write_rss = peak_kib(Path::new(&w.path("write.rss")))?;
     let write_time = start.elapsed();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut err = String::new();
@@ -283,10 +271,10 @@ pub fn a_hundred_megabytes_stream_through_in_bounded_memory() -> Result<(), Stri
     })?;
 
     // Read: hashed as it comes.
-    let mut child = std::process::Command::new(bin())
+    let rss = w.path("read.rss");
+    let mut child = measured(bin(), Path::new(&rss))
         .args(args)
         .args(["read", &path])
-        .env_clear()
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -309,7 +297,8 @@ pub fn a_hundred_megabytes_stream_through_in_bounded_memory() -> Result<(), Stri
             Err(e) => return Err(format!("reading file read's output: {e}")),
         }
     }
-    let (status, read_rss) = wait_rss(pid)?;
+    let status = child.wait().map_err(|e| format!("wait: {e}"))?;
+    let read_rss = peak_kib(Path::new(&rss))?;
     let read_time = start.elapsed();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     check(status.success() && got == BIG, || {

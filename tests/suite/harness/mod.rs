@@ -20,11 +20,13 @@
 mod ns;
 mod process;
 mod registry;
+mod rss;
 mod util;
 
 pub use ns::*;
 pub use process::*;
 pub use registry::*;
+pub use rss::{measured, peak_kib};
 pub use util::*;
 
 use std::io::Write;
@@ -110,6 +112,7 @@ pub fn require_tool(name: &str) -> Result<String, String> {
 
 /// Run the suite: re-exec into a throwaway namespace if not there yet, then run each test.
 pub fn main(tests: &[(&str, TestFn)]) {
+    rss::waiter_main();
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
