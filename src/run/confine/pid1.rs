@@ -32,6 +32,8 @@ pub enum Role<'a> {
         ready: &'a OwnedFd,
         commit: &'a OwnedFd,
         net: Option<RawFd>,
+        /// The listener it hands its namespaces out on ([`crate::run::persist::nssock`]).
+        ns: Option<RawFd>,
     },
 }
 
@@ -60,9 +62,15 @@ impl Role<'_> {
                 keep.extend(*errors);
                 keep
             }
-            Role::Keeper { ready, commit, net } => {
+            Role::Keeper {
+                ready,
+                commit,
+                net,
+                ns,
+            } => {
                 let mut keep = vec![ready.as_raw_fd(), commit.as_raw_fd()];
                 keep.extend(*net);
+                keep.extend(*ns);
                 keep
             }
         };

@@ -269,7 +269,8 @@ impl Bridge {
     }
 
     /// For a running persistent context whose net helper is gone: the same sockets again, made
-    /// by a child of this process that enters the keeper's network namespace (`keeper`, a pidfd)
+    /// by a child of this process that enters the keeper's network namespace (`keeper`: that
+    /// namespace, or the keeper's pidfd)
     /// and hands them out as its pid 1 did ([`hand_out`]); the published ports are bound again on
     /// the container's 127.0.0.1 (free once the old helper is gone).
     pub fn reattach(plan: &Plan, keeper: &OwnedFd) -> Result<Bridge> {

@@ -34,7 +34,9 @@ struct Row {
     /// The net helper's pid (0: none), and whether it runs.
     net_pid: i32,
     net_running: bool,
-    processes: usize,
+    /// `None`: not known (the pid namespace links need CAP_SYS_PTRACE, which a container may
+    /// not give).
+    processes: Option<usize>,
     age: u64,
 }
 
@@ -65,10 +67,9 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
                 net_pid: state.net_pid,
                 net_running,
                 status,
-                processes: if running {
-                    count_in(state.pidns) - 1
-                } else {
-                    0
+                processes: match running {
+                    true => count_in(state.pidns).map(|n| n - 1),
+                    false => Some(0),
                 },
                 age: now_secs().saturating_sub(state.created),
                 pid: state.pid,
@@ -92,7 +93,7 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
             pid: k.pid,
             net_pid: 0,
             net_running: false,
-            processes: count_in(pidns_inode(k.pid).unwrap_or(0)).saturating_sub(1),
+            processes: count_in(pidns_inode(k.pid).unwrap_or(0)).map(|n| n.saturating_sub(1)),
             age: 0,
             name: k.name,
         });
@@ -119,9 +120,10 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
                 (pid, true) => pid.to_string(),
                 (_, false) => "gone".to_string(),
             };
+            let processes = r.processes.map_or("?".to_string(), |n| n.to_string());
             println!(
                 "{:<20} {:>8} {:>8} {:>10} {:>9}  {}",
-                r.name, r.pid, net, r.processes, r.age, r.status
+                r.name, r.pid, net, processes, r.age, r.status
             );
         }
     }
@@ -190,17 +192,21 @@ fn stop_found(dir: &Path, k: &lifecycle::Found, timeout: u64) -> Result<i32> {
     Ok(0)
 }
 
-/// Processes (in sbx-exec's own /proc) whose pid namespace is `pidns`.
-fn count_in(pidns: u64) -> usize {
+/// Processes (in sbx-exec's own /proc) whose pid namespace is `pidns`; `None` when that cannot
+/// be known (`pidns` 0: the keeper's link could not be read, nor can its processes').
+fn count_in(pidns: u64) -> Option<usize> {
+    if pidns == 0 {
+        return None;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return 0;
+        return Some(1);
     };
-    entries
+    let n = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| pidns_inode(*pid) == Some(pidns))
-        .count()
-        .max(1)
+        .count();
+    Some(n.max(1))
 }
 
 /// `sbx-exec ctx stop NAME`: SIGTERM to everything in the context (the keeper passes it on), then

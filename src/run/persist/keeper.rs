@@ -14,6 +14,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::lifecycle::{self, now_secs, pidns_inode, proc_stat, verify};
+use super::nssock;
+use std::os::unix::net::UnixListener;
 use super::nethelper;
 use super::state::{self, Phase, State};
 use crate::error::EXIT_SBX;
@@ -136,7 +138,11 @@ fn net_again(
         Some(p) => Some(p.context("the context's recorded egress rules")?),
         None => None,
     };
-    let bridge = Bridge::reattach(live.as_ref().unwrap_or(plan), keeper.0)?;
+    // The keeper's network namespace as it hands it out ([`nssock`]: no CAP_SYS_PTRACE needed),
+    // or through its pidfd.
+    let handed = nssock::fetch(dir, ctx_name).ok();
+    let netns = handed.as_ref().map_or(keeper.0, |fds| &fds[0]);
+    let bridge = Bridge::reattach(live.as_ref().unwrap_or(plan), netns)?;
     let mut record_net = |pid: i32, start: u64| -> Result<()> {
         state.net_pid = pid;
         state.net_start = start;
@@ -251,11 +257,13 @@ fn start_recorded(
         let (_, start) = proc_stat(pid.as_raw()).context("the new keeper vanished")?;
         state.pid = pid.as_raw();
         state.start = start;
-        state.pidns =
-            pidns_inode(pid.as_raw()).context("cannot read the keeper's pid namespace")?;
+        // 0 when the link cannot be read (no CAP_SYS_PTRACE): checks then go without it.
+        state.pidns = pidns_inode(pid.as_raw()).unwrap_or(0);
         state::write(dir, ctx_name, state)
     };
     let net = bridge.as_ref().map(|b| b.inner().as_raw_fd());
+    let ns_listener = nssock::listen(dir, ctx_name)
+        .context("cannot make the socket the keeper hands its namespaces out on")?;
     // The context's cgroups are shown in its private /sys as planned, or none if they could not
     // be made.
     let fallback;
@@ -266,7 +274,9 @@ fn start_recorded(
         }
         _ => sandbox,
     };
-    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, net, &mut record)?;
+    let fds = (net, &ns_listener);
+    let (pidfd, commit) = spawn_keeper(ctx_name, sandbox, &cgroup_procs, fds, &mut record)?;
+    drop(ns_listener);
     if let Some(bridge) = bridge {
         let mut record_net = |pid: i32, start: u64| -> Result<()> {
             state.net_pid = pid;
@@ -301,7 +311,7 @@ fn spawn_keeper(
     ctx_name: &str,
     sandbox: &Sandbox,
     cgroup_procs: &[OwnedFd],
-    net: Option<RawFd>,
+    (net, ns): (Option<RawFd>, &UnixListener),
     record: &mut dyn FnMut(Pid) -> Result<()>,
 ) -> Result<(OwnedFd, OwnedFd)> {
     let pipe = || {
@@ -329,7 +339,7 @@ fn spawn_keeper(
                 }
                 Ok(Entered::Child(sandbox)) => {
                     drop(info_w);
-                    keeper_main(&sandbox, ready_w, commit_r, net)
+                    keeper_main(&sandbox, ready_w, commit_r, (net, ns))
                 }
                 Err(e) => {
                     eprintln!("sbx-exec: {e:#}");
@@ -374,16 +384,34 @@ fn spawn_keeper(
 /// `/`), says "ready", waits for the caller's commit (the caller has recorded it by then; end of
 /// file instead means the caller died first, and the keeper ends, taking its namespaces with it),
 /// then reaps forever.
-fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd, net: Option<RawFd>) -> ! {
+fn keeper_main(
+    sandbox: &Sandbox,
+    ready: OwnedFd,
+    commit: OwnedFd,
+    (net, listener): (Option<RawFd>, &UnixListener),
+) -> ! {
     let role = crate::run::confine::Role::Keeper {
         ready: &ready,
         commit: &commit,
         net,
+        ns: Some(listener.as_raw_fd()),
     };
     if let Err(e) = crate::run::confine::pid1::setup(&crate::run::confine::Host, sandbox, role) {
         eprintln!("sbx-exec: keeper: {e:#}");
         sys::exit_now(EXIT_SBX);
     }
+    // Its namespaces, for joins that cannot take them through its pidfd ([`nssock`]), on the
+    // listener its first call bound (kept through the set-up's fd clean-up).
+    let own = match nssock::open_own().and_then(|own| {
+        nssock::watch(listener)?;
+        Ok(own)
+    }) {
+        Ok(own) => own,
+        Err(e) => {
+            eprintln!("sbx-exec: keeper: {e:#}");
+            sys::exit_now(EXIT_SBX);
+        }
+    };
     let _ = nix::unistd::write(&ready, b"R");
     drop(ready);
     let mut byte = [0u8; 1];
@@ -395,19 +423,31 @@ fn keeper_main(sandbox: &Sandbox, ready: OwnedFd, commit: OwnedFd, net: Option<R
         }
     }
     drop(commit);
-    keeper_loop()
+    keeper_loop(listener, &own)
 }
 
 /// Reap every orphan; on SIGTERM from outside the context (`ctx stop`: `kill(2)` from another pid
 /// namespace, `si_code` `SI_USER` with `si_pid` 0), SIGTERM everything in it and exit once nothing
 /// else is left. A sender inside has a pid here, and one that forges `si_pid` 0 with
 /// `rt_sigqueueinfo` has a negative `si_code` ([`sys::Sender::is_outside`]).
-fn keeper_loop() -> ! {
-    let set = reaper::blocked_set();
+fn keeper_loop(listener: &UnixListener, own: &[OwnedFd]) -> ! {
+    let mut set = reaper::blocked_set();
+    // SIGIO: a join asks for the namespaces ([`nssock::serve`]). Blocked like the rest, and
+    // taken in the wait (its default action would end the keeper).
+    set.add(Signal::SIGIO);
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_BLOCK,
+        Some(&set),
+        None,
+    );
     let mut stopping = false;
+    nssock::serve(listener, own);
     loop {
         let wait = stopping.then_some(Duration::from_millis(50));
         let got = sys::wait_signal_from(&set, wait);
+        if let Ok(Some((Signal::SIGIO, _))) = got {
+            nssock::serve(listener, own);
+        }
         if let Ok(Some((Signal::SIGTERM, from))) = got {
             if from.is_outside() && !stopping {
                 stopping = true;

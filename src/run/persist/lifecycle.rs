@@ -30,17 +30,37 @@ pub fn verify(state: &State) -> Result<Option<OwnedFd>> {
     let Some(pidfd) = open_same(pid, state.start, "keeper")? else {
         return Ok(None);
     };
-    // A keeper on its way out has already let go of its mount namespace.
+    // It is still pid 1 of a pid namespace of its own (its status, readable by anyone).
+    match read_proc(pid, "status", std::fs::read_to_string) {
+        Ok(Some(text)) if is_pidns_root(&text) => {}
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(unknown("keeper", pid, &format!("/proc/{pid}/status"), &e)),
+    }
+    // A keeper on its way out has already let go of its mount namespace. The namespace links
+    // of a non-dumpable process need CAP_SYS_PTRACE, which a container may not give
+    // (`--cap-add SYS_ADMIN` alone): without it (EACCES) the pidfd, the start time and the pid
+    // namespace's root say it is the keeper.
     match read_proc(pid, "ns/mnt", std::fs::metadata) {
         Ok(Some(_)) => {}
         Ok(None) => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {}
         Err(e) => return Err(unknown("keeper", pid, &format!("/proc/{pid}/ns/mnt"), &e)),
     }
     match read_proc(pid, "ns/pid", std::fs::metadata) {
-        Ok(Some(m)) if m.ino() == state.pidns => Ok(Some(pidfd)),
+        Ok(Some(m)) if state.pidns == 0 || m.ino() == state.pidns => Ok(Some(pidfd)),
         Ok(_) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => Ok(Some(pidfd)),
         Err(e) => Err(unknown("keeper", pid, &format!("/proc/{pid}/ns/pid"), &e)),
     }
+}
+
+/// Is the process whose /proc/PID/status is `status` pid 1 of a pid namespace below this one?
+pub fn is_pidns_root(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|v| v.split_whitespace().collect::<Vec<_>>())
+        .is_some_and(|ids| ids.len() >= 2 && ids.last() == Some(&"1"))
 }
 
 /// The pidfd of the recorded net helper if, after opening it, the process is still that helper
@@ -131,6 +151,8 @@ pub fn parse_stat(text: &str) -> Option<(char, u64)> {
     Some((state, start))
 }
 
+/// The inode of `pid`'s pid namespace; `None` if it cannot be read (gone, or a non-dumpable
+/// process without CAP_SYS_PTRACE).
 pub fn pidns_inode(pid: i32) -> Option<u64> {
     std::fs::metadata(format!("/proc/{pid}/ns/pid"))
         .ok()
@@ -205,6 +227,7 @@ pub fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
 
 /// Has the keeper behind `pidfd` (pid `pid`) exited or begun to exit?
 pub fn exiting(pidfd: &OwnedFd, pid: i32) -> bool {
+    // (Without CAP_SYS_PTRACE the link cannot be read: then only the pidfd says so.)
     wait_exit(pidfd, Duration::ZERO)
         || matches!(read_proc(pid, "ns/mnt", std::fs::metadata), Ok(None))
 }
@@ -252,12 +275,7 @@ fn keeper_at(pid: i32) -> Option<Found> {
         return None;
     }
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let nspid: Vec<&str> = status
-        .lines()
-        .find_map(|l| l.strip_prefix("NSpid:"))?
-        .split_whitespace()
-        .collect();
-    if nspid.len() < 2 || nspid.last() != Some(&"1") {
+    if !is_pidns_root(&status) {
         return None;
     }
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

@@ -28,6 +28,7 @@ pub mod lifecycle;
 pub mod live;
 pub mod netctl;
 pub mod nethelper;
+pub mod nssock;
 pub mod state;
 
 pub use ctl::{list, stop};
@@ -222,7 +223,19 @@ fn joiner(
     }
     // Best effort, as in a one-shot sandbox's pid 1.
     let _ = cgroup::set_oom_score_adj(cgroup::CONFINED_OOM_SCORE_ADJ);
-    if let Err(e) = nix::sched::setns(keeper.pidfd.as_fd(), flags) {
+    // Through the keeper's pidfd; where that needs a capability the container does not give
+    // (CAP_SYS_PTRACE: EPERM), through the namespaces the keeper hands out ([`nssock`]).
+    let joined = match nix::sched::setns(keeper.pidfd.as_fd(), flags) {
+        Err(nix::errno::Errno::EPERM) => state::dir(false)
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow::anyhow!("no runtime directory"))
+            .and_then(|dir| nssock::fetch(&dir, ctx_name))
+            .and_then(|fds| nssock::enter(&fds, flags).map_err(anyhow::Error::from))
+            .map_err(|e| format!("{e:#}")),
+        other => other.map_err(|e| e.to_string()),
+    };
+    if let Err(e) = joined {
         fail(
             &format!("cannot join the namespaces of context {ctx_name:?}"),
             &e,

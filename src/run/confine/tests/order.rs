@@ -89,6 +89,7 @@ fn the_pid1_order_holds_for_every_plan() {
             ready: &ready,
             commit: &commit,
             net: Some(102),
+            ns: Some(104),
         };
         for role in [one_shot, keeper] {
             let steps: Vec<Pid1Step> = pid1_steps(&sandbox, &role).collect();

@@ -249,6 +249,7 @@ fn pid1_runs_its_list_through_the_kernel() {
         ready: &ready,
         commit: &commit,
         net: None,
+        ns: None,
     };
     let mut sandbox = sandbox_from(1 << 0 | 1 << 1 | 1 << 3);
     sandbox.cwd = None;

@@ -183,6 +183,7 @@ pub fn write(dir: &Path, ctx: &str, state: &State) -> Result<()> {
 pub fn remove(dir: &Path, ctx: &str) {
     let _ = std::fs::remove_file(state_path(dir, ctx));
     super::netctl::remove(dir, ctx);
+    super::nssock::remove(dir, ctx);
 }
 
 /// Names of the contexts that have a state file.
