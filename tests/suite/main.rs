@@ -216,6 +216,7 @@ fn main() {
         g8_modes::system_policy_writable_by_others_is_refused,
         g8_modes::rootless_runs_for_an_unprivileged_user,
         g8_modes::probe_agrees_with_launches,
+        g8_modes::sys_admin_alone_runs_every_context,
         docs_tests::readme_extractor_skips_only_what_is_marked,
         docs_tests::readme_commands_run_as_documented,
         docs_tests::every_shipped_policy_launches_its_one_shot_contexts,

@@ -8,7 +8,8 @@
 //! is missing, removed again afterwards).
 //!
 //! One file per mode: [`setuid`], [`setuid_process`] and [`setuid_audit`] (the hostile caller's
-//! setup in [`caller`]), [`rootless`], and [`probe`]. The tests are re-exported here, under
+//! setup in [`caller`]), [`rootless`], [`sys_admin`] (CAP_SYS_ADMIN alone), and [`probe`]. The
+//! tests are re-exported here, under
 //! `g8_modes::`, as tests/suite/main.rs registers them.
 
 mod caller;
@@ -17,9 +18,11 @@ mod rootless;
 mod setuid;
 mod setuid_audit;
 mod setuid_process;
+mod sys_admin;
 
 pub use probe::*;
 pub use rootless::*;
 pub use setuid::*;
 pub use setuid_audit::*;
 pub use setuid_process::*;
+pub use sys_admin::*;
