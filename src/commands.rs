@@ -31,7 +31,7 @@ pub fn main() -> ! {
     }
     let args = cli::globals_after_subcommand(std::env::args_os().collect());
     let file_op = args.get(1).is_some_and(|a| a == "file");
-    let mut cli = match <cli::Cli as Parser>::try_parse_from(args) {
+    let cli = match <cli::Cli as Parser>::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) if file_op && e.use_stderr() => std::process::exit(file_usage(&e)),
         Err(e) => {
@@ -41,27 +41,44 @@ pub fn main() -> ! {
         }
     };
     if privilege::is_setuid() {
-        // The kept fds too (a bad --keep-fd/--listen-fd is reported by the launch itself).
-        let kept = run::inherited::passed_fds(&cli.run).map_or(cli.run.keep_fd.clone(), |p| p.fds);
-        let named: Vec<i32> = cli
-            .run
-            .secrets_fd
-            .into_iter()
-            .chain(cli.run.status_fd)
-            .chain(match &cli.command {
-                Some(cli::Command::File(f)) => f.status_fd,
-                _ => None,
-            })
-            .chain(kept)
-            .collect();
-        if let Err(e) = privilege::close_caller_fds(&named) {
+        close_unnamed_caller_fds(&cli);
+    }
+    match dispatch(cli) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
             eprintln!("sbx-exec: {e:#}");
-            std::process::exit(error::EXIT_SBX);
+            std::process::exit(error::exit_code_of(&e));
         }
     }
+}
+
+/// Setuid mode: close every fd the caller passed but did not name (the secrets and status fds, a
+/// file operation's status fd and the kept fds are named); exits with EXIT_SBX if that fails.
+fn close_unnamed_caller_fds(cli: &cli::Cli) {
+    // The kept fds too (a bad --keep-fd/--listen-fd is reported by the launch itself).
+    let kept = run::inherited::passed_fds(&cli.run).map_or(cli.run.keep_fd.clone(), |p| p.fds);
+    let named: Vec<i32> = cli
+        .run
+        .secrets_fd
+        .into_iter()
+        .chain(cli.run.status_fd)
+        .chain(match &cli.command {
+            Some(cli::Command::File(f)) => f.status_fd,
+            _ => None,
+        })
+        .chain(kept)
+        .collect();
+    if let Err(e) = privilege::close_caller_fds(&named) {
+        eprintln!("sbx-exec: {e:#}");
+        std::process::exit(error::EXIT_SBX);
+    }
+}
+
+/// Run what the command line asks for: a subcommand, else a launch; its exit code.
+fn dispatch(mut cli: cli::Cli) -> anyhow::Result<i32> {
     // `--policy` is global: given before or after a subcommand, it is the same option.
     let policy = cli.policy.take();
-    let result = match cli.command {
+    match cli.command {
         Some(cli::Command::File(args)) => std::process::exit(run::file::run(args, policy)),
         Some(cli::Command::Policy(cmd)) => policy_command(cmd, policy),
         Some(cli::Command::Probe { json }) => probe::run(json, policy.as_deref()),
@@ -84,13 +101,6 @@ pub fn main() -> ! {
         None => {
             cli.run.policy = policy;
             run::launch::run(cli.run)
-        }
-    };
-    match result {
-        Ok(code) => std::process::exit(code),
-        Err(e) => {
-            eprintln!("sbx-exec: {e:#}");
-            std::process::exit(error::exit_code_of(&e));
         }
     }
 }

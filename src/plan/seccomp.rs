@@ -281,8 +281,21 @@ pub fn build(sec: &SecurityPolicy) -> Result<BpfProgram> {
     if root != To::At(start) {
         out.insert(start, jump(JEQ_K, 0, root, root)); // a single segment: go there
     }
+    let checks = push_checks(&mut out, &rules);
+    let end = out.len();
+    out.push(stmt(RET_K, u32::from(SeccompAction::Allow)));
+    out.push(stmt(RET_K, deny));
+    out.push(stmt(RET_K, 0x0005_0000 | libc::ENOSYS as u32)); // SECCOMP_RET_ERRNO
+    out.push(stmt(RET_K, u32::from(SeccompAction::KillProcess)));
+    out.push(stmt(RET_K, 0x0005_0000 | libc::EAFNOSUPPORT as u32));
+    resolve(&out, &checks, end)
+}
+
+/// Append the argument check of each rule that has one, in the order of `rules`; where each
+/// check starts (`To::Check(n)` is the n-th).
+fn push_checks(out: &mut Vec<Ins>, rules: &[(u32, Rule)]) -> Vec<usize> {
     let mut checks = Vec::new();
-    for (_, rule) in &rules {
+    for (_, rule) in rules {
         match *rule {
             Rule::Deny => {}
             Rule::DenyAnyBit { arg, mask } => {
@@ -316,12 +329,13 @@ pub fn build(sec: &SecurityPolicy) -> Result<BpfProgram> {
             }
         }
     }
-    let end = out.len();
-    out.push(stmt(RET_K, u32::from(SeccompAction::Allow)));
-    out.push(stmt(RET_K, deny));
-    out.push(stmt(RET_K, 0x0005_0000 | libc::ENOSYS as u32)); // SECCOMP_RET_ERRNO
-    out.push(stmt(RET_K, u32::from(SeccompAction::KillProcess)));
-    out.push(stmt(RET_K, 0x0005_0000 | libc::EAFNOSUPPORT as u32));
+    checks
+}
+
+/// The program `out`, its symbolic destinations turned into jump offsets: `checks` are where the
+/// argument checks start, `end` where the five returns (allow, deny, ENOSYS, kill, EAFNOSUPPORT)
+/// are.
+fn resolve(out: &[Ins], checks: &[usize], end: usize) -> Result<BpfProgram> {
     let target = |to: To, pc: usize| -> Result<u8> {
         let at = match to {
             To::Next => pc + 1,

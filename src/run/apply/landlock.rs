@@ -3,13 +3,27 @@
 use anyhow::{bail, Context as _, Result};
 use landlock::{
     AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope,
+    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope,
 };
 
 use crate::plan::landlock_rules::Plan;
 
 /// Apply the plan to this thread (and everything it will exec).
 pub fn install(plan: &Plan) -> Result<()> {
+    let net = handled_net(plan);
+    let mut created = create(plan, net)?;
+    if !net.is_empty() {
+        created = allow_ports(created, plan, net)?;
+    }
+    created = allow_exec(created, plan)?;
+    let status = created
+        .restrict_self()
+        .context("landlock: cannot enforce the ruleset")?;
+    enforced_or_degraded(plan, status.ruleset)
+}
+
+/// The network accesses the plan restricts: TCP bind if a port is denied to it, connect likewise.
+fn handled_net(plan: &Plan) -> BitFlags<AccessNet> {
     let mut net = BitFlags::<AccessNet>::empty();
     if !plan.deny_bind.is_empty() {
         net |= AccessNet::BindTcp;
@@ -17,6 +31,11 @@ pub fn install(plan: &Plan) -> Result<()> {
     if !plan.deny_connect.is_empty() {
         net |= AccessNet::ConnectTcp;
     }
+    net
+}
+
+/// The ruleset (best effort) handling `net`, the plan's scopes and, with exec_only_under, execution.
+fn create(plan: &Plan, net: BitFlags<AccessNet>) -> Result<RulesetCreated> {
     let mut ruleset = Ruleset::default().set_compatibility(CompatLevel::BestEffort);
     if !net.is_empty() {
         ruleset = ruleset
@@ -33,26 +52,36 @@ pub fn install(plan: &Plan) -> Result<()> {
             .handle_access(AccessFs::Execute)
             .context("landlock: execute rules")?;
     }
-    let mut created = ruleset
+    ruleset
         .create()
-        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope/exec_only_under; boot with lsm=landlock, remove those keys, or set degrade = true")?;
-    if !net.is_empty() {
-        // Allow every port not denied, for each handled access.
-        for port in 0..=u16::MAX {
-            let mut allowed = BitFlags::<AccessNet>::empty();
-            if net.contains(AccessNet::BindTcp) && !plan.deny_bind.contains(&port) {
-                allowed |= AccessNet::BindTcp;
-            }
-            if net.contains(AccessNet::ConnectTcp) && !plan.deny_connect.contains(&port) {
-                allowed |= AccessNet::ConnectTcp;
-            }
-            if !allowed.is_empty() {
-                created = created
-                    .add_rule(NetPort::new(port, allowed))
-                    .context("landlock: cannot add a port rule")?;
-            }
+        .context("landlock: cannot create the ruleset for security.deny_bind/deny_connect/scope/exec_only_under; boot with lsm=landlock, remove those keys, or set degrade = true")
+}
+
+/// Allow every port not denied, for each handled access in `net`.
+fn allow_ports(
+    mut created: RulesetCreated,
+    plan: &Plan,
+    net: BitFlags<AccessNet>,
+) -> Result<RulesetCreated> {
+    for port in 0..=u16::MAX {
+        let mut allowed = BitFlags::<AccessNet>::empty();
+        if net.contains(AccessNet::BindTcp) && !plan.deny_bind.contains(&port) {
+            allowed |= AccessNet::BindTcp;
+        }
+        if net.contains(AccessNet::ConnectTcp) && !plan.deny_connect.contains(&port) {
+            allowed |= AccessNet::ConnectTcp;
+        }
+        if !allowed.is_empty() {
+            created = created
+                .add_rule(NetPort::new(port, allowed))
+                .context("landlock: cannot add a port rule")?;
         }
     }
+    Ok(created)
+}
+
+/// Allow execution below each exec_only_under directory and, with any, of sbx-exec's own binary.
+fn allow_exec(mut created: RulesetCreated, plan: &Plan) -> Result<RulesetCreated> {
     for dir in &plan.exec_under {
         // Opened in the target, inside the sandbox's mount namespace; a missing path is skipped.
         let fd = match PathFd::new(dir) {
@@ -73,10 +102,13 @@ pub fn install(plan: &Plan) -> Result<()> {
             ))
             .context("landlock: cannot allow executing sbx-exec's own binary")?;
     }
-    let status = created
-        .restrict_self()
-        .context("landlock: cannot enforce the ruleset")?;
-    if status.ruleset != RulesetStatus::FullyEnforced {
+    Ok(created)
+}
+
+/// A ruleset the kernel did not fully enforce is refused, unless the plan may degrade (then a
+/// warning says so).
+fn enforced_or_degraded(plan: &Plan, ruleset: RulesetStatus) -> Result<()> {
+    if ruleset != RulesetStatus::FullyEnforced {
         let abi = crate::plan::host::landlock_abi();
         let need = match (plan.scope, plan.deny_bind.len() + plan.deny_connect.len()) {
             (true, _) => 6,
@@ -86,7 +118,7 @@ pub fn install(plan: &Plan) -> Result<()> {
         let msg = format!(
             "this kernel's Landlock (ABI {abi}) cannot fully enforce the context's rules (exec_only_under needs ABI 1, deny_bind/deny_connect ABI 4, \
              scope ABI 6; status {:?})",
-            status.ruleset
+            ruleset
         );
         if !plan.degrade {
             bail!("{msg}; use a kernel with Landlock ABI >= {need} (lsm=landlock), or remove those keys, or set degrade = true");
