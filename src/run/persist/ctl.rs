@@ -47,6 +47,18 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
     if policy.is_some() {
         crate::model::load(policy)?;
     }
+    let mut rows = recorded_rows()?;
+    unrecorded_keepers(&mut rows);
+    if json {
+        print_json(&rows);
+    } else {
+        print_table(&rows);
+    }
+    Ok(0)
+}
+
+/// A row for each context with a record (a damaged one warned about and left out).
+fn recorded_rows() -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     if let Some(dir) = state::dir(false)? {
         for name in state::names(&dir)? {
@@ -78,8 +90,12 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
             });
         }
     }
-    // Keepers the kernel shows that no record names (removed or damaged): listed, with the way
-    // to end them.
+    Ok(rows)
+}
+
+/// Keepers the kernel shows that no record names (removed or damaged): listed, with the way to
+/// end them.
+fn unrecorded_keepers(rows: &mut Vec<Row>) {
     for k in lifecycle::find_keepers() {
         if rows.iter().any(|r| r.pid == k.pid) {
             continue;
@@ -98,36 +114,40 @@ pub fn list(json: bool, policy: Option<&Path>) -> Result<i32> {
             name: k.name,
         });
     }
-    if json {
-        let v: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|r| {
-                let net_pid = (r.net_pid != 0).then_some(r.net_pid);
-                serde_json::json!({"name": r.name, "running": r.running, "keeper_pid": r.pid,
-                                   "net_pid": net_pid, "net_running": r.net_running,
-                                   "processes": r.processes, "age_secs": r.age, "status": r.status})
-            })
-            .collect();
-        println!("{}", serde_json::Value::Array(v));
-    } else {
+}
+
+/// `ctx list --json`: one JSON array, an object a row.
+fn print_json(rows: &[Row]) {
+    let v: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let net_pid = (r.net_pid != 0).then_some(r.net_pid);
+            serde_json::json!({"name": r.name, "running": r.running, "keeper_pid": r.pid,
+                               "net_pid": net_pid, "net_running": r.net_running,
+                               "processes": r.processes, "age_secs": r.age, "status": r.status})
+        })
+        .collect();
+    println!("{}", serde_json::Value::Array(v));
+}
+
+/// `ctx list`: a table, a line a row.
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<20} {:>8} {:>8} {:>10} {:>9}  STATUS",
+        "CONTEXT", "KEEPER", "NET", "PROCESSES", "AGE(s)"
+    );
+    for r in rows {
+        let net = match (r.net_pid, r.net_running) {
+            (0, _) => "-".to_string(),
+            (pid, true) => pid.to_string(),
+            (_, false) => "gone".to_string(),
+        };
+        let processes = r.processes.map_or("?".to_string(), |n| n.to_string());
         println!(
-            "{:<20} {:>8} {:>8} {:>10} {:>9}  STATUS",
-            "CONTEXT", "KEEPER", "NET", "PROCESSES", "AGE(s)"
+            "{:<20} {:>8} {:>8} {:>10} {:>9}  {}",
+            r.name, r.pid, net, processes, r.age, r.status
         );
-        for r in &rows {
-            let net = match (r.net_pid, r.net_running) {
-                (0, _) => "-".to_string(),
-                (pid, true) => pid.to_string(),
-                (_, false) => "gone".to_string(),
-            };
-            let processes = r.processes.map_or("?".to_string(), |n| n.to_string());
-            println!(
-                "{:<20} {:>8} {:>8} {:>10} {:>9}  {}",
-                r.name, r.pid, net, processes, r.age, r.status
-            );
-        }
     }
-    Ok(0)
 }
 
 /// One context's state and status for `ctx list`. A record left `starting` or `stopping` by a

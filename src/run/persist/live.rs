@@ -30,20 +30,7 @@ pub fn net(name: &str, change: &Change, policy: Option<&Path>) -> Result<i32> {
     require_root("net")?;
     let name = checked_name(name)?;
     let loaded = crate::model::load(policy)?;
-    let ctx = loaded.policy.context(name)?;
-    if !ctx.persist {
-        bail!(
-            "context {name:?} is not persistent (persist = true): each of its calls has a gate of its own with the \
-             policy's rules; change its net.allow in the policy instead"
-        );
-    }
-    let Some(plan) = crate::plan::net::plan(name, ctx).filter(|p| p.egress.is_some()) else {
-        bail!(
-            "context {name:?} has no egress gate (net = \"private\" with net.allow rules), so it has no rules to change; \
-             give [context.{name}.net] an allow list in the policy (a rule for a host it may always reach), then \
-             `sbx-exec ctx stop {name}` so the next call starts it with a gate"
-        );
-    };
+    let plan = gated_plan(name, loaded.policy.context(name)?)?;
     let not_running = |why: &str| {
         eprintln!("sbx-exec: context {name:?} is not running{why} (nothing to change: the next call starts it with the policy's rules)");
         Ok(EXIT_NOT_RUNNING)
@@ -76,36 +63,8 @@ pub fn net(name: &str, change: &Change, policy: Option<&Path>) -> Result<i32> {
         show(&out.rules);
         return Ok(0);
     }
-    for (rule, port) in &out.uncaptured {
-        eprintln!(
-            "sbx-exec: warning: {rule:?} names port {port}, which was not captured when context {name:?} started: its \
-             clients reach it through the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) only, and a connection \
-             made straight to the address is refused; to capture it, put the rule in net.allow and restart the \
-             context (sbx-exec ctx stop {name})"
-        );
-    }
-    let before = st.clone();
-    st.net_allow = Some(out.rules.clone());
-    state::write(&dir, name, &st)?;
-    let note = match tell_helper(&dir, name, &st, &out) {
-        Ok(note) => note,
-        Err(Sent::Not(e)) => {
-            if let Err(w) = state::write(&dir, name, &before) {
-                eprintln!(
-                    "sbx-exec: warning: cannot put back the record of context {name:?}: {w:#}"
-                );
-            }
-            return Err(e.context(format!("context {name:?}: the rules were not changed")));
-        }
-        Err(Sent::Unconfirmed(e)) => {
-            audit(&loaded.policy, name, &out)?;
-            return Err(e.context(format!(
-                "context {name:?}: the new rules are recorded but their gate is not confirmed (the helper takes them \
-                 when it runs again, or the next call replaces it with one that starts with them)"
-            )));
-        }
-    };
-    audit(&loaded.policy, name, &out)?;
+    warn_uncaptured(name, &out);
+    let note = record_and_send(&dir, name, &mut st, &out, &loaded.policy)?;
     let list = |v: &[String]| match v.is_empty() {
         true => "-".to_string(),
         false => v.join(" "),
@@ -117,6 +76,73 @@ pub fn net(name: &str, change: &Change, policy: Option<&Path>) -> Result<i32> {
     );
     show(&out.rules);
     Ok(0)
+}
+
+/// The net plan of context `name` (`ctx`), if it is persistent and has an egress gate whose rules
+/// can change; else why not, and what to do.
+fn gated_plan(name: &str, ctx: &crate::model::Context) -> Result<crate::plan::net::Plan> {
+    if !ctx.persist {
+        bail!(
+            "context {name:?} is not persistent (persist = true): each of its calls has a gate of its own with the \
+             policy's rules; change its net.allow in the policy instead"
+        );
+    }
+    let Some(plan) = crate::plan::net::plan(name, ctx).filter(|p| p.egress.is_some()) else {
+        bail!(
+            "context {name:?} has no egress gate (net = \"private\" with net.allow rules), so it has no rules to change; \
+             give [context.{name}.net] an allow list in the policy (a rule for a host it may always reach), then \
+             `sbx-exec ctx stop {name}` so the next call starts it with a gate"
+        );
+    };
+    Ok(plan)
+}
+
+/// A warning for each new rule naming a port the context did not capture when it started.
+fn warn_uncaptured(name: &str, out: &Outcome) {
+    for (rule, port) in &out.uncaptured {
+        eprintln!(
+            "sbx-exec: warning: {rule:?} names port {port}, which was not captured when context {name:?} started: its \
+             clients reach it through the proxy variables (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY) only, and a connection \
+             made straight to the address is refused; to capture it, put the rule in net.allow and restart the \
+             context (sbx-exec ctx stop {name})"
+        );
+    }
+}
+
+/// Record the new rules in `st` (the context's record, under its lock), send them to the net
+/// helper and audit the change; the note to print. If the helper refused or was not reached, the
+/// record is put back; if it did not confirm, the record keeps the rules and the change is
+/// audited.
+fn record_and_send(
+    dir: &Path,
+    name: &str,
+    st: &mut State,
+    out: &Outcome,
+    policy: &crate::model::Policy,
+) -> Result<String> {
+    let before = st.clone();
+    st.net_allow = Some(out.rules.clone());
+    state::write(dir, name, st)?;
+    let note = match tell_helper(dir, name, st, out) {
+        Ok(note) => note,
+        Err(Sent::Not(e)) => {
+            if let Err(w) = state::write(dir, name, &before) {
+                eprintln!(
+                    "sbx-exec: warning: cannot put back the record of context {name:?}: {w:#}"
+                );
+            }
+            return Err(e.context(format!("context {name:?}: the rules were not changed")));
+        }
+        Err(Sent::Unconfirmed(e)) => {
+            audit(policy, name, out)?;
+            return Err(e.context(format!(
+                "context {name:?}: the new rules are recorded but their gate is not confirmed (the helper takes them \
+                 when it runs again, or the next call replaces it with one that starts with them)"
+            )));
+        }
+    };
+    audit(policy, name, out)?;
+    Ok(note)
 }
 
 /// The rules, one a line on stdout; none: a note on stderr.

@@ -194,6 +194,22 @@ fn ended_under(ctx_name: &str, keeper: &Keeper) -> Option<Reason> {
     Some(reason)
 }
 
+/// Enter the namespaces `flags` of context `ctx_name` in one `setns`: through the keeper's
+/// pidfd; where that needs a capability the container does not give (CAP_SYS_PTRACE: EPERM),
+/// through the namespaces the keeper hands out ([`nssock`]).
+fn enter_namespaces(ctx_name: &str, keeper: &Keeper, flags: CloneFlags) -> Result<(), String> {
+    match nix::sched::setns(keeper.pidfd.as_fd(), flags) {
+        Err(nix::errno::Errno::EPERM) => state::dir(false)
+            .ok()
+            .flatten()
+            .ok_or_else(|| anyhow::anyhow!("no runtime directory"))
+            .and_then(|dir| nssock::fetch(&dir, ctx_name))
+            .and_then(|fds| nssock::enter(&fds, flags).map_err(anyhow::Error::from))
+            .map_err(|e| format!("{e:#}")),
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
 /// The joiner: die with sbx-exec, enter the context's cgroups and, in one `setns`, all its
 /// namespaces (the pid namespace for its children), then fork the target and relay signals and
 /// its exit status; with `tell`, write the target's pid there (for `identity`'s maps). Never
@@ -223,19 +239,7 @@ fn joiner(
     }
     // Best effort, as in a one-shot sandbox's pid 1.
     let _ = cgroup::set_oom_score_adj(cgroup::CONFINED_OOM_SCORE_ADJ);
-    // Through the keeper's pidfd; where that needs a capability the container does not give
-    // (CAP_SYS_PTRACE: EPERM), through the namespaces the keeper hands out ([`nssock`]).
-    let joined = match nix::sched::setns(keeper.pidfd.as_fd(), flags) {
-        Err(nix::errno::Errno::EPERM) => state::dir(false)
-            .ok()
-            .flatten()
-            .ok_or_else(|| anyhow::anyhow!("no runtime directory"))
-            .and_then(|dir| nssock::fetch(&dir, ctx_name))
-            .and_then(|fds| nssock::enter(&fds, flags).map_err(anyhow::Error::from))
-            .map_err(|e| format!("{e:#}")),
-        other => other.map_err(|e| e.to_string()),
-    };
-    if let Err(e) = joined {
+    if let Err(e) = enter_namespaces(ctx_name, keeper, flags) {
         fail(
             &format!("cannot join the namespaces of context {ctx_name:?}"),
             &e,
