@@ -157,9 +157,11 @@ export class SbxError extends Error {
   readonly stdout: string;
   readonly pid: number | undefined;
   readonly reason: ExitReason | undefined;
+  /** For a file operation (`createSandbox`): what `sbx-exec file` reported (kind, op, path, errno). */
+  readonly file: FileFailure | undefined;
   constructor(
     message: string,
-    r: { code: number; stderr?: string; stdout?: string; pid?: number; reason?: ExitReason },
+    r: { code: number; stderr?: string; stdout?: string; pid?: number; reason?: ExitReason; file?: FileFailure },
   ) {
     super(message);
     this.name = new.target.name;
@@ -168,6 +170,7 @@ export class SbxError extends Error {
     this.stdout = r.stdout ?? "";
     this.pid = r.pid;
     this.reason = r.reason;
+    this.file = r.file;
   }
 }
 /** Exit 125 (whatever the reason), or reason "refused": sbx-exec refused or failed; the message is
@@ -175,7 +178,7 @@ export class SbxError extends Error {
 export class Refused extends SbxError {}
 /** Exit 126: the command was found but cannot be executed. */
 export class NotExecutable extends SbxError {}
-/** Exit 127: the command was not found. */
+/** Exit 127: the command was not found; or a file operation's path is not there (`not_found`). */
 export class NotFound extends SbxError {}
 /** Exit 124: the timeout ran out; the command was stopped. */
 export class TimedOut extends SbxError {}
@@ -195,6 +198,28 @@ export class Aborted extends SbxError {}
 export class NonZeroExit extends SbxError {}
 /** sbx-exec itself could not be started (missing binary, not executable). */
 export class SbxUnavailable extends SbxError {}
+
+// File operations (`createSandbox`): one class per kind `sbx-exec file` reports; `not_found` is
+// `NotFound`, `refused` (a read-only mount, every 125) and `usage` are `Refused`, 124 `TimedOut`.
+/** `permission_denied` (EACCES, EPERM): the context's identity may not do this. */
+export class PermissionDenied extends SbxError {}
+/** `is_a_directory` (EISDIR): e.g. reading or writing a directory. */
+export class IsADirectory extends SbxError {}
+/** `not_a_directory` (ENOTDIR): a component of the path, or what `ls` lists, is not a directory. */
+export class NotADirectory extends SbxError {}
+/** `exists` (EEXIST): e.g. `mkdir` of a path that is there. */
+export class AlreadyExists extends SbxError {}
+/** `not_empty` (ENOTEMPTY): `remove` of a directory with entries, without `recursive`. */
+export class NotEmpty extends SbxError {}
+/** `symlink` (ELOOP): a link where none is followed (the last component of `writeFile`, e.g. one
+ * user code planted), a loop of links, or a magic /proc link. Nothing was written. */
+export class SymlinkRefused extends SbxError {}
+/** `not_regular`: a FIFO, socket or device where a regular file is read or written. */
+export class NotRegularFile extends SbxError {}
+/** `too_large`: no space, a quota, or a file size limit. */
+export class TooLarge extends SbxError {}
+/** `io`: any other failure (an errno without a kind of its own, a broken stream). */
+export class IoError extends SbxError {}
 
 // ---------------------------------------------------------------------------------------- helpers
 
@@ -484,12 +509,17 @@ export function errorFor(r: Result & { stderr?: string; stdout?: string }): SbxE
 
 interface Started {
   proc: SandboxProcess;
-  done: Promise<{ result: Result; err?: SbxError }>;
+  /** Never rejects. `stderr`: the last 64 KiB or more the run wrote there. */
+  done: Promise<{ result: Result; err?: SbxError; stderr: string }>;
 }
 
 function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "ignore"): Started {
   const withSecrets = checkSecrets(opts.secrets);
-  const args = buildArgs(ctx, argv, opts, { secrets: withSecrets });
+  return launch(buildArgs(ctx, argv, opts, { secrets: withSecrets }), opts, stdin, withSecrets);
+}
+
+/** Start sbx-exec with `args` (which name `--status-fd 3`, and `--secrets-fd 4` if `withSecrets`). */
+function launch(args: string[], opts: RunOptions, stdin: "pipe" | "ignore", withSecrets: boolean): Started {
   const bin = binOf(opts);
   const signal = opts.signal;
   if (signal?.aborted) throw new Aborted("sbx: aborted before start; nothing was run", { code: -1, reason: "aborted" });
@@ -546,7 +576,7 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
   signal?.addEventListener("abort", onAbort, { once: true });
 
   const grace = opts.stdioGraceMs ?? 1000;
-  const done = new Promise<{ result: Result; err?: SbxError }>((resolve) => {
+  const done = new Promise<{ result: Result; err?: SbxError; stderr: string }>((resolve) => {
     let settled = false;
     child.on("error", (e: NodeJS.ErrnoException) => {
       if (settled || child.pid !== undefined) return;
@@ -555,7 +585,7 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
       signal?.removeEventListener("abort", onAbort);
       resolvePid(undefined);
       const err = new SbxUnavailable(`sbx: cannot start ${bin}: ${e.code ?? e.message}`, { code: -1 });
-      resolve({ result: { code: -1, pid: undefined, reason: "refused" }, err });
+      resolve({ result: { code: -1, pid: undefined, reason: "refused" }, err, stderr: "" });
     });
     child.on("exit", async (code, sig) => {
       if (settled) return;
@@ -575,7 +605,7 @@ function start(ctx: string, argv: string[], opts: RunOptions, stdin: "pipe" | "i
       errp.closeWhenIdle(grace);
       await within(errp.done, grace * 2);
       const result = classify({ code, signal: sig }, status, aborted, tail);
-      resolve({ result, err: errorFor({ ...result, stderr: tail }) });
+      resolve({ result, err: errorFor({ ...result, stderr: tail }), stderr: tail });
     });
   });
 
@@ -720,4 +750,513 @@ export function createClient(defaults: ClientOptions) {
     probe: (opts?: ClientOptions) => probe(m(opts)),
     hasSecureExecution: (opts?: ClientOptions & { ctx?: string }) => hasSecureExecution(m(opts)),
   };
+}
+
+// ------------------------------------------------------------------- createSandbox: contexts, files
+//
+// A context's commands go through `exec`/`spawn` above; its files through `sbx-exec file --ctx
+// NAME OP PATH`, which does the operation *inside* the context (its namespaces and mount view, as
+// its identity, with every wall up): a link user code planted can only lead a write where that
+// code could write itself, and what is written for it belongs to it. The client never opens the
+// path. Contents stream through the tool's stdin/stdout with backpressure, never held whole.
+
+/** What `sbx-exec file` reports on failure (the last line of its stderr, one JSON object). */
+export type FileErrorKind =
+  | "not_found"
+  | "permission_denied"
+  | "is_a_directory"
+  | "not_a_directory"
+  | "exists"
+  | "not_empty"
+  | "symlink"
+  | "not_regular"
+  | "too_large"
+  | "refused"
+  | "usage"
+  | "io";
+
+export interface FileFailure {
+  /** The kind sbx-exec file reported (a newer sbx-exec may report a kind not listed here). */
+  kind: FileErrorKind | string;
+  op: string;
+  path: string;
+  /** The errno's name, e.g. "ENOENT", when the kernel gave one. */
+  errno?: string;
+  /** sbx-exec's own message (names the path, never the contents). */
+  message: string;
+}
+
+export type FileType = "file" | "directory" | "symlink" | "fifo" | "socket" | "char_device" | "block_device";
+
+/** `stat`: of the entry itself (a link is not followed); ids as seen inside the context. */
+export interface FileStat {
+  type: FileType | string;
+  size: number;
+  /** permission bits (0o644 is 420) */
+  mode: number;
+  /** seconds since the epoch, and the nanoseconds beyond */
+  mtime: number;
+  mtime_nsec: number;
+  uid: number;
+  gid: number;
+}
+
+/** One entry of `ls` (sorted by name). */
+export interface DirEntry {
+  name: string;
+  type: FileType | string;
+  size: number;
+}
+
+/** Options of every file operation. */
+export interface FileOptions {
+  /** Seconds before sbx-exec stops the operation (`--timeout`, exit 124: `TimedOut`). */
+  timeout?: number;
+  /** Aborting ends the operation (`Aborted`); a write may then have written part of the file. */
+  signal?: AbortSignal;
+}
+
+export interface WriteFileOptions extends FileOptions {
+  /** Permission bits of a file created (default 0o644, under the umask; no setuid/setgid/sticky). */
+  mode?: number;
+  /** Add to the end of the file instead of truncating it. */
+  append?: boolean;
+}
+
+/** What `writeFile` takes: text (UTF-8), bytes, or a stream of either (piped, never held whole). */
+export type FileData =
+  | string
+  | Uint8Array
+  | ReadableStream<Uint8Array | string>
+  | AsyncIterable<Uint8Array | string>
+  | Iterable<Uint8Array | string>;
+
+/** A command: an argv array, or a string run by `/bin/sh -c` inside the context (the context
+ * must let it run /bin/sh: a policy's `exec.allow` may not). */
+export type Command = string | string[];
+
+/** A process from `startProcess`: started (its pid known), running until it exits or is killed. */
+export interface ProcessHandle {
+  /** The command's pid (as seen from the host's pid namespace, from sbx-exec's status fd). */
+  readonly pid: number;
+  /** The pid of the sbx-exec holding it. */
+  readonly sbxPid: number | undefined;
+  readonly context: string;
+  readonly argv: string[];
+  stdout: ReadableStream<Uint8Array>;
+  stderr: ReadableStream<Uint8Array>;
+  /** Its stdin; close it when the command reads to end of file. */
+  stdin: WritableStream<Uint8Array | string>;
+  /** Send a signal (default SIGTERM) through sbx-exec, which forwards TERM, INT, HUP, QUIT, USR1,
+   * USR2 and WINCH to the command; SIGKILL ends sbx-exec and with it the whole sandbox. */
+  kill(signal?: string | number): void;
+  /** Settles when it has exited: the result, or (with `throwOnError`) the typed error. */
+  wait(): Promise<Result>;
+}
+
+/** The file operations of one context. */
+export interface SandboxFiles {
+  /** The context they run in. */
+  readonly name: string;
+  /** Write `data` to `path` (created, or truncated unless `append`), as the context's identity.
+   * A symbolic link as the last component is never followed (`SymlinkRefused`). A stream is piped:
+   * if it fails, the operation is ended and its error thrown; the file may then hold part of it. */
+  writeFile(path: string, data: FileData, opts?: WriteFileOptions): Promise<void>;
+  /** The whole file, as bytes, or as text with `{encoding: "utf8"}` (use `readFileStream` for big ones). */
+  readFile(path: string, opts?: FileOptions & { encoding?: "bytes" }): Promise<Uint8Array>;
+  readFile(path: string, opts: FileOptions & { encoding: "utf8" }): Promise<string>;
+  /** The file's contents as a stream; it errors with the typed error if the operation fails.
+   * Cancelling it ends the operation. */
+  readFileStream(path: string, opts?: FileOptions): ReadableStream<Uint8Array>;
+  /** Whether the path is there (a link counts, even a dangling one). */
+  exists(path: string, opts?: FileOptions): Promise<boolean>;
+  /** A directory's entries, sorted by name (a link to a directory is followed). */
+  ls(path: string, opts?: FileOptions): Promise<DirEntry[]>;
+  /** Remove a file, a link (never what it names), an empty directory, or with `recursive` a tree. */
+  remove(path: string, opts?: FileOptions & { recursive?: boolean }): Promise<void>;
+  /** Make a directory (0755 under the umask); with `parents`, also the missing parents, and no
+   * error if it exists. */
+  mkdir(path: string, opts?: FileOptions & { parents?: boolean }): Promise<void>;
+  /** The entry itself (a link is not followed). */
+  stat(path: string, opts?: FileOptions): Promise<FileStat>;
+}
+
+/** One context: its commands and its files. */
+export interface SandboxContext extends SandboxFiles {
+  /** Run a command and buffer its output (as `exec`); throws a typed error unless it exits 0. */
+  exec(cmd: Command, opts?: ExecOptions): Promise<ExecResult>;
+  /** Start a command (as `spawn`) and resolve once it runs (its pid known); rejects with the
+   * typed error if sbx-exec refused it or it could not start. */
+  startProcess(cmd: Command, opts?: RunOptions): Promise<ProcessHandle>;
+}
+
+export interface SandboxOptions {
+  /** Policy file (`--policy FILE`); refused by sbx-exec in setuid mode. Default: sbx-exec's own. */
+  policy?: string;
+  /** Path to sbx-exec. Default: `bin`, else $SBX_EXEC, else `sbx-exec` on PATH. */
+  sbxExec?: string;
+  /** Same as `sbxExec` (the name the other calls use). */
+  bin?: string;
+  /** The context names behind `platform` and `user` (default "platform" and "user"). */
+  platform?: string;
+  user?: string;
+  /**
+   * `shared`: the work area platform and user code both see (in the shipped policies
+   * `/workspace`, writable in both). Its files are handled in `context` (default: the `user`
+   * context), so what is written there belongs to user code and stays writable by it, and a link
+   * it planted leads nowhere it could not write itself. Paths are confined to `root` (default
+   * "/workspace"): a relative path is taken under it, one outside it is `Refused` without running.
+   */
+  shared?: { context?: string; root?: string };
+}
+
+/** The sandbox: `platform`, `user`, `shared`, and any context of the policy by name. */
+export interface Sandbox {
+  readonly platform: SandboxContext;
+  readonly user: SandboxContext;
+  /** The shared work area (see `SandboxOptions.shared`): files only, as the seeds' API has it. */
+  readonly shared: SandboxFiles & { readonly root: string };
+  /** Any context of the policy by name. */
+  context(name: string): SandboxContext;
+  /** The persistent contexts running (`sbx-exec ctx list --json`; needs root). */
+  listContexts(): Promise<ContextInfo[]>;
+  /** `sbx-exec probe --json` for this sandbox's policy. */
+  probe(): Promise<ProbeReport>;
+}
+
+const FILE_ERRORS: Record<string, new (m: string, r: ConstructorParameters<typeof SbxError>[1]) => SbxError> = {
+  not_found: NotFound,
+  permission_denied: PermissionDenied,
+  is_a_directory: IsADirectory,
+  not_a_directory: NotADirectory,
+  exists: AlreadyExists,
+  not_empty: NotEmpty,
+  symlink: SymlinkRefused,
+  not_regular: NotRegularFile,
+  too_large: TooLarge,
+  refused: Refused,
+  usage: Refused,
+  io: IoError,
+};
+
+/** The JSON line `sbx-exec file` ends its stderr with on failure, if there is one. */
+export function parseFileFailure(stderr: string): FileFailure | undefined {
+  const lines = stderr.split("\n").map((l) => l.trim()).filter(Boolean);
+  for (let i = lines.length - 1; i >= 0 && i >= lines.length - 3; i--) {
+    let v: unknown;
+    try {
+      v = JSON.parse(lines[i]!);
+    } catch {
+      continue;
+    }
+    if (v === null || typeof v !== "object") continue;
+    const o = v as Record<string, unknown>;
+    if (typeof o["error"] !== "string") continue;
+    const f: FileFailure = {
+      kind: o["error"],
+      op: typeof o["op"] === "string" ? o["op"] : "",
+      path: typeof o["path"] === "string" ? o["path"] : "",
+      message: typeof o["message"] === "string" ? o["message"].slice(0, MESSAGE_MAX) : "",
+    };
+    if (typeof o["errno"] === "string") f.errno = o["errno"];
+    return f;
+  }
+  return undefined;
+}
+
+type FileOp = "read" | "write" | "stat" | "ls" | "exists" | "rm" | "mkdir";
+
+/** The argv of a file operation, without the binary. Exported for tests and debugging. */
+export function buildFileArgs(
+  ctx: string,
+  op: FileOp,
+  path: string,
+  opts: ClientOptions & FileOptions & { flags?: string[] } = {},
+): string[] {
+  if (typeof ctx !== "string" || ctx === "") throw new TypeError("sbx: ctx must be a non-empty string");
+  if (typeof path !== "string" || path === "" || path.includes("\0"))
+    throw new TypeError("sbx: path must be a non-empty string without NUL");
+  const args: string[] = [];
+  if (opts.policy !== undefined) args.push("--policy", opts.policy);
+  args.push("file", "--ctx", ctx, "--status-fd", String(STATUS_FD));
+  if (opts.timeout !== undefined) {
+    if (!Number.isInteger(opts.timeout) || opts.timeout <= 0)
+      throw new TypeError("sbx: timeout must be a positive integer (seconds)");
+    args.push("--timeout", String(opts.timeout));
+  }
+  // `--` so a path starting with "-" is a path.
+  args.push(op, ...(opts.flags ?? []), "--", path);
+  return args;
+}
+
+/** The typed error of a finished file operation, or undefined if it did what was asked. */
+function fileErrorFor(
+  ctx: string,
+  op: FileOp,
+  path: string,
+  done: { result: Result; err?: SbxError; stderr: string },
+): SbxError | undefined {
+  const { result: r, stderr } = done;
+  if (done.err instanceof SbxUnavailable) return done.err;
+  if (r.code === 0 && r.reason !== "aborted" && r.reason !== "refused") return undefined;
+  if (op === "exists" && r.code === 1 && r.reason === "exited") return undefined;
+  const f = parseFileFailure(stderr);
+  const d = { code: r.code, stderr, pid: r.pid, reason: r.reason, file: f };
+  const where = `sbx: file ${op} in context ${JSON.stringify(ctx)}`;
+  if (r.reason === "aborted") return new Aborted(`${where}: aborted (status ${r.code})`, d);
+  if (r.reason === "timeout" || (r.code === 124 && !f)) return new TimedOut(`${where}: the timeout ran out`, d);
+  if (f) return new (FILE_ERRORS[f.kind] ?? IoError)(`${where}: ${f.message || f.kind} (${f.kind})`, d);
+  const e = errorFor({ ...r, stderr });
+  return e ?? new IoError(`${where}: status ${r.code}`, d);
+}
+
+function toArgv(cmd: Command): string[] {
+  if (typeof cmd === "string") return ["/bin/sh", "-c", cmd];
+  return cmd;
+}
+
+/** Feed `data` into `dst`. Rejects with `{source: e}` if the data itself failed, with the pipe's
+ * error if the write failed (the operation ended early; its own error says why). */
+async function feed(dst: WritableStream<Uint8Array | string>, data: FileData): Promise<void> {
+  const w = dst.getWriter();
+  if (typeof data === "string" || data instanceof Uint8Array) {
+    await w.write(data);
+    await w.close();
+    return;
+  }
+  let next: () => Promise<IteratorResult<Uint8Array | string>>;
+  let stop: () => void;
+  if (data instanceof ReadableStream) {
+    const r = (data as ReadableStream<Uint8Array | string>).getReader();
+    next = () => r.read() as Promise<IteratorResult<Uint8Array | string>>;
+    stop = () => void r.cancel().catch(() => {});
+  } else if (data && typeof (data as AsyncIterable<unknown>)[Symbol.asyncIterator] === "function") {
+    const it = (data as AsyncIterable<Uint8Array | string>)[Symbol.asyncIterator]();
+    next = () => it.next();
+    stop = () => void it.return?.()?.catch?.(() => {});
+  } else if (data && typeof (data as Iterable<unknown>)[Symbol.iterator] === "function") {
+    const it = (data as Iterable<Uint8Array | string>)[Symbol.iterator]();
+    next = async () => it.next();
+    stop = () => void it.return?.();
+  } else {
+    throw { source: new TypeError("sbx: writeFile: data must be a string, bytes, a ReadableStream or an iterable of chunks") };
+  }
+  for (;;) {
+    let n: IteratorResult<Uint8Array | string>;
+    try {
+      n = await next();
+    } catch (e) {
+      throw { source: e };
+    }
+    if (n.done) break;
+    const chunk = n.value;
+    if (typeof chunk !== "string" && !(chunk instanceof Uint8Array)) {
+      stop();
+      throw { source: new TypeError("sbx: writeFile: a chunk must be a string or a Uint8Array") };
+    }
+    try {
+      await w.write(chunk);
+    } catch (e) {
+      stop();
+      throw e;
+    }
+  }
+  await w.close();
+}
+
+/** The sandbox of the seeds' API over a policy's contexts. Nothing starts until a call is made. */
+export function createSandbox(options: SandboxOptions = {}): Sandbox {
+  const base: ClientOptions = {};
+  const bin = options.sbxExec ?? options.bin;
+  if (bin !== undefined) base.bin = bin;
+  if (options.policy !== undefined) base.policy = options.policy;
+  const cache = new Map<string, SandboxContext>();
+
+  const fileOps = (ctx: string, where: (p: string) => string): SandboxFiles => {
+    const run = (op: FileOp, path: string, opts: FileOptions, flags: string[], stdin: "pipe" | "ignore") => {
+      const o: RunOptions = { ...base, ...opts };
+      return launch(buildFileArgs(ctx, op, where(path), { ...o, flags }), o, stdin, false);
+    };
+    /** Run a buffered operation: its stdout (text) once it did what was asked. */
+    const call = async (op: FileOp, path: string, opts: FileOptions = {}, flags: string[] = []) => {
+      const st = run(op, path, opts, flags, "ignore");
+      const [out, done] = await Promise.all([collect(st.proc.stdout, 64 * 1024 * 1024), st.done]);
+      const err = fileErrorFor(ctx, op, where(path), done);
+      if (err) throw err;
+      return { out: out.text, code: done.result.code };
+    };
+    const readFileStream = (path: string, opts: FileOptions = {}): ReadableStream<Uint8Array> => {
+      const st = run("read", path, opts, [], "ignore");
+      const reader = st.proc.stdout.getReader();
+      return new ReadableStream<Uint8Array>(
+        {
+          async pull(c) {
+            const { value, done } = await reader.read();
+            if (!done) {
+              c.enqueue(value);
+              return;
+            }
+            const err = fileErrorFor(ctx, "read", where(path), await st.done);
+            if (err) c.error(err);
+            else c.close();
+          },
+          cancel(reason) {
+            st.proc.kill("SIGTERM");
+            return reader.cancel(reason);
+          },
+        },
+        { highWaterMark: 0 },
+      );
+    };
+    async function readFile(path: string, opts?: FileOptions & { encoding?: "bytes" }): Promise<Uint8Array>;
+    async function readFile(path: string, opts: FileOptions & { encoding: "utf8" }): Promise<string>;
+    async function readFile(
+      path: string,
+      opts: FileOptions & { encoding?: "bytes" | "utf8" } = {},
+    ): Promise<Uint8Array | string> {
+      const { encoding, ...o } = opts;
+      const parts: Uint8Array[] = [];
+      const r = readFileStream(path, o).getReader();
+      for (;;) {
+        const { value, done } = await r.read();
+        if (done) break;
+        parts.push(value);
+      }
+      const all = Buffer.concat(parts);
+      if (encoding === "utf8") return all.toString("utf8");
+      return new Uint8Array(all.buffer, all.byteOffset, all.byteLength);
+    }
+    return {
+      name: ctx,
+      async writeFile(path, data, opts = {}) {
+        const { mode, append, ...o } = opts;
+        const flags: string[] = [];
+        if (append) flags.push("--append");
+        if (mode !== undefined) {
+          if (!Number.isInteger(mode) || mode < 0 || mode > 0o777)
+            throw new TypeError("sbx: writeFile: mode must be permission bits (0 to 0o777)");
+          flags.push("--mode", mode.toString(8).padStart(4, "0"));
+        }
+        const st = run("write", path, o, flags, "pipe");
+        let sourceError: { source: unknown } | undefined;
+        const fed = feed(st.proc.stdin, data).catch((e) => {
+          if (e && typeof e === "object" && "source" in e) {
+            // The data failed: end the operation rather than let a truncated file pass for whole.
+            sourceError = e as { source: unknown };
+            st.proc.kill("SIGKILL");
+          }
+          // Otherwise the pipe broke: the operation ended early and says why.
+        });
+        const done = await st.done;
+        await fed;
+        if (sourceError) throw sourceError.source;
+        const err = fileErrorFor(ctx, "write", where(path), done);
+        if (err) throw err;
+      },
+      readFile,
+      readFileStream,
+      async exists(path, opts) {
+        return (await call("exists", path, opts)).code === 0;
+      },
+      async ls(path, opts) {
+        const v = JSON.parse((await call("ls", path, opts)).out);
+        if (!Array.isArray(v)) throw new IoError(`sbx: file ls: not a JSON array`, { code: 0 });
+        return v as DirEntry[];
+      },
+      async remove(path, opts = {}) {
+        const { recursive, ...o } = opts;
+        await call("rm", path, o, recursive ? ["-r"] : []);
+      },
+      async mkdir(path, opts = {}) {
+        const { parents, ...o } = opts;
+        await call("mkdir", path, o, parents ? ["-p"] : []);
+      },
+      async stat(path, opts) {
+        return JSON.parse((await call("stat", path, opts)).out) as FileStat;
+      },
+    };
+  };
+
+  const context = (name: string): SandboxContext => {
+    if (typeof name !== "string" || name === "") throw new TypeError("sbx: a context name must be a non-empty string");
+    let c = cache.get(name);
+    if (c) return c;
+    c = {
+      ...fileOps(name, (p) => p),
+      exec: (cmd, opts) => exec(name, toArgv(cmd), { ...base, ...opts }),
+      async startProcess(cmd, opts) {
+        const argv = toArgv(cmd);
+        const o: RunOptions = { ...base, ...opts };
+        const p = spawn(name, argv, { ...o, throwOnError: false });
+        const pid = await p.pid;
+        if (pid === undefined) {
+          const r = await p.exited;
+          p.stdout.cancel().catch(() => {});
+          throw errorFor(r) ?? new Refused(`sbx: the command did not start (status ${r.code})`, r);
+        }
+        const exited = p.exited.then((r) => {
+          const e = o.throwOnError ? errorFor(r) : undefined;
+          if (e) throw e;
+          return r;
+        });
+        exited.catch(() => {});
+        return {
+          pid,
+          sbxPid: p.sbxPid,
+          context: name,
+          argv,
+          stdout: p.stdout,
+          stderr: p.stderr,
+          stdin: p.stdin,
+          kill: (s) => p.kill(s),
+          wait: () => exited,
+        };
+      },
+    };
+    cache.set(name, c);
+    return c;
+  };
+
+  const shared = options.shared ?? {};
+  const root = posixNormalize(shared.root ?? "/workspace");
+  if (!root.startsWith("/")) throw new TypeError("sbx: shared.root must be an absolute path");
+  const inShared = (p: string): string => {
+    if (typeof p !== "string" || p === "" || p.includes("\0"))
+      throw new TypeError("sbx: path must be a non-empty string without NUL");
+    const full = posixNormalize(p.startsWith("/") ? p : `${root}/${p}`);
+    if (full !== root && !full.startsWith(root === "/" ? "/" : `${root}/`))
+      throw new Refused(`sbx: shared: ${JSON.stringify(p)} is outside the shared area ${root}; nothing was run`, {
+        code: -1,
+        reason: "refused",
+        file: { kind: "refused", op: "", path: p, message: `outside ${root}` },
+      });
+    return full;
+  };
+  const sharedCtx = shared.context ?? options.user ?? "user";
+
+  return {
+    platform: context(options.platform ?? "platform"),
+    user: context(options.user ?? "user"),
+    shared: { ...fileOps(sharedCtx, inShared), root },
+    context,
+    listContexts: () => contexts.list(base),
+    probe: () => probe(base),
+  };
+}
+
+/** `path.posix.normalize` without node:path: `.`, `..` and repeated slashes folded lexically. */
+function posixNormalize(p: string): string {
+  const abs = p.startsWith("/");
+  const out: string[] = [];
+  for (const part of p.split("/")) {
+    if (part === "" || part === ".") continue;
+    if (part === "..") {
+      if (out.length && out[out.length - 1] !== "..") out.pop();
+      else if (!abs) out.push("..");
+      continue;
+    }
+    out.push(part);
+  }
+  const s = out.join("/");
+  return abs ? `/${s}` : s || ".";
 }
