@@ -196,7 +196,9 @@ describe("createSandbox", () => {
     const template = readFileSync(join(HERE, "policy-sandbox.toml"), "utf8");
     writeFileSync(POLICY, template.replaceAll("@WORK@", WORK).replaceAll("@ROOTONLY@", ROOTONLY));
   });
+  const PERSISTENT = "sbx-client-sandbox";
   afterAll(() => {
+    if (!why) Bun.spawnSync([BIN, "--policy", POLICY, "ctx", "stop", PERSISTENT, "--timeout", "2"]);
     for (const d of [WORK, ROOTONLY, keep]) rmSync(d, { recursive: true, force: true });
   });
   /** A file's content, size, inode and mtime: any write would change one of them. */
@@ -383,5 +385,41 @@ describe("createSandbox", () => {
     expect(await caught(sb.context("nope").startProcess(["true"]))).toBeInstanceOf(Refused);
     const failing = await sb.user.startProcess(["sh", "-c", "exit 4"], { throwOnError: true });
     expect(await caught(failing.wait())).toMatchObject({ code: 4 });
+  }, T);
+
+  real("readFileStream: cancelling the stream ends the operation", async () => {
+    await sb.user.writeFile(w("ten-mib"), new Uint8Array(10 * 2 ** 20));
+    const stream = sb.user.readFileStream(w("ten-mib"));
+    const reader = stream.getReader();
+    expect(((await reader.read()).value?.byteLength ?? 0) > 0).toBe(true);
+    const running = () => Bun.spawnSync(["pgrep", "-f", `file --ctx user .*read -- ${w("ten-mib")}$`]).exitCode === 0;
+    expect(running()).toBe(true); // blocked on the pipe nobody reads: 10 MiB do not fit
+    await reader.cancel();
+    expect(await until(() => !running(), 5000)).toBe(true);
+  }, T);
+
+  real("a persistent context: its private /tmp and its processes outlive a call; file ops see them", async () => {
+    const ctx = sb.context(PERSISTENT);
+    await ctx.writeFile("/tmp/state.json", '{"n":1}');
+    // A later command of the context sees it (the same mount namespace), and a later file op too.
+    expect((await ctx.exec("cat /tmp/state.json")).stdout).toBe('{"n":1}');
+    await ctx.exec("echo 2 >> /tmp/state.json");
+    expect(await ctx.readFile("/tmp/state.json", { encoding: "utf8" })).toBe('{"n":1}2\n');
+    expect((await ctx.ls("/tmp")).map((e) => e.name)).toContain("state.json");
+    // Not on the host, nor in the one-shot user.
+    expect(await sb.user.exists("/tmp/state.json")).toBe(false);
+    const m = `100.${Date.now() % 1e6}${Math.floor(Math.random() * 1e6)}`;
+    const p = await ctx.startProcess(["sleep", m]);
+    try {
+      expect(await until(() => sleeps(m).length === 1, 5000)).toBe(true);
+      // A later call sees it and can signal it.
+      expect((await ctx.exec(`pgrep -f "sleep ${m}"`)).stdout.trim()).not.toBe("");
+      expect((await sb.listContexts()).find((c) => c.name === PERSISTENT)).toMatchObject({ running: true });
+      p.kill("SIGTERM");
+      expect(await p.wait()).toMatchObject({ reason: "signaled", signal: "SIGTERM" });
+      expect(await until(() => sleeps(m).length === 0, 5000)).toBe(true);
+    } finally {
+      p.kill("SIGKILL");
+    }
   }, T);
 });
