@@ -422,4 +422,57 @@ describe("createSandbox", () => {
       p.kill("SIGKILL");
     }
   }, T);
+
+  real("under Node, with the committed dist/: every method once", async () => {
+    const node = Bun.which("node");
+    if (!node && CI) throw new Error("node is not on PATH");
+    if (!node) return console.warn("skipping the Node run of createSandbox: node is not on PATH");
+    const script = join(keep, "node-sandbox.mjs");
+    writeFileSync(
+      script,
+      `import { createSandbox, NotFound, IsADirectory, SymlinkRefused } from ${JSON.stringify(join(HERE, "../dist/index.js"))};
+import { Readable } from "node:stream";
+const [bin, policy, work] = process.argv.slice(2);
+const sb = createSandbox({ sbxExec: bin, policy, shared: { root: work } });
+const out = {};
+const kind = (p) => p.then(() => "none", (e) => e.constructor.name);
+await sb.user.mkdir(work + "/node/d", { parents: true });
+await sb.user.writeFile(work + "/node/a.txt", Readable.from(["from ", Buffer.from("node")]));
+await sb.shared.writeFile("node/b.txt", "shared");
+out.read = await sb.user.readFile(work + "/node/a.txt", { encoding: "utf8" });
+out.bytes = Array.from(await sb.platform.readFile(work + "/node/b.txt")).length;
+let streamed = ""; for await (const c of sb.user.readFileStream(work + "/node/a.txt")) streamed += Buffer.from(c).toString();
+out.streamed = streamed;
+out.exists = [await sb.user.exists(work + "/node/a.txt"), await sb.shared.exists("node/none")];
+out.ls = (await sb.user.ls(work + "/node")).map((e) => e.name + ":" + e.type);
+out.stat = (await sb.user.stat(work + "/node/a.txt")).size;
+await sb.user.remove(work + "/node/b.txt");
+out.removed = await sb.user.exists(work + "/node/b.txt");
+out.errors = [await kind(sb.user.readFile(work + "/node/none")), await kind(sb.user.readFile(work + "/node/d"))];
+await sb.user.exec(["ln", "-s", "/etc/hostname", work + "/node/link"]);
+out.errors.push(await kind(sb.user.writeFile(work + "/node/link", "x")));
+out.exec = (await sb.user.exec("echo hi")).stdout;
+const p = await sb.user.startProcess(["sleep", "30"]);
+p.kill("SIGTERM");
+out.wait = (await p.wait()).signal;
+out.runtime = typeof process.versions.bun === "string" ? "bun" : "node";
+console.log(JSON.stringify(out));
+`,
+    );
+    const r = Bun.spawnSync([node, script, BIN, POLICY, WORK], { env: { PATH: process.env.PATH ?? "" } });
+    expect(r.stderr.toString()).toBe("");
+    expect(JSON.parse(r.stdout.toString())).toEqual({
+      read: "from node",
+      bytes: 6,
+      streamed: "from node",
+      exists: [true, false],
+      ls: ["a.txt:file", "b.txt:file", "d:directory"],
+      stat: 9,
+      removed: false,
+      errors: ["NotFound", "IsADirectory", "SymlinkRefused"],
+      exec: "hi\n",
+      wait: "SIGTERM",
+      runtime: "node",
+    });
+  }, T);
 });
