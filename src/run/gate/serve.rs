@@ -61,8 +61,6 @@ fn run() -> Result<()> {
         None => None,
     };
     confine()?;
-    // Owned from here: the fds the launcher placed (see [`config::Layout`]), each once.
-    let take = |fd: RawFd| super::placed_fd(super::GATE, fd);
     let log = match (&config.log, layout.log) {
         (Some(l), Some(fd)) => Some(EgressLog::on_fd(
             take(fd)?,
@@ -74,52 +72,7 @@ fn run() -> Result<()> {
         _ => None,
     };
     if let (Some(e), Some(fd)) = (&config.egress, layout.listener) {
-        let allow: Vec<&str> = e.allow.iter().map(String::as_str).collect();
-        let policy = EgressPolicy::parse(&e.context, &allow, Vec::new())
-            .map_err(|e| anyhow!("the egress rules: {} ({})", e.problem, e.entry))?;
-        let limits = Limits {
-            max_connections: e.max_connections,
-            per_call: e.per_call,
-            head_timeout: Duration::from_millis(e.head_timeout_ms),
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
-            ..Limits::default()
-        };
-        let interceptor = match (&config.bound, system_pem) {
-            (Some(b), Some(pem)) => Some(Arc::new(interceptor(b, pem)?)),
-            _ => None,
-        };
-        let policy = Arc::new(policy);
-        let listener = TcpListener::from(take(fd)?);
-        let listeners = (0..e.capture.len())
-            .map(|i| Ok(TcpListener::from(take(layout.capture + i as RawFd)?)))
-            .collect::<Result<Vec<_>>>()?;
-        let resolver = Arc::new(Resolver::new(
-            policy.clone(),
-            Box::new(|name: &str| Ok((name, 0u16).to_socket_addrs()?.map(|a| a.ip()).collect())),
-            Box::new(|| crate::plan::host::local_addrs().map_err(std::io::Error::from)),
-        ));
-        if let Some(fd) = layout.dns {
-            let (sock, report) = (take(fd)?, dns_report(log.clone()));
-            let r = resolver.clone();
-            std::thread::Builder::new()
-                .name("sbx-gate-dns".into())
-                .spawn(move || dns_server::serve(sock, r, report))
-                .context("cannot start the sandbox's DNS")?;
-        }
-        let capture = proxy::Capture {
-            listeners,
-            resolver: Some(resolver),
-        };
-        let handle = proxy::serve_gate(
-            listener,
-            policy,
-            sink(log, placeholders(&config)),
-            (interceptor, capture),
-            limits,
-        )
-        .context("cannot start the egress proxy")?;
-        // It serves until the process ends.
-        std::mem::forget(handle);
+        serve_egress(&config, &layout, e, fd, log, system_pem)?;
     }
     if let Some(dialer) = layout.dialer {
         let listeners = config
@@ -137,6 +90,72 @@ fn run() -> Result<()> {
         forward(listeners, take(dialer)?, idle)?;
     }
     drop(config);
+    Ok(())
+}
+
+/// Owned from the gate's confinement on: a fd the launcher placed (see [`config::Layout`]), each
+/// taken once.
+fn take(fd: RawFd) -> Result<OwnedFd> {
+    super::placed_fd(super::GATE, fd)
+}
+
+/// Start the egress proxy (on the listener at `listener`, the captured ports' listeners and the
+/// sandbox's DNS at their places in `layout`) with the rules `e`; it serves until the process
+/// ends.
+fn serve_egress(
+    config: &Config,
+    layout: &config::Layout,
+    e: &config::Egress,
+    listener: RawFd,
+    log: Option<EgressLog>,
+    system_pem: Option<Vec<u8>>,
+) -> Result<()> {
+    let allow: Vec<&str> = e.allow.iter().map(String::as_str).collect();
+    let policy = EgressPolicy::parse(&e.context, &allow, Vec::new())
+        .map_err(|e| anyhow!("the egress rules: {} ({})", e.problem, e.entry))?;
+    let limits = Limits {
+        max_connections: e.max_connections,
+        per_call: e.per_call,
+        head_timeout: Duration::from_millis(e.head_timeout_ms),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        ..Limits::default()
+    };
+    let interceptor = match (&config.bound, system_pem) {
+        (Some(b), Some(pem)) => Some(Arc::new(interceptor(b, pem)?)),
+        _ => None,
+    };
+    let policy = Arc::new(policy);
+    let listener = TcpListener::from(take(listener)?);
+    let listeners = (0..e.capture.len())
+        .map(|i| Ok(TcpListener::from(take(layout.capture + i as RawFd)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let resolver = Arc::new(Resolver::new(
+        policy.clone(),
+        Box::new(|name: &str| Ok((name, 0u16).to_socket_addrs()?.map(|a| a.ip()).collect())),
+        Box::new(|| crate::plan::host::local_addrs().map_err(std::io::Error::from)),
+    ));
+    if let Some(fd) = layout.dns {
+        let (sock, report) = (take(fd)?, dns_report(log.clone()));
+        let r = resolver.clone();
+        std::thread::Builder::new()
+            .name("sbx-gate-dns".into())
+            .spawn(move || dns_server::serve(sock, r, report))
+            .context("cannot start the sandbox's DNS")?;
+    }
+    let capture = proxy::Capture {
+        listeners,
+        resolver: Some(resolver),
+    };
+    let handle = proxy::serve_gate(
+        listener,
+        policy,
+        sink(log, placeholders(config)),
+        (interceptor, capture),
+        limits,
+    )
+    .context("cannot start the egress proxy")?;
+    // It serves until the process ends.
+    std::mem::forget(handle);
     Ok(())
 }
 

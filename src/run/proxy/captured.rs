@@ -72,37 +72,13 @@ pub(super) fn captured(shared: &Shared, id: u64, client: TcpStream) {
     let host = by.name.clone().unwrap_or_else(|| ip.to_string());
     match peeked(&client, &mut first, deadline) {
         Peeked::Tls { sni: Some(sni) } => {
-            let refuse = |why: String| {
-                shared.refused(Protocol::Captured, Some((&sni, port)), 403, &why);
+            let judged = Judged {
+                dest,
+                policy,
+                names: &names,
+                by: &by,
             };
-            // A CIDR rule names the address, whatever name the client gives it; a name is
-            // judged (and only then looked up) when it is what admits the connection, or when
-            // it is a bound host's (its secret goes only where its name leads).
-            let bound = shared.bound.as_ref().filter(|b| b.intercepts(&sni, port));
-            let by_cidr = by.admitted && by.name.is_none();
-            if !by_cidr || bound.is_some() {
-                if let Err(why) = sni_admitted(shared, policy, &names, &sni, ip, port) {
-                    return refuse(why);
-                }
-            }
-            let upstream = match upstream {
-                Some(u) => u,
-                None => match connect(shared, id, dest, Some(&sni)) {
-                    Some(u) => u,
-                    None => return,
-                },
-            };
-            if let Some(b) = bound {
-                return bound::intercept::captured(
-                    shared,
-                    b,
-                    &client,
-                    upstream,
-                    (&sni, port),
-                    &first,
-                );
-            }
-            forward(shared, &client, &upstream, &first);
+            return with_server_name(shared, id, &client, &judged, upstream, &sni, &first);
         }
         Peeked::Tls { sni: None } | Peeked::NotTls => match upstream {
             Some(u) => forward(shared, &client, &u, &first),
@@ -120,6 +96,57 @@ pub(super) fn captured(shared: &Shared, id: u64, client: TcpStream) {
             shared.refused(Protocol::Captured, Some((&host, port)), 408, &why);
         }
     }
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// What is known of a captured connection when its client has spoken: where it was going, the
+/// policy it is judged by, the names this sandbox was given its address for, and what the address
+/// alone admits.
+struct Judged<'a> {
+    dest: SocketAddr,
+    policy: &'a EgressPolicy,
+    names: &'a [String],
+    by: &'a ByAddress,
+}
+
+/// A TLS connection whose ClientHello names `sni`: the name judged where it must be, the upstream
+/// connected if the address alone did not, then intercepted (a bound host's) or passed on, with
+/// the client's `first` bytes.
+fn with_server_name(
+    shared: &Shared,
+    id: u64,
+    client: &TcpStream,
+    judged: &Judged,
+    upstream: Option<TcpStream>,
+    sni: &str,
+    first: &[u8],
+) {
+    let (ip, port) = (judged.dest.ip(), judged.dest.port());
+    let refuse = |why: String| {
+        shared.refused(Protocol::Captured, Some((sni, port)), 403, &why);
+    };
+    // A CIDR rule names the address, whatever name the client gives it; a name is judged (and
+    // only then looked up) when it is what admits the connection, or when it is a bound host's
+    // (its secret goes only where its name leads).
+    let bound = shared.bound.as_ref().filter(|b| b.intercepts(sni, port));
+    let by_cidr = judged.by.admitted && judged.by.name.is_none();
+    if !by_cidr || bound.is_some() {
+        if let Err(why) = sni_admitted(shared, judged.policy, judged.names, sni, ip, port) {
+            return refuse(why);
+        }
+    }
+    let upstream = match upstream {
+        Some(u) => u,
+        None => match connect(shared, id, judged.dest, Some(sni)) {
+            Some(u) => u,
+            None => return,
+        },
+    };
+    if let Some(b) = bound {
+        return bound::intercept::captured(shared, b, client, upstream, (sni, port), first);
+    }
+    forward(shared, client, &upstream, first);
+    drop(upstream);
     let _ = client.shutdown(Shutdown::Both);
 }
 

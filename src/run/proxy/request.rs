@@ -127,20 +127,10 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     };
     let end = match inb.head_len(shared.limits.max_head) {
         Ok(end) => end,
-        Err(e) => {
-            let (status, why) = match e.kind() {
-                io::ErrorKind::OutOfMemory => (
-                    431,
-                    format!(
-                        "request head too large (limit {} KiB)",
-                        shared.limits.max_head / 1024
-                    ),
-                ),
-                io::ErrorKind::TimedOut => (408, "request head not received in time".to_string()),
-                _ => return,
-            };
-            return refuse(None, status, &why, &why);
-        }
+        Err(e) => match head_refusal(&e, shared.limits.max_head) {
+            Some((status, why)) => return refuse(None, status, &why, &why),
+            None => return,
+        },
     };
     let request = match http::parse_request(&inb.buf[..end]) {
         Ok(r) => r,
@@ -183,29 +173,56 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
     if (&upstream).write_all(&head).is_err() {
         return;
     }
-    // The body as framed, seen by the bound secrets' watch (placeholders in plain text are
-    // reported, never replaced); then only the response flows.
+    body_then_response(
+        shared,
+        client,
+        &upstream,
+        (host, port),
+        &inb.buf[..end],
+        framing,
+        leftover,
+    );
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = upstream.shutdown(Shutdown::Both);
+}
+
+/// The status and answer for a request head that could not be read: too large (431) or not
+/// received in time (408); `None`: the client is gone, nothing to answer.
+fn head_refusal(e: &io::Error, max_head: usize) -> Option<(u16, String)> {
+    match e.kind() {
+        io::ErrorKind::OutOfMemory => Some((
+            431,
+            format!("request head too large (limit {} KiB)", max_head / 1024),
+        )),
+        io::ErrorKind::TimedOut => Some((408, "request head not received in time".to_string())),
+        _ => None,
+    }
+}
+
+/// The request's body as framed (the origin-form head sent already), seen with the client's own
+/// `head` by the bound secrets' watch (placeholders in plain text are reported, never replaced);
+/// then only the response flows.
+fn body_then_response(
+    shared: &Shared,
+    client: &TcpStream,
+    upstream: &TcpStream,
+    (host, port): (&str, u16),
+    head: &[u8],
+    framing: Framing,
+    leftover: &[u8],
+) {
     let _ = client.set_read_timeout(Some(shared.limits.idle_timeout));
     let mut body = Body {
         rest: leftover,
         stream: client,
     };
     let sent = match &shared.bound {
-        Some(b) => b.forward_plain(
-            shared,
-            (host, port),
-            &inb.buf[..end],
-            framing,
-            &mut body,
-            &upstream,
-        ),
-        None => http::copy_body(framing, &mut body, &mut &upstream, &mut |_| {}).is_ok(),
+        Some(b) => b.forward_plain(shared, (host, port), head, framing, &mut body, upstream),
+        None => http::copy_body(framing, &mut body, &mut &*upstream, &mut |_| {}).is_ok(),
     };
     if sent {
-        relay_response(&upstream, client, shared.limits.idle_timeout);
+        relay_response(upstream, client, shared.limits.idle_timeout);
     }
-    let _ = client.shutdown(Shutdown::Both);
-    let _ = upstream.shutdown(Shutdown::Both);
 }
 
 /// `CONNECT host:port`: checked, connected, then a tunnel (or, to a bound host, interception).

@@ -128,28 +128,32 @@ fn intercepted(
         }
     };
     if let Err((status, reason)) = result {
-        // Every answer but a success reaches the audit hook with its status: a refusal (a
-        // request the gate will not pass: malformed, smuggled, a placeholder out of its slot,
-        // another host, a credential issuer, a streaming payload) as one, a host's failure
-        // (502) as a failure. 499: the client is gone, nothing is answered.
-        let mut ev = failed(reason.clone());
-        if status != 499 {
-            ev.status = Some(status);
-        }
-        if (400..500).contains(&status) && status != 499 || status == 501 {
-            ev.verdict = Verdict::Refused;
-        }
-        shared.emit(ev);
-        let body = format!("sbx-exec egress proxy: {reason}\n");
-        let msg = format!(
-            "HTTP/1.1 {status} Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = tls.write_all(msg.as_bytes());
+        let ev = failed(reason.clone());
+        answer_error(shared, &mut tls, ev, status, &reason);
     }
     tls.conn.send_close_notify();
     let _ = tls.flush();
     let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Every answer but a success reaches the audit hook (`ev`, a failure) with its status: a refusal
+/// (a request the gate will not pass: malformed, smuggled, a placeholder out of its slot, another
+/// host, a credential issuer, a streaming payload) as one, a host's failure (502) as a failure;
+/// then the client is answered. 499: the client is gone, nothing is answered.
+fn answer_error(shared: &Shared, tls: &mut Client<'_>, mut ev: Event, status: u16, reason: &str) {
+    if status != 499 {
+        ev.status = Some(status);
+    }
+    if (400..500).contains(&status) && status != 499 || status == 501 {
+        ev.verdict = Verdict::Refused;
+    }
+    shared.emit(ev);
+    let body = format!("sbx-exec egress proxy: {reason}\n");
+    let msg = format!(
+        "HTTP/1.1 {status} Error\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tls.write_all(msg.as_bytes());
 }
 
 /// The request head (through the blank line) and the bytes read after it.
@@ -220,6 +224,24 @@ fn forward(
     let _ = up.sock.set_read_timeout(Some(shared.limits.idle_timeout));
     let sent = up.write_all(&head.to_bytes());
     sent.map_err(|e| (502, format!("sending to {host}: {e}")))?;
+    report_applied(shared, (host, port), applied);
+    let mut found = |data: &[u8]| on_found(scan.feed(data), "in the request body");
+    match buffered {
+        Some(b) => {
+            found(&b);
+            up.write_all(&b).map_err(|e| (502, e.to_string()))?;
+        }
+        None => http::copy_body(framing, &mut input, &mut up, &mut found)
+            .map_err(|e| (400, format!("the request body: {e}")))?,
+    }
+    up.flush().map_err(|e| (502, e.to_string()))?;
+    let needles = ic.needles();
+    relay(&mut up, input.inner, needles, &head.method)
+}
+
+/// An audit line for each bound secret added to the request for `host:port`, and for each
+/// withheld (its placeholder sent as is), with why.
+fn report_applied(shared: &Shared, (host, port): (&str, u16), applied: rewrite::Applied) {
     let secret = |verdict, name: String, reason| Event {
         verdict,
         protocol: Protocol::Connect,
@@ -239,18 +261,6 @@ fn forward(
             format!("bound secret {name} not added: {why}; its placeholder was sent as is");
         shared.emit(secret(Verdict::SecretWithheld, name, reason));
     }
-    let mut found = |data: &[u8]| on_found(scan.feed(data), "in the request body");
-    match buffered {
-        Some(b) => {
-            found(&b);
-            up.write_all(&b).map_err(|e| (502, e.to_string()))?;
-        }
-        None => http::copy_body(framing, &mut input, &mut up, &mut found)
-            .map_err(|e| (400, format!("the request body: {e}")))?,
-    }
-    up.flush().map_err(|e| (502, e.to_string()))?;
-    let needles = ic.needles();
-    relay(&mut up, input.inner, needles, &head.method)
 }
 
 /// The request head, parsed strictly: origin-form, and exactly one `Host` naming the host (and,
