@@ -95,6 +95,12 @@ fn sigv4_is_re_signed_with_the_real_key_only_within_its_scope() {
         got.signature,
         sigv4::signature(&req, &check, "20130524T000000Z", REAL_SECRET)
     );
+}
+
+#[test]
+fn sigv4_is_refused_for_minting_other_services_presigned_urls_and_streaming() {
+    let b = aws_bound();
+    let host = "examplebucket.s3.amazonaws.com";
     // STS, even at a bound host: never (its every operation mints credentials).
     let mut sts = signed(
         &b,
@@ -266,7 +272,7 @@ const REAL_K: &str = "sk-ant-api03-0123456789abcdefghijklmnop";
 fn a_value_is_added_only_within_methods_and_paths() {
     let b = bound(SECRETS, LIMITED);
     let v = b.variables();
-    let (k, q, t) = (&v[0].1, &v[1].1, &v[2].1);
+    let k = &v[0].1;
     let req = |method: &str, target: &str| {
         head(&format!(
             "{method} {target} HTTP/1.1\r\nHost: a.example\r\nx-api-key: {k}\r\n\r\n"
@@ -309,6 +315,13 @@ fn a_value_is_added_only_within_methods_and_paths() {
         assert_eq!(h.get("x-api-key"), Some(k.as_str()), "{method} {target}");
         assert!(!format!("{:?}", h.headers).contains(REAL_K));
     }
+}
+
+#[test]
+fn limits_see_method_overrides_hold_per_binding_and_keep_the_slot_rule() {
+    let b = bound(SECRETS, LIMITED);
+    let v = b.variables();
+    let (k, q, t) = (&v[0].1, &v[1].1, &v[2].1);
     // A method override beside POST: outside too.
     let mut over = head(&format!(
         "POST /v1/messages HTTP/1.1\r\nHost: a.example\r\nX-HTTP-Method-Override: DELETE\r\nx-api-key: {k}\r\n\r\n"

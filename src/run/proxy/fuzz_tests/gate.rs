@@ -277,6 +277,66 @@ pub(super) fn framed_body(input: &[u8], end: usize, f: Framing) -> (bool, Vec<u8
     (ok, out)
 }
 
+/// A plain-HTTP request the gate passed on: the origin got a strict origin-form head with the
+/// Host from the URL, no proxy or hop-by-hop headers and the same framing, then the body as framed
+/// and not a byte after it; the client got the origin's reply if the body was whole.
+fn check_forwarded_http(input: &[u8], got: &[u8], reply: &[u8]) -> Result<(), TestCaseError> {
+    let shown = || String::from_utf8_lossy(input).into_owned();
+    let end = http::head_len(input).unwrap();
+    let req = http::parse_request(&input[..end]);
+    prop_assert!(req.is_ok(), "forwarded a head we refuse: {}", shown());
+    let req = req.unwrap();
+    let (authority, path) = absolute_form(&req.target).ok().unwrap();
+    let framing = http::request_framing(&req).unwrap();
+    // A strict head, origin-form, Host from the URL, no proxy or hop-by-hop headers, the same
+    // framing.
+    let fend = http::head_len(got);
+    prop_assert!(fend.is_some(), "{:?}", String::from_utf8_lossy(got));
+    let fend = fend.unwrap();
+    let fwd = oracle_request_max(&got[..fend], SENT_ON_MAX);
+    prop_assert!(fwd.is_ok(), "{:?}: {:?}", String::from_utf8_lossy(got), fwd);
+    let fwd = fwd.unwrap();
+    prop_assert_eq!(
+        (&fwd.method, &fwd.target, fwd.minor),
+        (&req.method, &path, req.minor)
+    );
+    prop_assert_eq!(values(&fwd.fields, "host"), vec![authority]);
+    prop_assert_eq!(values(&fwd.fields, "connection"), vec!["close"]);
+    let named: Vec<String> = values(&req.headers, "connection")
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| t != "content-length" && t != "transfer-encoding")
+        .collect();
+    for (n, _) in &fwd.fields {
+        let n = n.to_ascii_lowercase();
+        let hop = n.starts_with("proxy-")
+            || ["keep-alive", "te", "upgrade"].contains(&n.as_str())
+            || (named.contains(&n) && n != "host" && n != "connection");
+        prop_assert!(!hop, "{} sent on: {}", n, String::from_utf8_lossy(got));
+    }
+    prop_assert_eq!(
+        fwd.framing,
+        framing,
+        "the origin frames the body otherwise: {}",
+        String::from_utf8_lossy(got)
+    );
+    // The body as framed and not a byte after it.
+    let (whole, body) = framed_body(input, end, framing);
+    prop_assert_eq!(
+        String::from_utf8_lossy(&got[fend..]),
+        String::from_utf8_lossy(&body),
+        "request {}",
+        shown()
+    );
+    if whole {
+        prop_assert_eq!(reply, ORIGIN_REPLY);
+    } else {
+        prop_assert!(reply.is_empty());
+    }
+    Ok(())
+}
+
 impl Gate {
     /// One case: the reply's shape, the dials, and what reached the origin.
     pub(super) fn case(&self, input: &[u8]) -> Result<(), TestCaseError> {
@@ -321,65 +381,7 @@ impl Gate {
         prop_assert_eq!((asked.as_str(), ev.port), ("origin.test", self.port));
         let got = self.origin_received()?;
         match ev.protocol {
-            Protocol::Http => {
-                let end = http::head_len(input).unwrap();
-                let req = http::parse_request(&input[..end]);
-                prop_assert!(req.is_ok(), "forwarded a head we refuse: {}", shown());
-                let req = req.unwrap();
-                let (authority, path) = absolute_form(&req.target).ok().unwrap();
-                let framing = http::request_framing(&req).unwrap();
-                // A strict head, origin-form, Host from the URL, no proxy or hop-by-hop
-                // headers, the same framing.
-                let fend = http::head_len(&got);
-                prop_assert!(fend.is_some(), "{:?}", String::from_utf8_lossy(&got));
-                let fend = fend.unwrap();
-                let fwd = oracle_request_max(&got[..fend], SENT_ON_MAX);
-                prop_assert!(
-                    fwd.is_ok(),
-                    "{:?}: {:?}",
-                    String::from_utf8_lossy(&got),
-                    fwd
-                );
-                let fwd = fwd.unwrap();
-                prop_assert_eq!(
-                    (&fwd.method, &fwd.target, fwd.minor),
-                    (&req.method, &path, req.minor)
-                );
-                prop_assert_eq!(values(&fwd.fields, "host"), vec![authority]);
-                prop_assert_eq!(values(&fwd.fields, "connection"), vec!["close"]);
-                let named: Vec<String> = values(&req.headers, "connection")
-                    .iter()
-                    .flat_map(|v| v.split(','))
-                    .map(|t| t.trim().to_ascii_lowercase())
-                    .filter(|t| t != "content-length" && t != "transfer-encoding")
-                    .collect();
-                for (n, _) in &fwd.fields {
-                    let n = n.to_ascii_lowercase();
-                    let hop = n.starts_with("proxy-")
-                        || ["keep-alive", "te", "upgrade"].contains(&n.as_str())
-                        || (named.contains(&n) && n != "host" && n != "connection");
-                    prop_assert!(!hop, "{} sent on: {}", n, String::from_utf8_lossy(&got));
-                }
-                prop_assert_eq!(
-                    fwd.framing,
-                    framing,
-                    "the origin frames the body otherwise: {}",
-                    String::from_utf8_lossy(&got)
-                );
-                // The body as framed and not a byte after it.
-                let (whole, body) = framed_body(input, end, framing);
-                prop_assert_eq!(
-                    String::from_utf8_lossy(&got[fend..]),
-                    String::from_utf8_lossy(&body),
-                    "request {}",
-                    shown()
-                );
-                if whole {
-                    prop_assert_eq!(reply, ORIGIN_REPLY);
-                } else {
-                    prop_assert!(reply.is_empty());
-                }
-            }
+            Protocol::Http => check_forwarded_http(input, &got, &reply)?,
             Protocol::Connect => {
                 let end = http::head_len(input).unwrap();
                 prop_assert_eq!(&got, &input[end..]);

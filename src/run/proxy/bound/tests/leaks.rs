@@ -71,6 +71,14 @@ fn a_placeholder_elsewhere_arrives_as_the_placeholder_and_is_reported() {
         assert!(s.contains(&key), "the placeholder did not arrive: {s}");
         assert!(!s.contains(&real_key), "the real key leaked: {s}");
     }
+    each_reported_as_exfiltration(&p, &key);
+    // The OpenAI key was not used (its placeholder was not sent); nothing was added anywhere.
+    assert!(p.of(Verdict::SecretAdded).is_empty());
+}
+
+/// The five placeholders sent elsewhere, each reported as exfiltration of the Anthropic key, with
+/// its host; the one in another bound host's intercepted request found in its head.
+fn each_reported_as_exfiltration(p: &Proxy, key: &str) {
     let exfil = p.of(Verdict::Exfiltration);
     let hosts: Vec<&str> = exfil.iter().map(|e| e.host.as_str()).collect();
     assert_eq!(
@@ -92,8 +100,6 @@ fn a_placeholder_elsewhere_arrives_as_the_placeholder_and_is_reported() {
         "{:?}",
         exfil[3]
     );
-    // The OpenAI key was not used (its placeholder was not sent); nothing was added anywhere.
-    assert!(p.of(Verdict::SecretAdded).is_empty());
 }
 
 #[test]
