@@ -3,8 +3,10 @@
 //! stable API.
 //!
 //! # Layers
-//! Arrows point down only; a module never imports one above it (tests/unit/layers.rs checks this
-//! on every `use crate::` line):
+//! Arrows point down only: a module never names one above it, and no chain of modules leads back
+//! to where it started. tests/unit/layers.rs checks both on the module tree from this file down
+//! its `mod` declarations, reading every path a module names from `crate::`, `super::` or
+//! `self::` (in a `use` or in code; comments and literals left out):
 //!
 //! ```text
 //! commands   the entry point: setuid stage 1, dispatch (commands.rs) and `probe`, which asks the
