@@ -14,9 +14,8 @@ use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::{ForkResult, Pid};
 
 use super::lifecycle::{self, now_secs, pidns_inode, proc_stat, verify};
-use super::nssock;
-use std::os::unix::net::UnixListener;
 use super::nethelper;
+use super::nssock;
 use super::state::{self, Phase, State};
 use crate::error::EXIT_SBX;
 use crate::model::Context;
@@ -28,6 +27,7 @@ use crate::run::init::Entered;
 use crate::run::net::Bridge;
 use crate::run::reaper;
 use crate::sys;
+use std::os::unix::net::UnixListener;
 
 /// How long a first call waits for a new keeper to say it is ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -435,11 +435,8 @@ fn keeper_loop(listener: &UnixListener, own: &[OwnedFd]) -> ! {
     // SIGIO: a join asks for the namespaces ([`nssock::serve`]). Blocked like the rest, and
     // taken in the wait (its default action would end the keeper).
     set.add(Signal::SIGIO);
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_BLOCK,
-        Some(&set),
-        None,
-    );
+    let _ =
+        nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
     let mut stopping = false;
     nssock::serve(listener, own);
     loop {

@@ -82,12 +82,17 @@ pub fn serve(listener: &UnixListener, own: &[OwnedFd]) {
 /// The keeper's namespaces, from its socket (within a few seconds).
 pub fn fetch(dir: &Path, ctx: &str) -> Result<Vec<OwnedFd>> {
     let p = path(dir, ctx);
-    let conn = UnixStream::connect(&p).with_context(|| format!("cannot connect to {}", p.display()))?;
+    let conn =
+        UnixStream::connect(&p).with_context(|| format!("cannot connect to {}", p.display()))?;
     conn.set_read_timeout(Some(Duration::from_secs(5)))?;
     let fds = sys::recv_fds(conn.as_raw_fd(), KINDS.len())
         .with_context(|| format!("the keeper did not answer on {}", p.display()))?;
     if fds.len() != KINDS.len() {
-        return Err(anyhow!("the keeper handed {} namespaces, not {}", fds.len(), KINDS.len()));
+        return Err(anyhow!(
+            "the keeper handed {} namespaces, not {}",
+            fds.len(),
+            KINDS.len()
+        ));
     }
     Ok(fds)
 }
