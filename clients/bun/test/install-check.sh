@@ -51,26 +51,35 @@ export npm_config_cache="$tmp/npm-cache"
 export npm_config_audit=false npm_config_fund=false npm_config_update_notifier=false
 export BUN_INSTALL_CACHE_DIR="$tmp/bun-cache"
 
-# The program each project runs: one real call, by package name, checked. Exit status 0 only if
-# it printed "hi" through the sandbox; then it must also exit promptly (checked by the caller).
+# The program each project runs: one real call, by package name, checked, and createSandbox's file
+# operations (exists/readFile or ls inside the default policy's user). Exit status 0 only if it
+# printed "hi" through the sandbox; then it must also exit promptly (checked by the caller).
 write_node_check() {
     cat >"$1/check.mjs" <<'EOF'
-import { exec, Refused } from "@sbx/client";
+import { createSandbox, exec, NotFound, Refused } from "@sbx/client";
 const r = await exec("user", ["echo", "hi"], { bin: process.env.SBX_EXEC });
 if (r.stdout !== "hi\n" || r.code !== 0 || r.reason !== "exited")
   throw new Error(`unexpected result: ${JSON.stringify(r)}`);
 if (typeof Refused !== "function") throw new Error("Refused is not exported");
-console.log(`ok: ${JSON.stringify(r.stdout)} from pid ${r.pid} (${typeof Bun === "undefined" ? "node " + process.version : "bun " + Bun.version})`);
+// createSandbox's file operations (sbx-exec file), inside the default policy's user context.
+const sb = createSandbox({ sbxExec: process.env.SBX_EXEC });
+if ((await sb.user.exists("/")) !== true) throw new Error("user.exists('/') is not true");
+const missing = await sb.user.readFile("/no-such-file-of-install-check").then(() => undefined, (e) => e);
+if (!(missing instanceof NotFound)) throw new Error(`user.readFile of a missing file: ${missing}`);
+console.log(`ok: ${JSON.stringify(r.stdout)} from pid ${r.pid}, createSandbox file ops (${typeof Bun === "undefined" ? "node " + process.version : "bun " + Bun.version})`);
 EOF
 }
 write_bun_check() {
     cat >"$1/check.ts" <<'EOF'
-import { exec, type ExecOptions, type ExecResult } from "@sbx/client";
+import { createSandbox, exec, type DirEntry, type ExecOptions, type ExecResult, type Sandbox } from "@sbx/client";
 const opts: ExecOptions = { bin: process.env.SBX_EXEC };
 const r: ExecResult = await exec("user", ["echo", "hi"], opts);
 if (r.stdout !== "hi\n" || r.code !== 0 || r.reason !== "exited")
   throw new Error(`unexpected result: ${JSON.stringify(r)}`);
-console.log(`ok: ${JSON.stringify(r.stdout)} from pid ${r.pid} (bun ${Bun.version}, TypeScript)`);
+const sb: Sandbox = createSandbox({ sbxExec: process.env.SBX_EXEC });
+const root: DirEntry[] = await sb.user.ls("/");
+if (!root.some((e) => e.name === "etc")) throw new Error(`user.ls('/') has no etc: ${JSON.stringify(root)}`);
+console.log(`ok: ${JSON.stringify(r.stdout)} from pid ${r.pid}, createSandbox file ops (bun ${Bun.version}, TypeScript)`);
 EOF
 }
 
