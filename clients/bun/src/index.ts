@@ -888,6 +888,10 @@ export interface SandboxContext extends SandboxFiles {
   /** Start a command (as `spawn`) and resolve once it runs (its pid known); rejects with the
    * typed error if sbx-exec refused it or it could not start. */
   startProcess(cmd: Command, opts?: RunOptions): Promise<ProcessHandle>;
+  /** The processes `startProcess` started in this context through this sandbox object that have
+   * not exited yet, oldest first (in a persistent context they run across calls until killed).
+   * What the context's code started by itself is not listed: ask it (`exec("ps ...")`). */
+  processes(): ProcessHandle[];
 }
 
 export interface SandboxOptions {
@@ -1181,6 +1185,7 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
     if (typeof name !== "string" || name === "") throw new TypeError("sbx: a context name must be a non-empty string");
     let c = cache.get(name);
     if (c) return c;
+    const running = new Set<ProcessHandle>();
     c = {
       ...fileOps(name, (p) => p),
       exec: (cmd, opts) => exec(name, toArgv(cmd), { ...base, ...opts }),
@@ -1194,13 +1199,14 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
           p.stdout.cancel().catch(() => {});
           throw errorFor(r) ?? new Refused(`sbx: the command did not start (status ${r.code})`, r);
         }
-        const exited = p.exited.then((r) => {
+        // Off the list before anyone awaiting wait() runs on.
+        const exited = p.exited.finally(() => running.delete(handle)).then((r) => {
           const e = o.throwOnError ? errorFor(r) : undefined;
           if (e) throw e;
           return r;
         });
         exited.catch(() => {});
-        return {
+        const handle: ProcessHandle = {
           pid,
           sbxPid: p.sbxPid,
           context: name,
@@ -1211,7 +1217,10 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
           kill: (s) => p.kill(s),
           wait: () => exited,
         };
+        running.add(handle);
+        return handle;
       },
+      processes: () => [...running],
     };
     cache.set(name, c);
     return c;

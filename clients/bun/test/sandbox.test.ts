@@ -366,12 +366,14 @@ describe("createSandbox", () => {
       expect(await until(() => sleeps(m).length === 1, 5000)).toBe(true);
       // The pid sbx-exec reports: the command's, or (in a pid namespace) the sandbox's init,
       // whose child it is.
+      expect(sb.user.processes()).toEqual([p]);
       const [sleep] = sleeps(m);
       const ppid = Number(/^PPid:\s+(\d+)$/m.exec(readFileSync(`/proc/${sleep}/status`, "utf8"))![1]);
       expect(sleep === p.pid || ppid === p.pid).toBe(true);
       p.kill("SIGTERM");
       expect(await p.wait()).toMatchObject({ pid: p.pid, reason: "signaled", signal: "SIGTERM", code: 143 });
       expect(await until(() => sleeps(m).length === 0, 5000)).toBe(true);
+      expect(sb.user.processes()).toEqual([]);
     } finally {
       p.kill("SIGKILL");
     }
