@@ -27,6 +27,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  Aborted,
   AlreadyExists,
   IoError,
   IsADirectory,
@@ -133,6 +134,19 @@ describe("createSandbox without sbx-exec", () => {
     expect(await caught(createSandbox({ sbxExec: join(dir, "none") }).user.stat("/w"))).toBeInstanceOf(SbxUnavailable);
   });
 
+  test("an aborted file operation is Aborted, and its sbx-exec is ended", async () => {
+    const bin = join(dir, "slow-sbx");
+    writeFileSync(bin, '#!/bin/sh\nprintf \'{"child-pid":9}\\n\' >&3\nexec sleep 30\n');
+    chmodSync(bin, 0o755);
+    const ac = new AbortController();
+    const p = createSandbox({ sbxExec: bin }).user.readFile("/w/f", { signal: ac.signal });
+    setTimeout(() => ac.abort(), 100);
+    const t0 = Date.now();
+    expect(await caught(p)).toBeInstanceOf(Aborted);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(await caught(createSandbox({ sbxExec: bin }).user.stat("/w", { signal: AbortSignal.abort() }))).toBeInstanceOf(Aborted);
+  });
+
   test("exists: 0 is true, 1 false, anything else an error; contexts by name", async () => {
     const sb = createSandbox({ sbxExec: fake(0), policy: "p.toml" });
     expect(await sb.user.exists("/a")).toBe(true);
@@ -212,7 +226,7 @@ describe("createSandbox", () => {
     await sb.user.writeFile(w("bytes.bin"), bytes);
     expect(await sb.user.readFile(w("bytes.bin"))).toEqual(bytes);
     await sb.user.writeFile(w("notes.txt"), "héllo\n");
-    expect(await sb.user.readFile(w("notes.txt"), { encoding: "utf8" })).toBe("héllo\n");
+    expect(await sb.user.readFile(w("notes.txt"), { encoding: "utf8", timeout: 5 })).toBe("héllo\n");
     // Its identity's: host uid/gid 100000 outside, root inside.
     const host = statSync(w("notes.txt"));
     expect([host.uid, host.gid, host.mode & 0o777]).toEqual([MAPPED, MAPPED, 0o644]);
