@@ -6,7 +6,7 @@
 //! control: the same tree read from disk with an upward import or a cycle planted in memory must
 //! be caught.
 
-mod scan;
+pub(crate) mod scan;
 
 use scan::{Module, Tree};
 use std::collections::{BTreeMap, BTreeSet};

@@ -18,31 +18,9 @@ fn ident(c: char) -> bool {
 }
 
 /// The end (index after the closing quote and hashes) of a raw string (`r"…"`, `r#"…"#`, `br"…"`)
-/// starting at `i`, if one starts there.
+/// starting at `i`, if a terminated one starts there (the layering test's scanner).
 fn raw_string_end(c: &[char], i: usize) -> Option<usize> {
-    if i > 0 && ident(c[i - 1]) {
-        return None;
-    }
-    let mut j = i;
-    if c.get(j) == Some(&'b') {
-        j += 1;
-    }
-    if c.get(j) != Some(&'r') {
-        return None;
-    }
-    j += 1;
-    let hashes = c[j..].iter().take_while(|&&h| h == '#').count();
-    j += hashes;
-    if c.get(j) != Some(&'"') {
-        return None;
-    }
-    let close: Vec<char> = std::iter::once('"')
-        .chain(std::iter::repeat_n('#', hashes))
-        .collect();
-    let end = (j + 1..c.len())
-        .find(|&k| c[k..].starts_with(&close))
-        .unwrap_or(c.len());
-    Some(end + close.len())
+    crate::layers::scan::raw_string(c, i).map(|(_, end)| end)
 }
 
 /// The end of the comment, string or character literal starting at `i`, if one starts there (a

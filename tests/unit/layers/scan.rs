@@ -102,7 +102,7 @@ fn tokens(text: &str) -> Vec<Tok> {
 }
 
 /// A raw string (`r"…"`, `r#"…"#`, `br"…"`) starting at `i`: its contents and the index after it.
-fn raw_string(c: &[char], i: usize) -> Option<(String, usize)> {
+pub(crate) fn raw_string(c: &[char], i: usize) -> Option<(String, usize)> {
     if i > 0 && (c[i - 1].is_alphanumeric() || c[i - 1] == '_') {
         return None;
     }
