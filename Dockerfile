@@ -5,7 +5,7 @@
 #   docker build -t sbx-demo .
 #   (umask 077 && openssl rand -hex 32 > token && echo "JUPYTER_TOKEN=$(openssl rand -hex 32)" > jupyter.env)
 #   docker run --rm -p 127.0.0.1:8080:8080 -p 127.0.0.1:8888:8888 \
-#     --cap-add SYS_ADMIN --cap-add SYS_PTRACE --cap-add NET_ADMIN \
+#     --cap-add SYS_ADMIN \
 #     -v "$PWD/token:/run/secrets/sbx_api_token:ro" --env-file jupyter.env sbx-demo
 #
 # Two services, as policies/sandbox-sdk.toml says: the Bun control plane (API on 8080) runs
@@ -16,9 +16,10 @@
 #
 # --cap-add SYS_ADMIN: sbx-exec creates the pid/mount/ipc/uts namespaces of the platform and user
 # contexts and mounts their private /proc and tmpfs (Docker's default seccomp profile allows
-# unshare/mount/setns only with that capability, so seccomp stays confined). --cap-add SYS_PTRACE:
-# the persistent `user` context's keeper is non-dumpable, and reading its /proc/PID/ns/pid needs
-# it. On hosts with AppArmor also --security-opt apparmor=unconfined (docker-default denies
+# unshare/mount/setns only with that capability, so seccomp stays confined); it is the only
+# capability added: the sandboxes' network namespaces are made in user namespaces of their own (no
+# NET_ADMIN), and joins of the persistent `user` take the keeper's namespaces from it (no
+# SYS_PTRACE). On hosts with AppArmor also --security-opt apparmor=unconfined (docker-default denies
 # mount). README.md, "As the container's ENTRYPOINT", says more.
 #
 # Offline / CI builds (tests/container/run.sh): the base images are build arguments, and

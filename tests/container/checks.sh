@@ -81,7 +81,14 @@ def socks(pid):
     return out & listen
 print("|".join(",".join(sorted(x)) for x in (listen, socks(1), socks(sys.argv[1]))))
 '
-held() { dx "$A" python3 -c "$HELD" "$1" 2>&1; }
+# From the host, in the container's mount, pid and network namespaces (nsenter keeps the host's
+# capabilities): pid 1 (sbx-exec) is non-dumpable, so reading its /proc/1/fd takes CAP_SYS_PTRACE,
+# which a container given SYS_ADMIN alone does not have; the instrument has it, the container not.
+held() {
+    local hp
+    hp=$("$ENGINE" inspect -f '{{.State.Pid}}' "$A") || { echo "no pid for $A"; return 0; }
+    timeout 60 nsenter -t "$hp" -m -p -n python3 -c "$HELD" "$1" 2>&1 || true
+}
 cell() { timeout 120 "$JPY" tests/jupyter_cell.py "$PJ" "$JTOKEN" "$1" 2>&1 | tail -n 1; }
 
 control_checks() {

@@ -19,7 +19,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 # What a container may add on top of the runtime's default set (docs/deploy.md, the Docker flags).
-ALLOWED_CAPS = {"SYS_ADMIN", "SYS_PTRACE", "NET_ADMIN"}
+ALLOWED_CAPS = {"SYS_ADMIN"}
 # The securityContext fields docs/deploy.md's Kubernetes section must explain.
 DOCUMENTED = ["hostUsers", "seccompProfile", "allowPrivilegeEscalation", "capabilities",
               "procMount", "appArmorProfile", "automountServiceAccountToken",

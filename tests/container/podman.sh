@@ -37,9 +37,11 @@ done
 
 BUN_IMG=localhost/sbx-ci/bun-bookworm:latest
 IMG=localhost/sbx-ci/sbx-demo:test
-# The flags documented for Docker, for the same reasons (docs/deploy.md): Podman's default seccomp
-# profile allows unshare/mount/setns, and the capabilities do the rest.
-CAPS=(--cap-add SYS_ADMIN --cap-add SYS_PTRACE --cap-add NET_ADMIN)
+# The flag documented for Docker, for the same reasons (docs/deploy.md): Podman's default seccomp
+# profile allows unshare/mount/setns, and SYS_ADMIN does the rest. OLD_CAPS: the flags documented
+# before (SYS_PTRACE and NET_ADMIN too), which must keep working.
+CAPS=(--cap-add SYS_ADMIN)
+OLD_CAPS=(--cap-add SYS_ADMIN --cap-add SYS_PTRACE --cap-add NET_ADMIN)
 # Podman's defaults ask for 1048576 open files; where root cannot raise its hard limits (no
 # CAP_SYS_RESOURCE, as in this CI's sandbox) the runtime then fails ("error setting rlimit type
 # 7"): ask for what this shell has. Not needed on an ordinary host.
@@ -52,11 +54,10 @@ fi
 RUNTIME=crun
 command -v runc >/dev/null 2>&1 && RUNTIME=runc
 # Known gaps (judge in checks.sh): reported as XFAIL; one that is fixed fails the test until its
-# entry is removed. SYS_ADMIN alone: the persistent user's keeper is read through /proc/PID/ns,
-# which needs SYS_PTRACE (issue #34, item 4). 65536 ids: probe says "full" for the identity
+# entry is removed. 65536 ids: probe says "full" for the identity
 # contexts, whose calls fail with EINVAL naming nothing (probe should say the identity's ids are
 # not mapped in this container).
-KNOWN_GAPS=${SBX_CONTAINER_KNOWN_GAPS-"sys-admin-only:persistent_user rootless-65536-ids:user_oneshot rootless-65536-ids:persistent_user rootless-65536-ids:agent rootless-65536-ids:notebook"}
+KNOWN_GAPS=${SBX_CONTAINER_KNOWN_GAPS-"rootless-65536-ids:user_oneshot rootless-65536-ids:persistent_user rootless-65536-ids:agent rootless-65536-ids:notebook"}
 
 # ------------------------------------------------------------------ cleanup
 WORK=$(mktemp -d /tmp/sbx-podman.XXXXXX)
@@ -191,7 +192,7 @@ ENGINE=$ROOTFUL
 checks_setup
 A=sbx-podman-full
 B=sbx-podman-nocap
-C=sbx-podman-sysadmin
+C=sbx-podman-oldcaps
 "$ENGINE" run -d --name "$A" "${NET[@]}" -p 127.0.0.1::8080 -p 127.0.0.1::8888 "${ULIMITS[@]}" "${CAPS[@]}" \
     "${MOUNTS[@]}" -e JUPYTER_TOKEN="$JTOKEN" "$IMG" >/dev/null
 "$ENGINE" run -d --name "$B" "${NET[@]}" -p 127.0.0.1::8080 "${ULIMITS[@]}" "${MOUNTS[@]}" "$IMG" >/dev/null
@@ -210,13 +211,17 @@ else
     fail "podman rootful network: ports $ports; host listeners $listening; container routes (hex) $routes"
 fi
 EXPECT_POLICY=policies/sandbox-sdk.toml
+# Each shipped context under the documented --cap-add SYS_ADMIN alone (before control_checks, which
+# ends with podman stop), then with the flags documented before.
+wait_health "$PA" || fail "podman, SYS_ADMIN alone: no /health"
+CLOSED_NAMES='CAP_SYS_ADMIN|SYS_ADMIN'
+context_checks sys-admin-only "$A" works "$PJ"
 control_checks
 nocap_checks
-"$ENGINE" run -d --name "$C" "${NET[@]}" -p 127.0.0.1::8080 -p 127.0.0.1::8888 "${ULIMITS[@]}" --cap-add SYS_ADMIN \
+"$ENGINE" run -d --name "$C" "${NET[@]}" -p 127.0.0.1::8080 -p 127.0.0.1::8888 "${ULIMITS[@]}" "${OLD_CAPS[@]}" \
     "${MOUNTS[@]}" -e JUPYTER_TOKEN="$JTOKEN" "$IMG" >/dev/null
-wait_health "$(port_of "$C")" || fail "podman, SYS_ADMIN alone: no /health"
-CLOSED_NAMES='CAP_SYS_PTRACE|SYS_PTRACE|CAP_NET_ADMIN|NET_ADMIN'
-context_checks sys-admin-only "$C" works "$(port_of "$C" 8888)"
+wait_health "$(port_of "$C")" || fail "podman, SYS_ADMIN, SYS_PTRACE and NET_ADMIN: no /health"
+context_checks three-caps "$C" works "$(port_of "$C" 8888)"
 "$ENGINE" rm -f -t 10 "$A" "$B" "$C" >/dev/null
 info "rootful done ($(elapsed))"
 
