@@ -275,10 +275,16 @@ BWRAP_ARGS="--unshare-pid --unshare-ipc --unshare-uts --ro-bind / / --proc /proc
 # connected (REQUEST: only on the 403).
 CONN='exec 3<>/dev/tcp/127.0.0.1/3128'
 REQUEST='exec 3<>/dev/tcp/127.0.0.1/3128 && printf "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n" >&3 && read -r s <&3 && case $s in "HTTP/1.1 403"*) ;; *) exit 1 ;; esac'
+# A client that ignores the proxy: a connection straight to 192.0.2.1:80 (TEST-NET-1) is captured
+# (every address is local in the sandbox's network namespace), starts the gate, which judges it
+# and refuses it (not a public address): it exits 0 only if the connection was made (without
+# capture there is no route), then waits for the gate to end it. Nothing leaves the namespace.
+CAPTURED='exec 3<>/dev/tcp/192.0.2.1/80 && printf "GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n" >&3 && { read -r s <&3; true; }'
 for b in "$SBX" ${BASE:+"$BASE"}; do
     "$b" --ctx user -- bash -c "$CONN" || die "$b: the user context cannot connect to its proxy"
     "$b" --ctx user -- bash -c "$REQUEST" || die "$b: the user context's proxy did not answer 403 to CONNECT 127.0.0.1:9"
 done
+"$SBX" --ctx user -- bash -c "$CAPTURED" 2>/dev/null || die "the user context's direct connection to 192.0.2.1:80 was not captured"
 names=(
     "bare /bin/true"
     "unshare pid+mount+ipc+uts"
@@ -287,6 +293,7 @@ names=(
     "sbx-exec user"
     "sbx-exec user, 1 proxy connection"
     "sbx-exec user, 1 refused request"
+    "sbx-exec user, 1 captured connection"
 )
 # BASELINE_REV: its user lines right after today's (hyperfine runs the commands one after the other).
 [ -n "$BASE" ] && names+=("baseline user" "baseline user, 1 proxy connection" "baseline user, 1 refused request")
@@ -307,6 +314,7 @@ cmds=(
     "$(q "$SBX") --ctx user -- true"
     "$(q "$SBX") --ctx user -- bash -c '$CONN'"
     "$(q "$SBX") --ctx user -- bash -c '$REQUEST'"
+    "$(q "$SBX") --ctx user -- bash -c '$CAPTURED' 2>/dev/null"
 )
 [ -n "$BASE" ] && cmds+=("$(q "$BASE") --ctx user -- true" "$(q "$BASE") --ctx user -- bash -c '$CONN'" \
     "$(q "$BASE") --ctx user -- bash -c '$REQUEST'")
@@ -503,7 +511,11 @@ w("The `1 proxy connection` lines connect to the context's proxy (127.0.0.1:3128
 w("launcher starts the egress gate on that connection, and the sandbox may be gone (and the gate")
 w("killed) before the gate's exec is through. The `1 refused request` lines send `CONNECT")
 w("127.0.0.1:9` and wait for the answer (403, loopback is not for the sandbox): the gate is exec'd,")
-w("set up and serving in every run. Both are checked to connect (the second, to get the 403) first.\n")
+w("set up and serving in every run. Both are checked to connect (the second, to get the 403) first.")
+w("The `1 captured connection` line connects straight to 192.0.2.1:80 without the proxy (a client")
+w("that ignores proxy variables): the connection is captured, starts the gate, and is judged and")
+w("refused there (not a public address); it is checked to connect first (without capture there is")
+w("no route). Against `1 refused request`, it is what capture adds to one connection.\n")
 
 # BASELINE_REV: today's user lines against the baseline's, from the hyperfine run and from the
 # alternated run (bench/alternate.py), which decides the issue's 0.1 ms goal.
