@@ -25,6 +25,9 @@ _sbx__exec() {
             sbx__exec,help)
                 cmd="sbx__exec__subcmd__help"
                 ;;
+            sbx__exec,op)
+                cmd="sbx__exec__subcmd__op"
+                ;;
             sbx__exec,policy)
                 cmd="sbx__exec__subcmd__policy"
                 ;;
@@ -112,6 +115,9 @@ _sbx__exec() {
             sbx__exec__subcmd__help,help)
                 cmd="sbx__exec__subcmd__help__subcmd__help"
                 ;;
+            sbx__exec__subcmd__help,op)
+                cmd="sbx__exec__subcmd__help__subcmd__op"
+                ;;
             sbx__exec__subcmd__help,policy)
                 cmd="sbx__exec__subcmd__help__subcmd__policy"
                 ;;
@@ -179,7 +185,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version file policy probe ctx help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version file policy probe ctx op help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -753,7 +759,7 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__help)
-            opts="file policy probe ctx help"
+            opts="file policy probe ctx op help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -948,6 +954,20 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sbx__exec__subcmd__help__subcmd__op)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sbx__exec__subcmd__help__subcmd__policy)
             opts="check show"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -997,6 +1017,24 @@ _sbx__exec() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__op)
+            opts="-h --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -156,6 +156,15 @@ pub enum Command {
     /// needs root
     #[command(subcommand)]
     Ctx(CtxCommand),
+    /// Inside a sandbox: ask the control plane to perform platform operation NAME (policy key
+    /// ops) through the egress proxy (HTTP_PROXY) and print its answer; exit 0 ok, 1 the
+    /// operation failed ("ok": false), 125 refused or unreachable
+    Op {
+        /// The operation, as the context's ops list it
+        name: String,
+        /// Its params as JSON ("-": read from stdin; absent: {})
+        params: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

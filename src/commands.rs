@@ -4,6 +4,8 @@
 use crate::{cli, error, model, privilege, probe, run};
 use clap::Parser;
 
+mod op;
+
 /// Run sbx-exec with this process's arguments; never returns.
 pub fn main() -> ! {
     // The egress gate and its dialer are this binary too, started by a launcher without
@@ -82,6 +84,13 @@ fn dispatch(mut cli: cli::Cli) -> anyhow::Result<i32> {
         Some(cli::Command::File(args)) => std::process::exit(run::file::run(args, policy)),
         Some(cli::Command::Policy(cmd)) => policy_command(cmd, policy),
         Some(cli::Command::Probe { json }) => probe::run(json, policy.as_deref()),
+        Some(cli::Command::Op { name, params }) => {
+            // Set-uid or not, the client runs as its caller: it needs no privilege.
+            if let Some(caller) = privilege::mode().caller() {
+                privilege::drop::drop_privs(caller)?;
+            }
+            op::run(&name, params.as_deref())
+        }
         Some(cli::Command::Ctx(cmd)) => match cmd {
             cli::CtxCommand::List { json } => run::persist::list(json, policy.as_deref()),
             cli::CtxCommand::Stop { name, timeout } => {

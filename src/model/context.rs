@@ -68,6 +68,12 @@ pub struct Context {
     /// carries an unprivileged host id; inside it is still root. Needs "pid" (and so "mount").
     #[serde(default)]
     pub identity: Option<IdRange>,
+    /// Platform operations user code may ask the control plane to perform (`POST
+    /// http://sbx-ops/NAME` through the egress proxy, or `sbx-exec op NAME`; docs/ops.md).
+    /// Needs the egress gate (`net.mode = "private"` with a non-empty `net.allow`) and
+    /// /run/sbx hidden. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<OpName>,
     /// Where a command starts when the caller's directory is not part of the context (or with
     /// `--in-workdir`). Default: the first `fs.writable` area that exists inside, else `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

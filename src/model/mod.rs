@@ -42,7 +42,9 @@ pub use services::ServiceViolation;
 pub use supervise::{Restart, Service, Supervise};
 pub use trust::trust_warnings;
 pub use validate::{PolicyError, Violation};
-pub use values::{is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue};
+pub use values::{
+    is_env_name, AbsPath, CapName, ContextName, EnvName, EnvPattern, EnvValue, OpName,
+};
 pub use weak::weak_warnings;
 
 /// The longest timeout a policy or `--timeout` may give (one year): durations stay far from any

@@ -61,6 +61,12 @@ checked_string!(
     check_abs_path
 );
 checked_string!(
+    /// A platform operation's name (`ops`): a lowercase letter, then up to 62 lowercase letters,
+    /// digits, `_` or `-`.
+    OpName,
+    check_op_name
+);
+checked_string!(
     /// A capability name such as `"CHOWN"` or `"CAP_CHOWN"`, or `"ALL"`.
     CapName,
     check_cap_name
@@ -119,6 +125,22 @@ fn check_context_name(s: &str) -> std::result::Result<(), String> {
     } else {
         Err(format!(
             "invalid context name {s:?}: use 1-64 lowercase letters, digits, '-' or '_'"
+        ))
+    }
+}
+
+fn check_op_name(s: &str) -> std::result::Result<(), String> {
+    let b = s.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid operation name {s:?}: use a lowercase letter, then up to 62 lowercase letters, digits, '_' or '-'"
         ))
     }
 }

@@ -28,6 +28,10 @@ pub struct Plan {
     /// all of them). 80, 443 and every port a rule of `net.allow` names, less the proxy's own
     /// and the published ones. Any other port has no listener: such a connection is refused.
     pub capture: Vec<u16>,
+    /// The platform operations the context may call (`ops`, with `egress` only): the gate
+    /// answers `http://sbx-ops/NAME` for these, through a connection to the control plane the
+    /// outer process opens ([`crate::run::net::Running`]).
+    pub ops: Vec<String>,
 }
 
 impl Plan {
@@ -46,7 +50,11 @@ impl Plan {
                 l.connections, l.per_call, l.head_timeout, l.idle_timeout
             ),
         };
-        format!("{allow};{}{limits}", ports.join(","))
+        let ops = match self.ops.is_empty() {
+            true => String::new(),
+            false => format!(";ops {}", self.ops.join(",")),
+        };
+        format!("{allow};{}{limits}{ops}", ports.join(","))
     }
 
     /// This plan with the egress rules `allow` (as written; parsed here) instead of the
@@ -85,12 +93,17 @@ pub fn plan(ctx_name: &str, ctx: &Context) -> Option<Plan> {
     let capture = egress
         .as_ref()
         .map_or_else(Vec::new, |e| capture_ports(e, &publish));
+    let ops = match egress.is_some() {
+        true => ctx.ops.iter().map(|o| o.0.clone()).collect(),
+        false => Vec::new(),
+    };
     (egress.is_some() || !publish.is_empty()).then_some(Plan {
         egress,
         publish,
         allow_text,
         limits: ctx.net.limits,
         capture,
+        ops,
     })
 }
 

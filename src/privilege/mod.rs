@@ -191,6 +191,14 @@ impl SetuidLaunch {
                  its processes would be shared with every other caller of the context; use a one-shot context, or run as root"
             );
         }
+        if !ctx.ops.is_empty() {
+            // The control plane performs them as root for the context; which caller asked is
+            // not part of its protocol yet.
+            bail!(
+                "context {ctx_name:?} lists platform operations (ops), which setuid mode does not offer to non-root callers: \
+                 the control plane would act for any caller the context admits; remove ops, or run as root"
+            );
+        }
         let identity = match ctx.security.run_as {
             Some(ids) => Identity {
                 uid: ids.uid,
@@ -331,6 +339,16 @@ mod tests {
         let ok = SetuidLaunch::plan(&mode, "b", p.context("b").unwrap()).unwrap();
         assert_eq!(ok.unwrap().identity.uid, 1000);
         assert!(SetuidLaunch::plan(&mode, "c", p.context("c").unwrap()).is_err());
+        // A context with platform operations: refused in setuid mode, not in root mode.
+        let mut ops = p.context("b").unwrap().clone();
+        ops.ops = vec![model::OpName("deploy".into())];
+        let err = SetuidLaunch::plan(&mode, "b", &ops)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("platform operations (ops)"), "{err}");
+        assert!(SetuidLaunch::plan(&Mode::Root, "b", &ops)
+            .unwrap()
+            .is_none());
         // Root mode: no plan, no checks.
         assert!(
             SetuidLaunch::plan(&Mode::Root, "a", p.context("a").unwrap())

@@ -32,6 +32,7 @@ mod g8_deputy;
 mod g8_files;
 mod g8_modes;
 mod g9_gate;
+mod g9_ops;
 mod harness;
 mod limits;
 mod perf_walls;
@@ -67,6 +68,9 @@ fn main() {
         g9_gate::a_refusal_names_the_rule_never_an_address,
         g9_gate::a_head_trickled_inside_tls_is_dropped,
         g9_gate::a_narrowed_binding_adds_the_key_to_its_requests_only,
+        g9_ops::platform_operations_keep_the_handlers_secret,
+        g9_ops::platform_operations_refused_without_ops_or_control_plane,
+        g9_ops::a_persistent_context_calls_platform_operations,
         g1_secrets::platform_receives_handed_secret,
         g1_secrets::json_secrets_round_trip_exactly,
         g1_secrets::user_never_sees_the_callers_environment,

@@ -15,7 +15,7 @@ use depth::too_deep;
 pub use depth::MAX_KEY_DEPTH;
 pub use error::PolicyError;
 use rules::RULES;
-pub use rules::{NEVER_FOR_CONFINED, RUNTIME_DIR};
+pub use rules::{NEVER_FOR_CONFINED, OPS_SOCKET, RUNTIME_DIR};
 pub use violation::Violation;
 
 impl Policy {

@@ -28,10 +28,15 @@ pub(super) const RULES: &[Rule] = &[
     limits_rules,
     identity_rules,
     net_rules,
+    ops_rules,
 ];
 
 /// Where persistent contexts keep their state; a persistent context must hide it.
 pub const RUNTIME_DIR: &str = "/run/sbx";
+
+/// Where the control plane listens for platform operations (`ops`, docs/ops.md): in
+/// [`RUNTIME_DIR`], which only root can enter; the outer sbx-exec connects for the gate.
+pub const OPS_SOCKET: &str = "/run/sbx/ops.sock";
 
 /// Capabilities no confined context may keep: each one can undo the sandbox or read past it.
 pub const NEVER_FOR_CONFINED: &[&str] = &[
@@ -269,12 +274,7 @@ fn persist_rules(ctx: &Context) -> Result<(), Violation> {
     if !(ctx.has(Namespace::Pid) && ctx.has(Namespace::Mount)) {
         return Err(Violation::PersistNeedsPidMount);
     }
-    let hidden = ctx
-        .fs
-        .hide
-        .iter()
-        .any(|h| std::path::Path::new(RUNTIME_DIR).starts_with(h.as_path()) && h.0 != "/");
-    if !hidden {
+    if !hides_runtime_dir(ctx) {
         return Err(Violation::PersistMustHideState);
     }
     if !ctx.secrets.bind.is_empty() {
@@ -334,4 +334,33 @@ fn identity_rules(ctx: &Context) -> Result<(), Violation> {
 /// The context's `net` ([`net::check_context`]).
 fn net_rules(ctx: &Context) -> Result<(), Violation> {
     net::check_context(ctx).map_err(Violation::Net)
+}
+
+/// Does the context hide [`RUNTIME_DIR`] (an `fs.hide` entry at or above it, but not `/`)?
+fn hides_runtime_dir(ctx: &Context) -> bool {
+    ctx.fs
+        .hide
+        .iter()
+        .any(|h| std::path::Path::new(RUNTIME_DIR).starts_with(h.as_path()) && h.0 != "/")
+}
+
+/// `ops`: each name once, called through the egress gate (which must exist), and the control
+/// plane's socket below [`RUNTIME_DIR`] out of the context's sight.
+fn ops_rules(ctx: &Context) -> Result<(), Violation> {
+    if ctx.ops.is_empty() {
+        return Ok(());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = ctx.ops.iter().find(|o| !seen.insert(o.0.as_str())) {
+        return Err(Violation::OpTwice {
+            name: twice.0.clone(),
+        });
+    }
+    if !ctx.net.proxied() {
+        return Err(Violation::OpsNeedProxy);
+    }
+    if !hides_runtime_dir(ctx) {
+        return Err(Violation::OpsMustHideState);
+    }
+    Ok(())
 }

@@ -398,3 +398,60 @@ fn required_secrets_must_be_admitted_plain_names() {
     let shown = toml::to_string(&none.context("p").unwrap().secrets).unwrap();
     assert!(!shown.contains("require"), "{shown}");
 }
+
+/// `ops`: checked names, each once, only with the egress gate and /run/sbx hidden; the control
+/// (all of that) parses and keeps the names in order.
+#[test]
+fn ops_rules() {
+    let ctx = |ops: &str, net: &str, hide: &str| {
+        format!(
+            "version = 1\n[context.c]\nnamespaces = [\"pid\", \"mount\"]\nops = {ops}\nnet = {net}\n[context.c.fs]\nhide = [{hide}]\n"
+        )
+    };
+    let gate = "{ mode = \"private\", allow = [\"example.com\"] }";
+    let ok = parse(&ctx("[\"deploy\", \"db-migrate_2\"]", gate, "\"/run/sbx\"")).unwrap();
+    let names: Vec<&str> = ok
+        .context("c")
+        .unwrap()
+        .ops
+        .iter()
+        .map(|o| o.0.as_str())
+        .collect();
+    assert_eq!(names, ["deploy", "db-migrate_2"]);
+    // `policy show` writes them back as they were read.
+    let c = ok.context("c").unwrap();
+    let shown = toml::to_string(&toml::Value::try_from(c).unwrap()).unwrap();
+    let back: Context = toml::from_str(&shown).unwrap();
+    assert_eq!(back.ops, c.ops);
+    let err =
+        |ops: &str, net: &str, hide: &str| parse(&ctx(ops, net, hide)).unwrap_err().to_string();
+    let e = err("[\"deploy\", \"deploy\"]", gate, "\"/run/sbx\"");
+    assert!(e.contains("ops lists \"deploy\" twice"), "{e}");
+    for net in [
+        "{ mode = \"private\" }",
+        "{ mode = \"none\" }",
+        "{ mode = \"host\" }",
+    ] {
+        let e = err("[\"deploy\"]", net, "\"/run/sbx\"");
+        assert!(
+            e.contains("ops are called through the egress gate") && e.contains("net.allow"),
+            "{e}"
+        );
+    }
+    let e = err("[\"deploy\"]", gate, "");
+    assert!(e.contains("ops need fs.hide to include /run/sbx"), "{e}");
+    for bad in ["Deploy", "1deploy", "de ploy", "", "de.ploy"] {
+        let e = err(&format!("[{bad:?}]"), gate, "\"/run/sbx\"");
+        assert!(e.contains("invalid operation name"), "{bad}: {e}");
+    }
+    let long = format!("[\"{}\"]", "a".repeat(64));
+    assert!(err(&long, gate, "\"/run/sbx\"").contains("invalid operation name"));
+    assert!(parse(&ctx(
+        &format!("[\"{}\"]", "a".repeat(63)),
+        gate,
+        "\"/run/sbx\""
+    ))
+    .is_ok());
+    // No ops: nothing is required of the network.
+    assert!(parse(&ctx("[]", "{ mode = \"none\" }", "")).is_ok());
+}

@@ -75,6 +75,12 @@ pub enum Violation {
     IdentityNeedsPid,
     IdentityWithSupervise,
     RunAsOutsideIdentity,
+    /// `ops` lists a name twice.
+    OpTwice {
+        name: String,
+    },
+    OpsNeedProxy,
+    OpsMustHideState,
     /// The context's `net`.
     Net(NetViolation),
     /// A control context's `supervise.services`.
@@ -136,6 +142,12 @@ impl fmt::Display for Violation {
             V::IdentityNeedsPid => "identity needs the \"pid\" namespace (its pid 1 maps the target's ids); add \"pid\" and \"mount\" to namespaces",
             V::IdentityWithSupervise => "identity does not apply to a control-mode context ([supervise]): the control plane is trusted; remove identity",
             V::RunAsOutsideIdentity => "with identity, security.run_as names ids inside the sandbox, which must be below identity.count",
+            V::OpTwice { name } => return write!(f, "ops lists {name:?} twice; list each operation once"),
+            V::OpsNeedProxy => "ops are called through the egress gate: set [context.NAME.net] mode = \"private\" with a non-empty net.allow (or remove ops)",
+            V::OpsMustHideState => return write!(
+                f,
+                "ops need fs.hide to include {RUNTIME_DIR} (the control plane's socket is there, and only the gate may reach it); add it to [fs] hide"
+            ),
             V::Net(v) => return v.fmt(f),
             V::Service(v) => return v.fmt(f),
         };

@@ -56,6 +56,9 @@ pub enum EgressEvent {
     /// A name the sandbox's DNS answered NXDOMAIN for: no domain rule names it (it was not
     /// looked up), or it resolves only to addresses no sandbox may reach.
     DnsRefused,
+    /// A platform operation asked for (`op` names it, `status` says how it was answered: 200
+    /// when the control plane performed it); never its params.
+    Op,
 }
 
 /// How the request reached the gate.
@@ -93,6 +96,10 @@ pub struct EgressRecord {
     pub host: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// The platform operation (`op` events): its name, empty when the request named none a
+    /// policy could list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub op: Option<String>,
     pub reason: String,
 }
 
@@ -139,6 +146,7 @@ impl EgressLog {
             status,
             host: (!host.is_empty()).then(|| host.to_string()),
             port: (port != 0).then_some(port),
+            op: None,
             reason: reason.to_string(),
         }
     }
@@ -152,7 +160,24 @@ impl EgressLog {
         status: Option<u16>,
         reason: &str,
     ) {
-        let line = self.record(event, protocol, to, status, reason).line();
+        self.write(&self.record(event, protocol, to, status, reason));
+    }
+
+    /// Log a platform operation asked for (`op`), answered with `status`.
+    pub fn log_op(&self, op: &str, status: u16, reason: &str) {
+        let mut r = self.record(
+            EgressEvent::Op,
+            Protocol::Http,
+            ("sbx-ops", 80),
+            Some(status),
+            reason,
+        );
+        r.op = Some(op.to_string());
+        self.write(&r);
+    }
+
+    fn write(&self, record: &EgressRecord) {
+        let line = record.line();
         let written = match &self.to {
             Sink::Target(t) => write_line(t, &line),
             Sink::Fd { fd, syslog } => write_fd(fd, *syslog, &line),

@@ -161,6 +161,11 @@ pub struct Audit<'a> {
 }
 
 impl<'a> Audit<'a> {
+    /// This call's id, as its records write it (with or without an audit log).
+    pub fn call(&self) -> String {
+        self.start.call_id()
+    }
+
     /// Where the egress proxy of this call logs its refusals (`None` without `audit`).
     pub fn egress_log(&self) -> Option<EgressLog> {
         Some(EgressLog::to_target(

@@ -5,7 +5,8 @@
 //! the bytes; the launcher never reads anything back. Read strictly: an unknown field, or a
 //! binding's value the policy would refuse (a host, a method, a path), is an error. The gate's other fds follow in this order:
 //! the proxy's listener (with egress), one listener per published port, the dialer's socket (with
-//! published ports), the audit sink (with an audit log).
+//! published ports), the control plane's dialer (with `ops`: one end of a SOCK_SEQPACKET pair,
+//! see [`crate::run::proxy::ops`]), the audit sink (with an audit log).
 
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
@@ -44,6 +45,10 @@ pub struct Egress {
     pub max_connections: usize,
     pub per_call: usize,
     pub head_timeout_ms: u64,
+    /// The platform operations the sandbox may call (`ops`); their dialer's fd follows the
+    /// published ports' dialer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ops: Vec<String>,
 }
 
 /// The audit log's identity for the gate's records (the sink is an fd).
@@ -98,6 +103,11 @@ impl Config {
         let dns = self.egress.as_ref().map(|_| take(1));
         let published = take(self.publish.len());
         let dialer = (!self.publish.is_empty()).then(|| take(1));
+        let ops = self
+            .egress
+            .as_ref()
+            .filter(|e| !e.ops.is_empty())
+            .map(|_| take(1));
         let log = self.log.as_ref().map(|_| take(1));
         Layout {
             listener,
@@ -105,6 +115,7 @@ impl Config {
             dns,
             published,
             dialer,
+            ops,
             log,
             end: next,
         }
@@ -121,6 +132,8 @@ pub struct Layout {
     /// The first published port's listener (the others follow).
     pub published: i32,
     pub dialer: Option<i32>,
+    /// The control plane's dialer (with `ops`).
+    pub ops: Option<i32>,
     pub log: Option<i32>,
     /// One past the last.
     pub end: i32,
@@ -141,6 +154,7 @@ mod tests {
                 max_connections: 256,
                 per_call: 64,
                 head_timeout_ms: 30_000,
+                ops: vec!["deploy".into()],
             }),
             publish: vec![3000, 5173],
             idle_timeout_ms: 300_000,
@@ -181,8 +195,9 @@ mod tests {
                 dns: Some(7),
                 published: 8,
                 dialer: Some(10),
-                log: Some(11),
-                end: 12
+                ops: Some(11),
+                log: Some(12),
+                end: 13
             }
         );
         let bare = Config {

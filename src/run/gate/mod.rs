@@ -60,6 +60,9 @@ pub struct Spec<'a> {
     pub dns: Option<&'a OwnedFd>,
     pub published: &'a [(u16, TcpListener)],
     pub netns: Option<&'a OwnedFd>,
+    /// The gate's end of the control plane's dialer (with `ops`, see
+    /// [`crate::run::net::Running`]).
+    pub ops: Option<&'a OwnedFd>,
     pub log: Option<OwnedFd>,
 }
 
@@ -108,6 +111,7 @@ pub fn spawn(spec: Spec<'_>) -> Result<Gate> {
     fds.extend(spec.dns.map(|d| d.as_raw_fd()));
     fds.extend(spec.published.iter().map(|(_, l)| l.as_raw_fd()));
     fds.extend(dialer.as_ref().map(|(s, _)| s.as_raw_fd()));
+    fds.extend(spec.ops.map(|o| o.as_raw_fd()));
     fds.extend(spec.log.as_ref().map(|f| f.as_raw_fd()));
     let launcher = std::process::id() as i32;
     let mut config = spec.config;

@@ -142,9 +142,14 @@ fn serve_egress(
             .spawn(move || dns_server::serve(sock, r, report))
             .context("cannot start the sandbox's DNS")?;
     }
+    let ops = match (layout.ops, e.ops.is_empty()) {
+        (Some(fd), false) => Some(Arc::new(proxy::ops::Ops::over(e.ops.clone(), take(fd)?))),
+        _ => None,
+    };
     let capture = proxy::Capture {
         listeners,
         resolver: Some(resolver),
+        ops,
     };
     let handle = proxy::serve_gate(
         listener,
@@ -212,7 +217,13 @@ fn interceptor(b: &config::BoundWire, system_pem: Vec<u8>) -> Result<Interceptor
 /// `secret-exfiltration` line).
 fn sink(log: Option<EgressLog>, placeholders: Vec<(String, String)>) -> EventSink {
     Arc::new(move |e: &Event| {
+        if let (Verdict::Op, Some(log)) = (e.verdict, &log) {
+            let why = masked(&e.reason, &placeholders);
+            let op = masked(e.op.as_deref().unwrap_or_default(), &placeholders);
+            return log.log_op(&op, e.status.unwrap_or_default(), &why);
+        }
         let event = match e.verdict {
+            Verdict::Op => return,
             Verdict::Refused => EgressEvent::EgressRefused,
             Verdict::Failed => EgressEvent::EgressFailed,
             Verdict::SecretAdded => EgressEvent::SecretAdded,

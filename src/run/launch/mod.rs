@@ -177,6 +177,7 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
     let proxying = crate::run::net::Proxying {
         log: audit.egress_log(),
         bound: interceptor,
+        call: audit.call(),
     };
     let one = one_shot::OneShot {
         ctx_name: call.ctx_name,

@@ -139,7 +139,7 @@ fn supervise(
 ) -> reaper::Outcome {
     let limit = timeout.filter(|t| *t > 0).map(Duration::from_secs);
     let mut start_proxy = || {
-        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::start_proxy) {
+        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::on_input) {
             eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
         }
     };

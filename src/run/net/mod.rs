@@ -26,6 +26,7 @@ use anyhow::{anyhow, Context as _, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
 mod capture;
+pub mod ops;
 
 use crate::model::net::PROXY_PORT;
 use crate::plan::net::Plan;
@@ -40,6 +41,8 @@ use crate::sys;
 pub struct Proxying {
     pub log: Option<EgressLog>,
     pub bound: Option<Arc<Interceptor>>,
+    /// The call id the control plane is told with each platform operation (`ops`).
+    pub call: String,
 }
 
 /// The outer side of a sandbox's network, before the clone.
@@ -59,6 +62,8 @@ pub struct Bridge {
 #[derive(Default)]
 pub struct Running {
     gate: Option<Gate>,
+    /// The outer end of the gate's control plane dialer (with `ops`), for the gate running.
+    ops: Option<ops::OpsDialer>,
     sockets: Option<Sockets>,
     /// Keep the sockets after the gate starts, to start it again (a net helper); a one-shot call
     /// closes its copy, so a dead gate means refused connections, not hanging ones.
@@ -91,12 +96,37 @@ impl Running {
         for fd in sockets.watched() {
             let _ = sys::notify_on_input(fd, false);
         }
-        let started = spawn_gate(&sockets);
+        // A one-shot call's outer process hears of the gate's requests by SIGIO.
+        let started = spawn_gate(&sockets, !self.respawn);
         if self.respawn {
             self.sockets = Some(sockets);
         }
-        self.gate = Some(started?);
+        let (gate, ops) = started?;
+        self.gate = Some(gate);
+        self.ops = ops;
         Ok(())
+    }
+
+    /// SIGIO in a one-shot call's outer process: start the gate (its first connection), and
+    /// answer the gate's requests for connections to the control plane ([`ops`]).
+    pub fn on_input(&mut self) -> Result<()> {
+        self.start_proxy()?;
+        self.serve_ops();
+        Ok(())
+    }
+
+    /// Answer the gate's waiting requests for control plane connections (non-blocking).
+    pub fn serve_ops(&mut self) {
+        if let Some(d) = &self.ops {
+            if !d.serve() {
+                self.ops = None;
+            }
+        }
+    }
+
+    /// What a net helper polls for the gate's requests to the control plane.
+    pub fn ops_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.ops.as_ref().map(ops::OpsDialer::fd)
     }
 
     /// A net helper's check: if its gate died (or one could not be started), start another
@@ -168,8 +198,9 @@ impl Sockets {
     }
 }
 
-/// Start the gate process for `s`.
-fn spawn_gate(s: &Sockets) -> Result<Gate> {
+/// Start the gate process for `s` (and its control plane dialer, with `ops`; `signal`: SIGIO on
+/// its requests).
+fn spawn_gate(s: &Sockets, signal: bool) -> Result<(Gate, Option<ops::OpsDialer>)> {
     let l = s.plan.limits;
     let egress = s.plan.egress.as_ref().map(|e| config::Egress {
         context: e.context.clone(),
@@ -178,7 +209,15 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
         max_connections: l.connections as usize,
         per_call: l.per_call as usize,
         head_timeout_ms: l.head_timeout * 1000,
+        ops: s.plan.ops.clone(),
     });
+    let dialer = match (&s.plan.egress, s.plan.ops.is_empty()) {
+        (Some(e), false) => {
+            let header = ops::header(&e.context, &s.proxying.call, &s.plan.ops);
+            Some(ops::OpsDialer::pair(header, signal)?)
+        }
+        _ => None,
+    };
     let (log, sink) = match &s.proxying.log {
         Some(l) => {
             let (fd, syslog) = l.sink_for_gate()?;
@@ -203,16 +242,19 @@ fn spawn_gate(s: &Sockets) -> Result<Gate> {
         log,
         bound: s.proxying.bound.as_ref().map(|b| b.wire()),
     };
-    gate::spawn(gate::Spec {
+    let gate = gate::spawn(gate::Spec {
         config,
         listener: s.listener.as_ref(),
         capture: &s.capture,
         dns: s.dns.as_ref(),
         published: &s.published,
         netns: s.netns.as_ref(),
+        ops: dialer.as_ref().map(|(_, theirs)| theirs),
         log: sink,
     })
-    .context("cannot start the egress gate")
+    .context("cannot start the egress gate")?;
+    // The gate's end is its own now.
+    Ok((gate, dialer.map(|(ours, _)| ours)))
 }
 
 /// Ask for SIGIO on the first input to any of `watched` (the proxy's listener, the captured
@@ -384,6 +426,7 @@ impl Bridge {
         };
         let mut running = Running {
             gate: None,
+            ops: None,
             sockets: Some(sockets),
             respawn: !lazy,
         };

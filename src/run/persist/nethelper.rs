@@ -153,7 +153,16 @@ fn helper_main(
     if let Err(e) = detach(&bridge, keeper, &report) {
         fail(e.context("cannot detach"));
     }
-    let proxying = Proxying { log, bound: None };
+    // The call id the control plane is told (ops): the call that started the context.
+    let call = log.as_ref().map_or_else(
+        || format!("{:016x}", sys::random_u64().unwrap_or_default()),
+        |l| l.identity().0,
+    );
+    let proxying = Proxying {
+        log,
+        bound: None,
+        call,
+    };
     let mut running = match bridge.start(proxying, false) {
         Ok(r) => r,
         Err(e) => fail(e),
@@ -200,6 +209,8 @@ fn serve(
         if let Some(c) = control.as_ref() {
             fds.push(PollFd::new(c.fd(), PollFlags::POLLIN));
         }
+        // The gate's requests for control plane connections (ops): answered below, never read.
+        fds.extend(running.ops_fd().map(|o| PollFd::new(o, PollFlags::POLLIN)));
         let ms = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, ms) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -209,6 +220,7 @@ fn serve(
             break;
         }
         drop(fds);
+        running.serve_ops();
         if let Some(c) = control.as_deref_mut() {
             if let Ready::Request(r) = c.step() {
                 let reply = match running.replace_allow(&r.allow) {

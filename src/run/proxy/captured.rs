@@ -242,6 +242,7 @@ fn connect(shared: &Shared, id: u64, dest: SocketAddr, name: Option<&str>) -> Op
         reason,
         secret: None,
         status,
+        op: None,
     };
     match (shared.outbound.connect)(&dest, shared.limits.connect_timeout) {
         Ok(s) => {

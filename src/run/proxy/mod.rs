@@ -107,6 +107,9 @@ pub enum Verdict {
     /// A request to a bound host carried a secret's placeholder in its slot but is outside the
     /// binding's `methods`/`paths`: the placeholder was sent as is (`secret` names it).
     SecretWithheld,
+    /// A platform operation was asked for (`op` names it; `status` says how it was answered:
+    /// 200 when the control plane performed it, [`ops`]).
+    Op,
 }
 
 /// One decision of the proxy, for the audit hook.
@@ -125,6 +128,8 @@ pub struct Event {
     /// status of the same answer over HTTP (the reply code says the same). `None`: not answered
     /// (allowed, or a client that went away or failed its TLS handshake).
     pub status: Option<u16>,
+    /// The platform operation asked for (`Op`): its name, never its params.
+    pub op: Option<String>,
 }
 
 /// The audit hook: called once per destination decision, from the connection's thread (so it
@@ -160,6 +165,8 @@ struct Shared {
     stopping: AtomicBool,
     /// Bound secrets: the interceptor of `CONNECT`s to bound hosts ([`bound::serve`]).
     bound: Option<Arc<bound::Interceptor>>,
+    /// The context's platform operations ([`ops`]).
+    ops: Option<Arc<ops::Ops>>,
     /// Every open connection's sockets (client, then upstream), to count and to shut down, with
     /// the address of the listener it came in on (its call).
     open: Mutex<HashMap<u64, (std::net::IpAddr, Vec<TcpStream>)>>,
@@ -206,6 +213,8 @@ fn serve_resolving(
 pub struct Capture {
     pub listeners: Vec<TcpListener>,
     pub resolver: Option<Arc<Resolver>>,
+    /// Not captured but answered by the gate itself: the platform operations ([`ops`]).
+    pub ops: Option<Arc<ops::Ops>>,
 }
 
 /// The gate's proxy: the system resolver, real connects, the container's own addresses listed
@@ -277,6 +286,7 @@ fn share(
         limits,
         stopping: AtomicBool::new(false),
         bound,
+        ops: capture.ops,
         open: Mutex::new(HashMap::new()),
         next_id: AtomicU64::new(0),
         own_addrs,
@@ -361,6 +371,7 @@ impl Shared {
             reason: reason.to_string(),
             secret: None,
             status: Some(status),
+            op: None,
         });
     }
 }
@@ -461,6 +472,7 @@ mod accept;
 pub mod bound;
 mod captured;
 pub mod http;
+pub mod ops;
 pub mod request;
 pub mod socks;
 pub mod upstream;

@@ -158,6 +158,14 @@ pub(super) fn http(shared: &Shared, id: u64, mut inb: Inbound<'_>) {
             )
         }
     };
+    if super::ops::addressed(host, port) {
+        // A platform operation: answered by the gate, nothing opened upstream.
+        let mut body = Body {
+            rest: leftover,
+            stream: client,
+        };
+        return super::ops::call(shared, client, (&request, &path), &mut body, respond);
+    }
     let framing = match http::request_framing(&request) {
         Ok(f) => f,
         Err((status, why)) => return refuse(Some((host, port)), status, &why, &why),
@@ -279,7 +287,10 @@ pub(super) fn respond(client: &TcpStream, status: u16, reason: &str) {
     let phrase = match status {
         400 => "Bad Request",
         403 => "Forbidden",
+        405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         502 => "Bad Gateway",
         503 => "Service Unavailable",

@@ -87,6 +87,7 @@ impl Destination<'_> {
             reason: reason.to_string(),
             secret: None,
             status,
+            op: None,
         }
     }
 

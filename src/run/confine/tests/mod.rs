@@ -138,6 +138,7 @@ pub(super) fn sandbox_from(bits: u32) -> Sandbox {
             allow_text: vec![],
             limits: Default::default(),
             capture: vec![],
+            ops: vec![],
         }),
         cwd: None,
         degrade: false,

@@ -77,6 +77,7 @@ fn intercepted(
         reason,
         secret: None,
         status: None,
+        op: None,
     };
     // The handshake and the head, however trickled, within head_timeout from here.
     let sock = Clocked {
@@ -251,6 +252,7 @@ fn report_applied(shared: &Shared, (host, port): (&str, u16), applied: rewrite::
         reason,
         secret: Some(name),
         status: None,
+        op: None,
     };
     for name in applied.added {
         let reason = format!("the bound secret {name} was added for {host}");

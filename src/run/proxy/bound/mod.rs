@@ -280,6 +280,7 @@ pub(super) fn exfiltration(
         ),
         secret: Some(name.to_string()),
         status: None,
+        op: None,
     }
 }
 
