@@ -1269,3 +1269,133 @@ function posixNormalize(p: string): string {
   const s = out.join("/");
   return abs ? `/${s}` : s || ".";
 }
+
+// ------------------------------------------------------------------------ platform operations
+
+/** Where the control plane listens for platform operations (docs/ops.md of sbx-exec). */
+export const OPS_SOCKET = "/run/sbx/ops.sock";
+
+/** What a platform operation's handler is told besides its params. */
+export interface OpCall {
+  /** The operation's name. */
+  op: string;
+  /** The context whose user code asked (written by sbx-exec, never by the sandbox). */
+  context: string;
+  /** The call id, as sbx-exec's audit log writes it. */
+  call: string;
+}
+
+/** A platform operation: its result is answered as `{"ok":true,"result":...}`; a throw as
+ * `{"ok":false,"error":message}`. `params` is whatever JSON user code sent: check it. */
+export type OpHandler = (params: unknown, call: OpCall) => unknown | Promise<unknown>;
+
+export interface OpsServerOptions {
+  /** The unix socket to listen on (default {@link OPS_SOCKET}); a socket already there is replaced
+   * (one control plane per socket). */
+  socket?: string;
+  /** The operations this control plane performs, by name. */
+  handlers: Record<string, OpHandler>;
+}
+
+export interface OpsServer {
+  readonly socket: string;
+  /** Stop listening (calls in flight finish) and remove the socket. */
+  close(): Promise<void>;
+}
+
+/** The most bytes read from one connection: the header and the request lines (sbx-exec's gate
+ * sends at most 64 KiB of params). */
+const MAX_OPS_REQUEST = 1 << 20;
+/** The most bytes of one answer line (the gate refuses longer ones). */
+const MAX_OPS_ANSWER = 1 << 20;
+
+/** The control plane's side of platform operations: listen on `socket` for sbx-exec's
+ * connections, one call each — a header line `{"sbx_ops":1,"context","call","ops"}` written by
+ * sbx-exec (root), then `{"op","params"}` written by its egress gate — and answer one JSON line.
+ * An operation the header's `ops` does not list, or without a handler, is refused here too.
+ * Node and Bun cannot read a unix socket's peer credentials (SO_PEERCRED): who may connect is
+ * what the socket's directory allows (/run/sbx: root only, mode 0700) and the socket's mode
+ * (0600, set here). */
+export async function serveOps(options: OpsServerOptions): Promise<OpsServer> {
+  const { createServer } = await import("node:net");
+  const fs = await import("node:fs");
+  const socket = options.socket ?? OPS_SOCKET;
+  const handlers = new Map(Object.entries(options.handlers));
+  try {
+    if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
+  } catch {
+    // nothing there
+  }
+  const server = createServer((conn) => {
+    let buf = Buffer.alloc(0);
+    let done = false;
+    const answer = (value: unknown) => {
+      done = true;
+      let line = JSON.stringify(value);
+      if (Buffer.byteLength(line) > MAX_OPS_ANSWER)
+        line = JSON.stringify({ ok: false, error: `the answer is larger than ${MAX_OPS_ANSWER} bytes` });
+      conn.end(`${line}\n`);
+    };
+    conn.on("error", () => conn.destroy());
+    conn.on("data", (chunk: Buffer) => {
+      if (done) return;
+      buf = Buffer.concat([buf, chunk]);
+      const first = buf.indexOf(10);
+      const second = first < 0 ? -1 : buf.indexOf(10, first + 1);
+      if (second < 0) {
+        if (buf.length > MAX_OPS_REQUEST) answer({ ok: false, error: "the request is too large" });
+        return;
+      }
+      done = true;
+      const header = buf.subarray(0, first).toString("utf8");
+      const request = buf.subarray(first + 1, second).toString("utf8");
+      performOp(handlers, header, request).then(answer, (e) => answer({ ok: false, error: String(e) }));
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(socket, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  fs.chmodSync(socket, 0o600);
+  return {
+    socket,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        try {
+          fs.unlinkSync(socket);
+        } catch {
+          // already gone
+        }
+      }),
+  };
+}
+
+/** One call: the header and request lines parsed and checked, the handler run; the answer. */
+async function performOp(handlers: Map<string, OpHandler>, headerLine: string, requestLine: string): Promise<unknown> {
+  let header: { sbx_ops?: unknown; context?: unknown; call?: unknown; ops?: unknown };
+  let request: { op?: unknown; params?: unknown };
+  try {
+    header = JSON.parse(headerLine);
+    request = JSON.parse(requestLine);
+  } catch {
+    return { ok: false, error: "the header or the request is not JSON" };
+  }
+  const ops = Array.isArray(header?.ops) ? header.ops : [];
+  if (header?.sbx_ops !== 1 || typeof header.context !== "string" || typeof header.call !== "string")
+    return { ok: false, error: "not an sbx-exec platform operation header" };
+  const op = request?.op;
+  if (typeof op !== "string") return { ok: false, error: "the request names no operation" };
+  if (!ops.includes(op)) return { ok: false, error: `operation ${op} is not in context ${header.context}'s ops` };
+  const handler = handlers.get(op);
+  if (handler === undefined) return { ok: false, error: `this control plane has no handler for operation ${op}` };
+  try {
+    const result = await handler(request.params, { op, context: header.context, call: header.call });
+    return { ok: true, result: result ?? null };
+  } catch (e) {
+    return { ok: false, error: e instanceof Error ? e.message : String(e) };
+  }
+}
