@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Load test for sbx-exec: launches/s and latency p50/p99 with 1, 4, 16 and 64 concurrent callers,
-# for `user` (one-shot), `platform` with one secret on a pipe (one-shot), and joins of a persistent
-# context. Every launch must succeed, and nothing may be left behind (processes, zombies, cgroups,
-# runtime state), checked with a snapshot before and after each level.
+# for `user` (one-shot), `platform` with one secret on a pipe (one-shot), joins of a persistent
+# context, and joins of a persistent context shaped like sandbox-sdk.toml's `user` (an identity,
+# its own network with the egress gate held by a net helper). Every launch must succeed, and
+# nothing may be left behind (processes, zombies, cgroups, runtime state), checked with a snapshot
+# before and after each level. Then a soak: SOAK (5000; 1000 quick) sequential joins of the
+# sandbox-sdk-shaped context, with its keeper's and net helper's RSS, the keeper's mounts and the
+# process count before and after (they must not grow).
 #
 #   bash bench/load.sh               1000 launches per level; writes the "Load" section of
 #                                    BENCHMARKS.md (between the load markers)
@@ -47,15 +51,25 @@ env.allow = ["PATH"]
 fs.hide = ["/run/sbx"]
 [context.joined.limits]
 pids_max = 4096
+[context.sdk]
+namespaces = ["pid", "mount", "ipc", "uts"]
+persist = true
+identity = { uid = 100000, gid = 100000, count = 65536 }
+env.allow = ["PATH"]
+fs.hide = ["/run/sbx"]
+[context.sdk.net]
+mode = "private"
+allow = ["0.0.0.0/0", "::/0"]
 EOF
 
-N=1000
-[ "${LOAD_QUICK:-0}" = 1 ] && N=300
-export BIN POLICY N
+N=1000 SOAK=5000
+[ "${LOAD_QUICK:-0}" = 1 ] && N=300 SOAK=1000
+export BIN POLICY N SOAK
 python3 - "$OUT/load.json" <<'PY'
 import json, os, subprocess, sys, threading, time
 
 BIN, POLICY, N = os.environ["BIN"], os.environ["POLICY"], int(os.environ["N"])
+SOAK = int(os.environ["SOAK"])
 
 def snapshot():
     procs, zombies = set(), set()
@@ -73,7 +87,7 @@ def snapshot():
         if base.count("/") > 8:
             dirs[:] = []
         for d in dirs:
-            if d.startswith("sbx-joined-") or d.startswith("sbx-user-") or d.startswith("sbx-platform-"):
+            if d.startswith(("sbx-joined-", "sbx-sdk-", "sbx-user-", "sbx-platform-")):
                 cg.add(os.path.join(base, d))
     state = {f for f in os.listdir("/run/sbx") if not f.endswith(".lock")}
     return procs, zombies, cg, state
@@ -89,7 +103,7 @@ def call(kind):
         dt = time.perf_counter() - t
         os.close(r)
     else:
-        ctx = "user" if kind == "user" else "joined"
+        ctx = kind
         t = time.perf_counter()
         p = subprocess.run([BIN, "--policy", POLICY, "--ctx", ctx, "--", "true"],
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -130,9 +144,11 @@ def reap():
             return
 
 results, leaks = [], []
-# The persistent context's keeper is part of the baseline (it is meant to stay).
-subprocess.run([BIN, "--policy", POLICY, "--ctx", "joined", "--", "true"], check=True)
-for kind in ("user", "platform", "joined"):
+# The persistent contexts' keepers (and the sdk context's net helper) are part of the baseline
+# (they are meant to stay).
+for ctx in ("joined", "sdk"):
+    subprocess.run([BIN, "--policy", POLICY, "--ctx", ctx, "--", "true"], check=True)
+for kind in ("user", "platform", "joined", "sdk"):
     for conc in (1, 4, 16, 64):
         reap()
         before = snapshot()
@@ -151,9 +167,49 @@ for kind in ("user", "platform", "joined"):
         results.append(r)
         print(f"load: {kind:8} x{conc:<3} {r['per_s']:7.1f}/s  p50 {r['p50_ms']:6.1f} ms  p99 {r['p99_ms']:7.1f} ms  "
               f"failures {r['failures']}  left {sum(map(len, left))}", file=sys.stderr, flush=True)
-subprocess.run([BIN, "ctx", "stop", "joined", "--policy", POLICY], check=True)
-json.dump(results, open(sys.argv[1], "w"), indent=1)
-bad = sum(r["failures"] for r in results)
+
+def helpers():
+    """The sdk context's keeper and net helper pids (from ctx list --json)."""
+    rows = json.loads(subprocess.run([BIN, "ctx", "list", "--json"], check=True, capture_output=True).stdout)
+    row = next(r for r in rows if r["name"] == "sdk")
+    return row["keeper_pid"], row["net_pid"]
+
+def rss_kib(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+def measure():
+    keeper, net = helpers()
+    return {"keeper_rss_kib": rss_kib(keeper), "net_rss_kib": rss_kib(net),
+            "keeper_mounts": len(open(f"/proc/{keeper}/mountinfo").readlines()),
+            "processes": len(snapshot()[0])}
+
+# The soak: sequential joins of the sdk context, one after the other.
+reap()
+soak_before, soak_fail = measure(), []
+t = time.perf_counter()
+for i in range(SOAK):
+    rc, _, err = call("sdk")
+    if rc != 0:
+        soak_fail.append((rc, err.strip()[:200]))
+reap()
+soak = {"launches": SOAK, "seconds": time.perf_counter() - t, "failures": len(soak_fail),
+        "first_failure": soak_fail[:1], "before": soak_before, "after": measure()}
+print(f"load: soak {SOAK} joins in {soak['seconds']:.0f} s, failures {len(soak_fail)}, "
+      f"before {soak_before}, after {soak['after']}", file=sys.stderr, flush=True)
+grew = {k: (soak_before[k], soak["after"][k]) for k in ("keeper_mounts", "processes")
+        if soak["after"][k] > soak_before[k]}
+# RSS may move by a few pages (allocator); a leak over thousands of joins shows as far more.
+grew.update({k: (soak_before[k], soak["after"][k]) for k in ("keeper_rss_kib", "net_rss_kib")
+             if soak["after"][k] > soak_before[k] + 1024})
+if grew:
+    leaks.append(("soak", SOAK, grew))
+for ctx in ("joined", "sdk"):
+    subprocess.run([BIN, "ctx", "stop", ctx, "--policy", POLICY], check=True)
+json.dump({"levels": results, "soak": soak}, open(sys.argv[1], "w"), indent=1)
+bad = sum(r["failures"] for r in results) + len(soak_fail)
 if bad or leaks:
     print(f"load: {bad} failures, leaks {leaks}; first failures {[r['first_failure'] for r in results if r['failures']]}", file=sys.stderr)
     sys.exit(1)
@@ -161,7 +217,8 @@ PY
 
 python3 - "$OUT/load.json" <<'PY' >"$OUT/load.md"
 import json, os, platform, sys
-rs = json.load(open(sys.argv[1]))
+data = json.load(open(sys.argv[1]))
+rs, soak = data["levels"], data["soak"]
 n = rs[0]["launches"]
 print(f"`bash bench/load.sh` ({'LOAD_QUICK=1, ' if os.environ.get('LOAD_QUICK') == '1' else ''}{n} launches per level, "
       f"{os.cpu_count()} CPUs, kernel {platform.release()}, release build). Latency is per call, as the caller "
@@ -169,10 +226,19 @@ print(f"`bash bench/load.sh` ({'LOAD_QUICK=1, ' if os.environ.get('LOAD_QUICK') 
       "level (processes, zombies, cgroups, /run/sbx) must match.\n")
 print("| workload | callers | launches/s | p50 ms | p99 ms | failures | left behind |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-names = {"user": "`user` one-shot", "platform": "`platform` + secret on a pipe", "joined": "persistent join"}
+names = {"user": "`user` one-shot", "platform": "`platform` + secret on a pipe", "joined": "persistent join",
+         "sdk": "persistent join, identity + gate (sandbox-sdk `user`)"}
 for r in rs:
     print(f"| {names[r['kind']]} | {r['concurrency']} | {r['per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
           f"{r['failures']} | {sum(map(len, r['left_behind']))} |")
+b, a = soak["before"], soak["after"]
+print(f"\nSoak: {soak['launches']} sequential joins of the sandbox-sdk-shaped context in {soak['seconds']:.0f} s, "
+      f"{soak['failures']} failures.\n")
+print("| | before | after |")
+print("|---|---:|---:|")
+for k, label in (("keeper_rss_kib", "keeper RSS (KiB)"), ("net_rss_kib", "net helper RSS (KiB)"),
+                 ("keeper_mounts", "mounts in the context"), ("processes", "processes in the namespace")):
+    print(f"| {label} | {b[k]} | {a[k]} |")
 PY
 
 if [ "${LOAD_QUICK:-0}" = 1 ]; then
