@@ -19,14 +19,21 @@
 //
 // Commands start in the context's own working directory (the client passes --in-workdir and runs
 // sbx-exec in /), never in this server's; `cwd` (an absolute path) picks another.
+//
+// Besides /exec, behind the same token: processes per context (processes.ts: start, list, kill,
+// wait), file operations per context, run inside it as its identity (files.ts), and, with
+// DEPLOY_URL set, the platform operation `deploy` that user code calls (deploy.ts).
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { errorFor, exec, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
+import { allowedContexts, isStringMap, isStrings, MAX_BODY, readBody, reply } from "./common.ts";
+import { startPlatformOps } from "./deploy.ts";
+import { routeFiles } from "./files.ts";
+import { killAll, routeProcesses } from "./processes.ts";
 
 const apiPort = process.env.API_PORT ?? process.env.PORT ?? "8080";
-const MAX_BODY = 4 * 1024 * 1024;
 
 function fatal(msg: string): never {
   console.error(`control plane: ${msg}`);
@@ -71,33 +78,6 @@ function authorized(req: http.IncomingMessage): boolean {
   // Always compute and compare, so a missing header costs the same as a wrong one.
   return timingSafeEqual(mac(given), tokenMac) && m !== null;
 }
-
-const allowedContexts = new Set(
-  (process.env.SBX_ALLOWED_CONTEXTS ?? "user")
-    .split(",")
-    .map((s) => s.trim())
-    .filter(Boolean),
-);
-
-async function readBody(req: http.IncomingMessage): Promise<string | undefined> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of req) {
-    size += (c as Buffer).length;
-    if (size > MAX_BODY) return undefined;
-    chunks.push(c as Buffer);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
-
-function reply(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
-  res.writeHead(status, { "content-type": "application/json", ...headers });
-  res.end(JSON.stringify(body));
-}
-
-const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.every((a) => typeof a === "string");
-const isStringMap = (v: unknown): v is Record<string, string> =>
-  typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
 
 const USAGE =
   "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: absolute path, timeout?: seconds}";
@@ -168,6 +148,8 @@ const api = http.createServer(async (req, res) => {
         truncated: r.truncated,
       });
     }
+    const url = new URL(req.url ?? "/", "http://localhost");
+    if ((await routeProcesses(req, res, url)) || (await routeFiles(req, res, url))) return;
     reply(res, 404, { error: "not found" });
   } catch (e) {
     // Never echo the request body: it may hold secrets. Typed errors carry no secret values; a
@@ -177,6 +159,13 @@ const api = http.createServer(async (req, res) => {
     reply(res, status, { error: e instanceof Error ? e.name : "error" });
   }
 });
+
+// Platform operations (deploy.ts): only when DEPLOY_URL names a deploy service. Its credential
+// is read (or the server refuses to start) before the API serves anything.
+startPlatformOps().then(
+  (ops) => console.error(`control plane ${process.pid}: platform operations ${ops ? `on ${ops.socket}: deploy` : "off (no DEPLOY_URL)"}`),
+  (e) => console.error(`control plane ${process.pid}: platform operations unavailable: ${e instanceof Error ? e.message : e}`),
+);
 
 /** The inherited listening sockets: [{fd, name}] per LISTEN_FDS / LISTEN_FDNAMES. */
 function inheritedSockets(): { fd: number; name: string }[] {
@@ -199,5 +188,7 @@ if (sockets.length > 0) {
 }
 process.on("SIGTERM", () => {
   console.log(`control plane ${process.pid}: SIGTERM, stopping`);
+  killAll();
   process.exit(0);
 });
+
