@@ -52,9 +52,10 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Read `p`'s stdout until it contains `want`; the text seen. */
-async function waitFor(p: ReturnType<typeof Bun.spawn>, want: string): Promise<string> {
-  const reader = (p.stdout as ReadableStream<Uint8Array>).getReader();
+/** Read `stream` until it contains `want`, then go on reading it in the background (so that the
+ * process never blocks on a full pipe); the text seen. */
+async function waitFor(stream: ReadableStream<Uint8Array>, want: string): Promise<string> {
+  const reader = stream.getReader();
   const dec = new TextDecoder();
   let seen = "";
   const end = Date.now() + 15_000;
@@ -63,8 +64,10 @@ async function waitFor(p: ReturnType<typeof Bun.spawn>, want: string): Promise<s
     if (done) break;
     seen += dec.decode(value);
   }
-  reader.releaseLock();
   if (!seen.includes(want)) throw new Error(`did not start (waiting for ${JSON.stringify(want)}): ${seen}`);
+  void (async () => {
+    while (!(await reader.read()).done);
+  })().catch(() => {});
   return seen;
 }
 
@@ -115,7 +118,7 @@ describe("examples/bun-server: processes, files, deploy", () => {
       stdout: "pipe",
       stderr: "inherit",
     });
-    await waitFor(service, "listening on");
+    await waitFor(service.stdout as ReadableStream<Uint8Array>, "listening on");
 
     port = await freePort();
     const script = 'mkdir -p -m 0700 /run/sbx && mount -t tmpfs -o mode=0700 sbx-example-test /run/sbx && exec "$0" run "$1"';
@@ -135,18 +138,9 @@ describe("examples/bun-server: processes, files, deploy", () => {
       stdout: "pipe",
       stderr: "pipe",
     });
-    await waitFor(server, `bound :${port}`);
+    await waitFor(server.stdout as ReadableStream<Uint8Array>, `bound :${port}`);
     // Until the ops socket listens.
-    const err = (server.stderr as ReadableStream<Uint8Array>).getReader();
-    let seen = "";
-    const end = Date.now() + 15_000;
-    while (!seen.includes("platform operations") && Date.now() < end) {
-      const { value, done } = await err.read();
-      if (done) break;
-      seen += new TextDecoder().decode(value);
-    }
-    err.releaseLock();
-    if (!seen.includes("platform operations on /run/sbx/ops.sock")) throw new Error(`no platform operations: ${seen}`);
+    await waitFor(server.stderr as ReadableStream<Uint8Array>, "platform operations on /run/sbx/ops.sock");
   }, T);
 
   afterAll(() => {
