@@ -323,6 +323,37 @@ describe("examples/bun-server: processes, files, deploy", () => {
     expect(readFileSync(join(rootOnly, "sentinel"), "utf8")).toBe("root's sentinel\n");
   }, T);
 
+  real("files: 100 MiB in and out through HTTP, never held whole by the server", async () => {
+    const vmHWM = () => Number(/^VmHWM:\s+(\d+) kB/m.exec(readFileSync(`/proc/${server!.pid}/status`, "utf8"))![1]) * 1024;
+    const MiB = 1024 * 1024;
+    const block = randomBytes(MiB);
+    const before = vmHWM();
+    const hash = createHash("sha256");
+    let i = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        if (i === 100) return ctl.close();
+        const chunk = Buffer.from(block);
+        chunk.writeUInt32BE(i++, 0); // each MiB different
+        hash.update(chunk);
+        ctl.enqueue(chunk);
+      },
+    });
+    expect((await call("PUT", `/files/shared?path=big.bin`, { body })).status).toBe(204);
+    expect(statSync(join(work, "big.bin")).size).toBe(100 * MiB);
+    const back = createHash("sha256");
+    let n = 0;
+    for await (const c of (await call("GET", `/files/shared?path=big.bin`)).body!) {
+      back.update(c);
+      n += c.length;
+    }
+    expect([n, back.digest("hex")]).toEqual([100 * MiB, hash.digest("hex")]);
+    const grew = vmHWM() - before;
+    console.log(`the server's peak RSS grew by ${(grew / MiB).toFixed(1)} MiB over a 100 MiB round trip`);
+    expect(grew).toBeLessThan(100 * MiB); // held whole, the file alone would add 100 MiB
+    expect((await call("DELETE", `/files/shared?path=big.bin`)).status).toBe(204);
+  }, T);
+
   real("a link user code planted is not followed by a write of the API", async () => {
     const sentinel = join(rootOnly, "sentinel");
     const before = statSync(sentinel);
