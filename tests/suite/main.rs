@@ -234,6 +234,7 @@ fn main() {
         docs_tests::version_names_the_git_revision,
         docs_tests::help_has_examples_and_exit_codes,
         persist::background_process_survives_and_is_killed_later,
+        persist::a_join_that_changes_ids_completes_under_strace,
         persist::other_contexts_do_not_see_it,
         persist::concurrent_first_calls_make_one_keeper,
         persist::stop_leaves_nothing_running,

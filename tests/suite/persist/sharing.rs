@@ -131,3 +131,48 @@ pub fn concurrent_first_calls_make_one_keeper() -> Result<(), String> {
     stop(&pol, "conc").expect_code(0, "ctx stop")?;
     Ok(())
 }
+
+/// A join that changes ids (an `identity` context: the target's user namespace is mapped by the
+/// outer process in a handshake over pipes, issue 33 item 2) completes under `strace -f`, which
+/// a handshake that polled /proc for a stopped state never did (a traced stop reads `t`, not
+/// `T`). The control: the same join without strace, and a first call that started the keeper.
+pub fn a_join_that_changes_ids_completes_under_strace() -> Result<(), String> {
+    needs_isolation()?;
+    runtime()?;
+    let strace = require_tool("strace")?;
+    let dir = TempDir::new("persist-strace");
+    let pol = Policy::new()
+        .persistent("keepid")
+        .in_context(
+            "keepid",
+            "identity = { uid = 100000, gid = 100000, count = 65536 }\n",
+        )
+        .write(dir.path())
+        .display()
+        .to_string();
+    let first = run_in(&pol, "keepid", &["true"]);
+    first.expect_code(0, "the first call (starts the keeper)")?;
+    let plain = run_in(&pol, "keepid", &["sh", "-c", "id -u; echo joined"]);
+    plain.expect_code(0, "the control: a join without strace")?;
+    check(plain.stdout == "0\njoined\n", || {
+        format!("the control join: {}", plain.show())
+    })?;
+    let trace = dir.path().join("join.trace");
+    let traced = Cmd::new(&strace)
+        .args(["-f", "-o", trace.to_str().unwrap(), bin()])
+        .args(["--policy", pol.as_str(), "--ctx", "keepid", "--"])
+        .args(["sh", "-c", "id -u; echo joined"])
+        .limit(Duration::from_secs(30))
+        .run();
+    let stopped = stop(&pol, "keepid");
+    check(
+        !traced.hung() && traced.ok() && traced.stdout == "0\njoined\n",
+        || format!("the join under strace -f: {}", traced.show()),
+    )?;
+    // strace really followed the join: the target's exec of sh is in the trace.
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    check(text.contains("execve") && text.lines().count() > 50, || {
+        format!("strace traced little: {} lines", text.lines().count())
+    })?;
+    stopped.expect_code(0, "ctx stop").map(|_| ())
+}
