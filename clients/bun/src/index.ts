@@ -890,8 +890,25 @@ export interface SandboxContext extends SandboxFiles {
   startProcess(cmd: Command, opts?: RunOptions): Promise<ProcessHandle>;
   /** The processes `startProcess` started in this context through this sandbox object that have
    * not exited yet, oldest first (in a persistent context they run across calls until killed).
-   * What the context's code started by itself is not listed: ask it (`exec("ps ...")`). */
+   * What the context's code started by itself is not listed: see `listProcesses`. */
   processes(): ProcessHandle[];
+  /** The processes running in the context now, as it sees them (read from its /proc by a
+   * `/bin/sh -c` run there): for a persistent context also those earlier calls left running,
+   * whoever started them. Without the listing itself and without pid 1 (a persistent context's
+   * keeper, or a one-shot call's init). Pids are the context's own (its pid namespace); in a
+   * context without one they are the host's. Needs a context that may run `/bin/sh`. */
+  listProcesses(opts?: FileOptions): Promise<ContextProcess[]>;
+}
+
+/** A process as `listProcesses` reports it. */
+export interface ContextProcess {
+  /** Its pid inside the context (its pid namespace). */
+  pid: number;
+  /** Its parent's pid inside the context; 0 when the parent is outside it (a command a call of a
+   * persistent context started, whose parent is that call's sbx-exec). */
+  ppid: number;
+  /** Its argv joined by spaces (as `ps -o args` shows it); `[name]` when it has none (a zombie). */
+  command: string;
 }
 
 export interface SandboxOptions {
@@ -912,6 +929,9 @@ export interface SandboxOptions {
    * "/workspace"): a relative path is taken under it, one outside it is `Refused` without running.
    */
   shared?: { context?: string; root?: string };
+  /** Where `registerPlatformOperation` listens (default {@link OPS_SOCKET}, the path sbx-exec
+   * connects to). */
+  opsSocket?: string;
 }
 
 /** The sandbox: `platform`, `user`, `shared`, and any context of the policy by name. */
@@ -926,6 +946,20 @@ export interface Sandbox {
   listContexts(): Promise<ContextInfo[]>;
   /** `sbx-exec probe --json` for this sandbox's policy. */
   probe(): Promise<ProbeReport>;
+  /**
+   * Perform platform operation `name` for user code that asks for it (`callPlatformOperation`,
+   * `sbx-exec op NAME`, `POST http://sbx-ops/NAME`) from a context whose policy lists it in `ops`.
+   * The first registration starts this sandbox's control plane (`serveOps` on `opsSocket`, as
+   * root; `/run/sbx` is made 0700 if missing); later ones add to it. Resolves once it listens.
+   * `name` as the policy's `ops` has it (a lowercase letter, then up to 62 of a-z 0-9 _ -), each
+   * once: a second registration of a name is a `TypeError`. The handler runs here, with this
+   * process's credentials; only its result (or its error's message) reaches user code.
+   */
+  registerPlatformOperation(name: string, handler: OpHandler): Promise<void>;
+  /** Stop the control plane `registerPlatformOperation` started, if any (calls in flight finish,
+   * the socket is removed); registering afterwards is refused. Processes started through the
+   * sandbox and persistent contexts are left as they are. Calling it again does nothing. */
+  close(): Promise<void>;
 }
 
 const FILE_ERRORS: Record<string, new (m: string, r: ConstructorParameters<typeof SbxError>[1]) => SbxError> = {
@@ -1221,6 +1255,8 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
         return handle;
       },
       processes: () => [...running],
+      listProcesses: async (opts = {}) =>
+        parseProcessList((await exec(name, ["/bin/sh", "-c", LIST_PROCESSES], { ...base, ...opts })).stdout),
     };
     cache.set(name, c);
     return c;
@@ -1243,6 +1279,12 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
   };
   const sharedCtx = shared.context ?? options.user ?? "user";
 
+  // The control plane of registerPlatformOperation: started on the first registration.
+  const opsSocket = options.opsSocket ?? OPS_SOCKET;
+  const handlers = new Map<string, OpHandler>();
+  let opsServer: Promise<OpsServer> | undefined;
+  let closed = false;
+
   return {
     platform: context(options.platform ?? "platform"),
     user: context(options.user ?? "user"),
@@ -1250,7 +1292,68 @@ export function createSandbox(options: SandboxOptions = {}): Sandbox {
     context,
     listContexts: () => contexts.list(base),
     probe: () => probe(base),
+    async registerPlatformOperation(name, handler) {
+      checkOpName(name);
+      if (typeof handler !== "function") throw new TypeError("sbx: registerPlatformOperation: the handler must be a function");
+      if (closed) throw new TypeError("sbx: registerPlatformOperation: this sandbox is closed");
+      if (handlers.has(name)) throw new TypeError(`sbx: platform operation ${name} is already registered`);
+      handlers.set(name, handler);
+      if (!opsServer) {
+        opsServer = (async () => {
+          const { mkdirSync } = await import("node:fs");
+          mkdirSync(opsSocket.slice(0, opsSocket.lastIndexOf("/")) || "/", { recursive: true, mode: 0o700 });
+          return listenOps(opsSocket, handlers);
+        })();
+        // A failed start (no root, say) is retried by the next registration.
+        opsServer.catch(() => (opsServer = undefined));
+      }
+      try {
+        await opsServer;
+      } catch (e) {
+        handlers.delete(name);
+        throw e;
+      }
+    },
+    async close() {
+      closed = true;
+      const s = opsServer;
+      opsServer = undefined;
+      if (s) await (await s.catch(() => undefined))?.close();
+    },
   };
+}
+
+/** Run by `listProcesses` inside the context: per process of its /proc (globbed before anything
+ * is forked, so only the shell itself, skipped, is the listing's), one line `ARGS<TAB>STAT` with
+ * the argv's NULs, newlines and tabs as spaces. */
+const LIST_PROCESSES = [
+  "for d in /proc/[0-9]*; do",
+  "  p=${d#/proc/}",
+  '  [ "$p" = "$$" ] && continue',
+  '  { read -r s < "$d/stat"; } 2>/dev/null || continue',
+  "  c=$(tr '\\000\\n\\t' '   ' < \"$d/cmdline\" 2>/dev/null)",
+  "  printf '%s\\t%s\\n' \"$c\" \"$s\"",
+  "done",
+].join("\n");
+
+/** `listProcesses`' lines to processes, pid 1 left out; a line that does not parse is skipped. */
+export function parseProcessList(out: string): ContextProcess[] {
+  const list: ContextProcess[] = [];
+  for (const line of out.split("\n")) {
+    const tab = line.indexOf("\t");
+    if (tab < 0) continue;
+    const args = line.slice(0, tab).trim();
+    const stat = line.slice(tab + 1);
+    // "PID (COMM) STATE PPID ...": COMM may hold anything, so it ends at the last ") ".
+    const open = stat.indexOf(" (");
+    const close = stat.lastIndexOf(") ");
+    if (open < 0 || close < open) continue;
+    const pid = Number(stat.slice(0, open));
+    const ppid = Number(stat.slice(close + 2).split(" ")[1]);
+    if (!Number.isInteger(pid) || !Number.isInteger(ppid) || pid <= 1) continue;
+    list.push({ pid, ppid, command: args || `[${stat.slice(open + 2, close)}]` });
+  }
+  return list.sort((a, b) => a.pid - b.pid);
 }
 
 /** `path.posix.normalize` without node:path: `.`, `..` and repeated slashes folded lexically. */
@@ -1317,10 +1420,13 @@ const MAX_OPS_ANSWER = 1 << 20;
  * what the socket's directory allows (/run/sbx: root only, mode 0700) and the socket's mode
  * (0600, set here). */
 export async function serveOps(options: OpsServerOptions): Promise<OpsServer> {
+  return listenOps(options.socket ?? OPS_SOCKET, new Map(Object.entries(options.handlers)));
+}
+
+/** `serveOps` over a live map of handlers: the sandbox object adds to it after it listens. */
+async function listenOps(socket: string, handlers: Map<string, OpHandler>): Promise<OpsServer> {
   const { createServer } = await import("node:net");
   const fs = await import("node:fs");
-  const socket = options.socket ?? OPS_SOCKET;
-  const handlers = new Map(Object.entries(options.handlers));
   try {
     if (fs.lstatSync(socket).isSocket()) fs.unlinkSync(socket);
   } catch {
@@ -1398,4 +1504,160 @@ async function performOp(handlers: Map<string, OpHandler>, headerLine: string, r
   } catch (e) {
     return { ok: false, error: e instanceof Error ? e.message : String(e) };
   }
+}
+
+/** A platform operation's name, as the policy's `ops` takes it. */
+const OP_NAME = /^[a-z][a-z0-9_-]{0,62}$/;
+
+function checkOpName(name: unknown): asserts name is string {
+  if (typeof name !== "string" || !OP_NAME.test(name))
+    throw new TypeError(
+      `sbx: ${JSON.stringify(name)} is not a platform operation name (a lowercase letter, then up to 62 of a-z 0-9 _ -)`,
+    );
+}
+
+/** A platform operation asked for with `callPlatformOperation` did not give a result: the base
+ * of `OperationRefused` and `OperationFailed`, and itself thrown when the gate could not be asked
+ * or its answer read (no `HTTP_PROXY`, nothing listening there, a broken answer, the timeout). */
+export class OperationError extends Error {
+  /** The operation's name. */
+  readonly op: string;
+  constructor(message: string, op: string) {
+    super(message);
+    this.name = new.target.name;
+    this.op = op;
+  }
+}
+/** The egress gate refused the call (any status but 200), e.g. 403: the context's `ops` does not
+ * list it; 503: no control plane listens. */
+export class OperationRefused extends OperationError {
+  /** The gate's HTTP status. */
+  readonly status: number;
+  /** Its reason, e.g. "operation migrate is not in this context's ops". */
+  readonly reason: string;
+  constructor(op: string, status: number, reason: string) {
+    super(`sbx: operation ${op} was refused (${status}): ${reason}`, op);
+    this.status = status;
+    this.reason = reason;
+  }
+}
+/** The control plane answered `{"ok":false,"error":...}`: the handler threw, or it has none. */
+export class OperationFailed extends OperationError {
+  /** The answer's `error`. */
+  readonly error: string;
+  /** The whole answer. */
+  readonly answer: unknown;
+  constructor(op: string, answer: { error?: unknown }) {
+    const error = typeof answer.error === "string" ? answer.error : JSON.stringify(answer.error ?? null);
+    super(`sbx: operation ${op} failed: ${error}`, op);
+    this.error = error;
+    this.answer = answer;
+  }
+}
+
+export interface CallOperationOptions {
+  /** The egress proxy, `http://HOST:PORT` (default `$HTTP_PROXY`, else `$http_proxy`: what
+   * sbx-exec sets in a context whose policy lists `ops`). */
+  proxy?: string;
+  /** Seconds to wait for the answer (default 130: the gate gives the control plane 120). */
+  timeout?: number;
+}
+
+/** The most bytes of the gate's response read (its answer line is at most 1 MiB). */
+const MAX_OPS_RESPONSE = (1 << 20) + 64 * 1024;
+
+/**
+ * For user code inside a sandbox (Node or Bun): ask the control plane for platform operation
+ * `name` with `params` (JSON; default `{}`), as `sbx-exec op NAME` does: `POST http://sbx-ops/NAME`
+ * through the egress gate at `$HTTP_PROXY`, one HTTP/1.1 request over `node:net`. Resolves with
+ * the answer's `result` when it says `"ok": true` (the whole answer when it says nothing of `ok`);
+ * throws `OperationFailed` for `"ok": false`, `OperationRefused` (`status`, `reason`) when the gate
+ * refused, `OperationError` when it could not be asked, and `TypeError` for a bad name or params
+ * that are not JSON.
+ */
+export async function callPlatformOperation(
+  name: string,
+  params: unknown = {},
+  opts: CallOperationOptions = {},
+): Promise<any> {
+  checkOpName(name);
+  const body = JSON.stringify(params);
+  if (body === undefined) throw new TypeError("sbx: callPlatformOperation: params must be JSON");
+  const url = opts.proxy ?? process.env["HTTP_PROXY"] ?? process.env["http_proxy"];
+  if (!url)
+    throw new OperationError(
+      `sbx: operation ${name}: HTTP_PROXY is not set (platform operations are asked for inside a sandbox whose context lists ops)`,
+      name,
+    );
+  const m = /^http:\/\/([^/@]+?)(?::(\d+))?\/?$/.exec(url);
+  if (!m) throw new OperationError(`sbx: operation ${name}: HTTP_PROXY=${JSON.stringify(url)} is not http://HOST:PORT`, name);
+  const host = m[1]!.replace(/^\[(.*)\]$/, "$1");
+  const port = Number(m[2] ?? 80);
+  const timeout = opts.timeout ?? 130;
+  if (!(timeout > 0)) throw new TypeError("sbx: callPlatformOperation: timeout must be a positive number of seconds");
+  const { createConnection } = await import("node:net");
+  const got = await new Promise<Buffer>((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let size = 0;
+    const fail = (why: string) => {
+      conn.destroy();
+      reject(new OperationError(`sbx: operation ${name}: ${why}`, name));
+    };
+    const conn = createConnection({ host, port }, () => {
+      const payload = Buffer.from(body);
+      conn.write(
+        `POST http://sbx-ops/${name} HTTP/1.1\r\nHost: sbx-ops\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${payload.length}\r\nConnection: close\r\n\r\n`,
+      );
+      // A refusal may come before the body is read: the answer is read all the same.
+      conn.write(payload);
+    });
+    conn.setTimeout(timeout * 1000, () => fail(`no answer within ${timeout}s`));
+    conn.on("data", (d: Buffer) => {
+      size += d.length;
+      if (size > MAX_OPS_RESPONSE) return fail("the answer is too large");
+      parts.push(d);
+    });
+    conn.on("error", (e) => {
+      // The gate may reset after answering a refusal: keep what arrived.
+      if (parts.length) resolve(Buffer.concat(parts));
+      else fail(`cannot reach the egress proxy at ${url}: ${e.message}`);
+    });
+    conn.on("end", () => resolve(Buffer.concat(parts)));
+  });
+  const { status, text } = parseHttpResponse(got, name);
+  if (status !== 200) throw new OperationRefused(name, status, text.trim().replace(/^sbx-exec egress proxy: /, ""));
+  let answer: unknown;
+  try {
+    answer = JSON.parse(text);
+  } catch {
+    throw new OperationError(`sbx: operation ${name}: the answer is not JSON`, name);
+  }
+  if (answer !== null && typeof answer === "object" && "ok" in answer) {
+    const a = answer as { ok: unknown; result?: unknown; error?: unknown };
+    if (a.ok === false) throw new OperationFailed(name, a);
+    if (a.ok === true) return a.result;
+  }
+  return answer;
+}
+
+/** The status and body (UTF-8) of an HTTP/1.1 response read to its end. */
+function parseHttpResponse(got: Buffer, op: string): { status: number; text: string } {
+  const bad = (why: string) => new OperationError(`sbx: operation ${op}: ${why}`, op);
+  const end = got.indexOf("\r\n\r\n");
+  if (end < 0) throw bad(got.length ? "the egress proxy's answer is not an HTTP response" : "the egress proxy closed without an answer");
+  const head = got.subarray(0, end).toString("latin1").split("\r\n");
+  const sm = /^HTTP\/1\.[01] (\d{3})/.exec(head[0] ?? "");
+  if (!sm) throw bad("the egress proxy's answer is not an HTTP response");
+  let body = got.subarray(end + 4);
+  for (const h of head.slice(1)) {
+    const i = h.indexOf(":");
+    if (i > 0 && h.slice(0, i).trim().toLowerCase() === "content-length") {
+      const n = Number(h.slice(i + 1).trim());
+      if (!Number.isInteger(n) || n < 0) throw bad("the egress proxy's answer has a bad Content-Length");
+      if (body.length < n) throw bad(`the answer was cut short (${body.length} of ${n} bytes)`);
+      body = body.subarray(0, n);
+    }
+  }
+  return { status: Number(sm[1]), text: body.toString("utf8") };
 }
