@@ -15,6 +15,7 @@ import { createHash, randomBytes } from "node:crypto";
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
   existsSync,
   mkdtempSync,
   readFileSync,
@@ -80,6 +81,9 @@ describe("examples/bun-server: processes, files, deploy", () => {
   let dir = "";
   let work = "";
   let rootOnly = "";
+  // A root-owned copy of the binary where user code sees it (`sbx-exec op` inside): the one under
+  // test may be in a clone under /tmp or /root, which user's private tmpfs mounts cover.
+  let binDir = "";
   let port = 0;
   let servicePort = 0;
   let server: ReturnType<typeof Bun.spawn> | undefined;
@@ -97,6 +101,10 @@ describe("examples/bun-server: processes, files, deploy", () => {
     chmodSync(rootOnly, 0o755);
     writeFileSync(join(rootOnly, "sentinel"), "root's sentinel\n", { mode: 0o644 });
     writeFileSync(join(rootOnly, "secret"), "root only\n", { mode: 0o600 });
+    binDir = mkdtempSync("/var/lib/sbx-example-api-bin-");
+    chmodSync(binDir, 0o755);
+    copyFileSync(BIN, join(binDir, "sbx-exec"));
+    chmodSync(join(binDir, "sbx-exec"), 0o755);
     // The demo policy, its work area moved to `work`, with an audit log.
     const demo = readFileSync(join(EXAMPLE, "policy.toml"), "utf8");
     const policy = join(dir, "policy.toml");
@@ -146,7 +154,7 @@ describe("examples/bun-server: processes, files, deploy", () => {
   afterAll(() => {
     server?.kill("SIGKILL");
     service?.kill("SIGKILL");
-    for (const d of [dir, work, rootOnly]) if (d) rmSync(d, { recursive: true, force: true });
+    for (const d of [dir, work, rootOnly, binDir]) if (d) rmSync(d, { recursive: true, force: true });
   });
 
   type Init = { body?: BodyInit | object; auth?: string | null };
@@ -385,7 +393,7 @@ describe("examples/bun-server: processes, files, deploy", () => {
     const half = credential.slice(0, 20);
     const r = await userCode(
       [
-        `B=${BIN}`,
+        `B=${join(binDir, "sbx-exec")}`,
         `op() { what=$1; shift; out=$($B op "$@" 2>&1); rc=$?; printf '%s: %s\nrc=%s\n' "$what" "$out" "$rc"; }`,
         `op deploy deploy '{"path":"app/handler.js"}'`,
         `op migrate migrate '{}'`,
