@@ -158,6 +158,10 @@ fn assess(host: &Host, name: &str, ctx: &Context) -> Verdict {
         identity: identity_status(host, ctx),
     };
     let mode = host.mode;
+    // Host ids the identity names that this user namespace lacks: refused, degrade or not.
+    if let Some(range) = identity_plan(mode, ctx) {
+        v.blocked.extend(crate::plan::host::idmap::unmapped(&range));
+    }
     if let Mode::Setuid { .. } = mode {
         if let Err(e) = privilege::SetuidLaunch::plan(mode, name, ctx) {
             v.blocked.push(format!("{e}"));

@@ -54,10 +54,9 @@ fi
 RUNTIME=crun
 command -v runc >/dev/null 2>&1 && RUNTIME=runc
 # Known gaps (judge in checks.sh): reported as XFAIL; one that is fixed fails the test until its
-# entry is removed. 65536 ids: probe says "full" for the identity
-# contexts, whose calls fail with EINVAL naming nothing (probe should say the identity's ids are
-# not mapped in this container).
-KNOWN_GAPS=${SBX_CONTAINER_KNOWN_GAPS-"rootless-65536-ids:user_oneshot rootless-65536-ids:persistent_user rootless-65536-ids:agent rootless-65536-ids:notebook"}
+# entry is removed. None today: with 65536 ids the identity contexts fail closed, and their
+# refusal and probe both say the identity's ids are not mapped.
+KNOWN_GAPS=${SBX_CONTAINER_KNOWN_GAPS-""}
 
 # ------------------------------------------------------------------ cleanup
 WORK=$(mktemp -d /tmp/sbx-podman.XXXXXX)

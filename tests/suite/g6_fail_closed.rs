@@ -132,3 +132,69 @@ pub fn net_none_has_only_loopback() -> Result<(), String> {
         || format!("interfaces besides lo: {ifaces:?}"),
     )
 }
+
+/// An identity whose host ids the user namespace sbx-exec runs in lacks (a container with a user
+/// namespace of its own: rootless Podman's or Kubernetes' 65536 ids; here a namespace mapping
+/// root alone, made by the test) is refused before anything is set up, naming the ids and the
+/// fix, with `degrade = true` too, and `probe` says the context is unavailable and why. The
+/// controls: a context without identity runs there and probe calls it full; the same `user`
+/// runs in the suite's own namespace, which has every id.
+pub fn identity_ids_missing_fail_closed_and_probe_names_them() -> Result<(), String> {
+    needs_isolation()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(format!("{SKIP}needs root"));
+    }
+    let dir = TempDir::new("idmap");
+    let degrading = degrading_policy(dir.path());
+    let script = r#"B=$1 D=$2
+echo "map=$(awk '{print $1, $2, $3}' /proc/self/uid_map | tr '\n' ';')"
+"$B" --ctx user -- true 2>&1; echo "user=$?"
+"$B" --policy "$D" --ctx user -- true 2>&1; echo "degrade=$?"
+"$B" --ctx platform -- true; echo "platform=$?"
+"$B" probe | awk '$1 == "user" || $1 == "platform" { print "probe-" $0 }'
+"#;
+    let r = Cmd::new("unshare")
+        .args([
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+        ])
+        .args(["sh", "-c", script, "sh", bin(), degrading.to_str().unwrap()])
+        .run();
+    let out = &r.stdout;
+    let line = |k: &str| out.lines().find(|l| l.starts_with(k)).unwrap_or("");
+    check(line("map=") == "map=0 0 1;", || {
+        format!("the test's namespace does not map root alone: {}", r.show())
+    })?;
+    for (k, what) in [("user=", "user"), ("degrade=", "user with degrade = true")] {
+        check(line(k) == format!("{k}125"), || {
+            format!("{what} was not refused: {}", r.show())
+        })?;
+    }
+    let refusals = out
+        .lines()
+        .filter(|l| l.starts_with("sbx-exec: ") && l.contains("uid 100000..165535"))
+        .filter(|l| l.contains("not mapped"))
+        .count();
+    check(refusals == 2, || {
+        format!("the refusals do not name the ids: {}", r.show())
+    })?;
+    let probe_user = line("probe-user ");
+    check(
+        probe_user.contains("unavailable") && probe_user.contains("not mapped"),
+        || format!("probe does not say user cannot run: {}", r.show()),
+    )?;
+    // The controls.
+    check(line("platform=") == "platform=0", || {
+        format!("platform (no identity) did not run there: {}", r.show())
+    })?;
+    check(line("probe-platform ").contains("full"), || {
+        format!("probe does not call platform full: {}", r.show())
+    })?;
+    Cmd::sbx(["--ctx", "user", "--", "true"])
+        .run()
+        .expect_code(0, "user in the suite's own namespace")
+        .map(|_| ())
+}

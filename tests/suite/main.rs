@@ -114,6 +114,7 @@ fn main() {
         g6_fail_closed::refuses_when_namespaces_are_refused,
         g6_fail_closed::degrade_runs_and_warns,
         g6_fail_closed::net_none_has_only_loopback,
+        g6_fail_closed::identity_ids_missing_fail_closed_and_probe_names_them,
         g7_identity::socket_peers_see_the_mapped_uid,
         g7_identity::setuid_bits_set_inside_are_not_root_outside,
         g7_identity::work_area_is_shared_with_the_control_side,

@@ -6,6 +6,7 @@
 //! - [`exec`]: the command resolved in PATH, checked against `[exec]` and opened once (the checked
 //!   program handle);
 //! - [`cgroup`]: the cgroup hierarchy and this process's own cgroups;
+//! - [`idmap`]: whether an identity's host ids exist in the user namespace sbx-exec runs in;
 //! - [`local_addrs`]: the container's own addresses (the egress gate asks at each connection);
 //! - [`landlock_abi`], [`current_dir`], [`current_exe`].
 
@@ -16,6 +17,7 @@ use anyhow::{Context as _, Result};
 
 pub mod cgroup;
 pub mod exec;
+pub mod idmap;
 
 /// The Landlock ABI of the running kernel (0: none).
 pub fn landlock_abi() -> i32 {

@@ -36,6 +36,11 @@ pub(super) fn facts(
     audit: &mut Audit,
 ) -> Result<(Facts, Option<Arc<Interceptor>>)> {
     check_passed(req.ctx_name, ctx, call.loaded, &fds.passed, &fds.kept)?;
+    if let Some(range) = privilege::userns::identity_plan(call.mode, ctx) {
+        if let Some(why) = crate::plan::host::idmap::unmapped(&range) {
+            bail!("context {:?} cannot run here: {why}", req.ctx_name);
+        }
+    }
     let caller_env = privilege::caller_env();
     let passed = fds.passed.fds.len();
     let (program, path_kept) = match call.runs {
