@@ -40,20 +40,7 @@ pub fn forged_sigterm_from_inside_does_not_stop_the_keeper() -> Result<(), Strin
     let dir = TempDir::new("persist-forge");
     let pol = policy(&dir, &["forge1"], None);
     let mark = marker("forge");
-    run_in(
-        &pol,
-        "forge1",
-        &[
-            "bash",
-            "-c",
-            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 & echo started"),
-        ],
-    )
-    .expect_code(0, "first call")?;
-    check(
-        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
-        || "the background sleeper did not start".to_string(),
-    )?;
+    start_sleeper(&pol, "forge1", &mark, "first call")?;
     // struct siginfo: si_signo, si_errno, si_code, then (for SI_QUEUE) si_pid, si_uid, si_value.
     let forge = "import ctypes, struct, sys\n\
 libc = ctypes.CDLL(None, use_errno=True)\n\
@@ -214,20 +201,7 @@ pub fn a_lost_record_loses_no_process() -> Result<(), String> {
         "printf 'garbage{\\n' > /run/sbx/lostrec.state",
     ] {
         let mark = marker("lost");
-        run_in(
-            &pol,
-            "lostrec",
-            &[
-                "bash",
-                "-c",
-                &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
-            ],
-        )
-        .expect_code(0, "start")?;
-        check(
-            wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
-            || "background process not started".into(),
-        )?;
+        start_sleeper(&pol, "lostrec", &mark, "start")?;
         let keeper = keeper_of("lostrec")?;
         let cgroups: Vec<String> = std::fs::read_to_string(format!("/proc/{keeper}/cgroup"))
             .unwrap_or_default()

@@ -45,20 +45,7 @@ pub fn dead_keeper_is_replaced() -> Result<(), String> {
     let dir = TempDir::new("persist5");
     let pol = policy(&dir, &["phoenix"], None);
     let mark = marker("orphan");
-    run_in(
-        &pol,
-        "phoenix",
-        &[
-            "bash",
-            "-c",
-            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
-        ],
-    )
-    .expect_code(0, "start")?;
-    check(
-        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
-        || "background process not started".into(),
-    )?;
+    start_sleeper(&pol, "phoenix", &mark, "start")?;
     let old = keeper_of("phoenix")?;
     // The keeper was started by this test (through sbx-exec), so the test may kill it.
     nix::sys::signal::kill(

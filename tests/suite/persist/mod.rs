@@ -71,6 +71,25 @@ fn alive_argv0(mark: &str) -> bool {
     process_argv0(mark).is_some_and(alive)
 }
 
+/// Start a background `sleep 300` named `mark` in the persistent context `ctx` (the call returns
+/// at once, printing `started`) and wait until it runs; `what` names the call in a failure.
+fn start_sleeper(pol: &str, ctx: &str, mark: &str, what: &str) -> Result<(), String> {
+    let r = run_in(
+        pol,
+        ctx,
+        &[
+            "bash",
+            "-c",
+            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 & echo started"),
+        ],
+    );
+    r.expect_code(0, what)?;
+    check(
+        wait_until(Duration::from_secs(5), || alive_argv0(mark)),
+        || format!("the background process did not start: {}", r.show()),
+    )
+}
+
 /// `ctx list --json`: (keeper pid, running) of `name`'s entries.
 fn listed(name: &str) -> Result<Vec<(i32, bool)>, String> {
     let r = Cmd::sbx(["ctx", "list", "--json"]).run();

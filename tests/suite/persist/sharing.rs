@@ -9,25 +9,7 @@ pub fn background_process_survives_and_is_killed_later() -> Result<(), String> {
     let dir = TempDir::new("persist1");
     let pol = policy(&dir, &["keep1"], None);
     let mark = marker("bg");
-    let r = run_in(
-        &pol,
-        "keep1",
-        &[
-            "bash",
-            "-c",
-            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 & echo started"),
-        ],
-    );
-    r.expect_code(0, "first call")?;
-    check(
-        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
-        || {
-            format!(
-                "the background process did not survive its call: {}",
-                r.show()
-            )
-        },
-    )?;
+    start_sleeper(&pol, "keep1", &mark, "first call")?;
     let seen = run_in(&pol, "keep1", &["ps", "-eo", "args"]);
     seen.expect_code(0, "ps in a later call")?;
     check(seen.stdout.lines().any(|l| l.starts_with(&mark)), || {
@@ -62,20 +44,7 @@ pub fn other_contexts_do_not_see_it() -> Result<(), String> {
     let dir = TempDir::new("persist2");
     let pol = policy(&dir, &["keep2a", "keep2b"], None);
     let mark = marker("vis");
-    run_in(
-        &pol,
-        "keep2a",
-        &[
-            "bash",
-            "-c",
-            &format!("exec -a {mark} sleep 300 >/dev/null 2>&1 &"),
-        ],
-    )
-    .expect_code(0, "start in keep2a")?;
-    check(
-        wait_until(Duration::from_secs(5), || alive_argv0(&mark)),
-        || "background process not started".into(),
-    )?;
+    start_sleeper(&pol, "keep2a", &mark, "start in keep2a")?;
     let same = run_in(&pol, "keep2a", &["ps", "-eo", "args"]);
     check(same.stdout.contains(&mark), || {
         format!("control: keep2a: {}", same.show())
