@@ -316,18 +316,9 @@ sbx() {{
         for (addr, port, cert, log, py) in servers {
             pre.push_str(&format!("serve {addr} {port} {cert} {log} {py}\n"));
         }
-        let mut c = Cmd::new("unshare");
-        c.command().args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--net",
-            "--",
-            "sh",
-            "-c",
-            &format!("{pre}{script}"),
-        ]);
-        c.limit(Duration::from_secs(120)).run()
+        Cmd::sh_in_own_mounts::<&str>(true, &format!("{pre}{script}"), &[])
+            .limit(Duration::from_secs(120))
+            .run()
     }
 
     /// Everything the scenario left, for a failure message (never holding the real key: the

@@ -60,11 +60,9 @@ echo outside-sock:$(python3 -c '{CONNECT}' /run/svc.sock)
         bin = bin(),
         inside = inside.replace('"', "\\\"")
     );
-    let mut c = Cmd::new("unshare");
-    c.command()
-        .args(["--mount", "--propagation", "private", "--"])
-        .args(["sh", "-c", &script]);
-    let r = c.limit(Duration::from_secs(30)).run();
+    let r = Cmd::sh_in_own_mounts::<&str>(false, &script, &[])
+        .limit(Duration::from_secs(30))
+        .run();
     r.expect_code(0, "the /run scenario")?;
     // Controls: outside the sandbox the secret reads and the service answers.
     check(
@@ -136,11 +134,9 @@ echo outside-file:$(cat /var/tmp/report.csv)
 echo outside-sock:$(python3 -c '{CONNECT}' /var/tmp/svc.sock)
 {runs}"#
     );
-    let mut c = Cmd::new("unshare");
-    c.command()
-        .args(["--mount", "--propagation", "private", "--"])
-        .args(["sh", "-c", &script]);
-    let r = c.limit(Duration::from_secs(60)).run();
+    let r = Cmd::sh_in_own_mounts::<&str>(false, &script, &[])
+        .limit(Duration::from_secs(60))
+        .run();
     r.expect_code(0, "the /var/tmp scenario")?;
     check(r.stdout.contains("outside-file:sbx-planted-report"), || {
         r.show()

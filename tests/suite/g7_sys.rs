@@ -22,11 +22,9 @@ pub fn sys_shows_only_the_sandboxs_own_network() -> Result<(), String> {
          {} --ctx user -- sh -c 'echo inside:$(ls /sys/class/net | tr \"\\n\" \" \")'\n",
         bin()
     );
-    let mut c = Cmd::new("unshare");
-    c.command()
-        .args(["--net", "--mount", "--propagation", "private", "--"])
-        .args(["sh", "-c", &script]);
-    let r = c.limit(Duration::from_secs(30)).run();
+    let r = Cmd::sh_in_own_mounts::<&str>(true, &script, &[])
+        .limit(Duration::from_secs(30))
+        .run();
     r.expect_code(0, "the /sys network scenario")?;
     // Control: outside the sandbox the interface is there.
     check(

@@ -24,18 +24,9 @@ pub fn runtime_dir_faults_name_their_cause() -> Result<(), String> {
             "mkdir -p /run/sbx && {setup} || exit 99; \"$0\" --policy \"$1\" --ctx fkrun -- true; echo rc=$?; \
              \"$0\" ctx stop fkrun --policy \"$1\" >/dev/null 2>&1; ls -A /run/sbx | grep -v -e '^fill$' -e '[.]lock$'; echo end"
         );
-        let mut c = Cmd::new("unshare");
-        c.command().args([
-            "--mount",
-            "--propagation",
-            "private",
-            "/bin/sh",
-            "-c",
-            &script,
-            bin(),
-            &pol,
-        ]);
-        let r = c.limit(Duration::from_secs(20)).run();
+        let r = Cmd::sh_in_own_mounts(false, &script, &[bin(), pol.as_str()])
+            .limit(Duration::from_secs(20))
+            .run();
         let left: Vec<&str> = r
             .stdout
             .lines()
@@ -94,18 +85,9 @@ pub fn limits_and_missing_proc_name_the_real_cause() -> Result<(), String> {
         || format!("pids limit blamed on something else: {}", r.show()),
     )?;
     let script = "mount -t tmpfs none /proc || exit 99; \"$0\" --policy \"$1\" --ctx once -- true; echo rc=$?; \"$0\" probe";
-    let mut c = Cmd::new("unshare");
-    c.command().args([
-        "--mount",
-        "--propagation",
-        "private",
-        "/bin/sh",
-        "-c",
-        script,
-        bin(),
-        &pol,
-    ]);
-    let r = c.limit(Duration::from_secs(20)).run();
+    let r = Cmd::sh_in_own_mounts(false, script, &[bin(), pol.as_str()])
+        .limit(Duration::from_secs(20))
+        .run();
     check(
         r.stdout.contains("rc=125") && r.stderr.contains("/proc"),
         || format!("empty /proc: {}", r.show()),
@@ -215,20 +197,9 @@ pub fn joins_work_on_a_read_only_runtime_dir() -> Result<(), String> {
                   touch /run/sbx/probe 2>/dev/null && echo writable; \
                   \"$0\" --policy \"$1\" --ctx \"$2\" -- sh -c 'echo joined'; echo rc=$?; \
                   \"$0\" --policy \"$1\" --ctx \"$3\" -- true; echo rc=$?";
-    let mut c = Cmd::new("unshare");
-    c.command().args([
-        "--mount",
-        "--propagation",
-        "private",
-        "/bin/sh",
-        "-c",
-        script,
-        bin(),
-        &pol,
-        &running,
-        &fresh,
-    ]);
-    let r = c.limit(Duration::from_secs(30)).run();
+    let r = Cmd::sh_in_own_mounts(false, script, &[bin(), &pol, &running, &fresh])
+        .limit(Duration::from_secs(30))
+        .run();
     let lines: Vec<&str> = r.stdout.lines().collect();
     let result = check(lines == ["joined", "rc=0", "rc=125"], || {
         format!(

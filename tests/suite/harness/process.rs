@@ -141,6 +141,28 @@ impl Cmd {
         c
     }
 
+    /// `sh -c SCRIPT ARGS...` in a mount namespace of its own (`unshare --mount --propagation
+    /// private`, and `--net`: a network namespace too), so that what the script mounts or
+    /// configures is gone with it; the script's `$0`, `$1`, ... are `args`.
+    pub fn sh_in_own_mounts<S: AsRef<OsStr>>(net: bool, script: &str, args: &[S]) -> Cmd {
+        let mut c = Cmd::new("unshare");
+        if net {
+            c.cmd.arg("--net");
+        }
+        c.cmd
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--",
+                "/bin/sh",
+                "-c",
+                script,
+            ])
+            .args(args);
+        c
+    }
+
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Cmd {
         self.cmd.arg(arg);
         self
