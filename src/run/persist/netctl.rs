@@ -262,8 +262,8 @@ fn answer_on(stream: UnixStream, reply: &Reply) -> std::io::Result<()> {
 }
 
 /// Is the process at the other end (its credentials when it connected) of this process's uid:
-/// root, for the net helper (persistent contexts are root's alone)?
-fn peer_is_us(stream: &UnixStream) -> bool {
+/// root, for the net helper and the keeper (persistent contexts are root's alone)?
+pub(super) fn peer_is_us(stream: &UnixStream) -> bool {
     nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .is_ok_and(|c| c.uid() == nix::unistd::geteuid().as_raw())
 }

@@ -65,12 +65,11 @@ pub fn watch(listener: &UnixListener) -> std::io::Result<()> {
     sys::notify_on_input(listener.as_fd(), true)
 }
 
-/// Answer every pending connection: a peer with uid 0 gets `own`; any other is closed.
+/// Answer every pending connection: a peer of the keeper's uid (root) gets `own`; any other is
+/// closed.
 pub fn serve(listener: &UnixListener, own: &[OwnedFd]) {
     while let Ok((conn, _)) = listener.accept() {
-        let root = nix::sys::socket::getsockopt(&conn, nix::sys::socket::sockopt::PeerCredentials)
-            .is_ok_and(|c| c.uid() == 0);
-        if root {
+        if super::netctl::peer_is_us(&conn) {
             let raw: Vec<i32> = own.iter().map(AsRawFd::as_raw_fd).collect();
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
