@@ -31,6 +31,9 @@ _sbx__exec() {
             sbx__exec,policy)
                 cmd="sbx__exec__subcmd__policy"
                 ;;
+            sbx__exec,pool)
+                cmd="sbx__exec__subcmd__pool"
+                ;;
             sbx__exec,probe)
                 cmd="sbx__exec__subcmd__probe"
                 ;;
@@ -121,6 +124,9 @@ _sbx__exec() {
             sbx__exec__subcmd__help,policy)
                 cmd="sbx__exec__subcmd__help__subcmd__policy"
                 ;;
+            sbx__exec__subcmd__help,pool)
+                cmd="sbx__exec__subcmd__help__subcmd__pool"
+                ;;
             sbx__exec__subcmd__help,probe)
                 cmd="sbx__exec__subcmd__help__subcmd__probe"
                 ;;
@@ -160,6 +166,9 @@ _sbx__exec() {
             sbx__exec__subcmd__help__subcmd__policy,show)
                 cmd="sbx__exec__subcmd__help__subcmd__policy__subcmd__show"
                 ;;
+            sbx__exec__subcmd__help__subcmd__pool,serve)
+                cmd="sbx__exec__subcmd__help__subcmd__pool__subcmd__serve"
+                ;;
             sbx__exec__subcmd__policy,check)
                 cmd="sbx__exec__subcmd__policy__subcmd__check"
                 ;;
@@ -178,6 +187,18 @@ _sbx__exec() {
             sbx__exec__subcmd__policy__subcmd__help,show)
                 cmd="sbx__exec__subcmd__policy__subcmd__help__subcmd__show"
                 ;;
+            sbx__exec__subcmd__pool,help)
+                cmd="sbx__exec__subcmd__pool__subcmd__help"
+                ;;
+            sbx__exec__subcmd__pool,serve)
+                cmd="sbx__exec__subcmd__pool__subcmd__serve"
+                ;;
+            sbx__exec__subcmd__pool__subcmd__help,help)
+                cmd="sbx__exec__subcmd__pool__subcmd__help__subcmd__help"
+                ;;
+            sbx__exec__subcmd__pool__subcmd__help,serve)
+                cmd="sbx__exec__subcmd__pool__subcmd__help__subcmd__serve"
+                ;;
             *)
                 ;;
         esac
@@ -185,7 +206,7 @@ _sbx__exec() {
 
     case "${cmd}" in
         sbx__exec)
-            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version file policy probe ctx op help"
+            opts="-h -V --policy --ctx --secrets-fd --status-fd --env --cwd --in-workdir --timeout --keep-fd --listen-fd --help --version file policy probe ctx pool op help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -759,7 +780,7 @@ _sbx__exec() {
             return 0
             ;;
         sbx__exec__subcmd__help)
-            opts="file policy probe ctx op help"
+            opts="file policy probe ctx pool op help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1010,6 +1031,34 @@ _sbx__exec() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        sbx__exec__subcmd__help__subcmd__pool)
+            opts="serve"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__help__subcmd__pool__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         sbx__exec__subcmd__help__subcmd__probe)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -1145,6 +1194,84 @@ _sbx__exec() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__pool)
+            opts="-h --policy --help serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --policy)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__pool__subcmd__help)
+            opts="serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__pool__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__pool__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        sbx__exec__subcmd__pool__subcmd__serve)
+            opts="-h --policy --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --policy)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

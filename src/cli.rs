@@ -156,6 +156,10 @@ pub enum Command {
     /// needs root
     #[command(subcommand)]
     Ctx(CtxCommand),
+    /// Keep prepared sandboxes of the contexts with pool = N, which calls claim instead of
+    /// building their own (control mode starts this itself); needs root
+    #[command(subcommand)]
+    Pool(PoolCommand),
     /// Inside a sandbox: ask the control plane to perform platform operation NAME (policy key
     /// ops) through the egress proxy (HTTP_PROXY) and print its answer; exit 0 ok, 1 the
     /// operation failed ("ok": false), 125 refused or unreachable
@@ -215,6 +219,17 @@ pub enum CtxCommand {
         #[arg(long)]
         show: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoolCommand {
+    /// Prepare and hand out the sandboxes until SIGTERM, SIGINT or SIGHUP: for each context
+    /// with pool = N, N sandboxes wait ready (namespaces, mounts, network, cgroup), each for
+    /// one call of that context, and are made again as calls take them. A call claims one over
+    /// /run/sbx/pool.sock (root only) when it runs in root mode with a plan the sandbox was
+    /// made from; otherwise, or when none is ready, it builds its own as always. Exit 0 when
+    /// stopped (or when no context has a pool), 125 if it cannot start
+    Serve,
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,7 +381,7 @@ pub fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// The subcommands' names (and clap's `help`).
-const SUBCOMMANDS: &[&str] = &["policy", "probe", "ctx", "file", "help"];
+const SUBCOMMANDS: &[&str] = &["policy", "probe", "ctx", "file", "pool", "help"];
 
 /// Git-style global options: `--policy FILE` given before a subcommand (`sbx-exec --policy P ctx
 /// stop NAME`) is moved after the subcommand's name, where clap's global option takes it. A

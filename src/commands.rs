@@ -91,6 +91,9 @@ fn dispatch(mut cli: cli::Cli) -> anyhow::Result<i32> {
             }
             op::run(&name, params.as_deref())
         }
+        Some(cli::Command::Pool(cli::PoolCommand::Serve)) => {
+            run::pool::serve::run(policy.as_deref())
+        }
         Some(cli::Command::Ctx(cmd)) => match cmd {
             cli::CtxCommand::List { json } => run::persist::list(json, policy.as_deref()),
             cli::CtxCommand::Stop { name, timeout } => {

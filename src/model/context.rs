@@ -51,6 +51,11 @@ pub struct Context {
     /// join them, so processes of one call are seen by the next. Needs "pid" and "mount".
     #[serde(default)]
     pub persist: bool,
+    /// Control mode keeps this many single-use sandboxes of the context prepared (namespaces,
+    /// mounts, network, cgroup), and a root-mode call claims one instead of building its own
+    /// ([`crate::run::pool`]). 0: none. Needs "pid" and "mount".
+    #[serde(default)]
+    pub pool: u32,
     /// Resource limits (cgroups): per call for one-shot contexts, shared by all processes of a
     /// persistent context.
     #[serde(default)]

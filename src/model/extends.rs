@@ -125,11 +125,14 @@ fn one(name: &str, own: &Table, shipped: &Table, text: &str) -> Result<Table, Un
     for layer in layers.into_iter().rev() {
         merge(&mut out, layer);
     }
-    // `extends` stays as the context wrote it (shown by `policy show`).
-    if let Some(Value::String(base)) = table_of(own, name).and_then(|t| t.get("extends")) {
-        out.insert("extends".into(), Value::String(base.clone()));
-    } else {
-        out.remove("extends");
+    // `extends` stays as the context wrote it (shown by `policy show`). `pool` is never
+    // inherited: prepared sandboxes are a deployment's choice for the context named, and a
+    // context built on `user` with `persist` or `net.publish` could not have them.
+    for key in ["extends", "pool"] {
+        match table_of(own, name).and_then(|t| t.get(key)) {
+            Some(v) => out.insert(key.into(), v.clone()),
+            None => out.remove(key),
+        };
     }
     Ok(out)
 }
@@ -181,6 +184,21 @@ mod tests {
         assert_eq!(job.net.mode, NetMode::Private);
         assert!(job.identity.is_some());
         assert_eq!(job.extends.as_deref(), Some("user"));
+    }
+
+    #[test]
+    fn pool_is_never_inherited() {
+        let p = parse(
+            "version = 1\n[context.job]\nextends = \"user\"\npersist = true\nsecurity.scope = false\n[context.mine]\nextends = \"user\"\npool = 4\n",
+        )
+        .unwrap();
+        let shipped = Policy::parse(crate::model::load::EMBEDDED_DEFAULT, "default.toml").unwrap();
+        assert!(
+            shipped.context("user").unwrap().pool > 0,
+            "the shipped user has one"
+        );
+        assert_eq!(p.context("job").unwrap().pool, 0);
+        assert_eq!(p.context("mine").unwrap().pool, 4);
     }
 
     #[test]

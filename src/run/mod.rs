@@ -17,6 +17,7 @@ pub mod launch;
 pub mod masking;
 pub mod net;
 pub mod persist;
+pub mod pool;
 pub mod ports;
 pub mod proxy;
 pub mod reaper;

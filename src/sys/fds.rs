@@ -368,12 +368,23 @@ pub fn open_read_nofollow(path: &CStr) -> io::Result<OwnedFd> {
     )
 }
 
+/// Own `fd`, just returned by a system call that makes a new fd (`accept4`).
+pub fn own_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller passes an fd the kernel has just made for this process and nothing
+    // else refers to, so it is owned here exactly once.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
 /// Send `fds` (with one byte of data) over the unix socket `sock` (`SCM_RIGHTS`).
 pub fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
+    send_msg(sock, &[1u8], fds)
+}
+
+/// Send `data` (not empty) and `fds` in one message over the unix socket `sock`.
+pub fn send_msg(sock: RawFd, data: &[u8], fds: &[RawFd]) -> io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
     // No unsafe: nix builds the control message (its buffer sized by CMSG_SPACE) itself.
-    let data = [1u8];
-    let iov = [io::IoSlice::new(&data)];
+    let iov = [io::IoSlice::new(data)];
     let cmsg = [ControlMessage::ScmRights(fds)];
     let cmsg: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
     sendmsg::<()>(sock, &iov, cmsg, MsgFlags::MSG_NOSIGNAL, None)?;
@@ -383,15 +394,21 @@ pub fn send_fds(sock: RawFd, fds: &[RawFd]) -> io::Result<()> {
 /// Receive up to `max` fds sent by [`send_fds`] (close-on-exec, owned); end of file (the peer
 /// closed without sending) is an error of kind `UnexpectedEof`.
 pub fn recv_fds(sock: RawFd, max: usize) -> io::Result<Vec<OwnedFd>> {
+    recv_msg(sock, &mut [0u8; 1], max).map(|(_, fds)| fds)
+}
+
+/// Receive one message into `data` (its length returned) with up to `max` fds ([`send_msg`]);
+/// end of file is an error of kind `UnexpectedEof`.
+pub fn recv_msg(sock: RawFd, data: &mut [u8], max: usize) -> io::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut data = [0u8; 1];
-    let mut iov = [io::IoSliceMut::new(&mut data)];
+    let mut iov = [io::IoSliceMut::new(data)];
     // Room for as many as the kernel sends in one message (SCM_MAX_FD); more than `max` are
     // closed. (The sandbox's network hands out 4 + one per captured port.)
     let mut space = nix::cmsg_space!([RawFd; 253]);
     let max = max.min(253);
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-    if msg.bytes == 0 {
+    let n = msg.bytes;
+    if n == 0 {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     let mut out = Vec::new();
@@ -407,7 +424,7 @@ pub fn recv_fds(sock: RawFd, max: usize) -> io::Result<Vec<OwnedFd>> {
             }
         }
     }
-    Ok(out)
+    Ok((n, out))
 }
 
 #[cfg(test)]

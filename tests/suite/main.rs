@@ -38,6 +38,7 @@ mod limits;
 mod perf_walls;
 mod persist;
 mod policy_tests;
+mod pool;
 mod support;
 
 use harness::TestFn;
@@ -105,6 +106,11 @@ fn main() {
         g5_launcher::stdio_streams_unbuffered,
         g5_launcher::status_fd_reports_json,
         g5_launcher::timeout_gives_124,
+        pool::a_pooled_call_keeps_every_wall,
+        pool::launch_cases_pass_pooled,
+        pool::a_prepared_sandbox_serves_one_call,
+        pool::claims_are_roots_and_never_wait,
+        pool::a_call_from_another_plan_builds_its_own,
         g5_request::env_option_sets_only_allowed_names,
         g5_request::cwd_option_moves_the_command_or_refuses,
         g5_request::hidden_caller_directory_starts_in_workdir,

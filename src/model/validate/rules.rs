@@ -25,6 +25,7 @@ pub(super) const RULES: &[Rule] = &[
     bind_rules,
     ptrace_needs_seccomp,
     persist_rules,
+    pool_rules,
     limits_rules,
     identity_rules,
     net_rules,
@@ -285,6 +286,26 @@ fn persist_rules(ctx: &Context) -> Result<(), Violation> {
     }
     if ctx.security.scope {
         return Err(Violation::PersistWithScope);
+    }
+    Ok(())
+}
+
+/// `pool = N`: prepared single-use sandboxes of a one-shot context with its own pid and mount
+/// namespaces.
+fn pool_rules(ctx: &Context) -> Result<(), Violation> {
+    if ctx.pool == 0 {
+        return Ok(());
+    }
+    // With persist, supervise or net.publish it has no effect (no one-shot call to serve, or
+    // ports every prepared sandbox would hold): the server says so, the calls run as before.
+    if ctx.persist || ctx.supervise.is_some() || !ctx.net.publish.is_empty() {
+        return Ok(());
+    }
+    if !(ctx.has(Namespace::Pid) && ctx.has(Namespace::Mount)) {
+        return Err(Violation::PoolNeedsPidMount);
+    }
+    if ctx.pool > 32 {
+        return Err(Violation::PoolTooLarge);
     }
     Ok(())
 }

@@ -455,3 +455,36 @@ fn ops_rules() {
     // No ops: nothing is required of the network.
     assert!(parse(&ctx("[]", "{ mode = \"none\" }", "")).is_ok());
 }
+
+#[test]
+fn pool_rules() {
+    let base = "version = 1\n[context.x]\n";
+    let ok = parse(&format!(
+        "{base}pool = 3\nnamespaces = [\"pid\", \"mount\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.context("x").unwrap().pool, 3);
+    for (extra, says) in [
+        (
+            "pool = 1\nnamespaces = [\"mount\"]\n",
+            "\"pid\" and \"mount\"",
+        ),
+        (
+            "pool = 33\nnamespaces = [\"pid\", \"mount\"]\n",
+            "at most 32",
+        ),
+    ] {
+        let e = parse(&format!("{base}{extra}")).unwrap_err().to_string();
+        assert!(e.contains(says), "{extra}: {e}");
+    }
+    // No effect (and no error) where no one-shot call could use it: the server skips it.
+    for extra in [
+        "persist = true\nfs.hide = [\"/run/sbx\"]\n",
+        "net = { allow = [], publish = [3000] }\n",
+    ] {
+        let p = parse(&format!(
+            "{base}pool = 2\nnamespaces = [\"pid\", \"mount\"]\n{extra}"
+        ));
+        assert!(p.is_ok(), "{extra}: {p:?}");
+    }
+}

@@ -67,6 +67,8 @@ pub enum Violation {
     PersistWithBind,
     PersistWithSecrets,
     PersistWithScope,
+    PoolNeedsPidMount,
+    PoolTooLarge,
     SwapNeedsMemory,
     PidsMaxZero,
     IdentityCountZero,
@@ -134,6 +136,8 @@ impl fmt::Display for Violation {
                     so a secret handed to one call would stay reachable by every later call's code; use a one-shot context for secrets",
             V::PersistWithScope => "persist = true cannot be combined with security.scope = true: Landlock scopes signals and abstract sockets to one call's own domain, \
                     so a later call could not signal (kill) what an earlier call started; the context's pid namespace already keeps its signals inside it; set scope = false",
+            V::PoolNeedsPidMount => "pool = N needs the \"pid\" and \"mount\" namespaces (a prepared sandbox's pid 1 holds them, and its calls join them); add both to namespaces",
+            V::PoolTooLarge => "pool must be at most 32 (each prepared sandbox holds its namespaces, mounts and a process ready for one call)",
             V::SwapNeedsMemory => "limits.memory_swap_max is swap beyond memory_max, so it needs limits.memory_max; add memory_max or remove memory_swap_max",
             V::PidsMaxZero => "limits.pids_max must be at least 1",
             V::IdentityCountZero => "identity.count must be at least 1 (65536 maps every id a system uses)",

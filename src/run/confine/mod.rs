@@ -83,9 +83,9 @@ pub enum Pid1Step {
     HandOutNetwork,
     /// One-shot: the planned working directory (`/` with mounts and none planned).
     Workdir,
-    /// A keeper: `/`, since it outlives the call that started it.
+    /// A keeper or a prepared sandbox: `/`, since it outlives the call that started it.
     RootDir,
-    /// A keeper: stdio on /dev/null.
+    /// A keeper or a prepared sandbox: stdio on /dev/null.
     DetachStdio,
 }
 
@@ -113,14 +113,14 @@ impl Pid1Step {
     /// Does `sandbox` (in this `role`) need this step?
     pub fn applies(self, sandbox: &Sandbox, role: &Role) -> bool {
         let one_shot = matches!(role, Role::OneShot { .. });
+        let keeper = matches!(role, Role::Keeper { .. });
         let pidns = sandbox.kinds.contains(&namespaces::PID);
         match self {
-            Pid1Step::JoinCgroup => {
-                matches!(role, Role::OneShot { cgroup, .. } if !cgroup.is_empty())
-            }
+            Pid1Step::JoinCgroup => !role.cgroup().is_empty(),
             Pid1Step::IdMaps => sandbox.userns.is_some(),
             Pid1Step::DieWithOuter => one_shot && pidns,
-            Pid1Step::NameKeeper | Pid1Step::RootDir | Pid1Step::DetachStdio => !one_shot,
+            Pid1Step::NameKeeper => keeper,
+            Pid1Step::RootDir | Pid1Step::DetachStdio => !one_shot,
             Pid1Step::OomScore | Pid1Step::CloseFds => true,
             Pid1Step::NonDumpable | Pid1Step::NewSession => pidns,
             Pid1Step::SecretMountPoint | Pid1Step::SecretFiles => sandbox.creds.is_some(),

@@ -35,13 +35,32 @@ pub enum Role<'a> {
         /// The listener it hands its namespaces out on ([`crate::run::persist::nssock`]).
         ns: Option<RawFd>,
     },
+    /// A prepared sandbox of a pool ([`crate::run::pool`]): `ctl` is its end of the socket the
+    /// pool's server holds, and then the call that claims it (end of file: pid 1 ends, and the
+    /// sandbox with it); `net` and `cgroup` as for one-shot.
+    Prepared {
+        ctl: RawFd,
+        net: Option<RawFd>,
+        cgroup: &'a [OwnedFd],
+    },
 }
 
 impl Role<'_> {
     /// The socket the private network's sockets are handed out on.
     pub fn net(&self) -> Option<RawFd> {
         match self {
-            Role::OneShot { net, .. } | Role::Keeper { net, .. } => *net,
+            Role::OneShot { net, .. } | Role::Keeper { net, .. } | Role::Prepared { net, .. } => {
+                *net
+            }
+        }
+    }
+
+    /// The call's cgroup `cgroup.procs` files pid 1 joins first (none for a keeper, whose
+    /// helper joins before the clone).
+    pub fn cgroup(&self) -> &[OwnedFd] {
+        match self {
+            Role::OneShot { cgroup, .. } | Role::Prepared { cgroup, .. } => cgroup,
+            Role::Keeper { .. } => &[],
         }
     }
 
@@ -73,6 +92,11 @@ impl Role<'_> {
                 keep.extend(*ns);
                 keep
             }
+            Role::Prepared { ctl, net, .. } => {
+                let mut keep = vec![*ctl];
+                keep.extend(*net);
+                keep
+            }
         };
         keep.sort_unstable();
         keep
@@ -88,8 +112,8 @@ pub fn setup<K: Kernel>(k: &K, sandbox: &Sandbox, role: Role) -> Result<()> {
     for step in steps {
         match step {
             Pid1Step::JoinCgroup => {
-                if let Some(Role::OneShot { cgroup, .. }) = &role {
-                    k.join_cgroup(cgroup)?;
+                if let Some(r) = &role {
+                    k.join_cgroup(r.cgroup())?;
                 }
             }
             Pid1Step::IdMaps => {

@@ -41,7 +41,7 @@ pub fn run(
     ctx_name: &str,
     sup: &Supervise,
     target: Target,
-    policy: Option<&Path>,
+    (policy, pools): (Option<&Path>, bool),
     on_start: impl Fn(Pid),
 ) -> Result<i32> {
     nix::sys::prctl::set_child_subreaper(true).context("cannot become a subreaper")?;
@@ -56,6 +56,10 @@ pub fn run(
     for spec in &sup.services {
         let handed = ports.handed(&spec.ports, false);
         services.push(Service::prepare(spec, policy, &handed, target.sigmask)?);
+    }
+    // Contexts with `pool = N`: their prepared sandboxes are kept by a service of their own.
+    if pools {
+        services.push(Service::pool_server(policy, target.sigmask)?);
     }
     let set = blocked_set();
     let mut plane = Plane {

@@ -20,6 +20,15 @@ use crate::plan::launch::Target;
 use crate::run::ports::Handed;
 use crate::sys;
 
+/// The pool's server, as control mode names it in its messages.
+static POOL_SERVER: std::sync::LazyLock<model::Service> =
+    std::sync::LazyLock::new(|| model::Service {
+        name: "pool".into(),
+        ctx: model::ContextName("control".into()),
+        cmd: Vec::new(),
+        ports: Vec::new(),
+    });
+
 /// One supervised service and its restart state.
 pub struct Service<'a> {
     pub spec: &'a model::Service,
@@ -64,6 +73,38 @@ impl<'a> Service<'a> {
             .context("cannot place a service's sockets")?;
         Ok(Service {
             spec,
+            target,
+            pid: None,
+            restarts: Vec::new(),
+            restart_at: None,
+        })
+    }
+
+    /// The pool's server (`sbx-exec [--policy FILE] pool serve`, [`crate::run::pool`]), started
+    /// and restarted like a service, with control's environment and no sockets.
+    pub fn pool_server(policy: Option<&Path>, sigmask: SigSet) -> Result<Service<'static>> {
+        let mut argv: Vec<OsString> = vec!["sbx-exec".into()];
+        if let Some(p) = policy {
+            argv.extend(["--policy".into(), p.as_os_str().to_owned()]);
+        }
+        argv.extend(["pool".into(), "serve".into()]);
+        let argv = argv
+            .iter()
+            .map(|a| CString::new(a.as_bytes()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .context("the policy path contains a NUL byte")?;
+        let env = crate::plan::env::build(std::env::vars_os(), &model::EnvPolicy::default());
+        let program = std::fs::File::open("/proc/self/exe")
+            .context("cannot open /proc/self/exe to start the pool's server")?;
+        let target = Target::plain(
+            CString::from(c"/proc/self/exe"),
+            program.into(),
+            argv,
+            env,
+            sigmask,
+        );
+        Ok(Service {
+            spec: &POOL_SERVER,
             target,
             pid: None,
             restarts: Vec::new(),

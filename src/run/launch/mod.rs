@@ -19,15 +19,17 @@
 
 mod gather;
 mod one_shot;
+mod pooled;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{sigprocmask, SigmaskHow};
 
 use crate::cli::RunArgs;
-use crate::model;
-use crate::plan::launch::{How, Launch, Target};
+use crate::model::{self, Context};
+use crate::plan::cgroup::Decision;
+use crate::plan::launch::{How, Launch, Sandbox, Target};
 use crate::plan::request::Request;
 use crate::privilege::{self, Mode};
 use crate::run::inherited::{named_fds, passed_fds, Inherited};
@@ -115,6 +117,34 @@ fn audited(
     result
 }
 
+/// What a one-shot call reports to, besides its plans.
+struct OneShot<'a> {
+    pub ctx_name: &'a str,
+    pub ctx: &'a Context,
+    pub status: Option<&'a StatusFd>,
+    pub errors: SetupErrors,
+    pub limit: reaper::TimeoutSource,
+    pub timeout: Option<u64>,
+    pub cgroup: &'a Decision,
+}
+
+/// Wait for the sandbox (at most `timeout` seconds), forwarding signals; the egress proxy starts
+/// on its first connection (SIGIO, blocked since start-up; without a proxy waiting it does
+/// nothing). The network ends with it.
+fn supervise(
+    child: nix::unistd::Pid,
+    timeout: Option<u64>,
+    mut net: Option<crate::run::net::Running>,
+) -> reaper::Outcome {
+    let limit = timeout.filter(|t| *t > 0).map(Duration::from_secs);
+    let mut start_proxy = || {
+        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::on_input) {
+            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
+        }
+    };
+    reaper::supervise(child, limit, Some(&mut start_proxy))
+}
+
 /// What every step of one launch reads.
 struct Call<'a> {
     args: &'a RunArgs,
@@ -150,14 +180,14 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
     let Launch {
         how,
         sandbox,
-        target,
+        mut target,
         cgroup,
         timeout,
         redact,
         ..
     } = launch;
     if let How::Control(sup) = &how {
-        return control(call.ctx_name, sup, target, &call.loaded.source, call.status);
+        return control(call, sup, target);
     }
     // Where the sandbox's own set-up says why it gave up (a refusal, reported as one).
     let errors = SetupErrors::new(std::os::fd::AsRawFd::as_raw_fd(&target.program) + 1)?;
@@ -179,7 +209,7 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
         bound: interceptor,
         call: audit.call(),
     };
-    let one = one_shot::OneShot {
+    let one = OneShot {
         ctx_name: call.ctx_name,
         ctx,
         status: call.status,
@@ -188,7 +218,45 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
         timeout,
         cgroup: &cgroup,
     };
-    one_shot::run(one, &sandbox, &target, redact, proxying)
+    one_shot::run(one, &sandbox, &mut target, redact, proxying)
+}
+
+/// The sandbox a call of `ctx_name` gets, planned as a call without options would be (sbx-exec's
+/// own binary as its program: no command, no secrets), for the pool's server to prepare
+/// ([`crate::run::pool`]). Its working directory is not used: each call enters its own.
+pub fn pool_sandbox(loaded: &model::Loaded, ctx_name: &str, mode: &Mode) -> Result<Sandbox> {
+    let ctx = loaded.policy.context(ctx_name)?;
+    let args = RunArgs {
+        policy: None,
+        ctx: Some(ctx_name.to_string()),
+        secrets_fd: None,
+        status_fd: None,
+        env: Vec::new(),
+        cwd: None,
+        in_workdir: false,
+        timeout: None,
+        keep_fd: Vec::new(),
+        listen_fd: Vec::new(),
+        cmd: vec!["sbx-exec".into()],
+    };
+    let argv = [std::ffi::OsString::from("sbx-exec")];
+    let call = Call {
+        args: &args,
+        runs: Runs::Own(&argv),
+        ctx_name,
+        mode,
+        loaded,
+        status: None,
+    };
+    let req = Request::new(&args, ctx_name, ctx, mode)?;
+    let mut fds = Inherited {
+        secrets: None,
+        passed: Default::default(),
+        kept: Vec::new(),
+    };
+    let mut audit = crate::run::audit::Audit::new(None, ctx_name, &args.cmd);
+    let (facts, _) = gather::facts(&call, &req, ctx, &mut fds, &mut audit)?;
+    Ok(crate::plan::launch::plan(&req, ctx, mode, facts)?.sandbox)
 }
 
 /// The outer process's own walls before anything runs: the work areas granted to the code's host
@@ -203,13 +271,9 @@ fn outer_walls(ctx_name: &str, launch: &Launch) -> Result<()> {
 }
 
 /// Control mode: supervise the control plane (and its services) as the container's PID 1.
-fn control(
-    ctx_name: &str,
-    sup: &model::Supervise,
-    target: Target,
-    source: &model::Source,
-    status: Option<&StatusFd>,
-) -> Result<i32> {
+fn control(call: &Call, sup: &model::Supervise, target: Target) -> Result<i32> {
+    let (ctx_name, status, source) = (call.ctx_name, call.status, &call.loaded.source);
+    let pools = call.loaded.policy.context.values().any(|c| c.pool > 0);
     let on_start = |pid: nix::unistd::Pid| report(status, &started_json(pid.as_raw()));
     // Services are launched with the same --policy file (absolute: control's cwd may differ
     // from theirs); the system file or the embedded default they find themselves.
@@ -218,7 +282,8 @@ fn control(
         _ => None,
     };
     let started = Instant::now();
-    let code = crate::run::control::run(ctx_name, sup, target, policy.as_deref(), on_start)?;
+    let code =
+        crate::run::control::run(ctx_name, sup, target, (policy.as_deref(), pools), on_start)?;
     let end = End {
         code,
         wall_ms: started.elapsed().as_millis() as u64,

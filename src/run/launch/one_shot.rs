@@ -6,34 +6,25 @@
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 
+use super::{supervise, OneShot};
 use crate::model::Context;
 use crate::plan::cgroup::Decision;
 use crate::plan::launch::{Sandbox, Target};
 use crate::run::apply::cgroup;
 use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, report, started_json, End, SetupErrors, StatusFd};
+use crate::run::status::{children_cpu_ms, report, started_json, End};
 use crate::secrets::SecretSet;
 
-/// What a one-shot call reports to, besides its plans.
-pub(super) struct OneShot<'a> {
-    pub ctx_name: &'a str,
-    pub ctx: &'a Context,
-    pub status: Option<&'a StatusFd>,
-    pub errors: SetupErrors,
-    pub limit: reaper::TimeoutSource,
-    pub timeout: Option<u64>,
-    pub cgroup: &'a Decision,
-}
-
-/// Run it: output masking first (`redact`: the values to mask), then the sandbox.
+/// Run it: output masking first (`redact`: the values to mask), then the sandbox: a prepared
+/// one claimed from the pool ([`super::pooled`]) when the context has one ready, else its own.
 pub(super) fn run(
     call: OneShot,
     sandbox: &Sandbox,
-    target: &Target,
+    target: &mut Target,
     redact: Option<SecretSet>,
     proxying: crate::run::net::Proxying,
 ) -> Result<i32> {
@@ -43,7 +34,10 @@ pub(super) fn run(
         None => None,
     };
     drop(redact);
-    let r = masked(call, sandbox, target, proxying, &mut masking);
+    let r = match super::pooled::claim(&call, sandbox, target) {
+        Some(c) => super::pooled::masked(call, c, sandbox, target, proxying, &mut masking),
+        None => masked(call, sandbox, target, proxying, &mut masking),
+    };
     if let Some(m) = masking {
         m.wait();
     }
@@ -127,23 +121,6 @@ fn masked(
     }
     report(status, &errors.end_json(&end));
     Ok(code)
-}
-
-/// Wait for the sandbox (at most `timeout` seconds), forwarding signals; the egress proxy starts
-/// on its first connection (SIGIO, blocked since start-up; without a proxy waiting it does
-/// nothing). The network ends with it.
-fn supervise(
-    child: nix::unistd::Pid,
-    timeout: Option<u64>,
-    mut net: Option<crate::run::net::Running>,
-) -> reaper::Outcome {
-    let limit = timeout.filter(|t| *t > 0).map(Duration::from_secs);
-    let mut start_proxy = || {
-        if let Some(Err(e)) = net.as_mut().map(crate::run::net::Running::on_input) {
-            eprintln!("sbx-exec: the egress proxy did not start; the sandbox has no egress: {e:#}");
-        }
-    };
-    reaper::supervise(child, limit, Some(&mut start_proxy))
 }
 
 /// The cgroup of one one-shot call (`[limits]`): a leaf `sbx-CTX-PID` under sbx-exec's `sbx`

@@ -378,63 +378,85 @@ impl Bridge {
             published,
         } = self;
         drop(inner); // pid 1 holds the other copy: its exit is end of file here
-        let egress = match plan.egress {
-            Some(_) => 2 + plan.capture.len(),
-            None => 0,
-        };
-        let want = egress + usize::from(!published.is_empty());
-        let fds = sys::recv_fds(outer.as_raw_fd(), want).context(
-            "the sandbox did not hand out its network sockets (its setup failed; see above)",
-        )?;
-        if fds.is_empty() && want > 0 {
-            // degrade = true and the kernel refused the network namespace: the target shares the
-            // container's network, and nothing of the proxy or the published ports runs; the proxy
-            // variables lead nowhere.
-            // (The degrade warning already named the missing "net" namespace.)
-            return Ok(Running::default());
-        }
-        let mut fds = fds.into_iter();
-        let mut next = |what: &str| fds.next().ok_or_else(|| anyhow!("no {what}"));
-        let (listener, capture, dns) = match plan.egress {
-            Some(_) => {
-                let listener = TcpListener::from(next("proxy listener")?);
-                let capture = plan
-                    .capture
-                    .iter()
-                    .map(|&p| Ok((p, TcpListener::from(next("capture listener")?))))
-                    .collect::<Result<Vec<_>>>()?;
-                (Some(listener), capture, Some(next("DNS socket")?))
-            }
-            None => (None, Vec::new(), None),
-        };
-        let netns = match published.is_empty() {
-            true => None,
-            false => Some(next("network namespace")?),
-        };
-        let sockets = Sockets {
-            listener,
-            capture,
-            dns,
-            published,
-            netns,
-            plan,
-            proxying,
-        };
-        let wait = match (&sockets.listener, sockets.published.is_empty() && lazy) {
-            (Some(_), true) => arm(&sockets.watched())?,
-            _ => false,
-        };
-        let mut running = Running {
-            gate: None,
-            ops: None,
-            sockets: Some(sockets),
-            respawn: !lazy,
-        };
-        if !wait {
-            running.start_proxy()?;
-        }
-        Ok(running)
+        receive(plan, outer, published, proxying, lazy)
     }
+
+    /// A prepared sandbox's bridge ([`crate::run::pool`]; no published ports): its outer end
+    /// alone, on which pid 1's sockets wait for the call that claims it ([`start_claimed`]).
+    pub fn into_outer(self) -> OwnedFd {
+        self.outer
+    }
+}
+
+/// [`Bridge::start`] in the call that claimed a prepared sandbox, with the bridge's outer end.
+pub fn start_claimed(plan: &Plan, outer: OwnedFd, proxying: Proxying) -> Result<Running> {
+    receive(plan.clone(), outer, Vec::new(), proxying, true)
+}
+
+/// Receive pid 1's sockets on `outer` and start the gate ([`Bridge::start`]).
+fn receive(
+    plan: Plan,
+    outer: OwnedFd,
+    published: Vec<(u16, TcpListener)>,
+    proxying: Proxying,
+    lazy: bool,
+) -> Result<Running> {
+    let egress = match plan.egress {
+        Some(_) => 2 + plan.capture.len(),
+        None => 0,
+    };
+    let want = egress + usize::from(!published.is_empty());
+    let fds = sys::recv_fds(outer.as_raw_fd(), want).context(
+        "the sandbox did not hand out its network sockets (its setup failed; see above)",
+    )?;
+    if fds.is_empty() && want > 0 {
+        // degrade = true and the kernel refused the network namespace: the target shares the
+        // container's network, and nothing of the proxy or the published ports runs; the proxy
+        // variables lead nowhere.
+        // (The degrade warning already named the missing "net" namespace.)
+        return Ok(Running::default());
+    }
+    let mut fds = fds.into_iter();
+    let mut next = |what: &str| fds.next().ok_or_else(|| anyhow!("no {what}"));
+    let (listener, capture, dns) = match plan.egress {
+        Some(_) => {
+            let listener = TcpListener::from(next("proxy listener")?);
+            let capture = plan
+                .capture
+                .iter()
+                .map(|&p| Ok((p, TcpListener::from(next("capture listener")?))))
+                .collect::<Result<Vec<_>>>()?;
+            (Some(listener), capture, Some(next("DNS socket")?))
+        }
+        None => (None, Vec::new(), None),
+    };
+    let netns = match published.is_empty() {
+        true => None,
+        false => Some(next("network namespace")?),
+    };
+    let sockets = Sockets {
+        listener,
+        capture,
+        dns,
+        published,
+        netns,
+        plan,
+        proxying,
+    };
+    let wait = match (&sockets.listener, sockets.published.is_empty() && lazy) {
+        (Some(_), true) => arm(&sockets.watched())?,
+        _ => false,
+    };
+    let mut running = Running {
+        gate: None,
+        ops: None,
+        sockets: Some(sockets),
+        respawn: !lazy,
+    };
+    if !wait {
+        running.start_proxy()?;
+    }
+    Ok(running)
 }
 
 /// In pid 1, after `lo` is up and before the target is forked: bind the proxy's listener (when

@@ -91,7 +91,12 @@ fn the_pid1_order_holds_for_every_plan() {
             net: Some(102),
             ns: Some(104),
         };
-        for role in [one_shot, keeper] {
+        let prepared = Role::Prepared {
+            ctl: 105,
+            net: Some(102),
+            cgroup,
+        };
+        for role in [one_shot, keeper, prepared] {
             let steps: Vec<Pid1Step> = pid1_steps(&sandbox, &role).collect();
             // The call's cgroup first: everything pid 1 and its children do is counted.
             if let Some(i) = steps.iter().position(|s| *s == JoinCgroup) {
@@ -127,6 +132,13 @@ fn the_pid1_order_holds_for_every_plan() {
             match &role {
                 Role::OneShot { .. } => assert_eq!(steps.last(), Some(&Workdir)),
                 Role::Keeper { .. } => assert_eq!(steps.last(), Some(&DetachStdio)),
+                // A prepared sandbox ends with its socket, not with the server's exit, and is
+                // no keeper (`ctx list` never shows it).
+                Role::Prepared { .. } => {
+                    assert_eq!(steps.last(), Some(&DetachStdio));
+                    assert!(!steps.contains(&DieWithOuter) && !steps.contains(&NameKeeper));
+                    assert_eq!(steps.contains(&JoinCgroup), !role.cgroup().is_empty());
+                }
             }
             for s in PID1_ORDER {
                 assert_eq!(steps.contains(&s), s.applies(&sandbox, &role), "{s:?}");

@@ -1,0 +1,64 @@
+//! Prepared sandboxes (`pool = N`): the kernel work of a one-shot sandbox done before the call.
+//!
+//! ```text
+//! control mode ─> sbx-exec pool serve (root, one thread)
+//!                   keeps N per context: cgroup leaf, net bridge, clone(NEW*) ─> pid 1
+//!                   (mounts, /dev, /proc, /sys, lo, the gate's listeners; sends its namespaces,
+//!                   then only reaps, until the socket `ctl` it holds reaches end of file)
+//! a call:  sbx-exec --ctx user -- CMD: gather, plan, audit as always, then
+//!          connect /run/sbx/pool.sock ─ "claim user KEY" ─> ctl, pidfd, namespaces, bridge, cgroup
+//!          setns(pid) ─fork─> target: cgroup, setns(net, ipc, uts, mnt), the target's own steps
+//!          (identity, capabilities, no_new_privs, cwd in the root, Landlock, seccomp), exec
+//!          the caller starts the gate, supervises, reports; closes ctl: pid 1 ends, the kernel
+//!          kills what is left; the server reaps it and removes its cgroup off the call's path
+//! ```
+//!
+//! A call claims only a sandbox made from the same plan (its [`key`]: the namespaces, mounts,
+//! network, limits, binary version) and only in root mode, without secret files or bound secrets
+//! (those are written by pid 1 per call); anything else, a missing or slow server, or an empty
+//! pool builds its sandbox inline as before. Each prepared sandbox serves one call. Nothing in
+//! it ran before the call: its pid 1 is sbx-exec's, and the call's process enters it only
+//! from outside its pid namespace (the target is the first process the sandbox's code can see).
+
+mod claim;
+mod prepared;
+pub mod serve;
+
+pub use claim::{claim, Claimed};
+
+use crate::model::Context;
+use crate::plan::launch::{Sandbox, Target};
+use crate::plan::namespaces;
+use crate::privilege::Mode;
+
+/// The server's socket, in the root-only runtime directory (`/run/sbx`).
+pub const SOCKET: &str = "pool.sock";
+
+/// What a prepared sandbox must share with a call that claims it: a stable hash of its
+/// namespaces, mounts (the binary and policy file they protect included), network plan, the
+/// context's limits, identity and degrade flag, and sbx-exec's version.
+pub fn key(sandbox: &Sandbox, ctx: &Context) -> u64 {
+    let text = format!(
+        "{}|{:016x}|{:?}|{:?}|{}",
+        env!("CARGO_PKG_VERSION"),
+        sandbox.fingerprint(),
+        ctx.limits,
+        ctx.identity,
+        sandbox.degrade
+    );
+    crate::plan::launch::fnv1a(text.as_bytes())
+}
+
+/// Can this call run in a prepared sandbox? Root mode; a context with a pool, pid and mount
+/// namespaces; nothing pid 1 would set up for this call alone (secret files, bound secrets'
+/// CA bundle, a rootless user namespace).
+pub fn claimable(mode: &Mode, ctx: &Context, sandbox: &Sandbox, target: &Target) -> bool {
+    ctx.pool > 0
+        && matches!(mode, Mode::Root)
+        && sandbox.kinds.contains(&namespaces::PID)
+        && sandbox.kinds.contains(&namespaces::MOUNT)
+        && sandbox.creds.is_none()
+        && sandbox.userns.is_none()
+        && sandbox.net.as_ref().is_none_or(|n| n.publish.is_empty())
+        && target.drop_to.is_none()
+}

@@ -1,0 +1,307 @@
+//! `sbx-exec pool serve`: keep the prepared sandboxes of every context with `pool = N` (control
+//! mode starts it, and restarts it if it dies). One thread, one loop: answer the claims waiting
+//! on the socket, reap what ended (and clean up after it), then prepare the next sandbox of the
+//! pool that lacks one most; a pool whose sandbox cannot be made is retried after a pause, its
+//! reason said once. SIGTERM, SIGINT or SIGHUP end it: the sandboxes still waiting end with it
+//! (their socket closed), those claimed run on with their calls.
+
+use std::collections::VecDeque;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+use super::prepared::{self, Prepared, Spent};
+use crate::model::Context;
+use crate::plan::cgroup::Layout;
+use crate::plan::launch::Sandbox;
+use crate::privilege::{self, Mode};
+use crate::run::persist::state;
+use crate::sys;
+
+/// After a sandbox of a pool could not be made, how long before the next try.
+const RETRY: Duration = Duration::from_secs(2);
+/// How long the loop sleeps when nothing is to be done (a claim wakes it at once).
+const IDLE: Duration = Duration::from_millis(500);
+
+/// One context's pool.
+struct Pool<'a> {
+    name: &'a str,
+    ctx: &'a Context,
+    sandbox: Sandbox,
+    key: u64,
+    ready: VecDeque<Prepared>,
+    retry_at: Option<Instant>,
+    said: Option<String>,
+}
+
+/// Run the server until a stopping signal; its exit status.
+pub fn run(policy: Option<&Path>) -> Result<i32> {
+    let mode = privilege::mode();
+    if !matches!(mode, Mode::Root) {
+        bail!("sbx-exec pool serve needs root (real and effective uid 0): it prepares sandboxes as a launch in root mode does");
+    }
+    let loaded = privilege::load_policy(mode, policy)?;
+    let mut pools = plan_pools(&loaded, mode);
+    let mut stopping = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+    ] {
+        stopping.add(s);
+    }
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stopping), None)?;
+    if pools.is_empty() {
+        // Idle until stopped, so that a supervisor does not start it again and again.
+        eprintln!("sbx-exec: pool: no context can have prepared sandboxes here; nothing to prepare (waiting for SIGTERM)");
+        while let Ok(None | Some(Signal::SIGCHLD)) = sys::wait_signal(&stopping, None) {}
+        return Ok(0);
+    }
+    let dir = state::dir(true)?.context("no runtime directory")?;
+    let listener = listen(&dir.join(super::SOCKET))?;
+    let layout = pools
+        .iter()
+        .any(|p| p.ctx.limits.as_ref().is_some_and(|l| !l.is_empty()))
+        .then(crate::plan::host::cgroup::layout);
+    let mut spent: Vec<Spent> = Vec::new();
+    let mut serial = 0u64;
+    let mut counts = Counts::default();
+    let code = loop {
+        if let Ok(Some(sig)) = sys::wait_signal(&stopping, Some(Duration::ZERO)) {
+            if sig != Signal::SIGCHLD {
+                break 0;
+            }
+        }
+        answer_claims(&listener, &mut pools, &mut spent, &mut counts);
+        reap(&mut pools, &mut spent);
+        if refill(&mut pools, layout.as_ref(), &mut serial) {
+            continue;
+        }
+        let wait = next_retry(&pools).map_or(IDLE, |t| t.min(IDLE));
+        let mut fds = [nix::poll::PollFd::new(
+            listener.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        let ms = wait.as_millis().min(u16::MAX as u128) as u16;
+        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+    };
+    let _ = std::fs::remove_file(dir.join(super::SOCKET));
+    eprintln!(
+        "sbx-exec: pool: stopped; {} calls ran in prepared sandboxes, {} found none ready and built their own ({serial} prepared)",
+        counts.handed, counts.none
+    );
+    for p in &mut pools {
+        spent.extend(p.ready.drain(..).map(Prepared::discard));
+    }
+    // Those waiting end now (their socket closed); those claimed end with their calls: wait a
+    // little for them, then leave them to control mode (the subreaper).
+    let until = Instant::now() + Duration::from_secs(2);
+    while !spent.is_empty() && Instant::now() < until {
+        reap(&mut pools, &mut spent);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(code)
+}
+
+/// The pools of the contexts with `pool = N` that can be planned here (one that cannot is named
+/// once: its calls build their own).
+fn plan_pools<'a>(loaded: &'a crate::model::Loaded, mode: &Mode) -> Vec<Pool<'a>> {
+    let mut pools = Vec::new();
+    for (name, ctx) in loaded.policy.context.iter().filter(|(_, c)| c.pool > 0) {
+        if ctx.persist || ctx.supervise.is_some() || !ctx.net.publish.is_empty() {
+            eprintln!(
+                "sbx-exec: pool: context {:?} gets no prepared sandboxes: pool has no effect with persist, supervise or net.publish",
+                name.0
+            );
+            continue;
+        }
+        let sandbox = match crate::run::launch::pool_sandbox(loaded, &name.0, mode) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "sbx-exec: pool: context {:?} gets no prepared sandboxes (its calls build their own, and fail the same way if it cannot run here): {e:#}",
+                    name.0
+                );
+                continue;
+            }
+        };
+        pools.push(Pool {
+            name: &name.0,
+            ctx,
+            key: super::key(&sandbox, ctx),
+            sandbox,
+            ready: VecDeque::new(),
+            retry_at: None,
+            said: None,
+        });
+    }
+    pools
+}
+
+/// The listening socket: SOCK_SEQPACKET, mode 0600 in the root-only runtime directory,
+/// non-blocking (a stale one of an ended server replaced).
+fn listen(path: &Path) -> Result<OwnedFd> {
+    let _ = std::fs::remove_file(path);
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )?;
+    let addr = UnixAddr::new(path)?;
+    socket::bind(sock.as_raw_fd(), &addr)
+        .with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} root-only", path.display()))?;
+    socket::listen(&sock, socket::Backlog::new(128)?)?;
+    Ok(sock)
+}
+
+/// Claims answered with a sandbox, and with `none`.
+#[derive(Default)]
+struct Counts {
+    handed: u64,
+    none: u64,
+}
+
+/// Answer every waiting claim: a peer that is not root is closed unanswered; a claim for a
+/// pool with a ready sandbox made from the same plan (its key) gets it, any other `none`.
+fn answer_claims(
+    listener: &OwnedFd,
+    pools: &mut [Pool],
+    spent: &mut Vec<Spent>,
+    count: &mut Counts,
+) {
+    while let Ok(raw) = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+        let conn = sys::own_fd(raw);
+        let root =
+            socket::getsockopt(&conn, socket::sockopt::PeerCredentials).is_ok_and(|c| c.uid() == 0);
+        let timeout = nix::sys::time::TimeVal::new(0, 100_000);
+        let _ = socket::setsockopt(&conn, socket::sockopt::ReceiveTimeout, &timeout);
+        let _ = socket::setsockopt(&conn, socket::sockopt::SendTimeout, &timeout);
+        let mut buf = [0u8; 256];
+        let asked = match root {
+            true => sys::recv_msg(conn.as_raw_fd(), &mut buf, 0)
+                .ok()
+                .map(|(n, _)| n),
+            false => None,
+        };
+        let Some(n) = asked else { continue };
+        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+        match take(pools, text, spent) {
+            Some(p) => {
+                let (s, sent) = p.hand_to(conn.as_raw_fd());
+                if sent.is_err() {
+                    eprintln!("sbx-exec: pool: a claim was not answered (the call gave up); its sandbox ends");
+                }
+                spent.push(s);
+                count.handed += 1;
+            }
+            None => {
+                let _ = sys::send_msg(conn.as_raw_fd(), b"none", &[]);
+                count.none += 1;
+            }
+        }
+    }
+}
+
+/// The sandbox a claim (`claim NAME KEY`) gets, if one is ready and alive (one that ended while
+/// it waited is let go).
+fn take(pools: &mut [Pool], text: &str, spent: &mut Vec<Spent>) -> Option<Prepared> {
+    let mut words = text.split(' ');
+    let (Some("claim"), Some(name), Some(key), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return None;
+    };
+    let key = u64::from_str_radix(key, 16).ok()?;
+    let pool = pools.iter_mut().find(|p| p.name == name && p.key == key)?;
+    while let Some(p) = pool.ready.pop_front() {
+        match p.alive() {
+            true => return Some(p),
+            false => spent.push(p.discard()),
+        }
+    }
+    None
+}
+
+/// Reap every ended child: a handed-out sandbox's pid 1 is cleaned up after; a waiting one that
+/// ended (killed) is taken out of its pool.
+fn reap(pools: &mut [Pool], spent: &mut Vec<Spent>) {
+    loop {
+        let pid = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(status) => status.pid(),
+        };
+        let Some(pid) = pid else { continue };
+        if let Some(i) = spent.iter().position(|s| s.pid == pid) {
+            spent.swap_remove(i).clean_up();
+            continue;
+        }
+        for p in pools.iter_mut() {
+            if let Some(i) = p.ready.iter().position(|r| r.pid == pid) {
+                if let Some(r) = p.ready.remove(i) {
+                    r.discard().clean_up();
+                }
+            }
+        }
+    }
+}
+
+/// Prepare one sandbox for the pool that lacks the most (and is not waiting to retry); true if
+/// one was tried.
+fn refill(pools: &mut [Pool], layout: Option<&Layout>, serial: &mut u64) -> bool {
+    let now = Instant::now();
+    let short = pools
+        .iter_mut()
+        .filter(|p| p.ready.len() < p.ctx.pool as usize && p.retry_at.is_none_or(|t| t <= now))
+        .max_by_key(|p| p.ctx.pool as usize - p.ready.len());
+    let Some(pool) = short else {
+        return false;
+    };
+    *serial += 1;
+    let spec = prepared::Spec {
+        ctx_name: pool.name,
+        ctx: pool.ctx,
+        sandbox: &pool.sandbox,
+        layout,
+    };
+    match prepared::prepare(&spec, *serial) {
+        Ok(p) => {
+            pool.retry_at = None;
+            pool.said = None;
+            pool.ready.push_back(p);
+        }
+        Err(e) => {
+            let why = format!("{e:#}");
+            if pool.said.as_deref() != Some(why.as_str()) {
+                eprintln!(
+                    "sbx-exec: pool: cannot prepare a sandbox of context {:?} (its calls build their own meanwhile; retried every {} s): {why}",
+                    pool.name,
+                    RETRY.as_secs()
+                );
+            }
+            pool.said = Some(why);
+            pool.retry_at = Some(now + RETRY);
+        }
+    }
+    true
+}
+
+/// How long until the earliest retry.
+fn next_retry(pools: &[Pool]) -> Option<Duration> {
+    let now = Instant::now();
+    pools
+        .iter()
+        .filter(|p| p.ready.len() < p.ctx.pool as usize)
+        .filter_map(|p| p.retry_at)
+        .map(|t| t.saturating_duration_since(now))
+        .min()
+}

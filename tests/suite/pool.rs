@@ -1,0 +1,330 @@
+//! Prepared sandboxes (`pool = N`): a call claims one from `sbx-exec pool serve` and keeps every
+//! wall; the launch cases of the suite pass pooled as they do inline; a sandbox serves one call;
+//! claims are root's alone, a call never waits for a stuck server, and a call made from another
+//! plan never gets one. The server runs in the suite's own namespaces (its /run/sbx tmpfs).
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::harness::*;
+
+/// `sbx-exec [--policy P] pool serve`, stopped with SIGTERM when dropped.
+struct Server {
+    child: Option<Spawned>,
+}
+
+impl Server {
+    /// Started, and ready: a `user` call of the embedded default is pooled.
+    fn start(policy: Option<&Path>) -> Result<Server, String> {
+        let mut args: Vec<String> = Vec::new();
+        if let Some(p) = policy {
+            args.extend(["--policy".into(), p.display().to_string()]);
+        }
+        args.extend(["pool".into(), "serve".into()]);
+        let child = Cmd::sbx(&args)
+            .limit(Duration::from_secs(600))
+            .piped()
+            .spawn();
+        let s = Server { child: Some(child) };
+        let ready = wait_until(Duration::from_secs(10), || {
+            Path::new("/run/sbx/pool.sock").exists()
+        });
+        check(ready, || "pool serve made no socket within 10 s".into())?;
+        // Its first sandboxes take a moment.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(s)
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().map_or(0, |c| c.id() as i32))
+    }
+
+    /// Stop it; its summary line (stderr).
+    fn stop(mut self) -> Result<String, String> {
+        let child = self.child.take().ok_or("no server")?;
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let r = child.output_within(Duration::from_secs(10));
+        r.expect_code(0, "pool serve after SIGTERM")?;
+        Ok(r.stderr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.take() {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+            let _ = c.output_within(Duration::from_secs(10));
+        }
+    }
+}
+
+/// How many calls the server says ran in prepared sandboxes.
+fn handed(summary: &str) -> Option<u64> {
+    let at = summary.find("stopped; ")? + "stopped; ".len();
+    summary[at..].split(' ').next()?.parse().ok()
+}
+
+/// A `user` call (the embedded default unless `policy`) that prints its pid 1's command line:
+/// whether it ran in a prepared sandbox (`pool serve`) or one built for it.
+fn pid1_of_user_call(policy: Option<&Path>) -> Result<String, String> {
+    let mut args: Vec<String> = Vec::new();
+    if let Some(p) = policy {
+        args.extend(["--policy".into(), p.display().to_string()]);
+    }
+    args.extend(
+        [
+            "--ctx",
+            "user",
+            "--",
+            "sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/cmdline",
+        ]
+        .map(String::from),
+    );
+    let r = Cmd::sbx(&args).run();
+    r.expect_code(0, "a user call")?;
+    Ok(r.stdout)
+}
+
+pub fn a_pooled_call_keeps_every_wall() -> Result<(), String> {
+    needs_isolation()?;
+    // Control: no server, the call builds its own sandbox (its pid 1 is the call's own).
+    let inline = pid1_of_user_call(None)?;
+    check(
+        inline.contains("--ctx user") && !inline.contains("pool serve"),
+        || format!("without a server the call was not built inline: {inline}"),
+    )?;
+    let server = Server::start(None)?;
+    let pooled = pid1_of_user_call(None)?;
+    check(pooled.contains("pool serve"), || {
+        format!("with a server ready the call did not run in a prepared sandbox: {pooled}")
+    })?;
+    let b = crate::g2_visibility::Bystander::start("pool");
+    let script = format!(
+        "cat /proc/self/uid_map; ps -eo pid= | wc -l; kill -0 {} 2>/dev/null && echo SIGNALLED; \
+         cat /proc/{}/environ 2>/dev/null && echo READ; id -u; grep -c . /proc/self/status >/dev/null; \
+         tr '\\0' ' ' < /proc/1/cmdline",
+        b.pid(),
+        b.pid()
+    );
+    let r = Cmd::sbx(["--ctx", "user", "--", "sh", "-c", &script]).run();
+    r.expect_code(0, "the pooled call")?;
+    let out = &r.stdout;
+    check(out.contains("pool serve"), || {
+        format!("not pooled: {}", r.show())
+    })?;
+    check(out.contains("0     100000      65536"), || {
+        format!("the identity's map is missing: {}", r.show())
+    })?;
+    check(!out.contains("SIGNALLED") && !out.contains("READ"), || {
+        format!("the pooled call reached a process outside: {}", r.show())
+    })?;
+    let procs: usize = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(99);
+    // pid 1, sh, ps, wc (and the substitution's subshell)
+    check(procs <= 5, || {
+        format!("it sees more than its own: {}", r.show())
+    })?;
+    // Control: the same signal from outside reaches the bystander.
+    Cmd::sh(&format!("kill -0 {}", b.pid()))
+        .run()
+        .expect_code(0, "control kill -0")?;
+    let said = server.stop()?;
+    check(handed(&said).is_some_and(|n| n >= 2), || {
+        format!("the server does not count the calls it served: {said}")
+    })
+}
+
+pub fn launch_cases_pass_pooled() -> Result<(), String> {
+    needs_isolation()?;
+    let server = Server::start(None)?;
+    let cases: &[(&str, TestFn)] = &[
+        ("exit codes", crate::g5_launcher::exit_codes_pass_through),
+        ("own errors", crate::g5_launcher::own_errors_are_125_126_127),
+        ("signals", crate::g5_launcher::signals_reach_the_target),
+        ("SIGTERM", crate::g5_launcher::sigterm_default_gives_143),
+        (
+            "SIGKILL of the launcher",
+            crate::g5_launcher::sigkill_of_launcher_leaves_no_process,
+        ),
+        ("zombies", crate::g5_launcher::zombies_are_reaped),
+        ("fds", crate::g5_launcher::only_stdio_fds_reach_the_target),
+        (
+            "closed stdio",
+            crate::g5_launcher::closed_standard_fds_are_reopened_on_dev_null,
+        ),
+        ("streaming", crate::g5_launcher::stdio_streams_unbuffered),
+        ("status fd", crate::g5_launcher::status_fd_reports_json),
+        ("timeout", crate::g5_launcher::timeout_gives_124),
+        (
+            "--env",
+            crate::g5_request::env_option_sets_only_allowed_names,
+        ),
+        (
+            "--cwd",
+            crate::g5_request::cwd_option_moves_the_command_or_refuses,
+        ),
+        (
+            "hidden cwd",
+            crate::g5_request::hidden_caller_directory_starts_in_workdir,
+        ),
+        ("ps", crate::g2_visibility::ps_shows_only_the_context),
+        ("kill", crate::g2_visibility::kill_pkill_and_kill_all_fail),
+        (
+            "ptrace",
+            crate::g2_visibility::ptrace_and_proc_of_outside_fail,
+        ),
+        (
+            "socket peers",
+            crate::g7_identity::socket_peers_see_the_mapped_uid,
+        ),
+        (
+            "setuid bits",
+            crate::g7_identity::setuid_bits_set_inside_are_not_root_outside,
+        ),
+        (
+            "work area",
+            crate::g7_identity::work_area_is_shared_with_the_control_side,
+        ),
+    ];
+    for (what, case) in cases {
+        case().map_err(|e| format!("{what}, pooled: {e}"))?;
+        // Between cases the pool fills again, so that the next one's calls are pooled too.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let said = server.stop()?;
+    // Most of those calls ran in prepared sandboxes (back-to-back calls may find none ready).
+    check(handed(&said).is_some_and(|n| n >= 20), || {
+        format!("few calls were pooled: {said}")
+    })
+}
+
+pub fn a_prepared_sandbox_serves_one_call() -> Result<(), String> {
+    needs_isolation()?;
+    let _server = Server::start(None)?;
+    let mark = marker("poolonce");
+    let first = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo x > /tmp/{mark}; (exec -a {mark} sleep 300) & cat /tmp/{mark}; tr '\\0' ' ' < /proc/1/cmdline"),
+    ])
+    .run();
+    first.expect_code(0, "the first call")?;
+    check(
+        first.stdout.contains('x') && first.stdout.contains("pool serve"),
+        || {
+            format!(
+                "control: the first call (pooled) sees its own file: {}",
+                first.show()
+            )
+        },
+    )?;
+    // Nothing of the first call outlives it.
+    check(process_argv0(&mark).is_none(), || {
+        format!("the first call's background process outlived it: {mark}")
+    })?;
+    std::thread::sleep(Duration::from_millis(50));
+    let second = Cmd::sbx([
+        "--ctx",
+        "user",
+        "--",
+        "sh",
+        "-c",
+        &format!(
+            "ls /tmp/{mark} 2>&1; ps -eo args | grep -c '^{mark}'; tr '\\0' ' ' < /proc/1/cmdline"
+        ),
+    ])
+    .run();
+    second.expect_code(0, "the second call")?;
+    check(second.stdout.contains("pool serve"), || {
+        format!("the second call was not pooled: {}", second.show())
+    })?;
+    check(second.stdout.contains("No such file"), || {
+        format!(
+            "the second call sees the first call's file: {}",
+            second.show()
+        )
+    })?;
+    check(second.stdout.lines().nth(1) == Some("0"), || {
+        format!(
+            "the second call sees the first call's process: {}",
+            second.show()
+        )
+    })
+}
+
+pub fn claims_are_roots_and_never_wait() -> Result<(), String> {
+    needs_isolation()?;
+    let server = Server::start(None)?;
+    // The attack: a process that is not root connects to the socket: refused.
+    let py = require_tool("python3")?;
+    let claim = "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n\
+                 s.settimeout(2)\ntry:\n s.connect('/run/sbx/pool.sock')\n s.send(b'claim user 0')\n print('ANSWER', s.recv(100))\n\
+                 except OSError as e:\n print('REFUSED', e.errno)\n";
+    let r = Cmd::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            &py,
+            "-c",
+            claim,
+        ])
+        .run();
+    check(r.stdout.contains("REFUSED"), || {
+        format!("a non-root process reached the pool's socket: {}", r.show())
+    })?;
+    // Control: root reaches it, and a claim with a key no sandbox was made from gets `none`.
+    let r = Cmd::new(&py).args(["-c", claim]).run();
+    check(r.stdout.contains("ANSWER b'none'"), || {
+        format!("root's claim with a wrong key: {}", r.show())
+    })?;
+    // A stuck server: the call builds its own sandbox and runs.
+    kill(server.pid(), Signal::SIGSTOP).map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    let out = pid1_of_user_call(None);
+    let _ = kill(server.pid(), Signal::SIGCONT);
+    let out = out?;
+    check(!out.contains("pool serve"), || {
+        format!("a stopped server handed out a sandbox: {out}")
+    })?;
+    check(started.elapsed() < Duration::from_secs(5), || {
+        format!(
+            "the call waited {:?} for a stopped server",
+            started.elapsed()
+        )
+    })?;
+    // And once it runs again, calls are pooled again.
+    std::thread::sleep(Duration::from_millis(200));
+    let out = pid1_of_user_call(None)?;
+    check(out.contains("pool serve"), || {
+        format!("not pooled after SIGCONT: {out}")
+    })
+}
+
+pub fn a_call_from_another_plan_builds_its_own() -> Result<(), String> {
+    needs_isolation()?;
+    let _server = Server::start(None)?;
+    // The same contexts from a file: its path is protected in every sandbox, so the plan differs.
+    let d = TempDir::new("poolplan");
+    let pol = crate::support::policy::Policy::shipped().write(d.path());
+    let other = pid1_of_user_call(Some(&pol))?;
+    check(!other.contains("pool serve"), || {
+        format!("a call of another plan got a prepared sandbox: {other}")
+    })?;
+    // Control: the embedded default's call is pooled.
+    let same = pid1_of_user_call(None)?;
+    check(same.contains("pool serve"), || {
+        format!("not pooled: {same}")
+    })
+}
