@@ -302,10 +302,22 @@ names+=(
     "sbx-exec user, net=none"
     "sbx-exec platform, 10 secrets, redact"
     "sbx-exec user, persistent (join)"
+    "sbx-exec user, pooled (pool serve, pool = 8)"
     "sbx-exec agent (net private), no secret"
     "sbx-exec agent (net private), 1 bound secret"
 )
 for step in 1 2 3 4; do names+=("sbx-exec user, ${ABLATE_STEPS[$((step - 1))]}"); done
+# Prepared sandboxes: the default policy from a file with `pool = 8` in user, its server running
+# through the timing; only calls with that --policy claim them (the other user lines stay cold).
+POOLED="$OUT/pooled.toml"
+"$SBX" policy show | sed 1d | sed 's/^pool = 2 .*/pool = 8/' >"$POOLED"
+grep -q '^pool = 8' "$POOLED" || die "$POOLED has no pool = 8"
+rm -f /run/sbx/pool.sock
+"$SBX" --policy "$POOLED" pool serve 2>"$OUT/pool-serve.log" &
+POOL_PID=$!
+for _ in $(seq 100); do [ -S /run/sbx/pool.sock ] && break; sleep 0.05; done
+[ -S /run/sbx/pool.sock ] || die "pool serve did not start (see $OUT/pool-serve.log)"
+sleep 0.5
 cmds=(
     "/bin/true"
     "unshare --pid --mount --ipc --uts --fork --mount-proc true"
@@ -323,6 +335,7 @@ cmds+=(
     "$(q "$SBX") --policy $(q "$NETNONE") --ctx user -- true"
     "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$PERSIST") --ctx $PCTX -- true"
+    "$(q "$SBX") --policy $(q "$POOLED") --ctx user -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
 )
@@ -340,6 +353,8 @@ hyperfine --shell sh "${HF_RUNS[@]}" --style basic "${HF_EXPORT[@]}" "${hf_args[
 # Its keeper must still be the one started above: if it is gone, something else stopped it and the
 # join line timed a start too.
 "$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null || die "cannot stop the persistent context $PCTX (was it stopped by something else during the timing?)"
+kill -TERM "$POOL_PID" && wait "$POOL_PID" || die "pool serve did not stop cleanly (see $OUT/pool-serve.log)"
+POOL_SUMMARY="$(grep 'pool: stopped' "$OUT/pool-serve.log" || true)"
 
 # ---------------------------------------------------------------------------------------------
 # 3b. BASELINE_REV only: today's and the baseline's user lines again, alternated launch by launch
@@ -715,4 +730,13 @@ if os.path.exists(E["BENCH_REPORT"]):
 with open(E["BENCH_REPORT"], "w") as f:
     f.write("\n".join(lines) + "\n")
 PY
+{
+    echo
+    echo "### Prepared sandboxes during the timing"
+    echo
+    echo "The line \"sbx-exec user, pooled\" claims a prepared sandbox when one is ready and builds its own"
+    echo "otherwise; its server's count over the whole run (warm-up included):"
+    echo
+    echo "    ${POOL_SUMMARY:-no summary: see $OUT/pool-serve.log}"
+} >>"$REPORT"
 log "wrote $REPORT"
