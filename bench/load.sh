@@ -4,7 +4,9 @@
 # context, and joins of a persistent context shaped like sandbox-sdk.toml's `user` (an identity,
 # its own network with the egress gate held by a net helper). Every launch must succeed, and
 # nothing may be left behind (processes, zombies, cgroups, runtime state), checked with a snapshot
-# before and after each level. Then a soak: SOAK (5000; 1000 quick) sequential joins of the
+# before and after each level; and `isolated` (identity + its own network with the gate,
+# one-shot) against `pooled` (the same with pool = 8, served by `sbx-exec pool serve`, whose
+# memory per prepared sandbox is measured). Then a soak: SOAK (5000; 1000 quick) sequential joins of the
 # sandbox-sdk-shaped context, with its keeper's and net helper's RSS, the keeper's mounts and the
 # process count before and after (they must not grow).
 #
@@ -60,6 +62,23 @@ fs.hide = ["/run/sbx"]
 [context.sdk.net]
 mode = "private"
 allow = ["0.0.0.0/0", "::/0"]
+[context.isolated]
+namespaces = ["pid", "mount", "ipc", "uts"]
+identity = { uid = 100000, gid = 100000, count = 65536 }
+env.allow = ["PATH"]
+fs.hide = ["/run/sbx"]
+[context.isolated.net]
+mode = "private"
+allow = ["0.0.0.0/0", "::/0"]
+[context.pooled]
+namespaces = ["pid", "mount", "ipc", "uts"]
+pool = 8
+identity = { uid = 100000, gid = 100000, count = 65536 }
+env.allow = ["PATH"]
+fs.hide = ["/run/sbx"]
+[context.pooled.net]
+mode = "private"
+allow = ["0.0.0.0/0", "::/0"]
 EOF
 
 N=1000 SOAK=5000
@@ -71,6 +90,13 @@ import json, os, subprocess, sys, threading, time
 BIN, POLICY, N = os.environ["BIN"], os.environ["POLICY"], int(os.environ["N"])
 SOAK = int(os.environ["SOAK"])
 
+def is_pool(pid):
+    """The pool's server and its prepared sandboxes (made and ended as calls take them)."""
+    try:
+        return b"pool\0serve" in open(f"/proc/{pid}/cmdline", "rb").read()
+    except OSError:
+        return False
+
 def snapshot():
     procs, zombies = set(), set()
     for p in os.listdir("/proc"):
@@ -80,6 +106,8 @@ def snapshot():
             st = open(f"/proc/{p}/stat").read()
         except OSError:
             continue
+        if is_pool(p):
+            continue
         state = st[st.rfind(")") + 2]
         (zombies if state == "Z" else procs).add(int(p))
     cg = set()
@@ -87,9 +115,9 @@ def snapshot():
         if base.count("/") > 8:
             dirs[:] = []
         for d in dirs:
-            if d.startswith(("sbx-joined-", "sbx-sdk-", "sbx-user-", "sbx-platform-")):
+            if d.startswith(("sbx-joined-", "sbx-sdk-", "sbx-user-", "sbx-platform-", "sbx-isolated-")):
                 cg.add(os.path.join(base, d))
-    state = {f for f in os.listdir("/run/sbx") if not f.endswith(".lock")}
+    state = {f for f in os.listdir("/run/sbx") if not f.endswith(".lock") and f != "pool.sock"}
     return procs, zombies, cg, state
 
 def call(kind):
@@ -143,12 +171,41 @@ def reap():
         if pid == 0:
             return
 
+def mem_available_kib():
+    for line in open("/proc/meminfo"):
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1])
+    return 0
+
+def prepared():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and is_pool(p)]
+
+# The pool's server, and what its 8 prepared sandboxes take: MemAvailable before and after they
+# are ready (median of 3 reads each), and each pid 1's proportional set size.
+mem_before = sorted(mem_available_kib() for _ in range(3))[1]
+server = subprocess.Popen([BIN, "--policy", POLICY, "pool", "serve"], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+deadline = time.time() + 30
+while len(prepared()) < 9 and time.time() < deadline:
+    time.sleep(0.05)
+time.sleep(0.5)
+mem_after = sorted(mem_available_kib() for _ in range(3))[1]
+def pss_kib(pid):
+    for line in open(f"/proc/{pid}/smaps_rollup"):
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+pids = sorted(prepared())
+pool_mem = {"prepared": len(pids) - 1, "mem_available_drop_kib": mem_before - mem_after,
+            "pid1_pss_kib": sorted(pss_kib(p) for p in pids[1:])[len(pids[1:]) // 2] if len(pids) > 1 else 0}
+print(f"load: pool {pool_mem}", file=sys.stderr, flush=True)
+
 results, leaks = [], []
 # The persistent contexts' keepers (and the sdk context's net helper) are part of the baseline
 # (they are meant to stay).
 for ctx in ("joined", "sdk"):
     subprocess.run([BIN, "--policy", POLICY, "--ctx", ctx, "--", "true"], check=True)
-for kind in ("user", "platform", "joined", "sdk"):
+for kind in ("user", "platform", "joined", "sdk", "isolated", "pooled"):
     for conc in (1, 4, 16, 64):
         reap()
         before = snapshot()
@@ -208,7 +265,9 @@ if grew:
     leaks.append(("soak", SOAK, grew))
 for ctx in ("joined", "sdk"):
     subprocess.run([BIN, "ctx", "stop", ctx, "--policy", POLICY], check=True)
-json.dump({"levels": results, "soak": soak}, open(sys.argv[1], "w"), indent=1)
+server.terminate()
+pool_mem["summary"] = server.communicate(timeout=30)[1].decode(errors="replace").strip().splitlines()[-1:]
+json.dump({"levels": results, "soak": soak, "pool": pool_mem}, open(sys.argv[1], "w"), indent=1)
 bad = sum(r["failures"] for r in results) + len(soak_fail)
 if bad or leaks:
     print(f"load: {bad} failures, leaks {leaks}; first failures {[r['first_failure'] for r in results if r['failures']]}", file=sys.stderr)
@@ -227,10 +286,16 @@ print(f"`bash bench/load.sh` ({'LOAD_QUICK=1, ' if os.environ.get('LOAD_QUICK') 
 print("| workload | callers | launches/s | p50 ms | p99 ms | failures | left behind |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 names = {"user": "`user` one-shot", "platform": "`platform` + secret on a pipe", "joined": "persistent join",
-         "sdk": "persistent join, identity + gate (sandbox-sdk `user`)"}
+         "sdk": "persistent join, identity + gate (sandbox-sdk `user`)",
+         "isolated": "one-shot, identity + gate", "pooled": "the same, `pool = 8` (prepared sandboxes)"}
 for r in rs:
     print(f"| {names[r['kind']]} | {r['concurrency']} | {r['per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
           f"{r['failures']} | {sum(map(len, r['left_behind']))} |")
+pm = data["pool"]
+print(f"\nPrepared sandboxes (`pool = 8` of the identity + gate context): {pm['prepared']} ready took "
+      f"{pm['mem_available_drop_kib']} KiB of MemAvailable ({pm['mem_available_drop_kib'] // max(1, pm['prepared'])} KiB each: "
+      f"the pid 1, its namespaces, mounts, network and cgroup); a pid 1's proportional set size {pm['pid1_pss_kib']} KiB. "
+      f"The server over the whole run: {' '.join(pm['summary'])}")
 b, a = soak["before"], soak["after"]
 print(f"\nSoak: {soak['launches']} sequential joins of the sandbox-sdk-shaped context in {soak['seconds']:.0f} s, "
       f"{soak['failures']} failures.\n")

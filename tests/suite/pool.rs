@@ -328,3 +328,62 @@ pub fn a_call_from_another_plan_builds_its_own() -> Result<(), String> {
         format!("not pooled: {same}")
     })
 }
+
+/// Processes whose command line is `... --policy POLICY pool serve` (the server of that policy and
+/// its prepared sandboxes' pid 1).
+fn pool_processes(policy: &Path) -> usize {
+    let want = format!("{}\0pool\0serve", policy.display());
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&want))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+pub fn control_mode_keeps_the_pool() -> Result<(), String> {
+    needs_isolation()?;
+    let (port, _) = crate::g3_control::free_ports();
+    let d = TempDir::new("poolctl");
+    let pol = crate::support::policy::Policy::shipped()
+        .replace_table(
+            "context.control.supervise",
+            &format!("ports = [{port}]\nstop_timeout = 2\n"),
+        )
+        .write(d.path());
+    let p = pol.display().to_string();
+    let control = Cmd::sbx(["--policy", &p, "--ctx", "control", "--", "sleep", "300"])
+        .limit(Duration::from_secs(120))
+        .spawn();
+    let up = wait_until(Duration::from_secs(10), || {
+        Path::new("/run/sbx/pool.sock").exists() && pool_processes(&pol) >= 3
+    });
+    check(up, || {
+        "control mode started no pool server with two prepared sandboxes".into()
+    })?;
+    let pooled = pid1_of_user_call(Some(&pol))?;
+    check(pooled.contains("pool serve"), || {
+        format!("a user call under control mode was not pooled: {pooled}")
+    })?;
+    kill(Pid::from_raw(control.id() as i32), Signal::SIGTERM).map_err(|e| e.to_string())?;
+    let r = control.output_within(Duration::from_secs(30));
+    check(!r.hung(), || {
+        format!("control mode did not stop: {}", r.show())
+    })?;
+    let gone = wait_until(Duration::from_secs(5), || pool_processes(&pol) == 0);
+    check(gone && !Path::new("/run/sbx/pool.sock").exists(), || {
+        format!(
+            "the pool server or a prepared sandbox outlived control mode: {}",
+            r.show()
+        )
+    })?;
+    // Control: without control mode the same call builds its own.
+    let inline = pid1_of_user_call(Some(&pol))?;
+    check(!inline.contains("pool serve"), || {
+        format!("pooled with no server: {inline}")
+    })
+}
