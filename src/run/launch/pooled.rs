@@ -110,7 +110,7 @@ pub(super) fn masked(
             end.cpu_ms = ns / 1_000_000;
         }
     }
-    end_sandbox(ctl, &pidfd);
+    end_sandbox(ctl, &pidfd, &cgroup_dirs);
     if let Some(m) = masking.take() {
         m.wait();
     }
@@ -120,8 +120,16 @@ pub(super) fn masked(
 
 /// The call is done: its socket closed, pid 1 ends, and the kernel kills whatever the command
 /// left inside; wait (a few seconds at most) until it has, so nothing of the call outlives it.
-fn end_sandbox(ctl: OwnedFd, pidfd: &OwnedFd) {
+/// When the sandbox's cgroup counts its pid 1 alone, nothing of the call is left: no wait.
+fn end_sandbox(ctl: OwnedFd, pidfd: &OwnedFd, dirs: &[std::path::PathBuf]) {
+    let alone = dirs
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("pids.current")).ok())
+        .is_some_and(|n| n.trim() == "1");
     drop(ctl);
+    if alone {
+        return;
+    }
     let mut fds = [nix::poll::PollFd::new(
         pidfd.as_fd(),
         nix::poll::PollFlags::POLLIN,

@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,9 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
         return Ok(0);
     }
     let dir = state::dir(true)?.context("no runtime directory")?;
-    let listener = listen(&dir.join(super::SOCKET))?;
+    let path = dir.join(super::SOCKET);
+    let listener = listen(&path)?;
+    let bound = std::fs::metadata(&path).map(|m| m.ino()).ok();
     let layout = pools
         .iter()
         .any(|p| p.ctx.limits.as_ref().is_some_and(|l| !l.is_empty()))
@@ -92,7 +94,10 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
         let ms = wait.as_millis().min(u16::MAX as u128) as u16;
         let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
     };
-    let _ = std::fs::remove_file(dir.join(super::SOCKET));
+    // Only our own socket: a server started since (a restart) has bound a new one there.
+    if std::fs::metadata(&path).map(|m| m.ino()).ok() == bound {
+        let _ = std::fs::remove_file(&path);
+    }
     eprintln!(
         "sbx-exec: pool: stopped; {} calls ran in prepared sandboxes, {} found none ready and built their own ({serial} prepared)",
         counts.handed, counts.none
