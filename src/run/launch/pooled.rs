@@ -78,7 +78,8 @@ pub(super) fn masked(
         cgroup_dirs,
         ..
     } = claimed;
-    // The server and the target hold the namespaces: their teardown is never this call's.
+    // The sandbox's pid 1 and the target hold the namespaces: their teardown happens as pid 1
+    // exits, which this call waits for only when something of it is left inside.
     drop((ns, cgroup_procs));
     let child = started?;
     let net = match (&sandbox.net, outer) {

@@ -10,7 +10,9 @@
 //!          setns(pid) ─fork─> target: cgroup, setns(net, ipc, uts, mnt), the target's own steps
 //!          (identity, capabilities, no_new_privs, cwd in the root, Landlock, seccomp), exec
 //!          the caller starts the gate, supervises, reports; closes ctl: pid 1 ends, the kernel
-//!          kills what is left; the server reaps it and removes its cgroup off the call's path
+//!          kills what is left (the call waits for that only when its cgroup counts more than
+//!          pid 1) and tears the namespaces down as pid 1 exits; the server reaps it and
+//!          removes its cgroup, off the call's path
 //! ```
 //!
 //! A call claims only a sandbox made from the same plan (its [`key`]: the namespaces, mounts,

@@ -37,18 +37,17 @@ pub struct Prepared {
     dirs: Vec<PathBuf>,
 }
 
-/// What the server keeps of a sandbox it handed out, until its pid 1 is reaped: the namespaces
-/// (so their teardown happens in the server, not in the call's exit) and the cgroup to remove.
+/// What the server keeps of a sandbox it handed out or let go, until its pid 1 is reaped: the
+/// cgroup to remove. It holds none of the namespaces: they are torn down as the last process in
+/// them exits (pid 1, on a CPU of its own), never in the server's loop.
 pub struct Spent {
     pub pid: Pid,
-    _ns: Vec<OwnedFd>,
     dirs: Vec<PathBuf>,
 }
 
 impl Spent {
-    /// Pid 1 was reaped: let go of the namespaces, remove the cgroup once it is empty.
+    /// Pid 1 was reaped: remove the cgroup once it is empty.
     pub fn clean_up(self) {
-        drop(self._ns);
         cgroup::remove_when_empty(&self.dirs);
     }
 }
@@ -61,9 +60,10 @@ pub struct Spec<'a> {
     pub layout: Option<&'a Layout>,
 }
 
-/// Make sandbox number `serial` of `spec`: its cgroup leaf (`sbx-CTX.poolN-PID`), its network
-/// bridge, its pid 1 in the plan's namespaces, set up and ready.
-pub fn prepare(spec: &Spec, serial: u64) -> Result<Prepared> {
+/// Begin sandbox number `serial` of `spec`: its cgroup leaf (`sbx-CTX.poolN-PID`), its user
+/// namespace (`identity`), its network bridge, and its pid 1 cloned into the plan's namespaces,
+/// which sets it up while the server goes on ([`Pending::finish`] once it says it is ready).
+pub fn begin(spec: &Spec, serial: u64) -> Result<Pending> {
     let name = format!("{}.pool{serial}", spec.ctx_name);
     let limits = spec.ctx.limits.as_ref();
     let decision = Decision::new(&name, limits, spec.layout, std::process::id());
@@ -85,10 +85,13 @@ pub fn prepare(spec: &Spec, serial: u64) -> Result<Prepared> {
     if let Some(m) = &mut sandbox.mounts {
         m.show_cgroups(&dirs);
     }
-    let made = start(spec.ctx_name, &sandbox, procs, dirs.clone()).and_then(|mut p| {
-        p.userns = spec.ctx.identity.as_ref().map(user_namespace).transpose()?;
-        Ok(p)
-    });
+    let made = spec
+        .ctx
+        .identity
+        .as_ref()
+        .map(user_namespace)
+        .transpose()
+        .and_then(|userns| start(spec.ctx_name, &sandbox, (procs, dirs.clone()), userns));
     if made.is_err() {
         cgroup::remove_when_empty(&dirs);
     }
@@ -127,13 +130,24 @@ fn user_namespace(range: &crate::model::IdRange) -> Result<OwnedFd> {
     }
 }
 
-/// Clone pid 1 and wait until it is ready (its namespaces received).
+/// A sandbox whose pid 1 is still setting it up.
+pub struct Pending {
+    pub pid: Pid,
+    ctl: OwnedFd,
+    outer: Option<OwnedFd>,
+    userns: Option<OwnedFd>,
+    procs: Vec<OwnedFd>,
+    dirs: Vec<PathBuf>,
+    since: std::time::Instant,
+}
+
+/// Clone pid 1 (it sets the sandbox up on its own).
 fn start(
     ctx_name: &str,
     sandbox: &Sandbox,
-    procs: Vec<OwnedFd>,
-    dirs: Vec<PathBuf>,
-) -> Result<Prepared> {
+    (procs, dirs): (Vec<OwnedFd>, Vec<PathBuf>),
+    userns: Option<OwnedFd>,
+) -> Result<Pending> {
     let bridge = sandbox.net.as_ref().map(Bridge::prepare).transpose()?;
     let (ctl, theirs) = socketpair(
         AddressFamily::Unix,
@@ -151,45 +165,80 @@ fn start(
         }
         Entered::Parent(pid) => pid,
     };
-    drop(theirs);
-    let outer = bridge.map(Bridge::into_outer);
-    let ready = ready(ctl.as_raw_fd()).and_then(|ns| {
-        let pidfd = sys::pidfd_open(pid).context("pidfd_open")?;
-        Ok((ns, pidfd))
-    });
-    match ready {
-        Ok((ns, pidfd)) => Ok(Prepared {
-            pid,
-            pidfd,
-            ctl,
-            ns,
-            outer,
-            userns: None,
-            procs,
-            dirs,
-        }),
-        Err(e) => {
-            let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            Err(e)
+    Ok(Pending {
+        pid,
+        ctl,
+        outer: bridge.map(Bridge::into_outer),
+        userns,
+        procs,
+        dirs,
+        since: std::time::Instant::now(),
+    })
+}
+
+impl Pending {
+    /// Its socket: readable once pid 1 is ready (or gone).
+    pub fn ctl(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.ctl.as_fd()
+    }
+
+    /// Has it been setting up for longer than [`READY_TIMEOUT`]?
+    pub fn late(&self) -> bool {
+        self.since.elapsed() > READY_TIMEOUT
+    }
+
+    /// Pid 1 said it is ready (its socket is readable): the sandbox, or why not (it is then
+    /// ended: killed, and its leftovers for the server to clean up after it is reaped).
+    pub fn finish(self) -> std::result::Result<Prepared, (Spent, anyhow::Error)> {
+        let ready = ready(self.ctl.as_raw_fd()).and_then(|ns| {
+            let pidfd = sys::pidfd_open(self.pid).context("pidfd_open")?;
+            Ok((ns, pidfd))
+        });
+        match ready {
+            Ok((ns, pidfd)) => Ok(Prepared {
+                pid: self.pid,
+                pidfd,
+                ctl: self.ctl,
+                ns,
+                outer: self.outer,
+                userns: self.userns,
+                procs: self.procs,
+                dirs: self.dirs,
+            }),
+            Err(e) => Err((self.abandon(), e)),
+        }
+    }
+
+    /// [`Pending::finish`] when pid 1 `said` something; else it took too long: ended.
+    pub fn finish_or_late(
+        self,
+        said: bool,
+    ) -> std::result::Result<Prepared, (Spent, anyhow::Error)> {
+        match said {
+            true => self.finish(),
+            false => Err((
+                self.abandon(),
+                anyhow!(
+                    "the prepared sandbox did not get ready within {} s",
+                    READY_TIMEOUT.as_secs()
+                ),
+            )),
+        }
+    }
+
+    /// End it (killed): its leftovers, cleaned up once it is reaped.
+    pub fn abandon(self) -> Spent {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+        Spent {
+            pid: self.pid,
+            dirs: self.dirs,
         }
     }
 }
 
-/// Pid 1's "ready" on `ctl`: `R` with its namespaces (`D`: the kernel refused some of them and
-/// the context degrades; such a sandbox is not the plan and is not pooled).
+/// Pid 1's "ready" on `ctl` (readable): `R` with its namespaces (`D`: the kernel refused some of
+/// them and the context degrades; such a sandbox is not the plan and is not pooled).
 fn ready(ctl: RawFd) -> Result<Vec<OwnedFd>> {
-    let mut fds = [nix::poll::PollFd::new(
-        sys::borrow_raw(ctl),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    let ms = READY_TIMEOUT.as_millis() as u16;
-    if nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)).unwrap_or(0) == 0 {
-        bail!(
-            "the prepared sandbox did not get ready within {} s",
-            READY_TIMEOUT.as_secs()
-        );
-    }
     let mut said = [0u8; 1];
     let (_, ns) = sys::recv_msg(ctl, &mut said, NS_COUNT)
         .map_err(|_| anyhow!("the prepared sandbox's set-up failed (see above)"))?;
@@ -285,7 +334,6 @@ impl Prepared {
         let sent = sys::send_msg(conn, text.as_bytes(), &raw);
         let spent = Spent {
             pid: self.pid,
-            _ns: self.ns,
             dirs: self.dirs,
         };
         (spent, sent)
@@ -295,7 +343,6 @@ impl Prepared {
     pub fn discard(self) -> Spent {
         Spent {
             pid: self.pid,
-            _ns: self.ns,
             dirs: self.dirs,
         }
     }

@@ -16,7 +16,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
-use super::prepared::{self, Prepared, Spent};
+use super::prepared::{self, Pending, Prepared, Spent};
 use crate::model::Context;
 use crate::plan::cgroup::Layout;
 use crate::plan::launch::Sandbox;
@@ -26,8 +26,10 @@ use crate::sys;
 
 /// After a sandbox of a pool could not be made, how long before the next try.
 const RETRY: Duration = Duration::from_secs(2);
-/// How long the loop sleeps when nothing is to be done (a claim wakes it at once).
+/// How long the loop sleeps when nothing is to be done (a claim or a ready sandbox wakes it).
 const IDLE: Duration = Duration::from_millis(500);
+/// Sandboxes of one pool set up at once.
+const PENDING: usize = 2;
 
 /// One context's pool.
 struct Pool<'a> {
@@ -36,6 +38,8 @@ struct Pool<'a> {
     sandbox: Sandbox,
     key: u64,
     ready: VecDeque<Prepared>,
+    /// Being set up by their pid 1 (at most [`PENDING`] at once).
+    pending: Vec<Pending>,
     retry_at: Option<Instant>,
     said: Option<String>,
 }
@@ -83,16 +87,11 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
         }
         answer_claims(&listener, &mut pools, &mut spent, &mut counts);
         reap(&mut pools, &mut spent);
+        promote(&mut pools, &mut spent);
         if refill(&mut pools, layout.as_ref(), &mut serial) {
             continue;
         }
-        let wait = next_retry(&pools).map_or(IDLE, |t| t.min(IDLE));
-        let mut fds = [nix::poll::PollFd::new(
-            listener.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        let ms = wait.as_millis().min(u16::MAX as u128) as u16;
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
+        wait(&listener, &pools);
     };
     // Only our own socket: a server started since (a restart) has bound a new one there.
     if std::fs::metadata(&path).map(|m| m.ino()).ok() == bound {
@@ -104,6 +103,7 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
     );
     for p in &mut pools {
         spent.extend(p.ready.drain(..).map(Prepared::discard));
+        spent.extend(p.pending.drain(..).map(Pending::abandon));
     }
     // Those waiting end now (their socket closed); those claimed end with their calls: wait a
     // little for them, then leave them to control mode (the subreaper).
@@ -143,6 +143,7 @@ fn plan_pools<'a>(loaded: &'a crate::model::Loaded, mode: &Mode) -> Vec<Pool<'a>
             key: super::key(&sandbox, ctx),
             sandbox,
             ready: VecDeque::new(),
+            pending: Vec::new(),
             retry_at: None,
             said: None,
         });
@@ -256,6 +257,9 @@ fn reap(pools: &mut [Pool], spent: &mut Vec<Spent>) {
                     r.discard().clean_up();
                 }
             }
+            if let Some(i) = p.pending.iter().position(|r| r.pid == pid) {
+                p.pending.swap_remove(i).abandon().clean_up();
+            }
         }
     }
 }
@@ -266,8 +270,9 @@ fn refill(pools: &mut [Pool], layout: Option<&Layout>, serial: &mut u64) -> bool
     let now = Instant::now();
     let short = pools
         .iter_mut()
-        .filter(|p| p.ready.len() < p.ctx.pool as usize && p.retry_at.is_none_or(|t| t <= now))
-        .max_by_key(|p| p.ctx.pool as usize - p.ready.len());
+        .filter(|p| p.ready.len() + p.pending.len() < p.ctx.pool as usize)
+        .filter(|p| p.pending.len() < PENDING && p.retry_at.is_none_or(|t| t <= now))
+        .max_by_key(|p| p.ctx.pool as usize - p.ready.len() - p.pending.len());
     let Some(pool) = short else {
         return false;
     };
@@ -278,26 +283,73 @@ fn refill(pools: &mut [Pool], layout: Option<&Layout>, serial: &mut u64) -> bool
         sandbox: &pool.sandbox,
         layout,
     };
-    match prepared::prepare(&spec, *serial) {
-        Ok(p) => {
-            pool.retry_at = None;
-            pool.said = None;
-            pool.ready.push_back(p);
-        }
-        Err(e) => {
-            let why = format!("{e:#}");
-            if pool.said.as_deref() != Some(why.as_str()) {
-                eprintln!(
-                    "sbx-exec: pool: cannot prepare a sandbox of context {:?} (its calls build their own meanwhile; retried every {} s): {why}",
-                    pool.name,
-                    RETRY.as_secs()
-                );
-            }
-            pool.said = Some(why);
-            pool.retry_at = Some(now + RETRY);
-        }
+    match prepared::begin(&spec, *serial) {
+        Ok(p) => pool.pending.push(p),
+        Err(e) => failed(pool, &e),
     }
     true
+}
+
+/// A sandbox of `pool` could not be made: say why (once for the same reason), retry later.
+fn failed(pool: &mut Pool, e: &anyhow::Error) {
+    let why = format!("{e:#}");
+    if pool.said.as_deref() != Some(why.as_str()) {
+        eprintln!(
+            "sbx-exec: pool: cannot prepare a sandbox of context {:?} (its calls build their own meanwhile; retried every {} s): {why}",
+            pool.name,
+            RETRY.as_secs()
+        );
+    }
+    pool.said = Some(why);
+    pool.retry_at = Some(Instant::now() + RETRY);
+}
+
+/// Sandboxes whose pid 1 said it is ready (or failed, or took too long): into their pool's
+/// ready ones, or ended.
+fn promote(pools: &mut [Pool], spent: &mut Vec<Spent>) {
+    for pool in pools.iter_mut() {
+        let mut i = 0;
+        while i < pool.pending.len() {
+            let p = &pool.pending[i];
+            let mut fds = [nix::poll::PollFd::new(
+                p.ctl(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            let said = nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap_or(0) > 0;
+            if !said && !p.late() {
+                i += 1;
+                continue;
+            }
+            match pool.pending.swap_remove(i).finish_or_late(said) {
+                Ok(ready) => {
+                    pool.retry_at = None;
+                    pool.said = None;
+                    pool.ready.push_back(ready);
+                }
+                Err((left, e)) => {
+                    spent.push(left);
+                    failed(pool, &e);
+                }
+            }
+        }
+    }
+}
+
+/// Sleep until a claim comes, a sandbox being set up is ready, a retry is due, or [`IDLE`].
+fn wait(listener: &OwnedFd, pools: &[Pool]) {
+    let left = next_retry(pools).map_or(IDLE, |t| t.min(IDLE));
+    let mut fds = vec![nix::poll::PollFd::new(
+        listener.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    for p in pools.iter().flat_map(|p| &p.pending) {
+        fds.push(nix::poll::PollFd::new(
+            p.ctl(),
+            nix::poll::PollFlags::POLLIN,
+        ));
+    }
+    let ms = left.as_millis().min(u16::MAX as u128) as u16;
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms));
 }
 
 /// How long until the earliest retry.
