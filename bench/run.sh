@@ -275,16 +275,19 @@ BWRAP_ARGS="--unshare-pid --unshare-ipc --unshare-uts --ro-bind / / --proc /proc
 # connected (REQUEST: only on the 403).
 CONN='exec 3<>/dev/tcp/127.0.0.1/3128'
 REQUEST='exec 3<>/dev/tcp/127.0.0.1/3128 && printf "CONNECT 127.0.0.1:9 HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n" >&3 && read -r s <&3 && case $s in "HTTP/1.1 403"*) ;; *) exit 1 ;; esac'
-# A client that ignores the proxy: a connection straight to 192.0.2.1:80 (TEST-NET-1) is captured
-# (every address is local in the sandbox's network namespace), starts the gate, which judges it
-# and refuses it (not a public address): it exits 0 only if the connection was made (without
-# capture there is no route), then waits for the gate to end it. Nothing leaves the namespace.
-CAPTURED='exec 3<>/dev/tcp/192.0.2.1/80 && printf "GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n" >&3 && { read -r s <&3; true; }'
+# A client that ignores the proxy: a connection straight to 10.0.0.1:80 (a private address) is
+# captured (every address is local in the sandbox's network namespace), starts the gate, which
+# judges it and refuses it (private addresses are never the sandbox's): it exits 0 only if the
+# connection was made (without capture there is no route), then waits for the gate to end it.
+# Nothing leaves the machine. (It was 192.0.2.1 before 2026-12-06, which the gate takes for a
+# public address and dials: on a host whose own network is 192.0.2.0/24 that left the machine and
+# waited 10 s for an answer.)
+CAPTURED='exec 3<>/dev/tcp/10.0.0.1/80 && printf "GET / HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n" >&3 && { read -r s <&3; true; }'
 for b in "$SBX" ${BASE:+"$BASE"}; do
     "$b" --ctx user -- bash -c "$CONN" || die "$b: the user context cannot connect to its proxy"
     "$b" --ctx user -- bash -c "$REQUEST" || die "$b: the user context's proxy did not answer 403 to CONNECT 127.0.0.1:9"
 done
-"$SBX" --ctx user -- bash -c "$CAPTURED" 2>/dev/null || die "the user context's direct connection to 192.0.2.1:80 was not captured"
+"$SBX" --ctx user -- bash -c "$CAPTURED" 2>/dev/null || die "the user context's direct connection to 10.0.0.1:80 was not captured"
 names=(
     "bare /bin/true"
     "unshare pid+mount+ipc+uts"
@@ -527,9 +530,9 @@ w("launcher starts the egress gate on that connection, and the sandbox may be go
 w("killed) before the gate's exec is through. The `1 refused request` lines send `CONNECT")
 w("127.0.0.1:9` and wait for the answer (403, loopback is not for the sandbox): the gate is exec'd,")
 w("set up and serving in every run. Both are checked to connect (the second, to get the 403) first.")
-w("The `1 captured connection` line connects straight to 192.0.2.1:80 without the proxy (a client")
+w("The `1 captured connection` line connects straight to 10.0.0.1:80 without the proxy (a client")
 w("that ignores proxy variables): the connection is captured, starts the gate, and is judged and")
-w("refused there (not a public address); it is checked to connect first (without capture there is")
+w("refused there (a private address); it is checked to connect first (without capture there is")
 w("no route). Against `1 refused request`, it is what capture adds to one connection.\n")
 
 # BASELINE_REV: today's user lines against the baseline's, from the hyperfine run and from the
