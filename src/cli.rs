@@ -226,9 +226,10 @@ pub enum PoolCommand {
     /// Prepare and hand out the sandboxes until SIGTERM, SIGINT or SIGHUP: for each context
     /// with pool = N, N sandboxes wait ready (namespaces, mounts, network, cgroup), each for
     /// one call of that context, and are made again as calls take them. A call claims one over
-    /// /run/sbx/pool.sock (root only) when it runs in root mode with a plan the sandbox was
-    /// made from; otherwise, or when none is ready, it builds its own as always. Exit 0 when
-    /// stopped (or when no context has a pool), 125 if it cannot start
+    /// /run/sbx/pool-NAME-KEY.sock (root only) when it runs in root mode with the plan the
+    /// sandbox was made from; otherwise, or when none is ready, it builds its own as always.
+    /// SIGTERM prints how many calls it served. Exit 0 when stopped (or when no context can have
+    /// a pool here), 125 if it cannot start
     Serve,
 }
 

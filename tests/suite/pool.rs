@@ -11,6 +11,25 @@ use nix::unistd::Pid;
 
 use crate::harness::*;
 
+/// The pool servers' sockets in the suite's /run/sbx (`pool-CTX-KEY.sock`).
+fn pool_sockets() -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/run/sbx")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    let n = p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    n.starts_with("pool-") && n.ends_with(".sock")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// `sbx-exec [--policy P] pool serve`, stopped with SIGTERM when dropped.
 struct Server {
     child: Option<Spawned>,
@@ -29,9 +48,7 @@ impl Server {
             .piped()
             .spawn();
         let s = Server { child: Some(child) };
-        let ready = wait_until(Duration::from_secs(10), || {
-            Path::new("/run/sbx/pool.sock").exists()
-        });
+        let ready = wait_until(Duration::from_secs(10), || !pool_sockets().is_empty());
         check(ready, || "pool serve made no socket within 10 s".into())?;
         // Its first sandboxes take a moment.
         std::thread::sleep(Duration::from_millis(300));
@@ -266,11 +283,16 @@ pub fn a_prepared_sandbox_serves_one_call() -> Result<(), String> {
 pub fn claims_are_roots_and_never_wait() -> Result<(), String> {
     needs_isolation()?;
     let server = Server::start(None)?;
-    // The attack: a process that is not root connects to the socket: refused.
+    // The attack: a process that is not root connects to the user pool's socket: refused.
     let py = require_tool("python3")?;
+    let sock = pool_sockets()
+        .into_iter()
+        .find(|p| p.to_string_lossy().contains("/pool-user-"))
+        .ok_or("no socket for the user pool")?;
     let claim = "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n\
-                 s.settimeout(2)\ntry:\n s.connect('/run/sbx/pool.sock')\n s.send(b'claim user 0')\n print('ANSWER', s.recv(100))\n\
+                 s.settimeout(2)\ntry:\n s.connect(sys.argv[1])\n s.send(sys.argv[2].encode())\n print('ANSWER', s.recv(100))\n\
                  except OSError as e:\n print('REFUSED', e.errno)\n";
+    let path = sock.display().to_string();
     let r = Cmd::new("setpriv")
         .args([
             "--reuid=65534",
@@ -279,15 +301,23 @@ pub fn claims_are_roots_and_never_wait() -> Result<(), String> {
             &py,
             "-c",
             claim,
+            &path,
+            "claim",
         ])
         .run();
     check(r.stdout.contains("REFUSED"), || {
         format!("a non-root process reached the pool's socket: {}", r.show())
     })?;
-    // Control: root reaches it, and a claim with a key no sandbox was made from gets `none`.
-    let r = Cmd::new(&py).args(["-c", claim]).run();
-    check(r.stdout.contains("ANSWER b'none'"), || {
-        format!("root's claim with a wrong key: {}", r.show())
+    // Control: root reaches it; anything but `claim` is closed unanswered, and a plan no server
+    // prepares has no socket at all.
+    let r = Cmd::new(&py).args(["-c", claim, &path, "gimme"]).run();
+    check(r.stdout.contains("ANSWER b''"), || {
+        format!("root's malformed claim was answered: {}", r.show())
+    })?;
+    let other = path.replace("/pool-user-", "/pool-user-0");
+    let r = Cmd::new(&py).args(["-c", claim, &other, "claim"]).run();
+    check(r.stdout.contains("REFUSED 2"), || {
+        format!("a socket for another plan: {}", r.show())
     })?;
     // A stuck server: the call builds its own sandbox and runs.
     kill(server.pid(), Signal::SIGSTOP).map_err(|e| e.to_string())?;
@@ -360,7 +390,7 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
         .limit(Duration::from_secs(120))
         .spawn();
     let up = wait_until(Duration::from_secs(10), || {
-        Path::new("/run/sbx/pool.sock").exists() && pool_processes(&pol) >= 3
+        !pool_sockets().is_empty() && pool_processes(&pol) >= 3
     });
     check(up, || {
         "control mode started no pool server with two prepared sandboxes".into()
@@ -375,7 +405,7 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
         format!("control mode did not stop: {}", r.show())
     })?;
     let gone = wait_until(Duration::from_secs(5), || pool_processes(&pol) == 0);
-    check(gone && !Path::new("/run/sbx/pool.sock").exists(), || {
+    check(gone && pool_sockets().is_empty(), || {
         format!(
             "the pool server or a prepared sandbox outlived control mode: {}",
             r.show()

@@ -97,8 +97,8 @@ impl Reply {
 }
 
 /// Claim a prepared sandbox of `ctx_name` made from the plan whose key is `key` from the
-/// server in `dir`. `None`: no server, none ready, an answer that does not parse, or no answer
-/// within [`ANSWER_TIMEOUT`]; the call then builds its own.
+/// server in `dir`. `None`: no server for that plan, none ready, an answer that does not parse,
+/// or no answer within [`ANSWER_TIMEOUT`]; the call then builds its own.
 pub fn claim(dir: &Path, ctx_name: &str, key: u64) -> Option<Claimed> {
     let sock = socket::socket(
         AddressFamily::Unix,
@@ -107,13 +107,12 @@ pub fn claim(dir: &Path, ctx_name: &str, key: u64) -> Option<Claimed> {
         None,
     )
     .ok()?;
-    let addr = UnixAddr::new(&dir.join(super::SOCKET)).ok()?;
+    let addr = UnixAddr::new(&super::socket(dir, ctx_name, key)).ok()?;
     let timeout = nix::sys::time::TimeVal::new(0, ANSWER_TIMEOUT.as_micros() as i64);
     socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &timeout).ok()?;
     socket::setsockopt(&sock, socket::sockopt::SendTimeout, &timeout).ok()?;
     socket::connect(sock.as_raw_fd(), &addr).ok()?;
-    let ask = format!("claim {ctx_name} {key:016x}");
-    sys::send_msg(sock.as_raw_fd(), ask.as_bytes(), &[]).ok()?;
+    sys::send_msg(sock.as_raw_fd(), b"claim", &[]).ok()?;
     let mut buf = [0u8; 4096];
     let (n, fds) = sys::recv_msg(sock.as_raw_fd(), &mut buf, 64).ok()?;
     Reply::parse(std::str::from_utf8(&buf[..n]).ok()?, fds)

@@ -6,7 +6,7 @@
 //!                   (mounts, /dev, /proc, /sys, lo, the gate's listeners; sends its namespaces,
 //!                   then only reaps, until the socket `ctl` it holds reaches end of file)
 //! a call:  sbx-exec --ctx user -- CMD: gather, plan, audit as always, then
-//!          connect /run/sbx/pool.sock ─ "claim user KEY" ─> ctl, pidfd, namespaces, bridge, cgroup
+//!          connect /run/sbx/pool-user-KEY.sock ─ "claim" ─> ctl, pidfd, namespaces, bridge, cgroup
 //!          setns(pid) ─fork─> target: cgroup, setns(net, ipc, uts, mnt), the target's own steps
 //!          (identity, capabilities, no_new_privs, cwd in the root, Landlock, seccomp), exec
 //!          the caller starts the gate, supervises, reports; closes ctl: pid 1 ends, the kernel
@@ -33,8 +33,12 @@ use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::privilege::Mode;
 
-/// The server's socket, in the root-only runtime directory (`/run/sbx`).
-pub const SOCKET: &str = "pool.sock";
+/// The server's socket for the sandboxes of context `ctx_name` made from the plan whose [`key`]
+/// is `key`, in the root-only runtime directory (`/run/sbx`): a call whose plan no server
+/// prepares finds no socket (a failed `connect`; nothing waits for an answer).
+pub fn socket(dir: &std::path::Path, ctx_name: &str, key: u64) -> std::path::PathBuf {
+    dir.join(format!("pool-{ctx_name}-{key:016x}.sock"))
+}
 
 /// What a prepared sandbox must share with a call that claims it: a stable hash of its
 /// namespaces, mounts (the binary and policy file they protect included), network plan, the

@@ -36,7 +36,10 @@ struct Pool<'a> {
     name: &'a str,
     ctx: &'a Context,
     sandbox: Sandbox,
-    key: u64,
+    /// Its socket (`/run/sbx/pool-NAME-KEY.sock`), and the inode it was bound at.
+    listener: OwnedFd,
+    path: std::path::PathBuf,
+    bound: Option<u64>,
     ready: VecDeque<Prepared>,
     /// Being set up by their pid 1 (at most [`PENDING`] at once).
     pending: Vec<Pending>,
@@ -51,7 +54,8 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
         bail!("sbx-exec pool serve needs root (real and effective uid 0): it prepares sandboxes as a launch in root mode does");
     }
     let loaded = privilege::load_policy(mode, policy)?;
-    let mut pools = plan_pools(&loaded, mode);
+    let dir = state::dir(true)?.context("no runtime directory")?;
+    let mut pools = plan_pools(&loaded, mode, &dir);
     let mut stopping = SigSet::empty();
     for s in [
         Signal::SIGTERM,
@@ -68,10 +72,6 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
         while let Ok(None | Some(Signal::SIGCHLD)) = sys::wait_signal(&stopping, None) {}
         return Ok(0);
     }
-    let dir = state::dir(true)?.context("no runtime directory")?;
-    let path = dir.join(super::SOCKET);
-    let listener = listen(&path)?;
-    let bound = std::fs::metadata(&path).map(|m| m.ino()).ok();
     let layout = pools
         .iter()
         .any(|p| p.ctx.limits.as_ref().is_some_and(|l| !l.is_empty()))
@@ -85,17 +85,19 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
                 break 0;
             }
         }
-        answer_claims(&listener, &mut pools, &mut spent, &mut counts);
+        answer_claims(&mut pools, &mut spent, &mut counts);
         reap(&mut pools, &mut spent);
         promote(&mut pools, &mut spent);
         if refill(&mut pools, layout.as_ref(), &mut serial) {
             continue;
         }
-        wait(&listener, &pools);
+        wait(&pools);
     };
-    // Only our own socket: a server started since (a restart) has bound a new one there.
-    if std::fs::metadata(&path).map(|m| m.ino()).ok() == bound {
-        let _ = std::fs::remove_file(&path);
+    // Only our own sockets: a server started since (a restart) has bound new ones there.
+    for p in &pools {
+        if std::fs::metadata(&p.path).map(|m| m.ino()).ok() == p.bound {
+            let _ = std::fs::remove_file(&p.path);
+        }
     }
     eprintln!(
         "sbx-exec: pool: stopped; {} calls ran in prepared sandboxes, {} found none ready and built their own ({serial} prepared)",
@@ -117,7 +119,7 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
 
 /// The pools of the contexts with `pool = N` that can be planned here (one that cannot is named
 /// once: its calls build their own).
-fn plan_pools<'a>(loaded: &'a crate::model::Loaded, mode: &Mode) -> Vec<Pool<'a>> {
+fn plan_pools<'a>(loaded: &'a crate::model::Loaded, mode: &Mode, dir: &Path) -> Vec<Pool<'a>> {
     let mut pools = Vec::new();
     for (name, ctx) in loaded.policy.context.iter().filter(|(_, c)| c.pool > 0) {
         if ctx.persist || ctx.supervise.is_some() || !ctx.net.publish.is_empty() {
@@ -137,10 +139,24 @@ fn plan_pools<'a>(loaded: &'a crate::model::Loaded, mode: &Mode) -> Vec<Pool<'a>
                 continue;
             }
         };
+        let key = super::key(&sandbox, ctx);
+        let path = super::socket(dir, &name.0, key);
+        let listener = match listen(&path) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!(
+                    "sbx-exec: pool: context {:?} gets no prepared sandboxes: {e:#}",
+                    name.0
+                );
+                continue;
+            }
+        };
         pools.push(Pool {
             name: &name.0,
             ctx,
-            key: super::key(&sandbox, ctx),
+            bound: std::fs::metadata(&path).map(|m| m.ino()).ok(),
+            listener,
+            path,
             sandbox,
             ready: VecDeque::new(),
             pending: Vec::new(),
@@ -177,58 +193,46 @@ struct Counts {
     none: u64,
 }
 
-/// Answer every waiting claim: a peer that is not root is closed unanswered; a claim for a
-/// pool with a ready sandbox made from the same plan (its key) gets it, any other `none`.
-fn answer_claims(
-    listener: &OwnedFd,
-    pools: &mut [Pool],
-    spent: &mut Vec<Spent>,
-    count: &mut Counts,
-) {
-    while let Ok(raw) = socket::accept4(listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
-        let conn = sys::own_fd(raw);
-        let root =
-            socket::getsockopt(&conn, socket::sockopt::PeerCredentials).is_ok_and(|c| c.uid() == 0);
-        let timeout = nix::sys::time::TimeVal::new(0, 100_000);
-        let _ = socket::setsockopt(&conn, socket::sockopt::ReceiveTimeout, &timeout);
-        let _ = socket::setsockopt(&conn, socket::sockopt::SendTimeout, &timeout);
-        let mut buf = [0u8; 256];
-        let asked = match root {
-            true => sys::recv_msg(conn.as_raw_fd(), &mut buf, 0)
-                .ok()
-                .map(|(n, _)| n),
-            false => None,
-        };
-        let Some(n) = asked else { continue };
-        let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
-        match take(pools, text, spent) {
-            Some(p) => {
-                let (s, sent) = p.hand_to(conn.as_raw_fd());
-                if sent.is_err() {
-                    eprintln!("sbx-exec: pool: a claim was not answered (the call gave up); its sandbox ends");
-                }
-                spent.push(s);
-                count.handed += 1;
+/// Answer every waiting claim: a peer that is not root is closed unanswered; a claim (on the
+/// socket of the pool whose plan the call has) gets a ready sandbox, or `none`.
+fn answer_claims(pools: &mut [Pool], spent: &mut Vec<Spent>, count: &mut Counts) {
+    for pool in pools.iter_mut() {
+        while let Ok(raw) = socket::accept4(pool.listener.as_raw_fd(), SockFlag::SOCK_CLOEXEC) {
+            let conn = sys::own_fd(raw);
+            if !asked(&conn) {
+                continue;
             }
-            None => {
-                let _ = sys::send_msg(conn.as_raw_fd(), b"none", &[]);
-                count.none += 1;
+            match take(pool, spent) {
+                Some(p) => {
+                    let (s, sent) = p.hand_to(conn.as_raw_fd());
+                    if sent.is_err() {
+                        eprintln!("sbx-exec: pool: a claim was not answered (the call gave up); its sandbox ends");
+                    }
+                    spent.push(s);
+                    count.handed += 1;
+                }
+                None => {
+                    let _ = sys::send_msg(conn.as_raw_fd(), b"none", &[]);
+                    count.none += 1;
+                }
             }
         }
     }
 }
 
-/// The sandbox a claim (`claim NAME KEY`) gets, if one is ready and alive (one that ended while
-/// it waited is let go).
-fn take(pools: &mut [Pool], text: &str, spent: &mut Vec<Spent>) -> Option<Prepared> {
-    let mut words = text.split(' ');
-    let (Some("claim"), Some(name), Some(key), None) =
-        (words.next(), words.next(), words.next(), words.next())
-    else {
-        return None;
-    };
-    let key = u64::from_str_radix(key, 16).ok()?;
-    let pool = pools.iter_mut().find(|p| p.name == name && p.key == key)?;
+/// Did a root peer send `claim` on `conn` (within 100 ms)?
+fn asked(conn: &OwnedFd) -> bool {
+    let root =
+        socket::getsockopt(conn, socket::sockopt::PeerCredentials).is_ok_and(|c| c.uid() == 0);
+    let timeout = nix::sys::time::TimeVal::new(0, 100_000);
+    let _ = socket::setsockopt(conn, socket::sockopt::ReceiveTimeout, &timeout);
+    let _ = socket::setsockopt(conn, socket::sockopt::SendTimeout, &timeout);
+    let mut buf = [0u8; 16];
+    root && sys::recv_msg(conn.as_raw_fd(), &mut buf, 0).is_ok_and(|(n, _)| &buf[..n] == b"claim")
+}
+
+/// The pool's next ready sandbox that is still alive (one that ended while it waited is let go).
+fn take(pool: &mut Pool, spent: &mut Vec<Spent>) -> Option<Prepared> {
     while let Some(p) = pool.ready.pop_front() {
         match p.alive() {
             true => return Some(p),
@@ -336,12 +340,12 @@ fn promote(pools: &mut [Pool], spent: &mut Vec<Spent>) {
 }
 
 /// Sleep until a claim comes, a sandbox being set up is ready, a retry is due, or [`IDLE`].
-fn wait(listener: &OwnedFd, pools: &[Pool]) {
+fn wait(pools: &[Pool]) {
     let left = next_retry(pools).map_or(IDLE, |t| t.min(IDLE));
-    let mut fds = vec![nix::poll::PollFd::new(
-        listener.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
+    let mut fds: Vec<_> = pools
+        .iter()
+        .map(|p| nix::poll::PollFd::new(p.listener.as_fd(), nix::poll::PollFlags::POLLIN))
+        .collect();
     for p in pools.iter().flat_map(|p| &p.pending) {
         fds.push(nix::poll::PollFd::new(
             p.ctl(),
