@@ -315,11 +315,12 @@ for step in 1 2 3 4; do names+=("sbx-exec user, ${ABLATE_STEPS[$((step - 1))]}")
 POOLED="$OUT/pooled.toml"
 "$SBX" policy show | sed 1d | sed 's/^pool = 2 .*/pool = 8/' >"$POOLED"
 grep -q '^pool = 8' "$POOLED" || die "$POOLED has no pool = 8"
-rm -f /run/sbx/pool.sock
 "$SBX" --policy "$POOLED" pool serve 2>"$OUT/pool-serve.log" &
 POOL_PID=$!
-for _ in $(seq 100); do [ -S /run/sbx/pool.sock ] && break; sleep 0.05; done
-[ -S /run/sbx/pool.sock ] || die "pool serve did not start (see $OUT/pool-serve.log)"
+trap '"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null 2>&1 || true; kill "$POOL_PID" 2>/dev/null || true' EXIT
+pool_socket() { compgen -G '/run/sbx/pool-user-*.sock' >/dev/null; }
+for _ in $(seq 100); do pool_socket && break; sleep 0.05; done
+pool_socket || { kill "$POOL_PID" 2>/dev/null; die "pool serve did not start (see $OUT/pool-serve.log)"; }
 sleep 0.5
 cmds=(
     "/bin/true"
