@@ -209,7 +209,10 @@ fn deliver_secrets(
 ) -> Option<Files> {
     let files = Files::split(&facts.secrets, &ctx.secrets.files, owner);
     // The bundle (the system's, some 200 KB, and the call's CA) moves into the files: not copied.
-    let pem = facts.bound.as_mut().map(|b| std::mem::take(&mut b.ca_bundle));
+    let pem = facts
+        .bound
+        .as_mut()
+        .map(|b| std::mem::take(&mut b.ca_bundle));
     let bound = facts.bound.as_ref();
     let creds = match pem {
         Some(pem) => Some(Files::with_ca_bundle(files, owner, pem)),
