@@ -88,6 +88,8 @@ fs.hide = ["/run/sbx"]
 [context.poolmem.net]
 mode = "private"
 allow = ["0.0.0.0/0", "::/0"]
+[context.poolmem.limits]
+memory_max = "256M"
 EOF
 
 N=1000 SOAK=5000
@@ -180,34 +182,37 @@ def reap():
         if pid == 0:
             return
 
-def mem_available_kib():
-    for line in open("/proc/meminfo"):
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1])
-    return 0
-
 def prepared():
     return [int(p) for p in os.listdir("/proc") if p.isdigit() and is_pool(p)]
 
-# The pool's server, and what its prepared sandboxes take (8 of `pooled` and 24 of `poolmem`, which
-# serves no call and is there to make the measure larger than the noise): MemAvailable before and
-# after they are ready (median of 5 reads each), and each pid 1's proportional set size.
-mem_before = sorted(mem_available_kib() for _ in range(5))[2]
+# The pool's server, and what its prepared sandboxes take (8 of `pooled`, and 24 of `poolmem`,
+# which serves no call and has a memory cgroup, so that each of its sandboxes' memory is counted:
+# pid 1's pages and the kernel memory charged to it, its mounts, tmpfs files and network).
 server = subprocess.Popen([BIN, "--policy", POLICY, "pool", "serve"], stdin=subprocess.DEVNULL,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 deadline = time.time() + 30
 while len(prepared()) < 33 and time.time() < deadline:
     time.sleep(0.05)
 time.sleep(1)
-mem_after = sorted(mem_available_kib() for _ in range(5))[2]
 def pss_kib(pid):
     for line in open(f"/proc/{pid}/smaps_rollup"):
         if line.startswith("Pss:"):
             return int(line.split()[1])
     return 0
+def charged_kib():
+    """Each poolmem sandbox's cgroup: memory.usage_in_bytes (v1) or memory.current (v2)."""
+    out = []
+    for base, dirs, files in os.walk("/sys/fs/cgroup"):
+        if "/sbx-poolmem.pool" in base:
+            for f in ("memory.usage_in_bytes", "memory.current"):
+                if f in files:
+                    out.append(int(open(os.path.join(base, f)).read()) // 1024)
+    return sorted(out)
 pids = sorted(prepared())
-pool_mem = {"prepared": len(pids) - 1, "mem_available_drop_kib": mem_before - mem_after,
-            "pid1_pss_kib": sorted(pss_kib(p) for p in pids[1:])[len(pids[1:]) // 2] if len(pids) > 1 else 0}
+charged = charged_kib()
+median = lambda v: v[len(v) // 2] if v else 0
+pool_mem = {"prepared": len(pids) - 1, "cgroups": len(charged), "charged_kib": median(charged),
+            "pid1_pss_kib": median(sorted(pss_kib(p) for p in pids[1:]))}
 print(f"load: pool {pool_mem}", file=sys.stderr, flush=True)
 
 results, leaks = [], []
@@ -302,9 +307,10 @@ for r in rs:
     print(f"| {names[r['kind']]} | {r['concurrency']} | {r['per_s']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
           f"{r['failures']} | {sum(map(len, r['left_behind']))} |")
 pm = data["pool"]
-print(f"\nPrepared sandboxes of the identity + gate context (8 for `pooled`, 24 more for the measure): {pm['prepared']} ready took "
-      f"{pm['mem_available_drop_kib']} KiB of MemAvailable ({pm['mem_available_drop_kib'] // max(1, pm['prepared'])} KiB each: "
-      f"the pid 1, its namespaces, mounts, network and cgroup); a pid 1's proportional set size {pm['pid1_pss_kib']} KiB. "
+print(f"\nPrepared sandboxes of the identity + gate context: {pm['prepared']} ready (8 for `pooled`, 24 of a "
+      f"copy with a memory cgroup, which serves no call, for the measure); memory charged to one sandbox's "
+      f"cgroup (median of {pm['cgroups']}: its pid 1, mounts, tmpfs files, network and the kernel memory "
+      f"charged to it) {pm['charged_kib']} KiB; a pid 1's proportional set size {pm['pid1_pss_kib']} KiB. "
       f"The server over the whole run: {' '.join(pm['summary'])}")
 b, a = soak["before"], soak["after"]
 print(f"\nSoak: {soak['launches']} sequential joins of the sandbox-sdk-shaped context in {soak['seconds']:.0f} s, "
