@@ -53,21 +53,8 @@ impl<'a> Service<'a> {
             ..Default::default()
         };
         let env = crate::plan::env::build(std::env::vars_os(), &allow_all);
-        let argv = argv(spec, policy, &handed.names)
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .context("a service's command contains a NUL byte")?;
-        // This very binary, by handle (as every target is executed), even if the file was replaced.
-        let program = std::fs::File::open("/proc/self/exe")
-            .context("cannot open /proc/self/exe to start a service")?;
-        let target = Target::plain(
-            CString::from(c"/proc/self/exe"),
-            program.into(),
-            argv,
-            env,
-            sigmask,
-        );
+        let argv = argv(spec, policy, &handed.names);
+        let target = own_binary(&argv, env, sigmask).context("cannot start a service")?;
         let target = handed
             .give_to(target)
             .context("cannot place a service's sockets")?;
@@ -88,21 +75,8 @@ impl<'a> Service<'a> {
             argv.extend(["--policy".into(), p.as_os_str().to_owned()]);
         }
         argv.extend(["pool".into(), "serve".into()]);
-        let argv = argv
-            .iter()
-            .map(|a| CString::new(a.as_bytes()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .context("the policy path contains a NUL byte")?;
         let env = crate::plan::env::build(std::env::vars_os(), &model::EnvPolicy::default());
-        let program = std::fs::File::open("/proc/self/exe")
-            .context("cannot open /proc/self/exe to start the pool's server")?;
-        let target = Target::plain(
-            CString::from(c"/proc/self/exe"),
-            program.into(),
-            argv,
-            env,
-            sigmask,
-        );
+        let target = own_binary(&argv, env, sigmask).context("cannot start the pool's server")?;
         Ok(Service {
             spec: &POOL_SERVER,
             target,
@@ -155,6 +129,28 @@ impl<'a> Service<'a> {
     pub fn restart_at(&self) -> Option<Instant> {
         self.restart_at
     }
+}
+
+/// This very binary with `argv`, by handle (as every target is executed), even if the file was
+/// replaced.
+fn own_binary(
+    argv: &[OsString],
+    env: crate::plan::env::TargetEnv,
+    sigmask: SigSet,
+) -> Result<Target> {
+    let argv = argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .context("an argument contains a NUL byte")?;
+    let program = std::fs::File::open("/proc/self/exe").context("cannot open /proc/self/exe")?;
+    Ok(Target::plain(
+        CString::from(c"/proc/self/exe"),
+        program.into(),
+        argv,
+        env,
+        sigmask,
+    ))
 }
 
 /// `sbx-exec [--policy FILE] --ctx CTX --listen-fd NAME... -- CMD...`

@@ -145,6 +145,43 @@ fn supervise(
     reaper::supervise(child, limit, Some(&mut start_proxy))
 }
 
+/// What supervising a one-shot call's sandbox reads: the context's name, the status stream, where
+/// the timeout came from and the timeout.
+type Watch<'a> = (
+    &'a str,
+    Option<&'a StatusFd>,
+    reaper::TimeoutSource,
+    Option<u64>,
+);
+
+/// A sandbox's first process started (`child`, with its network `net`): report it, supervise it
+/// (forwarding signals, at most `timeout` seconds), and the exit code and end record it ends with
+/// (`wall`, `cpu_before`: when the call began, and the children's CPU time then).
+fn supervised(
+    (ctx_name, status, limit, timeout): Watch,
+    child: nix::unistd::Pid,
+    net: Option<crate::run::net::Running>,
+    (wall, cpu_before): (Instant, u64),
+) -> (i32, crate::run::status::End) {
+    report(status, &crate::run::status::started_json(child.as_raw()));
+    let outcome = supervise(child, timeout, net);
+    let code = reaper::exit_code(ctx_name, timeout, outcome, limit, "");
+    let end = crate::run::status::End {
+        code,
+        timed_out: outcome == reaper::Outcome::TimedOut,
+        wall_ms: wall.elapsed().as_millis() as u64,
+        cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
+        ..Default::default()
+    };
+    (code, end)
+}
+
+/// Nothing runs without its network: the sandbox's first process `child` is killed and reaped.
+fn kill_started(child: nix::unistd::Pid) {
+    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+    let _ = nix::sys::wait::waitpid(child, None);
+}
+
 /// What every step of one launch reads.
 struct Call<'a> {
     args: &'a RunArgs,

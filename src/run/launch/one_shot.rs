@@ -10,13 +10,12 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use super::{supervise, OneShot};
+use super::{kill_started, supervised, OneShot};
 use crate::model::Context;
 use crate::plan::cgroup::Decision;
 use crate::plan::launch::{Sandbox, Target};
 use crate::run::apply::cgroup;
-use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, report, started_json, End};
+use crate::run::status::{children_cpu_ms, report, End};
 use crate::secrets::SecretSet;
 
 /// Run it: output masking first (`redact`: the values to mask), then the sandbox: a prepared
@@ -97,23 +96,15 @@ fn masked(
     // Threads start only now, after the clone: the published ports' forwarders, and the proxy on
     // its first connection (SIGIO, taken while waiting below).
     let net = match bridge {
-        Some(b) => Some(b.start(proxying, true).inspect_err(|_| {
-            // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
-            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(child, None);
-        })?),
+        // Nothing runs without its network: the sandbox goes (its pid 1 dies with it).
+        Some(b) => Some(
+            b.start(proxying, true)
+                .inspect_err(|_| kill_started(child))?,
+        ),
         None => None,
     };
-    report(status, &started_json(child.as_raw()));
-    let outcome = supervise(child, timeout, net);
-    let code = reaper::exit_code(ctx_name, timeout, outcome, limit, "");
-    let mut end = End {
-        code,
-        timed_out: outcome == reaper::Outcome::TimedOut,
-        wall_ms: wall.elapsed().as_millis() as u64,
-        cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
-        ..End::default()
-    };
+    let watch = (ctx_name, status, limit, timeout);
+    let (code, mut end) = supervised(watch, child, net, (wall, cpu_before));
     // The counters go only to the status stream: without one, they are not read.
     made.finish(status.is_some().then_some(&mut end));
     if let Some(m) = masking.take() {

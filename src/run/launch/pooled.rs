@@ -16,14 +16,13 @@ use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::unistd::{ForkResult, Pid};
 
-use super::{supervise, OneShot};
+use super::{kill_started, supervised, OneShot};
 use crate::error::EXIT_SBX;
 use crate::plan::launch::{Sandbox, Target};
 use crate::plan::namespaces;
 use crate::run::apply::cgroup;
 use crate::run::pool::Claimed;
-use crate::run::reaper;
-use crate::run::status::{children_cpu_ms, report, started_json, End};
+use crate::run::status::{children_cpu_ms, report};
 use crate::sys;
 
 /// Where the pid namespace is among a prepared sandbox's namespaces (nssock's order).
@@ -84,23 +83,13 @@ pub(super) fn masked(
     let child = started?;
     let net = match (&sandbox.net, outer) {
         (Some(plan), Some(outer)) => Some(
-            crate::run::net::start_claimed(plan, outer, proxying).inspect_err(|_| {
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                let _ = nix::sys::wait::waitpid(child, None);
-            })?,
+            crate::run::net::start_claimed(plan, outer, proxying)
+                .inspect_err(|_| kill_started(child))?,
         ),
         _ => None,
     };
-    report(status, &started_json(child.as_raw()));
-    let outcome = supervise(child, timeout, net);
-    let code = reaper::exit_code(ctx_name, timeout, outcome, limit, "");
-    let mut end = End {
-        code,
-        timed_out: outcome == reaper::Outcome::TimedOut,
-        wall_ms: wall.elapsed().as_millis() as u64,
-        cpu_ms: children_cpu_ms().saturating_sub(cpu_before),
-        ..End::default()
-    };
+    let watch = (ctx_name, status, limit, timeout);
+    let (code, mut end) = supervised(watch, child, net, (wall, cpu_before));
     if status.is_some() && !cgroup_dirs.is_empty() {
         let version = crate::plan::host::cgroup::detect().version;
         let s = cgroup::stats_of(&cgroup::Host, version, &cgroup_dirs);
