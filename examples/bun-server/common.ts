@@ -48,6 +48,35 @@ export const isStrings = (v: unknown): v is string[] => Array.isArray(v) && v.ev
 export const isStringMap = (v: unknown): v is Record<string, string> =>
   typeof v === "object" && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === "string");
 
+/** What a command request (`POST /exec`, `POST /processes`) carries. */
+export const RUN_USAGE =
+  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: absolute path, timeout?: seconds}";
+
+export interface RunRequest {
+  ctx: unknown;
+  cmd: string[];
+  secrets?: Record<string, string>;
+  env?: Record<string, string>;
+  cwd?: string;
+  timeout?: number;
+}
+
+/** `body` as a command request; undefined when a field has the wrong type (`ctx` is checked by
+ * each route: 400 or 403). */
+export function runRequest(body: Record<string, unknown>): RunRequest | undefined {
+  const { ctx, cmd, secrets, env, cwd, timeout } = body;
+  if (
+    !isStrings(cmd) ||
+    cmd.length === 0 ||
+    (secrets !== undefined && !isStringMap(secrets)) ||
+    (env !== undefined && !isStringMap(env)) ||
+    (cwd !== undefined && !(typeof cwd === "string" && cwd.startsWith("/"))) ||
+    (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) > 0))
+  )
+    return undefined;
+  return { ctx, cmd, secrets, env, cwd, timeout } as RunRequest;
+}
+
 export const allowedContexts = new Set(
   (process.env.SBX_ALLOWED_CONTEXTS ?? "user")
     .split(",")

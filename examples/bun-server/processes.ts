@@ -14,13 +14,12 @@
 import { randomBytes } from "node:crypto";
 import type http from "node:http";
 import { errorFor, type ProcessHandle, type Result, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
-import { contextAllowed, isStringMap, isStrings, readJson, reply, sandbox } from "./common.ts";
+import { contextAllowed, readJson, reply, RUN_USAGE, runRequest, sandbox } from "./common.ts";
 
 const MAX_OUTPUT = 1024 * 1024;
 const KEEP_MS = 10 * 60 * 1000;
 const SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGKILL"];
-const USAGE =
-  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: absolute path, timeout?: seconds}";
+const USAGE = RUN_USAGE;
 
 interface Entry {
   id: string;
@@ -54,16 +53,9 @@ const view = (e: Entry) => ({ id: e.id, ctx: e.ctx, pid: e.handle.pid, cmd: e.ha
 async function start(req: http.IncomingMessage, res: http.ServerResponse) {
   const body = await readJson(req, res, USAGE);
   if (!body) return;
-  const { ctx, cmd, secrets, env, cwd, timeout } = body;
-  if (
-    !isStrings(cmd) ||
-    cmd.length === 0 ||
-    (secrets !== undefined && !isStringMap(secrets)) ||
-    (env !== undefined && !isStringMap(env)) ||
-    (cwd !== undefined && !(typeof cwd === "string" && cwd.startsWith("/"))) ||
-    (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) > 0))
-  )
-    return reply(res, 400, { error: USAGE });
+  const run = runRequest(body);
+  if (!run) return reply(res, 400, { error: USAGE });
+  const { ctx, cmd, secrets, env, cwd, timeout } = run;
   if (!contextAllowed(res, ctx)) return;
   let handle: ProcessHandle;
   try {

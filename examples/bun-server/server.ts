@@ -28,7 +28,7 @@ import fs from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { errorFor, exec, SbxError, SbxUnavailable } from "../../clients/bun/src/index.ts";
-import { allowedContexts, isStringMap, isStrings, MAX_BODY, readBody, reply } from "./common.ts";
+import { allowedContexts, MAX_BODY, readBody, RUN_USAGE, reply, runRequest } from "./common.ts";
 import { startPlatformOps } from "./deploy.ts";
 import { routeFiles } from "./files.ts";
 import { killAll, routeProcesses } from "./processes.ts";
@@ -79,8 +79,7 @@ function authorized(req: http.IncomingMessage): boolean {
   return timingSafeEqual(mac(given), tokenMac) && m !== null;
 }
 
-const USAGE =
-  "expected {ctx: string, cmd: string[], secrets?: {NAME: value}, env?: {NAME: value}, cwd?: absolute path, timeout?: seconds}";
+const USAGE = RUN_USAGE;
 
 const api = http.createServer(async (req, res) => {
   try {
@@ -99,18 +98,10 @@ const api = http.createServer(async (req, res) => {
       } catch {
         return reply(res, 400, { error: `invalid JSON; ${USAGE}` });
       }
-      const { ctx, cmd, secrets, env, cwd, timeout } = body ?? {};
-      if (
-        typeof ctx !== "string" ||
-        !isStrings(cmd) ||
-        cmd.length === 0 ||
-        (secrets !== undefined && !isStringMap(secrets)) ||
-        (env !== undefined && !isStringMap(env)) ||
-        (cwd !== undefined && !(typeof cwd === "string" && cwd.startsWith("/"))) ||
-        (timeout !== undefined && !(Number.isInteger(timeout) && (timeout as number) > 0))
-      ) {
-        return reply(res, 400, { error: USAGE });
-      }
+      const run = runRequest(body ?? {});
+      if (!run) return reply(res, 400, { error: USAGE });
+      const { ctx, cmd, secrets, env, cwd, timeout } = run;
+      if (typeof ctx !== "string") return reply(res, 400, { error: USAGE });
       if (!allowedContexts.has(ctx)) {
         return reply(res, 403, { error: `context ${JSON.stringify(ctx)} is not allowed here (SBX_ALLOWED_CONTEXTS)` });
       }
