@@ -2,6 +2,7 @@
 // under ../../target/<host tuple>/) and root. `why` says what is missing, if anything: those
 // tests are skipped locally and FAIL under CI=true (each test file registers that failure).
 import { accessSync, constants, existsSync, readdirSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 
 export const HERE = import.meta.dir;
@@ -28,3 +29,15 @@ function missing(): string | undefined {
   return undefined;
 }
 export const why = missing();
+
+/** A TCP port free on 127.0.0.1 now (the kernel's pick, released at once). */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}

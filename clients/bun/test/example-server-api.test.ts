@@ -24,10 +24,9 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BIN, CI, HERE, why as whyBin } from "./env.ts";
+import { BIN, CI, freePort, HERE, why as whyBin } from "./env.ts";
 
 const EXAMPLE = join(HERE, "../../../examples/bun-server");
 const UNSHARE = ["/usr/bin/unshare", "/bin/unshare"].find(existsSync);
@@ -41,17 +40,6 @@ if (why && !CI) console.warn(`skipping the example server API tests: ${why}`);
 const real = why ? test.skip : test;
 const T = 60_000;
 const USER_UID = 100000;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Read `stream` until it contains `want`, then go on reading it in the background (so that the
  * process never blocks on a full pipe); the text seen. */

@@ -6,10 +6,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BIN, CI, HERE, why } from "./env.ts";
+import { BIN, CI, freePort, HERE, why } from "./env.ts";
 
 if (why && CI) {
   test("the real sbx-exec is available (CI=true)", () => {
@@ -22,17 +21,6 @@ const real = why ? test.skip : test;
 const SERVER = join(HERE, "../../../examples/bun-server/server.ts");
 const POLICY = join(HERE, "policy.toml");
 const T = 30_000;
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe("examples/bun-server", () => {
   const token = randomBytes(24).toString("hex");
