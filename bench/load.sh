@@ -71,23 +71,11 @@ fs.hide = ["/run/sbx"]
 mode = "private"
 allow = ["0.0.0.0/0", "::/0"]
 [context.pooled]
-namespaces = ["pid", "mount", "ipc", "uts"]
+extends = "isolated"
 pool = 8
-identity = { uid = 100000, gid = 100000, count = 65536 }
-env.allow = ["PATH"]
-fs.hide = ["/run/sbx"]
-[context.pooled.net]
-mode = "private"
-allow = ["0.0.0.0/0", "::/0"]
 [context.poolmem]
-namespaces = ["pid", "mount", "ipc", "uts"]
+extends = "isolated"
 pool = 24
-identity = { uid = 100000, gid = 100000, count = 65536 }
-env.allow = ["PATH"]
-fs.hide = ["/run/sbx"]
-[context.poolmem.net]
-mode = "private"
-allow = ["0.0.0.0/0", "::/0"]
 [context.poolmem.limits]
 memory_max = "256M"
 EOF
