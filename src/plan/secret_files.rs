@@ -8,8 +8,12 @@
 //! This is the plan ([`Files::split`], in the outer process); [`crate::run::apply::secret_files`]
 //! mounts the tmpfs and writes the files in pid 1.
 
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
+use crate::model::bind::HostPattern;
 use crate::model::{EnvName, RunAs};
 use crate::secrets::{expose, SecretSet};
 
@@ -25,6 +29,8 @@ pub const CA_BUNDLE: &str = "ca-bundle.pem";
 #[derive(Clone)]
 pub struct Files {
     pub(crate) entries: Vec<(String, Zeroizing<Vec<u8>>)>,
+    /// A call with bound secrets: its CA bundle ([`CA_BUNDLE`]).
+    pub ca: Option<CaBundle>,
     pub(crate) uid: u32,
     pub(crate) gid: u32,
 }
@@ -32,7 +38,47 @@ pub struct Files {
 impl std::fmt::Debug for Files {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.entries.iter().map(|(n, _)| n.as_str()).collect();
-        write!(f, "Files({names:?}, uid {})", self.uid)
+        let ca = self.ca.as_ref().map(|c| &c.hosts);
+        write!(f, "Files({names:?}, uid {}, CA for {ca:?})", self.uid)
+    }
+}
+
+/// The CA bundle of a call with bound secrets: pid 1 writes the system CAs, copied by the kernel
+/// from `system` (opened by the launch; its 200 KB are never read into a process on the way),
+/// then the call's CA certificate.
+#[derive(Clone)]
+pub struct CaBundle {
+    /// The system CA bundle, open for reading (read at explicit offsets: shared by every pid 1
+    /// a pool's server starts).
+    pub system: Arc<OwnedFd>,
+    /// The call's CA certificate (PEM): empty in the plan; the launch sets it once it has the
+    /// CA (made for the call, or by the pool's server for a prepared sandbox).
+    pub ca_pem: Vec<u8>,
+    /// The bound hosts the CA is for (its name constraints), sorted, each once.
+    pub hosts: Vec<HostPattern>,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CaBundle({:?}, {} bytes of CA)",
+            self.hosts,
+            self.ca_pem.len()
+        )
+    }
+}
+
+impl CaBundle {
+    /// The bundle of a call with bound secrets for `hosts` (sorted and deduplicated here).
+    pub fn new(system: Arc<OwnedFd>, mut hosts: Vec<HostPattern>) -> CaBundle {
+        hosts.sort_by_key(|h| format!("{h:?}"));
+        hosts.dedup();
+        CaBundle {
+            system,
+            ca_pem: Vec::new(),
+            hosts,
+        }
     }
 }
 
@@ -54,7 +100,12 @@ impl Files {
             return None;
         }
         let (uid, gid) = run_as.map_or((0, 0), |r| (r.uid, r.gid));
-        Some(Files { entries, uid, gid })
+        Some(Files {
+            entries,
+            ca: None,
+            uid,
+            gid,
+        })
     }
 
     /// Is `name` delivered as a file (so its value must stay out of the environment)?
@@ -66,16 +117,15 @@ impl Files {
 
     /// Add the CA bundle of a call with bound secrets ([`CA_BUNDLE`]) to the files written on the
     /// private tmpfs (creating the set if there are no secret files).
-    pub fn with_ca_bundle(files: Option<Files>, owner: Option<RunAs>, pem: Vec<u8>) -> Files {
+    pub fn with_ca_bundle(files: Option<Files>, owner: Option<RunAs>, ca: CaBundle) -> Files {
         let (uid, gid) = owner.map_or((0, 0), |r| (r.uid, r.gid));
         let mut files = files.unwrap_or(Files {
             entries: Vec::new(),
+            ca: None,
             uid,
             gid,
         });
-        files
-            .entries
-            .push((CA_BUNDLE.to_string(), Zeroizing::new(pem)));
+        files.ca = Some(ca);
         files
     }
 
@@ -84,13 +134,12 @@ impl Files {
     pub fn variables(&self) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = Vec::new();
         for (n, _) in &self.entries {
-            let path = format!("{DIR}/{n}");
-            if n == CA_BUNDLE {
-                let ca = crate::plan::bound::CA_VARIABLES.iter();
-                v.extend(ca.map(|var| (var.to_string(), path.clone())));
-            } else {
-                v.push((n.clone(), path));
-            }
+            v.push((n.clone(), format!("{DIR}/{n}")));
+        }
+        if self.ca.is_some() {
+            let path = format!("{DIR}/{CA_BUNDLE}");
+            let ca = crate::plan::bound::CA_VARIABLES.iter();
+            v.extend(ca.map(|var| (var.to_string(), path.clone())));
         }
         v.push(("CREDENTIALS_DIRECTORY".into(), DIR.into()));
         v
@@ -135,7 +184,9 @@ mod tests {
     #[test]
     fn the_ca_bundle_is_named_by_the_ca_variables() {
         let owner = Some(RunAs { uid: 7, gid: 8 });
-        let f = Files::with_ca_bundle(None, owner, b"PEM".to_vec());
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let ca = CaBundle::new(Arc::new(null.into()), Vec::new());
+        let f = Files::with_ca_bundle(None, owner, ca);
         assert_eq!((f.uid, f.gid), (7, 8));
         let vars = f.variables();
         let path = format!("{DIR}/{CA_BUNDLE}");

@@ -1,5 +1,6 @@
 //! The file tool's system calls ([`crate::run::file`]): opening a path inside the sandbox without
-//! magic links, and whether this process was started with more privilege than its caller.
+//! magic links, and whether this process was started with more privilege than its caller; and a
+//! copy in the kernel at an explicit offset (the CA bundle of bound secrets).
 
 use std::ffi::CStr;
 use std::io;
@@ -42,6 +43,26 @@ pub fn open_beneath_magic(
 pub fn started_secure() -> bool {
     // SAFETY: getauxval only reads the auxiliary vector the kernel gave this process.
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Copy `count` bytes of `from`, starting at `*offset` (advanced by what was copied; `from`'s
+/// own file position is neither used nor moved), to `to` in the kernel (sendfile(2)). Returns
+/// how many were copied: 0 at the end of `from`.
+pub fn sendfile_at(
+    to: BorrowedFd<'_>,
+    from: BorrowedFd<'_>,
+    offset: &mut i64,
+    count: usize,
+) -> io::Result<usize> {
+    let mut off: libc::off_t = *offset;
+    // SAFETY: both fds are borrowed open for the call; `off` is a valid off_t the kernel
+    // reads and updates; no memory of this process is written.
+    let n = unsafe { libc::sendfile(to.as_raw_fd(), from.as_raw_fd(), &mut off, count) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    *offset = off;
+    Ok(n as usize)
 }
 
 #[cfg(test)]

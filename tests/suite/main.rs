@@ -112,6 +112,7 @@ fn main() {
         pool::claims_are_roots_and_never_wait,
         pool::a_call_from_another_plan_builds_its_own,
         pool::control_mode_keeps_the_pool,
+        pool::bound_secrets_run_pooled,
         g5_request::env_option_sets_only_allowed_names,
         g5_request::cwd_option_moves_the_command_or_refuses,
         g5_request::hidden_caller_directory_starts_in_workdir,

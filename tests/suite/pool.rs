@@ -417,3 +417,119 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
         format!("pooled with no server: {inline}")
     })
 }
+
+/// Bound secrets in prepared sandboxes (issue 33, item 3): the server makes a CA for each
+/// sandbox and its pid 1 writes the CA bundle ahead; the call that claims it gets the CA's key
+/// for its gate. Two calls of the SDK's `agent` context (with `pool = 2`) each run in a prepared
+/// sandbox, reach the stand-in for api.anthropic.com through the gate with their placeholder,
+/// and the stand-in receives the real key; each sandbox trusts a CA of its own (two calls, two
+/// certificates). Attack: nothing in the sandbox holds a private key or the real key (the CA's
+/// key stays with the server and the call's gate). Control: with the server stopped, the same
+/// call builds its own sandbox (and its own CA) and works the same.
+pub fn bound_secrets_run_pooled() -> Result<(), String> {
+    let s = crate::g1_bound::Stage::new("poolbound", "")?;
+    let policy = s.read("policy.toml");
+    let pooled = policy.replacen("[context.agent]\n", "[context.agent]\npool = 2\n", 1);
+    check(pooled != policy, || {
+        "no [context.agent] in the SDK policy".into()
+    })?;
+    std::fs::write(s.path("policy.toml"), pooled).map_err(|e| e.to_string())?;
+    let call = r#"echo "PID1=$(tr '\0' ' ' < /proc/1/cmdline)"
+echo "curl=$(curl -sS -m 15 https://api.anthropic.com/v1/messages -H "x-api-key: $ANTHROPIC_API_KEY" -d '{"via":"curl"}' 2>&1)"
+last() { awk '/BEGIN CERT/{c=""} {c=c $0 "\n"} END{printf "%s", c}' "$SSL_CERT_FILE"; }
+echo "CA=$(last | openssl x509 -noout -subject -fingerprint -sha256 2>&1 | tr '\n' ' ')"
+echo "certs=$(grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE")"
+echo "keys=$(cat /run/credentials/sbx/* 2>/dev/null | grep -c 'PRIVATE KEY')"
+"#;
+    for name in ["first", "second", "inline"] {
+        s.inside(name, call);
+    }
+    let script = format!(
+        r#"{bin} --policy "$D/policy.toml" pool serve 2>"$D/pool.errors" & SP=$!
+i=0; until ls /run/sbx/pool-agent-*.sock >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 200 ] && echo "no pool socket" && exit 3; sleep 0.05; done
+sleep 0.5
+sbx first
+sbx second
+kill -TERM $SP; wait $SP; echo "server exit $?"
+sbx inline
+"#,
+        bin = bin()
+    );
+    let r = s.run_with(
+        &[(
+            crate::g1_bound::ANTHROPIC_IP,
+            443,
+            "anthropic",
+            "anthropic.log",
+            "stand_in.py",
+        )],
+        &script,
+    );
+    let show = || s.show(&r);
+    check(r.ok(), show)?;
+    for name in ["first", "second", "inline"] {
+        check(r.stdout.contains(&format!("{name} exit 0")), show)?;
+    }
+    check(r.stdout.contains("server exit 0"), show)?;
+    let outs: Vec<String> = ["first", "second", "inline"]
+        .iter()
+        .map(|n| s.read(&format!("{n}.out")))
+        .collect();
+    for (out, name) in outs.iter().zip(["first", "second", "inline"]) {
+        // Attack first: neither the real key nor any private key is in the sandbox.
+        check(!out.contains(&s.key), || {
+            format!("{name}: the real key reached the sandbox: {}", show())
+        })?;
+        check(crate::g1_bound::field(out, "keys") == "0", || {
+            format!("{name}: a private key in /run/credentials: {}", show())
+        })?;
+        let pooled = crate::g1_bound::field(out, "PID1").contains("pool serve");
+        check(pooled == (name != "inline"), || {
+            format!("{name}: pooled should be {}: {}", name != "inline", show())
+        })?;
+        check(
+            crate::g1_bound::field(out, "curl").contains("stand-in 192.0.2.10 ok"),
+            || format!("{name}: the bound host through the gate: {}", show()),
+        )?;
+        let ca = crate::g1_bound::field(out, "CA");
+        check(ca.contains("sbx-exec per-call CA"), || {
+            format!("{name}: the bundle's last certificate: {}", show())
+        })?;
+        let certs: usize = crate::g1_bound::field(out, "certs").parse().unwrap_or(0);
+        check(certs > 1, || {
+            format!(
+                "{name}: the system CAs are missing from the bundle: {}",
+                show()
+            )
+        })?;
+    }
+    let cas: Vec<&str> = outs
+        .iter()
+        .map(|o| crate::g1_bound::field(o, "CA"))
+        .collect();
+    check(
+        cas[0] != cas[1] && cas[1] != cas[2] && cas[0] != cas[2],
+        || format!("each sandbox should trust a CA of its own: {}", show()),
+    )?;
+    // The stand-in got the real key three times, never a placeholder.
+    let requests: Vec<String> = s
+        .read("anthropic.log")
+        .split("\n---\n")
+        .filter(|q| !q.trim().is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    check(requests.len() == 3, || {
+        format!("3 requests expected: {}", show())
+    })?;
+    check(
+        requests
+            .iter()
+            .all(|q| q.contains(&format!("x-api-key: {}", s.key))),
+        || format!("the stand-in did not get the real key: {}", show()),
+    )?;
+    let summary = s.read("pool.errors");
+    check(handed(&summary) == Some(2), || {
+        format!("the server should have handed out 2 sandboxes: {}", show())
+    })?;
+    Ok(())
+}

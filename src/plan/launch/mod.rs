@@ -72,7 +72,7 @@ pub struct Facts {
 #[derive(Debug)]
 pub struct BoundSecrets {
     pub variables: Vec<(String, String)>,
-    pub ca_bundle: Vec<u8>,
+    pub ca: crate::plan::secret_files::CaBundle,
 }
 
 /// How the call runs.
@@ -107,7 +107,7 @@ pub struct Launch {
 
 /// Plan the launch (pure: facts in, plan out). Errors are refusals (a bad `--env`, a seccomp
 /// program that cannot be built, a working directory with a NUL byte).
-pub fn plan(req: &Request, ctx: &Context, mode: &Mode, mut facts: Facts) -> Result<Launch> {
+pub fn plan(req: &Request, ctx: &Context, mode: &Mode, facts: Facts) -> Result<Launch> {
     let (mut env, _) = environment(req, ctx, mode, &facts.caller_env)?;
     if !ctx.secrets.allow.is_empty() {
         if let Some(kept) = &facts.path_kept {
@@ -118,7 +118,7 @@ pub fn plan(req: &Request, ctx: &Context, mode: &Mode, mut facts: Facts) -> Resu
     let userns = userns_plan(mode, ctx, wants, (facts.euid, facts.egid));
     let identity = identity_plan(mode, ctx);
     let owner = files_owner(req.setuid.as_ref(), userns.as_ref(), identity.as_ref(), ctx);
-    let creds = deliver_secrets(&mut env, ctx, &mut facts, owner);
+    let creds = deliver_secrets(&mut env, ctx, &facts, owner);
     let cgroup = Decision::new(
         req.ctx_name,
         ctx.limits.as_ref(),
@@ -204,18 +204,13 @@ pub fn environment(
 fn deliver_secrets(
     env: &mut TargetEnv,
     ctx: &Context,
-    facts: &mut Facts,
+    facts: &Facts,
     owner: Option<RunAs>,
 ) -> Option<Files> {
     let files = Files::split(&facts.secrets, &ctx.secrets.files, owner);
-    // The bundle (the system's, some 200 KB, and the call's CA) moves into the files: not copied.
-    let pem = facts
-        .bound
-        .as_mut()
-        .map(|b| std::mem::take(&mut b.ca_bundle));
     let bound = facts.bound.as_ref();
-    let creds = match pem {
-        Some(pem) => Some(Files::with_ca_bundle(files, owner, pem)),
+    let creds = match bound {
+        Some(b) => Some(Files::with_ca_bundle(files, owner, b.ca.clone())),
         None => files,
     };
     let is_bound = |n: &str| bound.is_some_and(|b| b.variables.iter().any(|(v, _)| v == n));

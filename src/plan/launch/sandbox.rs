@@ -68,6 +68,20 @@ impl Sandbox {
         s
     }
 
+    /// The CA bundle of a call with bound secrets, when it has one.
+    pub fn ca(&self) -> Option<&crate::plan::secret_files::CaBundle> {
+        self.creds.as_ref().and_then(|f| f.ca.as_ref())
+    }
+
+    /// This sandbox with `pem` as the call's CA certificate in its CA bundle (when it has one).
+    pub fn with_ca_pem(&self, pem: &[u8]) -> Sandbox {
+        let mut s = self.clone();
+        if let Some(ca) = s.creds.as_mut().and_then(|f| f.ca.as_mut()) {
+            ca.ca_pem = pem.to_vec();
+        }
+        s
+    }
+
     /// What decides a persistent context's namespaces and mounts, as a stable 64-bit FNV-1a hash
     /// of a canonical text (the same on every build and Rust version): a call made with a
     /// different plan must not silently join a keeper built from the old one.

@@ -335,7 +335,10 @@ fn secrets_go_where_the_context_says() {
     f.secrets = crate::secrets::parse(b"PGPASSFILE=pw\nAPI_KEY=real\nTOKEN=t0k\n").unwrap();
     f.bound = Some(BoundSecrets {
         variables: vec![("API_KEY".into(), "sbx-placeholder".into())],
-        ca_bundle: b"-----BEGIN CERTIFICATE-----".to_vec(),
+        ca: crate::plan::secret_files::CaBundle::new(
+            std::sync::Arc::new(std::fs::File::open("/dev/null").unwrap().into()),
+            Vec::new(),
+        ),
     });
     f.path_kept = Some("/usr/bin:/bin".into());
     let l = plan(&request("t", None), &platform, &Mode::Root, f).unwrap();
@@ -355,7 +358,8 @@ fn secrets_go_where_the_context_says() {
     );
     let creds = l.sandbox.creds.as_ref().unwrap();
     let names: Vec<&str> = creds.entries.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["PGPASSFILE", "ca-bundle.pem"]);
+    assert_eq!(names, ["PGPASSFILE"]);
+    assert!(creds.ca.is_some());
     // Root mode without identity or run_as: root's files.
     assert_eq!((creds.uid, creds.gid), (0, 0));
     // A context holding secrets gets the PATH without the places user code writes.

@@ -4,7 +4,7 @@
 
 use std::ffi::CStr;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use anyhow::{bail, Context as _, Result};
 use nix::fcntl::OFlag;
@@ -12,7 +12,7 @@ use nix::sys::stat::{fchmod, fstat, mkdirat, Mode, SFlag};
 use nix::unistd::{fchown, Gid, Uid};
 
 use super::fs;
-use crate::plan::secret_files::Files;
+use crate::plan::secret_files::{CaBundle, Files, CA_BUNDLE};
 use crate::sys::{self, MountFlag};
 
 /// Where the private tmpfs is mounted (created, empty, if missing).
@@ -61,23 +61,13 @@ pub fn install(files: &Files) -> Result<()> {
     .context("cannot create /run/credentials/sbx")?;
     let dir = openat(&root, c"sbx", OFlag::O_DIRECTORY | OFlag::O_RDONLY, 0)?;
     for (name, value) in &files.entries {
-        let cname = std::ffi::CString::new(name.as_str()).expect("names have no NUL");
-        let fd = openat(
-            &dir,
-            &cname,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
-            0o400,
-        )
-        .with_context(|| format!("cannot create the credential file for {name}"))?;
-        fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o400))?;
-        fchown(
-            fd.as_raw_fd(),
-            Some(Uid::from_raw(files.uid)),
-            Some(Gid::from_raw(files.gid)),
-        )?;
-        let mut f = std::fs::File::from(fd);
+        let mut f = std::fs::File::from(create(&dir, name, files)?);
         f.write_all(value)
             .with_context(|| format!("cannot write the credential file for {name}"))?;
+    }
+    if let Some(ca) = &files.ca {
+        let fd = create(&dir, CA_BUNDLE, files)?;
+        write_bundle(fd, ca).context("cannot write the CA bundle of the bound secrets")?;
     }
     fchown(
         dir.as_raw_fd(),
@@ -88,6 +78,54 @@ pub fn install(files: &Files) -> Result<()> {
     drop(dir);
     sys::mount_setattr(&root, MountFlag::ReadOnly)
         .context("cannot make /run/credentials read-only")?;
+    Ok(())
+}
+
+/// A new file `name` in `dir`: 0400, owned by the files' owner.
+fn create(dir: &OwnedFd, name: &str, files: &Files) -> Result<OwnedFd> {
+    let cname = std::ffi::CString::new(name).context("a file name with a NUL byte")?;
+    let fd = openat(
+        dir,
+        &cname,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+        0o400,
+    )
+    .with_context(|| format!("cannot create the credential file for {name}"))?;
+    fchmod(fd.as_raw_fd(), Mode::from_bits_truncate(0o400))?;
+    fchown(
+        fd.as_raw_fd(),
+        Some(Uid::from_raw(files.uid)),
+        Some(Gid::from_raw(files.gid)),
+    )?;
+    Ok(fd)
+}
+
+/// The CA bundle: the system's, copied by the kernel from its open file (read at explicit
+/// offsets, so the handle shared by a pool's sandboxes keeps no position), a line break if it
+/// lacks one, then the call's CA certificate.
+fn write_bundle(fd: OwnedFd, ca: &CaBundle) -> Result<()> {
+    let system = ca.system.as_fd();
+    let size = fstat(system.as_raw_fd())?.st_size;
+    let mut offset: i64 = 0;
+    while offset < size {
+        let left = (size - offset) as usize;
+        match sys::sendfile_at(fd.as_fd(), system, &mut offset, left) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let system = std::fs::File::from(system.try_clone_to_owned()?);
+    let mut last = [0u8; 1];
+    let newline = offset == 0
+        || (std::os::unix::fs::FileExt::read_at(&system, &mut last, (offset - 1) as u64)? == 1
+            && last[0] == b'\n');
+    let mut f = std::fs::File::from(fd);
+    if !newline {
+        f.write_all(b"\n")?;
+    }
+    f.write_all(&ca.ca_pem)?;
     Ok(())
 }
 

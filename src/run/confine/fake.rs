@@ -172,7 +172,9 @@ impl Kernel for Recorder {
         self.record(Call::Mounts(plan.steps.len()))
     }
     fn secret_files(&self, files: &Files) -> Result<()> {
-        self.record(Call::SecretFiles(files.entries.len()))
+        self.record(Call::SecretFiles(
+            files.entries.len() + usize::from(files.ca.is_some()),
+        ))
     }
     fn loopback_up(&self) -> Result<()> {
         self.record(Call::LoopbackUp)

@@ -66,7 +66,8 @@ impl Role<'_> {
 
     /// The fds pid 1 keeps through its fd clean-up, sorted: a one-shot pid 1 the target's (the
     /// fds passed to it, its program's handle, the set-up error pipe) and the net socket; a
-    /// keeper only its pipes to the caller and the net socket.
+    /// keeper only its pipes to the caller and the net socket; a one-shot or prepared pid 1 of
+    /// a call with bound secrets also the system CA bundle it copies.
     fn keep(&self, sandbox: &Sandbox) -> Vec<RawFd> {
         let mut keep = match self {
             Role::OneShot {
@@ -98,6 +99,10 @@ impl Role<'_> {
                 keep
             }
         };
+        // Bound secrets: the system CA bundle, which pid 1 copies into the sandbox's bundle.
+        if !matches!(self, Role::Keeper { .. }) {
+            keep.extend(sandbox.ca().map(|c| c.system.as_raw_fd()));
+        }
         keep.sort_unstable();
         keep
     }

@@ -62,7 +62,7 @@ pub struct Log {
 }
 
 /// The call's bound secrets.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoundWire {
     pub binds: Vec<Bind>,
@@ -72,7 +72,7 @@ pub struct BoundWire {
 }
 
 /// One bound value.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Value {
     pub name: String,

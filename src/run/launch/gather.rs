@@ -8,7 +8,6 @@
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, Context as _, Result};
 
@@ -19,13 +18,13 @@ use crate::plan::request::Request;
 use crate::privilege::{self, Mode};
 use crate::run::audit::Audit;
 use crate::run::inherited::{check_passed, Inherited};
-use crate::run::proxy::bound::Interceptor;
+use crate::run::proxy::bound::BoundCall;
 use crate::secrets::{self, SecretSet};
 
 use super::Call;
 
-/// The facts of this call, and the egress gate's interceptor when secrets are bound (it holds
-/// the real values: it goes to the gate, never into the plan).
+/// The facts of this call, and its bound secrets when it has some (they hold the real values:
+/// they go to the gate, never into the plan).
 /// `audit` gets the names of the secrets as soon as they are read: a refusal after that names
 /// them in its record.
 pub(super) fn facts(
@@ -34,7 +33,7 @@ pub(super) fn facts(
     ctx: &Context,
     fds: &mut Inherited,
     audit: &mut Audit,
-) -> Result<(Facts, Option<Arc<Interceptor>>)> {
+) -> Result<(Facts, Option<BoundCall>)> {
     check_passed(req.ctx_name, ctx, call.loaded, &fds.passed, &fds.kept)?;
     if let Some(range) = privilege::userns::identity_plan(call.mode, ctx) {
         if let Some(why) = crate::plan::host::idmap::unmapped(&range) {
@@ -55,16 +54,11 @@ pub(super) fn facts(
         super::Runs::Own(_) => SecretSet::default(),
     };
     audit.secrets = secrets.iter().map(|s| s.name.clone()).collect();
-    let (bound, interceptor) = match crate::run::proxy::bound::prepare_call(&secrets, ctx)? {
-        Some(b) => (
-            Some(BoundSecrets {
-                variables: b.variables,
-                ca_bundle: b.ca_bundle,
-            }),
-            Some(b.interceptor),
-        ),
-        None => (None, None),
-    };
+    let bound_call = crate::run::proxy::bound::prepare_call(&secrets, ctx)?;
+    let bound = bound_call.as_ref().map(|b| BoundSecrets {
+        variables: b.variables.clone(),
+        ca: b.ca.clone(),
+    });
     let mounts = ctx.has(Namespace::Mount);
     let cwd = match mounts || req.cwd.is_some() || req.in_workdir {
         true => Some(crate::plan::host::current_dir()?),
@@ -88,7 +82,7 @@ pub(super) fn facts(
         sigmask: nix::sys::signal::SigSet::thread_get_mask()
             .context("cannot read the signal mask")?,
     };
-    Ok((facts, interceptor))
+    Ok((facts, bound_call))
 }
 
 /// The command resolved in the PATH the plan gives (127 / 126 before anything starts), checked

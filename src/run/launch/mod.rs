@@ -202,7 +202,7 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
         );
     }
     let req = Request::new(call.args, call.ctx_name, ctx, call.mode)?;
-    let (facts, interceptor) = gather::facts(call, &req, ctx, &mut fds, audit)?;
+    let (facts, bound) = gather::facts(call, &req, ctx, &mut fds, audit)?;
     let launch = crate::plan::launch::plan(&req, ctx, call.mode, facts)?;
     outer_walls(call.ctx_name, &launch)?;
     // Every check has passed: the start record goes out before anything runs.
@@ -243,7 +243,7 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
     }
     let proxying = crate::run::net::Proxying {
         log: audit.egress_log(),
-        bound: interceptor,
+        bound: None,
         call: audit.call(),
     };
     let one = OneShot {
@@ -255,12 +255,13 @@ fn run_in(call: &Call, mut fds: Inherited, audit: &mut crate::run::audit::Audit)
         timeout,
         cgroup: &cgroup,
     };
-    one_shot::run(one, &sandbox, &mut target, redact, proxying)
+    one_shot::run(one, &sandbox, &mut target, redact, (proxying, bound))
 }
 
 /// The sandbox a call of `ctx_name` gets, planned as a call without options would be (sbx-exec's
-/// own binary as its program: no command, no secrets), for the pool's server to prepare
-/// ([`crate::run::pool`]). Its working directory is not used: each call enters its own.
+/// own binary as its program: no command; no secrets, but the CA bundle of every bound one), for
+/// the pool's server to prepare ([`crate::run::pool`]). Its working directory is not used: each
+/// call enters its own.
 pub fn pool_sandbox(loaded: &model::Loaded, ctx_name: &str, mode: &Mode) -> Result<Sandbox> {
     let ctx = loaded.policy.context(ctx_name)?;
     let args = RunArgs {
@@ -292,7 +293,17 @@ pub fn pool_sandbox(loaded: &model::Loaded, ctx_name: &str, mode: &Mode) -> Resu
         kept: Vec::new(),
     };
     let mut audit = crate::run::audit::Audit::new(None, ctx_name, &args.cmd);
-    let (facts, _) = gather::facts(&call, &req, ctx, &mut fds, &mut audit)?;
+    let (mut facts, _) = gather::facts(&call, &req, ctx, &mut fds, &mut audit)?;
+    // Bound secrets: the bundle of a call handed every secret the context binds (its CA, one
+    // per sandbox, is the server's to make).
+    if !ctx.secrets.bind.is_empty() {
+        let system = std::sync::Arc::new(crate::run::proxy::bound::open_system_bundle()?);
+        let hosts = crate::run::proxy::bound::all_hosts(&ctx.secrets.bind);
+        facts.bound = Some(crate::plan::launch::BoundSecrets {
+            variables: Vec::new(),
+            ca: crate::plan::secret_files::CaBundle::new(system, hosts),
+        });
+    }
     Ok(crate::plan::launch::plan(&req, ctx, mode, facts)?.sandbox)
 }
 

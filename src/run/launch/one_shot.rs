@@ -15,17 +15,22 @@ use crate::model::Context;
 use crate::plan::cgroup::Decision;
 use crate::plan::launch::{Sandbox, Target};
 use crate::run::apply::cgroup;
+use crate::run::gate::config::BoundWire;
+use crate::run::proxy::bound::{BoundCall, CaParts};
 use crate::run::status::{children_cpu_ms, report, End};
 use crate::secrets::SecretSet;
 
 /// Run it: output masking first (`redact`: the values to mask), then the sandbox: a prepared
 /// one claimed from the pool ([`super::pooled`]) when the context has one ready, else its own.
+///
+/// A call with bound secrets (`bound`) gets its per-call CA with a prepared sandbox (the pool's
+/// server made it, and wrote its bundle ahead), or makes it now for a sandbox of its own.
 pub(super) fn run(
     call: OneShot,
     sandbox: &Sandbox,
     target: &mut Target,
     redact: Option<SecretSet>,
-    proxying: crate::run::net::Proxying,
+    (mut proxying, bound): (crate::run::net::Proxying, Option<BoundCall>),
 ) -> Result<i32> {
     // Output masking: the sandbox gets pipes to a masking process as stdout/stderr.
     let mut masking = match &redact {
@@ -34,13 +39,38 @@ pub(super) fn run(
     };
     drop(redact);
     let r = match super::pooled::claim(&call, sandbox, target) {
-        Some(c) => super::pooled::masked(call, c, sandbox, target, proxying, &mut masking),
-        None => masked(call, sandbox, target, proxying, &mut masking),
+        Some(mut c) => {
+            proxying.bound = bound.as_ref().zip(c.ca.take()).map(|(b, ca)| b.wire(&ca));
+            super::pooled::masked(call, c, sandbox, target, proxying, &mut masking)
+        }
+        None => own_ca(sandbox, bound.as_ref()).and_then(|(own, wire)| {
+            proxying.bound = wire;
+            masked(
+                call,
+                own.as_ref().unwrap_or(sandbox),
+                target,
+                proxying,
+                &mut masking,
+            )
+        }),
     };
     if let Some(m) = masking {
         m.wait();
     }
     r
+}
+
+/// The per-call CA of a call with bound secrets that builds its own sandbox: the sandbox with
+/// the CA's certificate in its bundle, and the gate's part.
+fn own_ca(
+    sandbox: &Sandbox,
+    bound: Option<&BoundCall>,
+) -> Result<(Option<Sandbox>, Option<BoundWire>)> {
+    let Some(b) = bound else {
+        return Ok((None, None));
+    };
+    let ca = CaParts::new(&b.ca.hosts)?;
+    Ok((Some(sandbox.with_ca_pem(&ca.pem)), Some(b.wire(&ca))))
 }
 
 /// [`run`] once its output masking runs (`masking`, detached once the sandbox exists).

@@ -35,7 +35,11 @@ pub(super) fn claim(call: &OneShot, sandbox: &Sandbox, target: &Target) -> Optio
         return None;
     }
     let dir = std::path::Path::new(crate::run::persist::state::RUNTIME_DIR);
-    crate::run::pool::claim(dir, call.ctx_name, crate::run::pool::key(sandbox, call.ctx))
+    let key = crate::run::pool::key(sandbox, call.ctx);
+    let claimed = crate::run::pool::claim(dir, call.ctx_name, key)?;
+    // A CA with the sandbox exactly when the call's bound secrets need one (else it ends here,
+    // unused, and the call builds its own).
+    (claimed.ca.is_some() == sandbox.ca().is_some()).then_some(claimed)
 }
 
 /// Run the call in `claimed` (output masking, if any, already running: detached here once the

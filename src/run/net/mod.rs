@@ -20,7 +20,6 @@
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _, Result};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
@@ -32,15 +31,14 @@ use crate::model::net::PROXY_PORT;
 use crate::plan::net::Plan;
 use crate::run::audit::EgressLog;
 use crate::run::gate::{self, config, Gate};
-use crate::run::proxy::bound::Interceptor;
 use crate::sys;
 
 /// What the call's gate adds to forwarding: the audit log of its events, and the bound secrets
-/// the call was handed (their interceptor is rebuilt in the gate).
+/// the call was handed with its CA (their interceptor is rebuilt in the gate).
 #[derive(Default)]
 pub struct Proxying {
     pub log: Option<EgressLog>,
-    pub bound: Option<Arc<Interceptor>>,
+    pub bound: Option<config::BoundWire>,
     /// The call id the control plane is told with each platform operation (`ops`).
     pub call: String,
 }
@@ -240,7 +238,7 @@ fn spawn_gate(s: &Sockets, signal: bool) -> Result<(Gate, Option<ops::OpsDialer>
         publish: s.published.iter().map(|(p, _)| *p).collect(),
         idle_timeout_ms: l.idle_timeout * 1000,
         log,
-        bound: s.proxying.bound.as_ref().map(|b| b.wire()),
+        bound: s.proxying.bound.clone(),
     };
     let gate = gate::spawn(gate::Spec {
         config,

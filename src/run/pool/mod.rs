@@ -16,9 +16,11 @@
 //! ```
 //!
 //! A call claims only a sandbox made from the same plan (its [`key`]: the namespaces, mounts,
-//! network, limits, binary version) and only in root mode, without secret files or bound secrets
+//! network, limits, bound hosts, binary version) and only in root mode, without secret files
 //! (those are written by pid 1 per call); anything else, a missing or slow server, or an empty
-//! pool builds its sandbox inline as before. Each prepared sandbox serves one call. Nothing in
+//! pool builds its sandbox inline as before. With bound secrets, the server makes a CA for each
+//! sandbox (its pid 1 writes the CA bundle ahead) and hands its key to the call that claims it,
+//! for that call's gate. Each prepared sandbox serves one call. Nothing in
 //! it ran before the call: its pid 1 is sbx-exec's, and the call's process enters it only
 //! from outside its pid namespace (the target is the first process the sandbox's code can see).
 
@@ -44,26 +46,34 @@ pub fn socket(dir: &std::path::Path, ctx_name: &str, key: u64) -> std::path::Pat
 /// namespaces, mounts (the binary and policy file they protect included), network plan, the
 /// context's limits, identity and degrade flag, and sbx-exec's version.
 pub fn key(sandbox: &Sandbox, ctx: &Context) -> u64 {
+    // Bound secrets: the hosts their CA is for, and who owns its bundle.
+    let ca = sandbox
+        .creds
+        .as_ref()
+        .and_then(|f| Some((f.ca.as_ref()?, f.uid, f.gid)))
+        .map(|(ca, uid, gid)| format!("|ca {:?} {uid}:{gid}", ca.hosts));
     let text = format!(
-        "{}|{:016x}|{:?}|{:?}|{}",
+        "{}|{:016x}|{:?}|{:?}|{}{}",
         env!("CARGO_PKG_VERSION"),
         sandbox.fingerprint(),
         ctx.limits,
         ctx.identity,
-        sandbox.degrade
+        sandbox.degrade,
+        ca.unwrap_or_default()
     );
     crate::plan::launch::fnv1a(text.as_bytes())
 }
 
 /// Can this call run in a prepared sandbox? Root mode; a context with a pool, pid and mount
-/// namespaces; nothing pid 1 would set up for this call alone (secret files, bound secrets'
-/// CA bundle, a rootless user namespace).
+/// namespaces; nothing pid 1 would set up for this call alone (secret files, a rootless user
+/// namespace). Bound secrets' CA bundle is no obstacle: the server writes it ahead, with a CA
+/// of the sandbox's own.
 pub fn claimable(mode: &Mode, ctx: &Context, sandbox: &Sandbox, target: &Target) -> bool {
     ctx.pool > 0
         && matches!(mode, Mode::Root)
         && sandbox.kinds.contains(&namespaces::PID)
         && sandbox.kinds.contains(&namespaces::MOUNT)
-        && sandbox.creds.is_none()
+        && sandbox.creds.as_ref().is_none_or(|f| f.entries.is_empty())
         && sandbox.userns.is_none()
         && sandbox.net.as_ref().is_none_or(|n| n.publish.is_empty())
         && target.drop_to.is_none()

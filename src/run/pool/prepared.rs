@@ -20,10 +20,15 @@ use crate::run::apply::cgroup;
 use crate::run::confine::{self, Host, Role};
 use crate::run::init::Entered;
 use crate::run::net::Bridge;
+use crate::run::proxy::bound::CaParts;
 use crate::sys;
 
 /// How long pid 1 may take to set the sandbox up.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a sandbox with a CA (bound secrets) is handed out: its certificate is valid for 30
+/// days from the day before it was made, a call's gate may run for days, and a sandbox left
+/// unclaimed longer is let go and made again.
+const CA_FRESH: Duration = Duration::from_secs(24 * 3600);
 
 /// A sandbox ready for one call.
 pub struct Prepared {
@@ -35,6 +40,9 @@ pub struct Prepared {
     userns: Option<OwnedFd>,
     procs: Vec<OwnedFd>,
     dirs: Vec<PathBuf>,
+    /// Bound secrets: the CA whose certificate pid 1 wrote into the sandbox's bundle.
+    ca: Option<CaParts>,
+    made: std::time::Instant,
 }
 
 /// What the server keeps of a sandbox it handed out or let go, until its pid 1 is reaped: the
@@ -81,17 +89,23 @@ pub fn begin(spec: &Spec, serial: u64) -> Result<Pending> {
         }
         _ => (Vec::new(), Vec::new()),
     };
-    let mut sandbox = spec.sandbox.clone();
-    if let Some(m) = &mut sandbox.mounts {
-        m.show_cgroups(&dirs);
-    }
-    let made = spec
-        .ctx
-        .identity
-        .as_ref()
-        .map(user_namespace)
-        .transpose()
-        .and_then(|userns| start(spec.ctx_name, &sandbox, (procs, dirs.clone()), userns));
+    // Bound secrets: this sandbox's own CA, its certificate in the bundle pid 1 writes.
+    let ca = spec
+        .sandbox
+        .ca()
+        .map(|c| CaParts::new(&c.hosts))
+        .transpose();
+    let made = ca.and_then(|ca| {
+        let mut sandbox = match &ca {
+            Some(ca) => spec.sandbox.with_ca_pem(&ca.pem),
+            None => spec.sandbox.clone(),
+        };
+        if let Some(m) = &mut sandbox.mounts {
+            m.show_cgroups(&dirs);
+        }
+        let userns = spec.ctx.identity.as_ref().map(user_namespace).transpose()?;
+        start(spec.ctx_name, &sandbox, (procs, dirs.clone()), userns, ca)
+    });
     if made.is_err() {
         cgroup::remove_when_empty(&dirs);
     }
@@ -138,6 +152,7 @@ pub struct Pending {
     userns: Option<OwnedFd>,
     procs: Vec<OwnedFd>,
     dirs: Vec<PathBuf>,
+    ca: Option<CaParts>,
     since: std::time::Instant,
 }
 
@@ -147,6 +162,7 @@ fn start(
     sandbox: &Sandbox,
     (procs, dirs): (Vec<OwnedFd>, Vec<PathBuf>),
     userns: Option<OwnedFd>,
+    ca: Option<CaParts>,
 ) -> Result<Pending> {
     let bridge = sandbox.net.as_ref().map(Bridge::prepare).transpose()?;
     let (ctl, theirs) = socketpair(
@@ -172,6 +188,7 @@ fn start(
         userns,
         procs,
         dirs,
+        ca,
         since: std::time::Instant::now(),
     })
 }
@@ -204,6 +221,8 @@ impl Pending {
                 userns: self.userns,
                 procs: self.procs,
                 dirs: self.dirs,
+                ca: self.ca,
+                made: self.since,
             }),
             Err(e) => Err((self.abandon(), e)),
         }
@@ -312,8 +331,13 @@ fn reap_until_closed(ctl: &OwnedFd) -> ! {
 }
 
 impl Prepared {
+    /// Is its pid 1 still there (not ended while it waited), and its CA (if any) fresh?
+    pub fn usable(&self) -> bool {
+        self.alive() && (self.ca.is_none() || self.made.elapsed() < CA_FRESH)
+    }
+
     /// Is its pid 1 still there (not ended while it waited)?
-    pub fn alive(&self) -> bool {
+    fn alive(&self) -> bool {
         let mut fds = [nix::poll::PollFd::new(
             self.pidfd.as_fd(),
             nix::poll::PollFlags::POLLIN,
@@ -330,7 +354,7 @@ impl Prepared {
         raw.extend(self.userns.iter().map(AsRawFd::as_raw_fd));
         raw.extend(self.procs.iter().map(AsRawFd::as_raw_fd));
         let flags = (self.outer.is_some(), self.userns.is_some());
-        let text = Reply::text(self.pid, flags, &self.dirs);
+        let text = Reply::text(self.pid, flags, &self.dirs, self.ca.as_ref());
         let sent = sys::send_msg(conn, text.as_bytes(), &raw);
         let spent = Spent {
             pid: self.pid,

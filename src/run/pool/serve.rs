@@ -231,10 +231,11 @@ fn asked(conn: &OwnedFd) -> bool {
     root && sys::recv_msg(conn.as_raw_fd(), &mut buf, 0).is_ok_and(|(n, _)| &buf[..n] == b"claim")
 }
 
-/// The pool's next ready sandbox that is still alive (one that ended while it waited is let go).
+/// The pool's next ready sandbox that is still usable (one that ended while it waited, or whose
+/// CA is a day old, is let go).
 fn take(pool: &mut Pool, spent: &mut Vec<Spent>) -> Option<Prepared> {
     while let Some(p) = pool.ready.pop_front() {
-        match p.alive() {
+        match p.usable() {
             true => return Some(p),
             false => spent.push(p.discard()),
         }

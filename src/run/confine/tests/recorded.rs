@@ -226,6 +226,10 @@ fn pid1_runs_its_list_through_the_kernel() {
     let k = Recorder::default();
     pid1::setup(&k, &sandbox, role).unwrap();
     let steps = sandbox.mounts.as_ref().unwrap().steps.len();
+    // The system CA bundle (bound secrets) is kept for pid 1 to copy.
+    let system = sandbox.ca().unwrap().system.as_raw_fd();
+    let mut keep = vec![system, 7, 101, 102, 103];
+    keep.sort_unstable();
     assert_eq!(
         k.calls(),
         [
@@ -234,7 +238,7 @@ fn pid1_runs_its_list_through_the_kernel() {
             Call::OomScoreAdj("500".into()),
             Call::NonDumpable,
             Call::NewSession,
-            Call::CloseFdsFrom(3, vec![7, 101, 102, 103]),
+            Call::CloseFdsFrom(3, keep),
             Call::SecretMountPoint,
             Call::Mounts(steps),
             Call::SecretFiles(1),

@@ -61,8 +61,6 @@ pub enum Roots {
 /// The proxy side of a call's bound secrets.
 pub struct Interceptor {
     pub bound: Bound,
-    /// The policy's `secrets.bind` entries this call was made from (for the gate's config).
-    pub binds: Vec<crate::model::bind::Bind>,
     /// Every form of every real value, with its placeholder's: what responses are scrubbed of.
     needles: scrub::Needles,
     ca: ca::Ca,
@@ -98,7 +96,6 @@ impl Interceptor {
         );
         Ok(Interceptor {
             bound,
-            binds: Vec::new(),
             needles,
             ca,
             roots,
@@ -124,37 +121,11 @@ impl Interceptor {
         );
         Ok(Interceptor {
             bound,
-            binds: Vec::new(),
             needles,
             ca,
             roots,
             upstream: OnceLock::new(),
         })
-    }
-
-    /// What the gate needs to rebuild this interceptor: the policy's entries, the values, the
-    /// CA's key and certificate.
-    pub fn wire(&self) -> crate::run::gate::config::BoundWire {
-        let (key, cert) = self.ca.parts();
-        crate::run::gate::config::BoundWire {
-            binds: self.binds.clone(),
-            values: self
-                .bound
-                .values()
-                .into_iter()
-                .map(
-                    |(name, real, placeholder)| crate::run::gate::config::Value {
-                        name,
-                        real: zeroize::Zeroizing::new(
-                            secrecy::ExposeSecret::expose_secret(&real).to_string(),
-                        ),
-                        placeholder,
-                    },
-                )
-                .collect(),
-            ca_key: zeroize::Zeroizing::new(key.to_vec()),
-            ca_cert: cert.to_vec(),
-        }
     }
 
     /// The TLS configuration for upstreams: made on first use (the roots parsed then), the same
@@ -315,19 +286,98 @@ pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
     }
 }
 
-/// What a launch with bound secrets gets: the interceptor for [`serve`], the
-/// placeholders for the environment, and the CA bundle (the system CAs and the per-call CA) the
-/// sandbox trusts (the plan writes it beside the secret files).
+/// The system CA bundle, open for reading: what the sandbox's bundle starts with (pid 1 copies
+/// it in the kernel). Refused here, before the launch, when none of [`SYSTEM_CA_FILES`] opens or
+/// its first 4 KiB hold no certificate block (the gate reads and parses it in full, for the
+/// roots, when the sandbox first connects).
+pub fn open_system_bundle() -> Result<std::os::fd::OwnedFd> {
+    let (path, file) = SYSTEM_CA_FILES
+        .iter()
+        .find_map(|p| std::fs::File::open(p).ok().map(|f| (*p, f)))
+        .context("no system CA bundle (ca-certificates) found; bound secrets need it to verify upstream hosts")?;
+    let mut head = [0u8; 4096];
+    let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0)
+        .with_context(|| format!("cannot read {path}"))?;
+    anyhow::ensure!(
+        has_certificate_block(&head[..n]),
+        "{path} holds no CA certificate"
+    );
+    Ok(file.into())
+}
+
+/// A launch's bound secrets: the placeholder variables for the environment; the values and the
+/// policy's bindings for the gate's config ([`BoundCall::wire`]); the CA bundle as planned (the
+/// system bundle opened, the hosts). The per-call CA is made once the launch knows where the call
+/// runs ([`CaParts::new`]): a prepared sandbox comes with its own ([`crate::run::pool`]).
 pub struct BoundCall {
-    pub interceptor: Arc<Interceptor>,
+    pub bound: Bound,
+    pub binds: Vec<crate::model::bind::Bind>,
     pub variables: Vec<(String, String)>,
-    pub ca_bundle: Vec<u8>,
+    pub ca: crate::plan::secret_files::CaBundle,
+}
+
+/// A per-call CA as the gate rebuilds it: its private key (PKCS#8 DER) and certificate (DER),
+/// and the certificate's PEM for the sandbox's bundle.
+pub struct CaParts {
+    pub key: zeroize::Zeroizing<Vec<u8>>,
+    pub cert: Vec<u8>,
+    pub pem: Vec<u8>,
+}
+
+impl CaParts {
+    /// A fresh CA for `hosts` (its name constraints).
+    pub fn new(hosts: &[crate::model::bind::HostPattern]) -> Result<CaParts> {
+        let refs: Vec<_> = hosts.iter().collect();
+        let ca = ca::Ca::new(&refs).context("cannot create the per-call CA for bound secrets")?;
+        let (key, cert) = ca.parts();
+        Ok(CaParts {
+            key: zeroize::Zeroizing::new(key.to_vec()),
+            cert: cert.to_vec(),
+            pem: ca.pem().into_bytes(),
+        })
+    }
+}
+
+impl BoundCall {
+    /// What the gate needs to rebuild the interceptor: the policy's entries, the values, the
+    /// CA's key and certificate.
+    pub fn wire(&self, ca: &CaParts) -> crate::run::gate::config::BoundWire {
+        crate::run::gate::config::BoundWire {
+            binds: self.binds.clone(),
+            values: self
+                .bound
+                .values()
+                .into_iter()
+                .map(
+                    |(name, real, placeholder)| crate::run::gate::config::Value {
+                        name,
+                        real: zeroize::Zeroizing::new(
+                            secrecy::ExposeSecret::expose_secret(&real).to_string(),
+                        ),
+                        placeholder,
+                    },
+                )
+                .collect(),
+            ca_key: ca.key.clone(),
+            ca_cert: ca.cert.clone(),
+        }
+    }
+}
+
+/// The hosts of every binding of `binds`: what the per-call CA's certificates may name (its name
+/// constraints), for a call and for a pool's prepared sandbox alike.
+pub fn all_hosts(binds: &[crate::model::bind::Bind]) -> Vec<crate::model::bind::HostPattern> {
+    binds
+        .iter()
+        .flat_map(|b| &b.hosts)
+        .map(|h| h.pattern.clone())
+        .collect()
 }
 
 /// For a launch: the handed secrets `ctx` binds get placeholders (from getrandom); `None` when
 /// none is bound (nothing is created then). The plan leaves the bound names out of the
-/// environment ([`Bound::is_bound`]), sets `variables`, and writes `ca_bundle` with the secret
-/// files; the interceptor goes to the proxy.
+/// environment ([`Bound::is_bound`]), sets `variables`, and plans the CA bundle with the secret
+/// files.
 pub fn prepare_call(set: &SecretSet, ctx: &Context) -> Result<Option<BoundCall>> {
     let mut failed = None;
     let mut fill = |buf: &mut [u8]| {
@@ -342,15 +392,15 @@ pub fn prepare_call(set: &SecretSet, ctx: &Context) -> Result<Option<BoundCall>>
     let Some(bound) = bound else {
         return Ok(None);
     };
-    let system_pem = Arc::new(system_bundle()?);
-    let variables = bound.variables();
-    let mut interceptor = Interceptor::new(bound, Roots::Pem(system_pem.clone()))?;
-    interceptor.binds = ctx.secrets.bind.clone();
-    let ca_bundle = interceptor.bundle(&system_pem);
+    let system = Arc::new(open_system_bundle()?);
+    // The CA is for every host the context binds (a call handed fewer of its secrets too): the
+    // same for every call of the context, so a prepared sandbox's serves any of them.
+    let hosts = all_hosts(&ctx.secrets.bind);
     Ok(Some(BoundCall {
-        interceptor: Arc::new(interceptor),
-        variables,
-        ca_bundle,
+        variables: bound.variables(),
+        binds: ctx.secrets.bind.clone(),
+        ca: crate::plan::secret_files::CaBundle::new(system, hosts),
+        bound,
     }))
 }
 
