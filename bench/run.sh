@@ -306,22 +306,42 @@ names+=(
     "sbx-exec platform, 10 secrets, redact"
     "sbx-exec user, persistent (join)"
     "sbx-exec user, pooled (pool serve, pool = 8)"
+    "sbx-exec platform, 10 secrets, pooled (pool = 8)"
     "sbx-exec agent (net private), no secret"
     "sbx-exec agent (net private), 1 bound secret"
+    "sbx-exec agent, 1 bound secret, pooled (pool = 8)"
 )
 for step in 1 2 3 4; do names+=("sbx-exec user, ${ABLATE_STEPS[$((step - 1))]}"); done
-# Prepared sandboxes: the default policy from a file with `pool = 8` in user, its server running
-# through the timing; only calls with that --policy claim them (the other user lines stay cold).
+# Prepared sandboxes: the default policy from a file with `pool = 8` in user and platform, and the
+# SDK policy with `pool = 8` in agent (its CA bundle written ahead, its CA's key handed with the
+# claim), their servers running through the timing; only calls with those --policy files claim them
+# (the other lines stay cold).
 POOLED="$OUT/pooled.toml"
-"$SBX" policy show | sed 1d | sed 's/^pool = 2 .*/pool = 8/' >"$POOLED"
-grep -q '^pool = 8' "$POOLED" || die "$POOLED has no pool = 8"
+"$SBX" policy show | sed 1d | sed 's/^pool = 2 .*/pool = 8/' | sed '/^\[context\.platform\]$/a pool = 8' >"$POOLED"
+[ "$(grep -c '^pool = 8' "$POOLED")" = 2 ] || die "$POOLED has not pool = 8 in user and platform"
+SDK_POOLED="$OUT/sdk-pooled.toml"
+sed '/^\[context\.agent\]$/a pool = 8' "$SDK" >"$SDK_POOLED"
+grep -q '^pool = 8' "$SDK_POOLED" || die "$SDK_POOLED has no pool = 8"
 "$SBX" --policy "$POOLED" pool serve 2>"$OUT/pool-serve.log" &
 POOL_PID=$!
-trap '"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null 2>&1 || true; kill "$POOL_PID" 2>/dev/null || true' EXIT
-pool_socket() { compgen -G '/run/sbx/pool-user-*.sock' >/dev/null; }
-for _ in $(seq 100); do pool_socket && break; sleep 0.05; done
-pool_socket || { kill "$POOL_PID" 2>/dev/null; die "pool serve did not start (see $OUT/pool-serve.log)"; }
+"$SBX" --policy "$SDK_POOLED" pool serve 2>"$OUT/pool-serve-sdk.log" &
+SDK_POOL_PID=$!
+trap '"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null 2>&1 || true; kill "$POOL_PID" "$SDK_POOL_PID" 2>/dev/null || true' EXIT
+pool_socket() { compgen -G "/run/sbx/pool-$1-*.sock" >/dev/null; }
+for c in user platform agent; do
+    for _ in $(seq 100); do pool_socket "$c" && break; sleep 0.05; done
+    pool_socket "$c" || die "no pool server for $c (see $OUT/pool-serve*.log)"
+done
 sleep 0.5
+# Each pooled line runs in a prepared sandbox (its pid 1 is the server's) and works as it does cold.
+for run in "--policy $POOLED --ctx user" "--policy $POOLED --ctx platform --secrets-fd 3" \
+           "--policy $SDK_POOLED --ctx agent --secrets-fd 3"; do
+    case "$run" in *agent*) in="$BOUND" ;; *) in="$SECRETS" ;; esac
+    # shellcheck disable=SC2086
+    got=$("$SBX" $run -- sh -c 'tr "\0" " " </proc/1/cmdline; echo; printf %s "${ANTHROPIC_API_KEY:-}"' 3<"$in")
+    case "$got" in *"pool serve"*) ;; *) die "not pooled: sbx-exec $run" ;; esac
+    case "$got" in *sk-ant-api03-bench-*) die "the pooled agent got the real key" ;; esac
+done
 cmds=(
     "/bin/true"
     "unshare --pid --mount --ipc --uts --fork --mount-proc true"
@@ -340,8 +360,10 @@ cmds+=(
     "$(q "$SBX") --policy $(q "$REDACT") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$PERSIST") --ctx $PCTX -- true"
     "$(q "$SBX") --policy $(q "$POOLED") --ctx user -- true"
+    "$(q "$SBX") --policy $(q "$POOLED") --ctx platform --secrets-fd 3 -- true 3<$(q "$SECRETS")"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent -- true"
     "$(q "$SBX") --policy $(q "$SDK") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
+    "$(q "$SBX") --policy $(q "$SDK_POOLED") --ctx agent --secrets-fd 3 -- true 3<$(q "$BOUND")"
 )
 for step in 1 2 3 4; do cmds+=("$(q "$SBX") --policy $(q "$OUT/ablate$step.toml") --ctx user -- true"); done
 hf_args=()
@@ -358,7 +380,9 @@ hyperfine --shell sh "${HF_RUNS[@]}" --style basic "${HF_EXPORT[@]}" "${hf_args[
 # join line timed a start too.
 "$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null || die "cannot stop the persistent context $PCTX (was it stopped by something else during the timing?)"
 kill -TERM "$POOL_PID" && wait "$POOL_PID" || die "pool serve did not stop cleanly (see $OUT/pool-serve.log)"
+kill -TERM "$SDK_POOL_PID" && wait "$SDK_POOL_PID" || die "pool serve (SDK) did not stop cleanly (see $OUT/pool-serve-sdk.log)"
 POOL_SUMMARY="$(grep 'pool: stopped' "$OUT/pool-serve.log" || true)"
+SDK_POOL_SUMMARY="$(grep 'pool: stopped' "$OUT/pool-serve-sdk.log" || true)"
 
 # ---------------------------------------------------------------------------------------------
 # 3b. BASELINE_REV only: today's and the baseline's user lines again, alternated launch by launch
@@ -738,9 +762,13 @@ PY
     echo
     echo "### Prepared sandboxes during the timing"
     echo
-    echo "The line \"sbx-exec user, pooled\" claims a prepared sandbox when one is ready and builds its own"
-    echo "otherwise; its server's count over the whole run (warm-up included):"
+    echo "The pooled lines claim a prepared sandbox when one is ready and build their own otherwise; their"
+    echo "servers' counts over the whole run (warm-up and the checks before it included): user and platform,"
     echo
     echo "    ${POOL_SUMMARY:-no summary: see $OUT/pool-serve.log}"
+    echo
+    echo "and agent (bound secret):"
+    echo
+    echo "    ${SDK_POOL_SUMMARY:-no summary: see $OUT/pool-serve-sdk.log}"
 } >>"$REPORT"
 log "wrote $REPORT"
