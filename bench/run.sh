@@ -322,12 +322,16 @@ POOLED="$OUT/pooled.toml"
 SDK_POOLED="$OUT/sdk-pooled.toml"
 sed '/^\[context\.agent\]$/a pool = 8' "$SDK" >"$SDK_POOLED"
 grep -q '^pool = 8' "$SDK_POOLED" || die "$SDK_POOLED has no pool = 8"
+# A socket of the context made by these servers: one whose inode was not there before they started
+# (a stale one of an earlier server does not count).
+pool_sockets() { ls -i /run/sbx 2>/dev/null | awk '$2 ~ /^pool-.*\.sock$/ {print $1, $2}'; }
+pool_socket() { pool_sockets | grep " pool-$1-" | grep -qvxF "$SOCKS_BEFORE"; }
+SOCKS_BEFORE="$(pool_sockets)"
 "$SBX" --policy "$POOLED" pool serve 2>"$OUT/pool-serve.log" &
 POOL_PID=$!
 "$SBX" --policy "$SDK_POOLED" pool serve 2>"$OUT/pool-serve-sdk.log" &
 SDK_POOL_PID=$!
 trap '"$SBX" ctx stop "$PCTX" --timeout 2 >/dev/null 2>&1 || true; kill "$POOL_PID" "$SDK_POOL_PID" 2>/dev/null || true' EXIT
-pool_socket() { compgen -G "/run/sbx/pool-$1-*.sock" >/dev/null; }
 for c in user platform agent; do
     for _ in $(seq 100); do pool_socket "$c" && break; sleep 0.05; done
     pool_socket "$c" || die "no pool server for $c (see $OUT/pool-serve*.log)"

@@ -11,7 +11,8 @@ use nix::unistd::Pid;
 
 use crate::harness::*;
 
-/// The pool servers' sockets in the suite's /run/sbx (`pool-CTX-KEY.sock`).
+/// The pool servers' sockets in /run/sbx (`pool-CTX-KEY.sock`): the host's runtime directory,
+/// where a test looks only at the sockets its own server made ([`new_sockets`]).
 fn pool_sockets() -> Vec<std::path::PathBuf> {
     std::fs::read_dir("/run/sbx")
         .map(|d| {
@@ -30,9 +31,18 @@ fn pool_sockets() -> Vec<std::path::PathBuf> {
         .unwrap_or_default()
 }
 
+/// The sockets in /run/sbx that are not in `before`.
+fn new_sockets(before: &[std::path::PathBuf]) -> Vec<std::path::PathBuf> {
+    let mut now = pool_sockets();
+    now.retain(|p| !before.contains(p));
+    now
+}
+
 /// `sbx-exec [--policy P] pool serve`, stopped with SIGTERM when dropped.
 struct Server {
     child: Option<Spawned>,
+    /// The sockets it made.
+    sockets: Vec<std::path::PathBuf>,
 }
 
 impl Server {
@@ -43,13 +53,18 @@ impl Server {
             args.extend(["--policy".into(), p.display().to_string()]);
         }
         args.extend(["pool".into(), "serve".into()]);
+        let before = pool_sockets();
         let child = Cmd::sbx(&args)
             .limit(Duration::from_secs(600))
             .piped()
             .spawn();
-        let s = Server { child: Some(child) };
-        let ready = wait_until(Duration::from_secs(10), || !pool_sockets().is_empty());
+        let mut s = Server {
+            child: Some(child),
+            sockets: Vec::new(),
+        };
+        let ready = wait_until(Duration::from_secs(10), || !new_sockets(&before).is_empty());
         check(ready, || "pool serve made no socket within 10 s".into())?;
+        s.sockets = new_sockets(&before);
         // Its first sandboxes take a moment.
         std::thread::sleep(Duration::from_millis(300));
         Ok(s)
@@ -119,6 +134,16 @@ pub fn a_pooled_call_keeps_every_wall() -> Result<(), String> {
     let pooled = pid1_of_user_call(None)?;
     check(pooled.contains("pool serve"), || {
         format!("with a server ready the call did not run in a prepared sandbox: {pooled}")
+    })?;
+    // The server (it holds its sandboxes' CA keys with bound secrets) writes no core file.
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.pid()))
+        .map_err(|e| format!("the server's limits: {e}"))?;
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .map(|l| l.split_whitespace().skip(4).take(2).collect::<Vec<_>>());
+    check(core == Some(vec!["0", "0"]), || {
+        format!("the pool server may dump core: {limits}")
     })?;
     let b = crate::g2_visibility::Bystander::start("pool");
     let script = format!(
@@ -285,8 +310,9 @@ pub fn claims_are_roots_and_never_wait() -> Result<(), String> {
     let server = Server::start(None)?;
     // The attack: a process that is not root connects to the user pool's socket: refused.
     let py = require_tool("python3")?;
-    let sock = pool_sockets()
-        .into_iter()
+    let sock = server
+        .sockets
+        .iter()
         .find(|p| p.to_string_lossy().contains("/pool-user-"))
         .ok_or("no socket for the user pool")?;
     let claim = "import socket,sys\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n\
@@ -386,11 +412,12 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
         )
         .write(d.path());
     let p = pol.display().to_string();
+    let before = pool_sockets();
     let control = Cmd::sbx(["--policy", &p, "--ctx", "control", "--", "sleep", "300"])
         .limit(Duration::from_secs(120))
         .spawn();
     let up = wait_until(Duration::from_secs(10), || {
-        !pool_sockets().is_empty() && pool_processes(&pol) >= 3
+        !new_sockets(&before).is_empty() && pool_processes(&pol) >= 3
     });
     check(up, || {
         "control mode started no pool server with two prepared sandboxes".into()
@@ -405,9 +432,11 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
         format!("control mode did not stop: {}", r.show())
     })?;
     let gone = wait_until(Duration::from_secs(5), || pool_processes(&pol) == 0);
-    check(gone && pool_sockets().is_empty(), || {
+    check(gone && new_sockets(&before).is_empty(), || {
         format!(
-            "the pool server or a prepared sandbox outlived control mode: {}",
+            "the pool server or a prepared sandbox outlived control mode ({} processes, sockets {:?}): {}",
+            pool_processes(&pol),
+            new_sockets(&before),
             r.show()
         )
     })?;
@@ -446,7 +475,8 @@ echo "keys=$(cat /run/credentials/sbx/* 2>/dev/null | grep -c 'PRIVATE KEY')"
     }
     let script = format!(
         r#"{bin} --policy "$D/policy.toml" pool serve 2>"$D/pool.errors" & SP=$!
-i=0; until ls /run/sbx/pool-agent-*.sock >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 200 ] && echo "no pool socket" && exit 3; sleep 0.05; done
+# Its socket: made after the policy was written (another server's, if any, is older).
+i=0; until [ -n "$(find /run/sbx -maxdepth 1 -name 'pool-agent-*.sock' -newer "$D/policy.toml")" ]; do i=$((i+1)); [ $i -gt 200 ] && echo "no pool socket" && exit 3; sleep 0.05; done
 sleep 0.5
 sbx first
 sbx second

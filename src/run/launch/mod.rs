@@ -356,8 +356,9 @@ fn grant_work_areas(ctx_name: &str, areas: &[model::AbsPath], who: model::RunAs)
     }
 }
 
-/// The outer process holds secrets in memory: no core dumps, no ptrace by non-privileged peers.
-fn harden_outer() -> Result<()> {
+/// The outer process (or the pool's server) holds secrets in memory: no core dumps, no ptrace by
+/// non-privileged peers.
+pub(crate) fn harden_outer() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).context("cannot make sbx-exec non-dumpable")?;
     nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0)
         .context("cannot disable core dumps")?;

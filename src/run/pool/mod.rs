@@ -78,3 +78,67 @@ pub fn claimable(mode: &Mode, ctx: &Context, sandbox: &Sandbox, target: &Target)
         && sandbox.net.as_ref().is_none_or(|n| n.publish.is_empty())
         && target.drop_to.is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::bind::HostPattern;
+    use crate::model::RunAs;
+    use crate::plan::secret_files::{CaBundle, Files};
+
+    fn plain() -> Sandbox {
+        Sandbox {
+            kinds: vec![namespaces::PID, namespaces::MOUNT],
+            mounts: None,
+            loopback: false,
+            net: None,
+            cwd: None,
+            degrade: false,
+            creds: None,
+            userns: None,
+            keep_fds: Vec::new(),
+        }
+    }
+
+    /// A sandbox whose CA bundle is for `hosts`, owned by `uid`.
+    fn bound(hosts: &[&str], uid: u32) -> Sandbox {
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let hosts = hosts.iter().map(|h| HostPattern::Exact(h.to_string()));
+        let ca = CaBundle::new(Arc::new(null.into()), hosts.collect());
+        let owner = Some(RunAs { uid, gid: uid });
+        let mut s = plain();
+        s.creds = Some(Files::with_ca_bundle(None, owner, ca));
+        s
+    }
+
+    #[test]
+    fn a_prepared_bundle_serves_only_calls_with_the_same_hosts_and_owner() {
+        let ctx = Context::default();
+        let k = |s: &Sandbox| key(s, &ctx);
+        // A call with bound secrets never claims a sandbox without a bundle, nor the reverse.
+        assert_ne!(k(&plain()), k(&bound(&["api.example.com"], 0)));
+        // Another host, another owner: another plan.
+        assert_ne!(
+            k(&bound(&["a.example.com"], 0)),
+            k(&bound(&["b.example.com"], 0))
+        );
+        assert_ne!(
+            k(&bound(&["a.example.com"], 0)),
+            k(&bound(&["a.example.com"], 7))
+        );
+        // The same hosts in any order, repeated or not: the same CA constraints, the same plan.
+        assert_eq!(
+            k(&bound(&["a.example.com", "b.example.com"], 0)),
+            k(&bound(
+                &["b.example.com", "a.example.com", "a.example.com"],
+                0
+            ))
+        );
+        // The CA's certificate differs per sandbox (the server's, or the call's own) and is not
+        // part of the plan.
+        let s = bound(&["a.example.com"], 0);
+        assert_eq!(k(&s), k(&s.with_ca_pem(b"-----BEGIN CERTIFICATE-----")));
+    }
+}

@@ -53,6 +53,8 @@ pub fn run(policy: Option<&Path>) -> Result<i32> {
     if !matches!(mode, Mode::Root) {
         bail!("sbx-exec pool serve needs root (real and effective uid 0): it prepares sandboxes as a launch in root mode does");
     }
+    // It holds the keys of its sandboxes' CAs (bound secrets) until they are claimed.
+    crate::run::launch::harden_outer()?;
     let loaded = privilege::load_policy(mode, policy)?;
     let dir = state::dir(true)?.context("no runtime directory")?;
     let mut pools = plan_pools(&loaded, mode, &dir);
