@@ -167,8 +167,10 @@ pub fn sweep(fs: &dyn CgroupFs, parent: &Path) {
     let Ok(names) = fs.list(parent) else {
         return;
     };
+    let me = std::process::id() as i32;
     for name in names {
-        let Some(pid) = leaf_creator(&name) else {
+        // This process's own leaves (the pool's server makes many) are not stale.
+        let Some(pid) = leaf_creator(&name).filter(|p| *p != me) else {
             continue;
         };
         let path = parent.join(&name);
