@@ -4,17 +4,7 @@
 use super::*;
 
 fn sandbox(mounts: Option<mounts::Plan>, loopback: bool) -> Sandbox {
-    Sandbox {
-        kinds: vec![namespaces::PID, namespaces::MOUNT],
-        mounts,
-        loopback,
-        net: None,
-        cwd: None,
-        degrade: false,
-        creds: None,
-        userns: None,
-        keep_fds: Vec::new(),
-    }
+    Sandbox::for_tests(mounts, loopback)
 }
 
 #[test]

@@ -109,6 +109,24 @@ impl Sandbox {
     }
 }
 
+#[cfg(test)]
+impl Sandbox {
+    /// Pid and mount namespaces, `mounts` and `loopback`, nothing else (for tests).
+    pub(crate) fn for_tests(mounts: Option<mounts::Plan>, loopback: bool) -> Sandbox {
+        Sandbox {
+            kinds: vec![namespaces::PID, namespaces::MOUNT],
+            mounts,
+            loopback,
+            net: None,
+            cwd: None,
+            degrade: false,
+            creds: None,
+            userns: None,
+            keep_fds: Vec::new(),
+        }
+    }
+}
+
 /// FNV-1a, 64 bit: a stable hash for fingerprints (not for security; the state file holding it is
 /// root-only).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

@@ -89,17 +89,7 @@ mod tests {
     use crate::plan::secret_files::{CaBundle, Files};
 
     fn plain() -> Sandbox {
-        Sandbox {
-            kinds: vec![namespaces::PID, namespaces::MOUNT],
-            mounts: None,
-            loopback: false,
-            net: None,
-            cwd: None,
-            degrade: false,
-            creds: None,
-            userns: None,
-            keep_fds: Vec::new(),
-        }
+        Sandbox::for_tests(None, false)
     }
 
     /// A sandbox whose CA bundle is for `hosts`, owned by `uid`.
