@@ -297,11 +297,9 @@ pub fn pool_sandbox(loaded: &model::Loaded, ctx_name: &str, mode: &Mode) -> Resu
     // Bound secrets: the bundle of a call handed every secret the context binds (its CA, one
     // per sandbox, is the server's to make).
     if !ctx.secrets.bind.is_empty() {
-        let system = std::sync::Arc::new(crate::run::proxy::bound::open_system_bundle()?);
-        let hosts = crate::run::proxy::bound::all_hosts(&ctx.secrets.bind);
         facts.bound = Some(crate::plan::launch::BoundSecrets {
             variables: Vec::new(),
-            ca: crate::plan::secret_files::CaBundle::new(system, hosts),
+            ca: crate::run::proxy::bound::planned_bundle(ctx)?,
         });
     }
     Ok(crate::plan::launch::plan(&req, ctx, mode, facts)?.sandbox)

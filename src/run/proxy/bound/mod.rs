@@ -290,7 +290,7 @@ pub fn parse_roots(pem: &[u8]) -> Result<RootCertStore, String> {
 /// it in the kernel). Refused here, before the launch, when none of [`SYSTEM_CA_FILES`] opens or
 /// its first 4 KiB hold no certificate block (the gate reads and parses it in full, for the
 /// roots, when the sandbox first connects).
-pub fn open_system_bundle() -> Result<std::os::fd::OwnedFd> {
+fn open_system_bundle() -> Result<std::os::fd::OwnedFd> {
     let (path, file) = SYSTEM_CA_FILES
         .iter()
         .find_map(|p| std::fs::File::open(p).ok().map(|f| (*p, f)))
@@ -364,14 +364,14 @@ impl BoundCall {
     }
 }
 
-/// The hosts of every binding of `binds`: what the per-call CA's certificates may name (its name
-/// constraints), for a call and for a pool's prepared sandbox alike.
-pub fn all_hosts(binds: &[crate::model::bind::Bind]) -> Vec<crate::model::bind::HostPattern> {
-    binds
-        .iter()
-        .flat_map(|b| &b.hosts)
-        .map(|h| h.pattern.clone())
-        .collect()
+/// The CA bundle of a call of `ctx` with bound secrets, as planned: the system bundle opened, and
+/// the CA for every host the context binds (a call handed fewer of its secrets too): the same for
+/// every call of the context, so a prepared sandbox's serves any of them.
+pub fn planned_bundle(ctx: &Context) -> Result<crate::plan::secret_files::CaBundle> {
+    let system = Arc::new(open_system_bundle()?);
+    let hosts = ctx.secrets.bind.iter().flat_map(|b| &b.hosts);
+    let hosts = hosts.map(|h| h.pattern.clone()).collect();
+    Ok(crate::plan::secret_files::CaBundle::new(system, hosts))
 }
 
 /// For a launch: the handed secrets `ctx` binds get placeholders (from getrandom); `None` when
@@ -392,14 +392,10 @@ pub fn prepare_call(set: &SecretSet, ctx: &Context) -> Result<Option<BoundCall>>
     let Some(bound) = bound else {
         return Ok(None);
     };
-    let system = Arc::new(open_system_bundle()?);
-    // The CA is for every host the context binds (a call handed fewer of its secrets too): the
-    // same for every call of the context, so a prepared sandbox's serves any of them.
-    let hosts = all_hosts(&ctx.secrets.bind);
     Ok(Some(BoundCall {
         variables: bound.variables(),
         binds: ctx.secrets.bind.clone(),
-        ca: crate::plan::secret_files::CaBundle::new(system, hosts),
+        ca: planned_bundle(ctx)?,
         bound,
     }))
 }
