@@ -453,7 +453,7 @@ pub fn control_mode_keeps_the_pool() -> Result<(), String> {
 /// sandbox, reach the stand-in for api.anthropic.com through the gate with their placeholder,
 /// and the stand-in receives the real key; each sandbox trusts a CA of its own (two calls, two
 /// certificates). Attack: nothing in the sandbox holds a private key or the real key (the CA's
-/// key stays with the server and the call's gate). Control: with the server stopped, the same
+/// key stays with the server and the call's gate), and the command holds no fd but its stdio. Control: with the server stopped, the same
 /// call builds its own sandbox (and its own CA) and works the same.
 pub fn bound_secrets_run_pooled() -> Result<(), String> {
     let s = crate::g1_bound::Stage::new("poolbound", "")?;
@@ -469,6 +469,7 @@ last() { awk '/BEGIN CERT/{c=""} {c=c $0 "\n"} END{printf "%s", c}' "$SSL_CERT_F
 echo "CA=$(last | openssl x509 -noout -subject -fingerprint -sha256 2>&1 | tr '\n' ' ')"
 echo "certs=$(grep -c 'BEGIN CERTIFICATE' "$SSL_CERT_FILE")"
 echo "keys=$(cat /run/credentials/sbx/* 2>/dev/null | grep -c 'PRIVATE KEY')"
+echo "fds=$(for f in /proc/$$/fd/*; do readlink "$f"; done | tr '\n' ' ')"
 "#;
     for name in ["first", "second", "inline"] {
         s.inside(name, call);
@@ -513,6 +514,15 @@ sbx inline
         check(crate::g1_bound::field(out, "keys") == "0", || {
             format!("{name}: a private key in /run/credentials: {}", show())
         })?;
+        // Nor the system CA bundle's fd that pid 1 copied from (the control: the listing shows
+        // the command's stdout, its .out file).
+        let fds = crate::g1_bound::field(out, "fds");
+        check(
+            fds.contains(&format!("{name}.out"))
+                && !fds.contains("/etc/ssl")
+                && !fds.contains(".crt"),
+            || format!("{name}: the command's fds: {}", show()),
+        )?;
         let pooled = crate::g1_bound::field(out, "PID1").contains("pool serve");
         check(pooled == (name != "inline"), || {
             format!("{name}: pooled should be {}: {}", name != "inline", show())
