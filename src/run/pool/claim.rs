@@ -53,7 +53,12 @@ impl Reply {
         dirs: &[PathBuf],
         ca: Option<&CaParts>,
     ) -> Zeroizing<String> {
-        let mut t = Zeroizing::new(format!(
+        // Room for all of it at once: no copy of the CA's key is left behind by a reallocation.
+        let room = 64
+            + dirs.iter().map(|d| d.as_os_str().len() + 1).sum::<usize>()
+            + ca.map_or(0, |c| 2 * (c.key.len() + c.cert.len()) + 2);
+        let mut t = Zeroizing::new(String::with_capacity(room));
+        t.push_str(&format!(
             "ok {} {} {} {} {}\n",
             pid.as_raw(),
             u8::from(net),
@@ -196,6 +201,8 @@ mod tests {
             pem: b"not sent".to_vec(),
         };
         let text = Reply::text(Pid::from_raw(42), (true, true), &dirs, Some(&ca));
+        // Written in the room reserved for it (never moved, so never copied, while it grew).
+        assert!(text.len() <= text.capacity() && text.capacity() < text.len() + 64);
         let c = Reply::parse(&text, fds(2 + NS_COUNT + 1 + 1 + 1)).unwrap();
         assert_eq!(c.pid.as_raw(), 42);
         assert!(c.outer.is_some() && c.userns.is_some());
