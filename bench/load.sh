@@ -53,15 +53,6 @@ env.allow = ["PATH"]
 fs.hide = ["/run/sbx"]
 [context.joined.limits]
 pids_max = 4096
-[context.sdk]
-namespaces = ["pid", "mount", "ipc", "uts"]
-persist = true
-identity = { uid = 100000, gid = 100000, count = 65536 }
-env.allow = ["PATH"]
-fs.hide = ["/run/sbx"]
-[context.sdk.net]
-mode = "private"
-allow = ["0.0.0.0/0", "::/0"]
 [context.isolated]
 namespaces = ["pid", "mount", "ipc", "uts"]
 identity = { uid = 100000, gid = 100000, count = 65536 }
@@ -70,6 +61,9 @@ fs.hide = ["/run/sbx"]
 [context.isolated.net]
 mode = "private"
 allow = ["0.0.0.0/0", "::/0"]
+[context.sdk]
+extends = "isolated"
+persist = true
 [context.pooled]
 extends = "isolated"
 pool = 8
